@@ -1,0 +1,45 @@
+"""aiforge: pre-trained models to fast, fair, deployed AI applications.
+
+>>> import aiforge as af
+>>> app = af.App.from_yaml("examples/banking77/aiforge.yaml")   # doctest: +SKIP
+>>> app.fit(); app.export()                                       # doctest: +SKIP
+>>> af.load("banking77").predict(["I still have not received my card"])  # doctest: +SKIP
+
+Importing aiforge does not import torch; training does, on first use.
+"""
+
+from aiforge.app import App, ExportResult, __version__, evaluate, load, predict_file
+from aiforge.bundle import Registry, Runtime
+from aiforge.errors import (
+    AiforgeError,
+    BackboneError,
+    BundleError,
+    ChecksumError,
+    DataError,
+    ExportError,
+    InputError,
+    RegistryError,
+    SpecError,
+)
+from aiforge.spec import AppSpec
+
+__all__ = [
+    "AiforgeError",
+    "App",
+    "AppSpec",
+    "BackboneError",
+    "BundleError",
+    "ChecksumError",
+    "DataError",
+    "ExportError",
+    "ExportResult",
+    "InputError",
+    "Registry",
+    "RegistryError",
+    "Runtime",
+    "SpecError",
+    "__version__",
+    "evaluate",
+    "load",
+    "predict_file",
+]

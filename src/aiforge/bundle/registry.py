@@ -1,0 +1,182 @@
+"""The Registry: a SQLite index at ``$AIFORGE_HOME/registry.db`` and bundle folders beside it.
+
+Adding a bundle is atomic: files are written to a staging folder on the same file system,
+fsynced, renamed into ``bundles/NAME/VERSION`` and only then indexed, in one transaction.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sqlite3
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from aiforge.bundle.format import BundleManifest, read_manifest, write_manifest
+from aiforge.errors import RegistryError
+
+__all__ = ["BundleRecord", "Registry", "default_home"]
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS bundles (
+    name TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    task TEXT NOT NULL,
+    path TEXT NOT NULL,
+    created TEXT NOT NULL,
+    stage TEXT NOT NULL DEFAULT 'none',
+    metrics TEXT NOT NULL DEFAULT '{}',
+    PRIMARY KEY (name, version)
+)
+"""
+
+
+def default_home() -> Path:
+    """``$AIFORGE_HOME`` or ``~/.aiforge``."""
+    return Path(os.environ.get("AIFORGE_HOME") or Path.home() / ".aiforge").expanduser()
+
+
+@dataclass(frozen=True)
+class BundleRecord:
+    """One registered bundle version."""
+
+    name: str
+    version: int
+    task: str
+    path: Path
+    created: str
+    stage: str
+    metrics: dict[str, Any]
+
+
+def _fsync_tree(root: Path) -> None:
+    for path in root.rglob("*"):
+        if path.is_file():
+            with path.open("rb") as fh:
+                os.fsync(fh.fileno())
+    fd = os.open(root, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class Registry:
+    """Named, versioned bundles under one home folder."""
+
+    def __init__(self, home: str | Path | None = None) -> None:
+        self.home = Path(home) if home is not None else default_home()
+        self.db_path = self.home / "registry.db"
+
+    @contextmanager
+    def _db(self) -> Iterator[sqlite3.Connection]:
+        self.home.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(self.db_path, timeout=30, isolation_level=None)
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute(_SCHEMA)
+            yield conn
+        finally:
+            conn.close()
+
+    def staging_dir(self) -> Path:
+        """A fresh folder on the registry's file system to build a bundle in."""
+        path = self.home / ".staging" / uuid.uuid4().hex
+        path.mkdir(parents=True)
+        return path
+
+    def add(self, staged: Path, *, name: str, task: str, extra: dict[str, Any] | None = None,
+            metrics: dict[str, Any] | None = None) -> tuple[BundleRecord, BundleManifest]:
+        """Give ``staged`` the next version of ``name``, write its manifest and index it.
+
+        The staging folder is moved, not copied; on failure it is removed.
+        """
+        with self._db() as conn:
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                row = conn.execute("SELECT MAX(version) FROM bundles WHERE name = ?", (name,)).fetchone()
+                version = int(row[0] or 0) + 1
+                manifest = write_manifest(staged, task=task, name=name, version=str(version), extra=extra)
+                _fsync_tree(staged)
+                final = self.home / "bundles" / name / str(version)
+                final.parent.mkdir(parents=True, exist_ok=True)
+                if final.exists():  # a leftover from a crash between rename and insert
+                    shutil.rmtree(final)
+                os.replace(staged, final)
+                conn.execute(
+                    "INSERT INTO bundles (name, version, task, path, created, metrics) VALUES (?, ?, ?, ?, ?, ?)",
+                    (name, version, task, str(final), manifest.created, json.dumps(metrics or {})),
+                )
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK") if conn.in_transaction else None
+                shutil.rmtree(staged, ignore_errors=True)
+                raise
+        return self.get(name, version), manifest
+
+    def records(self) -> list[BundleRecord]:
+        """Every registered version, by name then version."""
+        with self._db() as conn:
+            rows = conn.execute("SELECT * FROM bundles ORDER BY name, version").fetchall()
+        return [self._record(r) for r in rows]
+
+    def versions(self, name: str) -> list[BundleRecord]:
+        """Every version of ``name``, oldest first.
+
+        Raises:
+            RegistryError: no bundle of that name.
+        """
+        records = [r for r in self.records() if r.name == name]
+        if not records:
+            known = sorted({r.name for r in self.records()})
+            raise RegistryError(
+                f"no bundle named {name!r} in the registry at {self.home}. "
+                f"Registered: {', '.join(known) or 'none'}. Train one with: aiforge train aiforge.yaml"
+            )
+        return records
+
+    def get(self, name: str, version: int | str | None = None) -> BundleRecord:
+        """One version of ``name`` (the latest if ``version`` is None).
+
+        Raises:
+            RegistryError: unknown name or version.
+        """
+        records = self.versions(name)
+        if version is None or version == "latest":
+            return records[-1]
+        for r in records:
+            if str(r.version) == str(version):
+                return r
+        raise RegistryError(
+            f"bundle {name!r} has no version {version!r}; versions are {[r.version for r in records]}."
+        )
+
+    def resolve(self, name_or_path: str | Path, version: int | str | None = None) -> Path:
+        """The folder of a bundle given by path, ``NAME`` or ``NAME:VERSION``.
+
+        Raises:
+            RegistryError: neither an existing bundle folder nor a registered name.
+        """
+        candidate = Path(name_or_path)
+        if candidate.is_dir():
+            return candidate
+        text = str(name_or_path)
+        if version is None and ":" in text:
+            text, version = text.rsplit(":", 1)
+        if "/" in text or text.startswith("."):
+            raise RegistryError(f"{text}: no such bundle folder.")
+        return self.get(text, version).path
+
+    def manifest(self, name: str, version: int | str | None = None) -> BundleManifest:
+        """The manifest of a registered bundle, checksums verified."""
+        return read_manifest(self.get(name, version).path)
+
+    @staticmethod
+    def _record(row: tuple[Any, ...]) -> BundleRecord:
+        name, version, task, path, created, stage, metrics = row
+        return BundleRecord(name, int(version), task, Path(path), created, stage, json.loads(metrics))

