@@ -45,7 +45,7 @@ def test_missing_package_names_the_pip_command() -> None:
 
 def test_package_without_model_files_is_reported() -> None:
     row = dataclasses.replace(CATALOG["minilm-l6"], model_subdir="no-such-folder")
-    with pytest.raises(BackboneError, match="no config.json"):
+    with pytest.raises(BackboneError, match=r"no config\.json"):
         row.path()
 
 

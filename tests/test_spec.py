@@ -78,7 +78,7 @@ def test_unknown_key_names_path_file_and_suggestion(tmp_path: Path, yaml_text: s
 
 def test_unknown_key_without_close_match_lists_valid_keys(tmp_path: Path) -> None:
     file = _write(tmp_path, GOOD.replace("  mode: head\n", "  zzzzzz: 1\n"))
-    with pytest.raises(SpecError, match="model.zzzzzz") as info:
+    with pytest.raises(SpecError, match=r"model\.zzzzzz") as info:
         AppSpec.from_yaml(file)
     assert "Did you mean" not in str(info.value)
     assert "backbone, mode, head, max_length" in str(info.value)

@@ -192,6 +192,69 @@ def demo(
               + (f" --home {home}" if home else ""))
 
 
+@app.command()
+def serve(
+    bundles: Annotated[list[str], typer.Argument(help="Bundle folders, NAME or NAME:VERSION (one or more).")],
+    host: Annotated[str, typer.Option(help="Address to bind; loopback unless you mean otherwise.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
+    max_batch_size: Annotated[int, typer.Option(help="Items per model batch.")] = 32,
+    max_wait_ms: Annotated[float, typer.Option(help="Longest wait for a batch to fill.")] = 5.0,
+    max_queue_items: Annotated[int, typer.Option(help="Queued items before 503.")] = 2048,
+    timeout: Annotated[float, typer.Option(help="Per-request timeout in seconds (504).")] = 30.0,
+    max_inputs: Annotated[int, typer.Option(help="Texts per request (422 above).")] = 256,
+    max_text_chars: Annotated[int, typer.Option(help="Characters per text (422 above).")] = 10_000,
+    max_body_bytes: Annotated[int, typer.Option(help="Request body size (413 above).")] = 1 << 20,
+    precision: Annotated[str, typer.Option(help="auto, fp32 or int8.")] = "auto",
+    api_key_file: Annotated[Path | None, typer.Option(help="File of API keys, one per line.")] = None,
+    access_log: Annotated[bool, typer.Option(help="JSON access log on stderr.")] = True,
+    home: HomeOpt = None,
+) -> None:
+    """Serve bundles over HTTP: Open Inference Protocol v2, simple JSON, /metrics, /docs."""
+    from aiforge.serve.app import serve as run_server
+    from aiforge.serve.config import ServerConfig
+
+    config = ServerConfig(host=host, port=port, max_batch_size=max_batch_size, max_wait_ms=max_wait_ms,
+                          max_queue_items=max(max_queue_items, max_batch_size), request_timeout_s=timeout,
+                          max_inputs=max_inputs, max_text_chars=max_text_chars, max_body_bytes=max_body_bytes,
+                          precision=precision, api_key_file=api_key_file, access_log=access_log)
+    run_server(bundles, config=config, home=home)
+
+
+@app.command()
+def bench(
+    bundle: Annotated[str, typer.Argument(help="Bundle folder, NAME or NAME:VERSION.")],
+    concurrency: Annotated[str, typer.Option(help="Comma-separated client counts.")] = "1,8,64",
+    duration: Annotated[float, typer.Option(help="Seconds per level.", min=1, max=600)] = 20.0,
+    input_file: Annotated[Path | None, typer.Option("--input", "-i", help="Texts to send (CSV/JSONL/TXT).")] = None,
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Write results JSON here.")] = None,
+    max_batch_size: Annotated[int, typer.Option(help="Server batch size.")] = 32,
+    max_wait_ms: Annotated[float, typer.Option(help="Server batch wait.")] = 5.0,
+    precision: Annotated[str, typer.Option(help="auto, fp32 or int8.")] = "auto",
+    home: HomeOpt = None,
+) -> None:
+    """Start a server on loopback, load it at each concurrency, report throughput and latency."""
+    from aiforge.serve.benchmark import benchmark_bundle
+
+    texts = None
+    if input_file:
+        from aiforge.app import predict_file
+
+        texts = [row["text"] for row in predict_file(bundle, input_file, home=home)]
+    levels = [int(c) for c in concurrency.split(",") if c.strip()]
+    report = benchmark_bundle(bundle, levels=levels, duration=duration, texts=texts, home=home,
+                              max_batch_size=max_batch_size, max_wait_ms=max_wait_ms, precision=precision)
+    table = Table(title=f"{bundle}: {duration:g} s per level, server ready in {report['ready_seconds']:.2f} s")
+    for col in ("concurrency", "req/s", "p50 ms", "p95 ms", "p99 ms", "errors"):
+        table.add_column(col, justify="right")
+    for r in report["levels"]:
+        table.add_row(str(r["concurrency"]), f"{r['throughput_rps']:.1f}", f"{r['p50_ms']:.1f}",
+                      f"{r['p95_ms']:.1f}", f"{r['p99_ms']:.1f}", str(r["errors"]))
+    out.print(table)
+    if output:
+        output.write_text(json.dumps(report, indent=2), encoding="utf-8")
+        out.print(f"wrote {output}")
+
+
 def main() -> None:
     """Entry point: run the CLI; print AiforgeError as one line (traceback with --debug)."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")

@@ -1,0 +1,119 @@
+"""The app factory: any ASGI server can run ``create_app(...)``; ``serve`` runs it with uvicorn."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections.abc import AsyncIterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from fastapi import FastAPI
+from fastapi.responses import Response
+
+from aiforge.bundle.runtime import Runtime
+from aiforge.serve.config import ApiKeys, ServerConfig
+from aiforge.serve.errors import install_error_handlers
+from aiforge.serve.metrics import ServerMetrics
+from aiforge.serve.middleware import AccessLog, BodyLimit, JsonByDefault
+from aiforge.serve.protocols import health_router, v1_router, v2_router
+from aiforge.serve.service import Models, ModelService
+
+__all__ = ["create_app", "serve"]
+
+log = logging.getLogger("aiforge.server")
+WARMUP = ["warm up", "a slightly longer sentence to warm up the graph for longer inputs"]
+
+
+def _load_all(models: Models, config: ServerConfig, home: str | Path | None, executor: ThreadPoolExecutor,
+              metrics: ServerMetrics) -> dict[str, ModelService]:
+    threads = config.threads or os.cpu_count() or 1
+    services: dict[str, ModelService] = {}
+    for source in models.sources:
+        rt = source if isinstance(source, Runtime) else Runtime.load(
+            source, precision=config.precision, home=home, threads=threads)
+        if rt.name in services:
+            raise ValueError(f"two bundles are named {rt.name!r}; serve one version per name")
+        rt.predict(WARMUP)
+        services[rt.name] = ModelService(rt, config=config, executor=executor, metrics=metrics)
+    return services
+
+
+def create_app(bundles: Sequence[str | Path | Runtime], *, config: ServerConfig | None = None,
+               home: str | Path | None = None) -> FastAPI:
+    """A FastAPI app serving ``bundles`` (folders, ``NAME`` or ``NAME:VERSION``, or Runtimes).
+
+    Models load in the background after start-up: liveness is true at once, readiness once
+    every model is loaded and warmed up.
+
+    Raises:
+        AiforgeError: the API key file is missing or empty.
+    """
+    cfg = config or ServerConfig()
+    metrics = ServerMetrics()
+    models = Models(list(bundles))
+    keys = ApiKeys.from_file(cfg.api_key_file) if cfg.api_key_file else None
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        executor = ThreadPoolExecutor(max_workers=os.cpu_count() or 1, thread_name_prefix="aiforge-infer")
+
+        async def load() -> None:
+            try:
+                services = await asyncio.to_thread(_load_all, models, cfg, home, executor, metrics)
+            except Exception as exc:  # readiness stays false; the reason is logged and listed
+                models.error = str(exc)
+                log.error("loading models failed: %s", exc)
+                return
+            for service in services.values():
+                service.batcher.start()
+            models.services = services
+            models.ready = True
+            log.info("ready: %s", ", ".join(f"{s.name}:{s.runtime.version}" for s in services.values()))
+
+        loader = asyncio.create_task(load())
+        try:
+            yield
+        finally:
+            loader.cancel()
+            for service in models.services.values():
+                await service.batcher.stop()
+            executor.shutdown(wait=True)
+
+    app = FastAPI(title="aiforge", summary="Pre-trained models served over standard inference protocols.",
+                  lifespan=lifespan)
+    app.state.models = models
+    app.state.api_keys = keys
+    app.state.config = cfg
+    app.state.metrics = metrics
+    install_error_handlers(app)
+    app.include_router(health_router)
+    app.include_router(v2_router)
+    app.include_router(v1_router)
+
+    @app.get("/metrics", include_in_schema=False)
+    def prometheus() -> Response:
+        for service in models.services.values():
+            metrics.queue_depth.labels(model=service.name).set(service.batcher.queued_items)
+        return Response(metrics.render(), media_type="text/plain; version=0.0.4")
+
+    app.add_middleware(JsonByDefault)
+    app.add_middleware(BodyLimit, limit=cfg.max_body_bytes)
+    app.add_middleware(AccessLog, metrics=metrics, enabled=cfg.access_log)
+    return app
+
+
+def serve(bundles: Sequence[str | Path], *, config: ServerConfig | None = None,
+          home: str | Path | None = None, log_level: str = "info") -> None:
+    """Serve ``bundles`` with uvicorn until SIGINT/SIGTERM (in-flight requests finish first)."""
+    import uvicorn
+
+    cfg = config or ServerConfig()
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    app = create_app(bundles, config=cfg, home=home)
+    uvicorn.run(app, host=cfg.host, port=cfg.port, log_level=log_level, access_log=False,
+                timeout_graceful_shutdown=30, server_header=False)
+
+

@@ -1,0 +1,175 @@
+"""The dynamic batcher: one future per request, batches of up to ``max_batch_size`` items.
+
+Contract (after Ray Serve's ``@serve.batch``):
+- a batch closes when it holds ``max_batch_size`` items or ``max_wait_ms`` after its first
+  item arrived (monotonic clock), whichever is first; items, not requests, are counted;
+- the queue is bounded in items: a request that would overflow it fails at once with
+  :class:`Overloaded` (the server answers 503 + Retry-After) instead of waiting;
+- cancelled requests (client gone, timeout) are dropped before their batch runs;
+- the model's output length is checked against the input length, and if a batch fails every
+  request in it gets the error, never a hang.
+
+Batches run in a thread pool so the event loop keeps accepting requests; texts inside a
+batch are grouped by token length by the Runtime so padding stays small.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import Executor
+from dataclasses import dataclass, field
+
+import numpy as np
+
+__all__ = ["Batcher", "BatcherStats", "Overloaded"]
+
+
+class Overloaded(Exception):
+    """The queue is full; retry after ``retry_after`` seconds."""
+
+    def __init__(self, queued: int, limit: int, retry_after: float) -> None:
+        super().__init__(f"server overloaded: {queued} items queued (limit {limit}); retry later")
+        self.retry_after = retry_after
+
+
+@dataclass
+class _Pending:
+    items: list[str]
+    future: asyncio.Future[np.ndarray]
+    arrived: float = field(default_factory=time.monotonic)
+
+
+@dataclass
+class BatcherStats:
+    """Counters the server exports as metrics."""
+
+    batches: int = 0
+    items: int = 0
+    dropped: int = 0
+    last_batch_seconds: float = 0.0
+
+
+class Batcher:
+    """Gathers concurrent requests for one model into batches and runs them off the loop."""
+
+    def __init__(self, predict: Callable[[list[str]], np.ndarray], *, executor: Executor,
+                 max_batch_size: int = 32, max_wait_ms: float = 5.0, max_queue_items: int = 2048,
+                 concurrency: int = 1, on_batch: Callable[[int, float], None] | None = None) -> None:
+        if max_batch_size < 1 or max_queue_items < max_batch_size or concurrency < 1:
+            raise ValueError("need max_batch_size >= 1, max_queue_items >= max_batch_size, concurrency >= 1")
+        self._predict = predict
+        self._executor = executor
+        self.max_batch_size = max_batch_size
+        self.max_wait = max_wait_ms / 1000.0
+        self.max_queue_items = max_queue_items
+        self._concurrency = concurrency
+        self._on_batch = on_batch
+        self._queue: deque[_Pending] = deque()
+        self._queued_items = 0
+        self._wakeup: asyncio.Event | None = None
+        self._workers: list[asyncio.Task[None]] = []
+        self._closing = False
+        self.stats = BatcherStats()
+
+    @property
+    def queued_items(self) -> int:
+        return self._queued_items
+
+    def start(self) -> None:
+        """Start the worker tasks on the running loop."""
+        self._wakeup = asyncio.Event()
+        self._workers = [asyncio.create_task(self._work()) for _ in range(self._concurrency)]
+
+    async def stop(self) -> None:
+        """Finish what is queued, then stop the workers."""
+        self._closing = True
+        while self._queue:
+            await asyncio.sleep(0.005)
+        for task in self._workers:
+            task.cancel()
+        await asyncio.gather(*self._workers, return_exceptions=True)
+
+    async def submit(self, items: list[str]) -> np.ndarray:
+        """Queue ``items`` and wait for their rows of output.
+
+        Raises:
+            Overloaded: the queue cannot take ``len(items)`` more items.
+        """
+        if self._wakeup is None:
+            raise RuntimeError("Batcher.start() has not been called")
+        if self._closing or self._queued_items + len(items) > self.max_queue_items:
+            # Rough time to drain what is queued, at least one second.
+            per_item = self.stats.last_batch_seconds / max(1, self.max_batch_size)
+            retry = max(1.0, self._queued_items * per_item)
+            raise Overloaded(self._queued_items, self.max_queue_items, retry)
+        future: asyncio.Future[np.ndarray] = asyncio.get_running_loop().create_future()
+        self._queue.append(_Pending(items, future))
+        self._queued_items += len(items)
+        self._wakeup.set()
+        return await future
+
+    def _take(self) -> list[_Pending]:
+        """Pop requests for one batch: at least one, then up to ``max_batch_size`` items."""
+        batch: list[_Pending] = []
+        count = 0
+        while self._queue:
+            head = self._queue[0]
+            if head.future.done():  # cancelled or timed out while queued
+                self._queue.popleft()
+                self._queued_items -= len(head.items)
+                self.stats.dropped += 1
+                continue
+            if batch and count + len(head.items) > self.max_batch_size:
+                break
+            self._queue.popleft()
+            self._queued_items -= len(head.items)
+            batch.append(head)
+            count += len(head.items)
+        return batch
+
+    async def _work(self) -> None:
+        assert self._wakeup is not None  # set by start()
+        loop = asyncio.get_running_loop()
+        while True:
+            while not self._queue:
+                self._wakeup.clear()
+                await self._wakeup.wait()
+            # Wait until the batch is full or the first item's deadline has passed.
+            deadline = self._queue[0].arrived + self.max_wait
+            while sum(len(p.items) for p in self._queue) < self.max_batch_size:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                self._wakeup.clear()
+                try:
+                    await asyncio.wait_for(self._wakeup.wait(), remaining)
+                except TimeoutError:
+                    break
+            batch = self._take()
+            if not batch:
+                continue
+            texts = [t for p in batch for t in p.items]
+            started = time.monotonic()
+            try:
+                out = await loop.run_in_executor(self._executor, self._predict, texts)
+                if len(out) != len(texts):
+                    raise RuntimeError(f"model returned {len(out)} rows for {len(texts)} inputs")
+            except Exception as exc:  # every request in the batch gets the error
+                for p in batch:
+                    if not p.future.done():
+                        p.future.set_exception(exc)
+                continue
+            elapsed = time.monotonic() - started
+            self.stats.batches += 1
+            self.stats.items += len(texts)
+            self.stats.last_batch_seconds = elapsed
+            if self._on_batch:
+                self._on_batch(len(texts), elapsed)
+            start = 0
+            for p in batch:
+                if not p.future.done():
+                    p.future.set_result(out[start : start + len(p.items)])
+                start += len(p.items)

@@ -1,0 +1,196 @@
+"""A closed-loop HTTP load generator for loopback servers, bounded in time and requests.
+
+``run_load`` runs in its own process (``measure`` spawns it), so the client's CPU use is
+not counted inside the server's process, and the server under test is never this process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import multiprocessing as mp
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+
+from aiforge.errors import AiforgeError
+
+__all__ = ["LoadResult", "check_loopback", "measure", "run_load", "start_server"]
+
+MAX_REQUESTS = 1_000_000
+
+
+@dataclass(frozen=True)
+class LoadResult:
+    """Throughput and latency percentiles of one load level."""
+
+    concurrency: int
+    duration_s: float
+    requests: int
+    errors: int
+    throughput_rps: float
+    p50_ms: float
+    p95_ms: float
+    p99_ms: float
+    mean_ms: float
+    status_counts: dict[str, int]
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def check_loopback(url: str) -> None:
+    """Refuse any target that is not on this machine's loopback.
+
+    Raises:
+        AiforgeError: the host is not 127.0.0.0/8, ::1 or localhost.
+    """
+    host = urlsplit(url).hostname or ""
+    if host == "localhost":
+        return
+    try:
+        if ipaddress.ip_address(host).is_loopback:
+            return
+    except ValueError:
+        pass
+    raise AiforgeError(f"{url}: the load generator only targets loopback addresses (127.0.0.1, ::1, localhost).")
+
+
+def _percentile(sorted_ms: list[float], q: float) -> float:
+    if not sorted_ms:
+        return float("nan")
+    i = min(len(sorted_ms) - 1, max(0, round(q / 100 * (len(sorted_ms) - 1))))
+    return sorted_ms[i]
+
+
+def request_body(protocol: str, text: str) -> dict[str, Any]:
+    """The JSON body of one single-text request for ``protocol`` (v2, v1 or raw)."""
+    if protocol == "v2":
+        return {"inputs": [{"name": "text", "shape": [1], "datatype": "BYTES", "data": [text]}]}
+    if protocol == "v1":
+        return {"inputs": [text]}
+    return {"text": text}
+
+
+async def _load(url: str, path: str, texts: list[str], concurrency: int, duration: float,
+                protocol: str, headers: dict[str, str]) -> LoadResult:
+    latencies: list[float] = []
+    statuses: dict[str, int] = {}
+    deadline = time.perf_counter() + duration
+    counter = {"n": 0}
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx.AsyncClient(base_url=url, limits=limits, timeout=60.0, headers=headers) as client:
+        async def worker(offset: int) -> None:
+            i = offset
+            while time.perf_counter() < deadline and counter["n"] < MAX_REQUESTS:
+                counter["n"] += 1
+                body = request_body(protocol, texts[i % len(texts)])
+                i += concurrency
+                t0 = time.perf_counter()
+                try:
+                    r = await client.post(path, json=body)
+                    key = str(r.status_code)
+                except httpx.HTTPError as exc:
+                    key = type(exc).__name__
+                if key == "200":
+                    latencies.append((time.perf_counter() - t0) * 1000)
+                statuses[key] = statuses.get(key, 0) + 1
+
+        start = time.perf_counter()
+        await asyncio.gather(*(worker(k) for k in range(concurrency)))
+        elapsed = time.perf_counter() - start
+    latencies.sort()
+    ok = statuses.get("200", 0)
+    return LoadResult(
+        concurrency=concurrency, duration_s=elapsed, requests=sum(statuses.values()),
+        errors=sum(v for k, v in statuses.items() if k != "200"), throughput_rps=ok / elapsed,
+        p50_ms=_percentile(latencies, 50), p95_ms=_percentile(latencies, 95), p99_ms=_percentile(latencies, 99),
+        mean_ms=statistics.fmean(latencies) if latencies else float("nan"), status_counts=statuses,
+    )
+
+
+def run_load(url: str, path: str, texts: list[str], *, concurrency: int, duration: float,
+             protocol: str = "v2", headers: dict[str, str] | None = None) -> LoadResult:
+    """Closed loop: ``concurrency`` clients each send one text per request for ``duration`` s."""
+    check_loopback(url)
+    return asyncio.run(_load(url, path, texts, concurrency, duration, protocol, headers or {}))
+
+
+def _child(queue: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+    try:
+        queue.put(run_load(*args, **kwargs).to_dict())
+    except BaseException as exc:  # report, never hang the parent
+        queue.put({"error": repr(exc)})
+
+
+def measure(url: str, path: str, texts: list[str], *, concurrency: int, duration: float,
+            protocol: str = "v2", headers: dict[str, str] | None = None) -> dict[str, Any]:
+    """``run_load`` in a separate process; returns its result as a dict.
+
+    Raises:
+        AiforgeError: the load process failed or did not finish in time.
+    """
+    check_loopback(url)
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    proc = ctx.Process(target=_child, args=(queue, (url, path, texts),
+                                            {"concurrency": concurrency, "duration": duration,
+                                             "protocol": protocol, "headers": headers}))
+    proc.start()
+    try:
+        result: dict[str, Any] = queue.get(timeout=duration + 120)
+    except Exception as exc:
+        proc.kill()
+        raise AiforgeError(f"load generator did not report within {duration + 120:.0f} s") from exc
+    finally:
+        proc.join(timeout=10)
+    if "error" in result:
+        raise AiforgeError(f"load generator failed: {result['error']}")
+    return result
+
+
+def free_port() -> int:
+    """A free TCP port on 127.0.0.1."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def start_server(args: list[str], *, port: int, ready_path: str = "/v2/health/ready", timeout: float = 120.0,
+                 env: dict[str, str] | None = None, log: Path | None = None) -> tuple[subprocess.Popen[bytes], float]:
+    """Start ``args`` (a server listening on ``port``) and wait until ``ready_path`` answers 200.
+
+    Returns the process and the seconds from spawn to ready.
+
+    Raises:
+        AiforgeError: the server exited or was not ready within ``timeout``.
+    """
+    out = log.open("wb") if log else subprocess.DEVNULL
+    start = time.perf_counter()
+    proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, env=env)
+    url = f"http://127.0.0.1:{port}{ready_path}"
+    while time.perf_counter() - start < timeout:
+        if proc.poll() is not None:
+            raise AiforgeError(f"server exited with {proc.returncode} before it was ready: {' '.join(args)}")
+        try:
+            if httpx.get(url, timeout=1.0).status_code == 200:
+                return proc, time.perf_counter() - start
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.02)
+    proc.kill()
+    raise AiforgeError(f"server not ready within {timeout:.0f} s: {' '.join(args)}")
+
+
+def aiforge_server_args(bundles: list[str], *, port: int, extra: list[str] | None = None) -> list[str]:
+    """The command line of ``aiforge serve`` in this interpreter."""
+    return [sys.executable, "-m", "aiforge.cli", "serve", *bundles, "--port", str(port), "--no-access-log",
+            *(extra or [])]

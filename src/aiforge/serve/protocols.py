@@ -1,0 +1,210 @@
+"""Protocol routers: Open Inference Protocol v2 (KServe/Triton REST) and simple JSON v1."""
+
+from __future__ import annotations
+
+import math
+from typing import Annotated, Any
+
+import numpy as np
+from fastapi import APIRouter, Depends, Request
+from pydantic import BaseModel, ConfigDict, Field
+
+from aiforge.serve.errors import ApiError
+from aiforge.serve.service import Models, ModelService
+
+__all__ = ["health_router", "v1_router", "v2_router"]
+
+
+def models(request: Request) -> Models:
+    return request.app.state.models  # type: ignore[no-any-return]
+
+
+def require_key(request: Request) -> None:
+    """Check ``Authorization: Bearer KEY`` or ``X-API-Key`` when the server has keys.
+
+    Raises:
+        ApiError: 401 without a valid key.
+    """
+    keys = request.app.state.api_keys
+    if keys is None:
+        return
+    presented = request.headers.get("x-api-key")
+    auth = request.headers.get("authorization", "")
+    if presented is None and auth.lower().startswith("bearer "):
+        presented = auth[7:].strip()
+    if not keys.check(presented):
+        raise ApiError(401, "missing or invalid API key (send Authorization: Bearer KEY)",
+                       headers={"WWW-Authenticate": "Bearer"})
+
+
+ModelsDep = Annotated[Models, Depends(models)]
+
+
+# ----- Open Inference Protocol v2 -------------------------------------------------------
+
+class V2Tensor(BaseModel):
+    """An input tensor: texts as a BYTES tensor of shape [n] (or [n, 1])."""
+
+    model_config = ConfigDict(extra="ignore")
+    name: str
+    shape: list[int]
+    datatype: str
+    data: list[Any]
+    parameters: dict[str, Any] | None = None
+
+
+class V2RequestedOutput(BaseModel):
+    name: str
+
+
+class V2InferRequest(BaseModel):
+    """``POST /v2/models/{name}/infer`` body."""
+
+    model_config = ConfigDict(extra="ignore")
+    id: str | None = None
+    inputs: list[V2Tensor] = Field(min_length=1)
+    outputs: list[V2RequestedOutput] | None = None
+    parameters: dict[str, Any] | None = None
+
+
+def _texts_from_v2(req: V2InferRequest) -> list[str]:
+    tensor = req.inputs[0]
+    where = f"inputs[0] ({tensor.name!r})"
+    if len(req.inputs) != 1:
+        raise ApiError(400, f"expected one input tensor of texts, got {len(req.inputs)}")
+    if tensor.datatype.upper() != "BYTES":
+        raise ApiError(400, f"{where}: datatype must be BYTES (texts), got {tensor.datatype!r}")
+    if any(d < 0 for d in tensor.shape) or math.prod(tensor.shape) != len(tensor.data):
+        raise ApiError(400, f"{where}: shape {tensor.shape} does not match {len(tensor.data)} data elements")
+    if not all(isinstance(t, str) for t in tensor.data):
+        raise ApiError(400, f"{where}: every data element must be a string")
+    return [str(t) for t in tensor.data]
+
+
+def _v2_metadata(service: ModelService) -> dict[str, Any]:
+    rt = service.runtime
+    return {
+        "name": rt.name, "versions": [rt.version], "platform": "onnxruntime",
+        "inputs": [{"name": "text", "datatype": "BYTES", "shape": [-1]}],
+        "outputs": [{"name": "label", "datatype": "BYTES", "shape": [-1]},
+                    {"name": "score", "datatype": "FP32", "shape": [-1]},
+                    {"name": "probabilities", "datatype": "FP32", "shape": [-1, len(rt.labels)]}],
+        "parameters": {"task": rt.manifest.task, "precision": rt.precision, "labels": rt.labels},
+    }
+
+
+health_router = APIRouter(prefix="/v2", tags=["health"])
+v2_router = APIRouter(prefix="/v2", tags=["Open Inference Protocol v2"], dependencies=[Depends(require_key)])
+
+
+@health_router.get("")
+def v2_server_metadata() -> dict[str, Any]:
+    from aiforge import __version__
+
+    return {"name": "aiforge", "version": __version__, "extensions": []}
+
+
+@health_router.get("/health/live")
+def v2_live() -> dict[str, bool]:
+    return {"live": True}
+
+
+@health_router.get("/health/ready")
+def v2_ready(m: ModelsDep) -> Any:
+    from fastapi.responses import JSONResponse
+
+    return JSONResponse({"ready": m.ready}, status_code=200 if m.ready else 503)
+
+
+@v2_router.get("/models/{name}")
+def v2_model_metadata(name: str, m: ModelsDep) -> dict[str, Any]:
+    return _v2_metadata(m.get(name))
+
+
+@v2_router.get("/models/{name}/versions/{version}")
+def v2_model_version_metadata(name: str, version: str, m: ModelsDep) -> dict[str, Any]:
+    return _v2_metadata(m.get(name, version))
+
+
+@v2_router.get("/models/{name}/ready")
+def v2_model_ready(name: str, m: ModelsDep) -> dict[str, Any]:
+    return {"name": name, "ready": m.get(name) is not None}
+
+
+async def _v2_infer(service: ModelService, req: V2InferRequest) -> dict[str, Any]:
+    texts = _texts_from_v2(req)
+    service.check_inputs(texts, "inputs[0].data")
+    probs = await service.predict(texts)
+    labels = service.runtime.labels
+    best = probs.argmax(axis=1)
+    outputs = {
+        "label": {"name": "label", "datatype": "BYTES", "shape": [len(texts)], "data": [labels[i] for i in best]},
+        "score": {"name": "score", "datatype": "FP32", "shape": [len(texts)],
+                  "data": probs[np.arange(len(texts)), best].astype(float).tolist()},
+        "probabilities": {"name": "probabilities", "datatype": "FP32", "shape": list(probs.shape),
+                          "data": probs.astype(float).ravel().tolist()},
+    }
+    wanted = [o.name for o in req.outputs] if req.outputs else list(outputs)
+    unknown = [w for w in wanted if w not in outputs]
+    if unknown:
+        raise ApiError(400, f"unknown output(s) {unknown}; outputs are {list(outputs)}")
+    body: dict[str, Any] = {"model_name": service.name, "model_version": service.runtime.version,
+                            "outputs": [outputs[w] for w in wanted]}
+    if req.id is not None:
+        body["id"] = req.id
+    return body
+
+
+@v2_router.post("/models/{name}/infer")
+async def v2_infer(name: str, req: V2InferRequest, m: ModelsDep) -> dict[str, Any]:
+    return await _v2_infer(m.get(name), req)
+
+
+@v2_router.post("/models/{name}/versions/{version}/infer")
+async def v2_infer_version(name: str, version: str, req: V2InferRequest, m: ModelsDep) -> dict[str, Any]:
+    return await _v2_infer(m.get(name, version), req)
+
+
+# ----- simple JSON v1 --------------------------------------------------------------------
+
+class PredictRequest(BaseModel):
+    """``POST /v1/models/{name}/predict`` body."""
+
+    model_config = ConfigDict(extra="forbid")
+    inputs: list[str] = Field(min_length=1, description="Texts to classify.")
+    top_k: int | None = Field(default=None, gt=0, description="Keep only the k most probable labels in scores.")
+
+
+class PredictionOut(BaseModel):
+    label: str
+    score: float
+    scores: dict[str, float]
+
+
+class PredictResponse(BaseModel):
+    model: str
+    version: str
+    predictions: list[PredictionOut]
+
+
+v1_router = APIRouter(prefix="/v1", tags=["simple JSON"], dependencies=[Depends(require_key)])
+
+
+@v1_router.get("/models")
+def v1_models(m: ModelsDep) -> dict[str, Any]:
+    return {"ready": m.ready, "models": [s.summary() for s in m.services.values()]}
+
+
+@v1_router.post("/models/{name}/predict", response_model=PredictResponse)
+async def v1_predict(name: str, req: PredictRequest, m: ModelsDep) -> dict[str, Any]:
+    service = m.get(name)
+    service.check_inputs(req.inputs, "inputs")
+    probs = await service.predict(req.inputs)
+    labels = service.runtime.labels
+    k = req.top_k or len(labels)
+    preds = []
+    for row in probs:
+        order = np.argsort(-row)[:k]
+        preds.append({"label": labels[int(order[0])], "score": float(row[order[0]]),
+                      "scores": {labels[int(i)]: float(row[i]) for i in order}})
+    return {"model": service.name, "version": service.runtime.version, "predictions": preds}

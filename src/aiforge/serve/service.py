@@ -1,0 +1,112 @@
+"""ModelService: one loaded Runtime behind its own Batcher; the Models table a server holds."""
+
+from __future__ import annotations
+
+import asyncio
+from concurrent.futures import Executor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from aiforge.bundle.runtime import Runtime
+from aiforge.serve.batching import Batcher, Overloaded
+from aiforge.serve.config import ServerConfig
+from aiforge.serve.errors import ApiError
+from aiforge.serve.metrics import ServerMetrics
+
+__all__ = ["ModelService", "Models"]
+
+
+class ModelService:
+    """A Runtime plus a Batcher, with the server's limits applied to every request."""
+
+    def __init__(self, runtime: Runtime, *, config: ServerConfig, executor: Executor,
+                 metrics: ServerMetrics) -> None:
+        self.runtime = runtime
+        self.config = config
+        name = runtime.name
+
+        def on_batch(size: int, seconds: float) -> None:
+            metrics.batch_size.labels(model=name).observe(size)
+            metrics.batch_latency.labels(model=name).observe(seconds)
+            metrics.items.labels(model=name).inc(size)
+            metrics.queue_depth.labels(model=name).set(self.batcher.queued_items)
+
+        self.batcher = Batcher(runtime.predict_proba, executor=executor, max_batch_size=config.max_batch_size,
+                               max_wait_ms=config.max_wait_ms, max_queue_items=config.max_queue_items,
+                               concurrency=config.batch_concurrency, on_batch=on_batch)
+        self._metrics = metrics
+
+    @property
+    def name(self) -> str:
+        return self.runtime.name
+
+    def check_inputs(self, texts: list[str], field_name: str) -> None:
+        """Apply the count and length limits.
+
+        Raises:
+            ApiError: 422 naming the limit that was broken.
+        """
+        if not texts:
+            raise ApiError(422, f"{field_name}: at least one text is required")
+        if len(texts) > self.config.max_inputs:
+            raise ApiError(422, f"{field_name}: {len(texts)} texts, over the limit of {self.config.max_inputs} "
+                                "per request")
+        for i, t in enumerate(texts):
+            if len(t) > self.config.max_text_chars:
+                raise ApiError(422, f"{field_name}[{i}]: text of {len(t)} characters, over the limit of "
+                                    f"{self.config.max_text_chars}")
+
+    async def predict(self, texts: list[str]) -> np.ndarray:
+        """Probabilities for ``texts`` through the batcher, within the request timeout.
+
+        Raises:
+            ApiError: 503 when overloaded (with Retry-After), 504 on timeout.
+        """
+        self._metrics.queue_depth.labels(model=self.name).set(self.batcher.queued_items)
+        try:
+            return await asyncio.wait_for(self.batcher.submit(texts), self.config.request_timeout_s)
+        except Overloaded as exc:
+            raise ApiError(503, str(exc), headers={"Retry-After": str(int(np.ceil(exc.retry_after)))}) from exc
+        except TimeoutError as exc:
+            raise ApiError(504, f"prediction took longer than {self.config.request_timeout_s:g} s") from exc
+
+    def summary(self) -> dict[str, Any]:
+        """Name, version, task, precision, labels and card summary for listings."""
+        rt = self.runtime
+        card = rt.path / "card.md"
+        intended = ""
+        if card.is_file():
+            text = card.read_text(encoding="utf-8")
+            if "## Intended use" in text:
+                intended = text.split("## Intended use", 1)[1].strip().split("\n\n", 1)[0].strip()
+        return {"name": rt.name, "version": rt.version, "task": rt.manifest.task, "precision": rt.precision,
+                "labels": rt.labels, "metrics": rt.manifest.extra.get("metrics", {}), "card": intended}
+
+
+@dataclass
+class Models:
+    """The models a server was asked to serve; filled in when loading finishes."""
+
+    sources: list[str | Path | Runtime]
+    services: dict[str, ModelService] = field(default_factory=dict)
+    ready: bool = False
+    error: str | None = None
+
+    def get(self, name: str, version: str | None = None) -> ModelService:
+        """The service called ``name`` (and at ``version``, if given).
+
+        Raises:
+            ApiError: 404 for an unknown model or version, 503 while loading.
+        """
+        service = self.services.get(name)
+        if service is None:
+            if not self.ready:
+                raise ApiError(503, "models are still loading; retry shortly", headers={"Retry-After": "1"})
+            raise ApiError(404, f"model {name!r} not found; served: {', '.join(sorted(self.services)) or 'none'}")
+        if version is not None and version != service.runtime.version:
+            raise ApiError(404, f"model {name!r} has no version {version!r}; served version is "
+                                f"{service.runtime.version}")
+        return service

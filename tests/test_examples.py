@@ -1,0 +1,29 @@
+"""The shipped example spec and the README's promises."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from aiforge.spec import AppSpec
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_banking77_example_spec_is_valid_and_its_data_exists() -> None:
+    path = REPO / "examples" / "banking77" / "aiforge.yaml"
+    spec = AppSpec.from_yaml(path)
+    assert spec.name == "banking77"
+    assert spec.task == "text-classification"
+    assert spec.data.label_column == "category"
+    assert spec.data.test is not None
+    for data in (spec.data.train, spec.data.test):
+        assert data.is_absolute()
+        assert data.is_file(), f"{path} points at {data}, which does not exist"
+
+
+def test_readme_starts_with_demo_and_test_commands() -> None:
+    readme = REPO / "README.md"
+    assert readme.is_file(), "README.md is missing"
+    head = "\n".join(readme.read_text(encoding="utf-8").splitlines()[:20])
+    assert "make demo" in head
+    assert "make test" in head
