@@ -7,7 +7,7 @@ PIP := $(VENV)/bin/pip
 STAMP := $(VENV)/.installed-stamp
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: install demo test lint typecheck bench clean
+.PHONY: install demo test lint typecheck bench bench-serve clean
 
 $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -32,6 +32,16 @@ test: lint typecheck
 bench: install
 	$(PY) bench/banking77.py
 	$(PY) bench/export.py
+
+# Bench-only environment with the baselines' servers (bentoml); never a project dependency.
+bench/.venv/.installed-stamp: requirements.txt bench/requirements-bench.txt
+	test -x bench/.venv/bin/python || $(PYTHON) -m venv bench/.venv
+	bench/.venv/bin/pip install --quiet --progress-bar off -r bench/requirements-bench.txt 2> >(grep -v "^WARNING: Location" >&2)
+	bench/.venv/bin/pip install --quiet --progress-bar off --no-deps -e . 2> >(grep -v "^WARNING: Location" >&2)
+	touch $@
+
+bench-serve: bench/.venv/.installed-stamp
+	bench/.venv/bin/python bench/serve.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info src/*.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -178,7 +178,7 @@ def test_untouched_copy_loads(bundle_copy: Path, runtime_fp32: Runtime) -> None:
 def test_registry_list_get_resolve(trained_bundle) -> None:
     reg = Registry(trained_bundle.home)
     name = trained_bundle.name
-    [record] = [r for r in reg.list() if r.name == name]
+    [record] = [r for r in reg.records() if r.name == name]
     assert record.version == 1
     assert record.task == "text-classification"
     assert record.path == trained_bundle.export.path
@@ -214,7 +214,7 @@ def test_registry_unknown_name_or_version(trained_bundle) -> None:
 
 def test_empty_registry_lists_nothing(tmp_path: Path) -> None:
     reg = Registry(tmp_path / "home")
-    assert reg.list() == []
+    assert reg.records() == []
     with pytest.raises(RegistryError, match="Registered: none"):
         reg.get("anything")
 

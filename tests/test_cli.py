@@ -143,10 +143,6 @@ def test_predict_needs_texts_or_input(trained_bundle) -> None:
     assert "--input" in line
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="src bug: cli.main checks click.exceptions.ClickException, but typer raises typer._click's own classes",
-)
 @pytest.mark.parametrize(("args", "shown"), [(("eval", "x"), "--data"), (("nosuchcmd",), "nosuchcmd")])
 def test_usage_error_is_not_a_traceback(tmp_path: Path, args: tuple[str, ...], shown: str) -> None:
     done = run_cli(*args, home=tmp_path)

@@ -68,22 +68,21 @@ def test_label_column_not_needed_for_prediction(tmp_path: Path) -> None:
 def test_empty_text_names_the_line(tmp_path: Path) -> None:
     path = tmp_path / "d.csv"
     path.write_text('text,label\nhello,a\n"",b\n   ,c\nbye,a\n', encoding="utf-8")
-    with pytest.raises(DataError, match=r"2 empty text\(s\), first at line\(s\) \[3, 4\]"):
+    with pytest.raises(DataError, match=r"2 empty text\(s\), first at data row\(s\) \[2, 3\]"):
         _load(path)
 
 
 def test_empty_label_names_the_line(tmp_path: Path) -> None:
     path = tmp_path / "d.csv"
     path.write_text("text,label\nhello,a\nbye,\n", encoding="utf-8")
-    with pytest.raises(DataError, match=r"column 'label' is empty at 1 row\(s\), first at line\(s\) \[3\]"):
+    with pytest.raises(DataError, match=r"column 'label' is empty at 1 row\(s\), first at data row\(s\) \[2\]"):
         _load(path)
 
 
-@pytest.mark.xfail(strict=True, reason="src bug: JSONL has no header line, yet line numbers add 2 (data/text.py)")
-def test_empty_text_line_number_in_jsonl(tmp_path: Path) -> None:
+def test_empty_text_row_number_in_jsonl(tmp_path: Path) -> None:
     path = tmp_path / "d.jsonl"
     path.write_text('{"text": "hello", "label": "a"}\n{"text": "", "label": "b"}\n', encoding="utf-8")
-    with pytest.raises(DataError, match=r"first at line\(s\) \[2\]"):
+    with pytest.raises(DataError, match=r"first at data row\(s\) \[2\]"):
         _load(path)
 
 

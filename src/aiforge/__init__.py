@@ -23,6 +23,18 @@ from aiforge.errors import (
 )
 from aiforge.spec import AppSpec
 
+_LAZY = {"serve": "aiforge.serve.app", "create_app": "aiforge.serve.app", "Client": "aiforge.serve.client",
+         "ServerConfig": "aiforge.serve.config"}
+
+
+def __getattr__(name: str) -> object:
+    """Serving names load on first use, so ``import aiforge`` stays light."""
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'aiforge' has no attribute {name!r}")
+
 __all__ = [
     "AiforgeError",
     "App",
@@ -30,6 +42,7 @@ __all__ = [
     "BackboneError",
     "BundleError",
     "ChecksumError",
+    "Client",
     "DataError",
     "ExportError",
     "ExportResult",
@@ -37,9 +50,12 @@ __all__ = [
     "Registry",
     "RegistryError",
     "Runtime",
+    "ServerConfig",
     "SpecError",
     "__version__",
+    "create_app",
     "evaluate",
     "load",
     "predict_file",
+    "serve",
 ]

@@ -259,23 +259,12 @@ def main() -> None:
     """Entry point: run the CLI; print AiforgeError as one line (traceback with --debug)."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     try:
-        app(standalone_mode=False)
+        app()  # standalone: click prints usage errors itself and exits 2
     except AiforgeError as exc:
         if _state["debug"]:
             raise
         Console(stderr=True).print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
         raise SystemExit(1) from None
-    except typer.Abort:
-        raise SystemExit(130) from None
-    except Exception as exc:  # click usage errors
-        import click
-
-        if isinstance(exc, click.exceptions.ClickException):
-            exc.show()
-            raise SystemExit(exc.exit_code) from None
-        if isinstance(exc, click.exceptions.Exit):
-            raise SystemExit(exc.exit_code) from None
-        raise
 
 
 if __name__ == "__main__":

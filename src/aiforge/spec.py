@@ -129,7 +129,7 @@ class AppSpec(_Strict):
         if isinstance(data, dict):
             data = dict(data)
             for key in ("train", "test", "validation"):
-                if isinstance(data.get(key), str):
+                if isinstance(data.get(key), str | Path):
                     data[key] = str((base / data[key]).resolve())
             raw["data"] = data
         try:

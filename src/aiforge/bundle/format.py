@@ -85,6 +85,12 @@ def read_manifest(directory: Path, *, verify: bool = True) -> BundleManifest:
             f"{path}: bundle format version {version!r} is not supported (this aiforge reads {FORMAT_VERSION}). "
             "Re-export the bundle with this aiforge version."
         )
+    files = known["files"]
+    if not isinstance(files, dict) or not all(
+        isinstance(i, dict) and isinstance(i.get("sha256"), str) and isinstance(i.get("size"), int)
+        for i in files.values()
+    ):
+        raise BundleError(f"{path}: manifest 'files' must map each path to its sha256 and size; it is malformed.")
     manifest = BundleManifest(format_version=version, extra=raw, **known)
     if verify:
         for rel, info in manifest.files.items():

@@ -162,14 +162,15 @@ class Registry:
         Raises:
             RegistryError: neither an existing bundle folder nor a registered name.
         """
-        candidate = Path(name_or_path)
-        if candidate.is_dir():
-            return candidate
         text = str(name_or_path)
+        candidate = Path(name_or_path)
+        looks_like_path = isinstance(name_or_path, Path) or "/" in text or text.startswith(".")
+        if candidate.is_dir() and (looks_like_path or (candidate / "manifest.json").is_file()):
+            return candidate
+        if looks_like_path:
+            raise RegistryError(f"{text}: no such bundle folder.")
         if version is None and ":" in text:
             text, version = text.rsplit(":", 1)
-        if "/" in text or text.startswith("."):
-            raise RegistryError(f"{text}: no such bundle folder.")
         return self.get(text, version).path
 
     def manifest(self, name: str, version: int | str | None = None) -> BundleManifest:

@@ -60,19 +60,21 @@ def load_text_dataset(path: str | Path, *, text_column: str, label_column: str,
             which = "text_column" if col == text_column else "label_column"
             raise DataError(f"{p}: column {col!r} not found. Columns are {cols}. Set data.{which} in the spec.")
     texts = [_as_text(v) for v in df[text_column].tolist()]
-    empty = [i + 2 for i, t in enumerate(texts) if not t.strip()]  # +2: header line, 1-based
+    empty = [i + 1 for i, t in enumerate(texts) if not t.strip()]
     if empty:
         raise DataError(
-            f"{p}: column {text_column!r} has {len(empty)} empty text(s), first at line(s) {empty[:5]}. "
+            f"{p}: column {text_column!r} has {len(empty)} empty text(s), first at data row(s) {empty[:5]} "
+            "(1-based, header excluded). "
             "Every example needs non-empty text."
         )
     labels: list[str] = []
     if need_labels:
         labels = [_as_text(v) for v in df[label_column].tolist()]
-        missing = [i + 2 for i, y in enumerate(labels) if not y.strip()]
+        missing = [i + 1 for i, y in enumerate(labels) if not y.strip()]
         if missing:
             raise DataError(
-                f"{p}: column {label_column!r} is empty at {len(missing)} row(s), first at line(s) {missing[:5]}."
+                f"{p}: column {label_column!r} is empty at {len(missing)} row(s), first at data row(s) "
+                f"{missing[:5]} (1-based, header excluded)."
             )
     return TextDataset(texts, labels, str(p))
 

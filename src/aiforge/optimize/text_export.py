@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
+from aiforge.data.splits import stratified_split
 from aiforge.data.text import TextDataset
 from aiforge.errors import ExportError
 from aiforge.tasks.text_encoder import ProbabilityGraph, iter_batches
@@ -79,7 +80,11 @@ def export_text_classifier(fitted: FittedTextClassifier, directory: Path, *,
     opt = fitted.spec.optimize
     directory.mkdir(parents=True, exist_ok=True)
     n = min(len(parity_data), opt.parity_samples)
-    data = parity_data.subset(list(range(n))) if n < len(parity_data) else parity_data
+    if n < len(parity_data):  # a stratified sample: test files are often grouped by label
+        _, held = stratified_split(parity_data.labels, fraction=n / len(parity_data), seed=fitted.spec.train.seed)
+        data = parity_data.subset(held)
+    else:
+        data = parity_data
     texts = data.texts
     graph = ProbabilityGraph(fitted.model).eval()
     _, ids, mask = next(iter_batches(fitted.tokenizer, texts[:2] or ["example"], 2, sort=False))
@@ -91,7 +96,7 @@ def export_text_classifier(fitted: FittedTextClassifier, directory: Path, *,
     index = {y: i for i, y in enumerate(fitted.labels)}
     truth = np.array([index.get(y, -1) for y in data.labels])
     parity: dict[str, Any] = {
-        "samples": n,
+        "samples": len(data),
         "source": data.source,
         "exporter": exporter,
         "fp32_vs_torch_max_abs_prob_diff": max_diff,

@@ -72,11 +72,13 @@ def _percentile(sorted_ms: list[float], q: float) -> float:
 
 
 def request_body(protocol: str, text: str) -> dict[str, Any]:
-    """The JSON body of one single-text request for ``protocol`` (v2, v1 or raw)."""
+    """The JSON body of one single-text request for ``protocol`` (v2, v1, bentoml or plain)."""
     if protocol == "v2":
         return {"inputs": [{"name": "text", "shape": [1], "datatype": "BYTES", "data": [text]}]}
     if protocol == "v1":
         return {"inputs": [text]}
+    if protocol == "bentoml":
+        return {"texts": [text]}
     return {"text": text}
 
 

@@ -78,7 +78,7 @@ class FitResult:
     validation: Metrics
     test: Metrics | None
     train_seconds: float
-    history: list[dict[str, float]] = field(default_factory=list)
+    history: list[dict[str, float | str]] = field(default_factory=list)
 
 
 class FittedTextClassifier:
@@ -136,7 +136,7 @@ class FittedTextClassifier:
 
 
 def _check_texts(texts: object) -> None:
-    if not isinstance(texts, list) or not all(isinstance(t, str) for t in texts):
+    if not isinstance(texts, list | tuple) or not all(isinstance(t, str) for t in texts):
         raise InputError("predict() takes a list of strings.")
 
 

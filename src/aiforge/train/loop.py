@@ -48,7 +48,7 @@ class LoopResult:
     best_score: float
     best_epoch: int
     epochs_run: int
-    history: list[dict[str, float]] = field(default_factory=list)
+    history: list[dict[str, float | str]] = field(default_factory=list)
     seconds: float = 0.0
 
 
@@ -100,8 +100,8 @@ def fit_loop(
                 advance(1, info=f"epoch {epoch + 1}/{config.epochs} loss {running / max(seen, 1):.3f}")
             model.eval()
             f1, val_loss = validate()
-            result.history.append({"epoch": epoch + 1, "loss": running / max(seen, 1), "val_macro_f1": f1,
-                                   "val_loss": val_loss})
+            result.history.append({"phase": config.description, "epoch": epoch + 1,
+                                   "loss": running / max(seen, 1), "val_macro_f1": f1, "val_loss": val_loss})
             result.epochs_run = epoch + 1
             if (f1, -val_loss) > best:
                 best, result.best_epoch = (f1, -val_loss), epoch + 1

@@ -1,0 +1,17 @@
+"""Baseline B: the same PyTorch model served by BentoML with adaptive batching."""
+
+from __future__ import annotations
+
+import bentoml
+
+
+@bentoml.service(workers=1, traffic={"timeout": 60, "max_concurrency": 1024})
+class Classifier:
+    def __init__(self) -> None:
+        from common import classify
+
+        self._classify = classify
+
+    @bentoml.api(batchable=True, max_batch_size=32, max_latency_ms=60_000)
+    def predict(self, texts: list[str]) -> list[dict[str, object]]:
+        return self._classify(texts)
