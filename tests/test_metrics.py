@@ -67,3 +67,15 @@ def test_metrics_serialise_to_json() -> None:
     assert data["accuracy"] == 0.5
     assert data["confusion"] == [[1, 0, 0], [1, 0, 0], [0, 0, 0]]
     assert set(data["per_class"]) == set(LABELS)
+
+
+def test_macro_f1_agrees_with_classification_metrics() -> None:
+    from aiforge.audit.metrics import macro_f1
+
+    rng = np.random.default_rng(3)
+    probs = rng.random((200, 6))
+    truth = rng.integers(0, 6, size=200)
+    labels = [f"c{i}" for i in range(6)]
+    full = classification_metrics([labels[i] for i in truth], probs, labels)
+    assert abs(macro_f1(truth, probs.argmax(1)) - full.macro_f1) < 1e-12
+    assert 0.0 < full.macro_f1 < 0.5  # random scores: far from perfect

@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["Metrics", "classification_metrics"]
+__all__ = ["Metrics", "classification_metrics", "macro_f1"]
 
 
 @dataclass(frozen=True)
@@ -74,3 +74,16 @@ def classification_metrics(y_true: list[str], probabilities: np.ndarray, labels:
         labels=list(labels),
         confusion=conf.tolist(),
     )
+
+
+def macro_f1(truth: list[int] | np.ndarray, pred: np.ndarray) -> float:
+    """Macro-averaged F1 over the classes present in ``truth`` (integer class ids)."""
+    t = np.asarray(truth)
+    scores = []
+    for k in np.unique(t):
+        tp = float(np.sum((pred == k) & (t == k)))
+        predicted, actual = float(np.sum(pred == k)), float(np.sum(t == k))
+        precision = tp / predicted if predicted else 0.0
+        recall = tp / actual if actual else 0.0
+        scores.append(2 * precision * recall / (precision + recall) if precision + recall else 0.0)
+    return float(np.mean(scores)) if scores else 0.0

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import signal
+import sys
 from collections.abc import AsyncIterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
@@ -113,6 +115,9 @@ def serve(bundles: Sequence[str | Path], *, config: ServerConfig | None = None,
     cfg = config or ServerConfig()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     app = create_app(bundles, config=cfg, home=home)
+    # uvicorn drains in-flight requests on SIGTERM, then re-raises the signal; exit 0 instead,
+    # since a requested, graceful stop is a success.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     uvicorn.run(app, host=cfg.host, port=cfg.port, log_level=log_level, access_log=False,
                 timeout_graceful_shutdown=30, server_header=False)
 

@@ -2,7 +2,8 @@
 
 Contract (after Ray Serve's ``@serve.batch``):
 - a batch closes when it holds ``max_batch_size`` items or ``max_wait_ms`` after its first
-  item arrived (monotonic clock), whichever is first; items, not requests, are counted;
+  item arrived (monotonic clock), whichever is first; items, not requests, are counted, and a
+  request is never split: one larger than ``max_batch_size`` runs as a batch of its own;
 - the queue is bounded in items: a request that would overflow it fails at once with
   :class:`Overloaded` (the server answers 503 + Retry-After) instead of waiting;
 - cancelled requests (client gone, timeout) are dropped before their batch runs;
@@ -72,6 +73,7 @@ class Batcher:
         self._wakeup: asyncio.Event | None = None
         self._workers: list[asyncio.Task[None]] = []
         self._closing = False
+        self._running = 0
         self.stats = BatcherStats()
 
     @property
@@ -84,9 +86,9 @@ class Batcher:
         self._workers = [asyncio.create_task(self._work()) for _ in range(self._concurrency)]
 
     async def stop(self) -> None:
-        """Finish what is queued, then stop the workers."""
+        """Finish what is queued and running, then stop the workers."""
         self._closing = True
-        while self._queue:
+        while self._queue or self._running:
             await asyncio.sleep(0.005)
         for task in self._workers:
             task.cancel()
@@ -153,6 +155,7 @@ class Batcher:
                 continue
             texts = [t for p in batch for t in p.items]
             started = time.monotonic()
+            self._running += 1
             try:
                 out = await loop.run_in_executor(self._executor, self._predict, texts)
                 if len(out) != len(texts):
@@ -162,6 +165,8 @@ class Batcher:
                     if not p.future.done():
                         p.future.set_exception(exc)
                 continue
+            finally:
+                self._running -= 1
             elapsed = time.monotonic() - started
             self.stats.batches += 1
             self.stats.items += len(texts)

@@ -81,6 +81,9 @@ def _texts_from_v2(req: V2InferRequest) -> list[str]:
     return [str(t) for t in tensor.data]
 
 
+V2_OUTPUTS = ("label", "score", "probabilities")
+
+
 def _v2_metadata(service: ModelService) -> dict[str, Any]:
     rt = service.runtime
     return {
@@ -134,6 +137,10 @@ def v2_model_ready(name: str, m: ModelsDep) -> dict[str, Any]:
 async def _v2_infer(service: ModelService, req: V2InferRequest) -> dict[str, Any]:
     texts = _texts_from_v2(req)
     service.check_inputs(texts, "inputs[0].data")
+    wanted = [o.name for o in req.outputs] if req.outputs else list(V2_OUTPUTS)
+    unknown = [w for w in wanted if w not in V2_OUTPUTS]
+    if unknown:
+        raise ApiError(400, f"unknown output(s) {unknown}; outputs are {list(V2_OUTPUTS)}")
     probs = await service.predict(texts)
     labels = service.runtime.labels
     best = probs.argmax(axis=1)
@@ -144,10 +151,6 @@ async def _v2_infer(service: ModelService, req: V2InferRequest) -> dict[str, Any
         "probabilities": {"name": "probabilities", "datatype": "FP32", "shape": list(probs.shape),
                           "data": probs.astype(float).ravel().tolist()},
     }
-    wanted = [o.name for o in req.outputs] if req.outputs else list(outputs)
-    unknown = [w for w in wanted if w not in outputs]
-    if unknown:
-        raise ApiError(400, f"unknown output(s) {unknown}; outputs are {list(outputs)}")
     body: dict[str, Any] = {"model_name": service.name, "model_version": service.runtime.version,
                             "outputs": [outputs[w] for w in wanted]}
     if req.id is not None:

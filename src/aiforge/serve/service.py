@@ -51,10 +51,14 @@ class ModelService:
         """
         if not texts:
             raise ApiError(422, f"{field_name}: at least one text is required")
-        if len(texts) > self.config.max_inputs:
-            raise ApiError(422, f"{field_name}: {len(texts)} texts, over the limit of {self.config.max_inputs} "
-                                "per request")
+        limit = min(self.config.max_inputs, self.config.max_queue_items)  # more could never be queued
+        if len(texts) > limit:
+            raise ApiError(422, f"{field_name}: {len(texts)} texts, over the limit of {limit} per request")
         for i, t in enumerate(texts):
+            try:
+                t.encode("utf-8")
+            except UnicodeEncodeError:
+                raise ApiError(422, f"{field_name}[{i}]: not valid Unicode text (lone surrogate)") from None
             if len(t) > self.config.max_text_chars:
                 raise ApiError(422, f"{field_name}[{i}]: text of {len(t)} characters, over the limit of "
                                     f"{self.config.max_text_chars}")

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from tokenizers import Tokenizer
 
-from aiforge.audit.metrics import Metrics, classification_metrics
+from aiforge.audit.metrics import Metrics, classification_metrics, macro_f1
 from aiforge.bundle.tokens import pad_rows
 from aiforge.data.text import TextDataset, TextSplits, check_test_labels, load_text_splits
 from aiforge.errors import InputError
@@ -199,7 +199,7 @@ class TextClassificationTask:
         @torch.inference_mode()
         def validate() -> tuple[float, float]:
             logits = model.head(x_val)
-            return _macro_f1(y_val, logits.argmax(dim=1).numpy()), _nll(logits, y_val_t)
+            return macro_f1(y_val, logits.argmax(dim=1).numpy()), _nll(logits, y_val_t)
 
         cfg = LoopConfig(epochs=plan.head_epochs, weight_decay=plan.weight_decay, warmup_ratio=plan.warmup_ratio,
                          label_smoothing=plan.label_smoothing, patience=plan.head_patience, description="head")
@@ -237,7 +237,7 @@ class TextClassificationTask:
             logits = torch.zeros(len(splits.validation), len(splits.labels))
             for idx, ids, mask in iter_batches(tokenizer, splits.validation.texts, 128):
                 logits[torch.from_numpy(idx)] = model(ids, mask)
-            return _macro_f1(y_val, logits.argmax(dim=1).numpy()), _nll(logits, torch.tensor(y_val))
+            return macro_f1(y_val, logits.argmax(dim=1).numpy()), _nll(logits, torch.tensor(y_val))
 
         cfg = LoopConfig(epochs=plan.full_epochs, weight_decay=plan.weight_decay, warmup_ratio=plan.warmup_ratio,
                          label_smoothing=plan.label_smoothing, patience=plan.full_patience, description="fine-tune")
@@ -250,16 +250,3 @@ class TextClassificationTask:
 
 def _nll(logits: torch.Tensor, targets: torch.Tensor) -> float:
     return float(torch.nn.functional.cross_entropy(logits, targets))
-
-
-def _macro_f1(truth: list[int], pred: np.ndarray) -> float:
-    t = np.asarray(truth)
-    scores = []
-    for k in np.unique(t):
-        tp = float(np.sum((pred == k) & (t == k)))
-        p = float(np.sum(pred == k))
-        r = float(np.sum(t == k))
-        prec = tp / p if p else 0.0
-        rec = tp / r if r else 0.0
-        scores.append(2 * prec * rec / (prec + rec) if prec + rec else 0.0)
-    return float(np.mean(scores)) if scores else 0.0

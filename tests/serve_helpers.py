@@ -1,0 +1,95 @@
+"""Helpers for the serving tests: real ``aiforge serve`` processes on 127.0.0.1 and request bodies."""
+
+from __future__ import annotations
+
+import csv
+import os
+import signal
+import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from prometheus_client.parser import text_string_to_metric_families
+
+from aiforge.serve.loadgen import aiforge_server_args, free_port, start_server
+
+__all__ = ["RunningServer", "launch", "metric_samples", "read_texts", "server_env", "serving", "stop_server", "v2_body"]
+
+
+@dataclass
+class RunningServer:
+    """A server subprocess, its port, how long it took to be ready and where it logs."""
+
+    proc: subprocess.Popen[bytes]
+    port: int
+    ready_seconds: float
+    log: Path
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def log_tail(self, chars: int = 3000) -> str:
+        """The end of the server's log, for assertion messages."""
+        try:
+            return self.log.read_text(encoding="utf-8", errors="replace")[-chars:]
+        except OSError:
+            return "(no log)"
+
+
+def server_env(home: Path) -> dict[str, str]:
+    """This process's environment with the registry at ``home`` and the Hub offline."""
+    return dict(os.environ, AIFORGE_HOME=str(home), HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
+
+
+def launch(bundle: Path, home: Path, log: Path, *, extra: list[str] | None = None,
+           ready_path: str = "/v2/health/ready", timeout: float = 120.0) -> RunningServer:
+    """Start ``aiforge serve BUNDLE`` on a free port; return once ``ready_path`` answers 200."""
+    port = free_port()
+    args = aiforge_server_args([str(bundle)], port=port, extra=extra)
+    proc, ready = start_server(args, port=port, ready_path=ready_path, timeout=timeout, env=server_env(home), log=log)
+    return RunningServer(proc=proc, port=port, ready_seconds=ready, log=log)
+
+
+def stop_server(server: RunningServer, timeout: float = 30.0) -> int | None:
+    """SIGTERM the server and wait for it; kill it if it does not exit in ``timeout`` (returns None then)."""
+    if server.proc.poll() is None:
+        server.proc.send_signal(signal.SIGTERM)
+    try:
+        return server.proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        server.proc.kill()
+        server.proc.wait(timeout=10)
+        return None
+
+
+@contextmanager
+def serving(bundle: Path, home: Path, log: Path, *, extra: list[str] | None = None,
+            ready_path: str = "/v2/health/ready") -> Iterator[RunningServer]:
+    """A running server for the ``with`` block; SIGTERMed (killed if need be) afterwards."""
+    server = launch(bundle, home, log, extra=extra, ready_path=ready_path)
+    try:
+        yield server
+    finally:
+        stop_server(server)
+
+
+def v2_body(texts: list[str], **extra: Any) -> dict[str, Any]:
+    """An Open Inference Protocol v2 request body for ``texts``."""
+    return {"inputs": [{"name": "text", "shape": [len(texts)], "datatype": "BYTES", "data": texts}], **extra}
+
+
+def read_texts(csv_path: Path, n: int | None = None) -> list[str]:
+    """The ``text`` column of a CSV file (the first ``n`` rows)."""
+    with csv_path.open(newline="", encoding="utf-8") as fh:
+        texts = [row["text"] for row in csv.DictReader(fh)]
+    return texts[:n] if n is not None else texts
+
+
+def metric_samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """Prometheus text as ``{(sample name, sorted label pairs): value}``."""
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(text) for s in family.samples}

@@ -1,0 +1,309 @@
+"""The dynamic Batcher's contract, with a fake numpy predict function (no model, no server)."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Callable, Coroutine
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import numpy as np
+import pytest
+
+from aiforge.serve.batching import Batcher, Overloaded
+
+
+def encode(texts: list[str]) -> np.ndarray:
+    """One row per text that identifies it: ("r3-1" -> [3, 1])."""
+    return np.array([[int(p) for p in t[1:].split("-")] for t in texts], dtype=np.float64).reshape(len(texts), 2)
+
+
+def request(i: int, size: int) -> list[str]:
+    return [f"r{i}-{j}" for j in range(size)]
+
+
+class Recorder:
+    """A predict function that records the batches it sees, optionally slow or gated."""
+
+    def __init__(self, delay: float = 0.0, gate: threading.Event | None = None) -> None:
+        self.batches: list[list[str]] = []
+        self.delay = delay
+        self.gate = gate
+        self.entered = threading.Event()
+        self._lock = threading.Lock()
+
+    def __call__(self, texts: list[str]) -> np.ndarray:
+        with self._lock:
+            self.batches.append(list(texts))
+        self.entered.set()
+        if self.gate is not None:
+            assert self.gate.wait(10), "test gate never opened"
+        if self.delay:
+            time.sleep(self.delay)
+        return encode(texts)
+
+    @property
+    def sizes(self) -> list[int]:
+        return [len(b) for b in self.batches]
+
+
+def run(body: Callable[[ThreadPoolExecutor], Coroutine[Any, Any, Any]]) -> Any:
+    """Run ``body(executor)`` in a fresh event loop with a small thread pool."""
+    with ThreadPoolExecutor(max_workers=4) as executor:
+        return asyncio.run(asyncio.wait_for(body(executor), 30))
+
+
+async def wait_until(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        await asyncio.sleep(0.002)
+
+
+def test_full_batches_close_at_once_and_hold_max_batch_size_items() -> None:
+    predict = Recorder()
+
+    async def body(executor: ThreadPoolExecutor) -> tuple[list[np.ndarray], float]:
+        batcher = Batcher(predict, executor=executor, max_batch_size=4, max_wait_ms=2000, concurrency=1)
+        batcher.start()
+        t0 = time.monotonic()
+        outs = await asyncio.gather(*(batcher.submit(request(i, 1)) for i in range(16)))
+        elapsed = time.monotonic() - t0
+        await batcher.stop()
+        assert batcher.stats.batches == 4 and batcher.stats.items == 16
+        return outs, elapsed
+
+    outs, elapsed = run(body)
+    assert predict.sizes == [4, 4, 4, 4]
+    assert elapsed < 1.5, f"full batches waited for max_wait_ms ({elapsed:.2f} s)"
+    for i, out in enumerate(outs):
+        np.testing.assert_array_equal(out, [[i, 0]])
+
+
+def test_mixed_request_sizes_are_gathered_into_batches_of_at_most_max_items() -> None:
+    predict = Recorder(delay=0.02)  # slow enough that requests queue up behind a running batch
+    sizes = [1, 3, 5, 8, 2, 7, 4, 6, 1, 8, 3, 2, 5, 1, 7, 4, 2, 6, 3, 8]
+
+    async def body(executor: ThreadPoolExecutor) -> list[np.ndarray]:
+        batcher = Batcher(predict, executor=executor, max_batch_size=8, max_wait_ms=20, concurrency=2)
+        batcher.start()
+        outs = await asyncio.gather(*(batcher.submit(request(i, n)) for i, n in enumerate(sizes)))
+        await batcher.stop()
+        return outs
+
+    outs = run(body)
+    assert max(predict.sizes) <= 8, predict.sizes
+    assert sum(predict.sizes) == sum(sizes)
+    assert len(predict.batches) < len(sizes), "no two requests ever shared a batch"
+    seen = sorted(t for batch in predict.batches for t in batch)
+    assert seen == sorted(t for i, n in enumerate(sizes) for t in request(i, n))
+    # every request gets exactly its own rows, in its own order
+    for i, (n, out) in enumerate(zip(sizes, outs, strict=True)):
+        assert out.shape == (n, 2)
+        np.testing.assert_array_equal(out, encode(request(i, n)))
+
+
+def test_partial_batch_closes_after_max_wait_ms() -> None:
+    predict = Recorder()
+
+    async def body(executor: ThreadPoolExecutor) -> float:
+        batcher = Batcher(predict, executor=executor, max_batch_size=100, max_wait_ms=200, concurrency=1)
+        batcher.start()
+        t0 = time.monotonic()
+        out = await batcher.submit(request(0, 3))
+        elapsed = time.monotonic() - t0
+        np.testing.assert_array_equal(out, encode(request(0, 3)))
+        await batcher.stop()
+        return elapsed
+
+    elapsed = run(body)
+    assert predict.sizes == [3]
+    assert 0.19 <= elapsed < 1.5, f"a partial batch closed after {elapsed:.3f} s, expected about 0.2 s"
+
+
+def test_max_wait_counts_from_the_first_item_of_the_batch() -> None:
+    predict = Recorder()
+
+    async def body(executor: ThreadPoolExecutor) -> tuple[float, list[np.ndarray]]:
+        batcher = Batcher(predict, executor=executor, max_batch_size=100, max_wait_ms=400, concurrency=1)
+        batcher.start()
+        t0 = time.monotonic()
+        first = asyncio.create_task(batcher.submit(request(0, 1)))
+        await asyncio.sleep(0.25)
+        second = asyncio.create_task(batcher.submit(request(1, 2)))
+        outs = await asyncio.gather(first, second)
+        elapsed = time.monotonic() - t0
+        await batcher.stop()
+        return elapsed, outs
+
+    elapsed, outs = run(body)
+    assert predict.sizes == [3], "the late request did not join the open batch"
+    # deadline 0.4 s after the first item; 0.65 s if the late item had reset it
+    assert 0.38 <= elapsed < 0.6, f"batch closed after {elapsed:.3f} s"
+    np.testing.assert_array_equal(outs[1], encode(request(1, 2)))
+
+
+def test_full_queue_raises_overloaded_at_once() -> None:
+    gate = threading.Event()
+    predict = Recorder(gate=gate)
+
+    async def body(executor: ThreadPoolExecutor) -> None:
+        batcher = Batcher(predict, executor=executor, max_batch_size=2, max_wait_ms=0, max_queue_items=4,
+                          concurrency=1)
+        batcher.start()
+        try:
+            running = asyncio.create_task(batcher.submit(request(0, 2)))
+            await wait_until(predict.entered.is_set)  # batch 0 is in the model and blocked
+            queued = [asyncio.create_task(batcher.submit(request(i, 2))) for i in (1, 2)]
+            await wait_until(lambda: batcher.queued_items == 4)
+            t0 = time.monotonic()
+            with pytest.raises(Overloaded, match="limit 4") as info:
+                await batcher.submit(request(3, 1))
+            assert time.monotonic() - t0 < 0.1, "Overloaded was not raised at once"
+            assert info.value.retry_after >= 1
+            assert batcher.queued_items == 4, "the refused request was queued anyway"
+        finally:
+            gate.set()
+        outs = await asyncio.gather(running, *queued)
+        for i, out in enumerate(outs):
+            np.testing.assert_array_equal(out, encode(request(i, 2)))
+        assert batcher.queued_items == 0
+        out = await batcher.submit(request(9, 1))  # room again
+        np.testing.assert_array_equal(out, encode(request(9, 1)))
+        await batcher.stop()
+
+    run(body)
+    assert "r3-0" not in {t for b in predict.batches for t in b}
+
+
+def test_failing_predict_fails_the_whole_batch_and_the_next_batch_works() -> None:
+    calls: list[list[str]] = []
+
+    def predict(texts: list[str]) -> np.ndarray:
+        calls.append(list(texts))
+        if "r1-0" in texts:
+            raise ValueError("model exploded")
+        return encode(texts)
+
+    async def body(executor: ThreadPoolExecutor) -> None:
+        batcher = Batcher(predict, executor=executor, max_batch_size=3, max_wait_ms=2000, concurrency=1)
+        batcher.start()
+        results = await asyncio.gather(*(batcher.submit(request(i, 1)) for i in range(3)), return_exceptions=True)
+        assert len(calls) == 1 and len(calls[0]) == 3, calls
+        for r in results:
+            assert isinstance(r, ValueError) and "model exploded" in str(r), r
+        assert batcher.stats.batches == 0  # failed batches are not counted as served
+        out = await asyncio.wait_for(batcher.submit(request(5, 3)), 5)
+        np.testing.assert_array_equal(out, encode(request(5, 3)))
+        assert batcher.stats.batches == 1 and batcher.stats.items == 3
+        await batcher.stop()
+
+    run(body)
+
+
+def test_wrong_number_of_output_rows_fails_the_batch() -> None:
+    def predict(texts: list[str]) -> np.ndarray:
+        out = encode(texts)
+        return out[:-1] if "r0-0" in texts else out
+
+    async def body(executor: ThreadPoolExecutor) -> None:
+        batcher = Batcher(predict, executor=executor, max_batch_size=3, max_wait_ms=2000, concurrency=1)
+        batcher.start()
+        results = await asyncio.gather(batcher.submit(request(0, 1)), batcher.submit(request(1, 2)),
+                                       return_exceptions=True)
+        for r in results:
+            assert isinstance(r, RuntimeError), r
+            assert "2 rows for 3 inputs" in str(r)
+        out = await asyncio.wait_for(batcher.submit(request(2, 3)), 5)
+        np.testing.assert_array_equal(out, encode(request(2, 3)))
+        await batcher.stop()
+
+    run(body)
+
+
+def test_cancelled_requests_are_dropped_before_their_batch_runs() -> None:
+    gate = threading.Event()
+    predict = Recorder(gate=gate)
+
+    async def body(executor: ThreadPoolExecutor) -> None:
+        batcher = Batcher(predict, executor=executor, max_batch_size=2, max_wait_ms=0, max_queue_items=16,
+                          concurrency=1)
+        batcher.start()
+        try:
+            first = asyncio.create_task(batcher.submit(request(0, 2)))
+            await wait_until(predict.entered.is_set)
+            gone = asyncio.create_task(batcher.submit(request(1, 2)))
+            kept = asyncio.create_task(batcher.submit(request(2, 2)))
+            # a client timing out while queued is a cancellation too
+            with pytest.raises(TimeoutError):
+                await asyncio.wait_for(batcher.submit(request(3, 1)), 0.01)
+            gone.cancel()
+            await wait_until(gone.done)
+            assert gone.cancelled()
+        finally:
+            gate.set()
+        np.testing.assert_array_equal(await first, encode(request(0, 2)))
+        np.testing.assert_array_equal(await kept, encode(request(2, 2)))
+        assert batcher.stats.dropped == 2
+        assert batcher.queued_items == 0
+        await batcher.stop()
+
+    run(body)
+    texts = {t for b in predict.batches for t in b}
+    assert not texts & {"r1-0", "r1-1", "r3-0"}, predict.batches
+    assert predict.sizes == [2, 2]
+
+
+def test_on_batch_reports_size_and_seconds() -> None:
+    reports: list[tuple[int, float]] = []
+
+    async def body(executor: ThreadPoolExecutor) -> None:
+        batcher = Batcher(Recorder(delay=0.01), executor=executor, max_batch_size=5, max_wait_ms=1000,
+                          concurrency=1, on_batch=lambda n, s: reports.append((n, s)))
+        batcher.start()
+        await asyncio.gather(batcher.submit(request(0, 2)), batcher.submit(request(1, 3)))
+        await batcher.stop()
+
+    run(body)
+    assert len(reports) == 1
+    size, seconds = reports[0]
+    assert size == 5 and 0.01 <= seconds < 5
+
+
+def test_submit_before_start_and_bad_settings_are_refused() -> None:
+    with ThreadPoolExecutor(max_workers=1) as executor:
+        for bad in ({"max_batch_size": 0}, {"max_batch_size": 8, "max_queue_items": 4}, {"concurrency": 0}):
+            with pytest.raises(ValueError, match="max_batch_size"):
+                Batcher(encode, executor=executor, **bad)
+        batcher = Batcher(encode, executor=executor)
+
+        async def body() -> None:
+            with pytest.raises(RuntimeError, match="start"):
+                await batcher.submit(["r0-0"])
+
+        asyncio.run(body())
+
+
+def test_stop_finishes_the_batch_in_flight() -> None:
+    gate = threading.Event()
+    predict = Recorder(gate=gate, delay=0.2)  # the second batch is surely still running when the queue is empty
+
+    async def body(executor: ThreadPoolExecutor) -> None:
+        batcher = Batcher(predict, executor=executor, max_batch_size=2, max_wait_ms=0, concurrency=1)
+        batcher.start()
+        pending = [asyncio.create_task(batcher.submit(request(i, 2))) for i in range(2)]
+        await wait_until(predict.entered.is_set)
+        stopping = asyncio.create_task(batcher.stop())
+        await asyncio.sleep(0.05)
+        gate.set()
+        await stopping
+        try:
+            outs = await asyncio.wait_for(asyncio.gather(*pending), 2)
+        except TimeoutError:
+            pytest.fail("requests whose batch was running when stop() was called never got an answer")
+        for i, out in enumerate(outs):
+            np.testing.assert_array_equal(out, encode(request(i, 2)))
+
+    run(body)
