@@ -342,3 +342,18 @@ def test_load_generator_only_targets_loopback() -> None:
             check_loopback(url)
     with pytest.raises(AiforgeError, match="loopback"):
         run_load("http://10.0.0.1:8000", "/v2/models/x/infer", ["hi"], concurrency=1, duration=1)
+
+
+def test_server_config_takes_the_bundles_serve_block_and_cli_wins(trained_bundle) -> None:
+    from aiforge.errors import AiforgeError
+    from aiforge.serve.config import server_config
+
+    spec_serve = trained_bundle.export.manifest.extra["spec"]["serve"]
+    cfg = server_config([str(trained_bundle.export.path)])
+    assert cfg.max_batch_size == spec_serve["max_batch_size"]
+    assert cfg.max_wait_ms == spec_serve["max_wait_ms"]
+    cfg = server_config([str(trained_bundle.export.path)], max_batch_size=7, max_wait_ms=None)
+    assert cfg.max_batch_size == 7
+    assert cfg.max_wait_ms == spec_serve["max_wait_ms"]
+    with pytest.raises(AiforgeError, match="max-batch-size"):
+        server_config([str(trained_bundle.export.path)], max_batch_size=0)

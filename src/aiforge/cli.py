@@ -195,28 +195,31 @@ def demo(
 @app.command()
 def serve(
     bundles: Annotated[list[str], typer.Argument(help="Bundle folders, NAME or NAME:VERSION (one or more).")],
-    host: Annotated[str, typer.Option(help="Address to bind; loopback unless you mean otherwise.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
-    max_batch_size: Annotated[int, typer.Option(help="Items per model batch.")] = 32,
-    max_wait_ms: Annotated[float, typer.Option(help="Longest wait for a batch to fill.")] = 5.0,
-    max_queue_items: Annotated[int, typer.Option(help="Queued items before 503.")] = 2048,
-    timeout: Annotated[float, typer.Option(help="Per-request timeout in seconds (504).")] = 30.0,
-    max_inputs: Annotated[int, typer.Option(help="Texts per request (422 above).")] = 256,
-    max_text_chars: Annotated[int, typer.Option(help="Characters per text (422 above).")] = 10_000,
-    max_body_bytes: Annotated[int, typer.Option(help="Request body size (413 above).")] = 1 << 20,
-    precision: Annotated[str, typer.Option(help="auto, fp32 or int8.")] = "auto",
+    host: Annotated[str | None, typer.Option(help="Address to bind [default: 127.0.0.1].")] = None,
+    port: Annotated[int | None, typer.Option(help="TCP port [default: 8000].")] = None,
+    max_batch_size: Annotated[int | None, typer.Option(help="Items per model batch [default: spec or 32].")] = None,
+    max_wait_ms: Annotated[float | None, typer.Option(help="Longest wait for a batch [default: spec or 5].")] = None,
+    max_queue_items: Annotated[int | None, typer.Option(help="Queued items before 503 [default: 2048].")] = None,
+    timeout: Annotated[float | None, typer.Option(help="Per-request timeout in s, 504 after [default: 30].")] = None,
+    max_inputs: Annotated[int | None, typer.Option(help="Texts per request, 422 above [default: 256].")] = None,
+    max_text_chars: Annotated[int | None, typer.Option(help="Characters per text, 422 above [default: 10000].")] = None,
+    max_body_bytes: Annotated[int | None, typer.Option(help="Body size, 413 above [default: 1 MiB].")] = None,
+    precision: Annotated[str | None, typer.Option(help="auto, fp32 or int8 [default: auto].")] = None,
     api_key_file: Annotated[Path | None, typer.Option(help="File of API keys, one per line.")] = None,
     access_log: Annotated[bool, typer.Option(help="JSON access log on stderr.")] = True,
     home: HomeOpt = None,
 ) -> None:
-    """Serve bundles over HTTP: Open Inference Protocol v2, simple JSON, /metrics, /docs."""
-    from aiforge.serve.app import serve as run_server
-    from aiforge.serve.config import ServerConfig
+    """Serve bundles over HTTP: Open Inference Protocol v2, simple JSON, /metrics, /docs.
 
-    config = ServerConfig(host=host, port=port, max_batch_size=max_batch_size, max_wait_ms=max_wait_ms,
-                          max_queue_items=max(max_queue_items, max_batch_size), request_timeout_s=timeout,
-                          max_inputs=max_inputs, max_text_chars=max_text_chars, max_body_bytes=max_body_bytes,
-                          precision=precision, api_key_file=api_key_file, access_log=access_log)
+    Unset batching options come from the first bundle's spec (its serve block).
+    """
+    from aiforge.serve.app import serve as run_server
+    from aiforge.serve.config import server_config
+
+    config = server_config(bundles, home=home, host=host, port=port, max_batch_size=max_batch_size,
+                           max_wait_ms=max_wait_ms, max_queue_items=max_queue_items, request_timeout_s=timeout,
+                           max_inputs=max_inputs, max_text_chars=max_text_chars, max_body_bytes=max_body_bytes,
+                           precision=precision, api_key_file=api_key_file, access_log=access_log)
     run_server(bundles, config=config, home=home)
 
 

@@ -5,12 +5,13 @@ from __future__ import annotations
 import hashlib
 import hmac
 from pathlib import Path
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from aiforge.errors import AiforgeError
 
-__all__ = ["ApiKeys", "ServerConfig"]
+__all__ = ["ApiKeys", "ServerConfig", "server_config"]
 
 
 class ServerConfig(BaseModel):
@@ -64,3 +65,31 @@ class ApiKeys:
         for h in self._hashes:
             found |= hmac.compare_digest(digest, h)
         return found
+
+
+def server_config(bundles: list[str], *, home: str | Path | None = None, **given: Any) -> ServerConfig:
+    """Settings for serving ``bundles``: values given (not None) win, then the first bundle's
+    spec ``serve`` block (max_batch_size, max_wait_ms, host, port, precision), then defaults.
+
+    Raises:
+        AiforgeError: a value is out of bounds (names the option).
+    """
+    from aiforge.bundle.format import read_manifest
+    from aiforge.bundle.registry import Registry
+
+    values: dict[str, Any] = {}
+    try:
+        manifest = read_manifest(Registry(home).resolve(bundles[0]), verify=False)
+        spec_serve = manifest.extra.get("spec", {}).get("serve", {})
+        values.update({k: v for k, v in spec_serve.items() if k in ServerConfig.model_fields})
+    except (AiforgeError, IndexError):
+        pass  # the server reports an unloadable bundle itself, with its own message
+    values.update({k: v for k, v in given.items() if v is not None})
+    if "max_batch_size" in values:
+        values["max_queue_items"] = max(values.get("max_queue_items", 2048), values["max_batch_size"])
+    try:
+        return ServerConfig(**values)
+    except ValidationError as exc:
+        problems = "; ".join(f"--{'-'.join(str(p) for p in e['loc']).replace('_', '-')}: {e['msg']}"
+                             for e in exc.errors())
+        raise AiforgeError(f"invalid server settings: {problems}.") from exc
