@@ -273,3 +273,19 @@ def test_loading_and_predicting_does_not_import_torch(trained_bundle) -> None:
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() in trained_bundle.fit.fitted.labels
+
+
+def test_length_groups_cover_every_index_once_and_bound_padding() -> None:
+    import numpy as np
+
+    from aiforge.bundle.tokens import length_groups
+
+    rng = np.random.default_rng(0)
+    lengths = rng.integers(3, 70, size=500)
+    groups = length_groups(lengths, 32, ratio=1.2, slack=2)
+    flat = np.concatenate(groups)
+    assert sorted(flat.tolist()) == list(range(500))
+    for g in groups:
+        assert 1 <= len(g) <= 32
+        assert lengths[g].max() <= lengths[g].min() * 1.2 + 2
+    assert len(groups) > 500 // 32  # cut by length, not only by size

@@ -105,11 +105,28 @@ def test_mixed_request_sizes_are_gathered_into_batches_of_at_most_max_items() ->
         np.testing.assert_array_equal(out, encode(request(i, n)))
 
 
-def test_partial_batch_closes_after_max_wait_ms() -> None:
+class FirstCallBlocks:
+    """A predict function whose first call blocks until ``release`` is set (a batch in flight)."""
+
+    def __init__(self) -> None:
+        self.release = threading.Event()
+        self.entered = threading.Event()
+        self.batches: list[list[str]] = []
+
+    def __call__(self, texts: list[str]) -> np.ndarray:
+        first = not self.batches
+        self.batches.append(list(texts))
+        if first:
+            self.entered.set()
+            assert self.release.wait(10), "test never released the first batch"
+        return encode(texts)
+
+
+def test_idle_model_runs_a_partial_batch_at_once() -> None:
     predict = Recorder()
 
     async def body(executor: ThreadPoolExecutor) -> float:
-        batcher = Batcher(predict, executor=executor, max_batch_size=100, max_wait_ms=200, concurrency=1)
+        batcher = Batcher(predict, executor=executor, max_batch_size=100, max_wait_ms=300, concurrency=1)
         batcher.start()
         t0 = time.monotonic()
         out = await batcher.submit(request(0, 3))
@@ -120,26 +137,52 @@ def test_partial_batch_closes_after_max_wait_ms() -> None:
 
     elapsed = run(body)
     assert predict.sizes == [3]
+    assert elapsed < 0.2, f"an idle batcher waited {elapsed:.3f} s for a batch to fill"
+
+
+def test_partial_batch_waits_max_wait_while_another_batch_runs() -> None:
+    predict = FirstCallBlocks()
+
+    async def body(executor: ThreadPoolExecutor) -> float:
+        batcher = Batcher(predict, executor=executor, max_batch_size=100, max_wait_ms=200, concurrency=2)
+        batcher.start()
+        busy = asyncio.create_task(batcher.submit(request(0, 1)))
+        await asyncio.to_thread(predict.entered.wait, 5)
+        t0 = time.monotonic()
+        out = await batcher.submit(request(1, 3))
+        elapsed = time.monotonic() - t0
+        np.testing.assert_array_equal(out, encode(request(1, 3)))
+        predict.release.set()
+        await busy
+        await batcher.stop()
+        return elapsed
+
+    elapsed = run(body)
+    assert [len(b) for b in predict.batches] == [1, 3]
     assert 0.19 <= elapsed < 1.5, f"a partial batch closed after {elapsed:.3f} s, expected about 0.2 s"
 
 
 def test_max_wait_counts_from_the_first_item_of_the_batch() -> None:
-    predict = Recorder()
+    predict = FirstCallBlocks()
 
     async def body(executor: ThreadPoolExecutor) -> tuple[float, list[np.ndarray]]:
-        batcher = Batcher(predict, executor=executor, max_batch_size=100, max_wait_ms=400, concurrency=1)
+        batcher = Batcher(predict, executor=executor, max_batch_size=100, max_wait_ms=400, concurrency=2)
         batcher.start()
+        busy = asyncio.create_task(batcher.submit(request(9, 1)))
+        await asyncio.to_thread(predict.entered.wait, 5)
         t0 = time.monotonic()
         first = asyncio.create_task(batcher.submit(request(0, 1)))
         await asyncio.sleep(0.25)
         second = asyncio.create_task(batcher.submit(request(1, 2)))
         outs = await asyncio.gather(first, second)
         elapsed = time.monotonic() - t0
+        predict.release.set()
+        await busy
         await batcher.stop()
         return elapsed, outs
 
     elapsed, outs = run(body)
-    assert predict.sizes == [3], "the late request did not join the open batch"
+    assert [len(b) for b in predict.batches] == [1, 3], "the late request did not join the open batch"
     # deadline 0.4 s after the first item; 0.65 s if the late item had reset it
     assert 0.38 <= elapsed < 0.6, f"batch closed after {elapsed:.3f} s"
     np.testing.assert_array_equal(outs[1], encode(request(1, 2)))

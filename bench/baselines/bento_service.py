@@ -12,6 +12,6 @@ class Classifier:
 
         self._classify = classify
 
-    @bentoml.api(batchable=True, max_batch_size=32, max_latency_ms=60_000)
+    @bentoml.api(batchable=True, max_batch_size=64, max_latency_ms=60_000)
     def predict(self, texts: list[str]) -> list[dict[str, object]]:
         return self._classify(texts)

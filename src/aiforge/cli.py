@@ -197,9 +197,11 @@ def serve(
     bundles: Annotated[list[str], typer.Argument(help="Bundle folders, NAME or NAME:VERSION (one or more).")],
     host: Annotated[str | None, typer.Option(help="Address to bind [default: 127.0.0.1].")] = None,
     port: Annotated[int | None, typer.Option(help="TCP port [default: 8000].")] = None,
-    max_batch_size: Annotated[int | None, typer.Option(help="Items per model batch [default: spec or 32].")] = None,
+    max_batch_size: Annotated[int | None, typer.Option(help="Items per model batch [default: spec or 64].")] = None,
     max_wait_ms: Annotated[float | None, typer.Option(help="Longest wait for a batch [default: spec or 5].")] = None,
     max_queue_items: Annotated[int | None, typer.Option(help="Queued items before 503 [default: 2048].")] = None,
+    batch_concurrency: Annotated[int | None, typer.Option(help="Batches in flight per model [default: 1].")] = None,
+    threads: Annotated[int | None, typer.Option(help="onnxruntime threads per batch [default: cores].")] = None,
     timeout: Annotated[float | None, typer.Option(help="Per-request timeout in s, 504 after [default: 30].")] = None,
     max_inputs: Annotated[int | None, typer.Option(help="Texts per request, 422 above [default: 256].")] = None,
     max_text_chars: Annotated[int | None, typer.Option(help="Characters per text, 422 above [default: 10000].")] = None,
@@ -218,6 +220,7 @@ def serve(
 
     config = server_config(bundles, home=home, host=host, port=port, max_batch_size=max_batch_size,
                            max_wait_ms=max_wait_ms, max_queue_items=max_queue_items, request_timeout_s=timeout,
+                           batch_concurrency=batch_concurrency, threads=threads,
                            max_inputs=max_inputs, max_text_chars=max_text_chars, max_body_bytes=max_body_bytes,
                            precision=precision, api_key_file=api_key_file, access_log=access_log)
     run_server(bundles, config=config, home=home)
@@ -230,7 +233,7 @@ def bench(
     duration: Annotated[float, typer.Option(help="Seconds per level.", min=1, max=600)] = 20.0,
     input_file: Annotated[Path | None, typer.Option("--input", "-i", help="Texts to send (CSV/JSONL/TXT).")] = None,
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Write results JSON here.")] = None,
-    max_batch_size: Annotated[int, typer.Option(help="Server batch size.")] = 32,
+    max_batch_size: Annotated[int, typer.Option(help="Server batch size.")] = 64,
     max_wait_ms: Annotated[float, typer.Option(help="Server batch wait.")] = 5.0,
     precision: Annotated[str, typer.Option(help="auto, fp32 or int8.")] = "auto",
     home: HomeOpt = None,

@@ -81,7 +81,7 @@ class ServeSpec(_Strict):
 
     host: str = "127.0.0.1"
     port: int = Field(default=8000, gt=0, lt=65536)
-    max_batch_size: int = Field(default=32, gt=0)
+    max_batch_size: int = Field(default=64, gt=0)
     max_wait_ms: float = Field(default=5.0, ge=0)
     precision: Literal["auto", "fp32", "int8"] = "auto"
 

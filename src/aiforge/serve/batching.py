@@ -4,6 +4,8 @@ Contract (after Ray Serve's ``@serve.batch``):
 - a batch closes when it holds ``max_batch_size`` items or ``max_wait_ms`` after its first
   item arrived (monotonic clock), whichever is first; items, not requests, are counted, and a
   request is never split: one larger than ``max_batch_size`` runs as a batch of its own;
+- the wait applies only while another batch is running: an idle model takes what is queued
+  at once (waiting could only add latency), a busy one lets the next batch fill up;
 - the queue is bounded in items: a request that would overflow it fails at once with
   :class:`Overloaded` (the server answers 503 + Retry-After) instead of waiting;
 - cancelled requests (client gone, timeout) are dropped before their batch runs;
@@ -139,9 +141,10 @@ class Batcher:
             while not self._queue:
                 self._wakeup.clear()
                 await self._wakeup.wait()
-            # Wait until the batch is full or the first item's deadline has passed.
+            # While another batch runs, wait until this one is full or the first item's
+            # deadline has passed; an idle model starts at once.
             deadline = self._queue[0].arrived + self.max_wait
-            while sum(len(p.items) for p in self._queue) < self.max_batch_size:
+            while self._running and sum(len(p.items) for p in self._queue) < self.max_batch_size:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     break

@@ -30,7 +30,7 @@ def rss_mb(pid: int) -> float:
 
 
 def benchmark_bundle(bundle: str, *, levels: list[int], duration: float, texts: list[str] | None = None,
-                     home: str | Path | None = None, max_batch_size: int = 32, max_wait_ms: float = 5.0,
+                     home: str | Path | None = None, max_batch_size: int = 64, max_wait_ms: float = 5.0,
                      precision: str = "auto", protocol: str = "v2") -> dict[str, Any]:
     """Start ``aiforge serve`` for ``bundle``, measure each level, stop it; return a report."""
     from aiforge.bundle.format import read_manifest

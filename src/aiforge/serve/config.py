@@ -21,10 +21,10 @@ class ServerConfig(BaseModel):
 
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, lt=65536)
-    max_batch_size: int = Field(default=32, gt=0, le=1024)
+    max_batch_size: int = Field(default=64, gt=0, le=1024)
     max_wait_ms: float = Field(default=5.0, ge=0, le=1000)
     max_queue_items: int = Field(default=2048, gt=0)
-    batch_concurrency: int = Field(default=2, gt=0, le=16)
+    batch_concurrency: int = Field(default=1, gt=0, le=16)
     threads: int | None = Field(default=None, gt=0)
     request_timeout_s: float = Field(default=30.0, gt=0)
     max_body_bytes: int = Field(default=1 << 20, gt=0)

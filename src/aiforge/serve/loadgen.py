@@ -7,13 +7,16 @@ not counted inside the server's process, and the server under test is never this
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
+import json
 import multiprocessing as mp
 import socket
 import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -82,33 +85,97 @@ def request_body(protocol: str, text: str) -> dict[str, Any]:
     return {"text": text}
 
 
+class _Connection:
+    """A minimal HTTP/1.1 keep-alive client on asyncio streams.
+
+    httpx spends more CPU per request than a small server does, and the load generator
+    shares the machine with the server under test; this client costs a fraction of that.
+    """
+
+    def __init__(self, host: str, port: int, headers: dict[str, str]) -> None:
+        self.host, self.port = host, port
+        self.extra = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+        self.reader: asyncio.StreamReader | None = None
+        self.writer: asyncio.StreamWriter | None = None
+
+    async def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+            with contextlib.suppress(Exception):
+                await self.writer.wait_closed()
+        self.reader = self.writer = None
+
+    async def post(self, path: str, body: bytes) -> int:
+        if self.writer is None:
+            self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
+        assert self.reader is not None
+        head = (f"POST {path} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\nContent-Type: application/json\r\n"
+                f"Content-Length: {len(body)}\r\n{self.extra}\r\n")
+        self.writer.write(head.encode() + body)
+        await self.writer.drain()
+        status_line = await self.reader.readline()
+        if not status_line:
+            raise ConnectionError("server closed the connection")
+        status = int(status_line.split()[1])
+        length, chunked, close = 0, False, False
+        while True:
+            line = await self.reader.readline()
+            if line in (b"\r\n", b""):
+                break
+            key, _, value = line.decode("latin-1").partition(":")
+            key = key.strip().lower()
+            if key == "content-length":
+                length = int(value)
+            elif key == "transfer-encoding" and "chunked" in value.lower():
+                chunked = True
+            elif key == "connection" and "close" in value.lower():
+                close = True
+        if chunked:
+            while True:
+                size = int((await self.reader.readline()).split(b";")[0], 16)
+                await self.reader.readexactly(size + 2)
+                if size == 0:
+                    break
+        else:
+            await self.reader.readexactly(length)
+        if close:
+            await self.close()
+        return status
+
+
 async def _load(url: str, path: str, texts: list[str], concurrency: int, duration: float,
                 protocol: str, headers: dict[str, str]) -> LoadResult:
     latencies: list[float] = []
     statuses: dict[str, int] = {}
+    parts = urlsplit(url)
+    host, port = parts.hostname or "127.0.0.1", parts.port or 80
+    bodies = [json.dumps(request_body(protocol, t)).encode() for t in texts]
     deadline = time.perf_counter() + duration
     counter = {"n": 0}
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    async with httpx.AsyncClient(base_url=url, limits=limits, timeout=60.0, headers=headers) as client:
-        async def worker(offset: int) -> None:
-            i = offset
+
+    async def worker(offset: int) -> None:
+        conn = _Connection(host, port, headers)
+        i = offset
+        try:
             while time.perf_counter() < deadline and counter["n"] < MAX_REQUESTS:
                 counter["n"] += 1
-                body = request_body(protocol, texts[i % len(texts)])
+                body = bodies[i % len(bodies)]
                 i += concurrency
                 t0 = time.perf_counter()
                 try:
-                    r = await client.post(path, json=body)
-                    key = str(r.status_code)
-                except httpx.HTTPError as exc:
+                    key = str(await conn.post(path, body))
+                except (OSError, ValueError, IndexError, asyncio.IncompleteReadError) as exc:
                     key = type(exc).__name__
+                    await conn.close()
                 if key == "200":
                     latencies.append((time.perf_counter() - t0) * 1000)
                 statuses[key] = statuses.get(key, 0) + 1
+        finally:
+            await conn.close()
 
-        start = time.perf_counter()
-        await asyncio.gather(*(worker(k) for k in range(concurrency)))
-        elapsed = time.perf_counter() - start
+    start = time.perf_counter()
+    await asyncio.gather(*(worker(k) for k in range(concurrency)))
+    elapsed = time.perf_counter() - start
     latencies.sort()
     ok = statuses.get("200", 0)
     return LoadResult(
@@ -123,7 +190,15 @@ def run_load(url: str, path: str, texts: list[str], *, concurrency: int, duratio
              protocol: str = "v2", headers: dict[str, str] | None = None) -> LoadResult:
     """Closed loop: ``concurrency`` clients each send one text per request for ``duration`` s."""
     check_loopback(url)
-    return asyncio.run(_load(url, path, texts, concurrency, duration, protocol, headers or {}))
+    factory: Callable[[], asyncio.AbstractEventLoop] = asyncio.new_event_loop
+    try:
+        import uvloop
+
+        factory = uvloop.new_event_loop
+    except ImportError:
+        pass
+    with asyncio.Runner(loop_factory=factory) as runner:
+        return runner.run(_load(url, path, texts, concurrency, duration, protocol, headers or {}))
 
 
 def _child(queue: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
