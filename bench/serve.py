@@ -33,9 +33,26 @@ from aiforge.serve.loadgen import aiforge_server_args, free_port, measure, start
 BASELINES = ROOT / "bench" / "baselines"
 
 
+def process_tree(pid: int) -> list[int]:
+    """``pid`` and all its descendants (BentoML serves from worker children)."""
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        for task in Path(f"/proc/{p}/task").iterdir():
+            children = (task / "children").read_text().split()
+            todo.extend(int(c) for c in children)
+    return out
+
+
 def torch_loaded(pid: int) -> bool:
-    """Whether the process has libtorch mapped (i.e. imported torch)."""
-    return "libtorch" in Path(f"/proc/{pid}/maps").read_text()
+    """Whether the process or a child has libtorch mapped (i.e. imported torch)."""
+    return any("libtorch" in Path(f"/proc/{p}/maps").read_text() for p in process_tree(pid))
+
+
+def tree_rss_mb(pid: int) -> float:
+    """Resident memory of the process and its children, in MB."""
+    return sum(rss_mb(p) for p in process_tree(pid))
 
 
 def run_server(name: str, args: list[str], port: int, ready_path: str, route: str, protocol: str,
@@ -53,7 +70,7 @@ def run_server(name: str, args: list[str], port: int, ready_path: str, route: st
             print(f"   c={c:3d} {r['throughput_rps']:8.1f} req/s  p50 {r['p50_ms']:7.1f}  p99 {r['p99_ms']:7.1f} ms"
                   f"  errors {r['errors']}", flush=True)
             rows.append(r)
-        return {"server": name, "ready_seconds": ready, "rss_mb_after_load": rss_mb(proc.pid),
+        return {"server": name, "ready_seconds": ready, "rss_mb_after_load": tree_rss_mb(proc.pid),
                 "torch_imported": torch_loaded(proc.pid), "levels": rows}
     finally:
         proc.send_signal(signal.SIGTERM)
