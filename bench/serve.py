@@ -110,10 +110,11 @@ def main() -> None:
         (head_dir / "labels.json").write_text(json.dumps(result.fitted.labels))
         del app, result
 
+        graphs = json.loads((exported.path / "pipeline.json").read_text())["graphs"]
         # offline ceiling: no HTTP, the whole test set in batches of 64
         ceiling = {}
         for precision in ("fp32", "int8"):
-            if precision not in json.loads((exported.path / "pipeline.json").read_text())["graphs"]:
+            if precision not in graphs:
                 continue
             rt = af.load(exported.path, precision=precision)
             rt.predict_proba(texts[:256])
@@ -140,7 +141,6 @@ def main() -> None:
                 [str(bentoml), "serve", "bento_service:Classifier", "--port", str(port), "--host", "127.0.0.1",
                  "--working-dir", str(BASELINES)],
                 port, "/readyz", "/predict", "bentoml", texts, levels, args.duration, env, logdir))
-        graphs = json.loads((exported.path / "pipeline.json").read_text())["graphs"]
         for precision in ("fp32", "int8"):
             if precision not in graphs:
                 print(f"no {precision} graph in the bundle (parity gate): skipped", flush=True)

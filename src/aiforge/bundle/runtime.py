@@ -130,7 +130,7 @@ class Runtime:
         ]
 
     def describe(self) -> dict[str, Any]:
-        """Name, version, task, precision, labels and parity, for listings and servers."""
+        """Name, version, task, precision, labels and headline metrics, for listings and servers."""
         return {"name": self.name, "version": self.version, "task": self.manifest.task,
-                "precision": self.precision, "labels": self.labels, "path": str(self.path),
-                "parity": self.manifest.extra.get("parity", {})}
+                "precision": self.precision, "labels": self.labels,
+                "metrics": self.manifest.extra.get("metrics", {})}

@@ -144,7 +144,7 @@ class Batcher:
             # While another batch runs, wait until this one is full or the first item's
             # deadline has passed; an idle model starts at once.
             deadline = self._queue[0].arrived + self.max_wait
-            while self._running and sum(len(p.items) for p in self._queue) < self.max_batch_size:
+            while self._running and self._queued_items < self.max_batch_size:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     break

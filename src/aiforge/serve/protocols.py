@@ -132,7 +132,8 @@ def v2_model_version_metadata(name: str, version: str, m: ModelsDep) -> dict[str
 
 @v2_router.get("/models/{name}/ready")
 def v2_model_ready(name: str, m: ModelsDep) -> dict[str, Any]:
-    return {"name": name, "ready": m.get(name) is not None}
+    m.get(name)  # 404 for an unknown model, 503 while loading
+    return {"name": name, "ready": True}
 
 
 def _json(body: dict[str, Any]) -> Response:

@@ -32,12 +32,11 @@ class ModelService:
             metrics.batch_size.labels(model=name).observe(size)
             metrics.batch_latency.labels(model=name).observe(seconds)
             metrics.items.labels(model=name).inc(size)
-            metrics.queue_depth.labels(model=name).set(self.batcher.queued_items)
 
         self.batcher = Batcher(runtime.predict_proba, executor=executor, max_batch_size=config.max_batch_size,
                                max_wait_ms=config.max_wait_ms, max_queue_items=config.max_queue_items,
                                concurrency=config.batch_concurrency, on_batch=on_batch)
-        self._metrics = metrics
+        self._card_summary = _intended_use(runtime.path / "card.md")
 
     @property
     def name(self) -> str:
@@ -69,7 +68,6 @@ class ModelService:
         Raises:
             ApiError: 503 when overloaded (with Retry-After), 504 on timeout.
         """
-        self._metrics.queue_depth.labels(model=self.name).set(self.batcher.queued_items)
         try:
             return await asyncio.wait_for(self.batcher.submit(texts), self.config.request_timeout_s)
         except Overloaded as exc:
@@ -78,16 +76,18 @@ class ModelService:
             raise ApiError(504, f"prediction took longer than {self.config.request_timeout_s:g} s") from exc
 
     def summary(self) -> dict[str, Any]:
-        """Name, version, task, precision, labels and card summary for listings."""
-        rt = self.runtime
-        card = rt.path / "card.md"
-        intended = ""
-        if card.is_file():
-            text = card.read_text(encoding="utf-8")
-            if "## Intended use" in text:
-                intended = text.split("## Intended use", 1)[1].strip().split("\n\n", 1)[0].strip()
-        return {"name": rt.name, "version": rt.version, "task": rt.manifest.task, "precision": rt.precision,
-                "labels": rt.labels, "metrics": rt.manifest.extra.get("metrics", {}), "card": intended}
+        """The Runtime's description plus the card's intended-use paragraph, for listings."""
+        return {**self.runtime.describe(), "card": self._card_summary}
+
+
+def _intended_use(card: Path) -> str:
+    """The first paragraph under ``## Intended use`` in a model card, or ''."""
+    if not card.is_file():
+        return ""
+    text = card.read_text(encoding="utf-8")
+    if "## Intended use" not in text:
+        return ""
+    return text.split("## Intended use", 1)[1].strip().split("\n\n", 1)[0].strip()
 
 
 @dataclass
