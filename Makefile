@@ -9,10 +9,14 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
 .PHONY: install demo test lint typecheck bench bench-serve clean
 
-$(STAMP): requirements.txt requirements-dev.txt pyproject.toml
+$(STAMP): requirements.txt requirements-dev.txt requirements-nodeps.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet --progress-bar off -r requirements-dev.txt 2> >(grep -v "^WARNING: Location" >&2)
+	$(PIP) install --quiet --progress-bar off --no-deps -r requirements-nodeps.txt 2> >(grep -v "^WARNING: Location" >&2)
 	$(PIP) install --quiet --progress-bar off --no-deps -e . 2> >(grep -v "^WARNING: Location" >&2)
+	@# Fashion-MNIST sample data (Debian package); skipped where apt-get is unavailable or not root.
+	-@test -d /usr/share/datasets/fashion-mnist || { command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ] && \
+		apt-get install -y -qq dataset-fashion-mnist >/dev/null 2>&1; } || echo "note: dataset-fashion-mnist not installed (apt-get install dataset-fashion-mnist)"
 	touch $(STAMP)
 
 install: $(STAMP)

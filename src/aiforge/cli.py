@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import sys
 import tempfile
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from aiforge.errors import AiforgeError
+from aiforge.tables import metrics_table, per_class_table
 
 __all__ = ["app", "main"]
 
@@ -32,25 +34,9 @@ def _root(debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks o
     _state["debug"] = debug
 
 
-def _metrics_table(title: str, rows: dict[str, dict[str, float] | None]) -> Table:
-    table = Table(title=title)
-    for col in ("split", "n", "accuracy", "macro-F1", "top-5 accuracy"):
-        table.add_column(col, justify="right" if col != "split" else "left")
-    for split, m in rows.items():
-        if m:
-            table.add_row(split, str(m.get("n", "")), f"{m['accuracy']:.4f}", f"{m['macro_f1']:.4f}",
-                          f"{m['top5_accuracy']:.4f}")
-    return table
-
-
-def _per_class_table(metrics: dict[str, Any], limit: int = 10) -> Table:
-    table = Table(title=f"hardest {limit} classes (by F1)")
-    for col in ("label", "precision", "recall", "F1", "support"):
-        table.add_column(col, justify="left" if col == "label" else "right")
-    worst = sorted(metrics["per_class"].items(), key=lambda kv: kv[1]["f1"])[:limit]
-    for label, s in worst:
-        table.add_row(label, f"{s['precision']:.3f}", f"{s['recall']:.3f}", f"{s['f1']:.3f}", str(s["support"]))
-    return table
+def _columns(**roles: str | None) -> dict[str, str]:
+    """Column options given on the command line, by role (unset ones left to the bundle)."""
+    return {role: col for role, col in roles.items() if col}
 
 
 @app.command()
@@ -59,20 +45,14 @@ def train(
     home: HomeOpt = None,
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
 ) -> None:
-    """Fit, evaluate, export to ONNX (fp32 + int8), register, and print a summary."""
+    """Fit, evaluate (and audit), export to ONNX, check parity, register, and print a summary."""
     from aiforge.app import App
 
     application = App.from_yaml(spec_file, home=home)
     result = application.fit(progress=progress)
     exported = application.export()
-    test = result.test.to_dict() if result.test else None
-    out.print(_metrics_table(f"{application.spec.name}: trained in {result.train_seconds:.0f} s",
-                             {"validation": result.validation.to_dict(), "test": test}))
-    out.print(_per_class_table(test or result.validation.to_dict()))
-    p = exported.parity
-    out.print(f"ONNX fp32 vs PyTorch max |Δp| = {p['fp32_vs_torch_max_abs_prob_diff']:.2e}"
-              + (f"; int8 agreement {p['int8_top1_agreement']:.4f}, accuracy {p['int8_accuracy']:.4f}"
-                 f"{'' if p['int8_ok'] else ' (int8 dropped: below limit)'}" if "int8_ok" in p else ""))
+    for renderable in application.task.summarize(result, exported):
+        out.print(renderable)
     out.print(f"registered [bold]{exported.record.name}:{exported.record.version}[/] at {exported.path}")
 
 
@@ -88,9 +68,9 @@ def eval_(
     """Score a bundle on a labelled file; print a table, optionally write JSON."""
     from aiforge.app import evaluate
 
-    metrics = evaluate(bundle, data, text_column=text_column, label_column=label_column, home=home).to_dict()
-    out.print(_metrics_table(f"{bundle} on {data}", {"data": metrics}))
-    out.print(_per_class_table(metrics))
+    metrics = evaluate(bundle, data, columns=_columns(text=text_column, label=label_column), home=home).to_dict()
+    out.print(metrics_table(f"{bundle} on {data}", {"data": metrics}))
+    out.print(per_class_table(metrics))
     if output:
         output.write_text(json.dumps(metrics, indent=2), encoding="utf-8")
         out.print(f"wrote {output}")
@@ -112,7 +92,7 @@ def predict(
         raise AiforgeError("give texts as arguments or --input FILE, not both and not neither.")
     rt = load(bundle, home=home)
     if input_file:
-        rows = predict_file(rt, input_file, text_column=text_column)
+        rows = predict_file(rt, input_file, columns=_columns(text=text_column))
     else:
         rows = [{"text": t, **p.to_dict()} for t, p in zip(texts or [], rt.predict(list(texts or [])), strict=True)]
     for row in rows:
@@ -170,7 +150,7 @@ def demo(
     application = App(spec, home=home)
     out.print("[bold]2.[/] fitting a head on the pre-trained MiniLM encoder (frozen)")
     result = application.fit()
-    out.print(_metrics_table("demo-intents", {"validation": result.validation.to_dict(),
+    out.print(metrics_table("demo-intents", {"validation": result.validation.to_dict(),
                                               "test": result.test.to_dict() if result.test else None}))
     out.print("[bold]3.[/] exporting to ONNX (fp32 + int8), checking parity, registering")
     exported = application.export()
@@ -259,6 +239,13 @@ def bench(
     if output:
         output.write_text(json.dumps(report, indent=2), encoding="utf-8")
         out.print(f"wrote {output}")
+
+
+# Commands contributed by task areas ("module" exposing ``register(app)``). Imported at start-up,
+# so such a module must import its heavy dependencies inside the commands.
+COMMAND_MODULES: list[str] = []
+for _module in COMMAND_MODULES:
+    importlib.import_module(_module).register(app)
 
 
 def main() -> None:

@@ -7,16 +7,29 @@ close, the key that was probably meant.
 from __future__ import annotations
 
 import difflib
+import importlib
+import typing
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    model_validator,
+)
 
 from aiforge.errors import SpecError
 
 __all__ = [
+    "SPECS",
     "AppSpec",
+    "BaseSpec",
+    "DataPath",
     "DataSpec",
     "ModelSpec",
     "OptimizeSpec",
@@ -30,12 +43,21 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+def _resolve_path(value: Path, info: ValidationInfo) -> Path:
+    base = (info.context or {}).get("base_dir")
+    return (Path(base) / value).resolve() if base is not None and not value.is_absolute() else value
+
+
+# A file or folder named in the spec; relative paths resolve against the YAML's folder.
+DataPath = Annotated[Path, AfterValidator(_resolve_path)]
+
+
 class DataSpec(_Strict):
     """Where the examples are and which columns hold text and label."""
 
-    train: Path
-    test: Path | None = None
-    validation: Path | None = None
+    train: DataPath
+    test: DataPath | None = None
+    validation: DataPath | None = None
     format: Literal["auto", "csv", "jsonl", "parquet"] = "auto"
     text_column: str = "text"
     label_column: str = "label"
@@ -86,26 +108,20 @@ class ServeSpec(_Strict):
     precision: Literal["auto", "fp32", "int8"] = "auto"
 
 
-class AppSpec(_Strict):
-    """A whole application: data, backbone, training, export and serving."""
+class BaseSpec(_Strict):
+    """What every application spec has: a name, a task and serving settings.
+
+    Each task has its own subclass (listed in :data:`SPECS`); ``from_dict`` picks it by the
+    ``task`` key, so a tabular spec is checked against the tabular schema, and so on.
+    """
 
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-    task: Literal["text-classification"] = "text-classification"
-    data: DataSpec
-    model: ModelSpec = ModelSpec()
-    train: TrainSpec = TrainSpec()
-    optimize: OptimizeSpec = OptimizeSpec()
+    task: str
     serve: ServeSpec = ServeSpec()
     source: Path | None = Field(default=None, exclude=True)
 
-    @model_validator(mode="after")
-    def _test_differs_from_train(self) -> AppSpec:
-        if self.data.test is not None and self.data.test == self.data.train:
-            raise ValueError("data.test must not be the same file as data.train")
-        return self
-
     @classmethod
-    def from_yaml(cls, path: str | Path) -> AppSpec:
+    def from_yaml(cls, path: str | Path) -> BaseSpec:
         """Read and validate ``aiforge.yaml``; relative data paths resolve against its folder.
 
         Raises:
@@ -115,31 +131,52 @@ class AppSpec(_Strict):
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any], *, base_dir: Path | None = None,
-                  source: str = "<dict>") -> AppSpec:
-        """Validate a spec given as a mapping (the parsed YAML).
+                  source: str = "<dict>") -> BaseSpec:
+        """Validate a spec given as a mapping (the parsed YAML), with the schema of its task.
 
         Raises:
-            SpecError: a key is unknown or a value is of the wrong type.
+            SpecError: the task is unknown, a key is unknown or a value is of the wrong type.
         """
         if not isinstance(raw, dict):
             raise SpecError(f"{source}: expected a mapping at the top level, got {type(raw).__name__}.")
-        raw = dict(raw)
-        base = base_dir or Path.cwd()
-        data = raw.get("data")
-        if isinstance(data, dict):
-            data = dict(data)
-            for key in ("train", "test", "validation"):
-                if isinstance(data.get(key), str | Path):
-                    data[key] = str((base / data[key]).resolve())
-            raw["data"] = data
+        task = raw.get("task", "text-classification")
+        target = SPECS.get(task) if isinstance(task, str) else None
+        if target is None:
+            guess = difflib.get_close_matches(str(task), list(SPECS), n=1)
+            hint = f" Did you mean {guess[0]!r}?" if guess else ""
+            raise SpecError(f"{source}: task: unknown task {task!r}.{hint} Known tasks: {', '.join(sorted(SPECS))}.")
+        module, attr = target.split(":")
+        spec_cls: type[BaseSpec] = getattr(importlib.import_module(module), attr)
         try:
-            spec = cls.model_validate(raw)
+            spec = spec_cls.model_validate({**raw, "task": task}, context={"base_dir": base_dir or Path.cwd()})
         except ValidationError as exc:
-            raise SpecError(_explain(exc, source)) from exc
+            raise SpecError(_explain(exc, source, spec_cls)) from exc
         return spec.model_copy(update={"source": Path(source) if source != "<dict>" else None})
 
 
-def load_spec(path: str | Path) -> AppSpec:
+class AppSpec(BaseSpec):
+    """A text-classification application: data, backbone, training, export and serving."""
+
+    task: Literal["text-classification"] = "text-classification"
+    data: DataSpec
+    model: ModelSpec = ModelSpec()
+    train: TrainSpec = TrainSpec()
+    optimize: OptimizeSpec = OptimizeSpec()
+
+    @model_validator(mode="after")
+    def _test_differs_from_train(self) -> AppSpec:
+        if self.data.test is not None and self.data.test == self.data.train:
+            raise ValueError("data.test must not be the same file as data.train")
+        return self
+
+
+# task name -> "module:class" of its spec; imported lazily (a spec module must not import torch).
+SPECS: dict[str, str] = {
+    "text-classification": "aiforge.spec:AppSpec",
+}
+
+
+def load_spec(path: str | Path) -> BaseSpec:
     """Read ``aiforge.yaml`` into an :class:`AppSpec`.
 
     Raises:
@@ -152,28 +189,29 @@ def load_spec(path: str | Path) -> AppSpec:
         raw = yaml.safe_load(p.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
         raise SpecError(f"{p}: not valid YAML ({exc}).") from exc
-    return AppSpec.from_dict(raw, base_dir=p.resolve().parent, source=str(p))
+    return BaseSpec.from_dict(raw, base_dir=p.resolve().parent, source=str(p))
 
 
-def _model_at(loc: tuple[int | str, ...]) -> type[BaseModel] | None:
+def _model_at(loc: tuple[int | str, ...], root: type[BaseModel]) -> type[BaseModel] | None:
     """The pydantic model that owns the last key of ``loc``."""
-    model: type[BaseModel] = AppSpec
+    model: type[BaseModel] = root
     for part in loc[:-1]:
         field = model.model_fields.get(str(part))
         ann = getattr(field, "annotation", None) if field else None
-        if not (isinstance(ann, type) and issubclass(ann, BaseModel)):
+        found = [a for a in (ann, *typing.get_args(ann)) if isinstance(a, type) and issubclass(a, BaseModel)]
+        if not found:
             return None
-        model = ann
+        model = found[0]
     return model
 
 
-def _explain(exc: ValidationError, source: str) -> str:
+def _explain(exc: ValidationError, source: str, root: type[BaseModel]) -> str:
     lines = []
     for err in exc.errors():
         loc = tuple(err["loc"])
         where = ".".join(str(p) for p in loc) or "(top level)"
         if err["type"] == "extra_forbidden":
-            owner = _model_at(loc)
+            owner = _model_at(loc, root)
             valid = [k for k, f in owner.model_fields.items() if not f.exclude] if owner else []
             guess = difflib.get_close_matches(str(loc[-1]), valid, n=1)
             hint = f" Did you mean {guess[0]!r}?" if guess else ""

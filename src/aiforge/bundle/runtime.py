@@ -1,29 +1,40 @@
-"""Runtime: load a bundle and predict with onnxruntime, numpy and tokenizers only."""
+"""Runtime: load a bundle and predict without PyTorch.
+
+``Runtime.load`` reads the manifest and picks the runtime class of the bundle's task from
+:data:`RUNTIMES` (imported lazily). Every runtime offers the same surface to the server:
+``parse_items`` (validate JSON inputs), ``predict_proba`` (what the batcher calls),
+``predict``, ``warmup``, ``describe``, ``v2_inputs`` and the file verbs used by the CLI.
+"""
 
 from __future__ import annotations
 
+import importlib
 import json
+import math
 import os
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
 
 from aiforge.bundle.format import BundleManifest, read_manifest
 from aiforge.bundle.registry import Registry
 from aiforge.bundle.tokens import encode_batches
-from aiforge.errors import BundleError, InputError
+from aiforge.errors import BundleError, DataError, InputError
 
-__all__ = ["Prediction", "Runtime", "TextInputs"]
+if TYPE_CHECKING:
+    import onnxruntime as ort
 
+    from aiforge.audit.metrics import Metrics
 
-class TextInputs(BaseModel):
-    """What a text-classification bundle takes: a list of texts."""
+__all__ = ["RUNTIMES", "ItemLimits", "Prediction", "Runtime", "TextRuntime", "onnx_session"]
 
-    model_config = ConfigDict(extra="forbid")
-    inputs: list[str] = Field(min_length=1)
+# task name -> "module:class" of its runtime; imported lazily, and never imports torch.
+RUNTIMES: dict[str, str] = {
+    "text-classification": "aiforge.bundle.runtime:TextRuntime",
+}
 
 
 @dataclass(frozen=True)
@@ -39,43 +50,53 @@ class Prediction:
         return asdict(self)
 
 
+@dataclass(frozen=True)
+class ItemLimits:
+    """Per-request input limits a server applies (``parse_items`` enforces them)."""
+
+    max_inputs: int = 256
+    max_text_chars: int = 10_000
+    max_image_bytes: int = 8 << 20
+    max_image_pixels: int = 40_000_000
+
+
+def onnx_session(path: Path, *, threads: int | None = None) -> ort.InferenceSession:
+    """An onnxruntime session with aiforge's settings (all graph optimisations, CUDA when present).
+
+    Raises:
+        BundleError: the graph cannot be loaded.
+    """
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads or os.cpu_count() or 1
+    options.inter_op_num_threads = 1
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in ort.get_available_providers()]
+    try:
+        return ort.InferenceSession(str(path), options, providers=providers)
+    except Exception as exc:
+        raise BundleError(f"{path.parent}: cannot load {path.name} ({exc}).") from exc
+
+
 class Runtime:
-    """A loaded bundle. Thread-safe: ``predict`` may be called from many threads at once."""
+    """A loaded bundle (base class). Thread-safe: ``predict`` may be called from many threads.
 
-    input_schema: type[BaseModel] = TextInputs
+    Subclasses set ``labels`` and ``precision`` and implement ``predict_proba`` and
+    ``parse_items``; classifiers get ``predict`` and the v2 protocol for free.
+    """
 
-    def __init__(self, path: Path, manifest: BundleManifest, *, precision: str = "auto",
-                 threads: int | None = None, batch_size: int = 64) -> None:
-        import onnxruntime as ort
-        from tokenizers import Tokenizer
+    task: ClassVar[str] = ""
+    labels: list[str]
+    precision: str
 
+    def __init__(self, path: Path, manifest: BundleManifest) -> None:
         self.path = path
         self.manifest = manifest
-        self.batch_size = batch_size
         try:
             self.pipeline: dict[str, Any] = json.loads((path / "pipeline.json").read_text(encoding="utf-8"))
-            graphs: dict[str, str] = self.pipeline["graphs"]
-            self.labels: list[str] = list(self.pipeline["labels"])
-            max_length = int(self.pipeline["max_length"])
-        except (OSError, json.JSONDecodeError, KeyError, TypeError) as exc:
-            raise BundleError(f"{path}: pipeline.json is missing or incomplete ({exc}).") from exc
-        chosen = self.pipeline.get("default_precision", "fp32") if precision == "auto" else precision
-        if chosen not in graphs:
-            raise BundleError(f"{path}: no {chosen!r} graph in this bundle; it has {sorted(graphs)}.")
-        self.precision: str = chosen
-        self.tokenizer = Tokenizer.from_file(str(path / self.pipeline.get("tokenizer", "tokenizer.json")))
-        self.tokenizer.no_padding()
-        self.tokenizer.enable_truncation(max_length=max_length)
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads or os.cpu_count() or 1
-        options.inter_op_num_threads = 1
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in ort.get_available_providers()]
-        try:
-            self.session = ort.InferenceSession(str(path / graphs[chosen]), options, providers=providers)
-        except Exception as exc:
-            raise BundleError(f"{path}: cannot load {graphs[chosen]} ({exc}).") from exc
-        self._output = self.pipeline.get("output", "probabilities")
+        except (OSError, json.JSONDecodeError) as exc:
+            raise BundleError(f"{path}: pipeline.json is missing or unreadable ({exc}).") from exc
 
     @classmethod
     def load(cls, name_or_path: str | Path, *, version: int | str | None = None, precision: str = "auto",
@@ -84,12 +105,23 @@ class Runtime:
 
         Raises:
             RegistryError: unknown name or version.
-            BundleError: the bundle is incomplete, corrupt or of an unknown format.
+            BundleError: the bundle is incomplete, corrupt, of an unknown format or task.
             ChecksumError: a file does not match its manifest (names the file).
         """
         path = Registry(home).resolve(name_or_path, version)
         manifest = read_manifest(path)
-        return cls(path, manifest, precision=precision, threads=threads)
+        target = RUNTIMES.get(manifest.task)
+        if target is None:
+            raise BundleError(f"{path}: no runtime for task {manifest.task!r}; known: {', '.join(sorted(RUNTIMES))}.")
+        module, attr = target.split(":")
+        runtime_cls: type[Runtime] = getattr(importlib.import_module(module), attr)
+        return runtime_cls.open(path, manifest, precision=precision, threads=threads)
+
+    @classmethod
+    def open(cls, path: Path, manifest: BundleManifest, *, precision: str = "auto",
+             threads: int | None = None) -> Runtime:
+        """Build this runtime from a verified bundle folder (``load`` calls it)."""
+        raise NotImplementedError
 
     @property
     def name(self) -> str:
@@ -99,14 +131,138 @@ class Runtime:
     def version(self) -> str:
         return self.manifest.version
 
-    def predict_proba(self, texts: list[str]) -> np.ndarray:
+    # --- what the server calls ---------------------------------------------------------
+
+    def parse_items(self, items: list[Any], where: str, limits: ItemLimits) -> list[Any]:
+        """Validate request items (JSON values) and turn them into what ``predict_proba`` takes.
+
+        Raises:
+            InputError: an item is of the wrong type or over a limit; the message names
+                ``where[i]`` and what was expected.
+        """
+        raise NotImplementedError
+
+    def v2_inputs(self, tensors: list[dict[str, Any]]) -> list[Any]:
+        """Items from Open Inference Protocol v2 input tensors (default: one BYTES tensor).
+
+        Raises:
+            InputError: the tensors do not fit this model.
+        """
+        if len(tensors) != 1:
+            raise InputError(f"expected one input tensor, got {len(tensors)}")
+        tensor = tensors[0]
+        where = f"inputs[0] ({tensor.get('name')!r})"
+        if str(tensor.get("datatype", "")).upper() != "BYTES":
+            raise InputError(f"{where}: datatype must be BYTES, got {tensor.get('datatype')!r}")
+        shape, data = tensor.get("shape") or [], tensor.get("data") or []
+        if any(d < 0 for d in shape) or math.prod(shape) != len(data):
+            raise InputError(f"{where}: shape {shape} does not match {len(data)} data elements")
+        if not all(isinstance(t, str) for t in data):
+            raise InputError(f"{where}: every data element must be a string")
+        return [str(t) for t in data]
+
+    def v2_metadata_inputs(self) -> list[dict[str, Any]]:
+        """The ``inputs`` list of the v2 model metadata."""
+        return [{"name": "input", "datatype": "BYTES", "shape": [-1]}]
+
+    def predict_proba(self, items: list[Any]) -> np.ndarray:
+        """Probabilities, one row per item, columns in ``labels`` order."""
+        raise NotImplementedError
+
+    def predict(self, items: list[Any]) -> list[Prediction]:
+        """The top label and all probabilities for each item, in input order."""
+        probs = self.predict_proba(items)
+        return [
+            Prediction(self.labels[int(p.argmax())], float(p.max()),
+                       {y: float(v) for y, v in zip(self.labels, p, strict=True)})
+            for p in probs
+        ]
+
+    def warmup(self) -> None:
+        """Run the graph once or twice so the first request is not slow."""
+
+    def describe(self) -> dict[str, Any]:
+        """Name, version, task, precision, labels and headline metrics, for listings and servers."""
+        return {"name": self.name, "version": self.version, "task": self.manifest.task,
+                "precision": self.precision, "labels": self.labels,
+                "metrics": self.manifest.extra.get("metrics", {})}
+
+    # --- what the CLI calls ------------------------------------------------------------
+
+    def evaluate_file(self, path: str | Path, *, columns: Mapping[str, str] | None = None) -> Metrics:
+        """Score the bundle on a labelled file; ``columns`` maps a role ("text", "label"…) to a column.
+
+        Raises:
+            DataError: the file or its columns are bad.
+        """
+        raise DataError(f"{self.manifest.task} bundles cannot be evaluated on a file.")
+
+    def predict_file(self, path: str | Path, *, columns: Mapping[str, str] | None = None) -> list[dict[str, Any]]:
+        """Predict every item of a file; one JSON-ready dict per item.
+
+        Raises:
+            DataError: the file is missing, unreadable or lacks a needed column.
+        """
+        raise DataError(f"{self.manifest.task} bundles cannot predict from a file.")
+
+
+class TextRuntime(Runtime):
+    """A text-classification bundle: tokenizer + one ONNX graph (fp32 or int8)."""
+
+    task = "text-classification"
+
+    def __init__(self, path: Path, manifest: BundleManifest, *, precision: str = "auto",
+                 threads: int | None = None, batch_size: int = 64) -> None:
+        from tokenizers import Tokenizer
+
+        super().__init__(path, manifest)
+        self.batch_size = batch_size
+        try:
+            graphs: dict[str, str] = self.pipeline["graphs"]
+            self.labels = list(self.pipeline["labels"])
+            max_length = int(self.pipeline["max_length"])
+        except (KeyError, TypeError) as exc:
+            raise BundleError(f"{path}: pipeline.json is incomplete ({exc}).") from exc
+        chosen = self.pipeline.get("default_precision", "fp32") if precision == "auto" else precision
+        if chosen not in graphs:
+            raise BundleError(f"{path}: no {chosen!r} graph in this bundle; it has {sorted(graphs)}.")
+        self.precision = chosen
+        self.tokenizer = Tokenizer.from_file(str(path / self.pipeline.get("tokenizer", "tokenizer.json")))
+        self.tokenizer.no_padding()
+        self.tokenizer.enable_truncation(max_length=max_length)
+        self.session = onnx_session(path / graphs[chosen], threads=threads)
+        self._output = self.pipeline.get("output", "probabilities")
+
+    @classmethod
+    def open(cls, path: Path, manifest: BundleManifest, *, precision: str = "auto",
+             threads: int | None = None) -> TextRuntime:
+        return cls(path, manifest, precision=precision, threads=threads)
+
+    def parse_items(self, items: list[Any], where: str, limits: ItemLimits) -> list[Any]:
+        for i, t in enumerate(items):
+            if not isinstance(t, str):
+                raise InputError(f"{where}[{i}]: expected a string, got {type(t).__name__}")
+            try:
+                t.encode("utf-8")
+            except UnicodeEncodeError:
+                raise InputError(f"{where}[{i}]: not valid Unicode text (lone surrogate)") from None
+            if len(t) > limits.max_text_chars:
+                raise InputError(f"{where}[{i}]: text of {len(t)} characters, over the limit of "
+                                 f"{limits.max_text_chars}")
+        return items
+
+    def v2_metadata_inputs(self) -> list[dict[str, Any]]:
+        return [{"name": "text", "datatype": "BYTES", "shape": [-1]}]
+
+    def predict_proba(self, items: list[Any]) -> np.ndarray:
         """Probabilities, one row per text, columns in ``labels`` order.
 
         Texts are sorted by token length and run in batches, so padding stays small.
 
         Raises:
-            InputError: ``texts`` is not a list of strings.
+            InputError: ``items`` is not a list of strings.
         """
+        texts = items
         if not isinstance(texts, list | tuple) or not all(isinstance(t, str) for t in texts):
             raise InputError("predict() takes a list of strings.")
         out = np.zeros((len(texts), len(self.labels)), dtype=np.float32)
@@ -116,21 +272,29 @@ class Runtime:
             out[idx] = self.session.run([self._output], {"input_ids": ids, "attention_mask": mask})[0]
         return out
 
-    def predict(self, items: list[str]) -> list[Prediction]:
-        """The top label and all probabilities for each text, in input order.
+    def warmup(self) -> None:
+        self.predict(["warm up", "a slightly longer sentence to warm up the graph for longer inputs"])
 
-        Raises:
-            InputError: ``items`` is not a list of strings.
-        """
-        probs = self.predict_proba(items)
-        return [
-            Prediction(self.labels[int(p.argmax())], float(p.max()),
-                       {y: float(v) for y, v in zip(self.labels, p, strict=True)})
-            for p in probs
-        ]
+    def evaluate_file(self, path: str | Path, *, columns: Mapping[str, str] | None = None) -> Metrics:
+        from aiforge.audit.metrics import classification_metrics
+        from aiforge.data.text import check_test_labels, load_text_dataset
 
-    def describe(self) -> dict[str, Any]:
-        """Name, version, task, precision, labels and headline metrics, for listings and servers."""
-        return {"name": self.name, "version": self.version, "task": self.manifest.task,
-                "precision": self.precision, "labels": self.labels,
-                "metrics": self.manifest.extra.get("metrics", {})}
+        cols = {**self.manifest.extra.get("columns", {}), **(columns or {})}
+        ds = load_text_dataset(path, text_column=cols.get("text", "text"), label_column=cols.get("label", "label"))
+        check_test_labels(ds, self.labels)
+        return classification_metrics(ds.labels, self.predict_proba(ds.texts), self.labels)
+
+    def predict_file(self, path: str | Path, *, columns: Mapping[str, str] | None = None) -> list[dict[str, Any]]:
+        from aiforge.data.text import load_text_dataset
+
+        p = Path(path)
+        if p.suffix.lower() == ".txt":
+            if not p.is_file():
+                raise DataError(f"{p}: input file not found.")
+            texts = [line for line in p.read_text(encoding="utf-8").splitlines() if line.strip()]
+            if not texts:
+                raise DataError(f"{p}: no non-empty lines to predict.")
+        else:
+            col = (columns or {}).get("text") or self.manifest.extra.get("columns", {}).get("text", "text")
+            texts = load_text_dataset(p, text_column=col, label_column="", need_labels=False).texts
+        return [{"text": t, **pred.to_dict()} for t, pred in zip(texts, self.predict(texts), strict=True)]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import importlib
 import logging
 import os
 import signal
@@ -26,7 +27,10 @@ from aiforge.serve.service import Models, ModelService
 __all__ = ["create_app", "serve"]
 
 log = logging.getLogger("aiforge.server")
-WARMUP = ["warm up", "a slightly longer sentence to warm up the graph for longer inputs"]
+
+# Routers of task-specific routes (image upload, recommend, chat); "module:attribute", imported
+# when the app is built. Each must stay torch-free at import time.
+EXTRA_ROUTERS: list[str] = []
 
 
 def _load_all(models: Models, config: ServerConfig, home: str | Path | None, executor: ThreadPoolExecutor,
@@ -38,7 +42,7 @@ def _load_all(models: Models, config: ServerConfig, home: str | Path | None, exe
             source, precision=config.precision, home=home, threads=threads)
         if rt.name in services:
             raise ValueError(f"two bundles are named {rt.name!r}; serve one version per name")
-        rt.predict(WARMUP)
+        rt.warmup()
         services[rt.name] = ModelService(rt, config=config, executor=executor, metrics=metrics)
     return services
 
@@ -94,6 +98,9 @@ def create_app(bundles: Sequence[str | Path | Runtime], *, config: ServerConfig 
     app.include_router(health_router)
     app.include_router(v2_router)
     app.include_router(v1_router)
+    for target in EXTRA_ROUTERS:
+        module, attr = target.split(":")
+        app.include_router(getattr(importlib.import_module(module), attr))
 
     @app.get("/metrics", include_in_schema=False)
     def prometheus() -> Response:

@@ -9,6 +9,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from aiforge.bundle.runtime import ItemLimits
 from aiforge.errors import AiforgeError
 
 __all__ = ["ApiKeys", "ServerConfig", "server_config"]
@@ -30,9 +31,16 @@ class ServerConfig(BaseModel):
     max_body_bytes: int = Field(default=1 << 20, gt=0)
     max_inputs: int = Field(default=256, gt=0)
     max_text_chars: int = Field(default=10_000, gt=0)
+    max_image_bytes: int = Field(default=8 << 20, gt=0)
+    max_image_pixels: int = Field(default=40_000_000, gt=0)
     precision: str = Field(default="auto", pattern="^(auto|fp32|int8)$")
     api_key_file: Path | None = None
     access_log: bool = True
+
+    def item_limits(self) -> ItemLimits:
+        """The per-item limits a runtime's ``parse_items`` applies."""
+        return ItemLimits(max_inputs=self.max_inputs, max_text_chars=self.max_text_chars,
+                          max_image_bytes=self.max_image_bytes, max_image_pixels=self.max_image_pixels)
 
 
 class ApiKeys:

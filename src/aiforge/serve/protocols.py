@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import json
-import math
 from typing import Annotated, Any
 
 import numpy as np
 from fastapi import APIRouter, Depends, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
+from aiforge.errors import InputError
 from aiforge.serve.errors import ApiError
 from aiforge.serve.service import Models, ModelService
 
@@ -68,18 +68,11 @@ class V2InferRequest(BaseModel):
     parameters: dict[str, Any] | None = None
 
 
-def _texts_from_v2(req: V2InferRequest) -> list[str]:
-    tensor = req.inputs[0]
-    where = f"inputs[0] ({tensor.name!r})"
-    if len(req.inputs) != 1:
-        raise ApiError(400, f"expected one input tensor of texts, got {len(req.inputs)}")
-    if tensor.datatype.upper() != "BYTES":
-        raise ApiError(400, f"{where}: datatype must be BYTES (texts), got {tensor.datatype!r}")
-    if any(d < 0 for d in tensor.shape) or math.prod(tensor.shape) != len(tensor.data):
-        raise ApiError(400, f"{where}: shape {tensor.shape} does not match {len(tensor.data)} data elements")
-    if not all(isinstance(t, str) for t in tensor.data):
-        raise ApiError(400, f"{where}: every data element must be a string")
-    return [str(t) for t in tensor.data]
+def _items_from_v2(service: ModelService, req: V2InferRequest) -> list[Any]:
+    try:
+        return service.runtime.v2_inputs([t.model_dump() for t in req.inputs])
+    except InputError as exc:
+        raise ApiError(400, str(exc)) from exc
 
 
 V2_OUTPUTS = ("label", "score", "probabilities")
@@ -89,7 +82,7 @@ def _v2_metadata(service: ModelService) -> dict[str, Any]:
     rt = service.runtime
     return {
         "name": rt.name, "versions": [rt.version], "platform": "onnxruntime",
-        "inputs": [{"name": "text", "datatype": "BYTES", "shape": [-1]}],
+        "inputs": rt.v2_metadata_inputs(),
         "outputs": [{"name": "label", "datatype": "BYTES", "shape": [-1]},
                     {"name": "score", "datatype": "FP32", "shape": [-1]},
                     {"name": "probabilities", "datatype": "FP32", "shape": [-1, len(rt.labels)]}],
@@ -142,19 +135,19 @@ def _json(body: dict[str, Any]) -> Response:
 
 
 async def _v2_infer(service: ModelService, req: V2InferRequest) -> Response:
-    texts = _texts_from_v2(req)
-    service.check_inputs(texts, "inputs[0].data")
+    items = service.parse_items(_items_from_v2(service, req), "inputs[0].data")
     wanted = [o.name for o in req.outputs] if req.outputs else list(V2_OUTPUTS)
     unknown = [w for w in wanted if w not in V2_OUTPUTS]
     if unknown:
         raise ApiError(400, f"unknown output(s) {unknown}; outputs are {list(V2_OUTPUTS)}")
-    probs = await service.predict(texts)
+    probs = await service.predict(items)
     labels = service.runtime.labels
     best = probs.argmax(axis=1)
+    n = len(items)
     outputs = {
-        "label": {"name": "label", "datatype": "BYTES", "shape": [len(texts)], "data": [labels[i] for i in best]},
-        "score": {"name": "score", "datatype": "FP32", "shape": [len(texts)],
-                  "data": probs[np.arange(len(texts)), best].astype(float).tolist()},
+        "label": {"name": "label", "datatype": "BYTES", "shape": [n], "data": [labels[i] for i in best]},
+        "score": {"name": "score", "datatype": "FP32", "shape": [n],
+                  "data": probs[np.arange(n), best].astype(float).tolist()},
         "probabilities": {"name": "probabilities", "datatype": "FP32", "shape": list(probs.shape),
                           "data": probs.astype(float).ravel().tolist()},
     }
@@ -181,7 +174,8 @@ class PredictRequest(BaseModel):
     """``POST /v1/models/{name}/predict`` body."""
 
     model_config = ConfigDict(extra="forbid")
-    inputs: list[str] = Field(min_length=1, description="Texts to classify.")
+    inputs: list[Any] = Field(min_length=1, description="Items to classify: texts, records or images, as "
+                                                         "the model's task takes them.")
     top_k: int | None = Field(default=None, gt=0, description="Keep only the k most probable labels in scores.")
 
 
@@ -208,8 +202,8 @@ def v1_models(m: ModelsDep) -> dict[str, Any]:
 @v1_router.post("/models/{name}/predict", response_model=PredictResponse)
 async def v1_predict(name: str, req: PredictRequest, m: ModelsDep) -> Response:
     service = m.get(name)
-    service.check_inputs(req.inputs, "inputs")
-    probs = await service.predict(req.inputs)
+    items = service.parse_items(req.inputs, "inputs")
+    probs = await service.predict(items)
     labels = service.runtime.labels
     k = req.top_k or len(labels)
     preds = []

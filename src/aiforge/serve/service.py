@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from aiforge.bundle.runtime import Runtime
+from aiforge.errors import InputError
 from aiforge.serve.batching import Batcher, Overloaded
 from aiforge.serve.config import ServerConfig
 from aiforge.serve.errors import ApiError
@@ -42,34 +43,30 @@ class ModelService:
     def name(self) -> str:
         return self.runtime.name
 
-    def check_inputs(self, texts: list[str], field_name: str) -> None:
-        """Apply the count and length limits.
+    def parse_items(self, items: list[Any], field_name: str) -> list[Any]:
+        """Apply the count limit, then the runtime's own checks (type, length, image limits).
 
         Raises:
-            ApiError: 422 naming the limit that was broken.
+            ApiError: 422 naming the item and the limit or type that was broken.
         """
-        if not texts:
-            raise ApiError(422, f"{field_name}: at least one text is required")
+        if not items:
+            raise ApiError(422, f"{field_name}: at least one input is required")
         limit = min(self.config.max_inputs, self.config.max_queue_items)  # more could never be queued
-        if len(texts) > limit:
-            raise ApiError(422, f"{field_name}: {len(texts)} texts, over the limit of {limit} per request")
-        for i, t in enumerate(texts):
-            try:
-                t.encode("utf-8")
-            except UnicodeEncodeError:
-                raise ApiError(422, f"{field_name}[{i}]: not valid Unicode text (lone surrogate)") from None
-            if len(t) > self.config.max_text_chars:
-                raise ApiError(422, f"{field_name}[{i}]: text of {len(t)} characters, over the limit of "
-                                    f"{self.config.max_text_chars}")
+        if len(items) > limit:
+            raise ApiError(422, f"{field_name}: {len(items)} inputs, over the limit of {limit} per request")
+        try:
+            return self.runtime.parse_items(items, field_name, self.config.item_limits())
+        except InputError as exc:
+            raise ApiError(422, str(exc)) from exc
 
-    async def predict(self, texts: list[str]) -> np.ndarray:
-        """Probabilities for ``texts`` through the batcher, within the request timeout.
+    async def predict(self, items: list[Any]) -> np.ndarray:
+        """Probabilities for parsed ``items`` through the batcher, within the request timeout.
 
         Raises:
             ApiError: 503 when overloaded (with Retry-After), 504 on timeout.
         """
         try:
-            return await asyncio.wait_for(self.batcher.submit(texts), self.config.request_timeout_s)
+            return await asyncio.wait_for(self.batcher.submit(items), self.config.request_timeout_s)
         except Overloaded as exc:
             raise ApiError(503, str(exc), headers={"Retry-After": str(int(np.ceil(exc.retry_after)))}) from exc
         except TimeoutError as exc:

@@ -4,14 +4,30 @@ from __future__ import annotations
 
 import difflib
 import importlib
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
 from aiforge.audit.metrics import Metrics
+from aiforge.bundle.format import BundleManifest
+from aiforge.bundle.registry import BundleRecord, Registry
 from aiforge.errors import SpecError
-from aiforge.spec import AppSpec
+from aiforge.spec import BaseSpec
 
-__all__ = ["TASKS", "Fitted", "Task", "get_task"]
+__all__ = ["TASKS", "ExportResult", "Fitted", "Task", "get_task"]
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    """A registered bundle: where it is, its manifest and its parity record."""
+
+    record: BundleRecord
+    manifest: BundleManifest
+    parity: dict[str, Any]
+
+    @property
+    def path(self) -> Path:
+        return self.record.path
 
 
 class Fitted(Protocol):
@@ -27,11 +43,21 @@ class Fitted(Protocol):
 
 
 class Task(Protocol):
-    """An application kind: turns data and a spec into a Fitted model."""
+    """An application kind: turns data and a spec into a fit result, then a registered bundle."""
 
     name: str
 
-    def fit(self, spec: AppSpec, *, progress: bool = True) -> Any: ...
+    def fit(self, spec: Any, *, progress: bool = True) -> Any:
+        """Train and evaluate (and audit, where the task has one); return the task's result object."""
+        ...
+
+    def export(self, spec: Any, result: Any, registry: Registry) -> ExportResult:
+        """Write the bundle (ONNX, pipeline.json, metrics.json, card.md) and register it."""
+        ...
+
+    def summarize(self, result: Any, exported: ExportResult) -> list[Any]:
+        """Rich renderables that ``aiforge train`` prints after export."""
+        ...
 
 
 # task name -> "module:attribute"; imported lazily so serving never pulls in torch.
@@ -55,3 +81,9 @@ def get_task(name: str) -> Task:
     cls = getattr(importlib.import_module(module), attr)
     task: Task = cls()
     return task
+
+
+def check_spec(spec: BaseSpec, cls: type[BaseSpec]) -> None:
+    """Raise SpecError unless ``spec`` is of the spec class this task expects."""
+    if not isinstance(spec, cls):
+        raise SpecError(f"task {spec.task!r} needs a {cls.__name__}, got {type(spec).__name__}.")

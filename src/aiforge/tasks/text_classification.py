@@ -9,7 +9,9 @@ Two modes:
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,15 +21,20 @@ import numpy as np
 import torch
 from tokenizers import Tokenizer
 
+from aiforge.audit.card import text_classifier_card
 from aiforge.audit.metrics import Metrics, classification_metrics, macro_f1
+from aiforge.bundle.registry import Registry
 from aiforge.bundle.tokens import pad_rows
 from aiforge.data.text import TextDataset, TextSplits, check_test_labels, load_text_splits
 from aiforge.errors import InputError
 from aiforge.hub.catalog import Backbone, get_backbone
 from aiforge.progress import progress_bar
-from aiforge.spec import AppSpec, TrainSpec
+from aiforge.spec import AppSpec, BaseSpec, TrainSpec
+from aiforge.tables import metrics_table, per_class_table
+from aiforge.tasks.base import ExportResult, check_spec
 from aiforge.tasks.text_encoder import TextClassifier, TextEncoder, iter_batches, load_tokenizer, make_head
 from aiforge.train.loop import Batch, LoopConfig, LoopResult, fit_loop, seed_everything
+from aiforge.version import __version__
 
 __all__ = ["FitResult", "FittedTextClassifier", "TextClassificationTask", "TrainPlan", "plan_training"]
 
@@ -145,13 +152,15 @@ class TextClassificationTask:
 
     name = "text-classification"
 
-    def fit(self, spec: AppSpec, *, progress: bool = True) -> FitResult:
+    def fit(self, spec: BaseSpec, *, progress: bool = True) -> FitResult:
         """Load data, adapt the backbone, and score on validation and test.
 
         Raises:
             DataError: a data check failed.
             BackboneError: the backbone is unknown or its package is missing.
         """
+        check_spec(spec, AppSpec)
+        assert isinstance(spec, AppSpec)
         seed_everything(spec.train.seed)
         torch.set_num_threads(spec.train.threads or os.cpu_count() or 1)
         splits = load_text_splits(spec.data, seed=spec.train.seed)
@@ -181,6 +190,63 @@ class TextClassificationTask:
         validation = fitted.evaluate(splits.validation)
         test = fitted.evaluate(splits.test) if splits.test is not None else None
         return FitResult(fitted, splits, validation, test, train_seconds, history)
+
+    def export(self, spec: BaseSpec, result: FitResult, registry: Registry) -> ExportResult:
+        """Export to ONNX (fp32 + gated int8), check parity, write metrics and card, register.
+
+        Raises:
+            ExportError: export failed or fp32 parity did not hold.
+        """
+        check_spec(spec, AppSpec)
+        assert isinstance(spec, AppSpec)
+        fitted, splits = result.fitted, result.splits
+        staged = registry.staging_dir()
+        try:
+            parity = fitted.export(staged, parity_data=splits.test or splits.validation)
+            metrics = {
+                "validation": result.validation.to_dict(),
+                "test": result.test.to_dict() if result.test else None,
+                "train_seconds": result.train_seconds,
+                "history": result.history,
+            }
+            (staged / "metrics.json").write_text(json.dumps(metrics, indent=2), encoding="utf-8")
+            data = {
+                "train": str(spec.data.train), "validation": str(spec.data.validation or "split from train"),
+                "test": str(spec.data.test) if spec.data.test else None, "n_train": len(splits.train),
+                "n_validation": len(splits.validation), "n_test": len(splits.test) if splits.test else 0,
+            }
+            card = text_classifier_card(
+                name=spec.name, backbone=fitted.backbone, mode=spec.model.mode, labels=fitted.labels,
+                data=data, metrics=metrics, parity=parity, train_seconds=result.train_seconds,
+            )
+            (staged / "card.md").write_text(card, encoding="utf-8")
+        except BaseException:
+            shutil.rmtree(staged, ignore_errors=True)
+            raise
+        headline = (result.test or result.validation).headline()
+        extra = {
+            "aiforge_version": __version__,
+            "backbone": {"name": fitted.backbone.name, "licence": fitted.backbone.licence,
+                         "provenance": fitted.backbone.provenance},
+            "mode": spec.model.mode,
+            "columns": {"text": spec.data.text_column, "label": spec.data.label_column},
+            "metrics": headline,
+            "parity": parity,
+            "spec": spec.model_dump(mode="json"),
+        }
+        record, manifest = registry.add(staged, name=spec.name, task=spec.task, extra=extra, metrics=headline)
+        return ExportResult(record, manifest, parity)
+
+    def summarize(self, result: FitResult, exported: ExportResult) -> list[Any]:
+        """Metrics table, hardest classes and the parity line, for ``aiforge train``."""
+        test = result.test.to_dict() if result.test else None
+        p = exported.parity
+        parity = (f"ONNX fp32 vs PyTorch max |Δp| = {p['fp32_vs_torch_max_abs_prob_diff']:.2e}"
+                  + (f"; int8 agreement {p['int8_top1_agreement']:.4f}, accuracy {p['int8_accuracy']:.4f}"
+                     f"{'' if p['int8_ok'] else ' (int8 dropped: below limit)'}" if "int8_ok" in p else ""))
+        return [metrics_table(f"{exported.record.name}: trained in {result.train_seconds:.0f} s",
+                              {"validation": result.validation.to_dict(), "test": test}),
+                per_class_table(test or result.validation.to_dict()), parity]
 
     @staticmethod
     def _fit_head(model: TextClassifier, feats: dict[str, torch.Tensor], y_train: torch.Tensor,
