@@ -49,8 +49,12 @@ def model_frame(frame: TabularFrame, schema: TabularSchema, sensitive: list[str]
     return X
 
 
-def evaluate_model(model: TabularModel, X: pd.DataFrame, frame: TabularFrame, feature: str | None) -> dict[str, Any]:
-    """Accuracy, ROC AUC and the sensitive feature's DP / EO differences of a scikit-learn-side model."""
+def evaluate_model(model: TabularModel, X: pd.DataFrame, frame: TabularFrame, feature: str | None, *,
+                   min_group_size: int = 30) -> dict[str, Any]:
+    """Accuracy, ROC AUC and the sensitive feature's DP / EO differences of a scikit-learn-side model.
+
+    As in the audit, the gaps are taken over groups with at least ``min_group_size`` rows.
+    """
     from fairlearn.metrics import demographic_parity_difference, equalized_odds_difference
     from sklearn.metrics import roc_auc_score
 
@@ -60,8 +64,11 @@ def evaluate_model(model: TabularModel, X: pd.DataFrame, frame: TabularFrame, fe
                            "selection_rate": float(np.mean(pred))}
     if feature is not None:
         g = frame.sensitive[feature].to_numpy()
-        out["demographic_parity_difference"] = float(demographic_parity_difference(frame.y, pred, sensitive_features=g))
-        out["equalized_odds_difference"] = float(equalized_odds_difference(frame.y, pred, sensitive_features=g))
+        names, counts = np.unique(g, return_counts=True)
+        keep = np.isin(g, names[counts >= min_group_size])
+        y, pr, g = frame.y[keep], pred[keep], g[keep]
+        out["demographic_parity_difference"] = float(demographic_parity_difference(y, pr, sensitive_features=g))
+        out["equalized_odds_difference"] = float(equalized_odds_difference(y, pr, sensitive_features=g))
     return out
 
 
@@ -117,7 +124,8 @@ class TabularTask:
                                  max_iter=mit.max_iter, seed=spec.model.seed, tolerance=mit.tolerance)
         eval_frame, eval_split = (data.test, "test") if data.test is not None else (data.validation, "validation")
         X_ev = model_frame(eval_frame, base_schema, sens)
-        evaluation = {m: {**evaluate_model(model, X_ev, eval_frame, feature), "fit_seconds": model.fit_seconds}
+        evaluation = {m: {**evaluate_model(model, X_ev, eval_frame, feature, min_group_size=spec.audit.min_group_size),
+                          "fit_seconds": model.fit_seconds}
                       for m, model in models.items()}
         return TabularFitResult(data=data, schema=schema, base=base, shipped=models[mit.method], selection=selection,
                                 evaluation=evaluation, eval_split=eval_split, models=models,

@@ -21,7 +21,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
-from aiforge.errors import SpecError
+from aiforge.errors import DataError, SpecError
 
 __all__ = ["MODEL_KINDS", "TabularModel", "make_pipeline", "mitigate", "reweighing_weights"]
 
@@ -136,6 +136,22 @@ def mitigate(method: str, *, base: TabularModel, template: Pipeline, X: pd.DataF
     ThresholdOptimizer post-processes ``base`` and is fitted on the validation rows (scores on
     training rows are optimistic); the other two refit on the training rows.
     """
+    try:
+        model = _mitigate(method, base, template, X, y, groups, X_val, y_val, groups_val, sensitive_feature,
+                          constraint, eps, max_iter, seed, tolerance)
+    except ValueError as exc:
+        raise DataError(f"mitigation {method} for {sensitive_feature!r} failed: {str(exc).splitlines()[0]} "
+                        "Every group needs both labels in the rows it is fitted on (validation rows for "
+                        "threshold_optimizer); choose another sensitive feature or method, or collect more "
+                        "data for that group.") from exc
+    model.sensitive_feature, model.constraint = sensitive_feature, constraint
+    return model
+
+
+def _mitigate(method: str, base: TabularModel, template: Pipeline, X: pd.DataFrame, y: np.ndarray,
+              groups: np.ndarray, X_val: pd.DataFrame, y_val: np.ndarray, groups_val: np.ndarray,
+              sensitive_feature: str, constraint: str, eps: float, max_iter: int, seed: int,
+              tolerance: float | None) -> TabularModel:
     start = time.perf_counter()
     if method == "reweighing":
         model = fit_plain(clone(template), X, y, base.kind, reweighing_weights(y, groups))
@@ -145,7 +161,6 @@ def mitigate(method: str, *, base: TabularModel, template: Pipeline, X: pd.DataF
         model = _threshold_optimizer(base, X_val, y_val, groups_val, sensitive_feature, constraint, tolerance)
     else:
         raise SpecError(f"unknown mitigation {method!r}")
-    model.sensitive_feature, model.constraint = sensitive_feature, constraint
     model.fit_seconds = time.perf_counter() - start
     return model
 
