@@ -8,6 +8,7 @@ exported. Labels are derandomized the same way everywhere: positive iff p > 0.5.
 from __future__ import annotations
 
 import time
+import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -182,7 +183,9 @@ def _exponentiated_gradient(base: TabularModel, template: Pipeline, X: pd.DataFr
     Z = pre.transform(X)
     eg = ExponentiatedGradient(clone(template.named_steps["clf"]), constraints=_moment(constraint, eps),
                                eps=eps, max_iter=max_iter)
-    eg.fit(Z, y, sensitive_features=groups)
+    with warnings.catch_warnings():  # fairlearn 0.15 grows Series with .at (pandas 3 deprecates it)
+        warnings.filterwarnings("ignore", message="Setting a value on a Series via .at")
+        eg.fit(Z, y, sensitive_features=groups)
     members, weights = [], []
     for clf, w in zip(eg.predictors_, eg.weights_, strict=True):
         if w > 1e-9:
