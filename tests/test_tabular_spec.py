@@ -123,3 +123,16 @@ def test_gate_table_and_a_failing_four_fifths_gate() -> None:
     assert not by_key["max_p95_latency_ms"].passed and by_key["min_accuracy"].passed
     missing = evaluate_gates(GateSpec(max_demographic_parity_difference=0.1), m, ["nope"])
     assert not missing[0].passed and missing[0].measured is None
+
+
+def test_the_spec_in_docs_fairness_md_validates() -> None:
+    import re
+
+    import yaml
+
+    text = (REPO / "docs" / "fairness.md").read_text(encoding="utf-8")
+    block = re.search(r"## The spec\n\n```yaml\n(.*?)```", text, re.S)
+    assert block is not None
+    spec = BaseSpec.from_dict(yaml.safe_load(block.group(1)), base_dir=REPO)
+    assert isinstance(spec, TabularSpec)
+    assert spec.audit.mitigation.method == "threshold_optimizer" and spec.gates.four_fifths

@@ -155,7 +155,7 @@ class TabularRuntime(Runtime):
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "input_schema": [c.to_dict() for c in self.schema.columns],
                 "sensitive_at_prediction": self.sensitive_at_prediction,
-                "mitigation": self.pipeline.get("mitigation", {}), "stage_hint": "see aiforge ship"}
+                "mitigation": self.pipeline.get("mitigation", {})}
 
     # --- CLI surface ----------------------------------------------------------------------
 

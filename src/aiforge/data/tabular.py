@@ -211,6 +211,12 @@ def frame_columns(df: pd.DataFrame, schema: TabularSchema, where: str = "data") 
         else:
             s = df[c.name]
             raw[c.name] = np.where(s.isna(), MISSING_CATEGORY, s.astype(str)).astype(object)
+            if c.groups:  # a post-processing threshold exists only for the groups seen in training
+                unknown = ~np.isin(raw[c.name], list(c.groups))
+                if unknown.any():
+                    row = int(np.flatnonzero(unknown)[0])
+                    raise DataError(f"{where}: column {c.name!r} row {row + 2} holds {raw[c.name][row]!r}; the "
+                                    f"post-processing mitigation knows only the groups {list(c.groups)}.")
     return finish_columns(raw, schema)
 
 

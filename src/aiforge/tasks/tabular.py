@@ -84,6 +84,8 @@ class TabularTask:
             DataError: a data check failed.
             SpecError: a mitigation needs a sensitive feature and none is declared.
         """
+        from sklearn.base import clone
+
         check_spec(spec, TabularSpec)
         assert isinstance(spec, TabularSpec)
         start = time.perf_counter()
@@ -108,8 +110,6 @@ class TabularTask:
         selection: dict[str, float] = {}
         fitted: dict[str, TabularModel] = {}
         for kind, template in templates.items():
-            from sklearn.base import clone
-
             fitted[kind] = fit_plain(clone(template), X_tr, data.train.y, kind)
             selection[kind] = _score(spec.model.select_by, fitted[kind], X_val, data.validation.y)
         best = max(selection, key=lambda k: selection[k])
