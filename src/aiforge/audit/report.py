@@ -38,6 +38,9 @@ def _rates_plot(name: str, feat: dict[str, Any]) -> bytes:
     for j, (key, label) in enumerate(metrics):
         vals = [feat["groups"][g][key] for g in groups]
         bars = ax.barh(y + j * height, vals, height, label=label, color=_COLORS[j])
+        for bar, g in zip(bars, groups, strict=True):
+            if feat["groups"][g]["too_small"]:  # shown, but faded: too few rows to judge
+                bar.set_alpha(0.3)
         ax.bar_label(bars, labels=[f"{v:.2f}" for v in vals], fontsize=8, padding=2)
     ax.set_yticks(y + height * (len(metrics) - 1) / 2)
     names = [f"{g} (n={int(r['count'])}{', too small' if r['too_small'] else ''})"

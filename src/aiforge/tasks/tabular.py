@@ -185,7 +185,7 @@ class TabularTask:
         table = Table(title=f"{exported.record.name}: {result.base.kind} (validation {result.selection}) "
                             f"on {result.eval_split}, sensitive feature {feature}")
         for col in ("setting", "accuracy", "ROC AUC", "DP difference", "EO difference", "fit s"):
-            table.add_column(col, justify="left" if col == "setting" else "right")
+            table.add_column(col, justify="left" if col == "setting" else "right", no_wrap=col == "setting")
         for m, v in result.evaluation.items():
             mark = " (shipped)" if m == result.shipped.method else ""
             table.add_row(m + mark, f"{v['accuracy']:.4f}", f"{v['roc_auc']:.4f}",
