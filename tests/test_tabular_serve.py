@@ -147,3 +147,11 @@ def test_predict_and_eval_files_from_the_cli(german: Fitted, tmp_path: Path) -> 
                                                              - german.result.evaluation["none"]["accuracy"]) < 1e-9
     rows = aiforge.predict_file(german.path, test_csv)
     assert len(rows) == metrics.n and {"row", "label", "score", "scores"} <= set(rows[0])
+
+
+@pytest.mark.parametrize("module", ["aiforge.tasks.tabular_spec", "aiforge.bundle.tabular_runtime",
+                                    "aiforge.commands.tabular", "aiforge.cli"])
+def test_light_modules_do_not_import_torch_or_sklearn(module: str) -> None:
+    code = f"import sys, {module}; print(sorted(m for m in ('torch', 'sklearn', 'fairlearn') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    assert out.stdout.strip() == "[]", out.stdout

@@ -184,7 +184,7 @@ def _exponentiated_gradient(base: TabularModel, template: Pipeline, X: pd.DataFr
     eg = ExponentiatedGradient(clone(template.named_steps["clf"]), constraints=_moment(constraint, eps),
                                eps=eps, max_iter=max_iter)
     with warnings.catch_warnings():  # fairlearn 0.15 grows Series with .at (pandas 3 deprecates it)
-        warnings.filterwarnings("ignore", message="Setting a value on a Series via .at")
+        warnings.filterwarnings("ignore", message="Setting a")
         eg.fit(Z, y, sensitive_features=groups)
     members, weights = [], []
     for clf, w in zip(eg.predictors_, eg.weights_, strict=True):
