@@ -136,3 +136,28 @@ def test_the_spec_in_docs_fairness_md_validates() -> None:
     spec = BaseSpec.from_dict(yaml.safe_load(block.group(1)), base_dir=REPO)
     assert isinstance(spec, TabularSpec)
     assert spec.audit.mitigation.method == "threshold_optimizer" and spec.gates.four_fifths
+
+
+def test_parquet_files_with_missing_values_train_and_predict(tmp_path: Path) -> None:
+    from aiforge.data.samples import load_tabular_sample
+
+    s = load_tabular_sample("german")
+    train, test = s.train.copy(), s.test.copy()
+    train.loc[::7, "duration"] = np.nan  # numeric gaps are imputed (median)
+    train.loc[::11, "purpose"] = None  # categorical gaps become their own "" category
+    train.to_parquet(tmp_path / "train.parquet")
+    test.to_parquet(tmp_path / "test.parquet")
+    spec = {"name": "german-pq", "task": "tabular-classification",
+            "data": {"train": "train.parquet", "test": "test.parquet", "label": "credit", "positive_label": "good",
+                     "sensitive_features": ["sex"]},
+            "model": {"candidates": ["logistic"]}, "audit": {"bootstrap": 0}}
+    (tmp_path / "aiforge.yaml").write_text(__import__("yaml").safe_dump(spec), encoding="utf-8")
+    fitted = fit_export(load_spec(tmp_path / "aiforge.yaml").model_dump(mode="json"), tmp_path / "home")
+    assert fitted.result.data.numeric[:2] == ["duration", "credit_amount"]
+    import aiforge
+
+    rt = aiforge.load(fitted.path)
+    record = {c.name: None for c in rt.schema.columns}  # every field present, all missing
+    p = rt.predict_proba([record])
+    assert p.shape == (1, 2) and abs(p.sum() - 1) < 1e-6
+    assert fitted.export.parity["label_agreement"] == 1.0
