@@ -100,6 +100,8 @@ def _tradeoff_plot(tradeoff: list[dict[str, Any]]) -> bytes | None:
                    color=_COLORS[i % len(_COLORS)], edgecolor="black" if t.get("shipped") else "none", zorder=3,
                    label=f"{t['setting']}{' (shipped)' if t.get('shipped') else ''}: acc {t['accuracy']:.3f}, "
                          f"DP {t['demographic_parity_difference']:.3f}")
+        ax.annotate(t["setting"], (t["demographic_parity_difference"], t["accuracy"]), textcoords="offset points",
+                    xytext=(6, -12), fontsize=8)
     ax.set(xlabel="demographic parity difference (lower is fairer)", ylabel="accuracy",
            title="Accuracy vs fairness across mitigation settings (scikit-learn side, evaluation split)")
     ax.grid(alpha=0.3)

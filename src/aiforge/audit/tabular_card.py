@@ -68,8 +68,8 @@ tags: [aiforge, onnx, tabular-classification, fairness-audit]
 
 # {spec.name}
 
-A binary tabular classifier built by aiforge: a scikit-learn `{model.kind}` pipeline (imputation,
-scaling, one-hot encoding, classifier) chosen by validation {spec.model.select_by}, with bias
+A binary tabular classifier built by aiforge: a scikit-learn `{model.kind}` pipeline (imputation, scaling for
+linear models, one-hot encoding, classifier) chosen by validation {spec.model.select_by}, with bias
 mitigation **{_METHOD_TEXT[model.method]}**{target},
 exported to one ONNX graph and served by the torch-free aiforge Runtime.
 
