@@ -38,6 +38,7 @@ def test_example_specs_validate(example: str) -> None:
     assert any(v not in (None, False) for k, v in spec.gates.model_dump().items() if k != "sensitive_features")
 
 
+@pytest.mark.slow
 def test_adult_example_runs_on_a_small_slice(tmp_path: Path) -> None:
     raw = load_spec(REPO / "examples" / "adult-income" / "aiforge.yaml").model_dump(mode="json")
     raw["data"]["max_rows"] = 3000
