@@ -47,5 +47,10 @@ bench/.venv/.installed-stamp: requirements.txt bench/requirements-bench.txt
 bench-serve: bench/.venv/.installed-stamp
 	bench/.venv/bin/python bench/serve.py
 
+# Adult fairness benchmark (issue 4): accuracy and DP difference per mitigation -> bench/results/fairness.json
+.PHONY: bench-fairness
+bench-fairness: install
+	$(PY) bench/fairness.py
+
 clean:
 	rm -rf $(VENV) build *.egg-info src/*.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -181,3 +181,27 @@ class Registry:
     def _record(row: tuple[Any, ...]) -> BundleRecord:
         name, version, task, path, created, stage, metrics = row
         return BundleRecord(name, int(version), task, Path(path), created, stage, json.loads(metrics))
+
+    def set_stage(self, name: str, version: int | str, stage: str) -> BundleRecord:
+        """Mark one version's stage; promoting to ``production`` archives the previous production version.
+
+        The ``stage`` column has been in the schema since the first registry.db, so no migration is needed.
+
+        Raises:
+            RegistryError: unknown name, version or stage.
+        """
+        if stage not in STAGES:
+            raise RegistryError(f"unknown stage {stage!r}; stages are {', '.join(STAGES)}.")
+        record = self.get(name, version)
+        with self._db() as conn:
+            conn.execute("BEGIN IMMEDIATE")
+            if stage == "production":
+                conn.execute("UPDATE bundles SET stage = 'archived' WHERE name = ? AND stage = 'production' "
+                             "AND version != ?", (name, record.version))
+            conn.execute("UPDATE bundles SET stage = ? WHERE name = ? AND version = ?", (stage, name, record.version))
+            conn.execute("COMMIT")
+        return self.get(name, record.version)
+
+
+# Registry stages (the ``stage`` column); ``aiforge ship`` promotes to production.
+STAGES = ("none", "staging", "production", "archived")

