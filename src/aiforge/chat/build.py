@@ -88,15 +88,15 @@ def _ingest(spec: ChatSpec, encoder: OnnxEncoder, previous: KnowledgeIndex | Non
             base = len(chunks)
             if previous is not None and old_files.get(f.rel, ("", 0))[0] == f.sha256:
                 stats["unchanged"] += 1
-                rows = previous.chunk_rows(f.rel)
-                for cid, heading, start, end, text, label in rows:
+                old_rows = previous.chunk_rows(f.rel)
+                for cid, heading, start, end, text, label in old_rows:
                     chunks.append((f.rel, heading, start, end, text, label))
                     vectors.append(previous.vectors[cid][None, :])
                     for sid in previous.sentences_of(cid):
                         a, b = previous.sentence_span[sid]
                         sentences.append((len(chunks) - 1, a, b))
                         sentence_vectors.append(previous.sentence_vectors[sid][None, :])
-                stats["reused_chunks"] += len(rows)
+                stats["reused_chunks"] += len(old_rows)
             else:
                 stats["changed" if f.rel in old_files else "added"] += 1
                 text, sections = extract_text(f.path)

@@ -127,7 +127,8 @@ class ExtractiveGenerator:
         if not scored:
             return []
         best = scored[0][2]
-        chosen, seen = [], set()
+        chosen: list[tuple[Passage, str, float]] = []
+        seen: set[str] = set()
         for p, sentence, sim in scored:
             key = " ".join(sentence.split()).lower()
             if sim < best - self.margin or any(key in s or s in key for s in seen):
@@ -196,7 +197,7 @@ def load_local_model() -> tuple[Any, Any]:
             hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
             folder = str(smollm2_dir())
             tok = AutoTokenizer.from_pretrained(folder, gguf_file=GGUF_FILE)
-            model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=GGUF_FILE).eval()
+            model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=GGUF_FILE).eval()  # type: ignore[no-untyped-call]
             _MODELS["smollm2"] = (tok, model)
     tok, model = _MODELS["smollm2"]
     return tok, model
@@ -242,7 +243,7 @@ class LocalGenerator:
                     model.generate(**kwargs)
             except BaseException as exc:  # surfaced in the consumer thread
                 errors.append(exc)
-                streamer.end()
+                streamer.end()  # type: ignore[no-untyped-call]
 
         with _GENERATE_LOCK:
             worker = threading.Thread(target=run, name="aiforge-generate", daemon=True)

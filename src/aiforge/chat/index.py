@@ -37,9 +37,12 @@ CREATE VIRTUAL TABLE chunks_fts USING fts5(text, heading, content='chunks', cont
 """
 
 # Words too common to help BM25 find anything; they only slow FTS5 down.
-_STOP = frozenset("""a an and are as at be but by can could did do does for from had has have how i if in into is
-it its me my of on or our so than that the their them then there these they this to was we were what when where
-which who why will with would you your""".split())
+_STOP = frozenset({
+    "a", "an", "and", "are", "as", "at", "be", "but", "by", "can", "could", "did", "do", "does", "for", "from",
+    "had", "has", "have", "how", "i", "if", "in", "into", "is", "it", "its", "me", "my", "of", "on", "or", "our",
+    "so", "than", "that", "the", "their", "them", "then", "there", "these", "they", "this", "to", "was", "we",
+    "were", "what", "when", "where", "which", "who", "why", "will", "with", "would", "you", "your",
+})
 
 
 def fts_query(text: str) -> str:
@@ -125,6 +128,9 @@ class KnowledgeIndex:
         rows = conn.execute('SELECT id, chunk_id, start, "end" FROM sentences ORDER BY id').fetchall()
         self.sentence_chunk = np.array([r[1] for r in rows], dtype=np.int64)
         self.sentence_span = [(int(r[2]), int(r[3])) for r in rows]
+        self._by_chunk: dict[int, list[int]] = {}
+        for sid, cid in enumerate(self.sentence_chunk.tolist()):
+            self._by_chunk.setdefault(int(cid), []).append(sid)
 
     def _conn(self) -> sqlite3.Connection:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
@@ -149,7 +155,7 @@ class KnowledgeIndex:
 
     def sentences_of(self, chunk_id: int) -> list[int]:
         """Ids of the sentences of a chunk."""
-        return [int(i) for i in np.flatnonzero(self.sentence_chunk == chunk_id)]
+        return self._by_chunk.get(chunk_id, [])
 
     def bm25(self, query: str, limit: int) -> list[int]:
         """Chunk ids ranked by FTS5 BM25 (best first)."""
@@ -165,7 +171,7 @@ class KnowledgeIndex:
         sims = self.vectors @ query_vector
         if len(self.sentence_chunk):
             np.maximum.at(sims, self.sentence_chunk, self.sentence_vectors @ query_vector)
-        return sims
+        return np.asarray(sims)
 
     def dense(self, query_vector: np.ndarray, limit: int) -> tuple[list[int], np.ndarray]:
         """Chunk ids ranked by cosine similarity, and every chunk's similarity.

@@ -199,11 +199,11 @@ def _pdf_text(path: Path) -> tuple[str, list[_Section]]:
 def chunk_text(source: str, text: str, sections: list[_Section], tokenizer: Tokenizer, *,
                chunk_tokens: int, overlap_tokens: int) -> list[Chunk]:
     """Cut each section into token windows that overlap; spans are offsets into ``text``."""
-    if tokenizer.truncation is not None:  # a section is longer than the encoder's window: count all of it
-        tokenizer = Tokenizer.from_str(tokenizer.to_str())
+    if tokenizer.truncation is not None or tokenizer.padding is not None:
+        tokenizer = Tokenizer.from_str(tokenizer.to_str())  # sections outgrow the encoder's window: count all
         tokenizer.no_truncation()
+        tokenizer.no_padding()
     chunks: list[Chunk] = []
-    step = chunk_tokens - overlap_tokens
     for sec in sections:
         body = text[sec.start:sec.end]
         if not body.strip():
@@ -213,19 +213,23 @@ def chunk_text(source: str, text: str, sections: list[_Section], tokenizer: Toke
             continue
         # token j starts a sentence, paragraph or list item: windows begin and end there when one is in reach
         starts = [j for j in range(1, len(offsets)) if _boundary(body, offsets[j - 1][1], offsets[j][0])]
-        for first in range(0, len(offsets), step):
-            last = min(first + chunk_tokens, len(offsets))
-            lo = next((j for j in starts if first <= j < first + overlap_tokens), first) if first else 0
+        n, lo = len(offsets), 0
+        while lo < n:
+            last = min(lo + chunk_tokens, n)
             hi = last
-            if last < len(offsets):
-                hi = max((j for j in starts if last - overlap_tokens < j <= last), default=last)
-            window = offsets[lo:hi] or offsets[first:last]
-            a, b = sec.start + window[0][0], sec.start + window[-1][1]
+            if last < n:  # end at a boundary in the window's second half, if there is one
+                hi = max((j for j in starts if lo + chunk_tokens // 2 < j <= last), default=last)
+            a, b = sec.start + offsets[lo][0], sec.start + offsets[hi - 1][1]
             piece = text[a:b].strip()
             if piece:
-                chunks.append(Chunk(source, sec.heading, a, b, piece))
-            if first + chunk_tokens >= len(offsets):
+                chunks.append(Chunk(source, sec.heading, a + (len(text[a:b]) - len(text[a:b].lstrip())),
+                                    a + len(text[a:b].rstrip()), piece))
+            if hi >= n:
                 break
+            # the next window overlaps this one by about overlap_tokens, starting at the boundary nearest that
+            want = hi - overlap_tokens
+            near = [j for j in starts if want - overlap_tokens < j < hi]
+            lo = max(lo + 1, min(near, key=lambda j: abs(j - want)) if near else want)
     return chunks
 
 

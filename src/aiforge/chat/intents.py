@@ -59,7 +59,7 @@ class IntentModel:
         logits = vectors @ self.weights.T + self.bias
         logits -= logits.max(axis=1, keepdims=True)
         p = np.exp(logits)
-        return (p / p.sum(axis=1, keepdims=True)).astype(np.float32)
+        return np.asarray(p / p.sum(axis=1, keepdims=True), dtype=np.float32)
 
     def save(self, directory: Path) -> None:
         """Write ``intents.json`` and the weight files."""

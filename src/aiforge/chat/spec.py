@@ -53,7 +53,7 @@ class RetrievalSpec(_Strict):
     k: int = Field(default=4, ge=1, le=20)
     candidates: int = Field(default=50, ge=1, le=1000)
     rrf_k: float = Field(default=60.0, gt=0)
-    dense_weight: float = Field(default=0.5, ge=0, le=1)
+    dense_weight: float = Field(default=0.7, ge=0, le=1)
     min_score: float = Field(default=0.25, ge=-1, le=1,
                              description="Cosine similarity of the best retrieved chunk or sentence below which "
                                          "the answer is 'I don't know'.")

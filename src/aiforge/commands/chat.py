@@ -103,7 +103,8 @@ def register(app: typer.Typer) -> None:
         result, turns = run_demo(home=home)
         s = result.build.stats
         console.print(f"    {s['files']} files, {s['chunks']} chunks ({s['embedded_chunks']} embedded, "
-                      f"{s['reused_chunks']} re-used) -> {result.exported.record.name}:{result.exported.record.version}")
+                      f"{s['reused_chunks']} re-used) -> {result.exported.record.name}:"
+                      f"{result.exported.record.version}")
         console.print("[bold]2.[/] a five-turn conversation (one session; the third question is a follow-up)")
         for question, turn in turns:
             _print_turn(console, question, turn)
