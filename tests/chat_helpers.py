@@ -1,16 +1,14 @@
-"""Helpers for the chat tests: a small knowledge folder (Markdown, HTML, text, PDF), the encoder cache,
-and chat bundles built from spec mappings."""
+"""Helpers for the chat tests: a small knowledge folder (Markdown, HTML, text, PDF) and chat bundles built
+from spec mappings. The fixtures are in ``chat_fixtures`` (a plugin the chat test modules list)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pytest
 import yaml
 
-__all__ = ["DOCS", "Acme", "acme", "build_bundle", "chat_cache", "chat_env", "make_pdf", "spec_dict", "write_docs"]
+__all__ = ["DOCS", "Acme", "build_bundle", "make_pdf", "spec_dict", "write_docs"]
 
 GUIDE_MD = """# Acme Storage guide
 
@@ -41,7 +39,8 @@ BILLING_HTML = """<html><head><title>Billing</title><style>body {color: red}</st
 </body></html>
 """
 
-NOTES_TXT = "Support hours are Monday to Friday, 9:00 to 17:00 Central European Time. Phone support is for paid plans.\n"
+NOTES_TXT = ("Support hours are Monday to Friday, 9:00 to 17:00 Central European Time. "
+             "Phone support is for paid plans.\n")
 
 INJECTED_MD = """# Shipping
 
@@ -121,28 +120,6 @@ def build_bundle(raw: dict[str, Any], home: Path, folder: Path) -> Any:
     return index_folder(spec_file=path, home=home, progress=False)
 
 
-@pytest.fixture(scope="session")
-def chat_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One encoder export (ONNX + parity) for the whole session."""
-    from aiforge.optimize.encoder_export import cached_encoder
-
-    cache = tmp_path_factory.mktemp("chat-cache")
-    mp = pytest.MonkeyPatch()
-    mp.setenv("AIFORGE_CACHE", str(cache))
-    try:
-        cached_encoder("minilm-l6")
-    finally:
-        mp.undo()
-    return cache
-
-
-@pytest.fixture(autouse=True)
-def chat_env(chat_cache: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """Every chat test uses the session's encoder cache."""
-    monkeypatch.setenv("AIFORGE_CACHE", str(chat_cache))
-    yield
-
-
 class Acme:
     """The session's chat bundle over the test knowledge folder."""
 
@@ -152,17 +129,3 @@ class Acme:
         self.result = result
         self.path: Path = result.exported.path
         self.name: str = result.exported.record.name
-
-
-@pytest.fixture(scope="session")
-def acme(chat_cache: Path, tmp_path_factory: pytest.TempPathFactory) -> Acme:
-    """A chat bundle (extractive) over the test docs, built once per session; read it, never modify it."""
-    root = tmp_path_factory.mktemp("acme")
-    docs = write_docs(root / "docs")
-    mp = pytest.MonkeyPatch()
-    mp.setenv("AIFORGE_CACHE", str(chat_cache))
-    try:
-        result = build_bundle(spec_dict(docs), root / "home", root / "spec")
-    finally:
-        mp.undo()
-    return Acme(root / "home", docs, result)

@@ -13,8 +13,11 @@ import openai
 import pytest
 
 from aiforge.chat.api import load_chat
-from chat_helpers import Acme, acme, chat_cache, chat_env  # noqa: F401
+from chat_helpers import Acme
 from serve_helpers import RunningServer, serving
+
+pytest_plugins = ["chat_fixtures"]
+pytestmark = pytest.mark.usefixtures("chat_env")
 
 KEY = "test-key-0123456789"
 
@@ -76,7 +79,8 @@ def test_openai_client_streams_chunks_and_citations(client: openai.OpenAI, acme:
 
 
 def test_raw_sse_ends_with_done(http: httpx.Client, acme: Acme) -> None:
-    body = {"model": acme.name, "stream": True, "messages": [{"role": "user", "content": "What are the support hours?"}]}
+    body = {"model": acme.name, "stream": True,
+            "messages": [{"role": "user", "content": "What are the support hours?"}]}
     with http.stream("POST", "/v1/chat/completions", json=body) as resp:
         assert resp.status_code == 200
         assert resp.headers["content-type"].startswith("text/event-stream")

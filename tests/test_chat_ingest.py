@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import sqlite3
 from pathlib import Path
 
@@ -54,7 +55,7 @@ def test_pdf_text_layer_is_extracted_per_page(tmp_path: Path) -> None:
     assert sections[0].heading == "manual > page 1"
     bad = tmp_path / "broken.pdf"
     bad.write_bytes(b"%PDF-1.4 this is not a pdf")
-    with pytest.raises(DataError, match="broken.pdf"):
+    with pytest.raises(DataError, match=r"broken\.pdf"):
         extract_text(bad)
 
 
@@ -69,7 +70,7 @@ def test_chunks_are_overlapping_token_windows_with_exact_spans(tmp_path: Path, t
         assert text[c.start:c.end].strip() == c.text
         assert len(tokenizer.encode(c.text, add_special_tokens=False).ids) <= 40
         assert c.heading == "Long"
-    for a, b in zip(chunks, chunks[1:], strict=False):
+    for a, b in itertools.pairwise(chunks):
         assert b.start < a.end, "consecutive windows must overlap"
         assert b.start > a.start
     # windows after the first start at a sentence boundary when one is within reach
@@ -125,7 +126,7 @@ def test_redact_masks_emails_cards_and_phones() -> None:
 
 def test_chat_spec_errors_name_the_key(tmp_path: Path) -> None:
     base = {"name": "x", "task": "chat", "knowledge": {"paths": [str(tmp_path)]}}
-    with pytest.raises(SpecError, match="retreival.*Did you mean 'retrieval'"):
+    with pytest.raises(SpecError, match=r"retreival.*Did you mean 'retrieval'"):
         ChatSpec.from_dict({**base, "retreival": {}})
     with pytest.raises(SpecError, match="base_url"):
         ChatSpec.from_dict({**base, "generation": {"backend": "openai"}})
@@ -135,5 +136,5 @@ def test_chat_spec_errors_name_the_key(tmp_path: Path) -> None:
             {"name": "b", "examples": ["x", "y"]}]}})
     with pytest.raises(SpecError, match="overlap_tokens"):
         ChatSpec.from_dict({**base, "knowledge": {"paths": [str(tmp_path)], "chunk_tokens": 32, "overlap_tokens": 32}})
-    with pytest.raises(SpecError, match="knowledge.paths, intents"):
+    with pytest.raises(SpecError, match=r"knowledge\.paths, intents"):
         ChatSpec.from_dict({"name": "x", "task": "chat"})

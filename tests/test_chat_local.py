@@ -11,10 +11,11 @@ import pytest
 
 from aiforge.chat.api import load_chat
 from aiforge.chat.generate import GenerationError
-from chat_helpers import build_bundle, chat_cache, chat_env, spec_dict, write_docs  # noqa: F401
+from chat_helpers import build_bundle, spec_dict, write_docs
 from serve_helpers import RunningServer, serving
 
-pytestmark = pytest.mark.slow
+pytest_plugins = ["chat_fixtures"]
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("chat_env")]
 
 KEY = "upstream-key-42"
 

@@ -18,7 +18,10 @@ from aiforge.chat.generate import GenerationRequest, Passage, build_messages
 from aiforge.chat.runtime import DONT_KNOW, ChatRuntime, rewrite_followup
 from aiforge.chat.spec import ChatSpec
 from aiforge.errors import InputError
-from chat_helpers import NOTES_TXT, Acme, acme, build_bundle, chat_cache, chat_env, spec_dict, write_docs  # noqa: F401
+from chat_helpers import NOTES_TXT, Acme, build_bundle, spec_dict, write_docs
+
+pytest_plugins = ["chat_fixtures"]
+pytestmark = pytest.mark.usefixtures("chat_env")
 
 REPO = Path(__file__).resolve().parents[1]
 
