@@ -277,9 +277,10 @@ def main() -> None:
         if "retrieval" in parts:
             result["retrieval"] = retrieval(xtr, ytr, ttr, xte, yte, tte, enc, work)
     if "local" in parts:
-        result["local_streaming"] = local_stream()
+        result["local_streaming"] = {**local_stream(), "load_average_1m": os.getloadavg()[0]}
     if "http" in parts:
-        result["extractive_http"] = http_latency(work / "home-http", args.duration)
+        result["extractive_http"] = {**http_latency(work / "home-http", args.duration),
+                                     "load_average_1m": os.getloadavg()[0]}
     if "transcript" in parts:
         result["transcript"] = transcript(work / "home-transcript")
     path = write_result("chat", result)

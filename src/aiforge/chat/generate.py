@@ -208,15 +208,20 @@ class LocalGenerator:
 
     name = "local"
 
-    def __init__(self, *, system_prompt: str | None = None, context_tokens: int = 2048) -> None:
+    def __init__(self, *, system_prompt: str | None = None, context_tokens: int = 2048,
+                 threads: int | None = None) -> None:
         self.system_prompt = system_prompt
         self.context_tokens = context_tokens
+        self.threads = threads
 
     def stream(self, req: GenerationRequest) -> Iterator[str]:
         import torch
         from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
 
         tok, model = load_local_model()
+        # Half the cores: the server's encoder (onnxruntime) shares the machine, and OpenMP
+        # threads that spin on a busy machine make decoding many times slower (measured: 6x on 2 cores).
+        torch.set_num_threads(self.threads or max(1, (os.cpu_count() or 2) // 2))
         cancel = threading.Event()
 
         class _Cancelled(StoppingCriteria):
