@@ -252,7 +252,8 @@ def sentence_spans(text: str, *, min_chars: int = 12) -> list[tuple[int, int]]:
         piece = text[start:end]
         lead = len(piece) - len(piece.lstrip())
         a, b = start + lead, start + len(piece.rstrip())
-        fragment = a == 0 and text[:1].islower()  # a chunk that starts mid-sentence (window overlap)
+        # a chunk that starts mid-sentence (no boundary within reach of the window's start)
+        fragment = a == 0 and not (text[:1].isupper() or text[:1] in "#-*+>|`\"'([" or re.match(r"\d+\.\s", text))
         if b - a >= min_chars and not fragment and "```" not in text[a:b] and \
                 sum(c.isalpha() for c in text[a:b]) > (b - a) / 2:
             spans.append((a, b))

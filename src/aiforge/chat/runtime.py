@@ -38,14 +38,15 @@ __all__ = ["DONT_KNOW", "ChatRuntime", "ChatTurn", "rewrite_followup"]
 DONT_KNOW = "I don't know: nothing in the documents I have answers that question."
 ROLES = ("system", "user", "assistant")
 
-_FOLLOWUP = re.compile(r"\b(it|its|this|that|these|those|they|them|their|there|the same|one|ones)\b"
+_FOLLOWUP = re.compile(r"\b(it|this|that|these|those|they|them|the same)\b"
                        r"|^\s*(and|or|but|also|what about|how about|then)\b", re.IGNORECASE)
 
 
 def rewrite_followup(question: str, previous: str | None) -> str:
     """The retrieval query for ``question``: joined with the previous question when it reads as a follow-up
-    (a pronoun that points back, a leading "and"/"what about", or four words or fewer)."""
-    if not previous:
+    (a pronoun that points back, a leading "and"/"what about", or four words or fewer). A previous
+    message of two words or fewer ("hello!") carries no topic and is not used."""
+    if not previous or len(previous.split()) <= 2:
         return question
     if _FOLLOWUP.search(question) or len(question.split()) <= 4:
         return f"{previous} {question}"
