@@ -238,3 +238,25 @@ def test_docs_assistant_example_validates_and_runs(tmp_path: Path) -> None:
     assert all(t.citations for _, t in turns[1:4])
     assert turns[2][1].query.startswith(DEMO_QUESTIONS[1])  # the follow-up was rewritten
     shutil.rmtree(tmp_path / "home", ignore_errors=True)
+
+
+def test_cli_index_then_chat(acme: Acme, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from aiforge.cli import app
+
+    runner = CliRunner()
+    home = tmp_path / "home"
+    first = runner.invoke(app, ["index", str(acme.docs), "--name", "cli-docs", "--home", str(home), "--no-progress"])
+    assert first.exit_code == 0, first.output
+    assert "registered cli-docs:1" in first.output
+    again = runner.invoke(app, ["index", str(acme.docs), "--name", "cli-docs", "--home", str(home), "--no-progress"])
+    assert again.exit_code == 0 and "registered cli-docs:2" in again.output
+    asked = runner.invoke(app, ["chat", "cli-docs", "--home", str(home), "--json",
+                                "--ask", "When are refunds issued?", "--ask", "Who painted the Mona Lisa?"])
+    assert asked.exit_code == 0, asked.output
+    rows = [json.loads(line) for line in asked.output.splitlines() if line.startswith("{")]
+    assert "14 days" in rows[0]["answer"] and rows[0]["citations"][0]["source"] == "docs/billing.html"
+    assert rows[1]["answer"] == DONT_KNOW and rows[1]["citations"] == []
+    missing = runner.invoke(app, ["index", str(tmp_path / "nowhere"), "--home", str(home)])
+    assert missing.exit_code != 0

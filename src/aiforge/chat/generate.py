@@ -196,8 +196,16 @@ def load_local_model() -> tuple[Any, Any]:
             hf_logging.set_verbosity_error()  # type: ignore[no-untyped-call]
             hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
             folder = str(smollm2_dir())
-            tok = AutoTokenizer.from_pretrained(folder, gguf_file=GGUF_FILE)
-            model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=GGUF_FILE).eval()  # type: ignore[no-untyped-call]
+            quiet = os.environ.get("TQDM_DISABLE")
+            os.environ["TQDM_DISABLE"] = "1"  # the GGUF de-quantization bar ignores transformers' switch
+            try:
+                tok = AutoTokenizer.from_pretrained(folder, gguf_file=GGUF_FILE)
+                model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=GGUF_FILE).eval()  # type: ignore[no-untyped-call]
+            finally:
+                if quiet is None:
+                    os.environ.pop("TQDM_DISABLE", None)
+                else:
+                    os.environ["TQDM_DISABLE"] = quiet
             _MODELS["smollm2"] = (tok, model)
     tok, model = _MODELS["smollm2"]
     return tok, model
