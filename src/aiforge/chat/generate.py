@@ -8,7 +8,9 @@ system; the system prompt says the block is data, never instructions.
 
 from __future__ import annotations
 
+import functools
 import html
+import importlib
 import importlib.util
 import json
 import os
@@ -196,16 +198,16 @@ def load_local_model() -> tuple[Any, Any]:
             hf_logging.set_verbosity_error()  # type: ignore[no-untyped-call]
             hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
             folder = str(smollm2_dir())
-            quiet = os.environ.get("TQDM_DISABLE")
-            os.environ["TQDM_DISABLE"] = "1"  # the GGUF de-quantization bar ignores transformers' switch
+            gguf_utils = importlib.import_module("transformers.modeling_gguf_pytorch_utils")
+            bar = getattr(gguf_utils, "tqdm", None)
+            if bar is not None:  # its de-quantization bar ignores transformers' progress-bar switch
+                setattr(gguf_utils, "tqdm", functools.partial(bar, disable=True))  # noqa: B010
             try:
                 tok = AutoTokenizer.from_pretrained(folder, gguf_file=GGUF_FILE)
                 model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=GGUF_FILE).eval()  # type: ignore[no-untyped-call]
             finally:
-                if quiet is None:
-                    os.environ.pop("TQDM_DISABLE", None)
-                else:
-                    os.environ["TQDM_DISABLE"] = quiet
+                if bar is not None:
+                    setattr(gguf_utils, "tqdm", bar)  # noqa: B010
             _MODELS["smollm2"] = (tok, model)
     tok, model = _MODELS["smollm2"]
     return tok, model
