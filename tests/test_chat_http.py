@@ -160,3 +160,40 @@ def test_pii_is_redacted_from_the_server_log(server: RunningServer, http: httpx.
                for entry in lines), log[-2000:]
     for raw in ("jane.doe@example.com", "4111 1111 1111 1111", "7946 0958", KEY):
         assert raw not in log
+
+
+def test_chat_answers_in_flight_are_bounded(acme: Acme, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Chat answers bypass the batcher, so the server bounds them itself: 503 + Retry-After over the limit."""
+    import threading
+    import time
+
+    from fastapi.testclient import TestClient
+
+    from aiforge.serve.app import create_app
+    from aiforge.serve.config import ServerConfig
+
+    rt = load_chat(acme.path)
+    real = rt.respond
+
+    def slow(*args: object, **kwargs: object) -> object:
+        time.sleep(1.5)
+        return real(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(rt, "respond", slow)
+    body = {"model": acme.name, "messages": [{"role": "user", "content": "When are refunds issued?"}]}
+    with TestClient(create_app([rt], config=ServerConfig(chat_max_in_flight=1, access_log=False))) as tc:
+        while tc.get("/v2/health/ready").status_code != 200:
+            time.sleep(0.05)
+        results: list[int] = []
+        first = threading.Thread(target=lambda: results.append(tc.post("/v1/chat/completions", json=body).status_code))
+        first.start()
+        time.sleep(0.5)
+        second = tc.post("/v1/chat/completions", json=body)
+        first.join()
+        assert second.status_code == 503 and second.headers["retry-after"] == "1"
+        assert "limit" in error_of(second)
+        assert results == [200]
+        assert tc.post("/v1/chat/completions", json=body).status_code == 200  # the slot was given back
+        streamed = tc.post("/v1/chat/completions", json={**body, "stream": True})
+        assert streamed.status_code == 200 and streamed.text.rstrip().endswith("data: [DONE]")
+        assert tc.post("/v1/chat/completions", json=body).status_code == 200  # ...and after a stream too

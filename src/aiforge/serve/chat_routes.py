@@ -78,6 +78,31 @@ def _chat_service(request: Request, name: str) -> Any:
     return service
 
 
+class _Admission:
+    """Bounds the chat answers in flight (they bypass the batcher); over the bound: 503 + Retry-After."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.active = 0
+
+    def enter(self) -> None:
+        if self.active >= self.limit:
+            raise ApiError(503, f"{self.active} chat answers in flight, the server's limit; retry shortly",
+                           headers={"Retry-After": "1"})
+        self.active += 1
+
+    def leave(self) -> None:
+        self.active -= 1
+
+
+def _admission(request: Request) -> _Admission:
+    gate = getattr(request.app.state, "chat_admission", None)
+    if gate is None:
+        gate = _Admission(int(request.app.state.config.chat_max_in_flight))
+        request.app.state.chat_admission = gate
+    return gate
+
+
 def _timeout(request: Request) -> float:
     return float(request.app.state.config.request_timeout_s)
 
@@ -97,10 +122,25 @@ def _usage(rt: Any, messages: list[dict[str, Any]], completion_tokens: int) -> d
 async def chat_completions(req: ChatCompletionRequest, request: Request,
                            x_session_id: str | None = Header(default=None)) -> Response:
     service = _chat_service(request, req.model)
-    rt = service.runtime
     session = req.session_id or x_session_id
     if session is not None and not re.match(SESSION_PATTERN, session):
         raise ApiError(422, "X-Session-Id: letters, digits, '_' and '-' only, at most 64")
+    gate = _admission(request)
+    gate.enter()  # single-threaded event loop: no lock needed
+    streaming = False
+    try:
+        response = await _complete(service, req, request, session, gate)
+        streaming = isinstance(response, StreamingResponse)  # the stream leaves the gate when it ends
+        return response
+    finally:
+        if not streaming:
+            gate.leave()
+
+
+async def _complete(service: Any, req: ChatCompletionRequest, request: Request, session: str | None,
+                    gate: _Admission) -> Response:
+    """Answer one chat request; ``gate`` is left when the answer (or its stream) ends."""
+    rt = service.runtime
     max_tokens = req.max_completion_tokens or req.max_tokens
     started = time.perf_counter()
     question = str(req.messages[-1].get("content", "")) if req.messages else ""
@@ -118,7 +158,7 @@ async def chat_completions(req: ChatCompletionRequest, request: Request,
     cid = f"chatcmpl-{uuid.uuid4().hex[:24]}"
     created = int(time.time())
     if req.stream:
-        return StreamingResponse(_sse(service, turn, req, cid, created, question, started, _timeout(request)),
+        return StreamingResponse(_sse(service, turn, req, cid, created, question, started, _timeout(request), gate),
                                  media_type="text/event-stream",
                                  headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
     try:
@@ -148,7 +188,7 @@ def _chunk(cid: str, created: int, model: str, delta: dict[str, Any], finish: st
 
 
 async def _sse(service: ModelService, turn: Any, req: ChatCompletionRequest, cid: str, created: int,
-               question: str, started: float, timeout: float) -> AsyncIterator[str]:
+               question: str, started: float, timeout: float, gate: _Admission) -> AsyncIterator[str]:
     """Server-sent events: a role chunk, content deltas, a final chunk with citations, then ``[DONE]``."""
     pieces: Iterator[str] = turn.stream()
     yield _chunk(cid, created, service.name, {"role": "assistant", "content": ""})
@@ -171,6 +211,7 @@ async def _sse(service: ModelService, turn: Any, req: ChatCompletionRequest, cid
         if close is not None:
             await asyncio.to_thread(close)  # stops a local generation the client no longer reads
         _log(service, turn, question, started, status)
+        gate.leave()
     yield "data: [DONE]\n\n"
 
 
