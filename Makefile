@@ -54,3 +54,11 @@ bench-fairness: install
 
 clean:
 	rm -rf $(VENV) build *.egg-info src/*.egg-info .pytest_cache .mypy_cache .ruff_cache
+
+# Chat assistant: the docs-assistant demo (offline, extractive) and its benchmark.
+.PHONY: demo-chat bench-chat
+demo-chat: install
+	$(VENV)/bin/aiforge chat-demo
+
+bench-chat: install
+	$(PY) bench/chat.py

@@ -245,6 +245,7 @@ def bench(
 # so such a module must import its heavy dependencies inside the commands.
 COMMAND_MODULES: list[str] = [
     "aiforge.commands.tabular",
+    "aiforge.commands.chat",
 ]
 for _module in COMMAND_MODULES:
     importlib.import_module(_module).register(app)

@@ -174,6 +174,7 @@ class AppSpec(BaseSpec):
 SPECS: dict[str, str] = {
     "text-classification": "aiforge.spec:AppSpec",
     "tabular-classification": "aiforge.tasks.tabular_spec:TabularSpec",
+    "chat": "aiforge.chat.spec:ChatSpec",
 }
 
 

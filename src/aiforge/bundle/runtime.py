@@ -35,6 +35,7 @@ __all__ = ["RUNTIMES", "ItemLimits", "Prediction", "Runtime", "TextRuntime", "on
 RUNTIMES: dict[str, str] = {
     "text-classification": "aiforge.bundle.runtime:TextRuntime",
     "tabular-classification": "aiforge.bundle.tabular_runtime:TabularRuntime",
+    "chat": "aiforge.chat.runtime:ChatRuntime",
 }
 
 

@@ -36,6 +36,7 @@ class ServerConfig(BaseModel):
     precision: str = Field(default="auto", pattern="^(auto|fp32|int8)$")
     api_key_file: Path | None = None
     access_log: bool = True
+    chat_max_in_flight: int = Field(default=64, gt=0)  # chat answers being computed; 503 above
 
     def item_limits(self) -> ItemLimits:
         """The per-item limits a runtime's ``parse_items`` applies."""

@@ -196,7 +196,21 @@ v1_router = APIRouter(prefix="/v1", tags=["simple JSON"], dependencies=[Depends(
 
 @v1_router.get("/models")
 def v1_models(m: ModelsDep) -> dict[str, Any]:
-    return {"ready": m.ready, "models": [s.summary() for s in m.services.values()]}
+    summaries = [s.summary() for s in m.services.values()]
+    # "object"/"data" make the listing OpenAI-shaped too, so openai clients' models.list() works.
+    data = [{"id": s.name, "object": "model", "created": _created(s), "owned_by": "aiforge"}
+            for s in m.services.values()]
+    return {"ready": m.ready, "models": summaries, "object": "list", "data": data}
+
+
+def _created(service: ModelService) -> int:
+    """The bundle's creation time in Unix seconds (0 if unparseable)."""
+    from datetime import datetime
+
+    try:
+        return int(datetime.fromisoformat(service.runtime.manifest.created).timestamp())
+    except (ValueError, TypeError):
+        return 0
 
 
 @v1_router.post("/models/{name}/predict", response_model=PredictResponse)

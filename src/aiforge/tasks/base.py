@@ -64,6 +64,7 @@ class Task(Protocol):
 TASKS: dict[str, str] = {
     "text-classification": "aiforge.tasks.text_classification:TextClassificationTask",
     "tabular-classification": "aiforge.tasks.tabular:TabularTask",
+    "chat": "aiforge.chat.task:ChatTask",
 }
 
 
