@@ -243,7 +243,9 @@ def bench(
 
 # Commands contributed by task areas ("module" exposing ``register(app)``). Imported at start-up,
 # so such a module must import its heavy dependencies inside the commands.
-COMMAND_MODULES: list[str] = []
+COMMAND_MODULES: list[str] = [
+    "aiforge.commands.recommend",
+]
 for _module in COMMAND_MODULES:
     importlib.import_module(_module).register(app)
 

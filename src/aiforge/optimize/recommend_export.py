@@ -1,0 +1,178 @@
+"""Recommender export: the scoring path as one ONNX graph, and a faiss index for big catalogues.
+
+The graph takes ``history`` (b, n) multi-hot, ``exclude`` (b, n) mask, ``k`` and, for factor
+models, ``user_vector`` (b, d); it computes :func:`aiforge.recommend.scoring.score_rows`
+(matrix products, row normalisation, popularity penalty), masks excluded items and returns
+``scores`` and ``items`` from TopK. Items are stored catalogue-first, so the item-item part is
+a Slice, a MatMul and a Pad (or a Gather for the imputed items). Arrays the runtime needs
+besides the graph are ``.npy`` files (loaded with ``allow_pickle=False``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+from aiforge.errors import ExportError
+from aiforge.recommend.scoring import EXCLUDED, OUTSIDE, ScoringParts, score_rows
+
+__all__ = ["build_graph", "bundle_order", "faiss_ready", "permute", "write_faiss_index"]
+
+OPSET = 17
+_EPS = 1e-9
+
+
+def bundle_order(parts: ScoringParts) -> np.ndarray:
+    """Item order of the bundle: the item-item catalogue first, then every other item."""
+    if parts.catalogue is None:
+        return np.arange(parts.n_items)
+    return np.concatenate([parts.catalogue, parts.rest()])
+
+
+def permute(parts: ScoringParts, order: np.ndarray) -> ScoringParts:
+    """``parts`` with items re-indexed so that new item ``j`` is old item ``order[j]``."""
+    def rows(a: np.ndarray | None) -> np.ndarray | None:
+        return None if a is None else a[order]
+
+    catalogue = None if parts.catalogue is None else np.arange(len(parts.catalogue))
+    return replace(parts, penalty=parts.penalty[order], factors=rows(parts.factors), content=rows(parts.content),
+                   bias=rows(parts.bias), catalogue=catalogue)
+
+
+def faiss_ready(parts: ScoringParts) -> bool:
+    """True when the model is a pure inner product of user and item factors (what faiss searches)."""
+    return (parts.factors is not None and not parts.popularity_penalty
+            and {k for k, v in parts.weights.items() if v} == {"factors"})
+
+
+def build_graph(parts: ScoringParts) -> object:
+    """The ONNX scoring graph of ``parts`` (items already in bundle order).
+
+    Raises:
+        ExportError: the parts hold nothing to score with.
+    """
+    from onnx import TensorProto, helper, numpy_helper
+
+    n = parts.n_items
+    nodes: list[object] = []
+    inits: list[object] = []
+    inputs = [helper.make_tensor_value_info("history", TensorProto.FLOAT, ["batch", n]),
+              helper.make_tensor_value_info("exclude", TensorProto.FLOAT, ["batch", n]),
+              helper.make_tensor_value_info("k", TensorProto.INT64, [1])]
+    counter = iter(range(10_000))
+
+    def const(name: str, value: np.ndarray) -> str:
+        inits.append(numpy_helper.from_array(np.ascontiguousarray(value), name))
+        return name
+
+    def node(op: str, ins: list[str], **attrs: object) -> str:
+        out = f"{op.lower()}_{next(counter)}"
+        nodes.append(helper.make_node(op, ins, [out], **attrs))
+        return out
+
+    eps = const("eps", np.array(_EPS, dtype=np.float32))
+
+    def norm(x: str) -> str:
+        top = node("Abs", [node("ReduceMax", [x], axes=[1], keepdims=1)])
+        return node("Div", [x, node("Add", [top, eps])])
+
+    terms: list[str] = []
+    w = parts.weights
+    if parts.factors is not None and w.get("factors", 0):
+        inputs.append(helper.make_tensor_value_info("user_vector", TensorProto.FLOAT,
+                                                    ["batch", parts.factors.shape[1]]))
+        s = norm(node("MatMul", ["user_vector", const("item_factors_t", parts.factors.T.astype(np.float32))]))
+        terms.append(node("Mul", [s, const("w_factors", np.array(w["factors"], dtype=np.float32))]))
+    if parts.item_item is not None and parts.catalogue is not None and w.get("item_item", 0):
+        c = len(parts.catalogue)
+        hist_c = node("Slice", ["history", const("zero", np.array([0], dtype=np.int64)),
+                                const("c", np.array([c], dtype=np.int64)), const("axis1", np.array([1], dtype=np.int64))])
+        cat = norm(node("MatMul", [hist_c, const("item_item", parts.item_item.astype(np.float32))]))
+        if c == n:
+            full = cat
+        elif parts.impute_nbrs is not None and parts.impute_weights is not None:
+            g = node("Gather", [cat, const("impute_nbrs", parts.impute_nbrs.ravel().astype(np.int64))], axis=1)
+            g = node("Reshape", [g, const("impute_shape", np.array([0, n - c, parts.impute_nbrs.shape[1]],
+                                                                     dtype=np.int64))])
+            g = node("Mul", [g, const("impute_weights", parts.impute_weights.astype(np.float32))])
+            rest = node("ReduceSum", [g, const("axis2", np.array([2], dtype=np.int64))], keepdims=0)
+            full = node("Concat", [cat, rest], axis=1)
+        else:
+            full = node("Pad", [cat, const("pads", np.array([0, 0, 0, n - c], dtype=np.int64)),
+                                const("outside", np.array(OUTSIDE, dtype=np.float32))])
+        terms.append(node("Mul", [full, const("w_item_item", np.array(w["item_item"], dtype=np.float32))]))
+    if parts.content is not None and w.get("content", 0):
+        emb = parts.content.astype(np.float32)
+        prof = node("MatMul", ["history", const("content", emb)])
+        prof = node("Div", [prof, node("Add", [node("ReduceL2", [prof], axes=[1], keepdims=1), eps])])
+        s = norm(node("MatMul", [prof, const("content_t", np.ascontiguousarray(emb.T))]))
+        terms.append(node("Mul", [s, const("w_content", np.array(w["content"], dtype=np.float32))]))
+    offset = np.zeros(n, dtype=np.float32)
+    if parts.bias is not None and w.get("bias", 0):
+        offset += w["bias"] * parts.bias / (abs(parts.bias.max()) + _EPS)
+    if parts.popularity_penalty:
+        offset -= np.float32(parts.popularity_penalty) * parts.penalty
+    if not terms and not offset.any():
+        raise ExportError("the model has no scoring component to export.")
+    if not terms:  # popularity: the same offset for every user
+        terms.append(node("Mul", ["history", const("zeros", np.array(0.0, dtype=np.float32))]))
+    total = terms[0]
+    for t in terms[1:]:
+        total = node("Add", [total, t])
+    if offset.any():
+        total = node("Add", [total, const("offset", offset[None, :])])
+    masked = node("Where", [node("Greater", ["exclude", const("half", np.array(0.5, dtype=np.float32))]),
+                            const("excluded", np.array(EXCLUDED, dtype=np.float32)), total])
+    nodes.append(helper.make_node("TopK", [masked, "k"], ["scores", "items"], axis=1, largest=1, sorted=1))
+    outputs = [helper.make_tensor_value_info("scores", TensorProto.FLOAT, ["batch", "k"]),
+               helper.make_tensor_value_info("items", TensorProto.INT64, ["batch", "k"])]
+    graph = helper.make_graph(nodes, "aiforge_recommender", inputs, outputs, initializer=inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="aiforge")
+    model.ir_version = 9
+    return model
+
+
+def check_parity(parts: ScoringParts, graph_path: Path, history: np.ndarray, exclude: np.ndarray,
+                 user_vectors: np.ndarray | None, k: int) -> dict[str, float]:
+    """Compare ONNX top-k with numpy scoring on the same users.
+
+    Raises:
+        ExportError: scores differ by more than 1e-4 or the top items disagree.
+    """
+    from aiforge.bundle.runtime import onnx_session
+    from aiforge.recommend.scoring import top_k
+
+    session = onnx_session(graph_path, threads=1)
+    feeds: dict[str, np.ndarray] = {"history": history.astype(np.float32), "exclude": exclude.astype(np.float32),
+                                    "k": np.array([k], dtype=np.int64)}
+    if "user_vector" in {i.name for i in session.get_inputs()}:
+        assert user_vectors is not None  # factor graphs always get vectors from the caller
+        feeds["user_vector"] = user_vectors.astype(np.float32)
+    scores, items = session.run(["scores", "items"], feeds)
+    ref_scores = score_rows(parts, history, user_vectors)
+    ref_items = top_k(ref_scores, exclude, k)
+    ref_top = np.take_along_axis(np.where(exclude > 0, EXCLUDED, ref_scores), ref_items, axis=1)
+    diff = float(np.abs(scores - ref_top).max())
+    # ties may order differently; compare the score of each position instead of the item ids
+    agree = float(np.mean([len(set(a) & set(b)) / k for a, b in zip(items.tolist(), ref_items.tolist(), strict=True)]))
+    if diff > 1e-4 or agree < 0.99:
+        raise ExportError(f"ONNX scores differ from numpy: max |diff| {diff:.2e}, top-{k} overlap {agree:.4f}.")
+    return {"max_abs_score_diff": diff, "topk_overlap": agree, "users": float(len(history))}
+
+
+def write_faiss_index(factors: np.ndarray, path: Path, *, kind: str = "hnsw") -> dict[str, float]:
+    """Write an inner-product faiss index of item ``factors`` (faiss.write_index, never pickle)."""
+    import faiss
+
+    x = np.ascontiguousarray(factors.astype(np.float32))
+    d = x.shape[1]
+    if kind == "flat":
+        index = faiss.IndexFlatIP(d)
+    else:
+        index = faiss.IndexHNSWFlat(d, 32, faiss.METRIC_INNER_PRODUCT)
+        index.hnsw.efConstruction = 80
+    index.add(x)
+    faiss.write_index(index, str(path))
+    return {"items": float(x.shape[0]), "dim": float(d)}
