@@ -78,7 +78,7 @@ def ranking_metrics(recs: np.ndarray, truth: sparse.csr_matrix, *, k: int, popul
         hit.append(float(hits.any()))
     recs = recs[has]  # popularity bias is measured on the same users as accuracy
     exposure = np.bincount(recs.ravel(), minlength=n_items)
-    head = np.argsort(-popularity, kind="stable")[: max(1, int(round(0.2 * n_items)))]
+    head = np.argsort(-popularity, kind="stable")[: max(1, round(0.2 * n_items))]
     in_head = np.zeros(n_items, dtype=bool)
     in_head[head] = True
     share = popularity / max(n_users_train, 1)

@@ -42,7 +42,8 @@ class Query:
 
 def _load_npy(path: Path) -> np.ndarray:
     try:
-        return np.load(path, allow_pickle=False)
+        arr: np.ndarray = np.load(path, allow_pickle=False)
+        return arr
     except (OSError, ValueError) as exc:
         raise BundleError(f"{path.parent}: cannot read {path.name} ({exc}).") from exc
 
@@ -125,7 +126,8 @@ class RecommendRuntime(Runtime):
         if isinstance(want, dict):
             unknown = set(want) - {"min", "max"}
             bounds = [want.get("min"), want.get("max")]
-            if unknown or not all(b is None or (isinstance(b, int | float) and not isinstance(b, bool)) for b in bounds):
+            numeric = all(b is None or (isinstance(b, int | float) and not isinstance(b, bool)) for b in bounds)
+            if unknown or not numeric:
                 raise InputError(f"filter.{field}: a range is {{\"min\": number, \"max\": number}}, got {want!r}")
             lo = -np.inf if bounds[0] is None else bounds[0]
             hi = np.inf if bounds[1] is None else bounds[1]
@@ -149,11 +151,13 @@ class RecommendRuntime(Runtime):
             c = float(self.fold_in.get("alpha", 1.0))
             reg = float(self.fold_in.get("regularization", 0.01))
             a = self._gram + (c - 1.0) * v.T @ v + reg * np.eye(v.shape[1], dtype=np.float32)
-            return np.linalg.solve(a, c * v.sum(axis=0)).astype(np.float32)
-        return v.mean(axis=0).astype(np.float32)  # BPR: the mean of the liked items' factors
+            out: np.ndarray = np.linalg.solve(a, c * v.sum(axis=0)).astype(np.float32)
+            return out
+        mean: np.ndarray = v.mean(axis=0).astype(np.float32)
+        return mean  # BPR: the mean of the liked items' factors
 
     def query(self, *, user: Any = None, items: list[Any] | None = None, k: int = 10, exclude_seen: bool = True,
-              filter: dict[str, Any] | None = None) -> Query:  # noqa: A002 - the request's field name
+              filter: dict[str, Any] | None = None) -> Query:
         """Resolve a request; unknown users go to the cold-start path.
 
         Raises:
@@ -225,7 +229,7 @@ class RecommendRuntime(Runtime):
         k = max(q.k for q in queries)
         feeds = {"history": history, "exclude": exclude, "k": np.array([min(k, n)], dtype=np.int64)}
         if self._needs_vector:
-            feeds["user_vector"] = np.stack([q.user_vector for q in queries]).astype(np.float32)
+            feeds["user_vector"] = np.stack([q.user_vector for q in queries if q.user_vector is not None])
         scores, idx = self.session.run(["scores", "items"], feeds)
         return [[(int(j), float(s)) for j, s in zip(idx[r, :q.k], scores[r, :q.k], strict=True) if s > _EXCLUDED]
                 for r, q in enumerate(queries)]
@@ -252,7 +256,7 @@ class RecommendRuntime(Runtime):
                 for r, (j, s) in enumerate(ranked)]
 
     def recommend(self, user: Any = None, *, items: list[Any] | None = None, k: int = 10, exclude_seen: bool = True,
-                  filter: dict[str, Any] | None = None) -> dict[str, Any]:  # noqa: A002
+                  filter: dict[str, Any] | None = None) -> dict[str, Any]:
         """Top-k items for a known user, a new user's liked ``items``, or (cold start) anyone.
 
         Raises:
@@ -261,7 +265,7 @@ class RecommendRuntime(Runtime):
         q = self.query(user=user, items=items, k=k, exclude_seen=exclude_seen, filter=filter)
         return {"user": user, "cold_start": q.cold_start, "recommendations": self.result(self.predict_proba([q])[0])}
 
-    def similar_query(self, item: Any, k: int = 10, filter: dict[str, Any] | None = None) -> Query:  # noqa: A002
+    def similar_query(self, item: Any, k: int = 10, filter: dict[str, Any] | None = None) -> Query:
         """The query behind ``similar``: a user who liked only ``item``.
 
         Raises:
@@ -276,7 +280,7 @@ class RecommendRuntime(Runtime):
         q = self.query(items=[self.item_ids[j]], k=k, exclude_seen=True, filter=filter)
         return q
 
-    def similar(self, item: Any, *, k: int = 10, filter: dict[str, Any] | None = None) -> dict[str, Any]:  # noqa: A002
+    def similar(self, item: Any, *, k: int = 10, filter: dict[str, Any] | None = None) -> dict[str, Any]:
         """Items most often liked together with ``item`` (or closest in content), best first."""
         q = self.similar_query(item, k, filter)
         return {"item": str(item), "similar": self.result(self.predict_proba([q])[0])}

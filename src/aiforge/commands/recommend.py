@@ -16,11 +16,11 @@ HomeOpt = Annotated[Path | None, typer.Option("--home", help="Registry folder (d
 
 def recommend(
     bundle: Annotated[str, typer.Argument(help="Bundle folder, NAME or NAME:VERSION.")],
-    user: Annotated[str | None, typer.Option("--user", "-u", help="User id (unknown ids get the cold-start path).")] = None,
-    item: Annotated[list[str] | None, typer.Option("--item", "-i", help="An item a new user liked (repeatable).")] = None,
+    user: Annotated[str | None, typer.Option("--user", "-u", help="User id (unknown: cold start).")] = None,
+    item: Annotated[list[str] | None, typer.Option("--item", "-i", help="An item a new user liked (repeat).")] = None,
     k: Annotated[int, typer.Option("-k", help="How many items.")] = 10,
     include_seen: Annotated[bool, typer.Option(help="Also return items the user already liked.")] = False,
-    filter_json: Annotated[str | None, typer.Option("--filter", help='Metadata filter as JSON, e.g. {"genres": "Comedy"}.')] = None,
+    filter_json: Annotated[str | None, typer.Option("--filter", help='Filter as JSON: {"genres": "Comedy"}.')] = None,
     home: HomeOpt = None,
 ) -> None:
     """Recommend items for a user or for a new user's liked items; JSON on stdout."""

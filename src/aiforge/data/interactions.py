@@ -212,7 +212,7 @@ def holdout(user_idx: np.ndarray, timestamp: np.ndarray, candidates: np.ndarray,
         n = len(group)
         if n < min_positives:
             continue
-        n_out = max(1, int(round(fraction * n)))
+        n_out = max(1, round(fraction * n))
         chosen = group[-n_out:] if kind == "time" else rng.choice(group, size=n_out, replace=False)
         out[chosen] = True
     return out

@@ -9,7 +9,14 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from aiforge.errors import SpecError
-from aiforge.optimize.recommend_export import bundle_order, build_graph, check_parity, faiss_ready, permute, write_faiss_index
+from aiforge.optimize.recommend_export import (
+    build_graph,
+    bundle_order,
+    check_parity,
+    faiss_ready,
+    permute,
+    write_faiss_index,
+)
 from aiforge.recommend.scoring import ScoringParts
 from aiforge.tasks.recommend_spec import RecommendSpec
 
@@ -86,7 +93,7 @@ def write_recommender(staged: Path, spec: RecommendSpec, result: RecommendFitRes
     users = rng.choice(users, size=min(spec.export.parity_users, len(users)), replace=False)
     hist = history[users].toarray()
     vecs = bparts.user_factors[users] if bparts.user_factors is not None else None
-    parity = check_parity(bparts, staged / "scorer.onnx", hist, hist, vecs, spec.model.k)
+    parity: dict[str, Any] = check_parity(bparts, staged / "scorer.onnx", hist, hist, vecs, spec.model.k)
     parity["index"] = "faiss" if faiss else "exact"
     (staged / "metrics.json").write_text(json.dumps(metrics, indent=2), encoding="utf-8")
     models = {a: m["test"] for a, m in metrics["models"].items()}

@@ -126,7 +126,7 @@ def ease_matrix(x: sparse.csr_matrix, l2: float) -> np.ndarray:
     gram = (x.T @ x).toarray().astype(np.float64)
     gram[np.diag_indices_from(gram)] += l2
     inv = np.linalg.inv(gram)
-    b = -inv / np.diag(inv)[None, :]
+    b: np.ndarray = -inv / np.diag(inv)[None, :]
     np.fill_diagonal(b, 0.0)
     return b.astype(np.float32)
 

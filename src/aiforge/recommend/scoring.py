@@ -56,18 +56,20 @@ class ScoringParts:
 def popularity_penalty(counts: np.ndarray) -> np.ndarray:
     """log(1 + count) / log(1 + max count): 0 for unseen items, 1 for the most popular."""
     top = np.log1p(max(float(counts.max()), 1.0))
-    return (np.log1p(counts.astype(np.float64)) / top).astype(np.float32)
+    out: np.ndarray = (np.log1p(counts.astype(np.float64)) / top).astype(np.float32)
+    return out
 
 
 def _norm(x: np.ndarray) -> np.ndarray:
     """Divide each row by |its top score| (a positive scale, so the row's ranking is unchanged)."""
-    return x / (np.abs(x.max(axis=1, keepdims=True)) + _EPS)
+    out: np.ndarray = x / (np.abs(x.max(axis=1, keepdims=True)) + _EPS)
+    return out
 
 
 def score_rows(parts: ScoringParts, history: sparse.csr_matrix | np.ndarray,
                user_vectors: np.ndarray | None = None) -> np.ndarray:
     """Scores (b, n) for users given their histories (b, n) and, for factor models, vectors (b, d)."""
-    hist = history.toarray() if sparse.issparse(history) else np.asarray(history)
+    hist = history.toarray() if isinstance(history, sparse.spmatrix) else np.asarray(history)
     hist = hist.astype(np.float32, copy=False)
     b, n = hist.shape
     total = np.zeros((b, n), dtype=np.float32)
@@ -98,9 +100,10 @@ def top_k(scores: np.ndarray, exclude: sparse.csr_matrix | np.ndarray | None, k:
     """Indices (b, k) of the k best items per row, best first, with ``exclude`` (b, n) masked."""
     s = scores.copy()
     if exclude is not None:
-        mask = exclude.toarray() if sparse.issparse(exclude) else np.asarray(exclude)
+        mask = exclude.toarray() if isinstance(exclude, sparse.spmatrix) else np.asarray(exclude)
         s[mask > 0] = EXCLUDED
     k = min(k, s.shape[1])
     part = np.argpartition(-s, k - 1, axis=1)[:, :k]
     order = np.argsort(-np.take_along_axis(s, part, axis=1), axis=1, kind="stable")
-    return np.take_along_axis(part, order, axis=1)
+    best: np.ndarray = np.take_along_axis(part, order, axis=1)
+    return best

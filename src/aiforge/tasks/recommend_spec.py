@@ -8,8 +8,17 @@ from pydantic import Field, model_validator
 
 from aiforge.spec import BaseSpec, DataPath, _Strict
 
-__all__ = ["ALGORITHMS", "InteractionColumns", "ItemColumns", "RecommendData", "RecommendModel",
-           "RecommendSpec", "RerankSpec", "SplitSpec", "RecommendExport"]
+__all__ = [
+    "ALGORITHMS",
+    "InteractionColumns",
+    "ItemColumns",
+    "RecommendData",
+    "RecommendExport",
+    "RecommendModel",
+    "RecommendSpec",
+    "RerankSpec",
+    "SplitSpec",
+]
 
 ALGORITHMS = ("popularity", "als", "bpr", "item-knn", "ease", "content", "hybrid")
 Algorithm = Literal["popularity", "als", "bpr", "item-knn", "ease", "content", "hybrid"]
@@ -30,7 +39,7 @@ class ItemColumns(_Strict):
     id: str = "item"
     title: str | None = "title"
     genres: str | None = None
-    text: list[str] = []
+    text: list[str] = Field(default_factory=list)
     genre_separator: str = "|"
 
 
@@ -64,14 +73,18 @@ class SplitSpec(_Strict):
     seed: int = 0
 
 
+def _popularity_only() -> list[Algorithm]:
+    return ["popularity"]
+
+
 class RecommendModel(_Strict):
     """The algorithm to ship, its hyper-parameter grid and what to compare it with."""
 
     algorithm: Algorithm = "hybrid"
     search: bool = True
-    grid: dict[str, list[float | int | str]] = {}
-    params: dict[str, float | int | str] = {}
-    compare: list[Algorithm] = ["popularity"]
+    grid: dict[str, list[float | int | str]] = Field(default_factory=dict)
+    params: dict[str, float | int | str] = Field(default_factory=dict)
+    compare: list[Algorithm] = Field(default_factory=_popularity_only)
     k: int = Field(default=10, gt=0, le=1000)
     min_item_positives: int = Field(default=2, ge=1, description="catalogue of item-item models")
     threads: int | None = Field(default=None, gt=0)
@@ -82,7 +95,7 @@ class RerankSpec(_Strict):
     """Popularity-penalised re-ranking: score/max|score| - penalty * log-popularity share."""
 
     popularity_penalty: float = Field(default=0.0, ge=0, le=10)
-    curve: list[float] = [0.0, 0.05, 0.1, 0.2, 0.3, 0.5, 0.8]
+    curve: list[float] = Field(default_factory=lambda: [0.0, 0.05, 0.1, 0.2, 0.3, 0.5, 0.8])
     report: bool = True
 
 

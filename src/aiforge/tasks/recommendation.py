@@ -9,9 +9,9 @@ id maps, item metadata, histories, metrics, card and the HTML report, and regist
 
 from __future__ import annotations
 
-import json
 import shutil
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -60,7 +60,8 @@ class RecommendFitResult:
 
 
 def fit_recommenders(spec: RecommendSpec, data: Interactions, split: Split, *, embeddings: np.ndarray | None,
-                     algorithms: list[str], log: Any = None) -> tuple[dict[str, ModelReport], dict[str, ScoringParts]]:
+                     algorithms: Sequence[str],
+                     log: Any = None) -> tuple[dict[str, ModelReport], dict[str, ScoringParts]]:
     """Tune (if asked) on validation, refit on train, score on test; every algorithm in order."""
     k = spec.model.k
     ctx = FitContext(embeddings=embeddings, min_item_positives=spec.model.min_item_positives,
