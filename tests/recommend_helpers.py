@@ -76,3 +76,9 @@ def rec_bundle(ml_slice: tuple[Path, Path], tmp_path_factory: pytest.TempPathFac
     fit = app.fit(progress=False)
     exported = app.export()
     return RecBundle(home=home, ratings=ml_slice[0], movies=ml_slice[1], app=app, fit=fit, export=exported)
+
+
+@pytest.fixture(scope="session")
+def make_rec_spec() -> Any:
+    """``rec_spec_dict`` as a fixture, so test modules need not import this module."""
+    return rec_spec_dict

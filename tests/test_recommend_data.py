@@ -12,11 +12,12 @@ from aiforge.data.interactions import load_interactions, split_interactions, to_
 from aiforge.errors import DataError, SpecError
 from aiforge.spec import BaseSpec
 from aiforge.tasks.recommend_spec import InteractionColumns, ItemColumns, RecommendSpec
-from recommend_helpers import ml_slice, rec_spec_dict  # noqa: F401
 
 REPO = Path(__file__).resolve().parents[1]
 COLS = InteractionColumns(user="u", item="i", rating="r", timestamp="t")
 ITEMS = ItemColumns(id="i", title="title", genres="genres")
+
+pytest_plugins = ["recommend_helpers"]
 
 
 def _log(rows: list[tuple[object, ...]]) -> pd.DataFrame:
@@ -74,8 +75,8 @@ def test_duplicate_item_ids_in_the_item_table_are_an_error() -> None:
         _convert(_log([("u1", "a", 5, 1)]), items)
 
 
-def test_split_is_seeded_per_user_and_disjoint(ml_slice) -> None:
-    spec = BaseSpec.from_dict(rec_spec_dict(*ml_slice))
+def test_split_is_seeded_per_user_and_disjoint(make_rec_spec, ml_slice) -> None:
+    spec = BaseSpec.from_dict(make_rec_spec(*ml_slice))
     assert isinstance(spec, RecommendSpec)
     data = load_interactions(spec.data)
     a = split_interactions(data, kind="random", test_fraction=0.2, validation_fraction=0.2, seed=0,
@@ -94,8 +95,8 @@ def test_split_is_seeded_per_user_and_disjoint(ml_slice) -> None:
     assert 0.18 < a.test.mean() < 0.24
 
 
-def test_time_split_holds_out_each_users_latest_events(ml_slice) -> None:
-    spec = BaseSpec.from_dict(rec_spec_dict(*ml_slice))
+def test_time_split_holds_out_each_users_latest_events(make_rec_spec, ml_slice) -> None:
+    spec = BaseSpec.from_dict(make_rec_spec(*ml_slice))
     data = load_interactions(spec.data)  # type: ignore[attr-defined]
     s = split_interactions(data, kind="time", test_fraction=0.2, validation_fraction=0.2, seed=0,
                            min_user_positives=2)
@@ -109,9 +110,9 @@ def test_spec_errors_and_the_example_validates() -> None:
     with pytest.raises(SpecError, match=r"unknown key 'model.algoritm'. Did you mean 'algorithm'"):
         BaseSpec.from_dict({"name": "x", "task": "recommendation", "data": {"sample": "movielens"},
                             "model": {"algoritm": "ease"}})
-    with pytest.raises(SpecError, match="exactly one of data.interactions"):
+    with pytest.raises(SpecError, match=r"exactly one of data\.interactions"):
         BaseSpec.from_dict({"name": "x", "task": "recommendation", "data": {}})
-    with pytest.raises(SpecError, match="model.algorithm"):
+    with pytest.raises(SpecError, match=r"model\.algorithm"):
         BaseSpec.from_dict({"name": "x", "task": "recommendation", "data": {"sample": "movielens"},
                             "model": {"algorithm": "svd"}})
     spec = BaseSpec.from_yaml(REPO / "examples" / "movielens" / "aiforge.yaml")

@@ -15,11 +15,12 @@ from aiforge.recommend.evaluate import cold_start_hit_rate, evaluate_parts
 from aiforge.recommend.models import DEFAULT_GRIDS, FitContext, ease_matrix, fit_parts
 from aiforge.recommend.scoring import ScoringParts
 from aiforge.spec import BaseSpec
-from recommend_helpers import ml_slice, rec_bundle, rec_spec_dict  # noqa: F401
 
 PARAMS = {"popularity": {}, "als": {"factors": 32}, "bpr": {"factors": 32, "iterations": 50},
           "item-knn": {"K": 20}, "ease": {"l2": 100.0}, "content": {"popularity_weight": 0.5},
           "hybrid": {"l2": 100.0, "content_weight": 0.1, "impute_scale": 0.5}}
+
+pytest_plugins = ["recommend_helpers"]
 
 
 @pytest.fixture(scope="module")
@@ -114,10 +115,10 @@ def test_faiss_index_recall_against_exact(tmp_path: Path) -> None:
     assert recall > 0.8
 
 
-def test_faiss_export_is_refused_for_item_item_models(ml_slice, tmp_path: Path) -> None:
+def test_faiss_export_is_refused_for_item_item_models(make_rec_spec, ml_slice, tmp_path: Path) -> None:
     from aiforge import App
 
-    spec = BaseSpec.from_dict(rec_spec_dict(*ml_slice, model={"algorithm": "ease", "compare": [], "search": False},
+    spec = BaseSpec.from_dict(make_rec_spec(*ml_slice, model={"algorithm": "ease", "compare": [], "search": False},
                                             export={"index": "faiss"}))
     app = App(spec, home=tmp_path)
     app.fit(progress=False)
@@ -125,10 +126,10 @@ def test_faiss_export_is_refused_for_item_item_models(ml_slice, tmp_path: Path) 
         app.export()
 
 
-def test_time_split_fit_runs_and_reports_the_baseline(ml_slice, tmp_path: Path) -> None:
+def test_time_split_fit_runs_and_reports_the_baseline(make_rec_spec, ml_slice, tmp_path: Path) -> None:
     from aiforge import App
 
-    spec = BaseSpec.from_dict(rec_spec_dict(*ml_slice, model={"algorithm": "item-knn", "compare": ["popularity"],
+    spec = BaseSpec.from_dict(make_rec_spec(*ml_slice, model={"algorithm": "item-knn", "compare": ["popularity"],
                                                               "grid": {"K": [10, 50]}}, split={"kind": "time"}))
     result = App(spec, home=tmp_path).fit(progress=False)
     assert set(result.reports) == {"item-knn", "popularity"}

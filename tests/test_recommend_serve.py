@@ -6,7 +6,6 @@ import json
 import subprocess
 import sys
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import numpy as np
@@ -15,8 +14,9 @@ import pytest
 from aiforge.bundle.recommend_runtime import RecommendRuntime
 from aiforge.bundle.runtime import Runtime
 from aiforge.errors import InputError
-from recommend_helpers import ml_slice, rec_bundle  # noqa: F401
 from serve_helpers import RunningServer, server_env, serving
+
+pytest_plugins = ["recommend_helpers"]
 
 
 @pytest.fixture(scope="module")
@@ -148,7 +148,8 @@ def test_http_routes(server: RunningServer, rt: RecommendRuntime) -> None:
         assert body["model"] == "ml-slice" and body["cold_start"] is None
         assert body["recommendations"] == rt.recommend(user, k=4, filter={"genres": "Action"})["recommendations"]
         r = http.post(f"{url}/recommend", json={"user": "stranger"})
-        assert r.status_code == 200 and r.json()["cold_start"] == "popularity" and len(r.json()["recommendations"]) == 10
+        assert r.status_code == 200 and r.json()["cold_start"] == "popularity"
+        assert len(r.json()["recommendations"]) == 10
         r = http.post(f"{url}/recommend", json={"items": [rt.item_ids[3]], "k": 2})
         assert r.status_code == 200 and r.json()["cold_start"] == "items"
         r = http.post(f"{url}/similar", json={"item": rt.item_ids[3], "k": 3})
