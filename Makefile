@@ -49,3 +49,7 @@ bench-serve: bench/.venv/.installed-stamp
 
 clean:
 	rm -rf $(VENV) build *.egg-info src/*.egg-info .pytest_cache .mypy_cache .ruff_cache
+
+# Recommendation benchmark: MovieLens accuracy vs implicit, cold start, re-ranking, serving, scaling.
+bench-recommend: install
+	$(PY) bench/recommend.py

@@ -29,10 +29,11 @@ def movielens_slice(folder: Path) -> tuple[Path, Path]:
     return folder / "ratings.csv", folder / "movies.csv"
 
 
-def rec_spec_dict(ratings: Path, movies: Path, /, **sections: dict[str, Any]) -> dict[str, Any]:
+def rec_spec_dict(ratings: Path, movies: Path, /, *, name: str = "ml-slice",
+                  **sections: dict[str, Any]) -> dict[str, Any]:
     """A recommendation spec on the slice; ``sections`` update it."""
     spec: dict[str, Any] = {
-        "name": "ml-slice",
+        "name": name,
         "task": "recommendation",
         "data": {"interactions": str(ratings), "items": str(movies),
                  "columns": {"user": "userId", "item": "movieId", "rating": "rating", "timestamp": "timestamp"},

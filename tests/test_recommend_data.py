@@ -120,3 +120,20 @@ def test_spec_errors_and_the_example_validates() -> None:
     data = load_interactions(spec.data.model_copy(update={"max_users": 30}))
     assert data.n_users == 30 and data.n_items == 9066  # the whole MovieLens catalogue
     assert all({"title", "genres", "year"} <= set(m) for m in data.metadata[:50])
+
+
+def test_the_movielens_example_runs_on_a_slice(tmp_path: Path) -> None:
+    from aiforge import App, load
+
+    spec = BaseSpec.from_yaml(REPO / "examples" / "movielens" / "aiforge.yaml")
+    assert isinstance(spec, RecommendSpec)
+    small = spec.model_copy(update={
+        "data": spec.data.model_copy(update={"max_users": 40}),
+        "model": spec.model.model_copy(update={"algorithm": "ease", "compare": ["popularity"]}),
+    })
+    app = App(small, home=tmp_path)
+    result = app.fit(progress=False)
+    assert result.reports["ease"].test.ndcg > result.reports["popularity"].test.ndcg
+    rt = load(app.export().path)
+    out = rt.recommend(rt.user_ids[0], k=3)  # type: ignore[attr-defined]
+    assert len(out["recommendations"]) == 3 and out["recommendations"][0]["metadata"]["title"]

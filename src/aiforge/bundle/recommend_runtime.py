@@ -40,9 +40,9 @@ class Query:
     cold_start: str | None  # None (known user), "items" or "popularity"
 
 
-def _load_npy(path: Path) -> np.ndarray:
+def _load_npy(path: Path, *, mmap: bool = False) -> np.ndarray:
     try:
-        arr: np.ndarray = np.load(path, allow_pickle=False)
+        arr: np.ndarray = np.load(path, allow_pickle=False, mmap_mode="r" if mmap else None)
         return arr
     except (OSError, ValueError) as exc:
         raise BundleError(f"{path.parent}: cannot read {path.name} ({exc}).") from exc
@@ -74,16 +74,20 @@ class RecommendRuntime(Runtime):
         self.indices = _load_npy(path / "history_indices.npy")
         self.popular = _load_npy(path / "popular.npy")
         self.user_factors = _load_npy(path / "user_factors.npy") if p.get("user_factors") else None
-        self.item_factors = _load_npy(path / "item_factors.npy") if p.get("user_factors") else None
+        # memory-mapped: a fold-in reads only the liked items' rows (the Gram matrix is stored)
+        self.item_factors = _load_npy(path / "item_factors.npy", mmap=True) if p.get("user_factors") else None
+        self._gram = _load_npy(path / "item_gram.npy") if p.get("user_factors") else None
         self.fold_in: dict[str, float] = dict(p.get("fold_in", {}))
-        self._gram = self.item_factors.T @ self.item_factors if self.item_factors is not None else None
-        self.session = onnx_session(path / p["graph"], threads=threads)
-        self._needs_vector = "user_vector" in {i.name for i in self.session.get_inputs()}
         self.index = None
-        if p.get("index") == "faiss":
+        self.session = None
+        if p.get("index") == "faiss":  # the index answers every query; the graph is not loaded
             import faiss
 
             self.index = faiss.read_index(str(path / p["faiss"]))
+            self._needs_vector = True
+        else:
+            self.session = onnx_session(path / p["graph"], threads=threads)
+            self._needs_vector = "user_vector" in {i.name for i in self.session.get_inputs()}
         self.filter_fields = sorted({k for m in self.metadata for k in m if k != "item"})
         self._filter_cache: dict[str, np.ndarray] = {}
 
@@ -146,7 +150,7 @@ class RecommendRuntime(Runtime):
     def _fold_in(self, history: np.ndarray) -> np.ndarray:
         """A factor vector for a user who is not in the bundle, from the items they liked."""
         assert self.item_factors is not None and self._gram is not None  # factor bundles only
-        v = self.item_factors[history]
+        v = np.asarray(self.item_factors[history], dtype=np.float32)
         if self.fold_in.get("kind") == 1.0:  # ALS: one least-squares step with confidence alpha
             c = float(self.fold_in.get("alpha", 1.0))
             reg = float(self.fold_in.get("regularization", 0.01))
@@ -219,10 +223,11 @@ class RecommendRuntime(Runtime):
 
     def _exact(self, queries: list[Query]) -> list[list[tuple[int, float]]]:
         b, n = len(queries), self.n_items
-        history = np.zeros((b, n), dtype=np.float32)
+        width = max(1, max(len(q.history) for q in queries))
+        history = np.full((b, width), n, dtype=np.int64)  # liked item indices, padded with n
         exclude = np.zeros((b, n), dtype=np.float32)
         for r, q in enumerate(queries):
-            history[r, q.history] = 1.0
+            history[r, :len(q.history)] = q.history
             exclude[r, q.exclude] = 1.0
             if q.allowed is not None:
                 exclude[r, ~q.allowed] = 1.0
@@ -230,6 +235,7 @@ class RecommendRuntime(Runtime):
         feeds = {"history": history, "exclude": exclude, "k": np.array([min(k, n)], dtype=np.int64)}
         if self._needs_vector:
             feeds["user_vector"] = np.stack([q.user_vector for q in queries if q.user_vector is not None])
+        assert self.session is not None  # exact bundles always load their graph
         scores, idx = self.session.run(["scores", "items"], feeds)
         return [[(int(j), float(s)) for j, s in zip(idx[r, :q.k], scores[r, :q.k], strict=True) if s > _EXCLUDED]
                 for r, q in enumerate(queries)]

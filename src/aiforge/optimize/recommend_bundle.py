@@ -50,7 +50,9 @@ def write_scorer(staged: Path, parts: ScoringParts, *, faiss: bool) -> dict[str,
     keys: dict[str, Any] = {"graph": "scorer.onnx", "index": "exact", "user_factors": False}
     if parts.factors is not None and parts.user_factors is not None:
         np.save(staged / "user_factors.npy", parts.user_factors.astype(np.float32), allow_pickle=False)
-        np.save(staged / "item_factors.npy", parts.factors.astype(np.float32), allow_pickle=False)
+        factors = parts.factors.astype(np.float32)
+        np.save(staged / "item_factors.npy", factors, allow_pickle=False)
+        np.save(staged / "item_gram.npy", factors.T.astype(np.float64) @ factors, allow_pickle=False)
         keys.update(user_factors=True, fold_in=parts.fold_in)
     if faiss:
         assert parts.factors is not None  # faiss_ready checked it
