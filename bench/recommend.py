@@ -223,7 +223,7 @@ def scale_one(n_items: int, index: str, queries: int) -> dict[str, Any]:
         before = rss_mb()
         rt = Runtime.load(folder, threads=1)
         rt.warmup()
-        loaded = rss_mb() - before
+        after = rss_mb()
         users = [f"u{j}" for j in range(queries)]
         lat, recs = [], {}
         for u in users:
@@ -234,7 +234,8 @@ def scale_one(n_items: int, index: str, queries: int) -> dict[str, Any]:
         lat.sort()
         return {"items": n_items, "index": index, "queries": queries, "p50_ms": lat[len(lat) // 2],
                 "p99_ms": lat[min(len(lat) - 1, round(0.99 * (len(lat) - 1)))], "build_seconds": build_s,
-                "bundle_mb": size_mb, "rss_after_load_mb": loaded, "recs": recs}
+                "bundle_mb": size_mb, "rss_before_load_mb": before, "rss_after_load_mb": after,
+                "rss_growth_mb": after - before, "recs": recs}
 
 
 def scaling(sizes: list[int]) -> list[dict[str, Any]]:
@@ -302,7 +303,7 @@ def main() -> None:
               f"{lv['throughput_rps']:.0f} req/s")
     for r in scale:
         print(f"{r['items']:>8} {r['index']:<6} p50 {r['p50_ms']:.2f} ms p99 {r['p99_ms']:.2f} ms "
-              f"rss {r['rss_after_load_mb']:.0f} MB bundle {r['bundle_mb']:.0f} MB "
+              f"rss +{r['rss_growth_mb']:.0f} MB bundle {r['bundle_mb']:.0f} MB "
               + (f"recall@10 {r['recall@10_vs_exact']:.3f}" if "recall@10_vs_exact" in r else ""))
     print(f"wrote {path}")
 

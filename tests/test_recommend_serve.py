@@ -173,3 +173,14 @@ def test_http_routes(server: RunningServer, rt: RecommendRuntime) -> None:
         listing = http.get(server.url + "/v1/models").json()["models"][0]
         assert listing["algorithm"] == "hybrid" and listing["items"] == rt.n_items
     assert "Traceback" not in server.log_tail()
+
+
+def test_a_batch_answers_like_single_queries(rt: RecommendRuntime) -> None:
+    queries = [rt.query(user=u, k=7) for u in rt.user_ids[:40]]  # histories of many lengths
+    queries += [rt.query(items=rt.item_ids[:2], k=3), rt.query(user="stranger", k=4),
+                rt.query(user=rt.user_ids[5], k=5, filter={"genres": "Comedy"})]
+    batch = rt.predict_proba(queries)
+    assert len(batch) == len(queries)
+    for q, got in zip(queries, batch, strict=True):
+        assert got == rt.predict_proba([q])[0]
+        assert len(got) == q.k

@@ -80,6 +80,9 @@ class RecommendRuntime(Runtime):
         self.fold_in: dict[str, float] = dict(p.get("fold_in", {}))
         self.index = None
         self.session = None
+        # Scoring graphs are many small ops: one intra-op thread avoids the pool's synchronisation,
+        # which on 2 cores cost more than it saved (bench/recommend.py); batches still share the graph.
+        threads = 1 if threads is None else min(threads, int(p.get("threads", 1)))
         if p.get("index") == "faiss":  # the index answers every query; the graph is not loaded
             import faiss
 
@@ -222,6 +225,23 @@ class RecommendRuntime(Runtime):
         return [(int(j), float(len(self.popular) - r) / len(self.popular)) for r, j in enumerate(order)]
 
     def _exact(self, queries: list[Query]) -> list[list[tuple[int, float]]]:
+        """Run the graph on groups of similar history length (histories are padded to the longest)."""
+        order = sorted(range(len(queries)), key=lambda i: len(queries[i].history))
+        out: list[list[tuple[int, float]]] = [[] for _ in queries]
+        group: list[int] = []
+        for i in order:
+            longest = len(queries[i].history)
+            filled = sum(len(queries[j].history) for j in group) + longest
+            if group and longest * (len(group) + 1) > 2 * filled + 64:  # over half would be padding
+                for j, ranked in zip(group, self._run([queries[j] for j in group]), strict=True):
+                    out[j] = ranked
+                group = []
+            group.append(i)
+        for j, ranked in zip(group, self._run([queries[j] for j in group]), strict=True):
+            out[j] = ranked
+        return out
+
+    def _run(self, queries: list[Query]) -> list[list[tuple[int, float]]]:
         b, n = len(queries), self.n_items
         width = max(1, max(len(q.history) for q in queries))
         history = np.full((b, width), n, dtype=np.int64)  # liked item indices, padded with n

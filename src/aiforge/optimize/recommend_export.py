@@ -105,12 +105,16 @@ def build_graph(parts: ScoringParts) -> object:
         if c == n:
             full = cat
         elif parts.impute_nbrs is not None and parts.impute_weights is not None:
-            g = node("Gather", [cat, const("impute_nbrs", parts.impute_nbrs.ravel().astype(np.int64))], axis=1)
-            g = node("Reshape", [g, const("impute_shape", np.array([0, n - c, parts.impute_nbrs.shape[1]],
-                                                                     dtype=np.int64))])
-            g = node("Mul", [g, const("impute_weights", parts.impute_weights.astype(np.float32))])
-            rest = node("ReduceSum", [g, const("axis2", np.array([2], dtype=np.int64))], keepdims=0)
-            full = node("Concat", [cat, rest], axis=1)
+            # rows are contiguous: gather catalogue columns as rows of the transpose, one neighbour
+            # rank at a time (a ReduceSum over a middle axis is slow in onnxruntime), then back
+            cat_t = node("Transpose", [cat], perm=[1, 0])
+            rest = ""
+            for j in range(parts.impute_nbrs.shape[1]):
+                g = node("Gather", [cat_t, const(f"impute_nbrs_{j}", parts.impute_nbrs[:, j].astype(np.int64))],
+                         axis=0)
+                g = node("Mul", [g, const(f"impute_w_{j}", parts.impute_weights[:, j:j + 1].astype(np.float32))])
+                rest = g if not rest else node("Add", [rest, g])
+            full = node("Concat", [cat, node("Transpose", [rest], perm=[1, 0])], axis=1)
         else:
             full = node("Pad", [cat, const("pads", np.array([0, 0, 0, n - c], dtype=np.int64)),
                                 const("outside", np.array(OUTSIDE, dtype=np.float32))])
@@ -121,11 +125,8 @@ def build_graph(parts: ScoringParts) -> object:
         prof = node("ReduceSum", [node("Gather", [content, "history"], axis=0),
                                   const("axis1c", np.array([1], dtype=np.int64))], keepdims=0)
         prof = node("Div", [prof, node("Add", [node("ReduceL2", [prof], axes=[1], keepdims=1), eps()])])
-        sims = node("Gemm", [prof, content], transB=1)  # (b, n + 1): drop the padding row's column
-        sims = node("Slice", [sims, const("zero", np.array([0], dtype=np.int64)),
-                              const("n", np.array([n], dtype=np.int64)),
-                              const("axis1s", np.array([1], dtype=np.int64))])
-        s = norm(sims)
+        # a second, transposed copy: MatMul on it is several times faster than Gemm(transB)
+        s = norm(node("MatMul", [prof, const("content_t", np.ascontiguousarray(parts.content.T.astype(np.float32)))]))
         terms.append(node("Mul", [s, const("w_content", np.array(w["content"], dtype=np.float32))]))
     offset = np.zeros(n, dtype=np.float32)
     if parts.bias is not None and w.get("bias", 0):
