@@ -29,8 +29,8 @@ def test_precision_recall_ndcg_map_hit_by_hand() -> None:
     assert m.hit_rate == 1.0
     assert m.coverage == pytest.approx(4 / 8)  # items 0, 1, 2, 4 (user 1 is not evaluated)
     assert m.avg_popularity == pytest.approx(np.mean([5, 4, 3, 5, 3, 1]) / 10)
-    # head = the 20% most popular of 8 items = 2 items (0, 1): 3 of 6 slots are long tail
-    assert m.long_tail_share == pytest.approx(0.5)
+    # short head: item 0 alone holds 5/15 >= 20% of positives; 4 of the 6 slots are long tail
+    assert m.long_tail_share == pytest.approx(4 / 6)
 
 
 def test_gini_of_exposure() -> None:

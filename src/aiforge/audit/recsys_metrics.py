@@ -5,7 +5,9 @@ Accuracy (mean over users with at least one held-out positive): precision@k, rec
 MAP@k (average precision over min(k, positives)), hit rate@k.
 Popularity bias (over every list): catalogue coverage, mean popularity of recommended items
 (share of training users who liked them), Gini of item exposure over the whole catalogue,
-and the long-tail share (slots given to items outside the 20 % most popular).
+and the long-tail share: slots given to items outside the short head, the most popular items
+that together hold 20 % of the training positives (so the split does not depend on how many
+never-liked items a catalogue carries).
 """
 
 from __future__ import annotations
@@ -78,7 +80,9 @@ def ranking_metrics(recs: np.ndarray, truth: sparse.csr_matrix, *, k: int, popul
         hit.append(float(hits.any()))
     recs = recs[has]  # popularity bias is measured on the same users as accuracy
     exposure = np.bincount(recs.ravel(), minlength=n_items)
-    head = np.argsort(-popularity, kind="stable")[: max(1, round(0.2 * n_items))]
+    order = np.argsort(-popularity, kind="stable")
+    held = np.cumsum(popularity[order]) / max(float(popularity.sum()), 1.0)
+    head = order[: int(np.searchsorted(held, 0.2)) + 1]
     in_head = np.zeros(n_items, dtype=bool)
     in_head[head] = True
     share = popularity / max(n_users_train, 1)

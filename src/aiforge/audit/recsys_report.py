@@ -57,5 +57,6 @@ padding:4px 8px;text-align:right}}</style></head><body>
 <img alt="NDCG against coverage" src="data:image/png;base64,{_curve_png(curve, k)}">
 {_table(curve, ["penalty", "ndcg", "coverage", "gini", "long_tail_share", "avg_popularity"])}
 <p>Coverage: share of the catalogue recommended to at least one test user. Gini: inequality of item
-exposure (0 equal, 1 one item). Long tail: slots given to items outside the 20% most popular.</p>
+exposure (0 equal, 1 one item). Long tail: slots given to items outside the short head (the most
+popular items that together hold 20% of training positives).</p>
 </body></html>"""
