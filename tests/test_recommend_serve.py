@@ -186,3 +186,18 @@ def test_a_batch_answers_like_single_queries(rt: RecommendRuntime) -> None:
         assert [j for j, _ in got] == [j for j, _ in alone]  # same items; scores to float rounding
         assert np.allclose([s for _, s in got], [s for _, s in alone], atol=1e-5)
         assert len(got) == q.k
+
+
+def test_cli_train_prints_the_comparison(make_rec_spec, ml_slice, tmp_path) -> None:
+    import yaml
+
+    spec = make_rec_spec(*ml_slice, name="cli-ease", model={"algorithm": "ease", "compare": ["popularity", "als"],
+                                                            "grid": {"l2": [50.0, 200.0]}})
+    (tmp_path / "aiforge.yaml").write_text(yaml.safe_dump(spec))
+    done = subprocess.run([sys.executable, "-m", "aiforge.cli", "train", str(tmp_path / "aiforge.yaml"), "--home",
+                           str(tmp_path / "home"), "--no-progress"], capture_output=True, text=True, timeout=300,
+                          env=server_env(tmp_path / "home"))
+    assert done.returncode == 0, done.stderr[-2000:]
+    for text in ("shipped: ease", "popularity", "als", "popularity re-ranking", "ONNX vs numpy",
+                 "registered cli-ease:1"):
+        assert text in done.stdout, done.stdout
