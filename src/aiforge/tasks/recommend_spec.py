@@ -96,7 +96,6 @@ class RerankSpec(_Strict):
 
     popularity_penalty: float = Field(default=0.0, ge=0, le=10)
     curve: list[float] = Field(default_factory=lambda: [0.0, 0.05, 0.1, 0.2, 0.3, 0.5, 0.8])
-    report: bool = True
 
 
 class RecommendExport(_Strict):
