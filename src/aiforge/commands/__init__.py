@@ -1,1 +1,1 @@
-"""CLI commands contributed by task areas (each module has ``register(app)``)."""
+"""CLI commands contributed by task areas; each module exposes ``register(app)``."""

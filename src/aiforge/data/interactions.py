@@ -184,7 +184,7 @@ def load_interactions(data: Any, *, base: str = "<spec>") -> Interactions:
         DataError: a file is missing or unreadable, or a check failed.
     """
     if data.sample == "movielens":
-        from aiforge.data.samples import movielens
+        from aiforge.data.movielens import movielens
 
         ratings, items = movielens()
         return to_interactions(ratings, items, columns=data.columns, item_columns=data.item_columns,
