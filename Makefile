@@ -37,6 +37,10 @@ bench: install
 	$(PY) bench/banking77.py
 	$(PY) bench/export.py
 
+# Recommendation benchmark: MovieLens accuracy vs implicit, cold start, re-ranking, serving, scaling.
+bench-recommend: install
+	$(PY) bench/recommend.py
+
 # Bench-only environment with the baselines' servers (bentoml); never a project dependency.
 bench/.venv/.installed-stamp: requirements.txt bench/requirements-bench.txt
 	test -x bench/.venv/bin/python || $(PYTHON) -m venv bench/.venv

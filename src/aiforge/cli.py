@@ -246,6 +246,7 @@ def bench(
 COMMAND_MODULES: list[str] = [
     "aiforge.commands.tabular",
     "aiforge.commands.chat",
+    "aiforge.commands.recommend",
 ]
 for _module in COMMAND_MODULES:
     importlib.import_module(_module).register(app)

@@ -175,6 +175,7 @@ SPECS: dict[str, str] = {
     "text-classification": "aiforge.spec:AppSpec",
     "tabular-classification": "aiforge.tasks.tabular_spec:TabularSpec",
     "chat": "aiforge.chat.spec:ChatSpec",
+    "recommendation": "aiforge.tasks.recommend_spec:RecommendSpec",
 }
 
 

@@ -36,6 +36,7 @@ RUNTIMES: dict[str, str] = {
     "text-classification": "aiforge.bundle.runtime:TextRuntime",
     "tabular-classification": "aiforge.bundle.tabular_runtime:TabularRuntime",
     "chat": "aiforge.chat.runtime:ChatRuntime",
+    "recommendation": "aiforge.bundle.recommend_runtime:RecommendRuntime",
 }
 
 

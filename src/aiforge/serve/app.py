@@ -32,6 +32,7 @@ log = logging.getLogger("aiforge.server")
 # when the app is built. Each must stay torch-free at import time.
 EXTRA_ROUTERS: list[str] = [
     "aiforge.serve.chat_routes:router",
+    "aiforge.serve.recommend_routes:router",
 ]
 
 

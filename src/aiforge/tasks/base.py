@@ -65,6 +65,7 @@ TASKS: dict[str, str] = {
     "text-classification": "aiforge.tasks.text_classification:TextClassificationTask",
     "tabular-classification": "aiforge.tasks.tabular:TabularTask",
     "chat": "aiforge.chat.task:ChatTask",
+    "recommendation": "aiforge.tasks.recommendation:RecommendationTask",
 }
 
 

@@ -1,0 +1,94 @@
+"""Ranking and popularity-bias metrics of top-k recommendations (numpy only).
+
+Accuracy (mean over users with at least one held-out positive): precision@k, recall@k
+(hits / held-out positives), NDCG@k (binary gains, ideal DCG over min(k, positives)),
+MAP@k (average precision over min(k, positives)), hit rate@k.
+Popularity bias (over every list): catalogue coverage, mean popularity of recommended items
+(share of training users who liked them), Gini of item exposure over the whole catalogue,
+and the long-tail share: slots given to items outside the short head, the most popular items
+that together hold 20 % of the training positives (so the split does not depend on how many
+never-liked items a catalogue carries).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+from scipy import sparse
+
+__all__ = ["RankingMetrics", "gini", "ranking_metrics"]
+
+
+@dataclass(frozen=True)
+class RankingMetrics:
+    """Accuracy and popularity-bias numbers of one model on one split."""
+
+    k: int
+    users: int
+    precision: float
+    recall: float
+    ndcg: float
+    map: float
+    hit_rate: float
+    coverage: float
+    avg_popularity: float
+    gini: float
+    long_tail_share: float
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict."""
+        return asdict(self)
+
+    def headline(self) -> dict[str, float]:
+        """The numbers a registry listing shows."""
+        return {f"ndcg@{self.k}": self.ndcg, f"recall@{self.k}": self.recall, f"precision@{self.k}": self.precision,
+                f"map@{self.k}": self.map, "coverage": self.coverage}
+
+
+def gini(exposure: np.ndarray) -> float:
+    """Gini coefficient of non-negative counts (0: every item shown equally often; 1: one item)."""
+    x = np.sort(np.asarray(exposure, dtype=np.float64))
+    n = len(x)
+    if n == 0 or x.sum() == 0:
+        return 0.0
+    cum = np.cumsum(x)
+    return float((n + 1 - 2 * (cum / cum[-1]).sum()) / n)
+
+
+def ranking_metrics(recs: np.ndarray, truth: sparse.csr_matrix, *, k: int, popularity: np.ndarray,
+                    n_users_train: int) -> RankingMetrics:
+    """Metrics of ``recs`` (u, >=k) item indices against held-out positives ``truth`` (u, n).
+
+    ``popularity`` is each item's count of training positives.
+    """
+    recs = recs[:, :k]
+    truth = truth.tocsr()
+    n_items = truth.shape[1]
+    has = np.diff(truth.indptr) > 0
+    discounts = 1.0 / np.log2(np.arange(2, k + 2))
+    prec, rec, ndcg, ap, hit = [], [], [], [], []
+    for u in np.flatnonzero(has):
+        rel = set(truth.indices[truth.indptr[u]:truth.indptr[u + 1]].tolist())
+        hits = np.array([r in rel for r in recs[u].tolist()], dtype=np.float64)
+        n_rel = len(rel)
+        prec.append(hits.sum() / k)
+        rec.append(hits.sum() / n_rel)
+        ndcg.append(float((hits * discounts).sum() / discounts[:min(k, n_rel)].sum()))
+        ap.append(float((np.cumsum(hits) / np.arange(1, k + 1) * hits).sum() / min(k, n_rel)))
+        hit.append(float(hits.any()))
+    recs = recs[has]  # popularity bias is measured on the same users as accuracy
+    exposure = np.bincount(recs.ravel(), minlength=n_items)
+    order = np.argsort(-popularity, kind="stable")
+    held = np.cumsum(popularity[order]) / max(float(popularity.sum()), 1.0)
+    head = order[: int(np.searchsorted(held, 0.2)) + 1]
+    in_head = np.zeros(n_items, dtype=bool)
+    in_head[head] = True
+    share = popularity / max(n_users_train, 1)
+    return RankingMetrics(
+        k=k, users=int(has.sum()), precision=float(np.mean(prec)), recall=float(np.mean(rec)),
+        ndcg=float(np.mean(ndcg)), map=float(np.mean(ap)), hit_rate=float(np.mean(hit)),
+        coverage=float((exposure > 0).sum() / n_items), avg_popularity=float(share[recs].mean()),
+        gini=gini(exposure), long_tail_share=float(1.0 - in_head[recs].mean()),
+    )
