@@ -173,6 +173,7 @@ class AppSpec(BaseSpec):
 # task name -> "module:class" of its spec; imported lazily (a spec module must not import torch).
 SPECS: dict[str, str] = {
     "text-classification": "aiforge.spec:AppSpec",
+    "image-classification": "aiforge.tasks.image_spec:ImageSpec",
 }
 
 

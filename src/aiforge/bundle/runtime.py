@@ -34,6 +34,7 @@ __all__ = ["RUNTIMES", "ItemLimits", "Prediction", "Runtime", "TextRuntime", "on
 # task name -> "module:class" of its runtime; imported lazily, and never imports torch.
 RUNTIMES: dict[str, str] = {
     "text-classification": "aiforge.bundle.runtime:TextRuntime",
+    "image-classification": "aiforge.bundle.image_runtime:ImageRuntime",
 }
 
 

@@ -30,7 +30,9 @@ log = logging.getLogger("aiforge.server")
 
 # Routers of task-specific routes (image upload, recommend, chat); "module:attribute", imported
 # when the app is built. Each must stay torch-free at import time.
-EXTRA_ROUTERS: list[str] = []
+EXTRA_ROUTERS: list[str] = [
+    "aiforge.serve.image_routes:router",
+]
 
 
 def _load_all(models: Models, config: ServerConfig, home: str | Path | None, executor: ThreadPoolExecutor,

@@ -63,6 +63,7 @@ class Task(Protocol):
 # task name -> "module:attribute"; imported lazily so serving never pulls in torch.
 TASKS: dict[str, str] = {
     "text-classification": "aiforge.tasks.text_classification:TextClassificationTask",
+    "image-classification": "aiforge.tasks.image_classification:ImageClassificationTask",
 }
 
 
