@@ -129,7 +129,10 @@ class _Reader:
     """onnxruntime's CalibrationDataReader protocol over preprocessed calibration images."""
 
     def __init__(self, pixels: np.ndarray, batch_size: int = 16) -> None:
-        self._batches = iter([pixels[i:i + batch_size] for i in range(0, len(pixels), batch_size)])
+        # equal-sized batches: the histogram calibrators stack per-batch outputs
+        bs = min(batch_size, len(pixels))
+        usable = len(pixels) // bs * bs
+        self._batches = iter([pixels[i:i + bs] for i in range(0, usable, bs)])
 
     def get_next(self) -> dict[str, np.ndarray] | None:
         batch = next(self._batches, None)

@@ -16,41 +16,28 @@ import json
 import os
 import shutil
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
 
-from aiforge.audit.metrics import Metrics, classification_metrics, macro_f1
+from aiforge.audit.metrics import Metrics, classification_metrics
 from aiforge.bundle.registry import Registry
 from aiforge.data.images import ImageDataset, ImageSplits, load_image_splits
 from aiforge.errors import InputError, SpecError
 from aiforge.hub.catalog import Backbone, get_backbone
-from aiforge.progress import progress_bar
 from aiforge.spec import BaseSpec
 from aiforge.tables import metrics_table, per_class_table
 from aiforge.tasks.base import ExportResult, check_spec
 from aiforge.tasks.image_spec import ImageSpec
-from aiforge.train.loop import Batch, LoopConfig, LoopResult, fit_loop, seed_everything
+from aiforge.train.loop import seed_everything
 from aiforge.version import __version__
-from aiforge.vision.model import ImageClassifier, imagenet_head, imagenet_labels, load_efficientnet, make_head, stages
-from aiforge.vision.preprocess import AugmentConfig, ImageConfig, augment, preprocess_batch
+from aiforge.vision.model import ImageClassifier, imagenet_head, imagenet_labels, load_efficientnet, make_head
+from aiforge.vision.preprocess import AugmentConfig, ImageConfig, preprocess_batch
+from aiforge.vision.training import FullConfig, HeadConfig, extract_features, fit_full, fit_head, pick_device
 
-__all__ = ["FitResult", "FittedImageClassifier", "ImageClassificationTask", "pick_device"]
-
-
-def pick_device(choice: str) -> torch.device:
-    """``cuda`` when asked for or (``auto``) available, else ``cpu``.
-
-    Raises:
-        SpecError: ``cuda`` was asked for but is not available.
-    """
-    if choice == "cuda" and not torch.cuda.is_available():
-        raise SpecError("train.device is 'cuda' but PyTorch sees no CUDA device; use 'auto' or 'cpu'.")
-    return torch.device("cuda" if choice != "cpu" and torch.cuda.is_available() else "cpu")
+__all__ = ["FitResult", "FittedImageClassifier", "ImageClassificationTask"]
 
 
 @dataclass
@@ -115,48 +102,19 @@ def _as_dataset(images: list[Any]) -> ImageDataset:
     return ImageDataset(list(images), ["?"] * len(images), "<memory>")
 
 
-@dataclass(frozen=True)
-class _Plan:
-    head_epochs: int
-    head_batch_size: int
-    head_lr: float
-    head_patience: int
-    epochs: int
-    batch_size: int
-    lr: float
-    full_head_lr: float
-    patience: int
-
-
-def _plan(spec: ImageSpec) -> _Plan:
+def _configs(spec: ImageSpec) -> tuple[HeadConfig, FullConfig]:
+    """Training settings with mode-dependent defaults filled in."""
     t, full = spec.train, spec.model.mode == "full"
-    return _Plan(
-        head_epochs=t.head_epochs or (t.epochs if (t.epochs and not full) else (10 if full else 30)),
-        head_batch_size=256, head_lr=t.head_lr or 3e-3, head_patience=t.patience or 5,
-        epochs=t.epochs or 5, batch_size=t.batch_size or 64, lr=t.lr or 5e-4,
-        full_head_lr=(t.head_lr or 3e-3) / 3, patience=t.patience or 2,
-    )
-
-
-class _PartlyFrozen(nn.Module):
-    """The classifier with some stages frozen; frozen stages stay in eval mode (BatchNorm statistics fixed)."""
-
-    def __init__(self, model: ImageClassifier, frozen: list[nn.Module]) -> None:
-        super().__init__()
-        self.model = model
-        self.frozen = frozen
-        for module in frozen:
-            module.requires_grad_(False)
-
-    def train(self, mode: bool = True) -> _PartlyFrozen:
-        super().train(mode)
-        for module in self.frozen:
-            module.eval()
-        return self
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out: torch.Tensor = self.model(x)
-        return out
+    head = HeadConfig(epochs=t.head_epochs or (t.epochs if (t.epochs and not full) else (10 if full else 30)),
+                      lr=t.head_lr or 3e-3, patience=t.patience or 5, label_smoothing=t.label_smoothing,
+                      seed=t.seed)
+    aug = AugmentConfig(crop_scale_min=t.augment.crop_scale_min, flip=t.augment.flip, jitter=t.augment.jitter)
+    unfreeze = None if spec.model.unfreeze == "all" else int(spec.model.unfreeze)
+    fine = FullConfig(epochs=t.epochs or 5, batch_size=t.batch_size or 64, lr=t.lr or 5e-4,
+                      head_lr=(t.head_lr or 3e-3) / 3, lr_decay=t.lr_decay, unfreeze=unfreeze,
+                      weight_decay=t.weight_decay, warmup_ratio=t.warmup_ratio, label_smoothing=t.label_smoothing,
+                      patience=t.patience or 2, seed=t.seed, augment=aug)
+    return head, fine
 
 
 class ImageClassificationTask:
@@ -174,7 +132,10 @@ class ImageClassificationTask:
         check_spec(spec, ImageSpec)
         assert isinstance(spec, ImageSpec)
         seed_everything(spec.train.seed)
-        device = pick_device(spec.train.device)
+        try:
+            device = pick_device(spec.train.device)
+        except ValueError as exc:
+            raise SpecError(str(exc)) from None
         if device.type == "cpu":
             torch.set_num_threads(spec.train.threads or os.cpu_count() or 1)
         backbone = get_backbone(spec.model.backbone)
@@ -194,13 +155,15 @@ class ImageClassificationTask:
         y_train = torch.tensor([index[y] for y in splits.train.labels])
         y_val = [index[y] for y in splits.validation.labels]
         model = ImageClassifier(net, make_head(spec.model.head, backbone.dim, len(labels))).to(device)
-        plan = _plan(spec)
+        head_cfg, full_cfg = _configs(spec)
         start = time.perf_counter()
-        feats = {part: self._features(model, getattr(splits, part), image, device, progress)
-                 for part in ("train", "validation")}
-        history = self._fit_head(model, feats, y_train, y_val, plan, spec.train.seed, progress).history
+        feats = {part: extract_features(model, getattr(splits, part), image, progress=progress,
+                                        description=f"features ({part})") for part in ("train", "validation")}
+        history = fit_head(model, feats["train"], y_train, feats["validation"], y_val, head_cfg,
+                           progress=progress).history
         if spec.model.mode == "full":
-            history += self._fit_full(model, splits, y_train, y_val, image, plan, spec, device, progress).history
+            history += fit_full(model, splits.train, y_train, splits.validation, y_val, image, full_cfg,
+                                n_classes=len(labels), progress=progress).history
         train_seconds = time.perf_counter() - start
         fitted = FittedImageClassifier(model.eval(), labels=labels, image=image, backbone=backbone, spec=spec,
                                        device=device)
@@ -272,97 +235,3 @@ class ImageClassificationTask:
                               f"at {result.fitted.image.resolution} px",
                               {"validation": result.validation.to_dict(), "test": test}),
                 per_class_table(test or result.validation.to_dict()), parity]
-
-    # --- training phases -------------------------------------------------------------
-
-    @staticmethod
-    @torch.inference_mode()
-    def _features(model: ImageClassifier, ds: ImageDataset, image: ImageConfig, device: torch.device,
-                  progress: bool, batch_size: int = 256) -> torch.Tensor:
-        model.eval()
-        out = torch.zeros(len(ds), model.net._bn1.num_features)
-        with progress_bar(len(ds), f"features ({ds.source.rsplit('(', 1)[-1].rstrip(')')})",
-                          enabled=progress) as advance:
-            for start in range(0, len(ds), batch_size):
-                stop = min(start + batch_size, len(ds))
-                x = torch.from_numpy(preprocess_batch([ds.image(i) for i in range(start, stop)], image))
-                out[start:stop] = model.features(x.to(device)).float().cpu()
-                advance(stop - start)
-        return out
-
-    @staticmethod
-    def _fit_head(model: ImageClassifier, feats: dict[str, torch.Tensor], y_train: torch.Tensor, y_val: list[int],
-                  plan: _Plan, seed: int, progress: bool) -> LoopResult:
-        device = next(model.parameters()).device
-        x_train, x_val = feats["train"].to(device), feats["validation"].to(device)
-        y_dev, y_val_t = y_train.to(device), torch.tensor(y_val, device=device)
-        bs = plan.head_batch_size
-        steps = (len(x_train) + bs - 1) // bs
-
-        def batches(epoch: int) -> list[Batch]:
-            g = torch.Generator().manual_seed(seed * 1000 + epoch)
-            perm = torch.randperm(len(x_train), generator=g).to(device)
-            return [((x_train[perm[i:i + bs]],), y_dev[perm[i:i + bs]]) for i in range(0, len(perm), bs)]
-
-        @torch.inference_mode()
-        def validate() -> tuple[float, float]:
-            logits = model.head(x_val)
-            return macro_f1(y_val, logits.argmax(dim=1).cpu().numpy()), _nll(logits, y_val_t)
-
-        cfg = LoopConfig(epochs=plan.head_epochs, warmup_ratio=0.05, label_smoothing=0.1,
-                         patience=plan.head_patience, description="head")
-        groups: list[dict[str, object]] = [{"params": list(model.head.parameters()), "lr": plan.head_lr}]
-        return fit_loop(model.head, groups, batches, steps, validate, cfg, progress=progress)
-
-    @staticmethod
-    def _fit_full(model: ImageClassifier, splits: ImageSplits, y_train: torch.Tensor, y_val: list[int],
-                  image: ImageConfig, plan: _Plan, spec: ImageSpec, device: torch.device,
-                  progress: bool) -> LoopResult:
-        groups_net = stages(model.net)
-        n_train = len(groups_net) if spec.model.unfreeze == "all" else int(spec.model.unfreeze)
-        frozen = [m for g in groups_net[:len(groups_net) - n_train] for m in g]
-        aug = AugmentConfig(crop_scale_min=spec.train.augment.crop_scale_min, flip=spec.train.augment.flip,
-                            jitter=spec.train.augment.jitter)
-        wrapper = _PartlyFrozen(model, frozen)
-        bs = plan.batch_size
-        ds = splits.train
-        steps = (len(ds) + bs - 1) // bs
-        seed = spec.train.seed
-
-        def batches(epoch: int) -> Iterator[Batch]:
-            rng = np.random.default_rng(seed * 1000 + epoch)
-            perm = rng.permutation(len(ds))
-            for i in range(0, len(perm), bs):
-                idx = perm[i:i + bs]
-                x = np.stack([augment(ds.image(int(j)), image, aug, rng) for j in idx])
-                yield (torch.from_numpy(x).to(device, non_blocking=True),), y_train[idx].to(device)
-
-        val_ds = splits.validation
-        y_val_t = torch.tensor(y_val, device=device)
-
-        @torch.inference_mode()
-        def validate() -> tuple[float, float]:
-            logits = torch.zeros(len(val_ds), len(splits.labels), device=device)
-            for start in range(0, len(val_ds), 256):
-                stop = min(start + 256, len(val_ds))
-                x = torch.from_numpy(preprocess_batch([val_ds.image(i) for i in range(start, stop)], image))
-                logits[start:stop] = model(x.to(device))
-            return macro_f1(y_val, logits.argmax(dim=1).cpu().numpy()), _nll(logits, y_val_t)
-
-        param_groups: list[dict[str, object]] = []
-        trained = groups_net[len(groups_net) - n_train:]
-        for depth, group in enumerate(reversed(trained)):  # discriminative rates: last stage fastest
-            params = [p for m in group for p in m.parameters()]
-            param_groups.append({"params": params, "lr": plan.lr * spec.train.lr_decay ** depth})
-        param_groups.append({"params": list(model.head.parameters()), "lr": plan.full_head_lr})
-        cfg = LoopConfig(epochs=plan.epochs, weight_decay=spec.train.weight_decay,
-                         warmup_ratio=spec.train.warmup_ratio, label_smoothing=spec.train.label_smoothing,
-                         patience=plan.patience, description="fine-tune")
-        result = fit_loop(wrapper, param_groups, batches, steps, validate, cfg, progress=progress)
-        for module in frozen:
-            module.requires_grad_(True)
-        return result
-
-
-def _nll(logits: torch.Tensor, targets: torch.Tensor) -> float:
-    return float(torch.nn.functional.cross_entropy(logits, targets))
