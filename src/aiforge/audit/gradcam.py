@@ -1,7 +1,7 @@
 """Grad-CAM (Selvaraju et al., 2017): where in the image the evidence for a class lies.
 
-The class score's gradient with respect to the last convolutional feature maps, averaged
-over space, weights those maps; their ReLU'd sum, upsampled, is the heat map.
+The class score's gradient with respect to convolutional feature maps, averaged over space,
+weights those maps; their ReLU'd sum, upsampled, is the heat map.
 """
 
 from __future__ import annotations
@@ -15,18 +15,31 @@ from aiforge.vision.model import ImageClassifier
 __all__ = ["gradcam", "overlay"]
 
 
-def gradcam(model: ImageClassifier, pixels: np.ndarray, classes: list[int]) -> np.ndarray:
-    """Heat maps in [0, 1], shape (n, h, w) at the feature-map resolution, one per image and class."""
+def gradcam(model: ImageClassifier, pixels: np.ndarray, classes: list[int], *, min_size: int = 4) -> np.ndarray:
+    """Heat maps in [0, 1], shape (n, h, w), one per image and class.
+
+    The maps are taken at the last convolutional output when it is at least ``min_size``
+    pixels across (7x7 at 224 px); at small input resolutions (1x1 at 32 px) the deepest
+    block output that still is, so the map has something to show.
+    """
     device = next(model.parameters()).device
     model.eval()
     x = torch.from_numpy(pixels).to(device)
-    with torch.enable_grad():
-        maps = model.feature_maps(x).detach().requires_grad_(True)
-        logits = model.head(maps.mean(dim=(2, 3)))
-        chosen = logits[torch.arange(len(classes)), torch.tensor(classes, device=device)]
-        (grads,) = torch.autograd.grad(chosen.sum(), maps)
+    outputs: list[torch.Tensor] = []
+    hooks = [block.register_forward_hook(lambda _m, _i, out: outputs.append(out)) for block in model.net._blocks]
+    try:
+        with torch.enable_grad():
+            maps = model.feature_maps(x)
+            logits = model.head(maps.mean(dim=(2, 3)))
+            target = maps if min(maps.shape[-2:]) >= min_size else next(
+                (o for o in reversed(outputs) if min(o.shape[-2:]) >= min_size), outputs[0])
+            chosen = logits[torch.arange(len(classes)), torch.tensor(classes, device=device)]
+            (grads,) = torch.autograd.grad(chosen.sum(), target)
+    finally:
+        for hook in hooks:
+            hook.remove()
     weights = grads.mean(dim=(2, 3), keepdim=True)
-    cam = torch.relu((weights * maps).sum(dim=1)).detach().float().cpu().numpy()
+    cam = torch.relu((weights * target.detach()).sum(dim=1)).float().cpu().numpy()
     top = cam.reshape(len(cam), -1).max(axis=1).reshape(-1, 1, 1)
     out: np.ndarray = np.divide(cam, top, out=np.zeros_like(cam), where=top > 0)
     return out

@@ -89,9 +89,10 @@ def parity_images(fitted: FittedImageClassifier, splits: ImageSplits | None) -> 
             out.append(Image.fromarray(np.clip(arr.transpose(1, 2, 0) * 127.5 + 127.5, 0, 255).astype(np.uint8)))
         return out
 
-    parity = ImageDataset(photos + crops(views * len(photos)), ["?"] * (len(photos) * (views + 1)), "sample photos")
-    calib = ImageDataset(crops(min(opt.calibration_samples, views * len(photos))),
-                         ["?"] * min(opt.calibration_samples, views * len(photos)), "sample photo views")
+    n_parity = max(len(photos), min(opt.parity_samples, len(photos) * (views + 1)))
+    parity = ImageDataset(photos + crops(n_parity - len(photos)), ["?"] * n_parity, "sample photos and views")
+    n_calib = min(opt.calibration_samples, views * len(photos)) if opt.quantize else 0
+    calib = ImageDataset(crops(n_calib), ["?"] * n_calib, "sample photo views")
     return parity, calib
 
 
