@@ -42,16 +42,19 @@ LABELS = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shir
 TARGETS = {"head": 0.88, "full": 0.93, "int8_vs_eager_throughput": 3.0, "int8_top1_agreement": 0.99}
 
 
-def _light_aiforge() -> None:
+def _light_aiforge(force: bool = False) -> None:
     """On a machine without aiforge's serving/spec dependencies (pydantic, rich...), import its
-    vision and training modules without running ``aiforge/__init__`` (full mode needs no more)."""
+    vision and training modules without running ``aiforge/__init__`` (full mode needs no more).
+    Pure-Python packages copied into ``.gpu-deps/`` (git-ignored) are importable too."""
     sys.path.insert(0, str(ROOT / "src"))
-    if all(importlib.util.find_spec(m) for m in ("pydantic", "yaml", "rich", "fastapi")):
+    if (ROOT / ".gpu-deps").is_dir():
+        sys.path.insert(0, str(ROOT / ".gpu-deps"))
+    if not force and all(importlib.util.find_spec(m) for m in ("pydantic", "yaml", "rich", "fastapi")):
         return
     pkg = types.ModuleType("aiforge")
     pkg.__path__ = [str(ROOT / "src" / "aiforge")]
     sys.modules["aiforge"] = pkg
-    if importlib.util.find_spec("rich") is None:
+    if force or importlib.util.find_spec("rich") is None:
         from contextlib import contextmanager
 
         progress = types.ModuleType("aiforge.progress")
@@ -144,11 +147,15 @@ def run_full(args: argparse.Namespace) -> dict[str, Any]:
     perm = rng.permutation(len(x_all))
     n_val = len(x_all) // 10
     val_idx, train_idx = np.sort(perm[:n_val]), np.sort(perm[n_val:])
+    if args.limit:
+        val_idx, train_idx = val_idx[:args.limit // 10], train_idx[:args.limit]
     names = [LABELS[int(y)] for y in y_all]
     train = ImageDataset(x_all[train_idx], [names[i] for i in train_idx], "fashion train")
     validation = ImageDataset(x_all[val_idx], [names[i] for i in val_idx], "fashion validation")
     test = ImageDataset(read_idx(paths["test"]), [LABELS[int(y)] for y in read_idx(paths["test_labels"])],
                         "fashion test")
+    if args.limit:
+        test = test.subset(range(args.limit // 5))
     index = {y: i for i, y in enumerate(LABELS)}
     y_train = torch.tensor([index[y] for y in train.labels])
     y_val = [index[y] for y in validation.labels]
@@ -316,13 +323,15 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=RESULTS / "vision.json")
     parser.add_argument("--head-resolution", type=int, default=64)
     parser.add_argument("--full-resolution", type=int, default=64)
-    parser.add_argument("--full-epochs", type=int, default=4)
+    parser.add_argument("--full-epochs", type=int, default=6)
     parser.add_argument("--full-batch-size", type=int, default=128)
     parser.add_argument("--full-lr", type=float, default=1e-3)
     parser.add_argument("--duration", type=float, default=15.0)
+    parser.add_argument("--limit", type=int, default=0, help="smoke test: at most this many training images (full)")
+    parser.add_argument("--light", action="store_true", help="import aiforge as on a bare GPU machine (full)")
     args = parser.parse_args()
     parts = [p.strip() for p in args.only.split(",") if p.strip()]
-    _light_aiforge()
+    _light_aiforge(force=args.light)
     payload: dict[str, Any] = json.loads(args.out.read_text()) if args.out.is_file() else {}
     payload.update({"benchmark": "Fashion-MNIST transfer learning, ImageNet zero-shot, image serving",
                     "targets": TARGETS})

@@ -7,11 +7,13 @@ modules (no pydantic), so a bare GPU machine can run it (``bench/vision.py --onl
   them with the shared loop (:func:`aiforge.train.loop.fit_loop`).
 - ``fit_full``: after the head (a linear probe, LP-FT), the last ``unfreeze`` stages (or all)
   are fine-tuned on augmented images with discriminative learning rates: each earlier stage
-  gets ``lr_decay`` x the next one's rate. Frozen stages keep BatchNorm in eval mode.
+  gets ``lr_decay`` x the next one's rate. Frozen stages keep BatchNorm in eval mode. If no
+  fine-tuned epoch beats the linear probe on validation, the probe's weights are kept.
 """
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
@@ -155,6 +157,13 @@ def fit_full(model: ImageClassifier, train: ImageDataset, y_train: torch.Tensor,
     groups_net = stages(model.net)
     n_train = len(groups_net) if cfg.unfreeze is None else min(cfg.unfreeze, len(groups_net))
     frozen = [m for g in groups_net[:len(groups_net) - n_train] for m in g]
+    for group in groups_net[len(groups_net) - n_train:]:
+        for module in group:
+            for bn in module.modules():
+                if isinstance(bn, nn.BatchNorm2d):
+                    # the TF port keeps momentum 0.01: running statistics would lag the batch
+                    # statistics the weights adapt to for hundreds of steps
+                    bn.momentum = 0.1
     wrapper = PartlyFrozen(model, frozen)
     bs = cfg.batch_size
     steps = (len(train) + bs - 1) // bs
@@ -180,8 +189,17 @@ def fit_full(model: ImageClassifier, train: ImageDataset, y_train: torch.Tensor,
     param_groups.append({"params": list(model.head.parameters()), "lr": cfg.head_lr})
     loop = LoopConfig(epochs=cfg.epochs, weight_decay=cfg.weight_decay, warmup_ratio=cfg.warmup_ratio,
                       label_smoothing=cfg.label_smoothing, patience=cfg.patience, description="fine-tune")
+    model.eval()
+    probe_f1, probe_loss = validate()  # the linear probe's score: fine-tuning must beat it to be kept
+    probe_state = copy.deepcopy(model.state_dict())
     try:
-        return fit_loop(wrapper, param_groups, batches, steps, validate, loop, progress=progress)
+        result = fit_loop(wrapper, param_groups, batches, steps, validate, loop, progress=progress)
     finally:
         for module in frozen:
             module.requires_grad_(True)
+    if (result.best_score, -result.history[result.best_epoch - 1]["val_loss"]) < (probe_f1, -probe_loss):
+        model.load_state_dict(probe_state)
+        result.history.append({"phase": "fine-tune", "epoch": 0, "loss": float("nan"), "val_macro_f1": probe_f1,
+                               "val_loss": probe_loss, "kept": "linear probe (fine-tuning did not beat it)"})
+    model.eval()
+    return result
