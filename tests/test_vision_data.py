@@ -50,7 +50,8 @@ def test_csv_reader_resolves_relative_paths(tmp_path: Path) -> None:
         writer.writerows(rows)
     ds = load_image_dataset(tmp_path / "list.csv", path_column="file", label_column="kind")
     assert ds.labels == ["a", "a", "b", "b"]
-    with pytest.raises(DataError, match=r"column 'path' not found. Columns are \['file', 'kind'\]. Set data.path_column"):
+    expected = r"column 'path' not found. Columns are \['file', 'kind'\]. Set data.path_column"
+    with pytest.raises(DataError, match=expected):
         load_image_dataset(tmp_path / "list.csv")
 
 
@@ -98,7 +99,7 @@ def test_idx_reader_on_the_real_fashion_mnist() -> None:
 def test_idx_images_and_labels_must_agree(tmp_path: Path) -> None:
     img_path, _ = fashion_mnist_paths("test")
     _, train_labels = fashion_mnist_paths("train")
-    with pytest.raises(DataError, match="10000 images but .* has 60000 labels"):
+    with pytest.raises(DataError, match=r"10000 images but .* has 60000 labels"):
         load_image_dataset(img_path, labels_path=train_labels)
     junk = tmp_path / "junk-idx3-ubyte"
     junk.write_bytes(b"\x00\x00\x08\x03" + (5).to_bytes(4, "big") * 3 + b"\x00" * 7)

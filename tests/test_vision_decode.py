@@ -97,7 +97,7 @@ def test_preprocess_shape_range_and_mixed_sizes() -> None:
     for size in ((640, 480), (100, 300), (28, 28)):
         x = preprocess(_photo(*size), cfg)
         assert x.shape == (3, 224, 224) and x.dtype == np.float32
-        assert -1.0 <= x.min() and x.max() <= 1.0
+        assert x.min() >= -1.0 and x.max() <= 1.0
     white = preprocess(Image.new("RGB", (50, 50), (255, 255, 255)), cfg)
     assert np.allclose(white, 1.0)
 
@@ -108,7 +108,7 @@ def test_augment_differs_by_seed_but_keeps_the_scale() -> None:
     b = augment(_photo(), cfg, aug, np.random.default_rng(2))
     assert a.shape == b.shape == (3, 32, 32)
     assert not np.array_equal(a, b)
-    assert -1.0 <= a.min() and a.max() <= 1.0
+    assert a.min() >= -1.0 and a.max() <= 1.0
 
 
 def test_training_reader_and_server_decoder_give_identical_tensors(tmp_path) -> None:
@@ -123,12 +123,13 @@ def test_training_reader_and_server_decoder_give_identical_tensors(tmp_path) -> 
     ds = load_image_dataset(tmp_path)
     for i, name in enumerate(ds.names or []):
         training = preprocess(ds.image(i), cfg)
-        served = preprocess(decode_image(open(name, "rb").read(), where="upload", **LIMITS), cfg)
+        with open(name, "rb") as fh:
+            served = preprocess(decode_image(fh.read(), where="upload", **LIMITS), cfg)
         assert np.array_equal(training, served)
 
 
 def test_unreadable_file_is_named(tmp_path) -> None:
     bad = tmp_path / "broken.png"
     bad.write_bytes(encode(_photo(), "PNG")[:100])
-    with pytest.raises(DataError, match="broken.png: PNG image is (truncated|corrupt)"):
+    with pytest.raises(DataError, match=r"broken\.png: PNG image is (truncated|corrupt)"):
         open_image_file(bad)

@@ -197,7 +197,8 @@ def fit_full(model: ImageClassifier, train: ImageDataset, y_train: torch.Tensor,
     finally:
         for module in frozen:
             module.requires_grad_(True)
-    if (result.best_score, -result.history[result.best_epoch - 1]["val_loss"]) < (probe_f1, -probe_loss):
+    best_loss = float(result.history[result.best_epoch - 1]["val_loss"])
+    if (result.best_score, -best_loss) < (probe_f1, -probe_loss):
         model.load_state_dict(probe_state)
         result.history.append({"phase": "fine-tune", "epoch": 0, "loss": float("nan"), "val_macro_f1": probe_f1,
                                "val_loss": probe_loss, "kept": "linear probe (fine-tuning did not beat it)"})
