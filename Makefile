@@ -49,3 +49,9 @@ bench-serve: bench/.venv/.installed-stamp
 
 clean:
 	rm -rf $(VENV) build *.egg-info src/*.egg-info .pytest_cache .mypy_cache .ruff_cache
+
+# Image recognition: Fashion-MNIST head mode, zero-shot photos, serving vs a PyTorch eager endpoint.
+# Full mode on a GPU machine: python bench/vision.py --only full --device cuda (see docs/vision.md).
+.PHONY: bench-vision
+bench-vision: install
+	$(PY) bench/vision.py --only head,zeroshot,serve
