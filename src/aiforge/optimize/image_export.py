@@ -47,13 +47,14 @@ class StaticRecipe:
     name: str
     method: str  # "minmax" | "percentile" | "entropy"
     per_channel: bool = True
-    keep_ends_fp32: bool = False
+    fp32_last_convs: int = -1  # -1: quantize everything; n >= 0: keep the first conv, the last n and the classifier
 
 
 INT8_RECIPES: tuple[StaticRecipe, ...] = (
     StaticRecipe("qdq-per-channel-minmax", "minmax"),
     StaticRecipe("qdq-per-channel-percentile", "percentile"),
-    StaticRecipe("qdq-per-channel-minmax-fp32-ends", "minmax", keep_ends_fp32=True),
+    StaticRecipe("qdq-per-channel-minmax-fp32-ends", "minmax", fp32_last_convs=0),
+    StaticRecipe("qdq-per-channel-percentile-fp32-last-stage", "percentile", fp32_last_convs=4),
 )
 
 
@@ -140,13 +141,15 @@ class _Reader:
         return None if batch is None else {INPUT: batch}
 
 
-def _end_nodes(path: Path) -> list[str]:
+def _end_nodes(path: Path, last_convs: int) -> list[str]:
+    """The first conv, the last ``last_convs`` convs (the last block and the 1x1 head conv) and
+    the classifier: the layers whose quantization error reaches the probabilities most directly."""
     import onnx
 
     graph = onnx.load(str(path), load_external_data=False).graph
     convs = [n.name for n in graph.node if n.op_type == "Conv"]
     dense = [n.name for n in graph.node if n.op_type in ("Gemm", "MatMul")]
-    return convs[:1] + dense[-1:]
+    return convs[:1] + (convs[-last_convs:] if last_convs > 0 else []) + dense[-1:]
 
 
 def quantize_static_with_parity(fp32: Path, int8: Path, calibration: np.ndarray, *,
@@ -174,7 +177,8 @@ def quantize_static_with_parity(fp32: Path, int8: Path, calibration: np.ndarray,
                 quantize_static(str(prepared), str(int8), _Reader(calibration), quant_format=QuantFormat.QDQ,
                                 activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
                                 per_channel=recipe.per_channel, calibrate_method=methods[recipe.method],
-                                nodes_to_exclude=_end_nodes(prepared) if recipe.keep_ends_fp32 else [],
+                                nodes_to_exclude=_end_nodes(prepared, recipe.fp32_last_convs)
+                                if recipe.fp32_last_convs >= 0 else [],
                                 extra_options=extra)
             score = agreement(int8)
             tries.append({"recipe": recipe.name, "top1_agreement": score})
