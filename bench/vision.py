@@ -105,9 +105,9 @@ def run_head(args: argparse.Namespace, home: str) -> tuple[dict[str, Any], Any]:
     spec = BaseSpec.from_dict({
         "name": "fashion-head", "task": "image-classification",
         "data": {**{k: str(v) for k, v in paths.items()}, "format": "idx", "label_names": LABELS},
-        "model": {"mode": "head", "resolution": args.head_resolution, "crop_fraction": 1.0},
+        "model": {"mode": "head", "resolution": args.head_resolution, "crop_fraction": 1.0, "head": args.head},
         "train": {"seed": 0, "device": args.device},
-        "optimize": {"parity_samples": 2000, "calibration_samples": 512},
+        "optimize": {"parity_samples": 1000, "calibration_samples": 256},
     }, source="bench/vision.py")
     app = af.App(spec, home=home)
     t0 = time.perf_counter()
@@ -115,7 +115,7 @@ def run_head(args: argparse.Namespace, home: str) -> tuple[dict[str, Any], Any]:
     wall = time.perf_counter() - t0
     exported = app.export()
     test = result.test
-    row = {"mode": "head", "resolution": args.head_resolution, "test_accuracy": test.accuracy,
+    row = {"mode": "head", "head": args.head, "resolution": args.head_resolution, "test_accuracy": test.accuracy,
            "test_macro_f1": test.macro_f1, "validation_accuracy": result.validation.accuracy,
            "train_seconds": result.train_seconds, "fit_wall_seconds_incl_data": wall,
            "export_seconds": time.perf_counter() - t0 - wall, "n_train": len(result.splits.train),
@@ -322,6 +322,7 @@ def main() -> None:
     parser.add_argument("--data-dir", type=Path, default=FASHION_DIR)
     parser.add_argument("--out", type=Path, default=RESULTS / "vision.json")
     parser.add_argument("--head-resolution", type=int, default=64)
+    parser.add_argument("--head", default="linear", choices=["linear", "mlp"], help="head kind (head mode)")
     parser.add_argument("--full-resolution", type=int, default=64)
     parser.add_argument("--full-epochs", type=int, default=6)
     parser.add_argument("--full-batch-size", type=int, default=128)
@@ -341,7 +342,7 @@ def main() -> None:
         if "head" in parts or "serve" in parts:
             runs["head"], trained = run_head(args, home)
             runs["head"]["command"] = (f"python bench/vision.py --only {args.only} "
-                                       f"--head-resolution {args.head_resolution}")
+                                       f"--head-resolution {args.head_resolution} --head {args.head}")
             runs["head"]["machine"] = _machine("cpu" if args.device != "cuda" else "cuda")
         if "zeroshot" in parts:
             payload["zero_shot_top5"] = run_zeroshot(home)
