@@ -23,6 +23,7 @@ install: $(STAMP)
 
 demo: install
 	$(VENV)/bin/aiforge demo
+	$(VENV)/bin/aiforge chat-demo
 
 lint: install
 	$(VENV)/bin/ruff check src tests bench
@@ -66,3 +67,9 @@ demo-chat: install
 
 bench-chat: install
 	$(PY) bench/chat.py
+
+# Image recognition: Fashion-MNIST head mode, zero-shot photos, serving vs a PyTorch eager endpoint.
+# Full mode on a GPU machine: python bench/vision.py --only full --device cuda (see docs/vision.md).
+.PHONY: bench-vision
+bench-vision: install
+	$(PY) bench/vision.py --only head,zeroshot,serve

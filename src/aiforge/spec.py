@@ -176,6 +176,7 @@ SPECS: dict[str, str] = {
     "tabular-classification": "aiforge.tasks.tabular_spec:TabularSpec",
     "chat": "aiforge.chat.spec:ChatSpec",
     "recommendation": "aiforge.tasks.recommend_spec:RecommendSpec",
+    "image-classification": "aiforge.tasks.image_spec:ImageSpec",
 }
 
 

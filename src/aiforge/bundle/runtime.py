@@ -37,6 +37,7 @@ RUNTIMES: dict[str, str] = {
     "tabular-classification": "aiforge.bundle.tabular_runtime:TabularRuntime",
     "chat": "aiforge.chat.runtime:ChatRuntime",
     "recommendation": "aiforge.bundle.recommend_runtime:RecommendRuntime",
+    "image-classification": "aiforge.bundle.image_runtime:ImageRuntime",
 }
 
 

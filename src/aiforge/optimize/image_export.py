@@ -1,0 +1,254 @@
+"""Export a fitted image classifier: one ONNX graph (pixels -> probabilities, dynamic batch),
+an int8 statically quantized copy calibrated on training images, and parity checks.
+
+Static quantization needs activation ranges: ``calibration`` images (a stratified sample of
+the training set; for a zero-shot bundle, augmented views of the bundled sample photos) are
+run through the fp32 graph to collect them. Recipes are tried in order until the int8
+graph's top-1 agreement with fp32 on the parity set reaches ``optimize.min_int8_agreement``;
+otherwise the bundle ships fp32 only and the manifest says why.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import tempfile
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+
+from aiforge.data.images import ImageDataset, ImageSplits
+from aiforge.data.splits import stratified_split
+from aiforge.errors import ExportError
+from aiforge.vision.model import ProbabilityGraph
+from aiforge.vision.preprocess import AugmentConfig, augment, preprocess_batch
+
+if TYPE_CHECKING:
+    from aiforge.tasks.image_classification import FittedImageClassifier
+
+__all__ = ["FP32_GRAPH", "INT8_GRAPH", "INT8_RECIPES", "export_image_classifier", "parity_images"]
+
+FP32_GRAPH = "model.onnx"
+INT8_GRAPH = "model.int8.onnx"
+INPUT = "pixels"
+OUTPUT = "probabilities"
+
+
+@dataclass(frozen=True)
+class StaticRecipe:
+    """One static int8 recipe: calibration method, per-channel weights, fp32 first/last layers."""
+
+    name: str
+    method: str  # "minmax" | "percentile" | "entropy"
+    per_channel: bool = True
+    fp32_last_convs: int = -1  # -1: quantize everything; n >= 0: keep the first conv, the last n and the classifier
+
+
+INT8_RECIPES: tuple[StaticRecipe, ...] = (
+    StaticRecipe("qdq-per-channel-minmax", "minmax"),
+    StaticRecipe("qdq-per-channel-percentile", "percentile"),
+    StaticRecipe("qdq-per-channel-minmax-fp32-ends", "minmax", fp32_last_convs=0),
+    StaticRecipe("qdq-per-channel-percentile-fp32-last-stage", "percentile", fp32_last_convs=4),
+)
+
+
+def _sample(ds: ImageDataset, n: int, seed: int) -> ImageDataset:
+    if len(ds) <= n:
+        return ds
+    if len(set(ds.labels)) > 1 and len(set(ds.labels)) < n:
+        _, held = stratified_split(ds.labels, fraction=n / len(ds), seed=seed)
+        return ds.subset(held)
+    return ds.subset(sorted(np.random.default_rng(seed).choice(len(ds), n, replace=False).tolist()))
+
+
+def parity_images(fitted: FittedImageClassifier, splits: ImageSplits | None) -> tuple[ImageDataset, ImageDataset]:
+    """(parity set, calibration set): test (else validation) and train samples, or sample-photo views."""
+    opt, seed = fitted.spec.optimize, fitted.spec.train.seed
+    if splits is not None:
+        parity = _sample(splits.test or splits.validation, opt.parity_samples, seed)
+        return parity, _sample(splits.train, opt.calibration_samples, seed + 1)
+    from PIL import Image
+
+    from aiforge.data.samples import sample_photos
+
+    rng = np.random.default_rng(seed)
+    photos = [Image.fromarray(a) for a in sample_photos().values()]
+    aug = AugmentConfig(crop_scale_min=0.35, flip=True, jitter=0.2)
+    views = 24
+
+    def crops(n: int) -> list[Image.Image]:  # augmented views as images (so preprocess runs as usual)
+        res = fitted.image.resize
+        out = []
+        for k in range(n):
+            arr = augment(photos[k % len(photos)], fitted.image.__class__(resolution=res, resize=res), aug, rng)
+            out.append(Image.fromarray(np.clip(arr.transpose(1, 2, 0) * 127.5 + 127.5, 0, 255).astype(np.uint8)))
+        return out
+
+    n_parity = max(len(photos), min(opt.parity_samples, len(photos) * (views + 1)))
+    parity = ImageDataset(photos + crops(n_parity - len(photos)), ["?"] * n_parity, "sample photos and views")
+    n_calib = min(opt.calibration_samples, views * len(photos)) if opt.quantize else 0
+    calib = ImageDataset(crops(n_calib), ["?"] * n_calib, "sample photo views")
+    return parity, calib
+
+
+def _to_onnx(graph: torch.nn.Module, path: Path, example: torch.Tensor) -> str:
+    logging.getLogger("torch.onnx").setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(graph, (example,), str(path), input_names=[INPUT], output_names=[OUTPUT],
+                              dynamic_shapes={"pixels": {0: torch.export.Dim("batch")}}, external_data=False,
+                              dynamo=True, verbose=False, report=False)
+        return "dynamo"
+    except Exception as first:
+        logging.getLogger(__name__).warning("dynamo export failed (%s); using TorchScript export", first)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(graph, (example,), str(path), input_names=[INPUT], output_names=[OUTPUT],
+                              dynamo=False, opset_version=17,
+                              dynamic_axes={INPUT: {0: "batch"}, OUTPUT: {0: "batch"}})
+        return "torchscript"
+    except Exception as exc:
+        raise ExportError(f"ONNX export failed: {exc}") from exc
+
+
+def _onnx_probs(path: Path, pixels: np.ndarray, batch_size: int = 64) -> np.ndarray:
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return np.concatenate([sess.run([OUTPUT], {INPUT: pixels[i:i + batch_size]})[0]
+                           for i in range(0, len(pixels), batch_size)])
+
+
+class _Reader:
+    """onnxruntime's CalibrationDataReader protocol over preprocessed calibration images."""
+
+    def __init__(self, pixels: np.ndarray, batch_size: int = 16) -> None:
+        # equal-sized batches: the histogram calibrators stack per-batch outputs
+        bs = min(batch_size, len(pixels))
+        usable = len(pixels) // bs * bs
+        self._batches = iter([pixels[i:i + bs] for i in range(0, usable, bs)])
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        batch = next(self._batches, None)
+        return None if batch is None else {INPUT: batch}
+
+
+def _end_nodes(path: Path, last_convs: int) -> list[str]:
+    """The first conv, the last ``last_convs`` convs (the last block and the 1x1 head conv) and
+    the classifier: the layers whose quantization error reaches the probabilities most directly."""
+    import onnx
+
+    graph = onnx.load(str(path), load_external_data=False).graph
+    convs = [n.name for n in graph.node if n.op_type == "Conv"]
+    dense = [n.name for n in graph.node if n.op_type in ("Gemm", "MatMul")]
+    return convs[:1] + (convs[-last_convs:] if last_convs > 0 else []) + dense[-1:]
+
+
+def quantize_static_with_parity(fp32: Path, int8: Path, calibration: np.ndarray, *,
+                                agreement: Callable[[Path], float], min_agreement: float) -> dict[str, Any]:
+    """Try each recipe of :data:`INT8_RECIPES`; keep the first whose agreement reaches ``min_agreement``."""
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    logging.getLogger().setLevel(max(logging.getLogger().level, logging.ERROR))
+    methods = {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile,
+               "entropy": CalibrationMethod.Entropy}
+    tries = []
+    with tempfile.TemporaryDirectory(prefix="aiforge-quant-") as tmp:
+        prepared = Path(tmp) / "prepared.onnx"
+        try:
+            quant_pre_process(str(fp32), str(prepared), skip_symbolic_shape=True)
+        except Exception:  # pre-processing only helps; quantize the graph as exported
+            prepared = fp32
+        for recipe in INT8_RECIPES:
+            extra: dict[str, Any] = {"CalibMovingAverage": False}
+            if recipe.method == "percentile":
+                extra = {"CalibPercentile": 99.99}
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                quantize_static(str(prepared), str(int8), _Reader(calibration), quant_format=QuantFormat.QDQ,
+                                activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                                per_channel=recipe.per_channel, calibrate_method=methods[recipe.method],
+                                nodes_to_exclude=_end_nodes(prepared, recipe.fp32_last_convs)
+                                if recipe.fp32_last_convs >= 0 else [],
+                                extra_options=extra)
+            score = agreement(int8)
+            tries.append({"recipe": recipe.name, "top1_agreement": score})
+            if score >= min_agreement:
+                return {"recipe": recipe.name, "tries": tries, "ok": True}
+    int8.unlink(missing_ok=True)
+    return {"recipe": None, "tries": tries, "ok": False}
+
+
+def export_image_classifier(fitted: FittedImageClassifier, directory: Path, *, parity_data: ImageDataset,
+                            calibration: ImageDataset) -> dict[str, Any]:
+    """Write graphs and ``pipeline.json`` into ``directory``; return the parity record.
+
+    Raises:
+        ExportError: export failed or the fp32 graph does not match PyTorch.
+    """
+    opt = fitted.spec.optimize
+    directory.mkdir(parents=True, exist_ok=True)
+    cpu_model = copy.deepcopy(fitted.model).cpu().eval()
+    graph = ProbabilityGraph(cpu_model).eval()
+    pixels = preprocess_batch([parity_data.image(i) for i in range(len(parity_data))], fitted.image)
+    exporter = _to_onnx(graph, directory / FP32_GRAPH, torch.from_numpy(pixels[:2]))
+    with torch.inference_mode():
+        torch_probs = np.concatenate([graph(torch.from_numpy(pixels[i:i + 64])).numpy()
+                                      for i in range(0, len(pixels), 64)])
+    fp32 = _onnx_probs(directory / FP32_GRAPH, pixels)
+    max_diff = float(np.abs(fp32 - torch_probs).max())
+    index = {y: i for i, y in enumerate(fitted.labels)}
+    truth = np.array([index.get(y, -1) for y in parity_data.labels])
+    labelled = bool((truth >= 0).any())
+
+    def accuracy(probs: np.ndarray) -> float | None:
+        return float((probs.argmax(1) == truth).mean()) if labelled else None
+
+    parity: dict[str, Any] = {
+        "samples": len(parity_data), "source": parity_data.source, "exporter": exporter,
+        "fp32_vs_torch_max_abs_prob_diff": max_diff, "fp32_max_abs_prob_diff_limit": opt.max_prob_diff,
+        "fp32_ok": max_diff < opt.max_prob_diff, "torch_accuracy": accuracy(torch_probs),
+        "fp32_accuracy": accuracy(fp32),
+    }
+    if not parity["fp32_ok"]:
+        raise ExportError(f"ONNX fp32 graph differs from PyTorch by {max_diff:.2e} in probability (limit "
+                          f"{opt.max_prob_diff:.0e}); refusing to write a bundle that predicts differently.")
+    graphs, default = {"fp32": FP32_GRAPH}, "fp32"
+    if opt.quantize:
+        outcome: dict[str, np.ndarray] = {}
+
+        def agreement(path: Path) -> float:
+            outcome["int8"] = _onnx_probs(path, pixels)
+            return float((outcome["int8"].argmax(1) == fp32.argmax(1)).mean())
+
+        calib = preprocess_batch([calibration.image(i) for i in range(len(calibration))], fitted.image)
+        quant = quantize_static_with_parity(directory / FP32_GRAPH, directory / INT8_GRAPH, calib,
+                                            agreement=agreement, min_agreement=opt.min_int8_agreement)
+        int8 = outcome["int8"]
+        parity.update({
+            "int8_method": "static (QDQ, calibrated)", "int8_recipe": quant["recipe"], "int8_tries": quant["tries"],
+            "int8_calibration_samples": len(calibration), "int8_calibration_source": calibration.source,
+            "int8_top1_agreement": quant["tries"][-1]["top1_agreement"], "int8_min_agreement": opt.min_int8_agreement,
+            "int8_accuracy": accuracy(int8), "int8_vs_fp32_max_abs_prob_diff": float(np.abs(int8 - fp32).max()),
+            "int8_ok": quant["ok"],
+        })
+        if quant["ok"]:
+            graphs["int8"], default = INT8_GRAPH, "int8"
+        else:
+            parity["int8_dropped"] = "no recipe reached the top-1 agreement limit; the bundle ships fp32 only"
+    pipeline = {
+        "task": "image-classification", "labels": fitted.labels, "image": fitted.image.to_dict(),
+        "input": INPUT, "output": OUTPUT, "graphs": graphs, "default_precision": default,
+        "backbone": fitted.backbone.name, "top_k": fitted.spec.model.top_k,
+    }
+    (directory / "pipeline.json").write_text(json.dumps(pipeline, indent=2), encoding="utf-8")
+    return parity
