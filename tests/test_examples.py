@@ -27,3 +27,16 @@ def test_readme_starts_with_demo_and_test_commands() -> None:
     head = "\n".join(readme.read_text(encoding="utf-8").splitlines()[:20])
     assert "make demo" in head
     assert "make test" in head
+
+
+def test_every_example_spec_validates_against_its_tasks_schema() -> None:
+    from aiforge.spec import SPECS, BaseSpec
+
+    specs = sorted((REPO / "examples").glob("*/aiforge.yaml"))
+    assert len(specs) >= 7
+    tasks = set()
+    for path in specs:
+        spec = BaseSpec.from_yaml(path)
+        assert spec.name, path
+        tasks.add(spec.task)
+    assert tasks == set(SPECS), f"examples cover {sorted(tasks)}, tasks are {sorted(SPECS)}"

@@ -8,7 +8,7 @@ import os
 import sys
 import tempfile
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -107,12 +107,17 @@ def registry_list(home: HomeOpt = None) -> None:
 
     reg = Registry(home)
     table = Table(title=f"registry at {reg.home}")
-    for col in ("name", "version", "task", "created", "accuracy", "macro-F1"):
+    for col in ("name", "version", "task", "stage", "created", "headline metrics"):
         table.add_column(col)
     for r in reg.records():
-        table.add_row(r.name, str(r.version), r.task, r.created, f"{r.metrics.get('accuracy', float('nan')):.4f}",
-                      f"{r.metrics.get('macro_f1', float('nan')):.4f}")
+        table.add_row(r.name, str(r.version), r.task, r.stage, r.created, _headline(r.metrics))
     out.print(table)
+
+
+def _headline(metrics: dict[str, Any], limit: int = 3) -> str:
+    """The first few numeric metrics of a record, whatever its task reports (accuracy, NDCG@10…)."""
+    shown = [f"{k} {v:.4f}" for k, v in metrics.items() if isinstance(v, int | float) and not isinstance(v, bool)]
+    return ", ".join(shown[:limit]) or "-"
 
 
 @registry_app.command("show")
