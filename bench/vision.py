@@ -104,7 +104,9 @@ def run_head(args: argparse.Namespace, home: str) -> tuple[dict[str, Any], Any]:
     paths = _fashion(args.data_dir)
     spec = BaseSpec.from_dict({
         "name": "fashion-head", "task": "image-classification",
-        "data": {**{k: str(v) for k, v in paths.items()}, "format": "idx", "label_names": LABELS},
+        "data": {**{k: str(v) for k, v in paths.items()}, "format": "idx", "label_names": LABELS,
+                 **({"max_per_class": args.train_per_class, "max_test_per_class": args.train_per_class}
+                    if args.train_per_class else {})},
         "model": {"mode": "head", "resolution": args.head_resolution, "crop_fraction": 1.0, "head": args.head},
         "train": {"seed": 0, "device": args.device},
         "optimize": {"parity_samples": 1000, "calibration_samples": 256},
@@ -330,6 +332,10 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=15.0)
     parser.add_argument("--limit", type=int, default=0, help="smoke test: at most this many training images (full)")
     parser.add_argument("--light", action="store_true", help="import aiforge as on a bare GPU machine (full)")
+    parser.add_argument("--train-per-class", type=int, default=0,
+                        help="serve only: train the served head on at most this many images per class (and score "
+                             "it on as many test images per class); its row goes under serving.head_training, "
+                             "not runs.head")
     args = parser.parse_args()
     parts = [p.strip() for p in args.only.split(",") if p.strip()]
     _light_aiforge(force=args.light)
@@ -339,17 +345,33 @@ def main() -> None:
     runs = payload.setdefault("runs", {})
     with tempfile.TemporaryDirectory(prefix="aiforge-bench-vision-home-") as home:
         trained = None
+        if args.train_per_class and "head" in parts:
+            sys.exit("--train-per-class is for --only serve: a subset-trained head is no accuracy result")
+        head_row: dict[str, Any] = {}
         if "head" in parts or "serve" in parts:
-            runs["head"], trained = run_head(args, home)
-            runs["head"]["command"] = (f"python bench/vision.py --only {args.only} "
-                                       f"--head-resolution {args.head_resolution} --head {args.head}")
-            runs["head"]["machine"] = _machine("cpu" if args.device != "cuda" else "cuda")
+            head_row, trained = run_head(args, home)
+            head_row["command"] = (f"python bench/vision.py --only {args.only} "
+                                   f"--head-resolution {args.head_resolution} --head {args.head}"
+                                   + (f" --train-per-class {args.train_per_class}" if args.train_per_class else ""))
+            head_row["machine"] = _machine("cpu" if args.device != "cuda" else "cuda")
+            if not args.train_per_class:
+                runs["head"] = head_row
         if "zeroshot" in parts:
             payload["zero_shot_top5"] = run_zeroshot(home)
         if "serve" in parts:
             payload["serving"] = run_serve(args, trained)
             payload["serving"]["machine"] = _machine("cpu")
-            payload["serving"]["command"] = f"python bench/vision.py --only serve --duration {args.duration:g}"
+            payload["serving"]["command"] = (f"python bench/vision.py --only serve --duration {args.duration:g} "
+                                             f"--head {args.head}"
+                                             + (f" --train-per-class {args.train_per_class}"
+                                                if args.train_per_class else ""))
+            if args.train_per_class:
+                payload["serving"]["head_training"] = {
+                    **{k: v for k, v in head_row.items() if k != "history"},
+                    "note": (f"the served head was trained on at most {args.train_per_class} images per class "
+                             "(and scored on as many test images per class) to keep the run short: serving speed "
+                             "and int8 agreement do not need the full training set; runs.head holds the "
+                             "full-data accuracy")}
         if "full" in parts:
             runs["full"] = run_full(args)
             runs["full"]["command"] = (f"python bench/vision.py --only full --device {args.device} --full-resolution "
