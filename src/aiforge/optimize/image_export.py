@@ -56,9 +56,11 @@ INT8_RECIPES: tuple[StaticRecipe, ...] = (
     StaticRecipe("qdq-per-channel-percentile", "percentile"),
     StaticRecipe("qdq-per-channel-minmax-fp32-ends", "minmax", fp32_last_convs=0),
     StaticRecipe("qdq-per-channel-percentile-fp32-last-stage", "percentile", fp32_last_convs=4),
-    # Measured on EfficientNet-Lite0 / Fashion-MNIST at 64 px (2000 test images, docs/vision.md): the top-1
-    # disagreement comes from the early blocks (fp32 first 6 convs: 0.978, first 12: 0.985, first 30: 0.990-0.991,
-    # first 36: 0.991), not the last stage or the head (fp32 tail: 0.96); the rest still runs int8, ~1.7-1.9x fp32.
+    # Measured on EfficientNet-Lite0 / Fashion-MNIST at 64 px (docs/vision.md): the top-1 disagreement comes from
+    # the early blocks (fp32 first 5 convs: 0.978, first 12: 0.985 on 2000 test images), not the last stage or the
+    # head (fp32 tail: 0.96). Keeping the first 30 / 36 convs fp32 lands at 0.985-0.992 depending on model and
+    # sample (MLP head, 10000 test images: 0.989 / 0.992; linear head, 1000 parity images: 0.991 / 0.988), so these
+    # straddle a 0.99 gate rather than clear it. The rest still runs int8: ~1.7-1.9x fp32 at batch 1.
     StaticRecipe("qdq-per-channel-minmax-fp32-first-30-convs", "minmax", fp32_first_convs=30),
     StaticRecipe("qdq-per-channel-minmax-fp32-first-36-convs", "minmax", fp32_first_convs=36),
 )
