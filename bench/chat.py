@@ -9,7 +9,6 @@ Writes bench/results/chat.json and prints a table. BANKING77 comes from ../share
 from __future__ import annotations
 
 import argparse
-import asyncio
 import csv
 import json
 import os
@@ -189,52 +188,20 @@ QUESTIONS = [
 ]
 
 
-async def _load(port: int, model: str, concurrency: int, duration: float) -> dict[str, Any]:
-    from aiforge.serve.loadgen import _Connection
-
-    bodies = [json.dumps({"model": model, "messages": [{"role": "user", "content": q}]}).encode() for q in QUESTIONS]
-    lat: list[float] = []
-    statuses: dict[int, int] = {}
-    deadline = time.perf_counter() + duration
-
-    async def worker(k: int) -> None:
-        conn = _Connection("127.0.0.1", port, {})
-        i = k
-        try:
-            while time.perf_counter() < deadline:
-                t0 = time.perf_counter()
-                status = await conn.post("/v1/chat/completions", bodies[i % len(bodies)])
-                i += 1
-                statuses[status] = statuses.get(status, 0) + 1
-                if status == 200:
-                    lat.append((time.perf_counter() - t0) * 1000)
-        finally:
-            await conn.close()
-
-    start = time.perf_counter()
-    await asyncio.gather(*(worker(k) for k in range(concurrency)))
-    elapsed = time.perf_counter() - start
-    lat.sort()
-
-    def pct(q: float) -> float:
-        return lat[min(len(lat) - 1, round(q / 100 * (len(lat) - 1)))] if lat else float("nan")
-
-    return {"concurrency": concurrency, "requests": sum(statuses.values()), "statuses": statuses,
-            "throughput_rps": len(lat) / elapsed, "p50_ms": pct(50), "p99_ms": pct(99),
-            "mean_ms": statistics.fmean(lat) if lat else float("nan")}
-
-
 def http_latency(home: Path, duration: float) -> dict[str, Any]:
     """p50/p99 of full extractive answers through POST /v1/chat/completions (docs-assistant bundle)."""
     from aiforge.chat.api import demo_spec, index_folder
-    from aiforge.serve.loadgen import aiforge_server_args, free_port, start_server
+    from aiforge.serve.loadgen import aiforge_server_args, free_port, measure, start_server
 
     built = index_folder(spec_file=demo_spec(), home=home, progress=False)
     port = free_port()
     env = dict(os.environ, AIFORGE_HOME=str(home), TOKENIZERS_PARALLELISM="false")
     proc, ready = start_server(aiforge_server_args([str(built.exported.path)], port=port), port=port, env=env)
     try:
-        levels = [asyncio.run(_load(port, built.exported.record.name, c, duration)) for c in (1, 16)]
+        name = built.exported.record.name
+        bodies = [json.dumps({"model": name, "messages": [{"role": "user", "content": q}]}).encode() for q in QUESTIONS]
+        levels = [measure(f"http://127.0.0.1:{port}", "/v1/chat/completions", [], bodies=bodies, concurrency=c,
+                          duration=duration) for c in (1, 16)]
     finally:
         proc.terminate()
         proc.wait(timeout=30)

@@ -21,11 +21,8 @@ Writes bench/results/recommend.json.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
-import multiprocessing as mp
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -116,43 +113,9 @@ def accuracy(spec: Any) -> tuple[dict[str, Any], Any]:
 # ----- 4: serving ----------------------------------------------------------------------------
 
 
-async def _load(port: int, path: str, bodies: list[bytes], concurrency: int, duration: float) -> dict[str, Any]:
-    from aiforge.serve.loadgen import _Connection, _percentile
-
-    lat: list[float] = []
-    statuses: dict[str, int] = {}
-    deadline = time.perf_counter() + duration
-
-    async def worker(offset: int) -> None:
-        conn = _Connection("127.0.0.1", port, {})
-        i = offset
-        try:
-            while time.perf_counter() < deadline:
-                t0 = time.perf_counter()
-                status = str(await conn.post(path, bodies[i % len(bodies)]))
-                i += concurrency
-                statuses[status] = statuses.get(status, 0) + 1
-                if status == "200":
-                    lat.append((time.perf_counter() - t0) * 1000)
-        finally:
-            await conn.close()
-
-    start = time.perf_counter()
-    await asyncio.gather(*(worker(k) for k in range(concurrency)))
-    elapsed = time.perf_counter() - start
-    lat.sort()
-    return {"concurrency": concurrency, "requests": sum(statuses.values()), "status_counts": statuses,
-            "throughput_rps": statuses.get("200", 0) / elapsed, "p50_ms": _percentile(lat, 50),
-            "p99_ms": _percentile(lat, 99), "mean_ms": statistics.fmean(lat) if lat else float("nan")}
-
-
-def _child(queue: Any, args: tuple[Any, ...]) -> None:
-    queue.put(asyncio.run(_load(*args)))
-
-
 def serving(bundle: Path, home: Path, users: list[str], duration: float) -> dict[str, Any]:
     from aiforge.serve.benchmark import rss_mb as proc_rss
-    from aiforge.serve.loadgen import aiforge_server_args, free_port, start_server
+    from aiforge.serve.loadgen import aiforge_server_args, free_port, measure, start_server
 
     port = free_port()
     env = dict(os.environ, AIFORGE_HOME=str(home), HF_HUB_OFFLINE="1")
@@ -163,13 +126,9 @@ def serving(bundle: Path, home: Path, users: list[str], duration: float) -> dict
               for u in rng.choice(users, size=min(500, len(users)), replace=True)]
     levels = []
     try:
-        ctx = mp.get_context("spawn")
         for c in (1, 32):
-            q = ctx.Queue()
-            p = ctx.Process(target=_child, args=(q, (port, "/v1/models/movielens/recommend", bodies, c, duration)))
-            p.start()
-            levels.append(q.get(timeout=duration + 120))
-            p.join(timeout=10)
+            levels.append(measure(f"http://127.0.0.1:{port}", "/v1/models/movielens/recommend", [],
+                                  bodies=bodies, concurrency=c, duration=duration))
             log(f"serving c={c}: {levels[-1]}")
         rss = proc_rss(proc.pid)
     finally:

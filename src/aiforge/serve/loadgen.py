@@ -143,13 +143,12 @@ class _Connection:
         return status
 
 
-async def _load(url: str, path: str, texts: list[str], concurrency: int, duration: float,
-                protocol: str, headers: dict[str, str]) -> LoadResult:
+async def _load(url: str, path: str, bodies: list[bytes], concurrency: int, duration: float,
+                headers: dict[str, str]) -> LoadResult:
     latencies: list[float] = []
     statuses: dict[str, int] = {}
     parts = urlsplit(url)
     host, port = parts.hostname or "127.0.0.1", parts.port or 80
-    bodies = [json.dumps(request_body(protocol, t)).encode() for t in texts]
     deadline = time.perf_counter() + duration
     counter = {"n": 0}
 
@@ -187,9 +186,18 @@ async def _load(url: str, path: str, texts: list[str], concurrency: int, duratio
 
 
 def run_load(url: str, path: str, texts: list[str], *, concurrency: int, duration: float,
-             protocol: str = "v2", headers: dict[str, str] | None = None) -> LoadResult:
-    """Closed loop: ``concurrency`` clients each send one text per request for ``duration`` s."""
+             protocol: str = "v2", headers: dict[str, str] | None = None,
+             bodies: list[bytes] | None = None) -> LoadResult:
+    """Closed loop: ``concurrency`` clients each send one text per request for ``duration`` s.
+
+    ``bodies`` (ready JSON request bodies, sent in turn) replaces ``texts`` for routes that take
+    something other than texts: chat completions, recommendations, images.
+    """
     check_loopback(url)
+    if bodies is None:
+        bodies = [json.dumps(request_body(protocol, t)).encode() for t in texts]
+    if not bodies:
+        raise AiforgeError("the load generator needs at least one request body")
     factory: Callable[[], asyncio.AbstractEventLoop] = asyncio.new_event_loop
     try:
         import uvloop
@@ -198,7 +206,7 @@ def run_load(url: str, path: str, texts: list[str], *, concurrency: int, duratio
     except ImportError:
         pass
     with asyncio.Runner(loop_factory=factory) as runner:
-        return runner.run(_load(url, path, texts, concurrency, duration, protocol, headers or {}))
+        return runner.run(_load(url, path, bodies, concurrency, duration, headers or {}))
 
 
 def _child(queue: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
@@ -209,7 +217,8 @@ def _child(queue: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
 
 
 def measure(url: str, path: str, texts: list[str], *, concurrency: int, duration: float,
-            protocol: str = "v2", headers: dict[str, str] | None = None) -> dict[str, Any]:
+            protocol: str = "v2", headers: dict[str, str] | None = None,
+            bodies: list[bytes] | None = None) -> dict[str, Any]:
     """``run_load`` in a separate process; returns its result as a dict.
 
     Raises:
@@ -220,7 +229,7 @@ def measure(url: str, path: str, texts: list[str], *, concurrency: int, duration
     queue = ctx.Queue()
     proc = ctx.Process(target=_child, args=(queue, (url, path, texts),
                                             {"concurrency": concurrency, "duration": duration,
-                                             "protocol": protocol, "headers": headers}))
+                                             "protocol": protocol, "headers": headers, "bodies": bodies}))
     proc.start()
     try:
         result: dict[str, Any] = queue.get(timeout=duration + 120)
