@@ -90,6 +90,19 @@ class Registry:
         path.mkdir(parents=True)
         return path
 
+    @contextmanager
+    def staging(self) -> Iterator[Path]:
+        """A fresh staging folder (as ``staging_dir``) that is removed if the block raises.
+
+        Build a bundle inside the block, then hand the folder to :meth:`add`.
+        """
+        path = self.staging_dir()
+        try:
+            yield path
+        except BaseException:
+            shutil.rmtree(path, ignore_errors=True)
+            raise
+
     def add(self, staged: Path, *, name: str, task: str, extra: dict[str, Any] | None = None,
             metrics: dict[str, Any] | None = None) -> tuple[BundleRecord, BundleManifest]:
         """Give ``staged`` the next version of ``name``, write its manifest and index it.

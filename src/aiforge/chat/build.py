@@ -191,8 +191,7 @@ def build_chat(spec: ChatSpec, *, registry: Registry | None = None, progress: bo
 def export_chat(build: ChatBuild, registry: Registry) -> tuple[Any, Any]:
     """Write the bundle (encoder, index, intents, pipeline, metrics, card) and register it."""
     spec = build.spec
-    staged = registry.staging_dir()
-    try:
+    with registry.staging() as staged:
         shutil.copy2(build.encoder_dir / ENCODER_GRAPH, staged / ENCODER_GRAPH)
         shutil.copy2(build.encoder_dir / ENCODER_TOKENIZER, staged / ENCODER_TOKENIZER)
         write_index(staged, build.rows)
@@ -213,9 +212,6 @@ def export_chat(build: ChatBuild, registry: Registry) -> tuple[Any, Any]:
                    "intents": build.intents.calibration if build.intents else None}
         (staged / "metrics.json").write_text(json.dumps(metrics, indent=2), encoding="utf-8")
         (staged / "card.md").write_text(_card(build), encoding="utf-8")
-    except BaseException:
-        shutil.rmtree(staged, ignore_errors=True)
-        raise
     headline = {"chunks": build.stats["chunks"], "files": build.stats["files"]}
     if build.intents is not None:
         headline["intents"] = len(build.intents.labels)

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -183,8 +182,7 @@ class ImageClassificationTask:
         check_spec(spec, ImageSpec)
         assert isinstance(spec, ImageSpec)
         fitted, splits = result.fitted, result.splits
-        staged = registry.staging_dir()
-        try:
+        with registry.staging() as staged:
             parity_data, calibration = parity_images(fitted, splits)
             parity = export_image_classifier(fitted, staged, parity_data=parity_data, calibration=calibration)
             metrics = {
@@ -203,9 +201,6 @@ class ImageClassificationTask:
                                       gradcam_count=spec.report.gradcam)
             (staged / "card.md").write_text(
                 image_card(spec, fitted, splits, metrics=metrics, parity=parity, report=report), encoding="utf-8")
-        except BaseException:
-            shutil.rmtree(staged, ignore_errors=True)
-            raise
         scored = result.test or result.validation
         headline = scored.headline() if scored else {}
         extra = {

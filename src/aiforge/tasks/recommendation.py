@@ -9,7 +9,6 @@ id maps, item metadata, histories, metrics, card and the HTML report, and regist
 
 from __future__ import annotations
 
-import shutil
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -140,8 +139,7 @@ class RecommendationTask:
         assert isinstance(spec, RecommendSpec)
         from aiforge.optimize.recommend_bundle import write_recommender
 
-        staged = registry.staging_dir()
-        try:
+        with registry.staging() as staged:
             metrics = {
                 "k": spec.model.k, "algorithm": result.algorithm, "train_seconds": result.train_seconds,
                 "models": {a: {"params": r.params, "test": r.test.to_dict(), "fit_seconds": r.fit_seconds,
@@ -153,9 +151,6 @@ class RecommendationTask:
                          "validation": int(result.split.validation.sum())},
             }
             parity = write_recommender(staged, spec, result, metrics)
-        except BaseException:
-            shutil.rmtree(staged, ignore_errors=True)
-            raise
         headline = result.reports[result.algorithm].test.headline()
         extra = {"aiforge_version": __version__, "algorithm": result.algorithm, "metrics": headline,
                  "parity": parity, "spec": spec.model_dump(mode="json")}

@@ -4,7 +4,6 @@ export to one ONNX graph, and a fairness audit run on that exported graph."""
 from __future__ import annotations
 
 import json
-import shutil
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -144,8 +143,7 @@ class TabularTask:
         assert isinstance(spec, TabularSpec)
         data, schema, model = result.data, result.schema, result.shipped
         eval_frame = data.test if data.test is not None else data.validation
-        staged = registry.staging_dir()
-        try:
+        with registry.staging() as staged:
             feed = frame_columns(eval_frame.frame, schema)
             reference = model.proba(model_frame(eval_frame, schema, data.sensitive_features))
             parity = export_tabular(model, schema, staged, feed=feed, reference=reference)
@@ -165,9 +163,6 @@ class TabularTask:
                         tradeoff=tradeoff)
             card = tabular_card(spec=spec, result=result, audit=audit.report, parity=parity, metrics=metrics)
             (staged / "card.md").write_text(card, encoding="utf-8")
-        except BaseException:
-            shutil.rmtree(staged, ignore_errors=True)
-            raise
         headline = _headline(audit.report, data.sensitive_features)
         extra = {
             "aiforge_version": __version__, "model": model.kind, "mitigation": pipeline["mitigation"],

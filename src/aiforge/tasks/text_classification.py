@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -200,8 +199,7 @@ class TextClassificationTask:
         check_spec(spec, AppSpec)
         assert isinstance(spec, AppSpec)
         fitted, splits = result.fitted, result.splits
-        staged = registry.staging_dir()
-        try:
+        with registry.staging() as staged:
             parity = fitted.export(staged, parity_data=splits.test or splits.validation)
             metrics = {
                 "validation": result.validation.to_dict(),
@@ -220,9 +218,6 @@ class TextClassificationTask:
                 data=data, metrics=metrics, parity=parity, train_seconds=result.train_seconds,
             )
             (staged / "card.md").write_text(card, encoding="utf-8")
-        except BaseException:
-            shutil.rmtree(staged, ignore_errors=True)
-            raise
         headline = (result.test or result.validation).headline()
         extra = {
             "aiforge_version": __version__,
