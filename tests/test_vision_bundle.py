@@ -54,6 +54,14 @@ def test_bundle_files_manifest_and_parity(trained: TrainedImages) -> None:
     assert parity["int8_calibration_samples"] > 0 and "train part" in parity["int8_calibration_source"]
     assert ("int8" in pipeline["graphs"]) == parity["int8_ok"]  # the gate decides what ships
     assert parity["int8_tries"][0]["top1_agreement"] > 0.5
+    # the margin guard: chosen on tuning images (validation, then unused training images), never the parity set
+    assert parity["int8_fallback"] and parity["int8_tuning_samples"] > 0
+    assert "validation" in parity["int8_tuning_source"]
+    for row in parity["int8_tries"]:  # guarded rows take fp32's answer, so the guard never lowers agreement
+        assert row["guarded_top1_agreement"] >= row["top1_agreement"]
+        assert row["ok"] == (row["guarded_top1_agreement"] >= parity["int8_min_agreement"]
+                             and row["tuning_fallback_rate"] <= parity["int8_max_fallback_rate"])
+    assert ("int8_fallback" in pipeline) == (parity["int8_ok"] and parity["int8_min_margin"] > 0)
     card = (path / "card.md").read_text()
     assert "## Intended use" in card and "report.html" in card
 
@@ -91,6 +99,48 @@ def test_runtime_computes_the_same_numbers_as_training(trained: TrainedImages, r
     onnx_probs = runtime.predict_proba([Path(n).read_bytes() for n in names])
     assert np.abs(onnx_probs - torch_probs).max() < 1e-4
     assert np.abs(runtime.predict_proba(names) - onnx_probs).max() == 0  # paths and bytes alike
+
+
+def test_guarded_int8_reruns_low_margin_items_in_fp32(trained: TrainedImages, tmp_path: Path) -> None:
+    """A copy of the bundle with an int8 graph and a guard at the median margin: rows under it are
+    fp32's rows, the rest int8's, and the counters say how many went to fp32."""
+    import shutil
+
+    from aiforge.optimize.image_export import GateData, _onnx_probs, quantize_static_with_parity
+    from aiforge.vision.preprocess import preprocess_batch
+
+    bundle = tmp_path / "bundle"
+    shutil.copytree(trained.export.path, bundle)
+    fitted = trained.fit.fitted
+    train, test = load_image_dataset(trained.data / "train"), load_image_dataset(trained.data / "test")
+    calib = preprocess_batch([train.image(i) for i in range(len(train))], fitted.image)
+    pixels = preprocess_batch([test.image(i) for i in range(len(test))], fitted.image)
+    fp32 = _onnx_probs(bundle / "model.onnx", pixels)
+    quant = quantize_static_with_parity(bundle / "model.onnx", bundle / "model.int8.onnx", calib,
+                                        GateData(pixels, fp32, calib, _onnx_probs(bundle / "model.onnx", calib)),
+                                        min_agreement=0.0)
+    assert quant["ok"] and quant["tries"][0]["int8_ms_per_image"] > 0
+    int8 = quant["int8_probs"]
+    margin = float(np.median(np.sort(int8, 1)[:, -1] - np.sort(int8, 1)[:, -2]))
+    pipeline = json.loads((bundle / "pipeline.json").read_text())
+    pipeline["graphs"]["int8"] = "model.int8.onnx"
+    pipeline["int8_fallback"] = {"graph": "fp32", "min_margin": margin}
+    (bundle / "pipeline.json").write_text(json.dumps(pipeline))
+
+    manifest = trained.export.manifest
+    only = ImageRuntime(bundle, manifest, precision="int8-only")
+    guarded = ImageRuntime(bundle, manifest, precision="int8")
+    plain = ImageRuntime(bundle, manifest, precision="fp32")
+    names = test.names or []
+    p_only, p_guarded, p_fp32 = (rt.predict_proba(names) for rt in (only, guarded, plain))
+    np.testing.assert_allclose(p_only, int8, atol=1e-6)
+    low = (np.sort(p_only, 1)[:, -1] - np.sort(p_only, 1)[:, -2]) < margin
+    assert 0 < low.sum() < len(names)
+    np.testing.assert_allclose(p_guarded[low], p_fp32[low], atol=1e-5)
+    np.testing.assert_array_equal(p_guarded[~low], p_only[~low])
+    assert guarded.counters() == {"items": len(names), "fp32_fallback_items": int(low.sum())}
+    assert only.counters()["fp32_fallback_items"] == 0 and "int8_fallback" not in only.describe()
+    assert guarded.describe()["int8_fallback"]["min_margin"] == margin
 
 
 def test_runtime_file_verbs(trained: TrainedImages, runtime: ImageRuntime) -> None:

@@ -154,6 +154,15 @@ def test_no_500_was_ever_answered(server: RunningServer) -> None:
     assert "Traceback" not in server.log_tail(20_000)
 
 
+def test_metrics_count_items_and_fp32_fallbacks(server: RunningServer, pngs: list[bytes]) -> None:
+    r = httpx.post(f"{server.url}/v1/models/{NAME}/classify", json={"images": [_b64(b) for b in pngs]}, timeout=60)
+    assert r.status_code == 200
+    metrics = metric_samples(httpx.get(server.url + "/metrics", timeout=10).text)
+    counts = {dict(labels)["counter"]: v for (name, labels), v in metrics.items()
+              if name == "aiforge_runtime_count" and dict(labels)["model"] == NAME}
+    assert counts["items"] >= len(pngs) and 0 <= counts["fp32_fallback_items"] <= counts["items"]
+
+
 def test_refused_bomb_leaves_no_memory_behind(server: RunningServer) -> None:
     bomb = bomb_png(12_000, 12_000)  # 432 MB if it were decoded to RGB
     before = rss_mb(server.proc.pid)

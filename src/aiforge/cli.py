@@ -191,7 +191,8 @@ def serve(
     max_inputs: Annotated[int | None, typer.Option(help="Texts per request, 422 above [default: 256].")] = None,
     max_text_chars: Annotated[int | None, typer.Option(help="Characters per text, 422 above [default: 10000].")] = None,
     max_body_bytes: Annotated[int | None, typer.Option(help="Body size, 413 above [default: 1 MiB].")] = None,
-    precision: Annotated[str | None, typer.Option(help="auto, fp32 or int8 [default: auto].")] = None,
+    precision: Annotated[str | None, typer.Option(help="auto, fp32, int8 or int8-only (image bundles: "
+                                                           "int8 without the fp32 re-check) [default: auto].")] = None,
     api_key_file: Annotated[Path | None, typer.Option(help="File of API keys, one per line.")] = None,
     access_log: Annotated[bool, typer.Option(help="JSON access log on stderr.")] = True,
     home: HomeOpt = None,
@@ -220,7 +221,7 @@ def bench(
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Write results JSON here.")] = None,
     max_batch_size: Annotated[int, typer.Option(help="Server batch size.")] = 64,
     max_wait_ms: Annotated[float, typer.Option(help="Server batch wait.")] = 5.0,
-    precision: Annotated[str, typer.Option(help="auto, fp32 or int8.")] = "auto",
+    precision: Annotated[str, typer.Option(help="auto, fp32, int8 or int8-only.")] = "auto",
     home: HomeOpt = None,
 ) -> None:
     """Start a server on loopback, load it at each concurrency, report throughput and latency."""

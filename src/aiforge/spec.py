@@ -105,7 +105,7 @@ class ServeSpec(_Strict):
     port: int = Field(default=8000, gt=0, lt=65536)
     max_batch_size: int = Field(default=64, gt=0)
     max_wait_ms: float = Field(default=5.0, ge=0)
-    precision: Literal["auto", "fp32", "int8"] = "auto"
+    precision: Literal["auto", "fp32", "int8", "int8-only"] = "auto"
 
 
 class BaseSpec(_Strict):

@@ -125,8 +125,15 @@ def image_card(spec: ImageSpec, fitted: FittedImageClassifier, splits: ImageSpli
               f"- ONNX fp32 vs PyTorch max |Δp| {parity['fp32_vs_torch_max_abs_prob_diff']:.2e} "
               f"on {parity['samples']} images ({parity['source']})"]
     if "int8_ok" in parity:
-        lines.append(f"- int8 static: top-1 agreement {parity['int8_top1_agreement']:.4f} (limit "
-                     f"{parity['int8_min_agreement']}); {'shipped' if parity['int8_ok'] else 'dropped'}")
+        lines.append(f"- int8 static ({parity['int8_recipe'] or 'no recipe passed'}): top-1 agreement with fp32 "
+                     f"{parity['int8_top1_agreement']:.4f} alone (limit {parity['int8_min_agreement']}); "
+                     f"{'shipped' if parity['int8_ok'] else 'dropped'}")
+        if parity.get("int8_ok") and parity.get("int8_min_margin"):
+            lines.append(f"- guarded int8: items whose int8 top-1 margin is under {parity['int8_min_margin']:.3f} "
+                         f"are re-run in fp32 ({parity['int8_parity_fallback_rate']:.1%} of the parity images); "
+                         f"top-1 agreement {parity['int8_guarded_top1_agreement']:.4f}. The threshold was chosen "
+                         f"on {parity['int8_tuning_samples']} other images; serve with precision int8-only to "
+                         "turn the guard off")
     if report:
         lines += ["", "## Report", "", f"`{report['file']}` in this bundle: {report['mistakes_shown']} most confident "
                   f"mistakes and {report['gradcam_shown']} Grad-CAM heat maps."]

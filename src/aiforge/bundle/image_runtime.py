@@ -13,6 +13,7 @@ Items:
 from __future__ import annotations
 
 import math
+import threading
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -22,6 +23,7 @@ import numpy as np
 from aiforge.bundle.format import BundleManifest
 from aiforge.bundle.runtime import ItemLimits, Runtime, onnx_session
 from aiforge.errors import BundleError, DataError, InputError
+from aiforge.optimize.fallback import FALLBACK_KEY, top2_margin
 from aiforge.vision.decode import decode_base64, decode_image, open_image_file
 from aiforge.vision.preprocess import ImageConfig, preprocess
 
@@ -34,7 +36,12 @@ _DEFAULT_LIMITS = ItemLimits()
 
 
 class ImageRuntime(Runtime):
-    """An image-classification bundle: image config + one ONNX graph (fp32 or int8)."""
+    """An image-classification bundle: image config + one ONNX graph (fp32 or int8).
+
+    Precision ``int8`` (the default when the bundle ships it) is *guarded* when the bundle
+    records a fallback margin: items whose int8 top-1 margin falls under it are re-run through
+    the fp32 graph (:mod:`aiforge.optimize.fallback`). ``int8-only`` turns the guard off.
+    """
 
     task = "image-classification"
 
@@ -50,12 +57,27 @@ class ImageRuntime(Runtime):
         except (KeyError, TypeError, ValueError) as exc:
             raise BundleError(f"{path}: pipeline.json is incomplete ({exc}).") from exc
         chosen = self.pipeline.get("default_precision", "fp32") if precision == "auto" else precision
-        if chosen not in graphs:
-            raise BundleError(f"{path}: no {chosen!r} graph in this bundle; it has {sorted(graphs)}.")
+        graph = "int8" if chosen == "int8-only" else chosen
+        if graph not in graphs:
+            raise BundleError(f"{path}: no {graph!r} graph in this bundle; it has {sorted(graphs)}.")
         self.precision = chosen
-        self.session = onnx_session(path / graphs[chosen], threads=threads)
         self._input = self.pipeline.get("input", "pixels")
         self._output = self.pipeline.get("output", "probabilities")
+        self.min_margin = 0.0
+        self._fallback = None
+        guard = self.pipeline.get(FALLBACK_KEY) if chosen == "int8" else None
+        self.session = onnx_session(path / graphs[graph], threads=threads)
+        if guard:
+            try:
+                self.min_margin = float(guard["min_margin"])
+                # the few re-run rows go on the calling thread: a second thread pool would fight the
+                # int8 session's (still spinning) threads for the same cores, measured 2-3x slower
+                self._fallback = onnx_session(path / graphs[guard["graph"]], threads=1)
+            except (KeyError, TypeError, ValueError) as exc:
+                raise BundleError(f"{path}: pipeline.json {FALLBACK_KEY} is incomplete ({exc}).") from exc
+        self._lock = threading.Lock()
+        self.items_seen = 0
+        self.fallback_items = 0
 
     @classmethod
     def open(cls, path: Path, manifest: BundleManifest, *, precision: str = "auto",
@@ -126,10 +148,25 @@ class ImageRuntime(Runtime):
         if not items:
             return out
         pixels = np.stack([self._pixels(item, i) for i, item in enumerate(items)])
+        fell = 0
         for start in range(0, len(pixels), self.batch_size):
             chunk = pixels[start:start + self.batch_size]
-            out[start:start + len(chunk)] = self.session.run([self._output], {self._input: chunk})[0]
+            probs = self.session.run([self._output], {self._input: chunk})[0]
+            if self._fallback is not None:
+                low = np.flatnonzero(top2_margin(probs) < self.min_margin)
+                if low.size:
+                    probs[low] = self._fallback.run([self._output], {self._input: chunk[low]})[0]
+                    fell += int(low.size)
+            out[start:start + len(chunk)] = probs
+        with self._lock:
+            self.items_seen += len(items)
+            self.fallback_items += fell
         return out
+
+    def counters(self) -> dict[str, int]:
+        """Items predicted since load, and how many of them the guard re-ran in fp32."""
+        with self._lock:
+            return {"items": self.items_seen, "fp32_fallback_items": self.fallback_items}
 
     def _pixels(self, item: Any, i: int) -> np.ndarray:
         from PIL import Image
@@ -150,14 +187,18 @@ class ImageRuntime(Runtime):
 
     def warmup(self) -> None:
         r = self.image.resolution
-        for n in (1, 4):
-            self.session.run([self._output], {self._input: np.zeros((n, 3, r, r), np.float32)})
+        for session in (self.session, self._fallback):
+            for n in (1, 4):
+                if session is not None:
+                    session.run([self._output], {self._input: np.zeros((n, 3, r, r), np.float32)})
 
     def describe(self) -> dict[str, Any]:
         info = super().describe()
         if len(self.labels) > 50:
             info["labels"] = [*self.labels[:10], f"… {len(self.labels) - 10} more"]
         info["image"] = self.image.to_dict()
+        if self._fallback is not None:
+            info["int8_fallback"] = {"min_margin": self.min_margin, **self.counters()}
         return info
 
     # --- CLI side --------------------------------------------------------------------

@@ -64,8 +64,12 @@ class ItemLimits:
     max_image_pixels: int = 40_000_000
 
 
-def onnx_session(path: Path, *, threads: int | None = None) -> ort.InferenceSession:
+def onnx_session(path: Path, *, threads: int | None = None, spinning: bool = True) -> ort.InferenceSession:
     """An onnxruntime session with aiforge's settings (all graph optimisations, CUDA when present).
+
+    ``spinning=False`` stops the intra-op threads from busy-waiting after a run: needed when two
+    sessions take turns on the same cores (guarded int8), where one session's spinning threads
+    would slow the other's run down several times.
 
     Raises:
         BundleError: the graph cannot be loaded.
@@ -76,6 +80,8 @@ def onnx_session(path: Path, *, threads: int | None = None) -> ort.InferenceSess
     options.intra_op_num_threads = threads or os.cpu_count() or 1
     options.inter_op_num_threads = 1
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    if not spinning:
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in ort.get_available_providers()]
     try:
         return ort.InferenceSession(str(path), options, providers=providers)
@@ -185,6 +191,10 @@ class Runtime:
     def warmup(self) -> None:
         """Run the graph once or twice so the first request is not slow."""
 
+    def counters(self) -> dict[str, int]:
+        """Monotonic counts the server exports as ``aiforge_runtime_count{model, counter}``."""
+        return {}
+
     def describe(self) -> dict[str, Any]:
         """Name, version, task, precision, labels and headline metrics, for listings and servers."""
         return {"name": self.name, "version": self.version, "task": self.manifest.task,
@@ -228,6 +238,7 @@ class TextRuntime(Runtime):
         except (KeyError, TypeError) as exc:
             raise BundleError(f"{path}: pipeline.json is incomplete ({exc}).") from exc
         chosen = self.pipeline.get("default_precision", "fp32") if precision == "auto" else precision
+        chosen = "int8" if chosen == "int8-only" else chosen  # text int8 has no guard to turn off
         if chosen not in graphs:
             raise BundleError(f"{path}: no {chosen!r} graph in this bundle; it has {sorted(graphs)}.")
         self.precision = chosen

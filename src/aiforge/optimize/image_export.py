@@ -6,6 +6,12 @@ the training set; for a zero-shot bundle, augmented views of the bundled sample 
 run through the fp32 graph to collect them. Recipes are tried in order until the int8
 graph's top-1 agreement with fp32 on the parity set reaches ``optimize.min_int8_agreement``;
 otherwise the bundle ships fp32 only and the manifest says why.
+
+With ``optimize.int8_fallback`` (the default) the int8 graph is *guarded*: items whose int8
+top-1 margin is below a threshold are re-run through the fp32 graph by the Runtime
+(:mod:`aiforge.optimize.fallback`). The threshold is chosen on a tuning set (validation
+images) to reach ``optimize.fallback_agreement``, and the gate then checks the guarded graph on
+the parity set (test images), which played no part in choosing it.
 """
 
 from __future__ import annotations
@@ -14,8 +20,8 @@ import copy
 import json
 import logging
 import tempfile
+import time
 import warnings
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -26,13 +32,15 @@ import torch
 from aiforge.data.images import ImageDataset, ImageSplits
 from aiforge.data.splits import stratified_split
 from aiforge.errors import ExportError
+from aiforge.optimize.fallback import FALLBACK_KEY, guarded, min_margin_for
 from aiforge.vision.model import ProbabilityGraph
 from aiforge.vision.preprocess import AugmentConfig, augment, preprocess_batch
 
 if TYPE_CHECKING:
     from aiforge.tasks.image_classification import FittedImageClassifier
 
-__all__ = ["FP32_GRAPH", "INT8_GRAPH", "INT8_RECIPES", "export_image_classifier", "parity_images"]
+__all__ = ["FP32_GRAPH", "INT8_GRAPH", "INT8_RECIPES", "ExportImages", "FallbackPolicy", "GateData",
+           "export_image_classifier", "parity_images", "quantize_static_with_parity"]
 
 FP32_GRAPH = "model.onnx"
 INT8_GRAPH = "model.int8.onnx"
@@ -66,21 +74,58 @@ INT8_RECIPES: tuple[StaticRecipe, ...] = (
 )
 
 
-def _sample(ds: ImageDataset, n: int, seed: int) -> ImageDataset:
+def _sample_indices(ds: ImageDataset, n: int, seed: int) -> list[int]:
     if len(ds) <= n:
-        return ds
+        return list(range(len(ds)))
     if len(set(ds.labels)) > 1 and len(set(ds.labels)) < n:
         _, held = stratified_split(ds.labels, fraction=n / len(ds), seed=seed)
-        return ds.subset(held)
-    return ds.subset(sorted(np.random.default_rng(seed).choice(len(ds), n, replace=False).tolist()))
+        return held
+    return sorted(np.random.default_rng(seed).choice(len(ds), n, replace=False).tolist())
 
 
-def parity_images(fitted: FittedImageClassifier, splits: ImageSplits | None) -> tuple[ImageDataset, ImageDataset]:
-    """(parity set, calibration set): test (else validation) and train samples, or sample-photo views."""
+def _sample(ds: ImageDataset, n: int, seed: int) -> ImageDataset:
+    return ds if len(ds) <= n else ds.subset(_sample_indices(ds, n, seed))
+
+
+def _concat(parts: list[ImageDataset]) -> ImageDataset:
+    if len(parts) == 1:
+        return parts[0]
+    images = [p.image(i) for p in parts for i in range(len(p))]
+    names = [p.name(i) for p in parts for i in range(len(p))]
+    return ImageDataset(images, [y for p in parts for y in p.labels], " + ".join(p.source for p in parts), names)
+
+
+@dataclass(frozen=True)
+class ExportImages:
+    """The images the export checks with: parity (the gate), calibration (int8 ranges) and tuning
+    (the fallback margin; never the parity images, so the gate judges a threshold it did not choose)."""
+
+    parity: ImageDataset
+    calibration: ImageDataset
+    tuning: ImageDataset
+
+
+def parity_images(fitted: FittedImageClassifier, splits: ImageSplits | None) -> ExportImages:
+    """Parity: test (else validation) sample; calibration: train sample; tuning: validation when
+    there is a test set, else train images not used for calibration. Zero-shot bundles use the
+    sample photos and augmented views of them."""
     opt, seed = fitted.spec.optimize, fitted.spec.train.seed
     if splits is not None:
         parity = _sample(splits.test or splits.validation, opt.parity_samples, seed)
-        return parity, _sample(splits.train, opt.calibration_samples, seed + 1)
+        calibrated = _sample_indices(splits.train, opt.calibration_samples, seed + 1)
+        calibration = splits.train.subset(calibrated) if len(calibrated) < len(splits.train) else splits.train
+        # tuning: validation images (when the test set is the parity set), topped up with training
+        # images calibration did not use, so that small validation sets still give a threshold
+        rest = sorted(set(range(len(splits.train))) - set(calibrated))
+        unused = splits.train.subset(rest, source=f"{splits.train.source}, not calibration")
+        pools = [splits.validation, unused] if splits.test is not None else [unused]
+        parts: list[ImageDataset] = []
+        for k, pool in enumerate(pools):
+            room = opt.tuning_samples - sum(len(part) for part in parts)
+            if room > 0 and len(pool):
+                parts.append(_sample(pool, room, seed + 2 + k))
+        tuning = _concat(parts) if parts else calibration
+        return ExportImages(parity, calibration, tuning)
     from PIL import Image
 
     from aiforge.data.samples import sample_photos
@@ -102,7 +147,9 @@ def parity_images(fitted: FittedImageClassifier, splits: ImageSplits | None) -> 
     parity = ImageDataset(photos + crops(n_parity - len(photos)), ["?"] * n_parity, "sample photos and views")
     n_calib = min(opt.calibration_samples, views * len(photos)) if opt.quantize else 0
     calib = ImageDataset(crops(n_calib), ["?"] * n_calib, "sample photo views")
-    return parity, calib
+    n_tuning = min(opt.tuning_samples, views * len(photos)) if opt.quantize else 0
+    tuning = ImageDataset(crops(n_tuning), ["?"] * n_tuning, "other sample photo views")
+    return ExportImages(parity, calib, tuning)
 
 
 def _to_onnx(graph: torch.nn.Module, path: Path, example: torch.Tensor) -> str:
@@ -127,9 +174,11 @@ def _to_onnx(graph: torch.nn.Module, path: Path, example: torch.Tensor) -> str:
         raise ExportError(f"ONNX export failed: {exc}") from exc
 
 
-def _onnx_probs(path: Path, pixels: np.ndarray, batch_size: int = 64) -> np.ndarray:
+def _onnx_probs(path: Path, pixels: np.ndarray, batch_size: int = 64, *, classes: int = 0) -> np.ndarray:
     import onnxruntime as ort
 
+    if len(pixels) == 0:
+        return np.zeros((0, classes), dtype=np.float32)
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     return np.concatenate([sess.run([OUTPUT], {INPUT: pixels[i:i + batch_size]})[0]
                            for i in range(0, len(pixels), batch_size)])
@@ -177,16 +226,51 @@ def _excluded(path: Path, recipe: StaticRecipe) -> list[str]:
     return names
 
 
-def quantize_static_with_parity(fp32: Path, int8: Path, calibration: np.ndarray, *,
-                                agreement: Callable[[Path], float], min_agreement: float) -> dict[str, Any]:
-    """Try each recipe of :data:`INT8_RECIPES`; keep the first whose agreement reaches ``min_agreement``."""
+@dataclass(frozen=True)
+class GateData:
+    """Preprocessed pixels and their fp32 probabilities: the parity set and the tuning set."""
+
+    parity: np.ndarray
+    parity_fp32: np.ndarray
+    tuning: np.ndarray
+    tuning_fp32: np.ndarray
+
+
+@dataclass(frozen=True)
+class FallbackPolicy:
+    """Margin-guarded int8 (:mod:`aiforge.optimize.fallback`); ``enabled=False`` judges int8 alone."""
+
+    enabled: bool = True
+    target: float = 0.998  # guarded agreement the margin threshold must reach on the tuning set
+    max_rate: float = 0.25  # a recipe that would re-run more of the tuning set in fp32 is refused
+
+
+def _timed_probs(path: Path, pixels: np.ndarray) -> tuple[np.ndarray, float]:
+    start = time.perf_counter()
+    probs = _onnx_probs(path, pixels)
+    return probs, (time.perf_counter() - start) / max(1, len(pixels))
+
+
+def quantize_static_with_parity(fp32: Path, int8: Path, calibration: np.ndarray, data: GateData, *,
+                                min_agreement: float, fallback: FallbackPolicy = FallbackPolicy()) -> dict[str, Any]:
+    """Try each recipe of :data:`INT8_RECIPES`; keep the first that passes the gate.
+
+    A recipe passes when its (guarded) top-1 agreement with fp32 on the parity set reaches
+    ``min_agreement``. With the fallback enabled, the margin threshold is chosen on the tuning
+    set first (:func:`aiforge.optimize.fallback.min_margin_for`), and a recipe that would send
+    more than ``fallback.max_rate`` of the tuning set to fp32 is refused. Returns the recipe,
+    its threshold, every try and the parity set's int8 probabilities (``int8_probs``).
+    """
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     logging.getLogger().setLevel(max(logging.getLogger().level, logging.ERROR))
     methods = {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile,
                "entropy": CalibrationMethod.Entropy}
-    tries = []
+    ref_parity, ref_tuning = data.parity_fp32.argmax(1), data.tuning_fp32.argmax(1)
+    _, fp32_seconds = _timed_probs(fp32, data.parity[:256])
+    tries: list[dict[str, Any]] = []
+    int8_probs = np.zeros_like(data.parity_fp32)
     with tempfile.TemporaryDirectory(prefix="aiforge-quant-") as tmp:
         prepared = Path(tmp) / "prepared.onnx"
         try:
@@ -204,16 +288,39 @@ def quantize_static_with_parity(fp32: Path, int8: Path, calibration: np.ndarray,
                                 per_channel=recipe.per_channel, calibrate_method=methods[recipe.method],
                                 nodes_to_exclude=_excluded(prepared, recipe),
                                 extra_options=extra)
-            score = agreement(int8)
-            tries.append({"recipe": recipe.name, "top1_agreement": score})
-            if score >= min_agreement:
-                return {"recipe": recipe.name, "tries": tries, "ok": True}
+            int8_probs, int8_seconds = _timed_probs(int8, data.parity)
+            tuning = _onnx_probs(int8, data.tuning, classes=data.tuning_fp32.shape[1])
+            margin = (min_margin_for(tuning, data.tuning_fp32, fallback.target, limit=min_agreement)
+                      if fallback.enabled else 0.0)
+            served_tuning, fell_tuning = guarded(tuning, data.tuning_fp32, margin)
+            served, fell = guarded(int8_probs, data.parity_fp32, margin)
+            rate = float(fell_tuning.mean()) if len(fell_tuning) else 0.0
+            row: dict[str, Any] = {
+                "recipe": recipe.name,
+                "top1_agreement": float((int8_probs.argmax(1) == ref_parity).mean()),
+                "tuning_top1_agreement": float((tuning.argmax(1) == ref_tuning).mean()) if len(tuning) else None,
+                "tuning_guarded_top1_agreement": float((served_tuning.argmax(1) == ref_tuning).mean())
+                if len(tuning) else None,
+                "min_margin": margin,
+                "tuning_fallback_rate": rate,
+                "guarded_top1_agreement": float((served.argmax(1) == ref_parity).mean()),
+                "parity_fallback_rate": float(fell.mean()),
+                "int8_ms_per_image": int8_seconds * 1000,
+                "fp32_ms_per_image": fp32_seconds * 1000,
+            }
+            # compute only, batches of 64: a lower bound on the served cost (per-call overhead not counted)
+            row["guarded_batch64_cost_vs_fp32"] = (int8_seconds + row["parity_fallback_rate"] * fp32_seconds) \
+                / fp32_seconds
+            row["ok"] = row["guarded_top1_agreement"] >= min_agreement and rate <= fallback.max_rate
+            tries.append(row)
+            if row["ok"]:
+                return {"recipe": recipe.name, "min_margin": margin, "tries": tries, "ok": True,
+                        "int8_probs": int8_probs}
     int8.unlink(missing_ok=True)
-    return {"recipe": None, "tries": tries, "ok": False}
+    return {"recipe": None, "min_margin": None, "tries": tries, "ok": False, "int8_probs": int8_probs}
 
 
-def export_image_classifier(fitted: FittedImageClassifier, directory: Path, *, parity_data: ImageDataset,
-                            calibration: ImageDataset) -> dict[str, Any]:
+def export_image_classifier(fitted: FittedImageClassifier, directory: Path, images: ExportImages) -> dict[str, Any]:
     """Write graphs and ``pipeline.json`` into ``directory``; return the parity record.
 
     Raises:
@@ -223,6 +330,7 @@ def export_image_classifier(fitted: FittedImageClassifier, directory: Path, *, p
     directory.mkdir(parents=True, exist_ok=True)
     cpu_model = copy.deepcopy(fitted.model).cpu().eval()
     graph = ProbabilityGraph(cpu_model).eval()
+    parity_data, calibration = images.parity, images.calibration
     pixels = preprocess_batch([parity_data.image(i) for i in range(len(parity_data))], fitted.image)
     exporter = _to_onnx(graph, directory / FP32_GRAPH, torch.from_numpy(pixels[:2]))
     with torch.inference_mode():
@@ -248,31 +356,41 @@ def export_image_classifier(fitted: FittedImageClassifier, directory: Path, *, p
                           f"{opt.max_prob_diff:.0e}); refusing to write a bundle that predicts differently.")
     graphs, default = {"fp32": FP32_GRAPH}, "fp32"
     if opt.quantize:
-        outcome: dict[str, np.ndarray] = {}
+        def preprocessed(ds: ImageDataset) -> np.ndarray:
+            return preprocess_batch([ds.image(i) for i in range(len(ds))], fitted.image)
 
-        def agreement(path: Path) -> float:
-            outcome["int8"] = _onnx_probs(path, pixels)
-            return float((outcome["int8"].argmax(1) == fp32.argmax(1)).mean())
-
-        calib = preprocess_batch([calibration.image(i) for i in range(len(calibration))], fitted.image)
-        quant = quantize_static_with_parity(directory / FP32_GRAPH, directory / INT8_GRAPH, calib,
-                                            agreement=agreement, min_agreement=opt.min_int8_agreement)
-        int8 = outcome["int8"]
+        tuning = preprocessed(images.tuning)
+        data = GateData(pixels, fp32, tuning, _onnx_probs(directory / FP32_GRAPH, tuning, classes=fp32.shape[1]))
+        policy = FallbackPolicy(opt.int8_fallback, opt.fallback_agreement, opt.max_fallback_rate)
+        quant = quantize_static_with_parity(directory / FP32_GRAPH, directory / INT8_GRAPH,
+                                            preprocessed(calibration), data, min_agreement=opt.min_int8_agreement,
+                                            fallback=policy)
+        int8, last = quant["int8_probs"], quant["tries"][-1]
         parity.update({
             "int8_method": "static (QDQ, calibrated)", "int8_recipe": quant["recipe"], "int8_tries": quant["tries"],
             "int8_calibration_samples": len(calibration), "int8_calibration_source": calibration.source,
-            "int8_top1_agreement": quant["tries"][-1]["top1_agreement"], "int8_min_agreement": opt.min_int8_agreement,
-            "int8_accuracy": accuracy(int8), "int8_vs_fp32_max_abs_prob_diff": float(np.abs(int8 - fp32).max()),
+            "int8_tuning_samples": len(images.tuning), "int8_tuning_source": images.tuning.source,
+            "int8_top1_agreement": last["top1_agreement"], "int8_min_agreement": opt.min_int8_agreement,
+            "int8_fallback": policy.enabled, "int8_fallback_target": policy.target,
+            "int8_max_fallback_rate": policy.max_rate, "int8_min_margin": last["min_margin"],
+            "int8_guarded_top1_agreement": last["guarded_top1_agreement"],
+            "int8_parity_fallback_rate": last["parity_fallback_rate"],
+            "int8_accuracy": accuracy(int8),
+            "int8_guarded_accuracy": accuracy(guarded(int8, fp32, last["min_margin"])[0]),
+            "int8_vs_fp32_max_abs_prob_diff": float(np.abs(int8 - fp32).max()),
             "int8_ok": quant["ok"],
         })
         if quant["ok"]:
             graphs["int8"], default = INT8_GRAPH, "int8"
         else:
-            parity["int8_dropped"] = "no recipe reached the top-1 agreement limit; the bundle ships fp32 only"
+            parity["int8_dropped"] = ("no recipe reached the top-1 agreement limit within the fallback budget; "
+                                      "the bundle ships fp32 only")
     pipeline = {
         "task": "image-classification", "labels": fitted.labels, "image": fitted.image.to_dict(),
         "input": INPUT, "output": OUTPUT, "graphs": graphs, "default_precision": default,
         "backbone": fitted.backbone.name, "top_k": fitted.spec.model.top_k,
     }
+    if "int8" in graphs and parity["int8_min_margin"] > 0:
+        pipeline[FALLBACK_KEY] = {"graph": "fp32", "min_margin": parity["int8_min_margin"]}
     (directory / "pipeline.json").write_text(json.dumps(pipeline, indent=2), encoding="utf-8")
     return parity

@@ -110,6 +110,8 @@ def create_app(bundles: Sequence[str | Path | Runtime], *, config: ServerConfig 
     def prometheus() -> Response:
         for service in models.services.values():
             metrics.queue_depth.labels(model=service.name).set(service.batcher.queued_items)
+            for counter, value in service.runtime.counters().items():
+                metrics.runtime_counts.labels(model=service.name, counter=counter).set(value)
         return Response(metrics.render(), media_type="text/plain; version=0.0.4")
 
     app.add_middleware(JsonByDefault)

@@ -33,7 +33,7 @@ class ServerConfig(BaseModel):
     max_text_chars: int = Field(default=10_000, gt=0)
     max_image_bytes: int = Field(default=8 << 20, gt=0)
     max_image_pixels: int = Field(default=40_000_000, gt=0)
-    precision: str = Field(default="auto", pattern="^(auto|fp32|int8)$")
+    precision: str = Field(default="auto", pattern="^(auto|fp32|int8|int8-only)$")
     api_key_file: Path | None = None
     access_log: bool = True
     chat_max_in_flight: int = Field(default=64, gt=0)  # chat answers being computed; 503 above

@@ -26,6 +26,9 @@ class ServerMetrics:
         self.queue_depth = Gauge("aiforge_queue_items", "Items waiting for a batch", ["model"], registry=self.registry)
         self.items = Counter("aiforge_items", "Items predicted (rate() gives items per second)", ["model"],
                              registry=self.registry)
+        self.runtime_counts = Gauge("aiforge_runtime_count", "A runtime's own counts since load (e.g. "
+                                    "fp32_fallback_items: items guarded int8 re-ran in fp32)", ["model", "counter"],
+                                    registry=self.registry)
 
     def render(self) -> bytes:
         """The text exposition format."""

@@ -183,8 +183,7 @@ class ImageClassificationTask:
         assert isinstance(spec, ImageSpec)
         fitted, splits = result.fitted, result.splits
         with registry.staging() as staged:
-            parity_data, calibration = parity_images(fitted, splits)
-            parity = export_image_classifier(fitted, staged, parity_data=parity_data, calibration=calibration)
+            parity = export_image_classifier(fitted, staged, parity_images(fitted, splits))
             metrics = {
                 "mode": spec.effective_mode,
                 "resolution": fitted.image.resolution,

@@ -88,6 +88,14 @@ class ImageOptimizeSpec(_Strict):
     min_int8_agreement: float = Field(default=0.99, gt=0, le=1)
     parity_samples: int = Field(default=1000, gt=0)
     calibration_samples: int = Field(default=256, gt=0)
+    int8_fallback: bool = Field(default=True, description="re-run items int8 is unsure about (top-1 margin under "
+                                                          "a threshold) through the fp32 graph")
+    fallback_agreement: float = Field(default=0.998, gt=0, le=1, description="guarded int8 top-1 agreement with "
+                                      "fp32 that the margin threshold must reach on the tuning images")
+    max_fallback_rate: float = Field(default=0.25, ge=0, le=1, description="refuse a recipe that would re-run "
+                                     "more than this share of the tuning images in fp32")
+    tuning_samples: int = Field(default=2000, gt=0, description="held-out images that choose the threshold "
+                                "(validation, topped up with training images calibration did not use)")
 
 
 class ImageReportSpec(_Strict):
