@@ -106,8 +106,9 @@ class ExportImages:
 
 
 def parity_images(fitted: FittedImageClassifier, splits: ImageSplits | None) -> ExportImages:
-    """Parity: test (else validation) sample; calibration: train sample; tuning: validation when
-    there is a test set, else train images not used for calibration. Zero-shot bundles use the
+    """Parity: test (else validation) sample; calibration: train sample; tuning (the guard's
+    threshold): validation images when the test set is the parity set, topped up to
+    ``tuning_samples`` with train images calibration did not use. Zero-shot bundles use the
     sample photos and augmented views of them."""
     opt, seed = fitted.spec.optimize, fitted.spec.train.seed
     if splits is not None:
