@@ -64,12 +64,8 @@ class ItemLimits:
     max_image_pixels: int = 40_000_000
 
 
-def onnx_session(path: Path, *, threads: int | None = None, spinning: bool = True) -> ort.InferenceSession:
+def onnx_session(path: Path, *, threads: int | None = None) -> ort.InferenceSession:
     """An onnxruntime session with aiforge's settings (all graph optimisations, CUDA when present).
-
-    ``spinning=False`` stops the intra-op threads from busy-waiting after a run: needed when two
-    sessions take turns on the same cores (guarded int8), where one session's spinning threads
-    would slow the other's run down several times.
 
     Raises:
         BundleError: the graph cannot be loaded.
@@ -80,8 +76,6 @@ def onnx_session(path: Path, *, threads: int | None = None, spinning: bool = Tru
     options.intra_op_num_threads = threads or os.cpu_count() or 1
     options.inter_op_num_threads = 1
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    if not spinning:
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in ort.get_available_providers()]
     try:
         return ort.InferenceSession(str(path), options, providers=providers)
