@@ -191,20 +191,17 @@ QUESTIONS = [
 def http_latency(home: Path, duration: float) -> dict[str, Any]:
     """p50/p99 of full extractive answers through POST /v1/chat/completions (docs-assistant bundle)."""
     from aiforge.chat.api import demo_spec, index_folder
-    from aiforge.serve.loadgen import aiforge_server_args, free_port, measure, start_server
+    from aiforge.serve.loadgen import aiforge_server_args, free_port, measure_levels, running_server
 
     built = index_folder(spec_file=demo_spec(), home=home, progress=False)
     port = free_port()
     env = dict(os.environ, AIFORGE_HOME=str(home), TOKENIZERS_PARALLELISM="false")
-    proc, ready = start_server(aiforge_server_args([str(built.exported.path)], port=port), port=port, env=env)
-    try:
-        name = built.exported.record.name
-        bodies = [json.dumps({"model": name, "messages": [{"role": "user", "content": q}]}).encode() for q in QUESTIONS]
-        levels = [measure(f"http://127.0.0.1:{port}", "/v1/chat/completions", [], bodies=bodies, concurrency=c,
-                          duration=duration) for c in (1, 16)]
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+    name = built.exported.record.name
+    bodies = [json.dumps({"model": name, "messages": [{"role": "user", "content": q}]}).encode() for q in QUESTIONS]
+    with running_server(aiforge_server_args([str(built.exported.path)], port=port), port=port, env=env,
+                        stop_timeout=30) as (_, ready):
+        levels = measure_levels(f"http://127.0.0.1:{port}", "/v1/chat/completions", [], bodies=bodies,
+                                levels=[1, 16], duration=duration)
     return {"bundle": "docs-assistant (extractive)", "chunks": built.build.stats["chunks"],
             "ready_seconds": ready, "duration_s": duration, "levels": levels}
 

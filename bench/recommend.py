@@ -115,25 +115,18 @@ def accuracy(spec: Any) -> tuple[dict[str, Any], Any]:
 
 def serving(bundle: Path, home: Path, users: list[str], duration: float) -> dict[str, Any]:
     from aiforge.serve.benchmark import rss_mb as proc_rss
-    from aiforge.serve.loadgen import aiforge_server_args, free_port, measure, start_server
+    from aiforge.serve.loadgen import aiforge_server_args, free_port, measure_levels, running_server
 
     port = free_port()
     env = dict(os.environ, AIFORGE_HOME=str(home), HF_HUB_OFFLINE="1")
     args = aiforge_server_args([str(bundle)], port=port)
-    proc, ready = start_server(args, port=port, env=env, log=home / "server.log")
     rng = np.random.default_rng(0)
     bodies = [json.dumps({"user": u, "k": 10, "exclude_seen": True}).encode()
               for u in rng.choice(users, size=min(500, len(users)), replace=True)]
-    levels = []
-    try:
-        for c in (1, 32):
-            levels.append(measure(f"http://127.0.0.1:{port}", "/v1/models/movielens/recommend", [],
-                                  bodies=bodies, concurrency=c, duration=duration))
-            log(f"serving c={c}: {levels[-1]}")
+    with running_server(args, port=port, env=env, log=home / "server.log", stop_timeout=30) as (proc, ready):
+        levels = measure_levels(f"http://127.0.0.1:{port}", "/v1/models/movielens/recommend", [], bodies=bodies,
+                                levels=[1, 32], duration=duration, unit="req/s")
         rss = proc_rss(proc.pid)
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
     return {"ready_seconds": ready, "server_rss_mb": rss, "levels": levels,
             "request": "POST /v1/models/movielens/recommend {user, k: 10, exclude_seen: true}, known users"}
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
 import sys
 import tempfile
 import time
@@ -28,7 +27,7 @@ import pandas as pd
 import aiforge as af
 from _common import ROOT, machine, shared_data, write_result
 from aiforge.serve.benchmark import rss_mb
-from aiforge.serve.loadgen import aiforge_server_args, free_port, measure, start_server
+from aiforge.serve.loadgen import aiforge_server_args, free_port, measure, measure_levels, running_server
 
 BASELINES = ROOT / "bench" / "baselines"
 
@@ -59,25 +58,12 @@ def run_server(name: str, args: list[str], port: int, ready_path: str, route: st
                texts: list[str], levels: list[int], duration: float, env: dict[str, str],
                logdir: Path) -> dict[str, Any]:
     print(f"== {name}", flush=True)
-    proc, ready = start_server(args, port=port, ready_path=ready_path, env=env, timeout=300,
-                               log=logdir / f"{name}.log")
-    try:
-        url = f"http://127.0.0.1:{port}"
-        measure(url, route, texts, concurrency=8, duration=2, protocol=protocol)  # warm-up
-        rows = []
-        for c in levels:
-            r = measure(url, route, texts, concurrency=c, duration=duration, protocol=protocol)
-            print(f"   c={c:3d} {r['throughput_rps']:8.1f} req/s  p50 {r['p50_ms']:7.1f}  p99 {r['p99_ms']:7.1f} ms"
-                  f"  errors {r['errors']}", flush=True)
-            rows.append(r)
+    with running_server(args, port=port, ready_path=ready_path, env=env, timeout=300,
+                        log=logdir / f"{name}.log") as (proc, ready):
+        rows = measure_levels(f"http://127.0.0.1:{port}", route, texts, levels=levels, duration=duration,
+                              protocol=protocol, warmup_concurrency=8, unit="req/s")
         return {"server": name, "ready_seconds": ready, "rss_mb_after_load": tree_rss_mb(proc.pid),
                 "torch_imported": torch_loaded(proc.pid), "levels": rows}
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=60)
-        except Exception:
-            proc.kill()
 
 
 def main() -> None:
@@ -154,14 +140,10 @@ def main() -> None:
         short = None
         best = "int8" if "int8" in graphs else "fp32"
         port = free_port()
-        proc, _ = start_server(aiforge_server_args([str(exported.path)], port=port, extra=["--precision", best]),
-                               port=port, env=env)
-        try:
+        with running_server(aiforge_server_args([str(exported.path)], port=port, extra=["--precision", best]),
+                            port=port, env=env):
             short = measure(f"http://127.0.0.1:{port}", "/v2/models/banking77/infer", ["what is my balance"],
                             concurrency=1, duration=min(args.duration, 10), protocol="v2")
-        finally:
-            proc.send_signal(signal.SIGTERM)
-            proc.wait(timeout=60)
 
     by = {s["server"]: s for s in servers}
 

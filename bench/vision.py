@@ -221,7 +221,6 @@ def run_zeroshot(home: str) -> dict[str, Any]:
 def run_serve(args: argparse.Namespace, trained: Any) -> dict[str, Any]:
     import base64
     import io
-    import signal
 
     import numpy as np
     from PIL import Image
@@ -229,7 +228,7 @@ def run_serve(args: argparse.Namespace, trained: Any) -> dict[str, Any]:
 
     import aiforge as af
     from aiforge.serve.benchmark import rss_mb
-    from aiforge.serve.loadgen import aiforge_server_args, free_port, measure, start_server
+    from aiforge.serve.loadgen import aiforge_server_args, free_port, measure_levels, running_server
     from aiforge.vision.dataset import read_idx
 
     result, exported = trained
@@ -268,13 +267,14 @@ def run_serve(args: argparse.Namespace, trained: Any) -> dict[str, Any]:
             eager = np.concatenate([
                 baseline.MODEL(torch.stack([baseline.prepare(base64.b64encode(b).decode()) for b in every[i:i + 256]]))
                 .argmax(1).numpy() for i in range(0, len(every), 256)])
-        agreement = {}
+        agreement, served = {}, {}
         pipeline = json.loads((exported.path / "pipeline.json").read_text())
         graphs = pipeline["graphs"]
         precisions = [*graphs, *(["int8-only"] if "int8_fallback" in pipeline else [])]
         for precision in precisions:
             rt = af.load(exported.path, precision=precision)
-            probs = np.concatenate([rt.predict_proba(every[i:i + 256]) for i in range(0, len(every), 256)])
+            probs = served[precision] = np.concatenate([rt.predict_proba(every[i:i + 256])
+                                                        for i in range(0, len(every), 256)])
             counts = rt.counters()
             agreement[precision] = {
                 "top1_agreement_with_eager": float((probs.argmax(1) == eager).mean()),
@@ -285,7 +285,8 @@ def run_serve(args: argparse.Namespace, trained: Any) -> dict[str, Any]:
                   f"fallback {agreement[precision]['fp32_fallback_rate']:.3f}", flush=True)
         out["agreement_on_10000_test_images"] = agreement
         if "int8-only" in precisions:
-            out["guard_threshold_robustness"] = guard_robustness(exported.path, result.splits, every, eager)
+            out["guard_threshold_robustness"] = guard_robustness(exported.path, result.splits, served["int8-only"],
+                                                                 served["fp32"], eager)
         out["offline_images_per_s"] = offline_speed(exported.path, precisions, test_x[:1024])
         out["eager_accuracy_on_10000_test_images"] = float((eager == test_y).mean())
         out["export_parity"] = exported.parity
@@ -304,25 +305,12 @@ def run_serve(args: argparse.Namespace, trained: Any) -> dict[str, Any]:
             port = free_port()
             cmd = [str(port) if c in ("{port}", "0") and cmd[i - 1] == "--port" else c for i, c in enumerate(cmd)]
             print(f"== {name}", flush=True)
-            proc, ready = start_server(cmd, port=port, ready_path=ready_path, env=env, timeout=300,
-                                       log=logdir / f"{name}.log")
-            try:
-                url = f"http://127.0.0.1:{port}"
-                measure(url, route, images, concurrency=4, duration=2, protocol=protocol)  # warm-up
-                rows = []
-                for c in (1, 16):
-                    r = measure(url, route, images, concurrency=c, duration=args.duration, protocol=protocol)
-                    print(f"   c={c:3d} {r['throughput_rps']:8.1f} img/s  p50 {r['p50_ms']:7.1f}  "
-                          f"p99 {r['p99_ms']:7.1f} ms  errors {r['errors']}", flush=True)
-                    rows.append(r)
+            with running_server(cmd, port=port, ready_path=ready_path, env=env, timeout=300,
+                                log=logdir / f"{name}.log") as (proc, ready):
+                rows = measure_levels(f"http://127.0.0.1:{port}", route, images, levels=[1, 16],
+                                      duration=args.duration, protocol=protocol, warmup_concurrency=4, unit="img/s")
                 out["servers"].append({"server": name, "ready_seconds": ready, "rss_mb_after_load": rss_mb(proc.pid),
                                        "levels": rows})
-            finally:
-                proc.send_signal(signal.SIGTERM)
-                try:
-                    proc.wait(timeout=60)
-                except Exception:
-                    proc.kill()
     by = {s["server"]: {r["concurrency"]: r for r in s["levels"]} for s in out["servers"]}
     base = by.get("baseline_fastapi_pytorch_eager", {})
     ratios = {}
@@ -361,11 +349,11 @@ def offline_speed(bundle: Path, precisions: list[str], images: Any) -> dict[str,
     return out
 
 
-def guard_robustness(bundle: Path, splits: Any, test_png: list[bytes], eager: Any) -> dict[str, Any]:
+def guard_robustness(bundle: Path, splits: Any, test8: Any, test32: Any, eager: Any) -> dict[str, Any]:
     """How stable is the guard's margin threshold? Draw 30 tuning sets of n held-out images the way
     the exporter does (the served head's validation images first, topped up with random training
     images), choose the threshold on each, and score guarded int8 against the eager model on all
-    10,000 test images."""
+    10,000 test images (``test8`` / ``test32``: their int8-only and fp32 probabilities)."""
     import numpy as np
 
     import aiforge as af
@@ -379,7 +367,6 @@ def guard_robustness(bundle: Path, splits: Any, test_png: list[bytes], eager: An
     val, train = splits.validation, splits.train
     pool = [ds.image(i) for ds in (val, train) for i in range(len(ds))]
     pool8, pool32 = probs("int8-only", pool), probs("fp32", pool)
-    test8, test32 = probs("int8-only", test_png), probs("fp32", test_png)
     opt = ImageOptimizeSpec()
     rng = np.random.default_rng(0)
     rows = []

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import csv
+import json
 import os
 import signal
 import subprocess
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -16,7 +18,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from aiforge.serve.loadgen import aiforge_server_args, free_port, start_server
 
-__all__ = ["RunningServer", "launch", "metric_samples", "read_texts", "server_env", "serving", "stop_server", "v2_body"]
+__all__ = ["RunningServer", "launch", "metric_samples", "read_texts", "serve_in_child", "server_env", "serving",
+           "stop_server", "v2_body"]
 
 
 @dataclass
@@ -93,3 +96,34 @@ def metric_samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], f
     """Prometheus text as ``{(sample name, sorted label pairs): value}``."""
     return {(s.name, tuple(sorted(s.labels.items()))): s.value
             for family in text_string_to_metric_families(text) for s in family.samples}
+
+
+_SERVE_IN_CHILD = """
+import json, sys, time
+watch = json.loads(sys.argv[4])
+import aiforge.serve.app
+after_import = sorted(m for m in watch if m in sys.modules)
+from fastapi.testclient import TestClient
+app = aiforge.serve.app.create_app([sys.argv[1]])
+with TestClient(app) as client:
+    deadline = time.monotonic() + 60
+    while client.get("/v2/health/ready").status_code != 200:
+        assert time.monotonic() < deadline, "not ready"
+        time.sleep(0.05)
+    status = client.post(sys.argv[2], json=json.loads(sys.argv[3])).status_code
+print(json.dumps({"status": status, "after_import": after_import,
+                  "after_serving": sorted(m for m in watch if m in sys.modules)}))
+"""
+
+
+def serve_in_child(bundle: Path, home: Path, route: str, body: dict[str, Any], watch: list[str]) -> dict[str, Any]:
+    """Serve ``bundle`` in a fresh interpreter (``create_app`` + TestClient), POST ``body`` to ``route``.
+
+    Returns ``{"status", "after_import", "after_serving"}``: the HTTP status and which modules of
+    ``watch`` were loaded after importing the server and after answering.
+    """
+    proc = subprocess.run([sys.executable, "-c", _SERVE_IN_CHILD, str(bundle), route, json.dumps(body),
+                           json.dumps(watch)], capture_output=True, text=True, timeout=120, env=server_env(home))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
+    return report

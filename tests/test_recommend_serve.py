@@ -14,7 +14,7 @@ import pytest
 from aiforge.bundle.recommend_runtime import RecommendRuntime
 from aiforge.bundle.runtime import Runtime
 from aiforge.errors import InputError
-from serve_helpers import RunningServer, server_env, serving
+from serve_helpers import RunningServer, serve_in_child, server_env, serving
 
 pytest_plugins = ["recommend_helpers"]
 
@@ -107,28 +107,10 @@ def test_cli_recommend_and_similar(rec_bundle, rt: RecommendRuntime) -> None:
     assert bad.returncode == 1 and "no-such-item" in bad.stderr and "Traceback" not in bad.stderr
 
 
-IMPORT_CHECK = """
-import json, sys, time
-import aiforge.serve.app
-from fastapi.testclient import TestClient
-app = aiforge.serve.app.create_app([sys.argv[1]])
-with TestClient(app) as client:
-    deadline = time.monotonic() + 60
-    while client.get("/v2/health/ready").status_code != 200:
-        assert time.monotonic() < deadline, "not ready"
-        time.sleep(0.05)
-    status = client.post("/v1/models/ml-slice/recommend", json={"user": "no-such-user", "k": 3}).status_code
-print(json.dumps({"mods": sorted(m for m in ("torch", "transformers", "onnx", "implicit") if m in sys.modules),
-                  "status": status}))
-"""
-
-
 def test_serving_recommendations_never_imports_torch(rec_bundle) -> None:
-    proc = subprocess.run([sys.executable, "-c", IMPORT_CHECK, str(rec_bundle.export.path)], capture_output=True,
-                          text=True, timeout=120, env=server_env(rec_bundle.home))
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    report = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert report == {"mods": [], "status": 200}
+    report = serve_in_child(rec_bundle.export.path, rec_bundle.home, "/v1/models/ml-slice/recommend",
+                            {"user": "no-such-user", "k": 3}, ["torch", "transformers", "onnx", "implicit"])
+    assert {"mods": report["after_serving"], "status": report["status"]} == {"mods": [], "status": 200}
 
 
 @pytest.fixture(scope="module")

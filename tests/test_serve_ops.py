@@ -30,6 +30,7 @@ from serve_helpers import (
     launch,
     metric_samples,
     read_texts,
+    serve_in_child,
     server_env,
     serving,
     stop_server,
@@ -282,28 +283,10 @@ def test_live_before_ready_then_ready_within_30_s(trained_bundle, tmp_path: Path
 
 # ----- torch-free serving ----------------------------------------------------------------------
 
-IMPORT_CHECK = """
-import json, sys, time
-import aiforge.serve.app
-after_import = sorted(m for m in ("torch", "transformers", "onnx") if m in sys.modules)
-from fastapi.testclient import TestClient
-app = aiforge.serve.app.create_app([sys.argv[1]])
-with TestClient(app) as client:
-    deadline = time.monotonic() + 60
-    while client.get("/v2/health/ready").status_code != 200:
-        assert time.monotonic() < deadline, "not ready"
-        time.sleep(0.05)
-    status = client.post(f"/v1/models/{sys.argv[2]}/predict", json={"inputs": ["I lost my card"]}).status_code
-after_serving = sorted(m for m in ("torch", "transformers", "onnx") if m in sys.modules)
-print(json.dumps({"after_import": after_import, "after_serving": after_serving, "status": status}))
-"""
-
-
 def test_serving_never_imports_torch(trained_bundle) -> None:
-    proc = subprocess.run([sys.executable, "-c", IMPORT_CHECK, str(trained_bundle.export.path), trained_bundle.name],
-                          capture_output=True, text=True, timeout=120, env=server_env(trained_bundle.home))
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    report = json.loads(proc.stdout.strip().splitlines()[-1])
+    route = f"/v1/models/{trained_bundle.name}/predict"
+    report = serve_in_child(trained_bundle.export.path, trained_bundle.home, route, {"inputs": ["I lost my card"]},
+                            ["torch", "transformers", "onnx"])
     assert report["status"] == 200
     assert "torch" not in report["after_import"] and "torch" not in report["after_serving"], report
     assert report["after_serving"] == [], report

@@ -15,7 +15,7 @@ import pytest
 import aiforge
 from aiforge.bundle.runtime import ItemLimits
 from aiforge.errors import InputError
-from serve_helpers import RunningServer, server_env, serving
+from serve_helpers import RunningServer, serve_in_child, serving
 from tabular_helpers import Fitted, fit_export, german_spec
 
 
@@ -107,29 +107,11 @@ def test_v1_and_v2_over_http(server: RunningServer, german: Fitted, records: lis
         assert "decision support" in listing["card"]
 
 
-SERVE_CHECK = """
-import json, sys, time
-from fastapi.testclient import TestClient
-import aiforge.serve.app
-app = aiforge.serve.app.create_app([sys.argv[1]])
-with TestClient(app) as client:
-    deadline = time.monotonic() + 60
-    while client.get("/v2/health/ready").status_code != 200:
-        assert time.monotonic() < deadline, "not ready"
-        time.sleep(0.05)
-    status = client.post(f"/v1/models/{sys.argv[2]}/predict", json={"inputs": [json.loads(sys.argv[3])]}).status_code
-print(json.dumps({"status": status, "heavy": sorted(m for m in ("torch", "sklearn", "fairlearn", "pandas", "onnx")
-                                                    if m in sys.modules)}))
-"""
-
-
 def test_serving_a_tabular_bundle_never_imports_torch_or_sklearn(german: Fitted, records: list[dict]) -> None:
-    proc = subprocess.run([sys.executable, "-c", SERVE_CHECK, str(german.path), "german-serve", json.dumps(records[0])],
-                          capture_output=True, text=True, timeout=120, env=server_env(german.home))
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    report = json.loads(proc.stdout.strip().splitlines()[-1])
+    report = serve_in_child(german.path, german.home, "/v1/models/german-serve/predict", {"inputs": [records[0]]},
+                            ["torch", "sklearn", "fairlearn", "pandas", "onnx"])
     assert report["status"] == 200
-    assert "torch" not in report["heavy"] and "sklearn" not in report["heavy"], report
+    assert "torch" not in report["after_serving"] and "sklearn" not in report["after_serving"], report
 
 
 def test_predict_and_eval_files_from_the_cli(german: Fitted, tmp_path: Path) -> None:

@@ -106,7 +106,7 @@ def test_guarded_int8_reruns_low_margin_items_in_fp32(trained: TrainedImages, tm
     fp32's rows, the rest int8's, and the counters say how many went to fp32."""
     import shutil
 
-    from aiforge.optimize.image_export import GateData, _onnx_probs, quantize_static_with_parity
+    from aiforge.optimize.image_export import GateData, _run, _session, quantize_static_with_parity
     from aiforge.vision.preprocess import preprocess_batch
 
     bundle = tmp_path / "bundle"
@@ -115,9 +115,10 @@ def test_guarded_int8_reruns_low_margin_items_in_fp32(trained: TrainedImages, tm
     train, test = load_image_dataset(trained.data / "train"), load_image_dataset(trained.data / "test")
     calib = preprocess_batch([train.image(i) for i in range(len(train))], fitted.image)
     pixels = preprocess_batch([test.image(i) for i in range(len(test))], fitted.image)
-    fp32 = _onnx_probs(bundle / "model.onnx", pixels)
+    session = _session(bundle / "model.onnx")
+    fp32, seconds = _run(session, pixels, len(CLASSES))
     quant = quantize_static_with_parity(bundle / "model.onnx", bundle / "model.int8.onnx", calib,
-                                        GateData(pixels, fp32, calib, _onnx_probs(bundle / "model.onnx", calib)),
+                                        GateData(pixels, fp32, calib, _run(session, calib, len(CLASSES))[0], seconds),
                                         min_agreement=0.0)
     assert quant["ok"] and quant["tries"][0]["int8_ms_per_image"] > 0
     int8 = quant["int8_probs"]

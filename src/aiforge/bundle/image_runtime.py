@@ -71,7 +71,7 @@ class ImageRuntime(Runtime):
             try:
                 self.min_margin = float(guard["min_margin"])
                 # the few re-run rows go on the calling thread: a second thread pool would fight the
-                # int8 session's (still spinning) threads for the same cores, measured 2-3x slower
+                # int8 session's (still spinning) threads for the same cores (up to 1.6x slower in a one-off check)
                 self._fallback = onnx_session(path / graphs[guard["graph"]], threads=1)
             except (KeyError, TypeError, ValueError) as exc:
                 raise BundleError(f"{path}: pipeline.json {FALLBACK_KEY} is incomplete ({exc}).") from exc

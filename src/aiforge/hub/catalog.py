@@ -40,6 +40,10 @@ class Backbone:
     max_positions: int
     pooling: str
 
+    def record(self) -> dict[str, str]:
+        """Name, licence and provenance, as a bundle's manifest records them."""
+        return {"name": self.name, "licence": self.licence, "provenance": self.provenance}
+
     def path(self) -> Path:
         """Folder of the model's files inside the installed package.
 

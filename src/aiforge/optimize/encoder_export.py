@@ -7,11 +7,9 @@ kept in a cache folder (``$AIFORGE_CACHE`` or ``$AIFORGE_HOME/cache``); bundles 
 from __future__ import annotations
 
 import json
-import logging
 import os
 import shutil
 import uuid
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +45,7 @@ def export_encoder(backbone_name: str, directory: Path, *, max_diff: float = 1e-
 
     from aiforge.chat.encoder import ENCODER_GRAPH, ENCODER_TOKENIZER, OnnxEncoder
     from aiforge.hub.catalog import get_backbone
+    from aiforge.optimize.onnx_export import export_onnx
     from aiforge.tasks.text_encoder import FEATURE_SCALE, TextEncoder, iter_batches, load_tokenizer
 
     backbone = get_backbone(backbone_name)
@@ -65,17 +64,9 @@ def export_encoder(backbone_name: str, directory: Path, *, max_diff: float = 1e-
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / ENCODER_GRAPH
     _, ids, mask = next(iter_batches(tokenizer, PARITY_TEXTS[:2], 2, sort=False))
-    batch, seq = torch.export.Dim("batch"), torch.export.Dim("sequence")
-    logging.getLogger("torch.onnx").setLevel(logging.ERROR)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            torch.onnx.export(graph, (ids, mask), str(path), input_names=["input_ids", "attention_mask"],
-                              output_names=["embeddings"],
-                              dynamic_shapes={"input_ids": {0: batch, 1: seq}, "attention_mask": {0: batch, 1: seq}},
-                              external_data=False, dynamo=True, verbose=False, report=False)
-    except Exception as exc:
-        raise ExportError(f"encoder ONNX export failed: {exc}") from exc
+    export_onnx(graph, (ids, mask), path, inputs=["input_ids", "attention_mask"], outputs=["embeddings"],
+                dynamic={"input_ids": {0: "batch", 1: "sequence"}, "attention_mask": {0: "batch", 1: "sequence"}},
+                torchscript_fallback=False, what="encoder ONNX")
     tokenizer.save(str(directory / ENCODER_TOKENIZER))
     with torch.inference_mode():
         ref = np.zeros((len(PARITY_TEXTS), encoder.dim), dtype=np.float32)

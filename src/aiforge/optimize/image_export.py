@@ -33,6 +33,7 @@ from aiforge.data.images import ImageDataset, ImageSplits
 from aiforge.data.splits import stratified_split
 from aiforge.errors import ExportError
 from aiforge.optimize.fallback import FALLBACK_KEY, guarded, min_margin_for
+from aiforge.optimize.onnx_export import export_onnx
 from aiforge.vision.model import ProbabilityGraph
 from aiforge.vision.preprocess import AugmentConfig, augment, preprocess_batch
 
@@ -153,36 +154,20 @@ def parity_images(fitted: FittedImageClassifier, splits: ImageSplits | None) -> 
     return ExportImages(parity, calib, tuning)
 
 
-def _to_onnx(graph: torch.nn.Module, path: Path, example: torch.Tensor) -> str:
-    logging.getLogger("torch.onnx").setLevel(logging.ERROR)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            torch.onnx.export(graph, (example,), str(path), input_names=[INPUT], output_names=[OUTPUT],
-                              dynamic_shapes={"pixels": {0: torch.export.Dim("batch")}}, external_data=False,
-                              dynamo=True, verbose=False, report=False)
-        return "dynamo"
-    except Exception as first:
-        logging.getLogger(__name__).warning("dynamo export failed (%s); using TorchScript export", first)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            torch.onnx.export(graph, (example,), str(path), input_names=[INPUT], output_names=[OUTPUT],
-                              dynamo=False, opset_version=17,
-                              dynamic_axes={INPUT: {0: "batch"}, OUTPUT: {0: "batch"}})
-        return "torchscript"
-    except Exception as exc:
-        raise ExportError(f"ONNX export failed: {exc}") from exc
-
-
-def _onnx_probs(path: Path, pixels: np.ndarray, batch_size: int = 64, *, classes: int = 0) -> np.ndarray:
+def _session(path: Path) -> Any:
     import onnxruntime as ort
 
+    return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+
+
+def _run(session: Any, pixels: np.ndarray, classes: int, batch_size: int = 64) -> tuple[np.ndarray, float]:
+    """(probabilities, seconds per image of the runs alone, not the session's loading)."""
     if len(pixels) == 0:
-        return np.zeros((0, classes), dtype=np.float32)
-    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    return np.concatenate([sess.run([OUTPUT], {INPUT: pixels[i:i + batch_size]})[0]
-                           for i in range(0, len(pixels), batch_size)])
+        return np.zeros((0, classes), dtype=np.float32), 0.0
+    start = time.perf_counter()
+    probs = np.concatenate([session.run([OUTPUT], {INPUT: pixels[i:i + batch_size]})[0]
+                            for i in range(0, len(pixels), batch_size)])
+    return probs, (time.perf_counter() - start) / len(pixels)
 
 
 class _Reader:
@@ -235,6 +220,7 @@ class GateData:
     parity_fp32: np.ndarray
     tuning: np.ndarray
     tuning_fp32: np.ndarray
+    fp32_seconds_per_image: float  # the fp32 graph's run time on the parity set, for the cost estimate
 
 
 @dataclass(frozen=True)
@@ -244,12 +230,6 @@ class FallbackPolicy:
     enabled: bool = True
     target: float = 0.998  # guarded agreement the margin threshold must reach on the tuning set
     max_rate: float = 0.25  # a recipe that would re-run more of the tuning set in fp32 is refused
-
-
-def _timed_probs(path: Path, pixels: np.ndarray) -> tuple[np.ndarray, float]:
-    start = time.perf_counter()
-    probs = _onnx_probs(path, pixels)
-    return probs, (time.perf_counter() - start) / max(1, len(pixels))
 
 
 def quantize_static_with_parity(fp32: Path, int8: Path, calibration: np.ndarray, data: GateData, *,
@@ -269,7 +249,7 @@ def quantize_static_with_parity(fp32: Path, int8: Path, calibration: np.ndarray,
     methods = {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile,
                "entropy": CalibrationMethod.Entropy}
     ref_parity, ref_tuning = data.parity_fp32.argmax(1), data.tuning_fp32.argmax(1)
-    _, fp32_seconds = _timed_probs(fp32, data.parity[:256])
+    fp32_seconds, classes = data.fp32_seconds_per_image, data.parity_fp32.shape[1]
     tries: list[dict[str, Any]] = []
     int8_probs = np.zeros_like(data.parity_fp32)
     with tempfile.TemporaryDirectory(prefix="aiforge-quant-") as tmp:
@@ -289,8 +269,9 @@ def quantize_static_with_parity(fp32: Path, int8: Path, calibration: np.ndarray,
                                 per_channel=recipe.per_channel, calibrate_method=methods[recipe.method],
                                 nodes_to_exclude=_excluded(prepared, recipe),
                                 extra_options=extra)
-            int8_probs, int8_seconds = _timed_probs(int8, data.parity)
-            tuning = _onnx_probs(int8, data.tuning, classes=data.tuning_fp32.shape[1])
+            session = _session(int8)
+            int8_probs, int8_seconds = _run(session, data.parity, classes)
+            tuning, _ = _run(session, data.tuning, classes)
             margin = (min_margin_for(tuning, data.tuning_fp32, fallback.target, limit=min_agreement)
                       if fallback.enabled else 0.0)
             served_tuning, fell_tuning = guarded(tuning, data.tuning_fp32, margin)
@@ -333,11 +314,13 @@ def export_image_classifier(fitted: FittedImageClassifier, directory: Path, imag
     graph = ProbabilityGraph(cpu_model).eval()
     parity_data, calibration = images.parity, images.calibration
     pixels = preprocess_batch([parity_data.image(i) for i in range(len(parity_data))], fitted.image)
-    exporter = _to_onnx(graph, directory / FP32_GRAPH, torch.from_numpy(pixels[:2]))
+    exporter = export_onnx(graph, (torch.from_numpy(pixels[:2]),), directory / FP32_GRAPH, inputs=[INPUT],
+                           outputs=[OUTPUT], dynamic={INPUT: {0: "batch"}, OUTPUT: {0: "batch"}}, opset=17)
     with torch.inference_mode():
         torch_probs = np.concatenate([graph(torch.from_numpy(pixels[i:i + 64])).numpy()
                                       for i in range(0, len(pixels), 64)])
-    fp32 = _onnx_probs(directory / FP32_GRAPH, pixels)
+    fp32_session = _session(directory / FP32_GRAPH)
+    fp32, fp32_seconds = _run(fp32_session, pixels, len(fitted.labels))
     max_diff = float(np.abs(fp32 - torch_probs).max())
     index = {y: i for i, y in enumerate(fitted.labels)}
     truth = np.array([index.get(y, -1) for y in parity_data.labels])
@@ -361,7 +344,7 @@ def export_image_classifier(fitted: FittedImageClassifier, directory: Path, imag
             return preprocess_batch([ds.image(i) for i in range(len(ds))], fitted.image)
 
         tuning = preprocessed(images.tuning)
-        data = GateData(pixels, fp32, tuning, _onnx_probs(directory / FP32_GRAPH, tuning, classes=fp32.shape[1]))
+        data = GateData(pixels, fp32, tuning, _run(fp32_session, tuning, fp32.shape[1])[0], fp32_seconds)
         policy = FallbackPolicy(opt.int8_fallback, opt.fallback_agreement, opt.max_fallback_rate)
         quant = quantize_static_with_parity(directory / FP32_GRAPH, directory / INT8_GRAPH,
                                             preprocessed(calibration), data, min_agreement=opt.min_int8_agreement,

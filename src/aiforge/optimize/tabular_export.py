@@ -126,6 +126,15 @@ def _finish(base: onnx.ModelProto, nodes: list[onnx.NodeProto], inits: list[onnx
     return model
 
 
+def _from_nodes(nodes: list[onnx.NodeProto], inits: list[onnx.TensorProto], p1: str,
+                schema: TabularSchema) -> onnx.ModelProto:
+    """A graph built node by node whose positive-class probability is ``p1``, finished like the others."""
+    more, more_inits, out = _two_columns(p1, "final_")
+    empty = helper.make_model(helper.make_graph([], "empty", [], []),
+                              opset_imports=[helper.make_opsetid(d, v) for d, v in OPSET.items()])
+    return _finish(empty, nodes + more, inits + more_inits, out, schema)
+
+
 def _two_columns(p1: str, prefix: str) -> tuple[list[onnx.NodeProto], list[onnx.TensorProto], str]:
     """[1 - p1, p1] from a [N] or [N, 1] float tensor."""
     nodes = [
@@ -153,12 +162,7 @@ def _mixture_graph(model: TabularModel, schema: TabularSchema, feats: list[str])
     nodes.append(helper.make_node("Sum", terms, ["mix_p1_raw"]))
     nodes.append(helper.make_node("Clip", ["mix_p1_raw", "mix_zero", "mix_one"], ["mix_p1"]))
     inits += [_const("mix_zero", 0.0), _const("mix_one", 1.0)]
-    more, more_inits, out = _two_columns("mix_p1", "final_")
-    empty = helper.make_model(helper.make_graph([], "empty", [], []),
-                              opset_imports=[helper.make_opsetid(d, v) for d, v in OPSET.items()])
-    empty.graph.node.extend(nodes)
-    empty.graph.initializer.extend(inits)
-    return _finish(empty, more, more_inits, out, schema)
+    return _from_nodes(nodes, inits, "mix_p1", schema)
 
 
 def _threshold_graph(model: TabularModel, schema: TabularSchema, feats: list[str]) -> onnx.ModelProto:
@@ -202,12 +206,7 @@ def _threshold_graph(model: TabularModel, schema: TabularSchema, feats: list[str
         helper.make_node("Mul", ["to_keep", "to_interp"], ["to_kept"]),
         helper.make_node("Add", ["to_ign", "to_kept"], ["to_p1"]),
     ]
-    more, more_inits, out = _two_columns("to_p1", "final_")
-    empty = helper.make_model(helper.make_graph([], "empty", [], []),
-                              opset_imports=[helper.make_opsetid(d, v) for d, v in OPSET.items()])
-    empty.graph.node.extend(nodes)
-    empty.graph.initializer.extend(inits)
-    return _finish(empty, more, more_inits, out, schema)
+    return _from_nodes(nodes, inits, "to_p1", schema)
 
 
 def onnx_proba(path: Path, feed: dict[str, np.ndarray]) -> np.ndarray:

@@ -4,17 +4,15 @@ an int8 dynamically quantized copy, the tokenizer, and parity checks against PyT
 from __future__ import annotations
 
 import json
-import logging
-import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
 from aiforge.data.splits import stratified_split
 from aiforge.data.text import TextDataset
 from aiforge.errors import ExportError
+from aiforge.optimize.onnx_export import export_onnx
 from aiforge.tasks.text_encoder import ProbabilityGraph, iter_batches
 
 if TYPE_CHECKING:
@@ -26,35 +24,6 @@ FP32_GRAPH = "model.onnx"
 INT8_GRAPH = "model.int8.onnx"
 INPUTS = ["input_ids", "attention_mask"]
 OUTPUT = "probabilities"
-
-
-def _to_onnx(graph: torch.nn.Module, path: Path, example: tuple[torch.Tensor, torch.Tensor]) -> str:
-    """Export with the dynamo exporter; fall back to TorchScript tracing if it fails."""
-    batch, seq = torch.export.Dim("batch"), torch.export.Dim("sequence")
-    logging.getLogger("torch.onnx").setLevel(logging.ERROR)  # "torchvision is not installed" notes
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            torch.onnx.export(
-                graph, example, str(path), input_names=INPUTS, output_names=[OUTPUT],
-                dynamic_shapes={"input_ids": {0: batch, 1: seq}, "attention_mask": {0: batch, 1: seq}},
-                external_data=False, dynamo=True, verbose=False, report=False,
-            )
-        return "dynamo"
-    except Exception as first:
-        logging.getLogger(__name__).warning("dynamo export failed (%s); using TorchScript export", first)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            torch.onnx.export(
-                graph, example, str(path), input_names=INPUTS, output_names=[OUTPUT], dynamo=False,
-                opset_version=18,
-                dynamic_axes={"input_ids": {0: "batch", 1: "sequence"},
-                              "attention_mask": {0: "batch", 1: "sequence"}, OUTPUT: {0: "batch"}},
-            )
-        return "torchscript"
-    except Exception as exc:
-        raise ExportError(f"ONNX export failed: {exc}") from exc
 
 
 def _onnx_probs(path: Path, fitted: FittedTextClassifier, texts: list[str]) -> np.ndarray:
@@ -88,7 +57,9 @@ def export_text_classifier(fitted: FittedTextClassifier, directory: Path, *,
     texts = data.texts
     graph = ProbabilityGraph(fitted.model).eval()
     _, ids, mask = next(iter_batches(fitted.tokenizer, texts[:2] or ["example"], 2, sort=False))
-    exporter = _to_onnx(graph, directory / FP32_GRAPH, (ids, mask))
+    exporter = export_onnx(graph, (ids, mask), directory / FP32_GRAPH, inputs=INPUTS, outputs=[OUTPUT],
+                           dynamic={"input_ids": {0: "batch", 1: "sequence"},
+                                    "attention_mask": {0: "batch", 1: "sequence"}, OUTPUT: {0: "batch"}})
 
     torch_probs = fitted.predict_proba(texts)
     fp32 = _onnx_probs(directory / FP32_GRAPH, fitted, texts)

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import os
-import signal
 from pathlib import Path
 from typing import Any
 
 from aiforge.bundle.registry import Registry
-from aiforge.serve.loadgen import aiforge_server_args, free_port, measure, start_server
+from aiforge.serve.loadgen import aiforge_server_args, free_port, measure_levels, running_server
 
 __all__ = ["DEFAULT_TEXTS", "benchmark_bundle", "rss_mb"]
 
@@ -42,16 +41,11 @@ def benchmark_bundle(bundle: str, *, levels: list[int], duration: float, texts: 
     env = dict(os.environ, AIFORGE_HOME=str(registry.home))
     args = aiforge_server_args([str(path)], port=port, extra=[
         "--max-batch-size", str(max_batch_size), "--max-wait-ms", str(max_wait_ms), "--precision", precision])
-    proc, ready = start_server(args, port=port, env=env)
-    try:
-        url = f"http://127.0.0.1:{port}"
-        route = f"/v2/models/{name}/infer" if protocol == "v2" else f"/v1/models/{name}/predict"
-        results = [measure(url, route, texts or DEFAULT_TEXTS, concurrency=c, duration=duration, protocol=protocol)
-                   for c in levels]
+    route = f"/v2/models/{name}/infer" if protocol == "v2" else f"/v1/models/{name}/predict"
+    with running_server(args, port=port, env=env) as (proc, ready):
+        results = measure_levels(f"http://127.0.0.1:{port}", route, texts or DEFAULT_TEXTS, levels=levels,
+                                 duration=duration, protocol=protocol)
         memory = rss_mb(proc.pid)
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(timeout=60)
     return {"bundle": str(path), "name": name, "ready_seconds": ready, "rss_mb_after_load": memory,
             "max_batch_size": max_batch_size, "max_wait_ms": max_wait_ms, "precision": precision,
             "levels": results}

@@ -11,12 +11,13 @@ import contextlib
 import ipaddress
 import json
 import multiprocessing as mp
+import signal
 import socket
 import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -26,7 +27,7 @@ import httpx
 
 from aiforge.errors import AiforgeError
 
-__all__ = ["LoadResult", "check_loopback", "measure", "run_load", "start_server"]
+__all__ = ["LoadResult", "check_loopback", "measure", "measure_levels", "run_load", "running_server", "start_server"]
 
 MAX_REQUESTS = 1_000_000
 
@@ -243,6 +244,23 @@ def measure(url: str, path: str, texts: list[str], *, concurrency: int, duration
     return result
 
 
+def measure_levels(url: str, path: str, texts: list[str], *, levels: list[int], duration: float,
+                   protocol: str = "v2", bodies: list[bytes] | None = None, warmup_concurrency: int = 0,
+                   unit: str = "") -> list[dict[str, Any]]:
+    """``measure`` at each concurrency in ``levels``, after a 2 s warm-up at ``warmup_concurrency``
+    (0: none); with ``unit`` ("req/s", "img/s"…) one line per level is printed."""
+    if warmup_concurrency:
+        measure(url, path, texts, concurrency=warmup_concurrency, duration=2, protocol=protocol, bodies=bodies)
+    rows = []
+    for c in levels:
+        r = measure(url, path, texts, concurrency=c, duration=duration, protocol=protocol, bodies=bodies)
+        if unit:
+            print(f"   c={c:3d} {r['throughput_rps']:8.1f} {unit}  p50 {r['p50_ms']:7.1f}  p99 {r['p99_ms']:7.1f} ms"
+                  f"  errors {r['errors']}", flush=True)
+        rows.append(r)
+    return rows
+
+
 def free_port() -> int:
     """A free TCP port on 127.0.0.1."""
     with socket.socket() as s:
@@ -274,6 +292,26 @@ def start_server(args: list[str], *, port: int, ready_path: str = "/v2/health/re
         time.sleep(0.02)
     proc.kill()
     raise AiforgeError(f"server not ready within {timeout:.0f} s: {' '.join(args)}")
+
+
+@contextlib.contextmanager
+def running_server(args: list[str], *, port: int, ready_path: str = "/v2/health/ready", timeout: float = 120.0,
+                   env: dict[str, str] | None = None, log: Path | None = None,
+                   stop_timeout: float = 60.0) -> Iterator[tuple[subprocess.Popen[bytes], float]]:
+    """:func:`start_server`, then SIGTERM on leaving (killed if it has not exited within ``stop_timeout``).
+
+    Yields the process and the seconds from spawn to ready.
+    """
+    proc, ready = start_server(args, port=port, ready_path=ready_path, timeout=timeout, env=env, log=log)
+    try:
+        yield proc, ready
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=stop_timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
 
 def aiforge_server_args(bundles: list[str], *, port: int, extra: list[str] | None = None) -> list[str]:

@@ -14,7 +14,7 @@ from aiforge.bundle.registry import BundleRecord, Registry
 from aiforge.errors import SpecError
 from aiforge.spec import BaseSpec
 
-__all__ = ["TASKS", "ExportResult", "Fitted", "Task", "get_task"]
+__all__ = ["TASKS", "ExportResult", "Fitted", "Task", "check_spec", "get_task", "parity_line"]
 
 
 @dataclass(frozen=True)
@@ -91,3 +91,12 @@ def check_spec(spec: BaseSpec, cls: type[BaseSpec]) -> None:
     """Raise SpecError unless ``spec`` is of the spec class this task expects."""
     if not isinstance(spec, cls):
         raise SpecError(f"task {spec.task!r} needs a {cls.__name__}, got {type(spec).__name__}.")
+
+
+def parity_line(parity: dict[str, Any], int8_kind: str = "") -> str:
+    """One line for ``aiforge train``: fp32-vs-PyTorch difference and, if tried, int8's agreement."""
+    line = f"ONNX fp32 vs PyTorch max |Δp| = {parity['fp32_vs_torch_max_abs_prob_diff']:.2e}"
+    if "int8_ok" in parity:
+        line += (f"; int8{int8_kind} agreement {parity['int8_top1_agreement']:.4f}, accuracy "
+                 f"{parity['int8_accuracy']:.4f}{'' if parity['int8_ok'] else ' (int8 dropped: below limit)'}")
+    return line

@@ -28,7 +28,7 @@ from aiforge.errors import InputError, SpecError
 from aiforge.hub.catalog import Backbone, get_backbone
 from aiforge.spec import BaseSpec
 from aiforge.tables import metrics_table, per_class_table
-from aiforge.tasks.base import ExportResult, check_spec
+from aiforge.tasks.base import ExportResult, check_spec, parity_line
 from aiforge.tasks.image_spec import ImageSpec
 from aiforge.train.loop import seed_everything
 from aiforge.version import __version__
@@ -204,8 +204,7 @@ class ImageClassificationTask:
         headline = scored.headline() if scored else {}
         extra = {
             "aiforge_version": __version__,
-            "backbone": {"name": fitted.backbone.name, "licence": fitted.backbone.licence,
-                         "provenance": fitted.backbone.provenance},
+            "backbone": fitted.backbone.record(),
             "mode": spec.effective_mode,
             "image": fitted.image.to_dict(),
             "metrics": headline,
@@ -217,10 +216,7 @@ class ImageClassificationTask:
 
     def summarize(self, result: FitResult, exported: ExportResult) -> list[Any]:
         """Metrics table, hardest classes and the parity line, for ``aiforge train``."""
-        p = exported.parity
-        parity = (f"ONNX fp32 vs PyTorch max |Δp| = {p['fp32_vs_torch_max_abs_prob_diff']:.2e}"
-                  + (f"; int8 (static) agreement {p['int8_top1_agreement']:.4f}, accuracy {p['int8_accuracy']:.4f}"
-                     f"{'' if p['int8_ok'] else ' (int8 dropped: below limit)'}" if "int8_ok" in p else ""))
+        parity = parity_line(exported.parity, " (static)")
         if result.validation is None:
             return [f"{exported.record.name}: pre-trained ImageNet classifier (zero-shot, "
                     f"{len(result.fitted.labels)} classes, {result.fitted.image.resolution} px)", parity]

@@ -30,7 +30,7 @@ from aiforge.hub.catalog import Backbone, get_backbone
 from aiforge.progress import progress_bar
 from aiforge.spec import AppSpec, BaseSpec, TrainSpec
 from aiforge.tables import metrics_table, per_class_table
-from aiforge.tasks.base import ExportResult, check_spec
+from aiforge.tasks.base import ExportResult, check_spec, parity_line
 from aiforge.tasks.text_encoder import TextClassifier, TextEncoder, iter_batches, load_tokenizer, make_head
 from aiforge.train.loop import Batch, LoopConfig, LoopResult, fit_loop, seed_everything
 from aiforge.version import __version__
@@ -221,8 +221,7 @@ class TextClassificationTask:
         headline = (result.test or result.validation).headline()
         extra = {
             "aiforge_version": __version__,
-            "backbone": {"name": fitted.backbone.name, "licence": fitted.backbone.licence,
-                         "provenance": fitted.backbone.provenance},
+            "backbone": fitted.backbone.record(),
             "mode": spec.model.mode,
             "columns": {"text": spec.data.text_column, "label": spec.data.label_column},
             "metrics": headline,
@@ -235,10 +234,7 @@ class TextClassificationTask:
     def summarize(self, result: FitResult, exported: ExportResult) -> list[Any]:
         """Metrics table, hardest classes and the parity line, for ``aiforge train``."""
         test = result.test.to_dict() if result.test else None
-        p = exported.parity
-        parity = (f"ONNX fp32 vs PyTorch max |Δp| = {p['fp32_vs_torch_max_abs_prob_diff']:.2e}"
-                  + (f"; int8 agreement {p['int8_top1_agreement']:.4f}, accuracy {p['int8_accuracy']:.4f}"
-                     f"{'' if p['int8_ok'] else ' (int8 dropped: below limit)'}" if "int8_ok" in p else ""))
+        parity = parity_line(exported.parity)
         return [metrics_table(f"{exported.record.name}: trained in {result.train_seconds:.0f} s",
                               {"validation": result.validation.to_dict(), "test": test}),
                 per_class_table(test or result.validation.to_dict()), parity]
