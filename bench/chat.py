@@ -21,12 +21,12 @@ from typing import Any
 import numpy as np
 
 from _common import RESULTS, machine, shared_data, write_result
-from aiforge.chat.encoder import OnnxEncoder
-from aiforge.chat.evaluate import labelled_index
-from aiforge.chat.index import KnowledgeIndex, rrf_fuse
-from aiforge.chat.intents import calibrate_threshold, fit_head, out_of_fold
-from aiforge.chat.spec import ChatSpec, IntentsSpec, RetrievalSpec
-from aiforge.optimize.encoder_export import cached_encoder
+from aiforge.hub.encoder_export import cached_encoder
+from aiforge.hub.onnx_encoder import OnnxEncoder
+from aiforge.tasks.chat.evaluate import labelled_index
+from aiforge.tasks.chat.index import KnowledgeIndex, rrf_fuse
+from aiforge.tasks.chat.intents import calibrate_threshold, fit_head, out_of_fold
+from aiforge.tasks.chat.spec import ChatSpec, IntentsSpec, RetrievalSpec
 
 N_UNKNOWN = 10
 SEED = 0
@@ -151,7 +151,7 @@ def retrieval(xtr: np.ndarray, ytr: list[str], ttr: list[str], xte: np.ndarray, 
 
 def local_stream(runs: int = 3, max_tokens: int = 64) -> dict[str, Any]:
     """Time to first token and tokens/s of SmolLM2-135M streaming, in process, with 2 retrieved passages."""
-    from aiforge.chat.generate import GenerationRequest, LocalGenerator, Passage, load_local_model
+    from aiforge.tasks.chat.generate import GenerationRequest, LocalGenerator, Passage, load_local_model
 
     t0 = time.perf_counter()
     tok, _ = load_local_model()
@@ -190,8 +190,8 @@ QUESTIONS = [
 
 def http_latency(home: Path, duration: float) -> dict[str, Any]:
     """p50/p99 of full extractive answers through POST /v1/chat/completions (docs-assistant bundle)."""
-    from aiforge.chat.api import demo_spec, index_folder
     from aiforge.serve.loadgen import aiforge_server_args, free_port, measure_levels, running_server
+    from aiforge.tasks.chat.api import demo_spec, index_folder
 
     built = index_folder(spec_file=demo_spec(), home=home, progress=False)
     port = free_port()
@@ -207,7 +207,7 @@ def http_latency(home: Path, duration: float) -> dict[str, Any]:
 
 
 def transcript(home: Path) -> list[dict[str, Any]]:
-    from aiforge.chat.api import run_demo
+    from aiforge.tasks.chat.api import run_demo
 
     _, turns = run_demo(home=home)
     return [{"user": q, "assistant": t.text, "kind": t.kind, "intent": t.intent, "retrieval_query": t.query,

@@ -42,8 +42,8 @@ def adult_spec(name: str, mitigation: dict[str, Any]) -> BaseSpec:
 
 
 def run_setting(label: str, mitigation: dict[str, Any], home: str, index: int) -> dict[str, Any]:
-    from aiforge.audit.ship import measure_latency
-    from aiforge.data.tabular import frame_columns
+    from aiforge.tasks.tabular.data import frame_columns
+    from aiforge.tasks.tabular.ship import measure_latency
 
     app = af.App(adult_spec(f"adult-{index}", mitigation), home=home)
     start = time.perf_counter()
@@ -81,7 +81,7 @@ def run_setting(label: str, mitigation: dict[str, Any], home: str, index: int) -
 
 
 def run_example(name: str, home: str) -> dict[str, Any]:
-    from aiforge.audit.ship import ship
+    from aiforge.tasks.tabular.ship import ship
 
     spec = load_spec(ROOT / "examples" / name / "aiforge.yaml")
     report = ship(ROOT / "examples" / name / "aiforge.yaml", home=home)

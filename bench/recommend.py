@@ -53,11 +53,12 @@ def rss_mb() -> float:
 
 
 def accuracy(spec: Any) -> tuple[dict[str, Any], Any]:
-    from aiforge.data.interactions import load_interactions, split_interactions
-    from aiforge.recommend.embed import embed_texts
-    from aiforge.recommend.evaluate import cold_start_hit_rate, evaluate_parts
-    from aiforge.recommend.models import FitContext, fit_parts
-    from aiforge.tasks.recommendation import RecommendFitResult, fit_recommenders
+    from aiforge.tasks.recommend.data import load_interactions, split_interactions
+    from aiforge.tasks.recommend.embed import embed_texts
+    from aiforge.tasks.recommend.evaluate import cold_start_hit_rate, evaluate_parts
+    from aiforge.tasks.recommend.fitted import RecommendFitResult
+    from aiforge.tasks.recommend.models import FitContext, fit_parts
+    from aiforge.tasks.recommend.task import fit_recommenders
 
     data = load_interactions(spec.data)
     s = spec.split
@@ -137,8 +138,8 @@ def serving(bundle: Path, home: Path, users: list[str], duration: float) -> dict
 def synthetic_bundle(folder: Path, n_items: int, index: str, *, n_users: int = 2000, dim: int = 64) -> None:
     """A factor-model bundle (clustered 64-d factors), exact graph or faiss IVF."""
     from aiforge.bundle.format import write_manifest
-    from aiforge.optimize.recommend_bundle import write_scorer
-    from aiforge.recommend.scoring import ScoringParts
+    from aiforge.tasks.recommend.export import write_scorer
+    from aiforge.tasks.recommend.scoring import ScoringParts
 
     rng = np.random.default_rng(0)
     centres = rng.standard_normal((256, dim)).astype(np.float32)
@@ -224,7 +225,7 @@ def main() -> None:
 
     from aiforge.bundle.registry import Registry
     from aiforge.spec import BaseSpec
-    from aiforge.tasks.recommendation import RecommendationTask
+    from aiforge.tasks.recommend.task import RecommendationTask
 
     started = time.perf_counter()
     spec = BaseSpec.from_yaml(EXAMPLE)

@@ -8,7 +8,7 @@
   10% is held out for validation; 10k test), frozen EfficientNet-Lite0 features at
   ``--head-resolution`` px (28x28 upsampled, no crop), linear head. Test accuracy and
   training wall time (feature extraction included).
-- full: the same training core the task's ``full`` mode runs (aiforge.vision.training:
+- full: the same training core the task's ``full`` mode runs (aiforge.tasks.image.training:
   linear probe, then every stage fine-tuned with augmentation and discriminative rates),
   on ``--device``. It imports only torch, numpy, Pillow, the efficientnet packages and
   aiforge's vision/train modules, so it also runs on a bare GPU machine.
@@ -136,10 +136,10 @@ def run_full(args: argparse.Namespace) -> dict[str, Any]:
 
     from aiforge.audit.metrics import classification_metrics
     from aiforge.hub.catalog import get_backbone
-    from aiforge.vision.dataset import ImageDataset, read_idx
-    from aiforge.vision.model import ImageClassifier, load_efficientnet, make_head
-    from aiforge.vision.preprocess import ImageConfig, preprocess_batch
-    from aiforge.vision.training import FullConfig, HeadConfig, extract_features, fit_full, fit_head, pick_device
+    from aiforge.tasks.image.dataset import ImageDataset, read_idx
+    from aiforge.tasks.image.model import ImageClassifier, load_efficientnet, make_head
+    from aiforge.tasks.image.preprocess import ImageConfig, preprocess_batch
+    from aiforge.tasks.image.training import FullConfig, HeadConfig, extract_features, fit_full, fit_head, pick_device
 
     torch.manual_seed(0)
     np.random.seed(0)
@@ -196,8 +196,8 @@ def run_zeroshot(home: str) -> dict[str, Any]:
     from PIL import Image
 
     import aiforge as af
-    from aiforge.data.samples import SAMPLE_PHOTOS, sample_photos
     from aiforge.spec import BaseSpec
+    from aiforge.tasks.image.samples import SAMPLE_PHOTOS, sample_photos
 
     spec = BaseSpec.from_dict({"name": "imagenet", "task": "image-classification",
                                "optimize": {"quantize": False}}, source="bench/vision.py")
@@ -229,7 +229,7 @@ def run_serve(args: argparse.Namespace, trained: Any) -> dict[str, Any]:
     import aiforge as af
     from aiforge.serve.benchmark import rss_mb
     from aiforge.serve.loadgen import aiforge_server_args, free_port, measure_levels, running_server
-    from aiforge.vision.dataset import read_idx
+    from aiforge.tasks.image.dataset import read_idx
 
     result, exported = trained
     fitted = result.fitted
@@ -330,7 +330,7 @@ def offline_speed(bundle: Path, precisions: list[str], images: Any) -> dict[str,
     from PIL import Image
 
     import aiforge as af
-    from aiforge.vision.preprocess import preprocess
+    from aiforge.tasks.image.preprocess import preprocess
 
     out: dict[str, dict[str, float]] = {}
     for precision in precisions:
@@ -357,8 +357,8 @@ def guard_robustness(bundle: Path, splits: Any, test8: Any, test32: Any, eager: 
     import numpy as np
 
     import aiforge as af
-    from aiforge.optimize.fallback import guarded, min_margin_for
-    from aiforge.tasks.image_spec import ImageOptimizeSpec
+    from aiforge.tasks.image.fallback import guarded, min_margin_for
+    from aiforge.tasks.image.spec import ImageOptimizeSpec
 
     def probs(precision: str, items: list[Any]) -> Any:
         rt = af.load(bundle, precision=precision)

@@ -119,7 +119,7 @@ class TrainedBundle:
 def trained_bundle(small_banking: Path, tmp_path_factory: pytest.TempPathFactory) -> TrainedBundle:
     """A head-mode app fitted and exported once for the whole session (read it, never modify it)."""
     from aiforge import App
-    from aiforge.spec import AppSpec
+    from aiforge.tasks.text.spec import AppSpec
 
     home = tmp_path_factory.mktemp("trained-home")
     spec = head_spec_dict(small_banking)

@@ -21,18 +21,21 @@ from aiforge.errors import (
     RegistryError,
     SpecError,
 )
-from aiforge.spec import AppSpec
 
 _LAZY = {"serve": "aiforge.serve.app", "create_app": "aiforge.serve.app", "Client": "aiforge.serve.client",
          "ServerConfig": "aiforge.serve.config"}
 
 
 def __getattr__(name: str) -> object:
-    """Serving names load on first use, so ``import aiforge`` stays light."""
+    """Serving names and the text kind's spec load on first use, so ``import aiforge`` stays light."""
     if name in _LAZY:
         import importlib
 
         return getattr(importlib.import_module(_LAZY[name]), name)
+    if name == "AppSpec":  # the text kind's spec, through the kinds table like every kind's part
+        from aiforge.tasks.registry import get_kind, resolve
+
+        return resolve(get_kind("text-classification").spec)
     raise AttributeError(f"module 'aiforge' has no attribute {name!r}")
 
 __all__ = [

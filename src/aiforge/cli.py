@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import importlib
 import json
 import os
 import sys
-import tempfile
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -15,7 +13,9 @@ from rich.console import Console
 from rich.table import Table
 
 from aiforge.errors import AiforgeError
+from aiforge.options import HomeOpt, out
 from aiforge.tables import metrics_table, per_class_table
+from aiforge.tasks.registry import KINDS, resolve
 
 __all__ = ["app", "main"]
 
@@ -23,10 +23,8 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
                   help="aiforge: pre-trained models to fast, fair, deployed AI applications.")
 registry_app = typer.Typer(no_args_is_help=True, help="Registered bundles: list and show.")
 app.add_typer(registry_app, name="registry")
-out = Console()
 _state = {"debug": False}
 
-HomeOpt = Annotated[Path | None, typer.Option("--home", help="Registry folder (default $AIFORGE_HOME or ~/.aiforge).")]
 
 
 @app.callback()
@@ -135,49 +133,6 @@ def registry_show(
 
 
 @app.command()
-def demo(
-    home: HomeOpt = None,
-    workdir: Annotated[Path | None, typer.Option(help="Where to write the demo data (default: a temp folder).")] = None,
-) -> None:
-    """Train a small intent classifier on data aiforge writes itself, then predict with it."""
-    from aiforge.app import App
-    from aiforge.data.samples import write_demo_intents
-    from aiforge.spec import AppSpec
-
-    folder = workdir or Path(tempfile.mkdtemp(prefix="aiforge-demo-"))
-    train_csv, test_csv = write_demo_intents(folder)
-    out.print(f"[bold]1.[/] wrote demo data: {train_csv} and {test_csv}")
-    spec = AppSpec.from_dict({
-        "name": "demo-intents", "task": "text-classification",
-        "data": {"train": str(train_csv), "test": str(test_csv), "text_column": "text", "label_column": "intent"},
-        "model": {"backbone": "minilm-l6", "mode": "head"},
-    }, source="demo")
-    application = App(spec, home=home)
-    out.print("[bold]2.[/] fitting a head on the pre-trained MiniLM encoder (frozen)")
-    result = application.fit()
-    out.print(metrics_table("demo-intents", {"validation": result.validation.to_dict(),
-                                              "test": result.test.to_dict() if result.test else None}))
-    out.print("[bold]3.[/] exporting to ONNX (fp32 + int8), checking parity, registering")
-    exported = application.export()
-    out.print(f"    registered demo-intents:{exported.record.version} at {exported.path}")
-    out.print("[bold]4.[/] predicting with the torch-free Runtime")
-    from aiforge.app import load
-
-    rt = load("demo-intents", home=home)
-    examples = ["my visa got stolen yesterday", "how much cash do I have", "is the bank open on saturday",
-                "please end my membership", "hey, good afternoon", "pay my landlord 700 euros"]
-    table = Table(title=f"predictions ({rt.precision} graph)")
-    table.add_column("text")
-    table.add_column("label")
-    table.add_column("score", justify="right")
-    for text, p in zip(examples, rt.predict(examples), strict=True):
-        table.add_row(text, p.label, f"{p.score:.3f}")
-    out.print(table)
-    out.print("Try: aiforge predict demo-intents \"I lost my card\""
-              + (f" --home {home}" if home else ""))
-
-
-@app.command()
 def serve(
     bundles: Annotated[list[str], typer.Argument(help="Bundle folders, NAME or NAME:VERSION (one or more).")],
     host: Annotated[str | None, typer.Option(help="Address to bind [default: 127.0.0.1].")] = None,
@@ -247,15 +202,11 @@ def bench(
         out.print(f"wrote {output}")
 
 
-# Commands contributed by task areas ("module" exposing ``register(app)``). Imported at start-up,
-# so such a module must import its heavy dependencies inside the commands.
-COMMAND_MODULES: list[str] = [
-    "aiforge.commands.tabular",
-    "aiforge.commands.chat",
-    "aiforge.commands.recommend",
-]
-for _module in COMMAND_MODULES:
-    importlib.import_module(_module).register(app)
+# Commands of each kind (its row's ``commands``: a ``register(app)`` function). Imported at start-up,
+# so a kind's commands module imports its heavy dependencies inside the commands.
+for _kind in KINDS:
+    if _kind.commands:
+        resolve(_kind.commands)(app)
 
 
 def main() -> None:

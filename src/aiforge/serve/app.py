@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import importlib
 import logging
 import os
 import signal
@@ -23,18 +22,12 @@ from aiforge.serve.metrics import ServerMetrics
 from aiforge.serve.middleware import AccessLog, BodyLimit, JsonByDefault
 from aiforge.serve.protocols import health_router, v1_router, v2_router
 from aiforge.serve.service import Models, ModelService
+from aiforge.tasks.registry import KINDS, resolve
 
 __all__ = ["create_app", "serve"]
 
 log = logging.getLogger("aiforge.server")
 
-# Routers of task-specific routes (image upload, recommend, chat); "module:attribute", imported
-# when the app is built. Each must stay torch-free at import time.
-EXTRA_ROUTERS: list[str] = [
-    "aiforge.serve.chat_routes:router",
-    "aiforge.serve.recommend_routes:router",
-    "aiforge.serve.image_routes:router",
-]
 
 
 def _load_all(models: Models, config: ServerConfig, home: str | Path | None, executor: ThreadPoolExecutor,
@@ -102,9 +95,9 @@ def create_app(bundles: Sequence[str | Path | Runtime], *, config: ServerConfig 
     app.include_router(health_router)
     app.include_router(v2_router)
     app.include_router(v1_router)
-    for target in EXTRA_ROUTERS:
-        module, attr = target.split(":")
-        app.include_router(getattr(importlib.import_module(module), attr))
+    for kind in KINDS:  # each kind's own routes (image upload, recommend, chat); torch-free at import
+        if kind.routes:
+            app.include_router(resolve(kind.routes))
 
     @app.get("/metrics", include_in_schema=False)
     def prometheus() -> Response:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import difflib
-import importlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -13,8 +11,9 @@ from aiforge.bundle.format import BundleManifest
 from aiforge.bundle.registry import BundleRecord, Registry
 from aiforge.errors import SpecError
 from aiforge.spec import BaseSpec
+from aiforge.tasks.registry import get_kind, resolve
 
-__all__ = ["TASKS", "ExportResult", "Fitted", "Task", "check_spec", "get_task", "parity_line"]
+__all__ = ["ExportResult", "Fitted", "Task", "check_spec", "get_task", "parity_line"]
 
 
 @dataclass(frozen=True)
@@ -60,30 +59,13 @@ class Task(Protocol):
         ...
 
 
-# task name -> "module:attribute"; imported lazily so serving never pulls in torch.
-TASKS: dict[str, str] = {
-    "text-classification": "aiforge.tasks.text_classification:TextClassificationTask",
-    "tabular-classification": "aiforge.tasks.tabular:TabularTask",
-    "chat": "aiforge.chat.task:ChatTask",
-    "recommendation": "aiforge.tasks.recommendation:RecommendationTask",
-    "image-classification": "aiforge.tasks.image_classification:ImageClassificationTask",
-}
-
-
 def get_task(name: str) -> Task:
     """An instance of the task called ``name``.
 
     Raises:
         SpecError: no such task.
     """
-    target = TASKS.get(name)
-    if target is None:
-        guess = difflib.get_close_matches(name, list(TASKS), n=1)
-        hint = f" Did you mean {guess[0]!r}?" if guess else ""
-        raise SpecError(f"unknown task {name!r}.{hint} Known tasks: {', '.join(sorted(TASKS))}.")
-    module, attr = target.split(":")
-    cls = getattr(importlib.import_module(module), attr)
-    task: Task = cls()
+    task: Task = resolve(get_kind(name).task)()
     return task
 
 

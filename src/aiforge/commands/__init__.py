@@ -1,1 +1,0 @@
-"""CLI commands contributed by task areas; each module exposes ``register(app)``."""

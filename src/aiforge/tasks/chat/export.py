@@ -1,0 +1,84 @@
+"""Build a chat bundle: ingest knowledge (re-using chunks of unchanged files), train intents, register.
+
+Only the encoder export needs PyTorch, and it runs once per backbone (cached); chunks and
+intent examples are embedded with the same ONNX graph the server uses, so index-time and
+query-time vectors come from one model.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from typing import Any
+
+from aiforge.bundle.registry import Registry
+from aiforge.hub.onnx_encoder import ENCODER_GRAPH, ENCODER_TOKENIZER
+from aiforge.tasks.chat.fitted import ChatBuild
+from aiforge.tasks.chat.index import write_index
+from aiforge.version import __version__
+
+__all__ = ["export_chat"]
+
+
+def export_chat(build: ChatBuild, registry: Registry) -> tuple[Any, Any]:
+    """Write the bundle (encoder, index, intents, pipeline, metrics, card) and register it."""
+    spec = build.spec
+    with registry.staging() as staged:
+        shutil.copy2(build.encoder_dir / ENCODER_GRAPH, staged / ENCODER_GRAPH)
+        shutil.copy2(build.encoder_dir / ENCODER_TOKENIZER, staged / ENCODER_TOKENIZER)
+        write_index(staged, build.rows)
+        if build.intents is not None:
+            build.intents.save(staged)
+        pipeline = {
+            "task": "chat", "backbone": spec.backbone, "encoder": ENCODER_GRAPH, "tokenizer": ENCODER_TOKENIZER,
+            "max_length": 256, "index_settings": build.stats["index_settings"],
+            "sources": [f[0] for f in build.rows.files],
+            "retrieval": spec.retrieval.model_dump(mode="json"),
+            "generation": spec.generation.model_dump(mode="json"),
+            "conversation": spec.conversation.model_dump(mode="json"),
+            "limits": spec.limits.model_dump(mode="json"),
+        }
+        (staged / "pipeline.json").write_text(json.dumps(pipeline, indent=2), encoding="utf-8")
+        metrics = {"index": {k: v for k, v in build.stats.items() if k != "index_settings"},
+                   "encoder_parity": build.encoder_parity,
+                   "intents": build.intents.calibration if build.intents else None}
+        (staged / "metrics.json").write_text(json.dumps(metrics, indent=2), encoding="utf-8")
+        (staged / "card.md").write_text(_card(build), encoding="utf-8")
+    headline = {"chunks": build.stats["chunks"], "files": build.stats["files"]}
+    if build.intents is not None:
+        headline["intents"] = len(build.intents.labels)
+    extra = {"aiforge_version": __version__, "backbone": {"name": spec.backbone}, "metrics": headline,
+             "parity": build.encoder_parity, "spec": spec.model_dump(mode="json")}
+    return registry.add(staged, name=spec.name, task="chat", extra=extra, metrics=headline)
+
+
+def _card(build: ChatBuild) -> str:
+    s, spec = build.stats, build.spec
+    intents = (f"{len(build.intents.labels)} intents ({', '.join(build.intents.labels)}); out-of-scope threshold "
+               f"{build.intents.threshold:.3f} ({build.intents.calibration['method']})." if build.intents else "none.")
+    return f"""# {spec.name} (chat assistant)
+
+## Intended use
+
+Answers questions from {s['files']} indexed document(s) with citations, and says it does not know when no
+chunk is similar enough (cosine < {spec.retrieval.min_score}). Generation backend: {spec.generation.backend}.
+
+## Knowledge
+
+{s['chunks']} chunks of {spec.knowledge.chunk_tokens} tokens (overlap {spec.knowledge.overlap_tokens}) from:
+{chr(10).join(f'- {f[0]} ({f[2]} chunks, sha256 {f[1][:12]})' for f in build.rows.files) or '- (no documents)'}
+
+## Intents
+
+{intents}
+
+## Encoder
+
+{spec.backbone} as ONNX (mean pooling, L2 norm); max |ONNX - PyTorch| =
+{build.encoder_parity['onnx_vs_torch_max_abs_diff']:.2e} on {build.encoder_parity['samples']} texts.
+
+## Limits
+
+Answers only restate retrieved text (extractive) or are generated from it (local/openai); a small
+language model can still misstate what it read. Check the cited sources.
+"""

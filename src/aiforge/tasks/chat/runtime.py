@@ -1,0 +1,310 @@
+"""ChatRuntime: a chat bundle loaded without PyTorch (only the ``local`` backend imports it, lazily).
+
+One turn: check the messages against the limits; detect an intent (answer with its
+template or action when confident); otherwise rewrite a follow-up with the previous
+question, retrieve (hybrid BM25 + dense), say "I don't know" below the similarity
+threshold, or hand the passages to the generation backend. Every answer lists the chunks
+it used as citations.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from aiforge.bundle.format import BundleManifest
+from aiforge.bundle.runtime import ItemLimits, Runtime
+from aiforge.errors import BundleError, InputError
+from aiforge.hub.onnx_encoder import OnnxEncoder
+from aiforge.tasks.chat.generate import (
+    ExtractiveGenerator,
+    GenerationError,
+    GenerationRequest,
+    Generator,
+    Passage,
+    make_generator,
+)
+from aiforge.tasks.chat.index import Hit, KnowledgeIndex
+from aiforge.tasks.chat.intents import IntentModel
+from aiforge.tasks.chat.sessions import SessionStore
+
+__all__ = ["DONT_KNOW", "ChatRuntime", "ChatTurn", "rewrite_followup"]
+
+
+DONT_KNOW = "I don't know: nothing in the documents I have answers that question."
+
+
+ROLES = ("system", "user", "assistant")
+
+
+_FOLLOWUP = re.compile(r"\b(it|this|that|these|those|they|them|the same)\b"
+                       r"|^\s*(and|or|but|also|what about|how about|then)\b", re.IGNORECASE)
+
+
+def rewrite_followup(question: str, previous: str | None) -> str:
+    """The retrieval query for ``question``: joined with the previous question when it reads as a follow-up
+    (a pronoun that points back, a leading "and"/"what about", or four words or fewer). A previous
+    message of two words or fewer ("hello!") carries no topic and is not used."""
+    if not previous or len(previous.split()) <= 2:
+        return question
+    if _FOLLOWUP.search(question) or len(question.split()) <= 4:
+        return f"{previous} {question}"
+    return question
+
+
+@dataclass
+class ChatTurn:
+    """One answer in the making: how it was decided, its citations, and its text as a stream."""
+
+    kind: str  # "intent", "action", "retrieval", "dont_know", "direct"
+    query: str
+    citations: list[dict[str, Any]]
+    pieces: Iterator[str]
+    intent: str | None = None
+    confidence: float | None = None
+    session_id: str | None = None
+    text: str = ""
+    completion_tokens: int = 0
+    _store: SessionStore | None = field(default=None, repr=False)
+
+    def stream(self) -> Iterator[str]:
+        """The answer piece by piece; when it ends, it is saved to the session."""
+        parts: list[str] = []
+        for piece in self.pieces:
+            parts.append(piece)
+            self.completion_tokens += 1
+            yield piece
+        self.text = "".join(parts)
+        if self._store is not None and self.session_id is not None:
+            self._store.append(self.session_id, "assistant", self.text)
+
+    def collect(self) -> ChatTurn:
+        """Run the stream to its end (``text`` is then set)."""
+        for _ in self.stream():
+            pass
+        return self
+
+    def extension(self) -> dict[str, Any]:
+        """The ``aiforge`` extension object of an API response."""
+        return {"kind": self.kind, "query": self.query, "intent": self.intent, "confidence": self.confidence,
+                "session_id": self.session_id}
+
+
+class ChatRuntime(Runtime):
+    """A chat bundle: encoder graph, knowledge index, optional intents, a generation backend."""
+
+    task = "chat"
+
+    def __init__(self, path: Path, manifest: BundleManifest, *, threads: int | None = None,
+                 sessions: SessionStore | None = None) -> None:
+        super().__init__(path, manifest)
+        from aiforge.tasks.chat.actions import import_action_modules
+
+        p = self.pipeline
+        try:
+            self.retrieval: dict[str, Any] = dict(p["retrieval"])
+            self.generation: dict[str, Any] = dict(p["generation"])
+            self.conversation: dict[str, Any] = dict(p["conversation"])
+            self.limits: dict[str, Any] = dict(p["limits"])
+            encoder, tokenizer, max_length = p["encoder"], p["tokenizer"], int(p["max_length"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise BundleError(f"{path}: pipeline.json is incomplete ({exc}).") from exc
+        self.precision = "fp32"
+        self.encoder = OnnxEncoder(path / encoder, path / tokenizer, max_length=max_length, threads=threads)
+        self.index = KnowledgeIndex(path)
+        import_action_modules()
+        self.intents = IntentModel.load(path)
+        if self.intents is not None:
+            from aiforge.tasks.chat.actions import get_action
+
+            for h in self.intents.handlers.values():
+                if h.get("action"):
+                    get_action(str(h["action"]))
+        self.labels = list(self.intents.labels) if self.intents else []
+        self.extractive = ExtractiveGenerator(self.index.sentence_vectors, self.index.sentences_of,
+                                              self.index.sentence_span,
+                                              max_sentences=int(self.generation.get("max_sentences", 3)))
+        self.generator: Generator = make_generator(self.generation, extractive=self.extractive)
+        self.sessions = sessions or SessionStore()
+
+    @classmethod
+    def open(cls, path: Path, manifest: BundleManifest, *, precision: str = "auto",
+             threads: int | None = None) -> ChatRuntime:
+        return cls(path, manifest, threads=threads)
+
+    # --- embeddings and intents ------------------------------------------------------------
+
+    def embed(self, texts: list[str]) -> np.ndarray:
+        """Unit-length MiniLM embeddings, one row per text."""
+        return self.encoder.embed(texts)
+
+    def parse_items(self, items: list[Any], where: str, limits: ItemLimits) -> list[Any]:
+        if self.intents is None:
+            raise InputError(f"{where}: this chat bundle has no intents to classify; use /v1/chat/completions")
+        for i, t in enumerate(items):
+            if not isinstance(t, str):
+                raise InputError(f"{where}[{i}]: expected a string, got {type(t).__name__}")
+            if len(t) > limits.max_text_chars:
+                raise InputError(f"{where}[{i}]: text of {len(t)} characters, over the limit of "
+                                 f"{limits.max_text_chars}")
+        return items
+
+    def predict_proba(self, items: list[Any]) -> np.ndarray:
+        """Intent probabilities (columns in ``labels`` order).
+
+        Raises:
+            InputError: the bundle has no intents.
+        """
+        if self.intents is None:
+            raise InputError("this chat bundle has no intents to classify.")
+        return self.intents.predict_proba(self.embed(list(items)))
+
+    def warmup(self) -> None:
+        self.embed(["warm up", "a slightly longer sentence to warm up the encoder graph"])
+        if self.generation.get("backend") == "local":
+            from aiforge.tasks.chat.generate import load_local_model
+
+            load_local_model()
+
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), "backend": self.generation.get("backend"), "chunks": self.index.size,
+                "sources": self.pipeline.get("sources", [])}
+
+    # --- conversation -------------------------------------------------------------------------
+
+    def check_messages(self, messages: object, *, where: str = "messages") -> list[dict[str, str]]:
+        """Messages as ``[{"role", "content"}]``, within the bundle's limits.
+
+        Raises:
+            InputError: a message is malformed or over a limit (the message names it).
+        """
+        if not isinstance(messages, list) or not messages:
+            raise InputError(f"{where}: expected a non-empty list of messages")
+        if len(messages) > self.limits["max_messages"]:
+            raise InputError(f"{where}: {len(messages)} messages, over the limit of {self.limits['max_messages']}")
+        out = []
+        for i, m in enumerate(messages):
+            if not isinstance(m, Mapping):
+                raise InputError(f"{where}[{i}]: expected an object with role and content")
+            role, content = m.get("role"), m.get("content")
+            if role not in ROLES:
+                raise InputError(f"{where}[{i}].role: expected one of {list(ROLES)}, got {role!r}")
+            if isinstance(content, list):  # OpenAI content parts: keep the text ones
+                content = "".join(str(p.get("text", "")) for p in content
+                                  if isinstance(p, Mapping) and p.get("type") == "text")
+            if not isinstance(content, str):
+                raise InputError(f"{where}[{i}].content: expected a string")
+            if len(content) > self.limits["max_message_chars"]:
+                raise InputError(f"{where}[{i}].content: {len(content)} characters, over the limit of "
+                                 f"{self.limits['max_message_chars']}")
+            out.append({"role": str(role), "content": content})
+        if out[-1]["role"] != "user" or not out[-1]["content"].strip():
+            raise InputError(f"{where}: the last message must be a non-empty user message")
+        return out
+
+    def respond(self, messages: list[dict[str, Any]], *, session_id: str | None = None,
+                max_tokens: int | None = None, temperature: float | None = None,
+                retrieval: bool = True) -> ChatTurn:
+        """Decide how to answer the last user message and return the answer as a stream.
+
+        With ``session_id``, earlier turns come from the session store and this turn is saved there.
+
+        Raises:
+            InputError: messages or settings break the bundle's limits.
+            GenerationError: ``retrieval=False`` with the extractive backend.
+        """
+        msgs = self.check_messages(messages)
+        limit = int(self.limits["max_tokens"])
+        if max_tokens is not None and not 0 < max_tokens <= limit:
+            raise InputError(f"max_tokens: {max_tokens} is outside 1..{limit}")
+        tokens = max_tokens or min(int(self.generation.get("max_tokens", 256)), limit)
+        temp = float(self.generation.get("temperature", 0.0) if temperature is None else temperature)
+        window = 2 * int(self.conversation.get("history_turns", 6))
+        question = msgs[-1]["content"].strip()
+        history = [m for m in msgs[:-1] if m["role"] != "system"]
+        if session_id is not None:
+            history = self.sessions.history(session_id, last=window) + history
+            self.sessions.append(session_id, "user", question)
+        history = history[-window:] if window else []
+        store = self.sessions if session_id is not None else None
+
+        def turn(kind: str, query: str, citations: list[dict[str, Any]], pieces: Iterator[str],
+                 **kw: Any) -> ChatTurn:
+            return ChatTurn(kind, query, citations, pieces, session_id=session_id, _store=store, **kw)
+
+        if not retrieval:
+            if self.generator is self.extractive:
+                raise GenerationError("retrieval=false needs a generating backend (local or openai), "
+                                      "not extractive")
+            req = GenerationRequest(question, [], max_tokens=tokens, temperature=temp, raw_messages=msgs)
+            return turn("direct", question, [], self.generator.stream(req))
+
+        qvec = self.embed([question])[0]
+        intent, confidence = None, None
+        if self.intents is not None:
+            intent, confidence, _ = self.intents.detect(qvec)
+            if intent is not None:
+                handler = self.intents.handlers.get(intent, {})
+                if handler.get("response"):
+                    return turn("intent", question, [], iter([str(handler["response"])]), intent=intent,
+                                confidence=confidence)
+                if handler.get("action"):
+                    from aiforge.tasks.chat.actions import ActionContext, get_action
+
+                    ctx = ActionContext(question, intent, confidence, self.describe())
+                    text = get_action(str(handler["action"]))(ctx)
+                    return turn("action", question, [], iter([text]), intent=intent, confidence=confidence)
+
+        previous = next((m["content"] for m in reversed(history) if m["role"] == "user"), None)
+        query = rewrite_followup(question, previous) if self.conversation.get("rewrite_followups", True) else question
+        vec = qvec if query == question else self.embed([query])[0]
+        hits = self.search(query, vec)
+        if not hits or self.support(hits, vec) < float(self.retrieval["min_score"]):
+            return turn("dont_know", query, [], iter([DONT_KNOW]), intent=intent, confidence=confidence)
+        passages = [Passage(n, h.chunk_id, h.source, h.heading, h.text, h.similarity)
+                    for n, h in enumerate(hits, start=1)]
+        req = GenerationRequest(question, passages, history=history, max_tokens=tokens, temperature=temp,
+                                query_vector=qvec)
+        if self.generator is self.extractive:
+            chosen = self.extractive.select(req)
+            used = sorted({p.n for p, _, _ in chosen})
+            citations = [_citation(hits[n - 1], n) for n in used]
+            pieces = self.extractive.stream(req)
+        else:
+            citations = [_citation(h, n) for n, h in enumerate(hits, start=1)]
+            pieces = self.generator.stream(req)
+        return turn("retrieval", query, citations, pieces, intent=intent, confidence=confidence)
+
+    def search(self, query: str, vector: np.ndarray | None = None, *, k: int | None = None,
+               mode: str | None = None) -> list[Hit]:
+        """The best chunks for ``query`` with the bundle's retrieval settings."""
+        r = self.retrieval
+        vec = vector if vector is not None else self.embed([query])[0]
+        return self.index.search(query, vec, k=k or int(r["k"]), mode=mode or str(r["mode"]),
+                                 candidates=int(r["candidates"]), rrf_k=float(r["rrf_k"]),
+                                 dense_weight=float(r["dense_weight"]))
+
+    def support(self, hits: list[Hit], vector: np.ndarray) -> float:
+        """How well the hits answer the query: the best cosine similarity of a retrieved chunk or of one of
+        its sentences (a long chunk can hold the one sentence that matters)."""
+        best = max((h.similarity for h in hits), default=-1.0)
+        ids = [s for h in hits for s in self.index.sentences_of(h.chunk_id)]
+        if ids:
+            best = max(best, float((self.index.sentence_vectors[ids] @ vector).max()))
+        return best
+
+    def ask(self, question: str, *, session_id: str | None = None) -> ChatTurn:
+        """One question, answered in full (the Python API of ``aiforge chat --ask``)."""
+        return self.respond([{"role": "user", "content": question}], session_id=session_id).collect()
+
+
+def _citation(hit: Hit, n: int) -> dict[str, Any]:
+    snippet = " ".join(hit.text.split())
+    return {"id": n, "source": hit.source, "heading": hit.heading, "start": hit.start, "end": hit.end,
+            "score": round(hit.score, 6), "similarity": round(hit.similarity, 4),
+            "snippet": snippet[:240] + ("…" if len(snippet) > 240 else "")}

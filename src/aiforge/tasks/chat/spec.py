@@ -1,0 +1,164 @@
+"""ChatSpec: the ``task: chat`` form of ``aiforge.yaml`` (no torch here).
+
+::
+
+    name: docs-assistant
+    task: chat
+    knowledge: {paths: [../../docs], chunk_tokens: 160, overlap_tokens: 32}
+    retrieval: {k: 4, min_score: 0.3}
+    intents:
+      items:
+        - {name: greet, examples: [hi, hello there], response: "Hello! Ask me about the docs."}
+    generation: {backend: extractive}
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from aiforge.spec import BaseSpec, DataPath
+
+__all__ = ["ChatLimits", "ChatSpec", "ConversationSpec", "GenerationSpec", "IntentSpec", "IntentsSpec", "KnowledgeSpec",
+           "RetrievalSpec"]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class KnowledgeSpec(Strict):
+    """Which documents to index and how to cut them into chunks."""
+
+    paths: list[DataPath] = Field(default_factory=list)
+    include: list[str] = Field(default_factory=lambda: ["*.md", "*.markdown", "*.txt", "*.html", "*.htm", "*.pdf"])
+    exclude: list[str] = Field(default_factory=list)
+    chunk_tokens: int = Field(default=160, ge=16, le=512)
+    overlap_tokens: int = Field(default=32, ge=0, le=256)
+    max_file_bytes: int = Field(default=20 << 20, gt=0)
+
+    @model_validator(mode="after")
+    def _overlap_below_window(self) -> KnowledgeSpec:
+        if self.overlap_tokens >= self.chunk_tokens:
+            raise ValueError("knowledge.overlap_tokens must be smaller than knowledge.chunk_tokens")
+        return self
+
+
+class RetrievalSpec(Strict):
+    """Hybrid retrieval: BM25 (SQLite FTS5) and dense MiniLM vectors fused by reciprocal rank."""
+
+    mode: Literal["hybrid", "bm25", "dense"] = "hybrid"
+    k: int = Field(default=4, ge=1, le=20)
+    candidates: int = Field(default=50, ge=1, le=1000)
+    rrf_k: float = Field(default=60.0, gt=0)
+    dense_weight: float = Field(default=0.7, ge=0, le=1)
+    min_score: float = Field(default=0.25, ge=-1, le=1,
+                             description="Cosine similarity of the best retrieved chunk or sentence below which "
+                                         "the answer is 'I don't know'.")
+
+
+_INTENT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+class IntentSpec(Strict):
+    """One intent: example utterances and what to do when it is detected."""
+
+    name: str
+    examples: list[str] = Field(min_length=2)
+    response: str | None = None
+    action: str | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if not _INTENT_NAME.match(v):
+            raise ValueError("intent names are letters, digits, '_', '.', '-' (at most 64)")
+        return v
+
+    @model_validator(mode="after")
+    def _one_handler(self) -> IntentSpec:
+        if self.response is not None and self.action is not None:
+            raise ValueError(f"intent {self.name!r}: give a response or an action, not both")
+        return self
+
+
+class IntentsSpec(Strict):
+    """The optional intent layer (like Rasa's NLU), out-of-scope by a calibrated threshold."""
+
+    items: list[IntentSpec] = Field(min_length=2)
+    out_of_scope: list[str] = Field(default_factory=list,
+                                    description="Utterances that belong to no intent; used to calibrate the threshold. "
+                                                "When empty, sentences of the indexed documents stand in.")
+    threshold: float | None = Field(default=None, gt=0, lt=1, description="Fixed threshold; None = calibrate.")
+    target_in_scope_recall: float = Field(default=0.9, gt=0, le=1)
+    min_example_similarity: float = Field(
+        default=0.5, ge=-1, le=1,
+        description="Also require this cosine similarity to one of the intent's own examples (0 turns it off).")
+    C: float = Field(default=10.0, gt=0)
+
+    @model_validator(mode="after")
+    def _unique(self) -> IntentsSpec:
+        names = [i.name for i in self.items]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ValueError(f"intent names must be unique; repeated: {dup}")
+        return self
+
+
+class GenerationSpec(Strict):
+    """Which backend writes the answer: extractive (default), local SmolLM2 or an OpenAI-compatible upstream."""
+
+    backend: Literal["extractive", "local", "openai"] = "extractive"
+    base_url: str | None = None
+    model: str | None = None
+    api_key_env: str | None = Field(default=None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    max_tokens: int = Field(default=256, ge=1, le=4096)
+    temperature: float = Field(default=0.0, ge=0, le=2)
+    timeout_s: float = Field(default=60.0, gt=0)
+    max_sentences: int = Field(default=3, ge=1, le=10)
+    system_prompt: str | None = None
+    extra_body: dict[str, Any] = Field(default_factory=dict,
+                                       description="Extra fields sent in each upstream request (openai backend).")
+
+    @model_validator(mode="after")
+    def _openai_needs_url(self) -> GenerationSpec:
+        if self.backend == "openai" and not (self.base_url and self.model):
+            raise ValueError("generation.backend 'openai' needs generation.base_url and generation.model")
+        return self
+
+
+class ConversationSpec(Strict):
+    """History kept per session and follow-up rewriting."""
+
+    history_turns: int = Field(default=6, ge=0, le=100)
+    rewrite_followups: bool = True
+
+
+class ChatLimits(Strict):
+    """Guardrails a server applies to every chat request (4xx above them)."""
+
+    max_messages: int = Field(default=50, ge=1)
+    max_message_chars: int = Field(default=4000, ge=1)
+    max_tokens: int = Field(default=1024, ge=1)
+    max_embedding_inputs: int = Field(default=256, ge=1)
+
+
+class ChatSpec(BaseSpec):
+    """A chat assistant: knowledge to retrieve from, optional intents, a generation backend."""
+
+    task: Literal["chat"] = "chat"
+    backbone: str = "minilm-l6"
+    knowledge: KnowledgeSpec = KnowledgeSpec()
+    retrieval: RetrievalSpec = RetrievalSpec()
+    intents: IntentsSpec | None = None
+    generation: GenerationSpec = GenerationSpec()
+    conversation: ConversationSpec = ConversationSpec()
+    limits: ChatLimits = ChatLimits()
+
+    @model_validator(mode="after")
+    def _something_to_answer_with(self) -> ChatSpec:
+        if not self.knowledge.paths and self.intents is None:
+            raise ValueError("a chat spec needs knowledge.paths, intents, or both")
+        return self

@@ -1,0 +1,102 @@
+"""Image routes: ``POST /v1/models/{name}/classify`` with a multipart upload or base64 JSON.
+
+Multipart: one or more file fields (any name; ``files`` by convention), optional ``top_k``.
+JSON: ``{"images": ["<base64>", ...], "top_k": 5}``. Images are decoded and checked off the
+event loop, then go through the model's batcher like texts do. Torch-free.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import numpy as np
+from fastapi import APIRouter, Depends, Request, Response
+from starlette.datastructures import UploadFile
+
+from aiforge.serve.errors import ApiError
+from aiforge.serve.protocols import require_key
+from aiforge.serve.service import ModelService
+
+__all__ = ["router"]
+
+
+router = APIRouter(prefix="/v1", tags=["images"], dependencies=[Depends(require_key)])
+
+
+def _top_k(raw: Any, n_labels: int, default: int) -> int:
+    if raw is None or raw == "":
+        return min(default, n_labels)
+    try:
+        k = int(raw)
+    except (TypeError, ValueError):
+        raise ApiError(422, f"top_k: expected a positive integer, got {raw!r}") from None
+    if k < 1:
+        raise ApiError(422, f"top_k: expected a positive integer, got {k}")
+    return min(k, n_labels)
+
+
+async def _multipart(request: Request, service: ModelService) -> tuple[list[bytes], list[str], Any]:
+    cfg = service.config
+    try:
+        form = await request.form(max_files=cfg.max_inputs + 1, max_fields=16)
+    except Exception as exc:  # malformed multipart bodies, too many parts
+        raise ApiError(400, f"cannot read the multipart body: {getattr(exc, 'detail', exc)}") from None
+    try:
+        uploads = [(key, v) for key, v in form.multi_items() if isinstance(v, UploadFile)]
+        if not uploads:
+            raise ApiError(422, "no image file in the upload; send files as multipart fields (e.g. -F files=@cat.jpg)")
+        if len(uploads) > cfg.max_inputs:
+            raise ApiError(422, f"files: {len(uploads)} images, over the limit of {cfg.max_inputs} per request")
+        data, names = [], []
+        for i, (key, up) in enumerate(uploads):
+            blob = await up.read(cfg.max_image_bytes + 1)
+            if len(blob) > cfg.max_image_bytes:
+                raise ApiError(422, f"files[{i}] ({up.filename or key}): image over the limit of "
+                                    f"{cfg.max_image_bytes} bytes")
+            data.append(blob)
+            names.append(up.filename or key)
+        return data, names, form.get("top_k")
+    finally:
+        await form.close()
+
+
+async def _json_body(request: Request) -> tuple[list[Any], list[str], Any]:
+    try:
+        body = json.loads(await request.body())
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise ApiError(400, "request body is not valid JSON (or send multipart/form-data with image files)") from None
+    if not isinstance(body, dict) or not isinstance(body.get("images"), list):
+        raise ApiError(422, 'expected {"images": ["<base64 JPEG/PNG/WebP>", ...], "top_k": 5} or a multipart upload')
+    unknown = sorted(set(body) - {"images", "top_k"})
+    if unknown:
+        raise ApiError(422, f"unknown field(s) {unknown}; fields are images and top_k")
+    images = body["images"]
+    return images, [f"images[{i}]" for i in range(len(images))], body.get("top_k")
+
+
+@router.post("/models/{name}/classify")
+async def classify(name: str, request: Request) -> Response:
+    """Classify uploaded images; one prediction (label, score, top-k) per image, in order."""
+    service: ModelService = request.app.state.models.get(name)
+    if getattr(service.runtime, "task", "") != "image-classification":
+        raise ApiError(404, f"model {name!r} is a {service.runtime.manifest.task} model; /classify takes images")
+    ctype = request.headers.get("content-type", "")
+    if ctype.startswith("multipart/"):
+        items, names, top_raw = await _multipart(request, service)
+        field = "files"
+    else:
+        items, names, top_raw = await _json_body(request)
+        field = "images"
+    labels = service.runtime.labels
+    k = _top_k(top_raw, len(labels), getattr(service.runtime, "top_k", 5))
+    parsed = await asyncio.to_thread(service.parse_items, items, field)
+    probs = await service.predict(parsed)
+    preds = []
+    for item_name, row in zip(names, probs, strict=True):
+        order = np.argsort(-row)[:k]
+        preds.append({"image": item_name, "label": labels[int(order[0])], "score": float(row[order[0]]),
+                      "top": [{"label": labels[int(i)], "score": float(row[i])} for i in order]})
+    body = {"model": service.name, "version": service.runtime.version, "predictions": preds}
+    return Response(json.dumps(body), media_type="application/json")

@@ -1,0 +1,77 @@
+"""Sample data aiforge can make by itself, so the demo runs on a fresh machine.
+
+``write_demo_intents`` writes a small customer-support intent set: six intents, each built
+from hand-written phrasings crossed with a few fillers, split into train and test CSVs.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    pass
+
+
+__all__ = ["FASHION_MNIST_LABELS", "fashion_mnist_paths", "load_fashion_mnist", "sample_photos"]
+
+
+FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
+
+
+FASHION_MNIST_LABELS = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker",
+                        "Bag", "Ankle boot"]
+
+
+FASHION_MNIST_FILES = {
+    "train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
+    "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"),
+}
+
+
+def fashion_mnist_paths(split: str = "train", *, directory: Path | None = None) -> tuple[Path, Path]:
+    """The (images, labels) IDX files of a Fashion-MNIST split ("train" or "test").
+
+    Raises:
+        DataError: the files are not there (the message says how to install them).
+    """
+    from aiforge.errors import DataError
+
+    folder = directory or FASHION_MNIST_DIR
+    if split not in FASHION_MNIST_FILES:
+        raise DataError(f"Fashion-MNIST split {split!r} does not exist; use 'train' or 'test'.")
+    paths = tuple(folder / name for name in FASHION_MNIST_FILES[split])
+    missing = [p.name for p in paths if not p.is_file()]
+    if missing:
+        raise DataError(f"Fashion-MNIST not found: {folder} lacks {missing}. Install the Debian package with "
+                        "`sudo apt-get install dataset-fashion-mnist` (or pass the folder that holds the four "
+                        ".gz files).")
+    return paths[0], paths[1]
+
+
+def load_fashion_mnist(split: str = "train", *, directory: Path | None = None) -> tuple[Any, list[str]]:
+    """Fashion-MNIST images (uint8 array n x 28 x 28) and their class names.
+
+    Raises:
+        DataError: the data set is not installed or a file is damaged.
+    """
+    from aiforge.tasks.image.dataset import read_idx
+
+    images, labels = fashion_mnist_paths(split, directory=directory)
+    return read_idx(images), [FASHION_MNIST_LABELS[int(y)] for y in read_idx(labels)]
+
+
+# scikit-image sample photos and ImageNet classes a correct classifier puts in its top 5.
+SAMPLE_PHOTOS: dict[str, list[str]] = {
+    "chelsea": ["tabby", "tiger cat", "Egyptian cat"],
+    "coffee": ["espresso", "cup", "coffee mug"],
+    "rocket": ["missile", "projectile", "space shuttle"],
+    "astronaut": [],  # no ImageNet class for astronauts: shown, not asserted
+}
+
+
+def sample_photos() -> dict[str, Any]:
+    """scikit-image's bundled sample photos as RGB uint8 arrays, by name."""
+    import skimage.data
+
+    return {name: getattr(skimage.data, name)() for name in SAMPLE_PHOTOS}

@@ -1,0 +1,82 @@
+"""Recommendation routes: ``POST /v1/models/{name}/recommend`` and ``/similar`` (torch-free)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Depends, Request, Response
+from pydantic import BaseModel, ConfigDict, Field
+
+from aiforge.errors import InputError
+from aiforge.serve.errors import ApiError
+from aiforge.serve.protocols import _json, require_key
+from aiforge.serve.service import ModelService
+
+__all__ = ["RecommendRequest", "SimilarRequest", "router"]
+
+
+router = APIRouter(prefix="/v1", tags=["recommendation"], dependencies=[Depends(require_key)])
+
+
+class RecommendRequest(BaseModel):
+    """A known user's id, or the items a new user liked (or both); optional filter on item metadata."""
+
+    model_config = ConfigDict(extra="forbid")
+    user: str | int | None = Field(default=None, description="User id; unknown users get the cold-start path.")
+    items: list[str | int] | None = Field(default=None, description="Item ids a (new) user liked.")
+    k: int = Field(default=10, description="How many items to return.")
+    exclude_seen: bool = Field(default=True, description="Leave out items the user already liked.")
+    filter: dict[str, Any] | None = Field(default=None, description='Item metadata filter, e.g. {"genres": "Comedy"}'
+                                                                     ' or {"year": {"min": 1990}}.')
+
+
+class SimilarRequest(BaseModel):
+    """An item id; the items most liked together with it (or closest in content)."""
+
+    model_config = ConfigDict(extra="forbid")
+    item: str | int
+    k: int = Field(default=10)
+    filter: dict[str, Any] | None = None
+
+
+def _service(request: Request, name: str) -> tuple[ModelService, Any]:
+    service: ModelService = request.app.state.models.get(name)
+    rt = service.runtime
+    if rt.manifest.task != "recommendation":
+        raise ApiError(400, f"model {name!r} is a {rt.manifest.task} model; /recommend and /similar need a "
+                            "recommendation model")
+    return service, rt
+
+
+async def _run(service: ModelService, query: Any) -> list[tuple[int, float]]:
+    out = await service.predict([query])
+    return list(out[0])
+
+
+@router.post("/models/{name}/recommend")
+async def recommend(name: str, req: RecommendRequest, request: Request) -> Response:
+    service, rt = _service(request, name)
+    if req.items is not None and len(req.items) > service.config.max_inputs:
+        raise ApiError(422, f"items: {len(req.items)} ids, over the limit of {service.config.max_inputs}")
+    try:
+        query = rt.query(user=req.user, items=req.items, k=req.k, exclude_seen=req.exclude_seen, filter=req.filter)
+    except InputError as exc:
+        raise ApiError(422, str(exc)) from exc
+    ranked = await _run(service, query)
+    return _json({"model": service.name, "version": rt.version, "user": req.user, "cold_start": query.cold_start,
+                  "recommendations": rt.result(ranked)})
+
+
+@router.post("/models/{name}/similar")
+async def similar(name: str, req: SimilarRequest, request: Request) -> Response:
+    from aiforge.tasks.recommend.runtime import UnknownItem
+
+    service, rt = _service(request, name)
+    try:
+        query = rt.similar_query(req.item, req.k, req.filter)
+    except UnknownItem as exc:
+        raise ApiError(404, str(exc)) from exc
+    except InputError as exc:
+        raise ApiError(422, str(exc)) from exc
+    ranked = await _run(service, query)
+    return _json({"model": service.name, "version": rt.version, "item": str(req.item), "similar": rt.result(ranked)})

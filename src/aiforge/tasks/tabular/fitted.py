@@ -1,0 +1,48 @@
+"""What a tabular fit and a tabular audit produce: ``TabularFitResult`` and ``TabularAudit``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from aiforge.tasks.tabular.data import (
+    TabularData,
+)
+from aiforge.tasks.tabular.models import TabularModel
+from aiforge.tasks.tabular.schema import TabularSchema
+
+__all__ = ["TabularAudit", "TabularFitResult"]
+
+
+@dataclass
+class TabularFitResult:
+    """What a tabular fit produced: data, schema, the unmitigated and shipped models, comparisons."""
+
+    data: TabularData
+    schema: TabularSchema
+    base: TabularModel
+    shipped: TabularModel
+    selection: dict[str, float]
+    evaluation: dict[str, dict[str, Any]]  # setting -> sklearn-side numbers on the evaluation split
+    eval_split: str
+    models: dict[str, TabularModel] = field(default_factory=dict)
+    train_seconds: float = 0.0
+
+
+@dataclass(frozen=True)
+class TabularAudit:
+    """The audit report plus the arrays the report's plots need."""
+
+    report: dict[str, Any]
+    y_true: np.ndarray
+    y_score: np.ndarray
+    y_pred: np.ndarray
+    sensitive: pd.DataFrame
+
+    @property
+    def metrics(self) -> dict[str, Any]:
+        """Overall accuracy etc. of the exported graph, for metrics.json."""
+        return {"exported": self.report["overall"]}

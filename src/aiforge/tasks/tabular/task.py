@@ -1,0 +1,228 @@
+"""Tabular classification: scikit-learn pipelines chosen by validation score, bias mitigation,
+export to one ONNX graph, and a fairness audit run on that exported graph."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from aiforge.bundle.registry import Registry
+from aiforge.errors import SpecError
+from aiforge.spec import BaseSpec
+from aiforge.tasks.base import ExportResult, check_spec
+from aiforge.tasks.tabular.data import (
+    TabularFrame,
+    build_schema,
+    columns_frame,
+    frame_columns,
+    load_tabular,
+)
+from aiforge.tasks.tabular.fitted import TabularFitResult
+from aiforge.tasks.tabular.models import TabularModel, fit_plain, make_pipeline, mitigate
+from aiforge.tasks.tabular.schema import TabularSchema
+from aiforge.tasks.tabular.spec import TabularSpec
+from aiforge.version import __version__
+
+__all__ = ["TabularTask", "evaluate_model", "model_frame"]
+
+
+def model_frame(frame: TabularFrame, schema: TabularSchema, sensitive: list[str]) -> pd.DataFrame:
+    """The DataFrame scikit-learn sees: graph inputs, plus sensitive columns (ignored by the pipeline)."""
+    X = columns_frame(frame_columns(frame.frame, schema), schema)
+    for c in sensitive:
+        if c not in X.columns:
+            X[c] = frame.sensitive[c].to_numpy()
+    return X
+
+
+def evaluate_model(model: TabularModel, X: pd.DataFrame, frame: TabularFrame, feature: str | None, *,
+                   min_group_size: int = 30) -> dict[str, Any]:
+    """Accuracy, ROC AUC and the sensitive feature's DP / EO differences of a scikit-learn-side model.
+
+    As in the audit, the gaps are taken over groups with at least ``min_group_size`` rows.
+    """
+    from fairlearn.metrics import demographic_parity_difference, equalized_odds_difference
+    from sklearn.metrics import roc_auc_score
+
+    p = model.proba(X)
+    pred = (p > 0.5).astype(np.int64)
+    out: dict[str, Any] = {"accuracy": float(np.mean(pred == frame.y)), "roc_auc": float(roc_auc_score(frame.y, p)),
+                           "selection_rate": float(np.mean(pred))}
+    if feature is not None:
+        g = frame.sensitive[feature].to_numpy()
+        names, counts = np.unique(g, return_counts=True)
+        keep = np.isin(g, names[counts >= min_group_size])
+        y, pr, g = frame.y[keep], pred[keep], g[keep]
+        out["demographic_parity_difference"] = float(demographic_parity_difference(y, pr, sensitive_features=g))
+        out["equalized_odds_difference"] = float(equalized_odds_difference(y, pr, sensitive_features=g))
+    return out
+
+
+class TabularTask:
+    """Fit, mitigate, export and audit a tabular binary classifier."""
+
+    name = "tabular-classification"
+
+    def fit(self, spec: BaseSpec, *, progress: bool = True) -> TabularFitResult:
+        """Load data, pick the best candidate on validation, apply the mitigation, score on test.
+
+        Raises:
+            DataError: a data check failed.
+            SpecError: a mitigation needs a sensitive feature and none is declared.
+        """
+        from sklearn.base import clone
+
+        check_spec(spec, TabularSpec)
+        assert isinstance(spec, TabularSpec)
+        start = time.perf_counter()
+        data = load_tabular(spec, seed=spec.model.seed)
+        mit = spec.audit.mitigation
+        methods = [m for m in dict.fromkeys([mit.method, *mit.compare]) if m != "none"]
+        feature = mit.sensitive_feature or (data.sensitive_features[0] if data.sensitive_features else None)
+        if methods and feature is None:
+            raise SpecError(f"{spec.source or 'spec'}: audit.mitigation needs data.sensitive_features.")
+        if feature is not None and feature not in data.sensitive_features:
+            raise SpecError(f"audit.mitigation.sensitive_feature {feature!r} is not one of the data's sensitive "
+                            f"features {data.sensitive_features}.")
+        schema = build_schema(data, spec, sensitive_at_prediction=feature if mit.method == "threshold_optimizer"
+                              else None)
+        base_schema = build_schema(data, spec, sensitive_at_prediction=None)
+        sens = data.sensitive_features
+        X_tr, X_val = (model_frame(f, base_schema, sens) for f in (data.train, data.validation))
+        numeric = [*data.numeric, *(d.name for d in spec.features.derived)]
+        templates: dict[str, Any] = {
+            k: make_pipeline(k, numeric, data.categorical, seed=spec.model.seed, max_iter=spec.model.max_iter)
+            for k in spec.model.candidates}
+        selection: dict[str, float] = {}
+        fitted: dict[str, TabularModel] = {}
+        for kind, template in templates.items():
+            fitted[kind] = fit_plain(clone(template), X_tr, data.train.y, kind)
+            selection[kind] = _score(spec.model.select_by, fitted[kind], X_val, data.validation.y)
+        best = max(selection, key=lambda k: selection[k])
+        base = fitted[best]
+        models = {"none": base}
+        groups = data.train.sensitive[feature].to_numpy() if feature else np.array([])
+        for m in methods:
+            models[m] = mitigate(m, base=base, template=templates[best], X=X_tr, y=data.train.y, groups=groups,
+                                 X_val=X_val, y_val=data.validation.y,
+                                 groups_val=data.validation.sensitive[feature].to_numpy() if feature else groups,
+                                 sensitive_feature=str(feature), constraint=mit.constraint, eps=mit.eps,
+                                 max_iter=mit.max_iter, seed=spec.model.seed, tolerance=mit.tolerance)
+        eval_frame, eval_split = (data.test, "test") if data.test is not None else (data.validation, "validation")
+        X_ev = model_frame(eval_frame, base_schema, sens)
+        evaluation = {m: {**evaluate_model(model, X_ev, eval_frame, feature, min_group_size=spec.audit.min_group_size),
+                          "fit_seconds": model.fit_seconds}
+                      for m, model in models.items()}
+        return TabularFitResult(data=data, schema=schema, base=base, shipped=models[mit.method], selection=selection,
+                                evaluation=evaluation, eval_split=eval_split, models=models,
+                                train_seconds=time.perf_counter() - start)
+
+    def export(self, spec: BaseSpec, result: TabularFitResult, registry: Registry) -> ExportResult:
+        """Export the shipped model to ONNX, check parity, audit the exported graph, write report and card.
+
+        Raises:
+            ExportError: the model cannot be exported or the ONNX graph disagrees with scikit-learn.
+        """
+        from aiforge.tasks.tabular.card import tabular_card
+        from aiforge.tasks.tabular.export import export_tabular
+
+        check_spec(spec, TabularSpec)
+        assert isinstance(spec, TabularSpec)
+        data, schema, model = result.data, result.schema, result.shipped
+        eval_frame = data.test if data.test is not None else data.validation
+        with registry.staging() as staged:
+            feed = frame_columns(eval_frame.frame, schema)
+            reference = model.proba(model_frame(eval_frame, schema, data.sensitive_features))
+            parity = export_tabular(model, schema, staged, feed=feed, reference=reference)
+            pipeline = _pipeline_json(spec, result)
+            (staged / "pipeline.json").write_text(json.dumps(pipeline, indent=2), encoding="utf-8")
+            from aiforge.tasks.tabular.audit import audit_graph, write_audit
+
+            audit = audit_graph(staged / "model.onnx", feed, eval_frame, spec.audit, labels=data.labels)
+            tradeoff = [{"setting": m, **v, "shipped": m == model.method} for m, v in result.evaluation.items()]
+            shipped_eval = result.evaluation[model.method]
+            metrics = {"split": result.eval_split, **audit.metrics, "selection": result.selection,
+                       "candidates": spec.model.candidates, "model": model.kind, "mitigation": model.method,
+                       "tradeoff": tradeoff, "train_seconds": result.train_seconds,
+                       "sklearn_accuracy": shipped_eval["accuracy"]}
+            (staged / "metrics.json").write_text(json.dumps(metrics, indent=2), encoding="utf-8")
+            write_audit(staged, audit, title=f"{spec.name}: fairness audit of the exported ONNX model",
+                        tradeoff=tradeoff)
+            card = tabular_card(spec=spec, result=result, audit=audit.report, parity=parity, metrics=metrics)
+            (staged / "card.md").write_text(card, encoding="utf-8")
+        headline = _headline(audit.report, data.sensitive_features)
+        extra = {
+            "aiforge_version": __version__, "model": model.kind, "mitigation": pipeline["mitigation"],
+            "columns": {"label": data.label}, "metrics": headline, "parity": parity,
+            "data": data.provenance, "spec": spec.model_dump(mode="json"),
+        }
+        record, manifest = registry.add(staged, name=spec.name, task=spec.task, extra=extra, metrics=headline)
+        return ExportResult(record, manifest, parity)
+
+    def summarize(self, result: TabularFitResult, exported: ExportResult) -> list[Any]:
+        """Trade-off table (each setting on the evaluation split), then the parity line."""
+        from rich.table import Table
+
+        feature = result.shipped.sensitive_feature or next(iter(result.data.sensitive_features), None)
+        table = Table(title=f"{exported.record.name}: {result.base.kind} (validation {result.selection}) "
+                            f"on {result.eval_split}, sensitive feature {feature}")
+        for col in ("setting", "accuracy", "ROC AUC", "DP difference", "EO difference", "fit s"):
+            table.add_column(col, justify="left" if col == "setting" else "right", no_wrap=col == "setting")
+        for m, v in result.evaluation.items():
+            mark = " (shipped)" if m == result.shipped.method else ""
+            table.add_row(m + mark, f"{v['accuracy']:.4f}", f"{v['roc_auc']:.4f}",
+                          f"{v.get('demographic_parity_difference', float('nan')):.4f}",
+                          f"{v.get('equalized_odds_difference', float('nan')):.4f}", f"{v['fit_seconds']:.1f}")
+        p = exported.parity
+        line = (f"ONNX vs scikit-learn on {p['samples']} rows: max |Δp| = {p['max_abs_prob_diff']:.2e}, "
+                f"label agreement {p['label_agreement']:.4%}; audit and report (report.html) from the ONNX graph")
+        return [table, line]
+
+
+def _score(metric: str, model: TabularModel, X: pd.DataFrame, y: np.ndarray) -> float:
+    from sklearn.metrics import balanced_accuracy_score, roc_auc_score
+
+    p = model.proba(X)
+    if metric == "roc_auc":
+        return float(roc_auc_score(y, p))
+    pred = (p > 0.5).astype(np.int64)
+    return float(balanced_accuracy_score(y, pred)) if metric == "balanced_accuracy" else float(np.mean(pred == y))
+
+
+def _headline(report: dict[str, Any], sensitive: list[str]) -> dict[str, float]:
+    o = report["overall"]
+    out = {"accuracy": o["accuracy"], "roc_auc": o["roc_auc"]}
+    for f in sensitive:
+        feat = report["features"].get(f, {})
+        if "demographic_parity_difference" in feat:
+            out[f"dp_difference_{f}"] = feat["demographic_parity_difference"]
+            out[f"eo_difference_{f}"] = feat["equalized_odds_difference"]
+    return out
+
+
+def _pipeline_json(spec: TabularSpec, result: TabularFitResult) -> dict[str, Any]:
+    data, model = result.data, result.shipped
+    example_row = data.full_train.frame.iloc[0]
+    example: dict[str, Any] = {}
+    for c in result.schema.columns:
+        v = example_row.get(c.name)
+        if c.kind == "numeric":
+            example[c.name] = None if pd.isna(v) else float(v)
+        else:
+            example[c.name] = None if pd.isna(v) else str(v)
+    mitigation: dict[str, Any] = {
+        "method": model.method, "constraint": model.constraint, "sensitive_feature": model.sensitive_feature,
+        "needs_sensitive_feature_at_prediction": model.method == "threshold_optimizer"}
+    if model.method == "exponentiated_gradient":
+        mitigation["mixture_weights"] = model.weights
+    if model.method == "threshold_optimizer":
+        mitigation["thresholds"] = model.thresholds
+    return {"task": "tabular-classification", "graph": "model.onnx", "labels": data.labels,
+            "positive_label": data.labels[1], "label_column": data.label,
+            "sensitive_features": data.sensitive_features, "schema": result.schema.to_dict(),
+            "model": model.kind, "mitigation": mitigation, "example": example,
+            "decision": "label = positive iff P(positive) > 0.5 (randomized mitigations derandomized)"}

@@ -1,0 +1,89 @@
+"""Text classification / intent detection on a pre-trained sentence encoder.
+
+Two modes:
+- ``head``: the encoder is frozen; features are computed once and a head is trained on them.
+- ``full``: the head is first trained as in ``head`` (a linear probe), then encoder and head
+  are fine-tuned together with the shared loop (LP-FT, which keeps the pre-trained features
+  from being distorted by a random head early on).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from tokenizers import Tokenizer
+
+from aiforge.audit.metrics import Metrics, classification_metrics
+from aiforge.errors import InputError
+from aiforge.hub.catalog import Backbone
+from aiforge.hub.text_encoder import iter_batches
+from aiforge.tasks.text.data import TextDataset, TextSplits, check_test_labels
+from aiforge.tasks.text.model import TextClassifier
+from aiforge.tasks.text.spec import AppSpec
+
+__all__ = ["FitResult", "FittedTextClassifier"]
+
+
+@dataclass
+class FitResult:
+    """Everything a fit produced: the model, its scores, and how long it took."""
+
+    fitted: FittedTextClassifier
+    splits: TextSplits
+    validation: Metrics
+    test: Metrics | None
+    train_seconds: float
+    history: list[dict[str, float | str]] = field(default_factory=list)
+
+
+class FittedTextClassifier:
+    """A trained encoder + head that predicts, evaluates and exports."""
+
+    def __init__(self, model: TextClassifier, tokenizer: Tokenizer, *, labels: list[str],
+                 backbone: Backbone, max_length: int, spec: AppSpec) -> None:
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.labels = labels
+        self.backbone = backbone
+        self.max_length = max_length
+        self.spec = spec
+
+    @torch.inference_mode()
+    def predict_proba(self, texts: list[str], *, batch_size: int = 64) -> np.ndarray:
+        """Class probabilities, one row per text, columns in ``labels`` order.
+
+        Raises:
+            InputError: ``texts`` is not a list of strings.
+        """
+        _check_texts(texts)
+        out = np.zeros((len(texts), len(self.labels)), dtype=np.float32)
+        for idx, ids, mask in iter_batches(self.tokenizer, texts, batch_size):
+            out[idx] = torch.softmax(self.model(ids, mask), dim=-1).numpy()
+        return out
+
+    def predict(self, items: list[Any]) -> list[dict[str, Any]]:
+        """Label, its probability and all class probabilities for each text."""
+        probs = self.predict_proba(items)
+        return [
+            {"label": self.labels[int(p.argmax())], "score": float(p.max()),
+             "scores": {y: float(v) for y, v in zip(self.labels, p, strict=True)}}
+            for p in probs
+        ]
+
+    def evaluate(self, dataset: TextDataset) -> Metrics:
+        """Metrics of this model on ``dataset`` (its labels must be known).
+
+        Raises:
+            DataError: ``dataset`` holds a label never seen in training.
+        """
+        check_test_labels(dataset, self.labels)
+        return classification_metrics(dataset.labels, self.predict_proba(dataset.texts), self.labels)
+
+
+
+def _check_texts(texts: object) -> None:
+    if not isinstance(texts, list | tuple) or not all(isinstance(t, str) for t in texts):
+        raise InputError("predict() takes a list of strings.")

@@ -1,0 +1,42 @@
+"""The PyTorch side of text classification: encoder + mean pooling + L2 + head."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from aiforge.hub.text_encoder import TextEncoder
+
+__all__ = ["TextClassifier"]
+
+
+def make_head(kind: str, dim: int, n_labels: int, *, dropout: float = 0.1) -> nn.Module:
+    """A linear or one-hidden-layer MLP head."""
+    if kind == "linear":
+        return nn.Sequential(nn.Dropout(dropout), nn.Linear(dim, n_labels))
+    return nn.Sequential(
+        nn.Dropout(dropout), nn.Linear(dim, 2 * dim), nn.GELU(), nn.Dropout(dropout), nn.Linear(2 * dim, n_labels)
+    )
+
+
+class TextClassifier(nn.Module):
+    """Encoder and head; ``forward`` gives logits, ``probabilities`` the softmax."""
+
+    def __init__(self, encoder: TextEncoder, head: nn.Module) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.head = head
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        return self.head(self.encoder(input_ids, attention_mask))  # type: ignore[no-any-return]
+
+
+class ProbabilityGraph(nn.Module):
+    """What is exported to ONNX: token ids and mask in, class probabilities out."""
+
+    def __init__(self, model: TextClassifier) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(self.model(input_ids, attention_mask), dim=-1)

@@ -1,0 +1,122 @@
+"""Runtime: load a bundle and predict without PyTorch.
+
+``Runtime.load`` reads the manifest and picks the runtime class of the bundle's task from
+:data:`RUNTIMES` (imported lazily). Every runtime offers the same surface to the server:
+``parse_items`` (validate JSON inputs), ``predict_proba`` (what the batcher calls),
+``predict``, ``warmup``, ``describe``, ``v2_inputs`` and the file verbs used by the CLI.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from aiforge.bundle.format import BundleManifest
+from aiforge.bundle.tokens import encode_batches
+from aiforge.errors import BundleError, DataError, InputError
+
+if TYPE_CHECKING:
+
+    from aiforge.audit.metrics import Metrics
+
+from aiforge.bundle.runtime import ItemLimits, Runtime, onnx_session
+
+__all__ = ["TextRuntime"]
+
+
+class TextRuntime(Runtime):
+    """A text-classification bundle: tokenizer + one ONNX graph (fp32 or int8)."""
+
+    task = "text-classification"
+
+    def __init__(self, path: Path, manifest: BundleManifest, *, precision: str = "auto",
+                 threads: int | None = None, batch_size: int = 64) -> None:
+        from tokenizers import Tokenizer
+
+        super().__init__(path, manifest)
+        self.batch_size = batch_size
+        try:
+            graphs: dict[str, str] = self.pipeline["graphs"]
+            self.labels = list(self.pipeline["labels"])
+            max_length = int(self.pipeline["max_length"])
+        except (KeyError, TypeError) as exc:
+            raise BundleError(f"{path}: pipeline.json is incomplete ({exc}).") from exc
+        chosen = self.pipeline.get("default_precision", "fp32") if precision == "auto" else precision
+        chosen = "int8" if chosen == "int8-only" else chosen  # text int8 has no guard to turn off
+        if chosen not in graphs:
+            raise BundleError(f"{path}: no {chosen!r} graph in this bundle; it has {sorted(graphs)}.")
+        self.precision = chosen
+        self.tokenizer = Tokenizer.from_file(str(path / self.pipeline.get("tokenizer", "tokenizer.json")))
+        self.tokenizer.no_padding()
+        self.tokenizer.enable_truncation(max_length=max_length)
+        self.session = onnx_session(path / graphs[chosen], threads=threads)
+        self._output = self.pipeline.get("output", "probabilities")
+
+    @classmethod
+    def open(cls, path: Path, manifest: BundleManifest, *, precision: str = "auto",
+             threads: int | None = None) -> TextRuntime:
+        return cls(path, manifest, precision=precision, threads=threads)
+
+    def parse_items(self, items: list[Any], where: str, limits: ItemLimits) -> list[Any]:
+        for i, t in enumerate(items):
+            if not isinstance(t, str):
+                raise InputError(f"{where}[{i}]: expected a string, got {type(t).__name__}")
+            try:
+                t.encode("utf-8")
+            except UnicodeEncodeError:
+                raise InputError(f"{where}[{i}]: not valid Unicode text (lone surrogate)") from None
+            if len(t) > limits.max_text_chars:
+                raise InputError(f"{where}[{i}]: text of {len(t)} characters, over the limit of "
+                                 f"{limits.max_text_chars}")
+        return items
+
+    def v2_metadata_inputs(self) -> list[dict[str, Any]]:
+        return [{"name": "text", "datatype": "BYTES", "shape": [-1]}]
+
+    def predict_proba(self, items: list[Any]) -> np.ndarray:
+        """Probabilities, one row per text, columns in ``labels`` order.
+
+        Texts are sorted by token length and run in batches, so padding stays small.
+
+        Raises:
+            InputError: ``items`` is not a list of strings.
+        """
+        texts = items
+        if not isinstance(texts, list | tuple) or not all(isinstance(t, str) for t in texts):
+            raise InputError("predict() takes a list of strings.")
+        out = np.zeros((len(texts), len(self.labels)), dtype=np.float32)
+        if not texts:
+            return out
+        for idx, ids, mask in encode_batches(self.tokenizer, list(texts), self.batch_size):
+            out[idx] = self.session.run([self._output], {"input_ids": ids, "attention_mask": mask})[0]
+        return out
+
+    def warmup(self) -> None:
+        self.predict(["warm up", "a slightly longer sentence to warm up the graph for longer inputs"])
+
+    def evaluate_file(self, path: str | Path, *, columns: Mapping[str, str] | None = None) -> Metrics:
+        from aiforge.audit.metrics import classification_metrics
+        from aiforge.tasks.text.data import check_test_labels, load_text_dataset
+
+        cols = {**self.manifest.extra.get("columns", {}), **(columns or {})}
+        ds = load_text_dataset(path, text_column=cols.get("text", "text"), label_column=cols.get("label", "label"))
+        check_test_labels(ds, self.labels)
+        return classification_metrics(ds.labels, self.predict_proba(ds.texts), self.labels)
+
+    def predict_file(self, path: str | Path, *, columns: Mapping[str, str] | None = None) -> list[dict[str, Any]]:
+        from aiforge.tasks.text.data import load_text_dataset
+
+        p = Path(path)
+        if p.suffix.lower() == ".txt":
+            if not p.is_file():
+                raise DataError(f"{p}: input file not found.")
+            texts = [line for line in p.read_text(encoding="utf-8").splitlines() if line.strip()]
+            if not texts:
+                raise DataError(f"{p}: no non-empty lines to predict.")
+        else:
+            col = (columns or {}).get("text") or self.manifest.extra.get("columns", {}).get("text", "text")
+            texts = load_text_dataset(p, text_column=col, label_column="", need_labels=False).texts
+        return [{"text": t, **pred.to_dict()} for t, pred in zip(texts, self.predict(texts), strict=True)]

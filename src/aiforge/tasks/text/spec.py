@@ -1,0 +1,80 @@
+"""TextSpec: the ``aiforge.yaml`` of a text-classification app (data, backbone, training, export)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import (
+    Field,
+    model_validator,
+)
+
+from aiforge.spec import BaseSpec, DataPath, Strict
+
+__all__ = ["AppSpec", "DataSpec", "ModelSpec", "OptimizeSpec", "TextSpec", "TrainSpec"]
+
+
+class DataSpec(Strict):
+    """Where the examples are and which columns hold text and label."""
+
+    train: DataPath
+    test: DataPath | None = None
+    validation: DataPath | None = None
+    format: Literal["auto", "csv", "jsonl", "parquet"] = "auto"
+    text_column: str = "text"
+    label_column: str = "label"
+    validation_fraction: float = Field(default=0.1, gt=0.0, lt=0.5)
+    max_per_label: int | None = Field(default=None, gt=1)
+
+
+class ModelSpec(Strict):
+    """Which pre-trained backbone and how to adapt it."""
+
+    backbone: str = "minilm-l6"
+    mode: Literal["head", "full"] = "head"
+    head: Literal["linear", "mlp"] = "linear"
+    max_length: int = Field(default=64, ge=8, le=512)
+
+
+class TrainSpec(Strict):
+    """Optimiser and schedule; defaults suit the chosen mode."""
+
+    seed: int = 0
+    epochs: int | None = Field(default=None, gt=0)
+    batch_size: int | None = Field(default=None, gt=0)
+    lr: float | None = Field(default=None, gt=0)
+    head_lr: float | None = Field(default=None, gt=0)
+    weight_decay: float = Field(default=0.01, ge=0)
+    warmup_ratio: float = Field(default=0.1, ge=0, lt=1)
+    label_smoothing: float | None = Field(default=None, ge=0, lt=1)
+    patience: int | None = Field(default=None, ge=1)
+    threads: int | None = Field(default=None, gt=0)
+
+
+class OptimizeSpec(Strict):
+    """Export options: int8 quantization and the parity budget it must meet."""
+
+    quantize: bool = True
+    max_prob_diff: float = Field(default=1e-4, gt=0)
+    min_int8_agreement: float = Field(default=0.99, gt=0, le=1)
+    parity_samples: int = Field(default=2000, gt=0)
+
+
+class TextSpec(BaseSpec):
+    """A text-classification application: data, backbone, training, export and serving."""
+
+    task: Literal["text-classification"] = "text-classification"
+    data: DataSpec
+    model: ModelSpec = ModelSpec()
+    train: TrainSpec = TrainSpec()
+    optimize: OptimizeSpec = OptimizeSpec()
+
+    @model_validator(mode="after")
+    def _test_differs_from_train(self) -> TextSpec:
+        if self.data.test is not None and self.data.test == self.data.train:
+            raise ValueError("data.test must not be the same file as data.train")
+        return self
+
+
+# The first kind's spec kept its original name in the public API (``af.AppSpec``).
+AppSpec = TextSpec
