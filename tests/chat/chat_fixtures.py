@@ -6,7 +6,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
 from chat_helpers import Acme, build_bundle, spec_dict, write_docs
 
 

@@ -11,9 +11,9 @@ import httpx
 import numpy as np
 import openai
 import pytest
+from chat_helpers import Acme
 
 from aiforge.tasks.chat.api import load_chat
-from chat_helpers import Acme
 from serve_helpers import RunningServer, serving
 
 pytest_plugins = ["chat_fixtures"]

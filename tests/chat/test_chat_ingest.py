@@ -7,15 +7,15 @@ import sqlite3
 from pathlib import Path
 
 import pytest
+from chat_helpers import GUIDE_MD, PDF_TEXT, make_pdf, write_docs
 from tokenizers import Tokenizer
 
 from aiforge.errors import DataError, SpecError
 from aiforge.hub.catalog import get_backbone
+from aiforge.tasks.chat.data import chunk_text, extract_text, find_files, sentence_spans
 from aiforge.tasks.chat.index import fts_query, rrf_fuse
-from aiforge.tasks.chat.ingest import chunk_text, extract_text, find_files, sentence_spans
 from aiforge.tasks.chat.redact import redact
 from aiforge.tasks.chat.spec import ChatSpec
-from chat_helpers import GUIDE_MD, PDF_TEXT, make_pdf, write_docs
 
 
 @pytest.fixture(scope="module")

@@ -12,13 +12,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from chat_helpers import NOTES_TXT, Acme, build_bundle, spec_dict, write_docs
 
 from aiforge.errors import InputError
 from aiforge.tasks.chat.api import load_chat
 from aiforge.tasks.chat.generate import GenerationRequest, Passage, build_messages
 from aiforge.tasks.chat.runtime import DONT_KNOW, ChatRuntime, rewrite_followup
 from aiforge.tasks.chat.spec import ChatSpec
-from chat_helpers import NOTES_TXT, Acme, build_bundle, spec_dict, write_docs
 
 pytest_plugins = ["chat_fixtures"]
 pytestmark = pytest.mark.usefixtures("chat_env")

@@ -10,8 +10,8 @@ import pandas as pd
 import pytest
 
 from aiforge.data import read_table, stratified_split
-from aiforge.tasks.text.data import load_text_dataset, load_text_splits
 from aiforge.errors import DataError
+from aiforge.tasks.text.data import load_text_dataset, load_text_splits
 from aiforge.tasks.text.spec import DataSpec
 
 ROWS = [

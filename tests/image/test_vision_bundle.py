@@ -10,13 +10,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from vision_helpers import CLASSES, N_TEST, RESOLUTION, TrainedImages, trained_images
 
 import aiforge as af
 from aiforge.tasks.image.data import load_image_dataset
 from aiforge.tasks.image.decode import decode_image
 from aiforge.tasks.image.preprocess import preprocess
 from aiforge.tasks.image.runtime import ImageRuntime
-from vision_helpers import CLASSES, N_TEST, RESOLUTION, TrainedImages, trained_images
 
 pytestmark = pytest.mark.slow
 
@@ -184,7 +184,6 @@ def test_serving_an_image_bundle_never_imports_torch(trained: TrainedImages) -> 
 
 def test_exif_orientation_is_honoured_by_the_runtime(runtime: ImageRuntime, trained: TrainedImages) -> None:
     from PIL import Image
-
     from vision_helpers import exif_rotated_png
 
     src = next((trained.data / "test" / "Trouser").glob("*.png"))

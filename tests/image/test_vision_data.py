@@ -7,13 +7,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from vision_helpers import encode
 
 from aiforge.errors import DataError, SpecError
 from aiforge.spec import BaseSpec
 from aiforge.tasks.image.data import load_image_dataset, load_image_splits
 from aiforge.tasks.image.samples import FASHION_MNIST_LABELS, fashion_mnist_paths, load_fashion_mnist
 from aiforge.tasks.image.spec import ImageSpec
-from vision_helpers import encode
 
 rng = np.random.default_rng(0)
 

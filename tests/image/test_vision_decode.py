@@ -7,11 +7,11 @@ import base64
 import numpy as np
 import pytest
 from PIL import Image
+from vision_helpers import bomb_png, encode, exif_rotated_png
 
 from aiforge.errors import DataError, InputError
 from aiforge.tasks.image.decode import decode_base64, decode_image, open_image_file
 from aiforge.tasks.image.preprocess import AugmentConfig, ImageConfig, augment, preprocess, to_rgb
-from vision_helpers import bomb_png, encode, exif_rotated_png
 
 LIMITS = {"max_bytes": 8 << 20, "max_pixels": 40_000_000}
 

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import pytest
 import torch
+from vision_helpers import image_spec
 
 from aiforge import App
 from aiforge.hub.catalog import get_backbone
 from aiforge.spec import BaseSpec
 from aiforge.tasks.image.model import load_efficientnet, stages
-from vision_helpers import image_spec
 
 pytestmark = pytest.mark.slow
 

@@ -14,10 +14,10 @@ import httpx
 import numpy as np
 import pytest
 from PIL import Image
+from vision_helpers import CLASSES, bomb_png, encode, exif_rotated_png, trained_images
 
 from aiforge.serve.benchmark import rss_mb
 from serve_helpers import RunningServer, metric_samples, serving
-from vision_helpers import CLASSES, bomb_png, encode, exif_rotated_png, trained_images
 
 pytestmark = pytest.mark.slow
 NAME = "fashion4"

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 from PIL import Image
+from vision_helpers import encode, zero_shot_bundle
 
 import aiforge as af
 from aiforge.tasks.image.samples import SAMPLE_PHOTOS, sample_photos
-from vision_helpers import encode, zero_shot_bundle
 
 pytestmark = pytest.mark.slow
 

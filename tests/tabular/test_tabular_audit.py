@@ -18,11 +18,11 @@ from fairlearn.metrics import (
     true_positive_rate,
 )
 from sklearn.metrics import accuracy_score, precision_score
+from tabular_helpers import Fitted, adult_spec, fit_export
 
 from aiforge.audit.fairness import AuditSettings, audit_predictions
 from aiforge.tasks.tabular.audit import audit_bundle
 from aiforge.tasks.tabular.samples import write_tabular_sample
-from tabular_helpers import Fitted, adult_spec, fit_export
 
 
 @pytest.fixture(scope="module")

@@ -7,13 +7,13 @@ from collections.abc import Iterator
 
 import numpy as np
 import pytest
+from tabular_helpers import Fitted, adult_spec, fit_export, german_spec
 
 import aiforge
 from aiforge.bundle.runtime import ItemLimits
 from aiforge.errors import ExportError, InputError
 from aiforge.tasks.tabular.models import TabularModel, reweighing_weights
 from aiforge.tasks.tabular.task import model_frame
-from tabular_helpers import Fitted, adult_spec, fit_export, german_spec
 
 
 @pytest.fixture(scope="module")

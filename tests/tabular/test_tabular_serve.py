@@ -11,12 +11,12 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
+from tabular_helpers import Fitted, fit_export, german_spec
 
 import aiforge
 from aiforge.bundle.runtime import ItemLimits
 from aiforge.errors import InputError
 from serve_helpers import RunningServer, serve_in_child, serving
-from tabular_helpers import Fitted, fit_export, german_spec
 
 
 @pytest.fixture(scope="module")

@@ -10,12 +10,12 @@ from typing import Any
 
 import pytest
 import yaml
+from tabular_helpers import fit_export, german_spec
 
 from aiforge.bundle.registry import Registry
 from aiforge.errors import RegistryError
 from aiforge.tasks.tabular.ship import ship
 from serve_helpers import server_env
-from tabular_helpers import fit_export, german_spec
 
 
 @pytest.fixture(scope="module")

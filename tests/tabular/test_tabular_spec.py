@@ -7,13 +7,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from tabular_helpers import adult_spec, fit_export
 
 from aiforge.audit.fairness import AuditSettings, audit_predictions
 from aiforge.audit.gates import GATES, Measurements, evaluate_gates
 from aiforge.errors import DataError, SpecError
 from aiforge.spec import BaseSpec, load_spec
 from aiforge.tasks.tabular.spec import GateSpec, TabularSpec
-from tabular_helpers import adult_spec, fit_export
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLES = ["adult-income", "compas-recidivism", "german-credit"]

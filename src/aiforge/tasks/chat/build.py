@@ -18,9 +18,9 @@ from aiforge.bundle.registry import Registry
 from aiforge.errors import AiforgeError, DataError
 from aiforge.hub.onnx_encoder import ENCODER_GRAPH, ENCODER_TOKENIZER, OnnxEncoder
 from aiforge.progress import progress_bar
+from aiforge.tasks.chat.data import chunk_text, extract_text, find_files, sentence_spans
 from aiforge.tasks.chat.fitted import ChatBuild
 from aiforge.tasks.chat.index import IndexRows, KnowledgeIndex
-from aiforge.tasks.chat.ingest import chunk_text, extract_text, find_files, sentence_spans
 from aiforge.tasks.chat.intents import IntentModel, calibrate_threshold, fit_head, out_of_fold
 from aiforge.tasks.chat.spec import ChatSpec, IntentsSpec
 from aiforge.version import __version__
