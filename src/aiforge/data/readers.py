@@ -30,8 +30,12 @@ def detect_format(path: Path, fmt: str = "auto") -> str:
         ) from None
 
 
-def read_table(path: str | Path, fmt: str = "auto") -> pd.DataFrame:
-    """Read a CSV, JSONL or Parquet file into a DataFrame of strings where possible.
+def read_table(path: str | Path, fmt: str = "auto", *, infer_types: bool = False) -> pd.DataFrame:
+    """Read a CSV, JSONL or Parquet file into a DataFrame.
+
+    CSV columns stay strings (texts, labels and ids are never turned into numbers) unless
+    ``infer_types`` is set, as tabular features need: then numbers stay numbers and blanks after
+    a comma are skipped.
 
     Raises:
         DataError: the file is missing, empty or cannot be parsed.
@@ -42,7 +46,8 @@ def read_table(path: str | Path, fmt: str = "auto") -> pd.DataFrame:
     kind = detect_format(p, fmt)
     try:
         if kind == "csv":
-            df = pd.read_csv(p, dtype=str, keep_default_na=False)
+            df = (pd.read_csv(p, skipinitialspace=True) if infer_types
+                  else pd.read_csv(p, dtype=str, keep_default_na=False))
         elif kind == "jsonl":
             df = pd.read_json(p, lines=True, dtype=False)
         else:

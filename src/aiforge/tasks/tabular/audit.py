@@ -49,15 +49,16 @@ def audit_bundle(bundle: str | Path | Runtime, data: str | Path, *, output: Path
         DataError: the file lacks the label or a sensitive column, or holds unknown labels.
         BundleError: the bundle is not a tabular one.
     """
+    from aiforge.data.readers import read_table
     from aiforge.errors import BundleError
-    from aiforge.tasks.tabular.data import frame_columns, read_frame
+    from aiforge.tasks.tabular.data import frame_columns
     from aiforge.tasks.tabular.runtime import TabularRuntime
     from aiforge.tasks.tabular.spec import AuditSpec
 
     rt = bundle if isinstance(bundle, Runtime) else Runtime.load(bundle, home=home)
     if not isinstance(rt, TabularRuntime):
         raise BundleError(f"{bundle}: aiforge audit needs a tabular-classification bundle, got {rt.manifest.task!r}.")
-    df = read_frame(Path(data))
+    df = read_table(Path(data), infer_types=True)
     sens = sensitive_features or rt.sensitive_features
     missing = [c for c in [rt.label_column, *sens] if c not in df.columns]
     if missing:

@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from aiforge.data.readers import read_table
+from aiforge.data.splits import stratified_split
 from aiforge.errors import DataError
 from aiforge.tasks.tabular.schema import MISSING_CATEGORY, Column, TabularSchema, finish_columns
 
-__all__ = ["TabularData", "TabularFrame", "frame_columns", "load_tabular", "read_frame"]
+__all__ = ["TabularData", "TabularFrame", "frame_columns", "load_tabular"]
 
 
 @dataclass(frozen=True)
@@ -42,28 +43,6 @@ class TabularData:
     categorical: list[str]
     provenance: dict[str, Any]
 
-
-def read_frame(path: Path, fmt: str = "auto") -> pd.DataFrame:
-    """Read a CSV or Parquet table with types inferred (numbers stay numbers).
-
-    Raises:
-        DataError: the file is missing, empty or unreadable.
-    """
-    if not path.is_file():
-        raise DataError(f"{path}: data file not found.")
-    kind = fmt if fmt != "auto" else {".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}.get(path.suffix.lower())
-    if kind is None:
-        raise DataError(f"{path}: cannot tell the format from suffix {path.suffix!r}; use .csv or .parquet, "
-                        "or set data.format.")
-    try:
-        df = pd.read_csv(path, skipinitialspace=True) if kind == "csv" else pd.read_parquet(path)
-    except pd.errors.EmptyDataError as exc:
-        raise DataError(f"{path}: the file is empty.") from exc
-    except (ValueError, OSError, pd.errors.ParserError) as exc:
-        raise DataError(f"{path}: cannot read it as {kind} ({str(exc).splitlines()[0]}).") from exc
-    if df.empty:
-        raise DataError(f"{path}: the file has no rows.")
-    return df
 
 
 def _need(df: pd.DataFrame, cols: list[str], where: str, what: str) -> None:
@@ -104,8 +83,8 @@ def load_tabular(spec: Any, *, seed: int = 0) -> TabularData:
         provenance: dict[str, Any] = {"source": f"sample:{s.name}", "licence": s.licence, "provenance": s.provenance}
         where_train, where_test = f"sample {s.name} (train)", f"sample {s.name} (test)"
     else:
-        train_df = read_frame(d.train, d.format)
-        test_df = read_frame(d.test, d.format) if d.test is not None else None
+        train_df = read_table(d.train, d.format, infer_types=True)
+        test_df = read_table(d.test, d.format, infer_types=True) if d.test is not None else None
         label, positive, sensitive = d.label, d.positive_label, d.sensitive_features or []
         provenance = {"source": str(d.train), "test": str(d.test) if d.test else None,
                       "licence": "as given by the data owner", "provenance": f"files {d.train}"
@@ -135,7 +114,8 @@ def load_tabular(spec: Any, *, seed: int = 0) -> TabularData:
         raise DataError(f"{where_train}: column {label!r} has {int(train_df[label].isna().sum())} empty labels.")
     numeric, categorical = _feature_kinds(train_df, spec, label, sensitive, where_train)
     full = _frame(train_df, label, labels, sensitive, where_train)
-    train_idx, val_idx = _stratified(full.y, d.validation_fraction, seed)
+    kept, held = stratified_split(full.y.tolist(), fraction=d.validation_fraction, seed=seed)
+    train_idx, val_idx = np.asarray(kept, dtype=np.int64), np.asarray(held, dtype=np.int64)
 
     def sub(idx: np.ndarray) -> TabularFrame:
         return TabularFrame(full.frame.iloc[idx].reset_index(drop=True), full.y[idx],
@@ -176,16 +156,6 @@ def _feature_kinds(df: pd.DataFrame, spec: Any, label: str, sensitive: list[str]
         raise DataError(f"{where}: no feature columns are left after removing the label, sensitive and dropped ones.")
     return numeric, categorical
 
-
-def _stratified(y: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    rng = np.random.default_rng(seed)
-    val: list[int] = []
-    for k in (0, 1):
-        idx = rng.permutation(np.flatnonzero(y == k))
-        val += idx[: max(1, round(len(idx) * fraction))].tolist()
-    mask = np.zeros(len(y), dtype=bool)
-    mask[val] = True
-    return np.flatnonzero(~mask), np.flatnonzero(mask)
 
 
 def frame_columns(df: pd.DataFrame, schema: TabularSchema, where: str = "data") -> dict[str, np.ndarray]:

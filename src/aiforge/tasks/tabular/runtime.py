@@ -162,9 +162,10 @@ class TabularRuntime(Runtime):
     # --- CLI surface ----------------------------------------------------------------------
 
     def _frame_feed(self, path: str | Path) -> tuple[Any, dict[str, np.ndarray]]:
-        from aiforge.tasks.tabular.data import frame_columns, read_frame
+        from aiforge.data.readers import read_table
+        from aiforge.tasks.tabular.data import frame_columns
 
-        df = read_frame(Path(path))
+        df = read_table(Path(path), infer_types=True)
         return df, frame_columns(df, self.schema, str(path))
 
     def evaluate_file(self, path: str | Path, *, columns: Mapping[str, str] | None = None) -> Metrics:
