@@ -1,4 +1,7 @@
-"""The PyTorch side of text classification: encoder + mean pooling + L2 + head."""
+"""The shared PyTorch text encoder (MiniLM + mean pooling + L2 norm) and its tokenizer helpers.
+
+Used by text classification (as its backbone), recommendation (content embeddings) and the
+encoder export that chat bundles ship (``hub/encoder_export.py``)."""
 
 from __future__ import annotations
 

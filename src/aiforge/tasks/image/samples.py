@@ -1,8 +1,5 @@
-"""Sample data aiforge can make by itself, so the demo runs on a fresh machine.
-
-``write_demo_intents`` writes a small customer-support intent set: six intents, each built
-from hand-written phrasings crossed with a few fillers, split into train and test CSVs.
-"""
+"""Image sample data from installed packages: Fashion-MNIST (Debian's ``dataset-fashion-mnist``)
+and scikit-image's bundled photos, with the ImageNet classes a correct classifier ranks first."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""The PyTorch side of text classification: encoder + mean pooling + L2 + head."""
+"""The PyTorch text classifier: the hub's MiniLM encoder (mean pooling + L2) with a trained head,
+and the graph exported to ONNX (ids and mask in, probabilities out)."""
 
 from __future__ import annotations
 

@@ -1,10 +1,4 @@
-"""Runtime: load a bundle and predict without PyTorch.
-
-``Runtime.load`` reads the manifest and picks the runtime class of the bundle's task from
-:data:`RUNTIMES` (imported lazily). Every runtime offers the same surface to the server:
-``parse_items`` (validate JSON inputs), ``predict_proba`` (what the batcher calls),
-``predict``, ``warmup``, ``describe``, ``v2_inputs`` and the file verbs used by the CLI.
-"""
+"""TextRuntime: a text-classification bundle served without PyTorch (tokenizers + onnxruntime)."""
 
 from __future__ import annotations
 

@@ -1,8 +1,7 @@
-"""Sample data aiforge can make by itself, so the demo runs on a fresh machine.
+"""Demo data aiforge makes by itself, so ``make demo`` runs on a fresh machine.
 
 ``write_demo_intents`` writes a small customer-support intent set: six intents, each built
-from hand-written phrasings crossed with a few fillers, split into train and test CSVs.
-"""
+from hand-written phrasings crossed with a few fillers, split into train and test CSVs."""
 
 from __future__ import annotations
 
