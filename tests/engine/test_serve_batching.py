@@ -258,7 +258,7 @@ def test_wrong_number_of_output_rows_fails_the_batch() -> None:
                                        return_exceptions=True)
         for r in results:
             assert isinstance(r, RuntimeError), r
-            assert "2 rows for 3 inputs" in str(r)
+            assert "2 outputs for 3 inputs" in str(r)
         out = await asyncio.wait_for(batcher.submit(request(2, 3)), 5)
         np.testing.assert_array_equal(out, encode(request(2, 3)))
         await batcher.stop()

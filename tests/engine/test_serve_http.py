@@ -13,8 +13,8 @@ import pytest
 
 import aiforge
 from aiforge.bundle.runtime import Runtime
+from aiforge.errors import ServerError
 from aiforge.serve import Client
-from aiforge.serve.client import ServerError
 from serve_helpers import RunningServer, metric_samples, read_texts, serving, v2_body
 
 MAX_INPUTS = 16
