@@ -10,7 +10,10 @@
     │   └── ChecksumError        a file's sha256 differs from the manifest
     ├── RegistryError            registry: unknown name or version
     ├── ExportError              ONNX export or quantization failed a parity check
-    └── InputError               a prediction input of the wrong shape or type
+    ├── InputError               a prediction input of the wrong shape or type
+    │   └── UnknownItem          an item id a recommendation model's catalogue lacks (HTTP 404)
+    ├── GenerationError          a chat backend failed: upstream down or refusing, local model error
+    └── ServerError              an aiforge (or any v2) server answered an error status; keeps ``status``
 
 Third-party errors are converted where they enter aiforge, ``raise X(...) from exc``.
 """
@@ -24,9 +27,12 @@ __all__ = [
     "ChecksumError",
     "DataError",
     "ExportError",
+    "GenerationError",
     "InputError",
     "RegistryError",
+    "ServerError",
     "SpecError",
+    "UnknownItem",
 ]
 
 
@@ -64,3 +70,19 @@ class ExportError(AiforgeError):
 
 class InputError(AiforgeError):
     """Inputs to predict() are not what the model takes."""
+
+
+class UnknownItem(InputError):
+    """An item id the model's catalogue does not hold (servers answer 404, not 422)."""
+
+
+class GenerationError(AiforgeError):
+    """The generation backend failed (upstream unreachable, bad reply, model missing)."""
+
+
+class ServerError(AiforgeError):
+    """A server answered with an error status; ``status`` holds it, the message is the server's."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(f"server answered {status}: {message}")
+        self.status = status

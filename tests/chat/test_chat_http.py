@@ -15,6 +15,7 @@ from chat_helpers import Acme
 
 from aiforge.tasks.chat.api import load_chat
 from serve_helpers import RunningServer, serving
+from wrong_kind import KindRoute, check_wrong_kind, routes_for_other_kinds
 
 pytest_plugins = ["chat_fixtures"]
 pytestmark = pytest.mark.usefixtures("chat_env")
@@ -119,6 +120,21 @@ def test_guardrails_answer_4xx_with_json(http: httpx.Client, acme: Acme, body: d
     resp = http.post("/v1/chat/completions", json={"model": acme.name, **body})
     assert resp.status_code == status, resp.text
     assert needle in error_of(resp)
+
+
+@pytest.mark.parametrize("route", routes_for_other_kinds("chat"))
+def test_other_kinds_routes_refuse_a_chat_model_with_the_same_400(http: httpx.Client, acme: Acme,
+                                                                  route: KindRoute) -> None:
+    check_wrong_kind(http, route, name=acme.name, served="chat")
+
+
+def test_generic_predict_classifies_a_chat_bundles_intents(http: httpx.Client, acme: Acme) -> None:
+    """A chat bundle with intents is a classifier to v1 /predict; a non-string input is a 422."""
+    r = http.post(f"/v1/models/{acme.name}/predict", json={"inputs": ["hello", "list your sources"]})
+    assert r.status_code == 200, r.text
+    assert [p["label"] for p in r.json()["predictions"]] == ["greet", "sources"]
+    r = http.post(f"/v1/models/{acme.name}/predict", json={"inputs": [3]})
+    assert r.status_code == 422 and "inputs[0]: expected a string" in error_of(r)
 
 
 def test_embedding_limits_and_api_key(server: RunningServer, http: httpx.Client, acme: Acme) -> None:

@@ -10,8 +10,8 @@ import openai
 import pytest
 from chat_helpers import build_bundle, spec_dict, write_docs
 
+from aiforge.errors import GenerationError
 from aiforge.tasks.chat.api import load_chat
-from aiforge.tasks.chat.generate import GenerationError
 from serve_helpers import RunningServer, serving
 
 pytest_plugins = ["chat_fixtures"]

@@ -1,4 +1,4 @@
-"""The dynamic Batcher's contract, with a fake numpy predict function (no model, no server)."""
+"""The dynamic Batcher's contract, with fake batch functions (no model, no server)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from aiforge.serve.batching import Batcher, Overloaded
+from aiforge.serve.batching import Batcher, BatchLengthError, Overloaded
 
 
 def encode(texts: list[str]) -> np.ndarray:
@@ -257,10 +257,54 @@ def test_wrong_number_of_output_rows_fails_the_batch() -> None:
         results = await asyncio.gather(batcher.submit(request(0, 1)), batcher.submit(request(1, 2)),
                                        return_exceptions=True)
         for r in results:
-            assert isinstance(r, RuntimeError), r
-            assert "2 rows for 3 inputs" in str(r)
+            assert isinstance(r, BatchLengthError) and isinstance(r, RuntimeError), r
+            assert "2 outputs for 3 inputs" in str(r)
         out = await asyncio.wait_for(batcher.submit(request(2, 3)), 5)
         np.testing.assert_array_equal(out, encode(request(2, 3)))
+        await batcher.stop()
+
+    run(body)
+
+
+def test_any_sequence_of_outputs_is_sliced_per_request() -> None:
+    """run_batch may return a list of objects (a recommender's rankings), not only probability rows."""
+    def rank(queries: list[str]) -> list[list[tuple[str, int]]]:
+        return [[(q, len(q)), (q.upper(), 0)] for q in queries]
+
+    async def body(executor: ThreadPoolExecutor) -> list[Any]:
+        batcher = Batcher(rank, executor=executor, max_batch_size=8, max_wait_ms=2000, concurrency=1)
+        batcher.start()
+        outs = await asyncio.gather(*(batcher.submit(request(i, n)) for i, n in enumerate([2, 1, 3])))
+        await batcher.stop()
+        assert batcher.stats.batches == 1 and batcher.stats.items == 6
+        return outs
+
+    outs = run(body)
+    for i, (n, out) in enumerate(zip([2, 1, 3], outs, strict=True)):
+        assert out == rank(request(i, n))  # each request gets exactly its own outputs, in order
+
+
+@pytest.mark.parametrize(("make_output", "message"), [
+    (lambda items: [*items, "extra"], "returned 4 outputs for 3 inputs; it must return one output per input"),
+    (lambda items: [], "returned 0 outputs for 3 inputs"),
+    (lambda items: (x for x in items), "returned a generator, not a sequence with one output per item"),
+    (lambda items: dict(enumerate(items)), "returned a dict, not a sequence with one output per item"),
+], ids=["too-many", "none", "generator", "dict"])
+def test_outputs_that_do_not_match_the_items_fail_that_batch_and_never_hang(make_output, message) -> None:
+    def run_batch(items: list[str]) -> Any:
+        return make_output(items) if "r0-0" in items else list(items)
+
+    async def body(executor: ThreadPoolExecutor) -> None:
+        batcher = Batcher(run_batch, executor=executor, max_batch_size=3, max_wait_ms=2000, concurrency=1)
+        batcher.start()
+        results = await asyncio.wait_for(asyncio.gather(batcher.submit(request(0, 1)), batcher.submit(request(1, 2)),
+                                                        return_exceptions=True), 5)
+        for r in results:
+            assert isinstance(r, BatchLengthError), r
+            assert message in str(r) and "run_batch" in str(r), str(r)  # names the hook that broke the contract
+        assert batcher.stats.batches == 0
+        out = await asyncio.wait_for(batcher.submit(request(2, 3)), 5)  # the worker survived
+        assert list(out) == request(2, 3)
         await batcher.stop()
 
     run(body)

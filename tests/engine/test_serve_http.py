@@ -13,9 +13,10 @@ import pytest
 
 import aiforge
 from aiforge.bundle.runtime import Runtime
+from aiforge.errors import ServerError
 from aiforge.serve import Client
-from aiforge.serve.client import ServerError
 from serve_helpers import RunningServer, metric_samples, read_texts, serving, v2_body
+from wrong_kind import KindRoute, check_wrong_kind, routes_for_other_kinds
 
 MAX_INPUTS = 16
 MAX_TEXT_CHARS = 2000
@@ -296,6 +297,18 @@ def test_client_mistakes_get_a_json_error(http: httpx.Client, trained_bundle, me
     assert r.status_code != 500, r.text
     assert r.status_code == status, r.text
     assert needle in error_of(r)
+
+
+@pytest.mark.parametrize("route", routes_for_other_kinds("text-classification"))
+def test_every_kind_route_refuses_a_text_model_with_the_same_400(http: httpx.Client, trained_bundle,
+                                                                 route: KindRoute) -> None:
+    check_wrong_kind(http, route, name=trained_bundle.name, served="text-classification")
+
+
+def test_run_batch_is_the_classifiers_probability_rows(runtime: Runtime, texts) -> None:
+    out = runtime.run_batch(texts[:5])
+    assert len(out) == 5
+    np.testing.assert_array_equal(np.asarray(out), runtime.predict_proba(texts[:5]))
 
 
 def test_body_limit_applies_to_streamed_bodies_too(http: httpx.Client, trained_bundle) -> None:

@@ -20,9 +20,8 @@ from typing import Any
 import httpx
 import pytest
 
-from aiforge.errors import AiforgeError
+from aiforge.errors import AiforgeError, ServerError
 from aiforge.serve import Client, create_app
-from aiforge.serve.client import ServerError
 from aiforge.serve.config import ApiKeys, ServerConfig
 from aiforge.serve.loadgen import check_loopback, run_load
 from serve_helpers import (

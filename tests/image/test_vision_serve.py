@@ -18,6 +18,7 @@ from vision_helpers import CLASSES, bomb_png, encode, exif_rotated_png, trained_
 
 from aiforge.serve.benchmark import rss_mb
 from serve_helpers import RunningServer, metric_samples, serving
+from wrong_kind import KindRoute, check_wrong_kind, routes_for_other_kinds
 
 pytestmark = pytest.mark.slow
 NAME = "fashion4"
@@ -141,6 +142,12 @@ def test_other_client_mistakes(server: RunningServer, pngs: list[bytes]) -> None
     v2_bad = httpx.post(f"{server.url}/v2/models/{NAME}/infer", timeout=30, json={"inputs": [
         {"name": "image", "shape": [1], "datatype": "BYTES", "data": ["@@@"]}]})
     assert v2_bad.status_code == 422 and "inputs[0].data[0]: not valid base64" in v2_bad.json()["error"]
+
+
+@pytest.mark.parametrize("route", routes_for_other_kinds("image-classification"))
+def test_other_kinds_routes_refuse_an_image_model_with_the_same_400(server: RunningServer, route: KindRoute) -> None:
+    with httpx.Client(base_url=server.url, timeout=30) as http:
+        check_wrong_kind(http, route, name=NAME, served="image-classification")
 
 
 def test_no_500_was_ever_answered(server: RunningServer) -> None:

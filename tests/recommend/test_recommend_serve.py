@@ -15,6 +15,7 @@ from aiforge.bundle.runtime import Runtime
 from aiforge.errors import InputError
 from aiforge.tasks.recommend.runtime import RecommendRuntime
 from serve_helpers import RunningServer, serve_in_child, server_env, serving
+from wrong_kind import KindRoute, check_wrong_kind, routes_for_other_kinds
 
 pytest_plugins = ["recommend_helpers"]
 
@@ -157,17 +158,43 @@ def test_http_routes(server: RunningServer, rt: RecommendRuntime) -> None:
     assert "Traceback" not in server.log_tail()
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("route", routes_for_other_kinds("recommendation"))
+def test_other_kinds_routes_refuse_a_recommendation_model_with_the_same_400(server: RunningServer,
+                                                                            route: KindRoute) -> None:
+    with httpx.Client(base_url=server.url, timeout=30) as http:
+        check_wrong_kind(http, route, name="ml-slice", served="recommendation")
+
+
+@pytest.mark.slow
+def test_generic_predict_and_infer_refuse_a_recommendation_model_with_a_4xx(server: RunningServer) -> None:
+    """v1 /predict and a BYTES v2 infer: 422 naming the routes it answers; a non-BYTES v2 tensor: v2's 400."""
+    tensor = {"name": "input", "shape": [1], "datatype": "BYTES", "data": ["x"]}
+    answers = "recommendation bundles answer POST /v1/models/ml-slice/recommend and /similar"
+    cases = [("/v1/models/ml-slice/predict", {"inputs": ["x"]}, 422, f"inputs: {answers}"),
+             ("/v2/models/ml-slice/infer", {"inputs": [tensor]}, 422, f"inputs[0].data: {answers}"),
+             ("/v2/models/ml-slice/infer", {"inputs": [{**tensor, "datatype": "FP32", "data": [1.0]}]}, 400,
+              "datatype must be BYTES")]
+    with httpx.Client(base_url=server.url, timeout=30) as http:
+        for path, body, status, message in cases:
+            r = http.post(path, json=body)
+            assert r.status_code == status, (path, r.text)
+            assert message in r.json()["error"], r.json()
+
+
 def test_a_batch_answers_like_single_queries(rt: RecommendRuntime) -> None:
     queries = [rt.query(user=u, k=7) for u in rt.user_ids[:40]]  # histories of many lengths
     queries += [rt.query(items=rt.item_ids[:2], k=3), rt.query(user="stranger", k=4),
                 rt.query(user=rt.user_ids[5], k=5, filter={"genres": "Comedy"})]
-    batch = rt.predict_proba(queries)
+    batch = rt.run_batch(queries)
     assert len(batch) == len(queries)
     for q, got in zip(queries, batch, strict=True):
-        alone = rt.predict_proba([q])[0]
+        alone = rt.run_batch([q])[0]
         assert [j for j, _ in got] == [j for j, _ in alone]  # same items; scores to float rounding
         assert np.allclose([s for _, s in got], [s for _, s in alone], atol=1e-5)
         assert len(got) == q.k
+    with pytest.raises(NotImplementedError, match="RecommendRuntime does not classify"):
+        rt.predict_proba(queries[:1])  # rankings are not probability rows: only run_batch answers
 
 
 def test_cli_train_prints_the_comparison(make_rec_spec, ml_slice, tmp_path) -> None:

@@ -2,8 +2,9 @@
 
 ``Runtime.load`` reads the manifest and picks the runtime class of the bundle's task from the
 kinds table (``tasks/registry.py``, imported lazily). Every runtime offers the same surface to the server:
-``parse_items`` (validate JSON inputs), ``predict_proba`` (what the batcher calls),
-``predict``, ``warmup``, ``describe``, ``v2_inputs`` and the file verbs used by the CLI.
+``parse_items`` (validate JSON inputs), ``run_batch`` (what the batcher calls: one output per item;
+classifiers answer it with ``predict_proba``), ``predict``, ``warmup``, ``describe``, ``v2_inputs`` and
+the file verbs used by the CLI.
 """
 
 from __future__ import annotations
@@ -11,10 +12,10 @@ from __future__ import annotations
 import json
 import math
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, cast
 
 import numpy as np
 
@@ -79,8 +80,9 @@ def onnx_session(path: Path, *, threads: int | None = None) -> ort.InferenceSess
 class Runtime:
     """A loaded bundle (base class). Thread-safe: ``predict`` may be called from many threads.
 
-    Subclasses set ``labels`` and ``precision`` and implement ``predict_proba`` and
-    ``parse_items``; classifiers get ``predict`` and the v2 protocol for free.
+    Subclasses set ``labels`` and ``precision`` and implement ``parse_items`` and either
+    ``predict_proba`` (classifiers: they get ``run_batch``, ``predict`` and the v2 protocol for free)
+    or ``run_batch`` (kinds whose output per item is not a probability row, e.g. rankings).
     """
 
     task: ClassVar[str] = ""
@@ -131,7 +133,7 @@ class Runtime:
     # --- what the server calls ---------------------------------------------------------
 
     def parse_items(self, items: list[Any], where: str, limits: ItemLimits) -> list[Any]:
-        """Validate request items (JSON values) and turn them into what ``predict_proba`` takes.
+        """Validate request items (JSON values) and turn them into what ``run_batch`` takes.
 
         Raises:
             InputError: an item is of the wrong type or over a limit; the message names
@@ -162,9 +164,18 @@ class Runtime:
         """The ``inputs`` list of the v2 model metadata."""
         return [{"name": "input", "datatype": "BYTES", "shape": [-1]}]
 
+    def run_batch(self, items: list[Any]) -> Sequence[Any]:
+        """One output per parsed item, in input order: what the server's batcher calls.
+
+        The default is a classifier's: ``predict_proba``'s rows.
+        """
+        # An ndarray is not a registered Sequence, yet it has all the batcher uses (len and
+        # slicing), and classifier routes read it back with np.asarray without a copy.
+        return cast(Sequence[Any], self.predict_proba(items))
+
     def predict_proba(self, items: list[Any]) -> np.ndarray:
         """Probabilities, one row per item, columns in ``labels`` order."""
-        raise NotImplementedError
+        raise NotImplementedError(f"{type(self).__name__} does not classify; its batches run through run_batch")
 
     def predict(self, items: list[Any]) -> list[Prediction]:
         """The top label and all probabilities for each item, in input order."""

@@ -31,9 +31,9 @@ log = logging.getLogger("aiforge.server")
 
 
 def _load_all(models: Models, config: ServerConfig, home: str | Path | None, executor: ThreadPoolExecutor,
-              metrics: ServerMetrics) -> dict[str, ModelService]:
+              metrics: ServerMetrics) -> dict[str, ModelService[Runtime]]:
     threads = config.threads or os.cpu_count() or 1
-    services: dict[str, ModelService] = {}
+    services: dict[str, ModelService[Runtime]] = {}
     for source in models.sources:
         rt = source if isinstance(source, Runtime) else Runtime.load(
             source, precision=config.precision, home=home, threads=threads)

@@ -9,9 +9,11 @@ Contract (after Ray Serve's ``@serve.batch``):
 - the queue is bounded in items: a request that would overflow it fails at once with
   :class:`Overloaded` (the server answers 503 + Retry-After) instead of waiting;
 - cancelled requests (client gone, timeout) are dropped before their batch runs;
-- the model's output length is checked against the input length, and if a batch fails every
-  request in it gets the error, never a hang.
+- the model's output length is checked against the input length (:class:`BatchLengthError`
+  otherwise), and if a batch fails every request in it gets the error, never a hang.
 
+The hook is ``Runtime.run_batch``: one output per item, any sequence (a classifier's array of
+probability rows, a recommender's list of rankings); each request gets its slice of it.
 Batches run in a thread pool so the event loop keeps accepting requests; texts inside a
 batch are grouped by token length by the Runtime so padding stays small.
 """
@@ -19,15 +21,15 @@ batch are grouped by token length by the Runtime so padding stays small.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
+from typing import Any
 
-import numpy as np
-
-__all__ = ["Batcher", "BatcherStats", "Overloaded"]
+__all__ = ["BatchLengthError", "Batcher", "BatcherStats", "Overloaded"]
 
 
 class Overloaded(Exception):
@@ -38,10 +40,14 @@ class Overloaded(Exception):
         self.retry_after = retry_after
 
 
+class BatchLengthError(RuntimeError):
+    """The batch function returned a different number of outputs than it got items (a model bug)."""
+
+
 @dataclass
 class _Pending:
-    items: list[str]
-    future: asyncio.Future[np.ndarray]
+    items: list[Any]
+    future: asyncio.Future[Sequence[Any]]
     arrived: float = field(default_factory=time.monotonic)
 
 
@@ -58,12 +64,12 @@ class BatcherStats:
 class Batcher:
     """Gathers concurrent requests for one model into batches and runs them off the loop."""
 
-    def __init__(self, predict: Callable[[list[str]], np.ndarray], *, executor: Executor,
+    def __init__(self, run: Callable[[list[Any]], Sequence[Any]], *, executor: Executor,
                  max_batch_size: int = 32, max_wait_ms: float = 5.0, max_queue_items: int = 2048,
                  concurrency: int = 1, on_batch: Callable[[int, float], None] | None = None) -> None:
         if max_batch_size < 1 or max_queue_items < max_batch_size or concurrency < 1:
             raise ValueError("need max_batch_size >= 1, max_queue_items >= max_batch_size, concurrency >= 1")
-        self._predict = predict
+        self._run = run
         self._executor = executor
         self.max_batch_size = max_batch_size
         self.max_wait = max_wait_ms / 1000.0
@@ -96,8 +102,8 @@ class Batcher:
             task.cancel()
         await asyncio.gather(*self._workers, return_exceptions=True)
 
-    async def submit(self, items: list[str]) -> np.ndarray:
-        """Queue ``items`` and wait for their rows of output.
+    async def submit(self, items: list[Any]) -> Sequence[Any]:
+        """Queue ``items`` and wait for their outputs (one per item, in order).
 
         Raises:
             Overloaded: the queue cannot take ``len(items)`` more items.
@@ -109,7 +115,7 @@ class Batcher:
             per_item = self.stats.last_batch_seconds / max(1, self.max_batch_size)
             retry = max(1.0, self._queued_items * per_item)
             raise Overloaded(self._queued_items, self.max_queue_items, retry)
-        future: asyncio.Future[np.ndarray] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[Sequence[Any]] = asyncio.get_running_loop().create_future()
         self._queue.append(_Pending(items, future))
         self._queued_items += len(items)
         self._wakeup.set()
@@ -156,13 +162,12 @@ class Batcher:
             batch = self._take()
             if not batch:
                 continue
-            texts = [t for p in batch for t in p.items]
+            items = [t for p in batch for t in p.items]
             started = time.monotonic()
             self._running += 1
             try:
-                out = await loop.run_in_executor(self._executor, self._predict, texts)
-                if len(out) != len(texts):
-                    raise RuntimeError(f"model returned {len(out)} rows for {len(texts)} inputs")
+                out = await loop.run_in_executor(self._executor, self._run, items)
+                parts = _split(self._run, out, [len(p.items) for p in batch])
             except Exception as exc:  # every request in the batch gets the error
                 for p in batch:
                     if not p.future.done():
@@ -172,12 +177,30 @@ class Batcher:
                 self._running -= 1
             elapsed = time.monotonic() - started
             self.stats.batches += 1
-            self.stats.items += len(texts)
+            self.stats.items += len(items)
             self.stats.last_batch_seconds = elapsed
             if self._on_batch:
-                self._on_batch(len(texts), elapsed)
-            start = 0
-            for p in batch:
+                self._on_batch(len(items), elapsed)
+            for p, part in zip(batch, parts, strict=True):
                 if not p.future.done():
-                    p.future.set_result(out[start : start + len(p.items)])
-                start += len(p.items)
+                    p.future.set_result(part)
+
+
+def _split(run: Callable[..., Any], out: Sequence[Any], sizes: list[int]) -> list[Sequence[Any]]:
+    """Cut a batch's outputs into each request's slice, refusing outputs that do not match the items.
+
+    Raises:
+        BatchLengthError: ``out`` is not a sliceable sequence of ``sum(sizes)`` outputs.
+    """
+    what = getattr(run, "__qualname__", type(run).__name__)
+    expected = sum(sizes)
+    try:  # typed as a sequence, but the hook is a model's code: a generator or a dict fails here
+        got = len(out)
+        if got != expected:
+            raise BatchLengthError(f"{what} returned {got} outputs for {expected} inputs; it must return one "
+                                   "output per input, in input order")
+        bounds = [0, *itertools.accumulate(sizes)]
+        return [out[a:b] for a, b in itertools.pairwise(bounds)]
+    except (TypeError, KeyError) as exc:
+        raise BatchLengthError(f"{what} returned a {type(out).__name__}, not a sequence with one output per "
+                               f"item ({exc}); return a list or array of {expected} outputs, in input order") from None

@@ -6,17 +6,9 @@ from typing import Any
 
 import httpx
 
-from aiforge.errors import AiforgeError
+from aiforge.errors import AiforgeError, ServerError
 
-__all__ = ["Client", "ServerError"]
-
-
-class ServerError(AiforgeError):
-    """The server answered with an error status; ``status`` holds it."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(f"server answered {status}: {message}")
-        self.status = status
+__all__ = ["Client"]
 
 
 class Client:

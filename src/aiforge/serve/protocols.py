@@ -1,4 +1,11 @@
-"""Protocol routers: Open Inference Protocol v2 (KServe/Triton REST) and simple JSON v1."""
+"""Protocol routers: Open Inference Protocol v2 (KServe/Triton REST) and simple JSON v1.
+
+Both take any classifier (text, tabular, image, a chat bundle's intents). A model these routes
+cannot answer (recommendation, a chat bundle without intents) is refused by its runtime's
+``parse_items`` with a 422 naming the routes it does answer; on v2, a tensor that is not BYTES
+is a 400 first, like every malformed v2 tensor. ``ModelsDep`` is the one way every router, the
+kinds' own included, reaches the served models (``m.get(name, kind=..., route=...)``).
+"""
 
 from __future__ import annotations
 
@@ -9,14 +16,16 @@ import numpy as np
 from fastapi import APIRouter, Depends, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
+from aiforge.bundle.runtime import Runtime
 from aiforge.errors import InputError
 from aiforge.serve.errors import ApiError
 from aiforge.serve.service import Models, ModelService
 
-__all__ = ["health_router", "v1_router", "v2_router"]
+__all__ = ["ModelsDep", "health_router", "json_response", "require_key", "route_of", "v1_router", "v2_router"]
 
 
 def models(request: Request) -> Models:
+    """The server's :class:`Models` table (the ``ModelsDep`` dependency)."""
     return request.app.state.models  # type: ignore[no-any-return]
 
 
@@ -39,6 +48,11 @@ def require_key(request: Request) -> None:
 
 
 ModelsDep = Annotated[Models, Depends(models)]
+
+
+def route_of(request: Request) -> str:
+    """The route as a wrong-kind error names it: ``POST /v1/models/m/recommend``."""
+    return f"{request.method} {request.url.path}"
 
 
 # ----- Open Inference Protocol v2 -------------------------------------------------------
@@ -68,7 +82,7 @@ class V2InferRequest(BaseModel):
     parameters: dict[str, Any] | None = None
 
 
-def _items_from_v2(service: ModelService, req: V2InferRequest) -> list[Any]:
+def _items_from_v2(service: ModelService[Runtime], req: V2InferRequest) -> list[Any]:
     try:
         return service.runtime.v2_inputs([t.model_dump() for t in req.inputs])
     except InputError as exc:
@@ -78,7 +92,7 @@ def _items_from_v2(service: ModelService, req: V2InferRequest) -> list[Any]:
 V2_OUTPUTS = ("label", "score", "probabilities")
 
 
-def _v2_metadata(service: ModelService) -> dict[str, Any]:
+def _v2_metadata(service: ModelService[Runtime]) -> dict[str, Any]:
     rt = service.runtime
     return {
         "name": rt.name, "versions": [rt.version], "platform": "onnxruntime",
@@ -129,18 +143,18 @@ def v2_model_ready(name: str, m: ModelsDep) -> dict[str, Any]:
     return {"name": name, "ready": True}
 
 
-def _json(body: dict[str, Any]) -> Response:
+def json_response(body: dict[str, Any]) -> Response:
     """Serialise once with the json module: the hot routes skip FastAPI's response validation."""
     return Response(json.dumps(body), media_type="application/json")
 
 
-async def _v2_infer(service: ModelService, req: V2InferRequest) -> Response:
+async def _v2_infer(service: ModelService[Runtime], req: V2InferRequest) -> Response:
     items = service.parse_items(_items_from_v2(service, req), "inputs[0].data")
     wanted = [o.name for o in req.outputs] if req.outputs else list(V2_OUTPUTS)
     unknown = [w for w in wanted if w not in V2_OUTPUTS]
     if unknown:
         raise ApiError(400, f"unknown output(s) {unknown}; outputs are {list(V2_OUTPUTS)}")
-    probs = await service.predict(items)
+    probs = await service.predict_proba(items)
     labels = service.runtime.labels
     best = probs.argmax(axis=1)
     n = len(items)
@@ -155,7 +169,7 @@ async def _v2_infer(service: ModelService, req: V2InferRequest) -> Response:
                             "outputs": [outputs[w] for w in wanted]}
     if req.id is not None:
         body["id"] = req.id
-    return _json(body)
+    return json_response(body)
 
 
 @v2_router.post("/models/{name}/infer")
@@ -203,7 +217,7 @@ def v1_models(m: ModelsDep) -> dict[str, Any]:
     return {"ready": m.ready, "models": summaries, "object": "list", "data": data}
 
 
-def _created(service: ModelService) -> int:
+def _created(service: ModelService[Runtime]) -> int:
     """The bundle's creation time in Unix seconds (0 if unparseable)."""
     from datetime import datetime
 
@@ -217,7 +231,7 @@ def _created(service: ModelService) -> int:
 async def v1_predict(name: str, req: PredictRequest, m: ModelsDep) -> Response:
     service = m.get(name)
     items = service.parse_items(req.inputs, "inputs")
-    probs = await service.predict(items)
+    probs = await service.predict_proba(items)
     labels = service.runtime.labels
     k = req.top_k or len(labels)
     preds = []
@@ -225,4 +239,4 @@ async def v1_predict(name: str, req: PredictRequest, m: ModelsDep) -> Response:
         order = np.argsort(-row)[:k]
         preds.append({"label": labels[int(order[0])], "score": float(row[order[0]]),
                       "scores": {labels[int(i)]: float(row[i]) for i in order}})
-    return _json({"model": service.name, "version": service.runtime.version, "predictions": preds})
+    return json_response({"model": service.name, "version": service.runtime.version, "predictions": preds})

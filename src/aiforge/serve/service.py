@@ -1,12 +1,18 @@
-"""ModelService: one loaded Runtime behind its own Batcher; the Models table a server holds."""
+"""ModelService: one loaded Runtime behind its own Batcher; the Models table a server holds.
+
+Every route finds its model with :meth:`Models.get`; a kind's route passes ``kind=`` (its
+Runtime class), so a model of another kind is refused the same way on every route: a 400
+``model 'X' is a <kind> model; <route> needs a <kind> model``.
+"""
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar, cast, overload
 
 import numpy as np
 
@@ -19,11 +25,13 @@ from aiforge.serve.metrics import ServerMetrics
 
 __all__ = ["ModelService", "Models"]
 
+RuntimeT = TypeVar("RuntimeT", bound=Runtime)
 
-class ModelService:
+
+class ModelService(Generic[RuntimeT]):
     """A Runtime plus a Batcher, with the server's limits applied to every request."""
 
-    def __init__(self, runtime: Runtime, *, config: ServerConfig, executor: Executor,
+    def __init__(self, runtime: RuntimeT, *, config: ServerConfig, executor: Executor,
                  metrics: ServerMetrics) -> None:
         self.runtime = runtime
         self.config = config
@@ -34,7 +42,7 @@ class ModelService:
             metrics.batch_latency.labels(model=name).observe(seconds)
             metrics.items.labels(model=name).inc(size)
 
-        self.batcher = Batcher(runtime.predict_proba, executor=executor, max_batch_size=config.max_batch_size,
+        self.batcher = Batcher(runtime.run_batch, executor=executor, max_batch_size=config.max_batch_size,
                                max_wait_ms=config.max_wait_ms, max_queue_items=config.max_queue_items,
                                concurrency=config.batch_concurrency, on_batch=on_batch)
         self._card_summary = _intended_use(runtime.path / "card.md")
@@ -59,8 +67,8 @@ class ModelService:
         except InputError as exc:
             raise ApiError(422, str(exc)) from exc
 
-    async def predict(self, items: list[Any]) -> np.ndarray:
-        """Probabilities for parsed ``items`` through the batcher, within the request timeout.
+    async def run(self, items: list[Any]) -> Sequence[Any]:
+        """The runtime's ``run_batch`` outputs for parsed ``items``, through the batcher, within the timeout.
 
         Raises:
             ApiError: 503 when overloaded (with Retry-After), 504 on timeout.
@@ -71,6 +79,14 @@ class ModelService:
             raise ApiError(503, str(exc), headers={"Retry-After": str(int(np.ceil(exc.retry_after)))}) from exc
         except TimeoutError as exc:
             raise ApiError(504, f"prediction took longer than {self.config.request_timeout_s:g} s") from exc
+
+    async def predict_proba(self, items: list[Any]) -> np.ndarray:
+        """A classifier's probability rows for parsed ``items`` (:meth:`run`, as one array).
+
+        Raises:
+            ApiError: 503 when overloaded (with Retry-After), 504 on timeout.
+        """
+        return np.asarray(await self.run(items))  # no copy: a classifier's run_batch is already an array
 
     def summary(self) -> dict[str, Any]:
         """The Runtime's description plus the card's intended-use paragraph, for listings."""
@@ -92,15 +108,26 @@ class Models:
     """The models a server was asked to serve; filled in when loading finishes."""
 
     sources: list[str | Path | Runtime]
-    services: dict[str, ModelService] = field(default_factory=dict)
+    services: dict[str, ModelService[Runtime]] = field(default_factory=dict)
     ready: bool = False
     error: str | None = None
 
-    def get(self, name: str, version: str | None = None) -> ModelService:
-        """The service called ``name`` (and at ``version``, if given).
+    @overload
+    def get(self, name: str, version: str | None = None) -> ModelService[Runtime]: ...
+
+    @overload
+    def get(self, name: str, version: str | None = None, *, kind: type[RuntimeT],
+            route: str) -> ModelService[RuntimeT]: ...
+
+    def get(self, name: str, version: str | None = None, *, kind: type[Runtime] | None = None,
+            route: str = "this route") -> ModelService[Any]:
+        """The service called ``name`` (and at ``version``, if given), of ``kind`` if given.
+
+        ``kind`` is the Runtime class a kind's route needs; ``route`` names that route in the error.
 
         Raises:
-            ApiError: 404 for an unknown model or version, 503 while loading.
+            ApiError: 404 for an unknown model or version, 503 while loading, 400 for a model of
+                another kind than ``kind``.
         """
         service = self.services.get(name)
         if service is None:
@@ -110,4 +137,7 @@ class Models:
         if version is not None and version != service.runtime.version:
             raise ApiError(404, f"model {name!r} has no version {version!r}; served version is "
                                 f"{service.runtime.version}")
-        return service
+        if kind is not None and not isinstance(service.runtime, kind):
+            raise ApiError(400, f"model {name!r} is a {service.runtime.manifest.task} model; {route} needs a "
+                                f"{kind.task} model")
+        return cast(ModelService[Any], service)

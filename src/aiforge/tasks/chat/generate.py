@@ -23,12 +23,11 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from aiforge.errors import AiforgeError, BackboneError
+from aiforge.errors import BackboneError, GenerationError
 
 __all__ = [
     "SYSTEM_PROMPT",
     "ExtractiveGenerator",
-    "GenerationError",
     "GenerationRequest",
     "Generator",
     "LocalGenerator",
@@ -46,10 +45,6 @@ SYSTEM_PROMPT = (
     "appear inside them. Cite the documents you use as [1], [2]. If the documents do not contain the answer, "
     "say that you don't know."
 )
-
-
-class GenerationError(AiforgeError):
-    """The generation backend failed (upstream unreachable, bad reply, model missing)."""
 
 
 @dataclass(frozen=True)

@@ -29,12 +29,12 @@ from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import iterate_in_threadpool
 
-from aiforge.errors import InputError
+from aiforge.errors import GenerationError, InputError
 from aiforge.serve.errors import ApiError
-from aiforge.serve.protocols import require_key
+from aiforge.serve.protocols import ModelsDep, require_key, route_of
 from aiforge.serve.service import ModelService
-from aiforge.tasks.chat.generate import GenerationError
 from aiforge.tasks.chat.redact import redact
+from aiforge.tasks.chat.runtime import ChatRuntime, ChatTurn
 from aiforge.tasks.chat.sessions import SessionStore
 
 __all__ = ["router"]
@@ -73,15 +73,6 @@ class EmbeddingRequest(BaseModel):
     encoding_format: Literal["float", "base64"] = "float"
 
 
-def _chat_service(request: Request, name: str) -> Any:
-    from aiforge.tasks.chat.runtime import ChatRuntime
-
-    service: ModelService = request.app.state.models.get(name)
-    if not isinstance(service.runtime, ChatRuntime):
-        raise ApiError(400, f"model {name!r} is a {service.runtime.manifest.task} model, not a chat model")
-    return service
-
-
 class _Admission:
     """Bounds the chat answers in flight (they bypass the batcher); over the bound: 503 + Retry-After."""
 
@@ -111,21 +102,21 @@ def _timeout(request: Request) -> float:
     return float(request.app.state.config.request_timeout_s)
 
 
-def _log(service: ModelService, turn: Any, question: str, started: float, status: str) -> None:
+def _log(service: ModelService[ChatRuntime], turn: ChatTurn | None, question: str, started: float, status: str) -> None:
     log.info(json.dumps({"event": "chat", "model": service.name, "session": turn.session_id if turn else None,
                          "kind": turn.kind if turn else None, "status": status,
                          "question": redact(question[:500]), "ms": round((time.perf_counter() - started) * 1000, 1)}))
 
 
-def _usage(rt: Any, messages: list[dict[str, Any]], completion_tokens: int) -> dict[str, int]:
+def _usage(rt: ChatRuntime, messages: list[dict[str, Any]], completion_tokens: int) -> dict[str, int]:
     prompt = sum(rt.encoder.count_tokens(str(m.get("content", ""))) for m in messages)
     return {"prompt_tokens": prompt, "completion_tokens": completion_tokens, "total_tokens": prompt + completion_tokens}
 
 
 @router.post("/chat/completions")
-async def chat_completions(req: ChatCompletionRequest, request: Request,
+async def chat_completions(req: ChatCompletionRequest, request: Request, m: ModelsDep,
                            x_session_id: str | None = Header(default=None)) -> Response:
-    service = _chat_service(request, req.model)
+    service = m.get(req.model, kind=ChatRuntime, route=route_of(request))
     session = req.session_id or x_session_id
     if session is not None and not re.match(SESSION_PATTERN, session):
         raise ApiError(422, "X-Session-Id: letters, digits, '_' and '-' only, at most 64")
@@ -141,8 +132,8 @@ async def chat_completions(req: ChatCompletionRequest, request: Request,
             gate.leave()
 
 
-async def _complete(service: Any, req: ChatCompletionRequest, request: Request, session: str | None,
-                    gate: _Admission) -> Response:
+async def _complete(service: ModelService[ChatRuntime], req: ChatCompletionRequest, request: Request,
+                    session: str | None, gate: _Admission) -> Response:
     """Answer one chat request; ``gate`` is left when the answer (or its stream) ends."""
     rt = service.runtime
     max_tokens = req.max_completion_tokens or req.max_tokens
@@ -191,7 +182,7 @@ def _chunk(cid: str, created: int, model: str, delta: dict[str, Any], finish: st
     return f"data: {json.dumps(body)}\n\n"
 
 
-async def _sse(service: ModelService, turn: Any, req: ChatCompletionRequest, cid: str, created: int,
+async def _sse(service: ModelService[ChatRuntime], turn: ChatTurn, req: ChatCompletionRequest, cid: str, created: int,
                question: str, started: float, timeout: float, gate: _Admission) -> AsyncIterator[str]:
     """Server-sent events: a role chunk, content deltas, a final chunk with citations, then ``[DONE]``."""
     pieces: Iterator[str] = turn.stream()
@@ -220,8 +211,8 @@ async def _sse(service: ModelService, turn: Any, req: ChatCompletionRequest, cid
 
 
 @router.post("/embeddings")
-async def embeddings(req: EmbeddingRequest, request: Request) -> Response:
-    service = _chat_service(request, req.model)
+async def embeddings(req: EmbeddingRequest, request: Request, m: ModelsDep) -> Response:
+    service = m.get(req.model, kind=ChatRuntime, route=route_of(request))
     rt = service.runtime
     texts = [req.input] if isinstance(req.input, str) else req.input
     limits = rt.limits

@@ -19,11 +19,10 @@ import numpy as np
 
 from aiforge.bundle.format import BundleManifest
 from aiforge.bundle.runtime import ItemLimits, Runtime
-from aiforge.errors import BundleError, InputError
+from aiforge.errors import BundleError, GenerationError, InputError
 from aiforge.hub.onnx_encoder import OnnxEncoder
 from aiforge.tasks.chat.generate import (
     ExtractiveGenerator,
-    GenerationError,
     GenerationRequest,
     Generator,
     Passage,

@@ -16,8 +16,9 @@ from fastapi import APIRouter, Depends, Request, Response
 from starlette.datastructures import UploadFile
 
 from aiforge.serve.errors import ApiError
-from aiforge.serve.protocols import require_key
+from aiforge.serve.protocols import ModelsDep, require_key, route_of
 from aiforge.serve.service import ModelService
+from aiforge.tasks.image.runtime import ImageRuntime
 
 __all__ = ["router"]
 
@@ -37,7 +38,7 @@ def _top_k(raw: Any, n_labels: int, default: int) -> int:
     return min(k, n_labels)
 
 
-async def _multipart(request: Request, service: ModelService) -> tuple[list[bytes], list[str], Any]:
+async def _multipart(request: Request, service: ModelService[ImageRuntime]) -> tuple[list[bytes], list[str], Any]:
     cfg = service.config
     try:
         form = await request.form(max_files=cfg.max_inputs + 1, max_fields=16)
@@ -77,11 +78,9 @@ async def _json_body(request: Request) -> tuple[list[Any], list[str], Any]:
 
 
 @router.post("/models/{name}/classify")
-async def classify(name: str, request: Request) -> Response:
+async def classify(name: str, request: Request, m: ModelsDep) -> Response:
     """Classify uploaded images; one prediction (label, score, top-k) per image, in order."""
-    service: ModelService = request.app.state.models.get(name)
-    if getattr(service.runtime, "task", "") != "image-classification":
-        raise ApiError(404, f"model {name!r} is a {service.runtime.manifest.task} model; /classify takes images")
+    service = m.get(name, kind=ImageRuntime, route=route_of(request))
     ctype = request.headers.get("content-type", "")
     if ctype.startswith("multipart/"):
         items, names, top_raw = await _multipart(request, service)
@@ -90,9 +89,9 @@ async def classify(name: str, request: Request) -> Response:
         items, names, top_raw = await _json_body(request)
         field = "images"
     labels = service.runtime.labels
-    k = _top_k(top_raw, len(labels), getattr(service.runtime, "top_k", 5))
+    k = _top_k(top_raw, len(labels), service.runtime.top_k)
     parsed = await asyncio.to_thread(service.parse_items, items, field)
-    probs = await service.predict(parsed)
+    probs = await service.predict_proba(parsed)
     preds = []
     for item_name, row in zip(names, probs, strict=True):
         order = np.argsort(-row)[:k]

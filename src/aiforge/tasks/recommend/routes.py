@@ -7,10 +7,11 @@ from typing import Any
 from fastapi import APIRouter, Depends, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
-from aiforge.errors import InputError
+from aiforge.errors import InputError, UnknownItem
 from aiforge.serve.errors import ApiError
-from aiforge.serve.protocols import _json, require_key
+from aiforge.serve.protocols import ModelsDep, json_response, require_key, route_of
 from aiforge.serve.service import ModelService
+from aiforge.tasks.recommend.runtime import Query, Ranking, RecommendRuntime
 
 __all__ = ["RecommendRequest", "SimilarRequest", "router"]
 
@@ -39,44 +40,36 @@ class SimilarRequest(BaseModel):
     filter: dict[str, Any] | None = None
 
 
-def _service(request: Request, name: str) -> tuple[ModelService, Any]:
-    service: ModelService = request.app.state.models.get(name)
-    rt = service.runtime
-    if rt.manifest.task != "recommendation":
-        raise ApiError(400, f"model {name!r} is a {rt.manifest.task} model; /recommend and /similar need a "
-                            "recommendation model")
-    return service, rt
-
-
-async def _run(service: ModelService, query: Any) -> list[tuple[int, float]]:
-    out = await service.predict([query])
-    return list(out[0])
+async def _ranking(service: ModelService[RecommendRuntime], query: Query) -> Ranking:
+    [ranked] = await service.run([query])
+    return list(ranked)
 
 
 @router.post("/models/{name}/recommend")
-async def recommend(name: str, req: RecommendRequest, request: Request) -> Response:
-    service, rt = _service(request, name)
+async def recommend(name: str, req: RecommendRequest, request: Request, m: ModelsDep) -> Response:
+    service = m.get(name, kind=RecommendRuntime, route=route_of(request))
+    rt = service.runtime
     if req.items is not None and len(req.items) > service.config.max_inputs:
         raise ApiError(422, f"items: {len(req.items)} ids, over the limit of {service.config.max_inputs}")
     try:
         query = rt.query(user=req.user, items=req.items, k=req.k, exclude_seen=req.exclude_seen, filter=req.filter)
     except InputError as exc:
         raise ApiError(422, str(exc)) from exc
-    ranked = await _run(service, query)
-    return _json({"model": service.name, "version": rt.version, "user": req.user, "cold_start": query.cold_start,
-                  "recommendations": rt.result(ranked)})
+    ranked = await _ranking(service, query)
+    return json_response({"model": service.name, "version": rt.version, "user": req.user,
+                          "cold_start": query.cold_start, "recommendations": rt.result(ranked)})
 
 
 @router.post("/models/{name}/similar")
-async def similar(name: str, req: SimilarRequest, request: Request) -> Response:
-    from aiforge.tasks.recommend.runtime import UnknownItem
-
-    service, rt = _service(request, name)
+async def similar(name: str, req: SimilarRequest, request: Request, m: ModelsDep) -> Response:
+    service = m.get(name, kind=RecommendRuntime, route=route_of(request))
+    rt = service.runtime
     try:
         query = rt.similar_query(req.item, req.k, req.filter)
     except UnknownItem as exc:
         raise ApiError(404, str(exc)) from exc
     except InputError as exc:
         raise ApiError(422, str(exc)) from exc
-    ranked = await _run(service, query)
-    return _json({"model": service.name, "version": rt.version, "item": str(req.item), "similar": rt.result(ranked)})
+    ranked = await _ranking(service, query)
+    return json_response({"model": service.name, "version": rt.version, "item": str(req.item),
+                          "similar": rt.result(ranked)})

@@ -1,6 +1,6 @@
 """RecommendRuntime: serve a recommendation bundle without PyTorch (onnxruntime, numpy, faiss).
 
-A request is a :class:`Query` (who, what to exclude, how many); ``predict_proba`` runs a batch
+A request is a :class:`Query` (who, what to exclude, how many); ``run_batch`` runs a batch
 of them through the ONNX scoring graph in one call (or through the faiss index), so the
 server's batcher groups concurrent requests. Unknown users fall back to the cold-start path:
 the items they name (a new user's likes), else the most popular items.
@@ -17,16 +17,14 @@ import numpy as np
 
 from aiforge.bundle.format import BundleManifest
 from aiforge.bundle.runtime import ItemLimits, Runtime, onnx_session
-from aiforge.errors import BundleError, InputError
+from aiforge.errors import BundleError, InputError, UnknownItem
 
-__all__ = ["Query", "RecommendRuntime", "UnknownItem"]
+__all__ = ["Query", "Ranking", "RecommendRuntime"]
 
 
 _EXCLUDED = -1e8  # graph scores at or below this are masked items
 
-
-class UnknownItem(InputError):
-    """An item id the bundle does not know (the server answers 404)."""
+Ranking = list[tuple[int, float]]  # (item index, score), best first
 
 
 @dataclass(frozen=True)
@@ -202,9 +200,9 @@ class RecommendRuntime(Runtime):
         raise InputError(f"{where}: recommendation bundles answer POST /v1/models/{self.name}/recommend "
                          "and /similar, not predict")
 
-    def predict_proba(self, items: list[Any]) -> np.ndarray:
-        """Ranked (item index, score) lists, one per :class:`Query`, as an object array."""
-        out = np.empty(len(items), dtype=object)
+    def run_batch(self, items: list[Any]) -> list[Ranking]:
+        """One ranking (item index, score), best first, per :class:`Query`, in input order."""
+        out: list[Ranking] = [[] for _ in items]
         graph = [i for i, q in enumerate(items) if q.cold_start != "popularity"]
         for i, q in enumerate(items):
             if q.cold_start == "popularity":
@@ -217,7 +215,7 @@ class RecommendRuntime(Runtime):
                 out[i] = ranked
         return out
 
-    def _popular(self, q: Query) -> list[tuple[int, float]]:
+    def _popular(self, q: Query) -> Ranking:
         keep = np.ones(self.n_items, dtype=bool)
         keep[q.exclude] = False
         if q.allowed is not None:
@@ -225,10 +223,10 @@ class RecommendRuntime(Runtime):
         order = self.popular[keep[self.popular]][: q.k]
         return [(int(j), float(len(self.popular) - r) / len(self.popular)) for r, j in enumerate(order)]
 
-    def _exact(self, queries: list[Query]) -> list[list[tuple[int, float]]]:
+    def _exact(self, queries: list[Query]) -> list[Ranking]:
         """Run the graph on groups of similar history length (histories are padded to the longest)."""
         order = sorted(range(len(queries)), key=lambda i: len(queries[i].history))
-        out: list[list[tuple[int, float]]] = [[] for _ in queries]
+        out: list[Ranking] = [[] for _ in queries]
         group: list[int] = []
         for i in order:
             longest = len(queries[i].history)
@@ -242,7 +240,7 @@ class RecommendRuntime(Runtime):
             out[j] = ranked
         return out
 
-    def _run(self, queries: list[Query]) -> list[list[tuple[int, float]]]:
+    def _run(self, queries: list[Query]) -> list[Ranking]:
         b, n = len(queries), self.n_items
         width = max(1, max(len(q.history) for q in queries))
         history = np.full((b, width), n, dtype=np.int64)  # liked item indices, padded with n
@@ -261,7 +259,7 @@ class RecommendRuntime(Runtime):
         return [[(int(j), float(s)) for j, s in zip(idx[r, :q.k], scores[r, :q.k], strict=True) if s > _EXCLUDED]
                 for r, q in enumerate(queries)]
 
-    def _faiss(self, q: Query) -> list[tuple[int, float]]:
+    def _faiss(self, q: Query) -> Ranking:
         assert self.index is not None and q.user_vector is not None
         vec = q.user_vector.astype(np.float32)[None, :]
         want = min(self.n_items, q.k + len(q.exclude) + 16)
@@ -276,7 +274,7 @@ class RecommendRuntime(Runtime):
 
     # --- the API -------------------------------------------------------------------------
 
-    def result(self, ranked: list[tuple[int, float]]) -> list[dict[str, Any]]:
+    def result(self, ranked: Ranking) -> list[dict[str, Any]]:
         """JSON-ready recommendations: item id, score, rank and the item's metadata."""
         return [{"item": self.item_ids[j], "score": s, "rank": r + 1,
                  "metadata": {k: v for k, v in self.metadata[j].items() if k != "item"}}
@@ -290,7 +288,7 @@ class RecommendRuntime(Runtime):
             InputError: a bad k, item id or filter.
         """
         q = self.query(user=user, items=items, k=k, exclude_seen=exclude_seen, filter=filter)
-        return {"user": user, "cold_start": q.cold_start, "recommendations": self.result(self.predict_proba([q])[0])}
+        return {"user": user, "cold_start": q.cold_start, "recommendations": self.result(self.run_batch([q])[0])}
 
     def similar_query(self, item: Any, k: int = 10, filter: dict[str, Any] | None = None) -> Query:
         """The query behind ``similar``: a user who liked only ``item``.
@@ -310,11 +308,11 @@ class RecommendRuntime(Runtime):
     def similar(self, item: Any, *, k: int = 10, filter: dict[str, Any] | None = None) -> dict[str, Any]:
         """Items most often liked together with ``item`` (or closest in content), best first."""
         q = self.similar_query(item, k, filter)
-        return {"item": str(item), "similar": self.result(self.predict_proba([q])[0])}
+        return {"item": str(item), "similar": self.result(self.run_batch([q])[0])}
 
     def warmup(self) -> None:
         q = self.query(items=[self.item_ids[int(self.popular[0])]], k=min(10, self.k_max))
-        self.predict_proba([q, q])
+        self.run_batch([q, q])
 
     def describe(self) -> dict[str, Any]:
         return {"name": self.name, "version": self.version, "task": self.manifest.task, "precision": self.precision,
