@@ -16,7 +16,6 @@ from chat_helpers import Acme
 from aiforge.tasks.chat.api import load_chat
 from serve_helpers import RunningServer, serving
 
-pytest_plugins = ["chat_fixtures"]
 pytestmark = pytest.mark.usefixtures("chat_env")
 
 KEY = "test-key-0123456789"
