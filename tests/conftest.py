@@ -1,9 +1,17 @@
-"""Shared fixtures: isolated environment, the real BANKING77 data, and one trained bundle per session."""
+"""Shared fixtures: isolated environment, the real BANKING77 data, and one trained bundle per kind per session.
+
+The text bundle and the tabular one are here; the chat and recommendation ones come from the kind folders'
+fixture modules, loaded below as plugins, and the image one is ``vision_helpers.trained_images()`` (cached
+per process). The kinds contract suite (tests/engine/test_kinds_contract.py) uses all of them, so no kind
+trains a second copy for it.
+"""
 
 from __future__ import annotations
 
 import csv
+import json
 import os
+import sys
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,6 +20,16 @@ from typing import Any
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+TESTS = REPO / "tests"
+
+# The helper modules of the kind folders (chat_helpers, tabular_helpers, vision_helpers...) are imported by
+# bare name. pytest puts a folder on sys.path only when it collects a test module there; the contract suite
+# in tests/engine needs every kind's helpers, whichever test files a run selects.
+for _folder in ("chat", "image", "recommend", "tabular", "text"):
+    if str(TESTS / _folder) not in sys.path:
+        sys.path.insert(0, str(TESTS / _folder))
+
+pytest_plugins = ["chat_fixtures", "recommend_helpers"]
 DEFAULT_SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 # The small slice every training test uses: 8 intents, 24 train and 10 test examples each.
@@ -127,3 +145,18 @@ def trained_bundle(small_banking: Path, tmp_path_factory: pytest.TempPathFactory
     fit = app.fit(progress=False)
     exported = app.export()
     return TrainedBundle(home=home, data=small_banking, spec=spec, app=app, fit=fit, export=exported)
+
+
+@pytest.fixture(scope="session")
+def german(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """A tabular app on German credit (logistic regression), fitted and exported once (read it, never modify it)."""
+    from tabular_helpers import fit_export, german_spec
+
+    return fit_export(german_spec("german-serve"), tmp_path_factory.mktemp("g-serve"))
+
+
+@pytest.fixture(scope="session")
+def records(german: Any) -> list[dict[str, Any]]:
+    """The first 20 test rows of :func:`german` as JSON records (what a client sends)."""
+    rows: list[dict[str, Any]] = json.loads(german.result.data.test.frame.head(20).to_json(orient="records"))
+    return rows

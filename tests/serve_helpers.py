@@ -99,31 +99,47 @@ def metric_samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], f
 
 
 _SERVE_IN_CHILD = """
-import json, sys, time
-watch = json.loads(sys.argv[4])
-import aiforge.serve.app
-after_import = sorted(m for m in watch if m in sys.modules)
+import importlib, json, sys, time
+bundle, home, imports, requests, watch = sys.argv[1], sys.argv[2], *map(json.loads, sys.argv[3:])
+def loaded():
+    return sorted(m for m in watch if m in sys.modules)
+after_import = {}
+for module in imports:
+    importlib.import_module(module)
+    after_import[module] = loaded()
+import aiforge
+from aiforge.serve.app import create_app
+runtime = aiforge.load(bundle, home=home)
+after_load = loaded()
 from fastapi.testclient import TestClient
-app = aiforge.serve.app.create_app([sys.argv[1]])
-with TestClient(app) as client:
+with TestClient(create_app([runtime])) as client:
     deadline = time.monotonic() + 60
     while client.get("/v2/health/ready").status_code != 200:
         assert time.monotonic() < deadline, "not ready"
         time.sleep(0.05)
-    status = client.post(sys.argv[2], json=json.loads(sys.argv[3])).status_code
-print(json.dumps({"status": status, "after_import": after_import,
-                  "after_serving": sorted(m for m in watch if m in sys.modules)}))
+    statuses = [client.post(route, json=body).status_code for route, body in requests]
+print(json.dumps({"statuses": statuses, "after_import": after_import, "after_load": after_load,
+                  "after_serving": loaded()}))
 """
 
 
-def serve_in_child(bundle: Path, home: Path, route: str, body: dict[str, Any], watch: list[str]) -> dict[str, Any]:
-    """Serve ``bundle`` in a fresh interpreter (``create_app`` + TestClient), POST ``body`` to ``route``.
+@dataclass(frozen=True)
+class ChildReport:
+    """What a fresh interpreter loaded while it imported modules, loaded a bundle and answered requests."""
 
-    Returns ``{"status", "after_import", "after_serving"}``: the HTTP status and which modules of
-    ``watch`` were loaded after importing the server and after answering.
-    """
-    proc = subprocess.run([sys.executable, "-c", _SERVE_IN_CHILD, str(bundle), route, json.dumps(body),
-                           json.dumps(watch)], capture_output=True, text=True, timeout=120, env=server_env(home))
+    statuses: list[int]
+    after_import: dict[str, list[str]]  # module -> watched modules loaded once it (and those before) were imported
+    after_load: list[str]
+    after_serving: list[str]
+
+
+def serve_in_child(bundle: Path, home: Path, *, imports: list[str], requests: list[tuple[str, dict[str, Any]]],
+                   watch: list[str]) -> ChildReport:
+    """In a fresh interpreter: import ``imports`` in order, ``aiforge.load`` the bundle, serve it
+    (``create_app`` + TestClient) and POST each ``(route, body)`` of ``requests``; report which modules
+    of ``watch`` were loaded at each step and the HTTP statuses."""
+    proc = subprocess.run([sys.executable, "-c", _SERVE_IN_CHILD, str(bundle), str(home), json.dumps(imports),
+                           json.dumps(requests), json.dumps(watch)],
+                          capture_output=True, text=True, timeout=180, env=server_env(home))
     assert proc.returncode == 0, proc.stderr[-3000:]
-    report: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
-    return report
+    return ChildReport(**json.loads(proc.stdout.strip().splitlines()[-1]))

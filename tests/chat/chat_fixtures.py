@@ -1,4 +1,4 @@
-"""Fixtures of the chat tests (a pytest plugin: chat test modules set ``pytest_plugins = ["chat_fixtures"]``)."""
+"""Fixtures of the chat tests (a pytest plugin, loaded by tests/conftest.py for every test module)."""
 
 from __future__ import annotations
 

@@ -17,7 +17,6 @@ from aiforge.tasks.chat.api import load_chat
 from serve_helpers import RunningServer, serving
 from wrong_kind import KindRoute, check_wrong_kind, routes_for_other_kinds
 
-pytest_plugins = ["chat_fixtures"]
 pytestmark = pytest.mark.usefixtures("chat_env")
 
 KEY = "test-key-0123456789"

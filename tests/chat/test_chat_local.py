@@ -14,7 +14,6 @@ from aiforge.errors import GenerationError
 from aiforge.tasks.chat.api import load_chat
 from serve_helpers import RunningServer, serving
 
-pytest_plugins = ["chat_fixtures"]
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("chat_env")]
 
 KEY = "upstream-key-42"

@@ -6,8 +6,6 @@ from __future__ import annotations
 import csv
 import json
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +18,6 @@ from aiforge.tasks.chat.generate import GenerationRequest, Passage, build_messag
 from aiforge.tasks.chat.runtime import DONT_KNOW, ChatRuntime, rewrite_followup
 from aiforge.tasks.chat.spec import ChatSpec
 
-pytest_plugins = ["chat_fixtures"]
 pytestmark = pytest.mark.usefixtures("chat_env")
 
 REPO = Path(__file__).resolve().parents[2]
@@ -156,23 +153,6 @@ def test_reindexing_reuses_unchanged_files(acme: Acme, tmp_path: Path) -> None:
     rt3 = load_chat(fresh.exported.path)
     assert rt2.index.size == rt3.index.size
     np.testing.assert_allclose(rt2.index.vectors, rt3.index.vectors, atol=1e-5)
-
-
-def test_serving_a_chat_bundle_never_imports_torch(acme: Acme) -> None:
-    code = (
-        "import sys\n"
-        "from aiforge.bundle.runtime import Runtime\n"
-        "from aiforge.serve.app import create_app\n"
-        f"rt = Runtime.load({str(acme.path)!r})\n"
-        "turn = rt.ask('How do I reset my password?')\n"
-        "assert turn.citations, turn\n"
-        "rt.embed(['x']); create_app([rt])\n"
-        "assert 'torch' not in sys.modules, 'torch imported'\n"
-        "assert 'transformers' not in sys.modules, 'transformers imported'\n"
-        "print('ok')\n"
-    )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr[-2000:]
 
 
 def test_encoder_graph_matches_pytorch(acme: Acme, rt: ChatRuntime) -> None:

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
-import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -250,29 +248,6 @@ def test_export_before_fit_is_an_error(trained_bundle, tmp_path: Path) -> None:
     app = aiforge.App(trained_bundle.app.spec, home=tmp_path)
     with pytest.raises(aiforge.AiforgeError, match=r"fit\(\) before export\(\)"):
         app.export()
-
-
-# --- torch-free serving -----------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("module", ["aiforge.bundle", "aiforge"])
-def test_import_does_not_pull_in_torch(module: str) -> None:
-    code = f"import sys, {module}; assert 'torch' not in sys.modules, 'torch imported'; print('ok')"
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == "ok"
-
-
-def test_loading_and_predicting_does_not_import_torch(trained_bundle) -> None:
-    code = (
-        "import sys, aiforge\n"
-        f"rt = aiforge.load({str(trained_bundle.export.path)!r})\n"
-        "print(rt.predict(['where is my card'])[0].label)\n"
-        "assert 'torch' not in sys.modules, 'torch imported'\n"
-    )
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() in trained_bundle.fit.fitted.labels
 
 
 def test_length_groups_cover_every_index_once_and_bound_padding() -> None:

@@ -1,4 +1,4 @@
-"""Operating a server: API keys, overload, SIGTERM drain, readiness, torch-free imports, ``aiforge bench``."""
+"""Operating a server: API keys, overload, SIGTERM drain, readiness, ``aiforge bench``."""
 
 from __future__ import annotations
 
@@ -29,7 +29,6 @@ from serve_helpers import (
     launch,
     metric_samples,
     read_texts,
-    serve_in_child,
     server_env,
     serving,
     stop_server,
@@ -278,17 +277,6 @@ def test_live_before_ready_then_ready_within_30_s(trained_bundle, tmp_path: Path
         assert r.status_code == 200
     finally:
         stop_server(server)
-
-
-# ----- torch-free serving ----------------------------------------------------------------------
-
-def test_serving_never_imports_torch(trained_bundle) -> None:
-    route = f"/v1/models/{trained_bundle.name}/predict"
-    report = serve_in_child(trained_bundle.export.path, trained_bundle.home, route, {"inputs": ["I lost my card"]},
-                            ["torch", "transformers", "onnx"])
-    assert report["status"] == 200
-    assert "torch" not in report["after_import"] and "torch" not in report["after_serving"], report
-    assert report["after_serving"] == [], report
 
 
 # ----- aiforge bench and the loopback guard ------------------------------------------------------

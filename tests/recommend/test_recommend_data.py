@@ -17,8 +17,6 @@ REPO = Path(__file__).resolve().parents[2]
 COLS = InteractionColumns(user="u", item="i", rating="r", timestamp="t")
 ITEMS = ItemColumns(id="i", title="title", genres="genres")
 
-pytest_plugins = ["recommend_helpers"]
-
 
 def _log(rows: list[tuple[object, ...]]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["u", "i", "r", "t"]).astype(str)

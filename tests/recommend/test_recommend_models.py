@@ -20,8 +20,6 @@ PARAMS = {"popularity": {}, "als": {"factors": 32}, "bpr": {"factors": 32, "iter
           "item-knn": {"K": 20}, "ease": {"l2": 100.0}, "content": {"popularity_weight": 0.5},
           "hybrid": {"l2": 100.0, "content_weight": 0.1, "impute_scale": 0.5}}
 
-pytest_plugins = ["recommend_helpers"]
-
 
 @pytest.fixture(scope="module")
 def setup(rec_bundle) -> dict[str, object]:

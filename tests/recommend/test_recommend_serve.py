@@ -14,10 +14,8 @@ import pytest
 from aiforge.bundle.runtime import Runtime
 from aiforge.errors import InputError
 from aiforge.tasks.recommend.runtime import RecommendRuntime
-from serve_helpers import RunningServer, serve_in_child, server_env, serving
+from serve_helpers import RunningServer, server_env, serving
 from wrong_kind import KindRoute, check_wrong_kind, routes_for_other_kinds
-
-pytest_plugins = ["recommend_helpers"]
 
 
 @pytest.fixture(scope="module")
@@ -106,12 +104,6 @@ def test_cli_recommend_and_similar(rec_bundle, rt: RecommendRuntime) -> None:
     bad = subprocess.run([sys.executable, "-m", "aiforge.cli", "similar", "ml-slice", "no-such-item"],
                          capture_output=True, text=True, env=env, timeout=120)
     assert bad.returncode == 1 and "no-such-item" in bad.stderr and "Traceback" not in bad.stderr
-
-
-def test_serving_recommendations_never_imports_torch(rec_bundle) -> None:
-    report = serve_in_child(rec_bundle.export.path, rec_bundle.home, "/v1/models/ml-slice/recommend",
-                            {"user": "no-such-user", "k": 3}, ["torch", "transformers", "onnx", "implicit"])
-    assert {"mods": report["after_serving"], "status": report["status"]} == {"mods": [], "status": 200}
 
 
 @pytest.fixture(scope="module")

@@ -1,32 +1,21 @@
-"""Serving tabular bundles: records in, label and probability out, over real HTTP; torch never imported."""
+"""Serving tabular bundles: records in, label and probability out, over real HTTP (`german` and `records` are
+session fixtures of tests/conftest.py; the torch-free check is in tests/engine/test_kinds_contract.py)."""
 
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import numpy as np
 import pytest
-from tabular_helpers import Fitted, fit_export, german_spec
+from tabular_helpers import Fitted
 
 import aiforge
 from aiforge.bundle.runtime import ItemLimits
 from aiforge.errors import InputError
-from serve_helpers import RunningServer, serve_in_child, serving
-
-
-@pytest.fixture(scope="module")
-def german(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fitted]:
-    yield fit_export(german_spec("german-serve"), tmp_path_factory.mktemp("g-serve"))
-
-
-@pytest.fixture(scope="module")
-def records(german: Fitted) -> list[dict]:
-    return json.loads(german.result.data.test.frame.head(20).to_json(orient="records"))
+from serve_helpers import RunningServer, serving
 
 
 @pytest.fixture(scope="module")
@@ -107,13 +96,6 @@ def test_v1_and_v2_over_http(server: RunningServer, german: Fitted, records: lis
         assert "decision support" in listing["card"]
 
 
-def test_serving_a_tabular_bundle_never_imports_torch_or_sklearn(german: Fitted, records: list[dict]) -> None:
-    report = serve_in_child(german.path, german.home, "/v1/models/german-serve/predict", {"inputs": [records[0]]},
-                            ["torch", "sklearn", "fairlearn", "pandas", "onnx"])
-    assert report["status"] == 200
-    assert "torch" not in report["after_serving"] and "sklearn" not in report["after_serving"], report
-
-
 def test_predict_and_eval_files_from_the_cli(german: Fitted, tmp_path: Path) -> None:
     from typer.testing import CliRunner
 
@@ -130,10 +112,3 @@ def test_predict_and_eval_files_from_the_cli(german: Fitted, tmp_path: Path) -> 
     rows = aiforge.predict_file(german.path, test_csv)
     assert len(rows) == metrics.n and {"row", "label", "score", "scores"} <= set(rows[0])
 
-
-@pytest.mark.parametrize("module", ["aiforge.tasks.tabular.spec", "aiforge.tasks.tabular.runtime",
-                                    "aiforge.tasks.tabular.commands", "aiforge.cli"])
-def test_light_modules_do_not_import_torch_or_sklearn(module: str) -> None:
-    code = f"import sys, {module}; print(sorted(m for m in ('torch', 'sklearn', 'fairlearn') if m in sys.modules))"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
-    assert out.stdout.strip() == "[]", out.stdout
