@@ -6,7 +6,7 @@ with one, the backbone is adapted to the user's classes in ``head`` or ``full`` 
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
@@ -124,6 +124,17 @@ class ImageSpec(BaseSpec):
     optimize: ImageOptimizeSpec = ImageOptimizeSpec()
     report: ImageReportSpec = ImageReportSpec()
     serve: ImageServeSpec = ImageServeSpec()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _zero_shot_without_data(cls, raw: Any) -> Any:
+        # Without data the app is the ImageNet classifier: say so in the spec itself, so that a
+        # dumped spec (mode written out) validates again as the same app.
+        if isinstance(raw, dict) and raw.get("data") is None and isinstance(raw.get("model", {}), dict):
+            model = raw.get("model", {})
+            if "mode" not in model:
+                return {**raw, "model": {**model, "mode": "zero-shot"}}
+        return raw
 
     @model_validator(mode="after")
     def _mode_matches_data(self) -> ImageSpec:
