@@ -1,8 +1,7 @@
-"""Build a chat bundle: ingest knowledge (re-using chunks of unchanged files), train intents, register.
+"""Write a chat bundle: the cached encoder graph and tokenizer, the knowledge index and the intent head.
 
-Only the encoder export needs PyTorch, and it runs once per backbone (cached); chunks and
-intent examples are embedded with the same ONNX graph the server uses, so index-time and
-query-time vectors come from one model.
+``write_chat_bundle`` is the kind's writer; ``export_chat`` hands it to the engine's ``export_bundle``,
+which adds pipeline.json, metrics.json and card.md and registers the folder.
 """
 
 from __future__ import annotations
