@@ -49,7 +49,7 @@ def run(mode: str, home: str) -> dict[str, Any]:
         "n_validation": len(result.splits.validation),
         "n_test": test.n,
         "epochs": result.history,
-        "parity": exported.parity,
+        "parity": exported.parity.to_dict(),
         "target": TARGETS[mode],
     }
     row["meets_target"] = test.accuracy >= TARGETS[mode]["accuracy"] and (

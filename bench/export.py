@@ -97,7 +97,7 @@ def main() -> None:
         "machine": machine(),
         "n_test": len(texts),
         "latency_calls": args.calls,
-        "parity_in_manifest": exported.parity,
+        "parity_in_manifest": exported.parity.to_dict(),
         "models": models,
     })
     print(f"wrote {path}")

@@ -67,7 +67,7 @@ def run_setting(label: str, mitigation: dict[str, Any], home: str, index: int) -
         "selection_rate": {g: r["selection_rate"] for g, r in sex["groups"].items()},
         "sklearn_accuracy": result.evaluation[mitigation["method"]]["accuracy"],
         "sklearn_dp_difference": result.evaluation[mitigation["method"]]["demographic_parity_difference"],
-        "parity": exported.parity, "fit_seconds": fit_seconds,
+        "parity": exported.parity.to_dict(), "fit_seconds": fit_seconds,
         "mitigation_fit_seconds": result.shipped.fit_seconds,
         "bundle_mb": sum(int(f["size"]) for f in exported.manifest.files.values()) / 1e6,
         "runtime_p95_ms_one_record": measure_latency(rt, rt.pipeline["example"]),

@@ -237,7 +237,7 @@ def main() -> None:
         exported = RecommendationTask().export(spec, result, Registry(home))
         bundle_mb = sum(p.stat().st_size for p in exported.path.iterdir()) / 2**20
         serve = serving(exported.path, home, result.data.users, args.duration)
-    serve.update(bundle_mb=bundle_mb, parity=exported.parity)
+    serve.update(bundle_mb=bundle_mb, parity=exported.parity.to_dict())
     scale = [] if args.skip_scaling else scaling([int(s) for s in args.sizes.split(",")])
     payload = {"machine": machine(), "seconds": time.perf_counter() - started, "k": 10,
                "split": "per-user random 80/20 (seed 0), ratings >= 4 positives; validation 20% of train",

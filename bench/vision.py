@@ -123,7 +123,7 @@ def run_head(args: argparse.Namespace, home: str) -> tuple[dict[str, Any], Any]:
            "train_seconds": result.train_seconds, "fit_wall_seconds_incl_data": wall,
            "export_seconds": time.perf_counter() - t0 - wall, "n_train": len(result.splits.train),
            "n_validation": len(result.splits.validation), "n_test": test.n, "history": result.history,
-           "parity": exported.parity, "target_accuracy": TARGETS["head"],
+           "parity": exported.parity.to_dict(), "target_accuracy": TARGETS["head"],
            "meets_target": test.accuracy >= TARGETS["head"]}
     print(f"head: test accuracy {test.accuracy:.4f} at {args.head_resolution} px, trained in "
           f"{result.train_seconds:.0f} s", flush=True)
@@ -289,7 +289,7 @@ def run_serve(args: argparse.Namespace, trained: Any) -> dict[str, Any]:
                                                                  served["fp32"], eager)
         out["offline_images_per_s"] = offline_speed(exported.path, precisions, test_x[:1024])
         out["eager_accuracy_on_10000_test_images"] = float((eager == test_y).mean())
-        out["export_parity"] = exported.parity
+        out["export_parity"] = exported.parity.to_dict()
         out["int8_fallback"] = pipeline.get("int8_fallback")
         env = dict(os.environ, AIFORGE_HOME=str(exported.path.parents[2]), MODEL_DIR=str(model_dir),
                    PYTHONPATH=os.pathsep.join([str(ROOT / "src"), str(ROOT / "bench" / "baselines")]))

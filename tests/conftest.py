@@ -125,7 +125,7 @@ class TrainedBundle:
     data: Path
     spec: dict[str, Any]
     app: Any  # aiforge.App
-    fit: Any  # FitResult
+    fit: Any  # TextFitResult
     export: Any  # aiforge.ExportResult
 
     @property

@@ -10,11 +10,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from aiforge.audit.metrics import Metrics
+from aiforge.bundle.parts import ExportResult
 from aiforge.bundle.registry import Registry
 from aiforge.bundle.runtime import Runtime
 from aiforge.errors import AiforgeError
 from aiforge.spec import BaseSpec
-from aiforge.tasks.base import ExportResult
 from aiforge.version import __version__
 
 if TYPE_CHECKING:
@@ -23,17 +23,20 @@ if TYPE_CHECKING:
 __all__ = ["App", "ExportResult", "__version__", "evaluate", "load", "predict_file"]
 
 
-
 class App:
-    """An application defined by a spec (any task): fit it, then export it to a bundle."""
+    """An application defined by a spec (any task): fit it, then export it to a bundle.
+
+    The fit result's type is the kind's (``TextFitResult``, ``TabularFitResult``…), known only once
+    the spec's task is resolved, so ``fit`` returns it as ``object``; narrow it with ``isinstance``.
+    """
 
     def __init__(self, spec: BaseSpec, *, home: str | Path | None = None) -> None:
         self.spec = spec
         self.registry = Registry(home)
-        self.result_: Any = None
+        self.result_: object | None = None
 
     @property
-    def task(self) -> Task:
+    def task(self) -> Task[BaseSpec, object]:
         """The task object for ``spec.task`` (imported on first use)."""
         from aiforge.tasks.base import get_task
 
@@ -48,7 +51,7 @@ class App:
         """
         return cls(BaseSpec.from_yaml(path), home=home)
 
-    def fit(self, *, progress: bool = True) -> Any:
+    def fit(self, *, progress: bool = True) -> object:
         """Train and evaluate on validation and test data.
 
         Raises:

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import aiforge
-from aiforge.bundle import FORMAT_VERSION, Registry, Runtime, read_manifest
+from aiforge.bundle import FORMAT_VERSION, Parity, Registry, Runtime, read_manifest
 from aiforge.bundle.format import MANIFEST, sha256_file
 from aiforge.errors import BundleError, ChecksumError, InputError, RegistryError
 from aiforge.tasks.text.data import load_text_dataset
@@ -55,10 +55,13 @@ def test_manifest_lists_every_file_with_checksum_and_size(trained_bundle) -> Non
 
 def test_fp32_parity_record(trained_bundle) -> None:
     parity = trained_bundle.export.parity
-    assert parity["fp32_ok"] is True
-    assert parity["fp32_vs_torch_max_abs_prob_diff"] < 1e-4
-    assert parity["samples"] == len(trained_bundle.fit.splits.test)
-    assert read_manifest(trained_bundle.export.path).extra["parity"] == parity
+    assert parity.details["fp32_ok"] is True
+    assert parity.max_abs_diff < 1e-4
+    assert parity.samples == len(trained_bundle.fit.splits.test)
+    stored = read_manifest(trained_bundle.export.path).extra["parity"]
+    assert stored["fp32_vs_torch_max_abs_prob_diff"] == parity.max_abs_diff
+    assert stored == json.loads(json.dumps(parity.to_dict()))
+    assert Parity.from_dict(stored, diff_key="fp32_vs_torch_max_abs_prob_diff").to_dict() == stored
 
 
 def test_default_precision_matches_parity_record(trained_bundle) -> None:
@@ -66,7 +69,7 @@ def test_default_precision_matches_parity_record(trained_bundle) -> None:
     rt = aiforge.load(trained_bundle.export.path)
     pipeline = json.loads((trained_bundle.export.path / "pipeline.json").read_text(encoding="utf-8"))
     assert rt.precision == pipeline["default_precision"]
-    if parity["int8_ok"]:
+    if parity.int8 is not None and parity.int8.ok:
         assert rt.precision == "int8"
         assert (trained_bundle.export.path / "model.int8.onnx").is_file()
     else:

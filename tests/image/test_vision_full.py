@@ -37,4 +37,4 @@ def test_full_mode_trains_only_the_unfrozen_stages(tmp_path) -> None:
         assert not _same(tuned[-1], original[-1]) and not _same(tuned[-2], original[-2])
     assert all(p.requires_grad for p in result.fitted.model.parameters())
     assert result.test is not None and result.test.accuracy > 0.4  # chance is 0.25
-    assert app.export().parity["fp32_ok"]
+    assert app.export().parity.details["fp32_ok"]

@@ -31,7 +31,7 @@ def test_bundle_files_and_parity(rec_bundle) -> None:
                  "report.html", "popular.npy", "history_indptr.npy", "history_indices.npy"):
         assert (path / name).is_file(), name
     assert not list(path.glob("*.pkl"))
-    assert rec_bundle.export.parity["max_abs_score_diff"] < 1e-4
+    assert rec_bundle.export.parity.max_abs_diff < 1e-4
     metrics = json.loads((path / "metrics.json").read_text())
     assert {"hybrid", "popularity", "ease"} <= set(metrics["models"])
     assert metrics["models"]["hybrid"]["test"]["ndcg"] > metrics["models"]["popularity"]["test"]["ndcg"]

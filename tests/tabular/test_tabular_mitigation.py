@@ -82,7 +82,7 @@ def test_exponentiated_gradient_exports_its_weighted_mixture(german_eg: Fitted) 
     assert model.method == "exponentiated_gradient" and len(model.members) >= 1
     assert abs(sum(model.weights) - 1) < 1e-9
     parity = german_eg.export.parity
-    assert parity["label_agreement"] == 1.0 and parity["max_abs_prob_diff"] < 1e-5
+    assert parity.details["label_agreement"] == 1.0 and parity.max_abs_diff < 1e-5
     pipeline = json.loads((german_eg.path / "pipeline.json").read_text())
     assert pipeline["mitigation"]["mixture_weights"] == pytest.approx(model.weights)
     assert pipeline["mitigation"]["needs_sensitive_feature_at_prediction"] is False
@@ -126,7 +126,7 @@ def test_adult_threshold_optimizer_cuts_dp_at_small_accuracy_cost(tmp_path) -> N
     base_dp = ev["none"]["demographic_parity_difference"]
     assert audit["demographic_parity_difference"] < 0.4 * base_dp, (audit["demographic_parity_difference"], base_dp)
     assert ev["threshold_optimizer"]["accuracy"] > ev["none"]["accuracy"] - 0.04
-    assert fitted.export.parity["label_agreement"] >= 0.999
+    assert fitted.export.parity.details["label_agreement"] >= 0.999
 
 
 def test_files_with_an_unknown_group_are_refused(german_to: Fitted, tmp_path) -> None:

@@ -161,4 +161,4 @@ def test_parquet_files_with_missing_values_train_and_predict(tmp_path: Path) -> 
     record = {c.name: None for c in rt.schema.columns}  # every field present, all missing
     p = rt.predict_proba([record])
     assert p.shape == (1, 2) and abs(p.sum() - 1) < 1e-6
-    assert fitted.export.parity["label_agreement"] == 1.0
+    assert fitted.export.parity.details["label_agreement"] == 1.0

@@ -20,7 +20,7 @@ from typing import Any
 from aiforge.bundle.format import BundleManifest, read_manifest, write_manifest
 from aiforge.errors import RegistryError
 
-__all__ = ["BundleRecord", "Registry", "default_home"]
+__all__ = ["BundleRecord", "RegisteredBundle", "Registry", "default_home"]
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS bundles (
@@ -52,6 +52,18 @@ class BundleRecord:
     created: str
     stage: str
     metrics: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class RegisteredBundle:
+    """What :meth:`Registry.add` made: the index row and the manifest it wrote."""
+
+    record: BundleRecord
+    manifest: BundleManifest
+
+    @property
+    def path(self) -> Path:
+        return self.record.path
 
 
 def _fsync_tree(root: Path) -> None:
@@ -104,7 +116,7 @@ class Registry:
             raise
 
     def add(self, staged: Path, *, name: str, task: str, extra: dict[str, Any] | None = None,
-            metrics: dict[str, Any] | None = None) -> tuple[BundleRecord, BundleManifest]:
+            metrics: dict[str, Any] | None = None) -> RegisteredBundle:
         """Give ``staged`` the next version of ``name``, write its manifest and index it.
 
         The staging folder is moved, not copied; on failure it is removed.
@@ -130,7 +142,7 @@ class Registry:
                 conn.execute("ROLLBACK") if conn.in_transaction else None
                 shutil.rmtree(staged, ignore_errors=True)
                 raise
-        return self.get(name, version), manifest
+        return RegisteredBundle(self.get(name, version), manifest)
 
     def records(self) -> list[BundleRecord]:
         """Every registered version, by name then version."""

@@ -6,13 +6,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from aiforge.bundle.parts import ExportResult
 from aiforge.bundle.registry import Registry
 from aiforge.errors import AiforgeError, SpecError
 from aiforge.spec import load_spec
-from aiforge.tasks.base import ExportResult
 from aiforge.tasks.chat.build import build_chat, index_spec
 from aiforge.tasks.chat.export import export_chat
-from aiforge.tasks.chat.fitted import ChatBuild
+from aiforge.tasks.chat.fitted import ChatFitResult
 from aiforge.tasks.chat.runtime import ChatRuntime, ChatTurn
 from aiforge.tasks.chat.spec import ChatSpec
 
@@ -34,7 +34,7 @@ class IndexResult:
     """A registered chat bundle and the build statistics (files added, changed, re-used chunks…)."""
 
     exported: ExportResult
-    build: ChatBuild
+    build: ChatFitResult
 
 
 def index_folder(directory: str | Path | None = None, *, name: str | None = None, spec_file: str | Path | None = None,
@@ -62,11 +62,9 @@ def index_folder(directory: str | Path | None = None, *, name: str | None = None
         spec = index_spec(directory, name=name or Path(directory).resolve().name or "docs", **generation)
     else:
         raise SpecError("give a folder to index or --spec aiforge.yaml.")
-    assert isinstance(spec, ChatSpec)
     registry = Registry(home)
     build = build_chat(spec, registry=registry, progress=progress)
-    record, manifest = export_chat(build, registry)
-    return IndexResult(ExportResult(record, manifest, build.encoder_parity), build)
+    return IndexResult(export_chat(build, registry), build)
 
 
 def load_chat(bundle: str | Path, *, home: str | Path | None = None) -> ChatRuntime:

@@ -14,12 +14,13 @@ from typing import Any
 
 import numpy as np
 
+from aiforge.bundle.parts import Parity
 from aiforge.bundle.registry import Registry
 from aiforge.errors import AiforgeError, DataError
 from aiforge.hub.onnx_encoder import ENCODER_GRAPH, ENCODER_TOKENIZER, OnnxEncoder
 from aiforge.progress import progress_bar
 from aiforge.tasks.chat.data import chunk_text, extract_text, find_files, sentence_spans
-from aiforge.tasks.chat.fitted import ChatBuild
+from aiforge.tasks.chat.fitted import ChatFitResult
 from aiforge.tasks.chat.index import IndexRows, KnowledgeIndex
 from aiforge.tasks.chat.intents import IntentModel, calibrate_threshold, fit_head, out_of_fold
 from aiforge.tasks.chat.spec import ChatSpec, IntentsSpec
@@ -36,9 +37,7 @@ def index_spec(directory: str | Path, *, name: str, backend: str = "extractive",
     """
     raw = {"name": name, "task": "chat", "knowledge": {"paths": [str(Path(directory).resolve())]},
            "generation": {"backend": backend, **{k: v for k, v in generation.items() if v is not None}}}
-    spec = ChatSpec.from_dict(raw, source=f"aiforge index {directory}")
-    assert isinstance(spec, ChatSpec)
-    return spec
+    return ChatSpec.from_dict(raw, source=f"aiforge index {directory}")
 
 
 def _previous(spec: ChatSpec, registry: Registry, settings: dict[str, Any]) -> KnowledgeIndex | None:
@@ -149,7 +148,7 @@ def train_intents(spec: IntentsSpec, encoder: OnnxEncoder, *, fallback_oos: np.n
                        min_example_similarity=spec.min_example_similarity)
 
 
-def build_chat(spec: ChatSpec, *, registry: Registry | None = None, progress: bool = True) -> ChatBuild:
+def build_chat(spec: ChatSpec, *, registry: Registry | None = None, progress: bool = True) -> ChatFitResult:
     """Ingest the knowledge, embed it, train intents; re-use chunks of files unchanged since the last version.
 
     Raises:
@@ -159,7 +158,7 @@ def build_chat(spec: ChatSpec, *, registry: Registry | None = None, progress: bo
     from aiforge.hub.encoder_export import cached_encoder
 
     start = time.perf_counter()
-    encoder_dir, parity = cached_encoder(spec.backbone)
+    encoder_dir, parity = cached_encoder(spec.backbone)  # parity as the hub's parity.json stores it
     encoder = OnnxEncoder(encoder_dir / ENCODER_GRAPH, encoder_dir / ENCODER_TOKENIZER)
     settings = {"backbone": spec.backbone, "chunk_tokens": spec.knowledge.chunk_tokens,
                 "overlap_tokens": spec.knowledge.overlap_tokens, "aiforge_version": __version__}
@@ -172,4 +171,5 @@ def build_chat(spec: ChatSpec, *, registry: Registry | None = None, progress: bo
         intents = train_intents(spec.intents, encoder, fallback_oos=sv[np.sort(pick)] if len(sv) else None)
     stats["seconds"] = time.perf_counter() - start
     stats["index_settings"] = settings
-    return ChatBuild(spec, encoder_dir, parity, rows, intents, stats)
+    encoder_parity = Parity.from_dict(parity, diff_key="onnx_vs_torch_max_abs_diff")
+    return ChatFitResult(spec, encoder_dir, encoder_parity, rows, intents, stats)

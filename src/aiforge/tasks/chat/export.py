@@ -1,58 +1,57 @@
-"""Build a chat bundle: ingest knowledge (re-using chunks of unchanged files), train intents, register.
+"""Write a chat bundle: the cached encoder graph and tokenizer, the knowledge index and the intent head.
 
-Only the encoder export needs PyTorch, and it runs once per backbone (cached); chunks and
-intent examples are embedded with the same ONNX graph the server uses, so index-time and
-query-time vectors come from one model.
+``write_chat_bundle`` is the kind's writer; ``export_chat`` hands it to the engine's ``export_bundle``,
+which adds pipeline.json, metrics.json and card.md and registers the folder.
 """
 
 from __future__ import annotations
 
-import json
 import shutil
-from typing import Any
+from functools import partial
+from pathlib import Path
 
+from aiforge.bundle.parts import BundleParts, ExportResult, export_bundle
 from aiforge.bundle.registry import Registry
 from aiforge.hub.onnx_encoder import ENCODER_GRAPH, ENCODER_TOKENIZER
-from aiforge.tasks.chat.fitted import ChatBuild
+from aiforge.tasks.chat.fitted import ChatFitResult
 from aiforge.tasks.chat.index import write_index
-from aiforge.version import __version__
 
-__all__ = ["export_chat"]
+__all__ = ["export_chat", "write_chat_bundle"]
 
 
-def export_chat(build: ChatBuild, registry: Registry) -> tuple[Any, Any]:
+def export_chat(build: ChatFitResult, registry: Registry) -> ExportResult:
     """Write the bundle (encoder, index, intents, pipeline, metrics, card) and register it."""
+    return export_bundle(registry, build.spec, partial(write_chat_bundle, build=build))
+
+
+def write_chat_bundle(staged: Path, *, build: ChatFitResult) -> BundleParts:
+    """The encoder, index and intent files of a chat bundle, and what the engine writes for it."""
     spec = build.spec
-    with registry.staging() as staged:
-        shutil.copy2(build.encoder_dir / ENCODER_GRAPH, staged / ENCODER_GRAPH)
-        shutil.copy2(build.encoder_dir / ENCODER_TOKENIZER, staged / ENCODER_TOKENIZER)
-        write_index(staged, build.rows)
-        if build.intents is not None:
-            build.intents.save(staged)
-        pipeline = {
-            "task": "chat", "backbone": spec.backbone, "encoder": ENCODER_GRAPH, "tokenizer": ENCODER_TOKENIZER,
-            "max_length": 256, "index_settings": build.stats["index_settings"],
-            "sources": [f[0] for f in build.rows.files],
-            "retrieval": spec.retrieval.model_dump(mode="json"),
-            "generation": spec.generation.model_dump(mode="json"),
-            "conversation": spec.conversation.model_dump(mode="json"),
-            "limits": spec.limits.model_dump(mode="json"),
-        }
-        (staged / "pipeline.json").write_text(json.dumps(pipeline, indent=2), encoding="utf-8")
-        metrics = {"index": {k: v for k, v in build.stats.items() if k != "index_settings"},
-                   "encoder_parity": build.encoder_parity,
-                   "intents": build.intents.calibration if build.intents else None}
-        (staged / "metrics.json").write_text(json.dumps(metrics, indent=2), encoding="utf-8")
-        (staged / "card.md").write_text(_card(build), encoding="utf-8")
+    shutil.copy2(build.encoder_dir / ENCODER_GRAPH, staged / ENCODER_GRAPH)
+    shutil.copy2(build.encoder_dir / ENCODER_TOKENIZER, staged / ENCODER_TOKENIZER)
+    write_index(staged, build.rows)
+    if build.intents is not None:
+        build.intents.save(staged)
+    pipeline = {
+        "task": "chat", "backbone": spec.backbone, "encoder": ENCODER_GRAPH, "tokenizer": ENCODER_TOKENIZER,
+        "max_length": 256, "index_settings": build.stats["index_settings"],
+        "sources": [f[0] for f in build.rows.files],
+        "retrieval": spec.retrieval.model_dump(mode="json"),
+        "generation": spec.generation.model_dump(mode="json"),
+        "conversation": spec.conversation.model_dump(mode="json"),
+        "limits": spec.limits.model_dump(mode="json"),
+    }
+    metrics = {"index": {k: v for k, v in build.stats.items() if k != "index_settings"},
+               "encoder_parity": build.encoder_parity.to_dict(),
+               "intents": build.intents.calibration if build.intents else None}
     headline = {"chunks": build.stats["chunks"], "files": build.stats["files"]}
     if build.intents is not None:
         headline["intents"] = len(build.intents.labels)
-    extra = {"aiforge_version": __version__, "backbone": {"name": spec.backbone}, "metrics": headline,
-             "parity": build.encoder_parity, "spec": spec.model_dump(mode="json")}
-    return registry.add(staged, name=spec.name, task="chat", extra=extra, metrics=headline)
+    return BundleParts(pipeline=pipeline, metrics=metrics, card=_card(build), parity=build.encoder_parity,
+                       headline=headline, extra={"backbone": {"name": spec.backbone}})
 
 
-def _card(build: ChatBuild) -> str:
+def _card(build: ChatFitResult) -> str:
     s, spec = build.stats, build.spec
     intents = (f"{len(build.intents.labels)} intents ({', '.join(build.intents.labels)}); out-of-scope threshold "
                f"{build.intents.threshold:.3f} ({build.intents.calibration['method']})." if build.intents else "none.")
@@ -75,7 +74,7 @@ chunk is similar enough (cosine < {spec.retrieval.min_score}). Generation backen
 ## Encoder
 
 {spec.backbone} as ONNX (mean pooling, L2 norm); max |ONNX - PyTorch| =
-{build.encoder_parity['onnx_vs_torch_max_abs_diff']:.2e} on {build.encoder_parity['samples']} texts.
+{build.encoder_parity.max_abs_diff:.2e} on {build.encoder_parity.samples} texts.
 
 ## Limits
 

@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Any
-
+from rich.console import RenderableType
 from rich.table import Table
 
+from aiforge.bundle.parts import ExportResult
 from aiforge.bundle.registry import Registry
 from aiforge.spec import BaseSpec
-from aiforge.tasks.base import ExportResult, check_spec
+from aiforge.tasks.base import check_spec
 from aiforge.tasks.chat.build import build_chat
 from aiforge.tasks.chat.export import export_chat
-from aiforge.tasks.chat.fitted import ChatBuild
+from aiforge.tasks.chat.fitted import ChatFitResult
 from aiforge.tasks.chat.spec import ChatSpec
 
 __all__ = ["ChatTask"]
@@ -22,24 +22,22 @@ class ChatTask:
 
     name = "chat"
 
-    def fit(self, spec: BaseSpec, *, progress: bool = True, registry: Registry | None = None) -> ChatBuild:
+    def fit(self, spec: BaseSpec, *, progress: bool = True, registry: Registry | None = None) -> ChatFitResult:
         """Ingest, embed and train; chunks of files unchanged since the last version are re-used.
 
         Raises:
             DataError: a knowledge path is missing or unreadable.
             ExportError: the encoder failed its ONNX parity check.
         """
-        check_spec(spec, ChatSpec)
-        assert isinstance(spec, ChatSpec)
+        spec = check_spec(spec, ChatSpec)
         return build_chat(spec, registry=registry, progress=progress)
 
-    def export(self, spec: BaseSpec, result: ChatBuild, registry: Registry) -> ExportResult:
+    def export(self, spec: BaseSpec, result: ChatFitResult, registry: Registry) -> ExportResult:
         """Write and register the chat bundle."""
         check_spec(spec, ChatSpec)
-        record, manifest = export_chat(result, registry)
-        return ExportResult(record, manifest, result.encoder_parity)
+        return export_chat(result, registry)
 
-    def summarize(self, result: ChatBuild, exported: ExportResult) -> list[Any]:
+    def summarize(self, result: ChatFitResult, exported: ExportResult) -> list[RenderableType]:
         """Index statistics and the intent calibration."""
         s = result.stats
         table = Table(title=f"{exported.record.name}: indexed in {s['seconds']:.1f} s")
@@ -47,7 +45,7 @@ class ChatTask:
             table.add_column(col, justify="right")
         table.add_row(*(str(s[k]) for k in ("files", "added", "changed", "unchanged", "removed", "chunks",
                                              "embedded_chunks", "reused_chunks")))
-        out: list[Any] = [table]
+        out: list[RenderableType] = [table]
         if result.intents is not None:
             c = result.intents.calibration
             out.append(f"intents: {len(result.intents.labels)}, out-of-fold accuracy {c['out_of_fold_accuracy']:.3f}, "

@@ -17,7 +17,6 @@ the parity set (test images), which played no part in choosing it.
 from __future__ import annotations
 
 import copy
-import json
 import logging
 import tempfile
 import time
@@ -29,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
+from aiforge.bundle.parts import BundleParts, Int8Parity, Parity
 from aiforge.data.splits import stratified_split
 from aiforge.errors import ExportError
 from aiforge.optimize.onnx_export import export_onnx
@@ -37,9 +37,10 @@ from aiforge.tasks.image.dataset import ImageDataset
 from aiforge.tasks.image.fallback import FALLBACK_KEY, guarded, min_margin_for
 from aiforge.tasks.image.model import ProbabilityGraph
 from aiforge.tasks.image.preprocess import AugmentConfig, augment, preprocess_batch
+from aiforge.tasks.image.spec import ImageSpec
 
 if TYPE_CHECKING:
-    from aiforge.tasks.image.fitted import FittedImageClassifier
+    from aiforge.tasks.image.fitted import FittedImageClassifier, ImageFitResult
 
 
 __all__ = [
@@ -50,8 +51,10 @@ __all__ = [
     "FallbackPolicy",
     "GateData",
     "export_image_classifier",
+    "image_pipeline",
     "parity_images",
     "quantize_static_with_parity",
+    "write_image_bundle",
 ]
 
 
@@ -320,8 +323,8 @@ def quantize_static_with_parity(fp32: Path, int8: Path, calibration: np.ndarray,
     return {"recipe": None, "min_margin": None, "tries": tries, "ok": False, "int8_probs": int8_probs}
 
 
-def export_image_classifier(fitted: FittedImageClassifier, directory: Path, images: ExportImages) -> dict[str, Any]:
-    """Write graphs and ``pipeline.json`` into ``directory``; return the parity record.
+def export_image_classifier(fitted: FittedImageClassifier, directory: Path, images: ExportImages) -> Parity:
+    """Write the graphs into ``directory``; return the parity record.
 
     Raises:
         ExportError: export failed or the fp32 graph does not match PyTorch.
@@ -347,16 +350,12 @@ def export_image_classifier(fitted: FittedImageClassifier, directory: Path, imag
     def accuracy(probs: np.ndarray) -> float | None:
         return float((probs.argmax(1) == truth).mean()) if labelled else None
 
-    parity: dict[str, Any] = {
-        "samples": len(parity_data), "source": parity_data.source, "exporter": exporter,
-        "fp32_vs_torch_max_abs_prob_diff": max_diff, "fp32_max_abs_prob_diff_limit": opt.max_prob_diff,
-        "fp32_ok": max_diff < opt.max_prob_diff, "torch_accuracy": accuracy(torch_probs),
-        "fp32_accuracy": accuracy(fp32),
-    }
-    if not parity["fp32_ok"]:
+    if not max_diff < opt.max_prob_diff:  # written so that a NaN difference fails too
         raise ExportError(f"ONNX fp32 graph differs from PyTorch by {max_diff:.2e} in probability (limit "
                           f"{opt.max_prob_diff:.0e}); refusing to write a bundle that predicts differently.")
-    graphs, default = {"fp32": FP32_GRAPH}, "fp32"
+    details = {"source": parity_data.source, "exporter": exporter, "fp32_max_abs_prob_diff_limit": opt.max_prob_diff,
+               "fp32_ok": True, "torch_accuracy": accuracy(torch_probs), "fp32_accuracy": accuracy(fp32)}
+    int8 = None
     if opt.quantize:
         def preprocessed(ds: ImageDataset) -> np.ndarray:
             return preprocess_batch([ds.image(i) for i in range(len(ds))], fitted.image)
@@ -367,32 +366,65 @@ def export_image_classifier(fitted: FittedImageClassifier, directory: Path, imag
         quant = quantize_static_with_parity(directory / FP32_GRAPH, directory / INT8_GRAPH,
                                             preprocessed(calibration), data, min_agreement=opt.min_int8_agreement,
                                             fallback=policy)
-        int8, last = quant["int8_probs"], quant["tries"][-1]
-        parity.update({
-            "int8_method": "static (QDQ, calibrated)", "int8_recipe": quant["recipe"], "int8_tries": quant["tries"],
-            "int8_calibration_samples": len(calibration), "int8_calibration_source": calibration.source,
-            "int8_tuning_samples": len(images.tuning), "int8_tuning_source": images.tuning.source,
-            "int8_top1_agreement": last["top1_agreement"], "int8_min_agreement": opt.min_int8_agreement,
-            "int8_fallback": policy.enabled, "int8_fallback_target": policy.target,
-            "int8_max_fallback_rate": policy.max_rate, "int8_min_margin": last["min_margin"],
-            "int8_guarded_top1_agreement": last["guarded_top1_agreement"],
-            "int8_parity_fallback_rate": last["parity_fallback_rate"],
-            "int8_accuracy": accuracy(int8),
-            "int8_guarded_accuracy": accuracy(guarded(int8, fp32, last["min_margin"])[0]),
-            "int8_vs_fp32_max_abs_prob_diff": float(np.abs(int8 - fp32).max()),
-            "int8_ok": quant["ok"],
-        })
-        if quant["ok"]:
-            graphs["int8"], default = INT8_GRAPH, "int8"
-        else:
-            parity["int8_dropped"] = ("no recipe reached the top-1 agreement limit within the fallback budget; "
-                                      "the bundle ships fp32 only")
-    pipeline = {
+        probs, last = quant["int8_probs"], quant["tries"][-1]
+        int8_details: dict[str, Any] = {
+            "method": "static (QDQ, calibrated)", "tries": quant["tries"],
+            "calibration_samples": len(calibration), "calibration_source": calibration.source,
+            "tuning_samples": len(images.tuning), "tuning_source": images.tuning.source,
+            "fallback": policy.enabled, "fallback_target": policy.target, "max_fallback_rate": policy.max_rate,
+            "min_margin": last["min_margin"], "guarded_top1_agreement": last["guarded_top1_agreement"],
+            "parity_fallback_rate": last["parity_fallback_rate"],
+            "guarded_accuracy": accuracy(guarded(probs, fp32, last["min_margin"])[0]),
+            "vs_fp32_max_abs_prob_diff": float(np.abs(probs - fp32).max()),
+        }
+        if not quant["ok"]:
+            int8_details["dropped"] = ("no recipe reached the top-1 agreement limit within the fallback budget; "
+                                       "the bundle ships fp32 only")
+        int8 = Int8Parity(ok=quant["ok"], top1_agreement=last["top1_agreement"], min_agreement=opt.min_int8_agreement,
+                          accuracy=accuracy(probs), recipe=quant["recipe"], details=int8_details)
+    return Parity(samples=len(parity_data), max_abs_diff=max_diff, diff_key="fp32_vs_torch_max_abs_prob_diff",
+                  int8=int8, details=details)
+
+
+def image_pipeline(fitted: FittedImageClassifier, parity: Parity) -> dict[str, Any]:
+    """``pipeline.json``: what ImageRuntime reads (graphs, preprocessing, default precision, int8 guard)."""
+    int8 = parity.int8 if parity.int8 is not None and parity.int8.ok else None
+    pipeline: dict[str, Any] = {
         "task": "image-classification", "labels": fitted.labels, "image": fitted.image.to_dict(),
-        "input": INPUT, "output": OUTPUT, "graphs": graphs, "default_precision": default,
-        "backbone": fitted.backbone.name, "top_k": fitted.spec.model.top_k,
+        "input": INPUT, "output": OUTPUT, "graphs": {"fp32": FP32_GRAPH, **({"int8": INT8_GRAPH} if int8 else {})},
+        "default_precision": "int8" if int8 else "fp32", "backbone": fitted.backbone.name,
+        "top_k": fitted.spec.model.top_k,
     }
-    if "int8" in graphs and parity["int8_min_margin"] > 0:
-        pipeline[FALLBACK_KEY] = {"graph": "fp32", "min_margin": parity["int8_min_margin"]}
-    (directory / "pipeline.json").write_text(json.dumps(pipeline, indent=2), encoding="utf-8")
-    return parity
+    if int8 is not None and int8.details["min_margin"] > 0:
+        pipeline[FALLBACK_KEY] = {"graph": "fp32", "min_margin": int8.details["min_margin"]}
+    return pipeline
+
+
+def write_image_bundle(staged: Path, *, spec: ImageSpec, result: ImageFitResult) -> BundleParts:
+    """Graphs, report, pipeline, metrics and card of a fitted image classifier (``export_bundle``'s writer).
+
+    Raises:
+        ExportError: export failed or the fp32 graph does not match PyTorch.
+    """
+    from aiforge.tasks.image.report import image_card, write_report
+
+    fitted, splits = result.fitted, result.splits
+    parity = export_image_classifier(fitted, staged, parity_images(fitted, splits))
+    metrics = {
+        "mode": spec.effective_mode,
+        "resolution": fitted.image.resolution,
+        "validation": result.validation.to_dict() if result.validation else None,
+        "test": result.test.to_dict() if result.test else None,
+        "train_seconds": result.train_seconds,
+        "history": result.history,
+    }
+    report = None
+    if spec.report.enabled and splits is not None:
+        report = write_report(fitted, splits.test or splits.validation, staged / "report.html",
+                              metrics=result.test or result.validation, mistakes=spec.report.mistakes,
+                              gradcam_count=spec.report.gradcam)
+    card = image_card(spec, fitted, splits, metrics=metrics, parity=parity.to_dict(), report=report)
+    scored = result.test or result.validation
+    extra = {"backbone": fitted.backbone.record(), "mode": spec.effective_mode, "image": fitted.image.to_dict()}
+    return BundleParts(pipeline=image_pipeline(fitted, parity), metrics=metrics, card=card, parity=parity,
+                       headline=scored.headline() if scored else {}, extra=extra)

@@ -27,11 +27,11 @@ from aiforge.tasks.image.model import ImageClassifier
 from aiforge.tasks.image.preprocess import ImageConfig, preprocess_batch
 from aiforge.tasks.image.spec import ImageSpec
 
-__all__ = ["FitResult", "FittedImageClassifier"]
+__all__ = ["FittedImageClassifier", "ImageFitResult"]
 
 
 @dataclass
-class FitResult:
+class ImageFitResult:
     """Everything a fit produced: the model, its scores, and how long it took."""
 
     fitted: FittedImageClassifier
@@ -43,7 +43,7 @@ class FitResult:
 
 
 class FittedImageClassifier:
-    """A trained (or zero-shot) image classifier that predicts, evaluates and exports."""
+    """A trained (or zero-shot) image classifier that predicts and evaluates in PyTorch (export.py exports it)."""
 
     def __init__(self, model: ImageClassifier, *, labels: list[str], image: ImageConfig, backbone: Backbone,
                  spec: ImageSpec, device: torch.device) -> None:

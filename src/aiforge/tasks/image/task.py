@@ -12,30 +12,32 @@ Three modes:
 
 from __future__ import annotations
 
-import json
 import os
 import time
-from typing import Any
+from functools import partial
+from typing import TYPE_CHECKING
 
 import torch
 
+from aiforge.bundle.parts import ExportResult, export_bundle
 from aiforge.bundle.registry import Registry
 from aiforge.errors import SpecError
 from aiforge.hub.catalog import get_backbone
 from aiforge.spec import BaseSpec
 from aiforge.tables import metrics_table, per_class_table
-from aiforge.tasks.base import ExportResult, check_spec, parity_line
+from aiforge.tasks.base import check_spec, parity_line
 from aiforge.tasks.image.data import load_image_splits
-from aiforge.tasks.image.fitted import FitResult, FittedImageClassifier
+from aiforge.tasks.image.fitted import FittedImageClassifier, ImageFitResult
 from aiforge.tasks.image.model import ImageClassifier, imagenet_head, imagenet_labels, load_efficientnet, make_head
 from aiforge.tasks.image.preprocess import AugmentConfig, ImageConfig
 from aiforge.tasks.image.spec import ImageSpec
 from aiforge.tasks.image.training import FullConfig, HeadConfig, extract_features, fit_full, fit_head, pick_device
 from aiforge.train.loop import seed_everything
-from aiforge.version import __version__
+
+if TYPE_CHECKING:
+    from rich.console import RenderableType
 
 __all__ = ["ImageClassificationTask"]
-
 
 
 def _configs(spec: ImageSpec) -> tuple[HeadConfig, FullConfig]:
@@ -58,15 +60,14 @@ class ImageClassificationTask:
 
     name = "image-classification"
 
-    def fit(self, spec: BaseSpec, *, progress: bool = True) -> FitResult:
+    def fit(self, spec: BaseSpec, *, progress: bool = True) -> ImageFitResult:
         """Load and check images, adapt the backbone, score on validation and test.
 
         Raises:
             DataError: a data check failed (names the file).
             BackboneError: the backbone is unknown or its package is missing.
         """
-        check_spec(spec, ImageSpec)
-        assert isinstance(spec, ImageSpec)
+        spec = check_spec(spec, ImageSpec)
         seed_everything(spec.train.seed)
         try:
             device = pick_device(spec.train.device)
@@ -83,7 +84,7 @@ class ImageClassificationTask:
             model = ImageClassifier(net, imagenet_head(net)).to(device).eval()
             fitted = FittedImageClassifier(model, labels=imagenet_labels(), image=image, backbone=backbone,
                                            spec=spec, device=device)
-            return FitResult(fitted, None, None, None, 0.0)
+            return ImageFitResult(fitted, None, None, None, 0.0)
         assert spec.data is not None
         splits = load_image_splits(spec.data, seed=spec.train.seed)
         labels = splits.labels
@@ -105,53 +106,20 @@ class ImageClassificationTask:
                                        device=device)
         validation = fitted.evaluate(splits.validation)
         test = fitted.evaluate(splits.test) if splits.test is not None else None
-        return FitResult(fitted, splits, validation, test, train_seconds, history)
+        return ImageFitResult(fitted, splits, validation, test, train_seconds, history)
 
-    def export(self, spec: BaseSpec, result: FitResult, registry: Registry) -> ExportResult:
+    def export(self, spec: BaseSpec, result: ImageFitResult, registry: Registry) -> ExportResult:
         """Export to ONNX (fp32 + gated static int8), check parity, write report, metrics and card, register.
 
         Raises:
             ExportError: export failed or fp32 parity did not hold.
         """
-        from aiforge.tasks.image.export import export_image_classifier, parity_images
-        from aiforge.tasks.image.report import image_card, write_report
+        from aiforge.tasks.image.export import write_image_bundle
 
-        check_spec(spec, ImageSpec)
-        assert isinstance(spec, ImageSpec)
-        fitted, splits = result.fitted, result.splits
-        with registry.staging() as staged:
-            parity = export_image_classifier(fitted, staged, parity_images(fitted, splits))
-            metrics = {
-                "mode": spec.effective_mode,
-                "resolution": fitted.image.resolution,
-                "validation": result.validation.to_dict() if result.validation else None,
-                "test": result.test.to_dict() if result.test else None,
-                "train_seconds": result.train_seconds,
-                "history": result.history,
-            }
-            (staged / "metrics.json").write_text(json.dumps(metrics, indent=2), encoding="utf-8")
-            report = None
-            if spec.report.enabled and splits is not None:
-                report = write_report(fitted, splits.test or splits.validation, staged / "report.html",
-                                      metrics=result.test or result.validation, mistakes=spec.report.mistakes,
-                                      gradcam_count=spec.report.gradcam)
-            (staged / "card.md").write_text(
-                image_card(spec, fitted, splits, metrics=metrics, parity=parity, report=report), encoding="utf-8")
-        scored = result.test or result.validation
-        headline = scored.headline() if scored else {}
-        extra = {
-            "aiforge_version": __version__,
-            "backbone": fitted.backbone.record(),
-            "mode": spec.effective_mode,
-            "image": fitted.image.to_dict(),
-            "metrics": headline,
-            "parity": parity,
-            "spec": spec.model_dump(mode="json"),
-        }
-        record, manifest = registry.add(staged, name=spec.name, task=spec.task, extra=extra, metrics=headline)
-        return ExportResult(record, manifest, parity)
+        spec = check_spec(spec, ImageSpec)
+        return export_bundle(registry, spec, partial(write_image_bundle, spec=spec, result=result))
 
-    def summarize(self, result: FitResult, exported: ExportResult) -> list[Any]:
+    def summarize(self, result: ImageFitResult, exported: ExportResult) -> list[RenderableType]:
         """Metrics table, hardest classes and the parity line, for ``aiforge train``."""
         parity = parity_line(exported.parity, " (static)")
         if result.validation is None:

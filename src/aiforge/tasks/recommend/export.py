@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from aiforge.bundle.parts import BundleParts, Parity
 from aiforge.errors import SpecError
 from aiforge.tasks.recommend.graph import (
     build_graph,
@@ -19,12 +20,13 @@ from aiforge.tasks.recommend.graph import (
 )
 from aiforge.tasks.recommend.scoring import ScoringParts
 from aiforge.tasks.recommend.spec import RecommendSpec
+from aiforge.version import __version__
 
 if TYPE_CHECKING:
     from aiforge.tasks.recommend.fitted import RecommendFitResult
 
 
-__all__ = ["use_faiss", "write_recommender"]
+__all__ = ["recommend_metrics", "use_faiss", "write_recommender"]
 
 
 K_MAX = 100
@@ -63,9 +65,22 @@ def write_scorer(staged: Path, parts: ScoringParts, *, faiss: bool) -> dict[str,
     return keys
 
 
-def write_recommender(staged: Path, spec: RecommendSpec, result: RecommendFitResult,
-                      metrics: dict[str, Any]) -> dict[str, Any]:
-    """Every file of the bundle; returns the parity record (ONNX vs numpy on held-in users).
+def recommend_metrics(spec: RecommendSpec, result: RecommendFitResult) -> dict[str, Any]:
+    """``metrics.json``: every model's parameters, trials and test metrics, the re-ranking curve, data counts."""
+    return {
+        "k": spec.model.k, "algorithm": result.algorithm, "train_seconds": result.train_seconds,
+        "models": {a: {"params": r.params, "test": r.test.to_dict(), "fit_seconds": r.fit_seconds,
+                       "trials": [{"params": t.params, "validation_ndcg": t.ndcg} for t in r.trials]}
+                   for a, r in result.reports.items()},
+        "rerank_curve": result.curve,
+        "data": {"users": result.data.n_users, "items": result.data.n_items, "positives": result.data.n_events,
+                 "train": int(result.split.train.sum()), "test": int(result.split.test.sum()),
+                 "validation": int(result.split.validation.sum())},
+    }
+
+
+def write_recommender(staged: Path, *, spec: RecommendSpec, result: RecommendFitResult) -> BundleParts:
+    """Every file of the bundle but the engine's three; the parity record is ONNX vs numpy on held-in users.
 
     Raises:
         ExportError: the graph's scores differ from numpy's.
@@ -90,25 +105,27 @@ def write_recommender(staged: Path, spec: RecommendSpec, result: RecommendFitRes
     (staged / "users.json").write_text(json.dumps(data.users), encoding="utf-8")
     pipeline = {"task": "recommendation", "algorithm": result.algorithm, "items": "items.json", "users": "users.json",
                 "k_max": K_MAX, "n_items": len(ids), "popularity_penalty": parts.popularity_penalty, **keys}
-    (staged / "pipeline.json").write_text(json.dumps(pipeline, indent=2), encoding="utf-8")
 
     rng = np.random.default_rng(0)
     users = np.flatnonzero(np.diff(history.indptr) > 0)
     users = rng.choice(users, size=min(spec.export.parity_users, len(users)), replace=False)
     hist = history[users].toarray()
     vecs = bparts.user_factors[users] if bparts.user_factors is not None else None
-    parity: dict[str, Any] = check_parity(bparts, staged / "scorer.onnx", hist, hist, vecs, spec.model.k)
-    parity["index"] = "faiss" if faiss else "exact"
-    (staged / "metrics.json").write_text(json.dumps(metrics, indent=2), encoding="utf-8")
+    checked = check_parity(bparts, staged / "scorer.onnx", hist, hist, vecs, spec.model.k)
+    parity = Parity(samples=len(users), max_abs_diff=checked["max_abs_score_diff"], diff_key="max_abs_score_diff",
+                    samples_key="users", details={"topk_overlap": checked["topk_overlap"],
+                                                  "index": "faiss" if faiss else "exact"})
+    metrics = recommend_metrics(spec, result)
     models = {a: m["test"] for a, m in metrics["models"].items()}
     (staged / "report.html").write_text(rerank_report_html(spec.name, k=spec.model.k, models=models,
                                                            curve=result.curve, algorithm=result.algorithm),
                                         encoding="utf-8")
-    (staged / "card.md").write_text(_card(spec, result, metrics, parity), encoding="utf-8")
-    return parity
+    return BundleParts(pipeline=pipeline, metrics=metrics, card=_card(spec, result, metrics, parity), parity=parity,
+                       headline=result.reports[result.algorithm].test.headline(),
+                       extra={"algorithm": result.algorithm})
 
 
-def _card(spec: RecommendSpec, result: RecommendFitResult, metrics: dict[str, Any], parity: dict[str, Any]) -> str:
+def _card(spec: RecommendSpec, result: RecommendFitResult, metrics: dict[str, Any], parity: Parity) -> str:
     k = spec.model.k
     rows = "\n".join(
         f"| {a} | {m['test']['precision']:.4f} | {m['test']['recall']:.4f} | {m['test']['ndcg']:.4f} | "
@@ -119,7 +136,7 @@ def _card(spec: RecommendSpec, result: RecommendFitResult, metrics: dict[str, An
     d = metrics["data"]
     return f"""# {spec.name}
 
-Recommender ({result.algorithm}) trained by aiforge {metrics.get('aiforge_version', '')}.
+Recommender ({result.algorithm}) trained by aiforge {__version__}.
 
 ## Intended use
 
@@ -144,6 +161,6 @@ Popularity penalty: {spec.rerank.popularity_penalty}. See report.html for the re
 
 ## Export
 
-ONNX scorer checked against numpy on {int(parity['users'])} users: max |Δscore| {parity['max_abs_score_diff']:.2e},
-top-{k} overlap {parity['topk_overlap']:.4f}. Index: {parity['index']}.
+ONNX scorer checked against numpy on {parity.samples} users: max |Δscore| {parity.max_abs_diff:.2e},
+top-{k} overlap {parity.details['topk_overlap']:.4f}. Index: {parity.details['index']}.
 """

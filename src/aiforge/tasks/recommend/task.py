@@ -11,20 +11,24 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from typing import Any
+from functools import partial
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from aiforge.bundle.parts import ExportResult, export_bundle
 from aiforge.bundle.registry import Registry
 from aiforge.spec import BaseSpec
-from aiforge.tasks.base import ExportResult, check_spec
+from aiforge.tasks.base import check_spec
 from aiforge.tasks.recommend.data import Interactions, Split, load_interactions, split_interactions
 from aiforge.tasks.recommend.evaluate import Trial, evaluate_parts, tune
 from aiforge.tasks.recommend.fitted import ModelReport, RecommendFitResult
 from aiforge.tasks.recommend.models import DEFAULT_GRIDS, FitContext, fit_parts
 from aiforge.tasks.recommend.scoring import ScoringParts
 from aiforge.tasks.recommend.spec import RecommendSpec
-from aiforge.version import __version__
+
+if TYPE_CHECKING:
+    from rich.console import RenderableType
 
 __all__ = ["RecommendationTask", "fit_recommenders"]
 
@@ -78,8 +82,7 @@ class RecommendationTask:
             SpecError: a bad parameter, or a content model without item text.
             BackboneError: the text encoder is missing.
         """
-        check_spec(spec, RecommendSpec)
-        assert isinstance(spec, RecommendSpec)
+        spec = check_spec(spec, RecommendSpec)
         start = time.perf_counter()
         data = load_interactions(spec.data)
         s = spec.split
@@ -109,29 +112,12 @@ class RecommendationTask:
             ExportError: the ONNX graph disagrees with the numpy scores.
             SpecError: a faiss index was asked for a model that is not factor-based.
         """
-        check_spec(spec, RecommendSpec)
-        assert isinstance(spec, RecommendSpec)
         from aiforge.tasks.recommend.export import write_recommender
 
-        with registry.staging() as staged:
-            metrics = {
-                "k": spec.model.k, "algorithm": result.algorithm, "train_seconds": result.train_seconds,
-                "models": {a: {"params": r.params, "test": r.test.to_dict(), "fit_seconds": r.fit_seconds,
-                               "trials": [{"params": t.params, "validation_ndcg": t.ndcg} for t in r.trials]}
-                           for a, r in result.reports.items()},
-                "rerank_curve": result.curve,
-                "data": {"users": result.data.n_users, "items": result.data.n_items, "positives": result.data.n_events,
-                         "train": int(result.split.train.sum()), "test": int(result.split.test.sum()),
-                         "validation": int(result.split.validation.sum())},
-            }
-            parity = write_recommender(staged, spec, result, metrics)
-        headline = result.reports[result.algorithm].test.headline()
-        extra = {"aiforge_version": __version__, "algorithm": result.algorithm, "metrics": headline,
-                 "parity": parity, "spec": spec.model_dump(mode="json")}
-        record, manifest = registry.add(staged, name=spec.name, task=spec.task, extra=extra, metrics=headline)
-        return ExportResult(record, manifest, parity)
+        spec = check_spec(spec, RecommendSpec)
+        return export_bundle(registry, spec, partial(write_recommender, spec=spec, result=result))
 
-    def summarize(self, result: RecommendFitResult, exported: ExportResult) -> list[Any]:
+    def summarize(self, result: RecommendFitResult, exported: ExportResult) -> list[RenderableType]:
         """The model comparison and the re-ranking curve as tables, for ``aiforge train``."""
         from rich.table import Table
 
@@ -150,5 +136,5 @@ class RecommendationTask:
         for row in result.curve:
             curve.add_row(*(f"{row[c]:.4f}" for c in ("penalty", "ndcg", "coverage", "long_tail_share")))
         p = exported.parity
-        return [table, curve, f"ONNX vs numpy: max |Δscore| {p['max_abs_score_diff']:.2e}, "
-                              f"top-{k} overlap {p['topk_overlap']:.4f}; index: {p['index']}"]
+        return [table, curve, f"ONNX vs numpy: max |Δscore| {p.max_abs_diff:.2e}, "
+                              f"top-{k} overlap {p.details['topk_overlap']:.4f}; index: {p.details['index']}"]

@@ -18,6 +18,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from aiforge.bundle.parts import Parity
 from aiforge.errors import ExportError
 from aiforge.tasks.tabular.models import TabularModel
 from aiforge.tasks.tabular.schema import TabularSchema
@@ -220,7 +221,7 @@ def onnx_proba(path: Path, feed: dict[str, np.ndarray]) -> np.ndarray:
 
 def export_tabular(model: TabularModel, schema: TabularSchema, directory: Path, *, feed: dict[str, np.ndarray],
                    reference: np.ndarray, min_agreement: float = 0.999,
-                   max_prob_diff: float = 1e-4) -> dict[str, Any]:
+                   max_prob_diff: float = 1e-4) -> Parity:
     """Write ``model.onnx`` into ``directory`` and check it against scikit-learn on ``feed``.
 
     ``reference`` is scikit-learn's positive-class probability for the same rows. Smooth models
@@ -237,12 +238,13 @@ def export_tabular(model: TabularModel, schema: TabularSchema, directory: Path, 
     p = onnx_proba(path, feed)
     diff = np.abs(p - reference)
     agreement = float(np.mean((p > 0.5) == (reference > 0.5))) if len(p) else 1.0
-    parity = {"samples": len(p), "max_abs_prob_diff": float(diff.max()) if len(p) else 0.0,
-              "label_agreement": agreement, "max_prob_diff_limit": max_prob_diff, "min_agreement": min_agreement}
+    max_diff = float(diff.max()) if len(p) else 0.0
     smooth = model.method in ("none", "reweighing")
-    if (smooth and parity["max_abs_prob_diff"] > max_prob_diff) or agreement < min_agreement:
+    if (smooth and max_diff > max_prob_diff) or agreement < min_agreement:
         raise ExportError(
             f"ONNX export of the {model.method} {model.kind} model does not match scikit-learn: max |Δp| = "
-            f"{parity['max_abs_prob_diff']:.2e} (limit {max_prob_diff:.0e}), label agreement {agreement:.4%} "
+            f"{max_diff:.2e} (limit {max_prob_diff:.0e}), label agreement {agreement:.4%} "
             f"(limit {min_agreement:.2%}). Not shipping a model that differs from the audited one.")
-    return parity
+    return Parity(samples=len(p), max_abs_diff=max_diff, diff_key="max_abs_prob_diff",
+                  details={"label_agreement": agreement, "max_prob_diff_limit": max_prob_diff,
+                           "min_agreement": min_agreement})

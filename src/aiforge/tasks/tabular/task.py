@@ -3,17 +3,19 @@ export to one ONNX graph, and a fairness audit run on that exported graph."""
 
 from __future__ import annotations
 
-import json
 import time
-from typing import Any
+from functools import partial
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
+from aiforge.bundle.parts import BundleParts, ExportResult, export_bundle
 from aiforge.bundle.registry import Registry
 from aiforge.errors import SpecError
 from aiforge.spec import BaseSpec
-from aiforge.tasks.base import ExportResult, check_spec
+from aiforge.tasks.base import check_spec
 from aiforge.tasks.tabular.data import (
     TabularFrame,
     build_schema,
@@ -25,7 +27,9 @@ from aiforge.tasks.tabular.fitted import TabularFitResult
 from aiforge.tasks.tabular.models import TabularModel, fit_plain, make_pipeline, mitigate
 from aiforge.tasks.tabular.schema import TabularSchema
 from aiforge.tasks.tabular.spec import TabularSpec
-from aiforge.version import __version__
+
+if TYPE_CHECKING:
+    from rich.console import RenderableType
 
 __all__ = ["TabularTask", "evaluate_model", "model_frame"]
 
@@ -76,8 +80,7 @@ class TabularTask:
         """
         from sklearn.base import clone
 
-        check_spec(spec, TabularSpec)
-        assert isinstance(spec, TabularSpec)
+        spec = check_spec(spec, TabularSpec)
         start = time.perf_counter()
         data = load_tabular(spec, seed=spec.model.seed)
         mit = spec.audit.mitigation
@@ -127,43 +130,10 @@ class TabularTask:
         Raises:
             ExportError: the model cannot be exported or the ONNX graph disagrees with scikit-learn.
         """
-        from aiforge.tasks.tabular.card import tabular_card
-        from aiforge.tasks.tabular.export import export_tabular
+        spec = check_spec(spec, TabularSpec)
+        return export_bundle(registry, spec, partial(_write_bundle, spec=spec, result=result))
 
-        check_spec(spec, TabularSpec)
-        assert isinstance(spec, TabularSpec)
-        data, schema, model = result.data, result.schema, result.shipped
-        eval_frame = data.test if data.test is not None else data.validation
-        with registry.staging() as staged:
-            feed = frame_columns(eval_frame.frame, schema)
-            reference = model.proba(model_frame(eval_frame, schema, data.sensitive_features))
-            parity = export_tabular(model, schema, staged, feed=feed, reference=reference)
-            pipeline = _pipeline_json(spec, result)
-            (staged / "pipeline.json").write_text(json.dumps(pipeline, indent=2), encoding="utf-8")
-            from aiforge.tasks.tabular.audit import audit_graph, write_audit
-
-            audit = audit_graph(staged / "model.onnx", feed, eval_frame, spec.audit, labels=data.labels)
-            tradeoff = [{"setting": m, **v, "shipped": m == model.method} for m, v in result.evaluation.items()]
-            shipped_eval = result.evaluation[model.method]
-            metrics = {"split": result.eval_split, **audit.metrics, "selection": result.selection,
-                       "candidates": spec.model.candidates, "model": model.kind, "mitigation": model.method,
-                       "tradeoff": tradeoff, "train_seconds": result.train_seconds,
-                       "sklearn_accuracy": shipped_eval["accuracy"]}
-            (staged / "metrics.json").write_text(json.dumps(metrics, indent=2), encoding="utf-8")
-            write_audit(staged, audit, title=f"{spec.name}: fairness audit of the exported ONNX model",
-                        tradeoff=tradeoff)
-            card = tabular_card(spec=spec, result=result, audit=audit.report, parity=parity, metrics=metrics)
-            (staged / "card.md").write_text(card, encoding="utf-8")
-        headline = _headline(audit.report, data.sensitive_features)
-        extra = {
-            "aiforge_version": __version__, "model": model.kind, "mitigation": pipeline["mitigation"],
-            "columns": {"label": data.label}, "metrics": headline, "parity": parity,
-            "data": data.provenance, "spec": spec.model_dump(mode="json"),
-        }
-        record, manifest = registry.add(staged, name=spec.name, task=spec.task, extra=extra, metrics=headline)
-        return ExportResult(record, manifest, parity)
-
-    def summarize(self, result: TabularFitResult, exported: ExportResult) -> list[Any]:
+    def summarize(self, result: TabularFitResult, exported: ExportResult) -> list[RenderableType]:
         """Trade-off table (each setting on the evaluation split), then the parity line."""
         from rich.table import Table
 
@@ -178,9 +148,36 @@ class TabularTask:
                           f"{v.get('demographic_parity_difference', float('nan')):.4f}",
                           f"{v.get('equalized_odds_difference', float('nan')):.4f}", f"{v['fit_seconds']:.1f}")
         p = exported.parity
-        line = (f"ONNX vs scikit-learn on {p['samples']} rows: max |Δp| = {p['max_abs_prob_diff']:.2e}, "
-                f"label agreement {p['label_agreement']:.4%}; audit and report (report.html) from the ONNX graph")
+        line = (f"ONNX vs scikit-learn on {p.samples} rows: max |Δp| = {p.max_abs_diff:.2e}, "
+                f"label agreement {p.details['label_agreement']:.4%}; audit and report (report.html) from the "
+                "ONNX graph")
         return [table, line]
+
+
+def _write_bundle(staged: Path, *, spec: TabularSpec, result: TabularFitResult) -> BundleParts:
+    """The graph (parity-checked), its audit and report, pipeline, metrics and card (``export_bundle``'s writer)."""
+    from aiforge.tasks.tabular.audit import audit_graph, write_audit
+    from aiforge.tasks.tabular.card import tabular_card
+    from aiforge.tasks.tabular.export import export_tabular
+
+    data, schema, model = result.data, result.schema, result.shipped
+    eval_frame = data.test if data.test is not None else data.validation
+    feed = frame_columns(eval_frame.frame, schema)
+    reference = model.proba(model_frame(eval_frame, schema, data.sensitive_features))
+    parity = export_tabular(model, schema, staged, feed=feed, reference=reference)
+    pipeline = _pipeline_json(spec, result)
+    audit = audit_graph(staged / "model.onnx", feed, eval_frame, spec.audit, labels=data.labels)
+    tradeoff = [{"setting": m, **v, "shipped": m == model.method} for m, v in result.evaluation.items()]
+    metrics = {"split": result.eval_split, **audit.metrics, "selection": result.selection,
+               "candidates": spec.model.candidates, "model": model.kind, "mitigation": model.method,
+               "tradeoff": tradeoff, "train_seconds": result.train_seconds,
+               "sklearn_accuracy": result.evaluation[model.method]["accuracy"]}
+    write_audit(staged, audit, title=f"{spec.name}: fairness audit of the exported ONNX model", tradeoff=tradeoff)
+    card = tabular_card(spec=spec, result=result, audit=audit.report, parity=parity.to_dict(), metrics=metrics)
+    extra = {"model": model.kind, "mitigation": pipeline["mitigation"], "columns": {"label": data.label},
+             "data": data.provenance}
+    return BundleParts(pipeline=pipeline, metrics=metrics, card=card, parity=parity,
+                       headline=_headline(audit.report, data.sensitive_features), extra=extra)
 
 
 def _score(metric: str, model: TabularModel, X: pd.DataFrame, y: np.ndarray) -> float:

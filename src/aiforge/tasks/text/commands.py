@@ -21,6 +21,8 @@ def demo(
 ) -> None:
     """Train a small intent classifier on data aiforge writes itself, then predict with it."""
     from aiforge.app import App
+    from aiforge.errors import AiforgeError
+    from aiforge.tasks.text.fitted import TextFitResult
     from aiforge.tasks.text.samples import write_demo_intents
     from aiforge.tasks.text.spec import TextSpec
 
@@ -35,6 +37,8 @@ def demo(
     application = App(spec, home=home)
     out.print("[bold]2.[/] fitting a head on the pre-trained MiniLM encoder (frozen)")
     result = application.fit()
+    if not isinstance(result, TextFitResult):  # App.fit's result is typed per kind only at run time
+        raise AiforgeError(f"the demo's text spec fitted to a {type(result).__name__}, not a TextFitResult.")
     out.print(metrics_table("demo-intents", {"validation": result.validation.to_dict(),
                                               "test": result.test.to_dict() if result.test else None}))
     out.print("[bold]3.[/] exporting to ONNX (fp32 + int8), checking parity, registering")

@@ -3,24 +3,26 @@ an int8 dynamically quantized copy, the tokenizer, and parity checks against PyT
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from aiforge.bundle.parts import BundleParts, Int8Parity, Parity
 from aiforge.data.splits import stratified_split
 from aiforge.errors import ExportError
 from aiforge.hub.text_encoder import iter_batches
 from aiforge.optimize.onnx_export import export_onnx
+from aiforge.tasks.text.card import text_classifier_card
 from aiforge.tasks.text.data import TextDataset
 from aiforge.tasks.text.model import ProbabilityGraph
+from aiforge.tasks.text.spec import TextSpec
 
 if TYPE_CHECKING:
-    from aiforge.tasks.text.fitted import FittedTextClassifier
+    from aiforge.tasks.text.fitted import FittedTextClassifier, TextFitResult
 
 
-__all__ = ["FP32_GRAPH", "INT8_GRAPH", "export_text_classifier"]
+__all__ = ["FP32_GRAPH", "INT8_GRAPH", "export_text_classifier", "text_pipeline", "write_text_bundle"]
 
 
 FP32_GRAPH = "model.onnx"
@@ -35,6 +37,9 @@ INPUTS = ["input_ids", "attention_mask"]
 OUTPUT = "probabilities"
 
 
+TOKENIZER = "tokenizer.json"
+
+
 def _onnx_probs(path: Path, fitted: FittedTextClassifier, texts: list[str]) -> np.ndarray:
     import onnxruntime as ort
 
@@ -45,9 +50,8 @@ def _onnx_probs(path: Path, fitted: FittedTextClassifier, texts: list[str]) -> n
     return out
 
 
-def export_text_classifier(fitted: FittedTextClassifier, directory: Path, *,
-                           parity_data: TextDataset) -> dict[str, Any]:
-    """Write graphs, tokenizer and ``pipeline.json`` into ``directory``; return the parity record.
+def export_text_classifier(fitted: FittedTextClassifier, directory: Path, *, parity_data: TextDataset) -> Parity:
+    """Write the graphs and the tokenizer into ``directory``; return the parity record.
 
     The fp32 graph must match PyTorch within ``optimize.max_prob_diff``; the int8 graph is
     kept only when its top-1 agreement with fp32 reaches ``optimize.min_int8_agreement``.
@@ -75,23 +79,20 @@ def export_text_classifier(fitted: FittedTextClassifier, directory: Path, *,
     max_diff = float(np.abs(fp32 - torch_probs).max())
     index = {y: i for i, y in enumerate(fitted.labels)}
     truth = np.array([index.get(y, -1) for y in data.labels])
-    parity: dict[str, Any] = {
-        "samples": len(data),
-        "source": data.source,
-        "exporter": exporter,
-        "fp32_vs_torch_max_abs_prob_diff": max_diff,
-        "fp32_max_abs_prob_diff_limit": opt.max_prob_diff,
-        "fp32_ok": max_diff < opt.max_prob_diff,
-        "torch_accuracy": float((torch_probs.argmax(1) == truth).mean()),
-        "fp32_accuracy": float((fp32.argmax(1) == truth).mean()),
-    }
-    if not parity["fp32_ok"]:
+    if not max_diff < opt.max_prob_diff:  # written so that a NaN difference fails too
         raise ExportError(
             f"ONNX fp32 graph differs from PyTorch by {max_diff:.2e} in probability "
             f"(limit {opt.max_prob_diff:.0e}); refusing to write a bundle that predicts differently."
         )
-    graphs = {"fp32": FP32_GRAPH}
-    default = "fp32"
+    details: dict[str, Any] = {
+        "source": data.source,
+        "exporter": exporter,
+        "fp32_max_abs_prob_diff_limit": opt.max_prob_diff,
+        "fp32_ok": True,
+        "torch_accuracy": float((torch_probs.argmax(1) == truth).mean()),
+        "fp32_accuracy": float((fp32.argmax(1) == truth).mean()),
+    }
+    int8 = None
     if opt.quantize:
         from aiforge.optimize.quantize import quantize_with_parity
 
@@ -103,33 +104,59 @@ def export_text_classifier(fitted: FittedTextClassifier, directory: Path, *,
 
         quant = quantize_with_parity(directory / FP32_GRAPH, directory / INT8_GRAPH, agreement=agreement,
                                      min_agreement=opt.min_int8_agreement)
-        int8 = outcome["int8"]
-        parity.update({
-            "int8_recipe": quant["recipe"],
-            "int8_tries": quant["tries"],
-            "int8_top1_agreement": quant["tries"][-1]["top1_agreement"],
-            "int8_min_agreement": opt.min_int8_agreement,
-            "int8_accuracy": float((int8.argmax(1) == truth).mean()),
-            "int8_vs_fp32_max_abs_prob_diff": float(np.abs(int8 - fp32).max()),
-            "int8_ok": quant["ok"],
-        })
-        if quant["ok"]:
-            graphs["int8"] = INT8_GRAPH
-            default = "int8"
-        else:
-            parity["int8_dropped"] = "no recipe reached the top-1 agreement limit; the bundle ships fp32 only"
+        probs = outcome["int8"]
+        int8_details: dict[str, Any] = {"tries": quant["tries"],
+                                        "vs_fp32_max_abs_prob_diff": float(np.abs(probs - fp32).max())}
+        if not quant["ok"]:
+            int8_details["dropped"] = "no recipe reached the top-1 agreement limit; the bundle ships fp32 only"
+        int8 = Int8Parity(ok=quant["ok"], top1_agreement=quant["tries"][-1]["top1_agreement"],
+                          min_agreement=opt.min_int8_agreement, accuracy=float((probs.argmax(1) == truth).mean()),
+                          recipe=quant["recipe"], details=int8_details)
+    fitted.tokenizer.save(str(directory / TOKENIZER))
+    return Parity(samples=len(data), max_abs_diff=max_diff, diff_key="fp32_vs_torch_max_abs_prob_diff",
+                  int8=int8, details=details)
 
-    fitted.tokenizer.save(str(directory / "tokenizer.json"))
-    pipeline = {
+
+def text_pipeline(fitted: FittedTextClassifier, parity: Parity) -> dict[str, Any]:
+    """``pipeline.json``: what TextRuntime reads (graphs, labels, tokenizer, default precision)."""
+    int8 = parity.int8 is not None and parity.int8.ok
+    return {
         "task": "text-classification",
         "labels": fitted.labels,
         "max_length": fitted.max_length,
         "inputs": INPUTS,
         "output": OUTPUT,
-        "graphs": graphs,
-        "default_precision": default,
-        "tokenizer": "tokenizer.json",
+        "graphs": {"fp32": FP32_GRAPH, **({"int8": INT8_GRAPH} if int8 else {})},
+        "default_precision": "int8" if int8 else "fp32",
+        "tokenizer": TOKENIZER,
         "backbone": fitted.backbone.name,
     }
-    (directory / "pipeline.json").write_text(json.dumps(pipeline, indent=2), encoding="utf-8")
-    return parity
+
+
+def write_text_bundle(staged: Path, *, spec: TextSpec, result: TextFitResult) -> BundleParts:
+    """Graphs, tokenizer, pipeline, metrics and card of a fitted text classifier (``export_bundle``'s writer).
+
+    Raises:
+        ExportError: export failed or the fp32 graph does not match PyTorch.
+    """
+    fitted, splits = result.fitted, result.splits
+    parity = export_text_classifier(fitted, staged, parity_data=splits.test or splits.validation)
+    metrics = {
+        "validation": result.validation.to_dict(),
+        "test": result.test.to_dict() if result.test else None,
+        "train_seconds": result.train_seconds,
+        "history": result.history,
+    }
+    data = {
+        "train": str(spec.data.train), "validation": str(spec.data.validation or "split from train"),
+        "test": str(spec.data.test) if spec.data.test else None, "n_train": len(splits.train),
+        "n_validation": len(splits.validation), "n_test": len(splits.test) if splits.test else 0,
+    }
+    card = text_classifier_card(
+        name=spec.name, backbone=fitted.backbone, mode=spec.model.mode, labels=fitted.labels,
+        data=data, metrics=metrics, parity=parity.to_dict(), train_seconds=result.train_seconds,
+    )
+    extra = {"backbone": fitted.backbone.record(), "mode": spec.model.mode,
+             "columns": {"text": spec.data.text_column, "label": spec.data.label_column}}
+    return BundleParts(pipeline=text_pipeline(fitted, parity), metrics=metrics, card=card, parity=parity,
+                       headline=(result.test or result.validation).headline(), extra=extra)

@@ -24,11 +24,11 @@ from aiforge.tasks.text.data import TextDataset, TextSplits, check_test_labels
 from aiforge.tasks.text.model import TextClassifier
 from aiforge.tasks.text.spec import AppSpec
 
-__all__ = ["FitResult", "FittedTextClassifier"]
+__all__ = ["FittedTextClassifier", "TextFitResult"]
 
 
 @dataclass
-class FitResult:
+class TextFitResult:
     """Everything a fit produced: the model, its scores, and how long it took."""
 
     fitted: FittedTextClassifier
@@ -40,7 +40,7 @@ class FitResult:
 
 
 class FittedTextClassifier:
-    """A trained encoder + head that predicts, evaluates and exports."""
+    """A trained encoder + head that predicts and evaluates in PyTorch (export.py exports it)."""
 
     def __init__(self, model: TextClassifier, tokenizer: Tokenizer, *, labels: list[str],
                  backbone: Backbone, max_length: int, spec: AppSpec) -> None:

@@ -9,17 +9,18 @@ Two modes:
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from dataclasses import dataclass
-from typing import Any
+from functools import partial
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from tokenizers import Tokenizer
 
 from aiforge.audit.metrics import macro_f1
+from aiforge.bundle.parts import ExportResult, export_bundle
 from aiforge.bundle.registry import Registry
 from aiforge.bundle.tokens import pad_rows
 from aiforge.hub.catalog import get_backbone
@@ -27,15 +28,16 @@ from aiforge.hub.text_encoder import TextEncoder, iter_batches, load_tokenizer
 from aiforge.progress import progress_bar
 from aiforge.spec import BaseSpec
 from aiforge.tables import metrics_table, per_class_table
-from aiforge.tasks.base import ExportResult, check_spec, parity_line
-from aiforge.tasks.text.card import text_classifier_card
+from aiforge.tasks.base import check_spec, parity_line
 from aiforge.tasks.text.data import TextDataset, TextSplits, load_text_splits
-from aiforge.tasks.text.export import export_text_classifier
-from aiforge.tasks.text.fitted import FitResult, FittedTextClassifier
+from aiforge.tasks.text.export import write_text_bundle
+from aiforge.tasks.text.fitted import FittedTextClassifier, TextFitResult
 from aiforge.tasks.text.model import TextClassifier, make_head
-from aiforge.tasks.text.spec import AppSpec, TrainSpec
+from aiforge.tasks.text.spec import TextSpec, TrainSpec
 from aiforge.train.loop import Batch, LoopConfig, LoopResult, fit_loop, seed_everything
-from aiforge.version import __version__
+
+if TYPE_CHECKING:
+    from rich.console import RenderableType
 
 __all__ = ["TextClassificationTask", "TrainPlan", "plan_training"]
 
@@ -82,15 +84,14 @@ class TextClassificationTask:
 
     name = "text-classification"
 
-    def fit(self, spec: BaseSpec, *, progress: bool = True) -> FitResult:
+    def fit(self, spec: BaseSpec, *, progress: bool = True) -> TextFitResult:
         """Load data, adapt the backbone, and score on validation and test.
 
         Raises:
             DataError: a data check failed.
             BackboneError: the backbone is unknown or its package is missing.
         """
-        check_spec(spec, AppSpec)
-        assert isinstance(spec, AppSpec)
+        spec = check_spec(spec, TextSpec)
         seed_everything(spec.train.seed)
         torch.set_num_threads(spec.train.threads or os.cpu_count() or 1)
         splits = load_text_splits(spec.data, seed=spec.train.seed)
@@ -119,50 +120,18 @@ class TextClassificationTask:
                                       max_length=spec.model.max_length, spec=spec)
         validation = fitted.evaluate(splits.validation)
         test = fitted.evaluate(splits.test) if splits.test is not None else None
-        return FitResult(fitted, splits, validation, test, train_seconds, history)
+        return TextFitResult(fitted, splits, validation, test, train_seconds, history)
 
-    def export(self, spec: BaseSpec, result: FitResult, registry: Registry) -> ExportResult:
+    def export(self, spec: BaseSpec, result: TextFitResult, registry: Registry) -> ExportResult:
         """Export to ONNX (fp32 + gated int8), check parity, write metrics and card, register.
 
         Raises:
             ExportError: export failed or fp32 parity did not hold.
         """
-        check_spec(spec, AppSpec)
-        assert isinstance(spec, AppSpec)
-        fitted, splits = result.fitted, result.splits
-        with registry.staging() as staged:
-            parity = export_text_classifier(fitted, staged, parity_data=splits.test or splits.validation)
-            metrics = {
-                "validation": result.validation.to_dict(),
-                "test": result.test.to_dict() if result.test else None,
-                "train_seconds": result.train_seconds,
-                "history": result.history,
-            }
-            (staged / "metrics.json").write_text(json.dumps(metrics, indent=2), encoding="utf-8")
-            data = {
-                "train": str(spec.data.train), "validation": str(spec.data.validation or "split from train"),
-                "test": str(spec.data.test) if spec.data.test else None, "n_train": len(splits.train),
-                "n_validation": len(splits.validation), "n_test": len(splits.test) if splits.test else 0,
-            }
-            card = text_classifier_card(
-                name=spec.name, backbone=fitted.backbone, mode=spec.model.mode, labels=fitted.labels,
-                data=data, metrics=metrics, parity=parity, train_seconds=result.train_seconds,
-            )
-            (staged / "card.md").write_text(card, encoding="utf-8")
-        headline = (result.test or result.validation).headline()
-        extra = {
-            "aiforge_version": __version__,
-            "backbone": fitted.backbone.record(),
-            "mode": spec.model.mode,
-            "columns": {"text": spec.data.text_column, "label": spec.data.label_column},
-            "metrics": headline,
-            "parity": parity,
-            "spec": spec.model_dump(mode="json"),
-        }
-        record, manifest = registry.add(staged, name=spec.name, task=spec.task, extra=extra, metrics=headline)
-        return ExportResult(record, manifest, parity)
+        spec = check_spec(spec, TextSpec)
+        return export_bundle(registry, spec, partial(write_text_bundle, spec=spec, result=result))
 
-    def summarize(self, result: FitResult, exported: ExportResult) -> list[Any]:
+    def summarize(self, result: TextFitResult, exported: ExportResult) -> list[RenderableType]:
         """Metrics table, hardest classes and the parity line, for ``aiforge train``."""
         test = result.test.to_dict() if result.test else None
         parity = parity_line(exported.parity)
