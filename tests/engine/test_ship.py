@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from ship_helpers import register_with_gates
 from typer.testing import CliRunner
 
 import aiforge
@@ -23,6 +22,7 @@ from aiforge.cli import app
 from aiforge.errors import AiforgeError, SpecError
 from aiforge.spec import BaseSpec
 from aiforge.tasks.registry import KINDS, resolve
+from ship_helpers import register_with_gates
 
 
 @pytest.fixture(scope="module")
