@@ -153,12 +153,14 @@ def ship(
 
     report = run_ship(target, data=data, home=home, gates=_gate_values(gate) if gate else None)
     table = Table(title=f"release gates for {report.name}:{report.version} ({report.task})")
-    for col in ("gate", "feature", "limit", "measured", "result"):
+    per_feature = any(r.feature for r in report.results)
+    for col in ("gate", "feature", "limit", "measured", "result") if per_feature else ("gate", "limit", "measured",
+                                                                                       "result"):
         table.add_column(col, justify="left" if col in ("gate", "feature", "result") else "right")
     for r in report.results:
         measured = "n/a" if r.measured is None else f"{r.measured:.4f}"
         verdict = "[green]pass[/]" if r.passed else f"[red]FAIL[/] {r.note}".strip()
-        table.add_row(r.key, r.feature or "", str(r.limit), measured, verdict)
+        table.add_row(*([r.key, r.feature or ""] if per_feature else [r.key]), str(r.limit), measured, verdict)
     out.print(table)
     if report.source:
         out.print(f"measured on {report.source}", highlight=False)

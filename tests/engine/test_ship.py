@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import csv
 import json
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -153,6 +155,14 @@ def test_every_kind_s_gates_block_matches_its_gate_rows() -> None:
         rows = {g.key for g in (*resolve(kind.checks).gates, *GATES)}
         assert gate_keys(gates_cls) == rows, kind.name
         assert gates_cls.kind == kind.name
+
+
+@pytest.mark.parametrize("kind", KINDS, ids=lambda k: k.name)
+def test_checks_modules_import_without_torch(kind: Any) -> None:
+    module = str(kind.checks).partition(":")[0]
+    code = f"import sys, {module}; print(sorted(m for m in ('torch', 'transformers') if m in sys.modules))"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    assert done.stdout.strip() == "[]", done.stdout
 
 
 def test_ship_without_gates_is_an_error(trained_bundle: Any, tmp_path: Path) -> None:
