@@ -42,8 +42,8 @@ def adult_spec(name: str, mitigation: dict[str, Any]) -> BaseSpec:
 
 
 def run_setting(label: str, mitigation: dict[str, Any], home: str, index: int) -> dict[str, Any]:
+    from aiforge.audit.ship import measure_latency
     from aiforge.tasks.tabular.data import frame_columns
-    from aiforge.tasks.tabular.ship import measure_latency
 
     app = af.App(adult_spec(f"adult-{index}", mitigation), home=home)
     start = time.perf_counter()
@@ -70,7 +70,7 @@ def run_setting(label: str, mitigation: dict[str, Any], home: str, index: int) -
         "parity": exported.parity.to_dict(), "fit_seconds": fit_seconds,
         "mitigation_fit_seconds": result.shipped.fit_seconds,
         "bundle_mb": sum(int(f["size"]) for f in exported.manifest.files.values()) / 1e6,
-        "runtime_p95_ms_one_record": measure_latency(rt, rt.pipeline["example"]),
+        "runtime_p95_ms_one_record": measure_latency(lambda: rt.predict([rt.pipeline["example"]])),
         "runtime_rows_per_s_batch": len(result.data.test) / batch_seconds,
         "n_train": len(result.data.train), "n_validation": len(result.data.validation),
         "n_test": len(result.data.test),
@@ -81,7 +81,7 @@ def run_setting(label: str, mitigation: dict[str, Any], home: str, index: int) -
 
 
 def run_example(name: str, home: str) -> dict[str, Any]:
-    from aiforge.tasks.tabular.ship import ship
+    from aiforge.audit.ship import ship
 
     spec = load_spec(ROOT / "examples" / name / "aiforge.yaml")
     report = ship(ROOT / "examples" / name / "aiforge.yaml", home=home)

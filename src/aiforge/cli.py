@@ -6,7 +6,7 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
@@ -14,8 +14,10 @@ from rich.table import Table
 
 from aiforge.errors import AiforgeError
 from aiforge.options import HomeOpt, out
-from aiforge.tables import metrics_table, per_class_table
 from aiforge.tasks.registry import KINDS, resolve
+
+if TYPE_CHECKING:
+    from aiforge.audit.report import CheckReport
 
 __all__ = ["app", "main"]
 
@@ -26,15 +28,52 @@ app.add_typer(registry_app, name="registry")
 _state = {"debug": False}
 
 
-
 @app.callback()
 def _root(debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks on errors.")] = False) -> None:
     _state["debug"] = debug
 
 
-def _columns(**roles: str | None) -> dict[str, str]:
-    """Column options given on the command line, by role (unset ones left to the bundle)."""
-    return {role: col for role, col in roles.items() if col}
+def _columns(pairs: list[str] | None = None, **roles: str | None) -> dict[str, str]:
+    """Column options given on the command line (``--column ROLE=NAME`` and the named ones), by role."""
+    out = {role: col for role, col in roles.items() if col}
+    for pair in pairs or []:
+        role, sep, col = pair.partition("=")
+        if not sep or not role or not col:
+            raise AiforgeError(f"--column {pair!r}: expected ROLE=NAME, e.g. --column label=intent.")
+        out[role.strip()] = col.strip()
+    return out
+
+
+def _gate_values(pairs: list[str]) -> dict[str, Any]:
+    """``--gate KEY=VALUE`` pairs: numbers, true/false, or comma-separated names (sensitive_features)."""
+    gates: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key:
+            raise AiforgeError(f"--gate {pair!r}: expected KEY=VALUE, e.g. --gate min_accuracy=0.9.")
+        value: Any
+        if raw.lower() in ("true", "false"):
+            value = raw.lower() == "true"
+        else:
+            try:
+                value = float(raw)
+            except ValueError:
+                value = [v.strip() for v in raw.split(",") if v.strip()]
+        gates[key.strip()] = value
+    return gates
+
+
+def _show(report: CheckReport) -> None:
+    """Print a kind's report: its tables, then its lines (the CLI knows no kind)."""
+    for t in report.tables:
+        table = Table(title=t.title)
+        for i, col in enumerate(t.columns):
+            table.add_column(col, justify="left" if i == 0 or not col else "right")
+        for row in t.rows:
+            table.add_row(*row)
+        out.print(table)
+    for line in report.lines:
+        out.print(line, highlight=False)
 
 
 @app.command()
@@ -54,36 +93,104 @@ def train(
     out.print(f"registered [bold]{exported.record.name}:{exported.record.version}[/] at {exported.path}")
 
 
+_DATA_HELP = ("Labelled data: a CSV/JSONL/Parquet of texts and labels (text), of records and the label (tabular), "
+              "of utterances and intents (chat); a folder per class or a (path, label) CSV (image); held-out "
+              "interactions (recommendation).")
+
+
 @app.command("eval")
 def eval_(
-    bundle: Annotated[str, typer.Argument(help="Bundle folder, NAME or NAME:VERSION.")],
-    data: Annotated[Path, typer.Option("--data", help="Labelled CSV, JSONL or Parquet file.")],
+    bundle: Annotated[str, typer.Argument(help="Bundle folder, NAME or NAME:VERSION (any kind).")],
+    data: Annotated[Path, typer.Option("--data", help=_DATA_HELP)],
     text_column: Annotated[str | None, typer.Option(help="Text column (default: as trained).")] = None,
     label_column: Annotated[str | None, typer.Option(help="Label column (default: as trained).")] = None,
+    column: Annotated[list[str] | None, typer.Option("--column", help="ROLE=NAME for any other column "
+                                                     "(path, user, item, rating).")] = None,
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Write metrics JSON here.")] = None,
     home: HomeOpt = None,
 ) -> None:
-    """Score a bundle on a labelled file; print a table, optionally write JSON."""
-    from aiforge.app import evaluate
+    """Score a bundle on a labelled file with its kind's own metrics; print tables, optionally write JSON."""
+    from aiforge.audit.checks import evaluate_bundle
 
-    metrics = evaluate(bundle, data, columns=_columns(text=text_column, label=label_column), home=home).to_dict()
-    out.print(metrics_table(f"{bundle} on {data}", {"data": metrics}))
-    out.print(per_class_table(metrics))
+    report = evaluate_bundle(bundle, data, columns=_columns(column, text=text_column, label=label_column), home=home)
+    _show(report)
     if output:
-        output.write_text(json.dumps(metrics, indent=2), encoding="utf-8")
+        report.write_json(output)
         out.print(f"wrote {output}")
+
+
+@app.command()
+def audit(
+    bundle: Annotated[str, typer.Argument(help="Bundle folder, NAME or NAME:VERSION (any kind).")],
+    data: Annotated[Path, typer.Option("--data", help=_DATA_HELP + " Holds the --sensitive columns.")],
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Folder for audit.json (and report.html "
+                                                                      "for tabular) [default: ./audit-NAME].")] = None,
+    sensitive: Annotated[list[str] | None, typer.Option("--sensitive", help="Column of the data to audit groups "
+                                                        "by [tabular default: as trained].")] = None,
+    home: HomeOpt = None,
+) -> None:
+    """Audit a bundle on a labelled file: per-class or per-segment report; per-group with --sensitive COL."""
+    from aiforge.audit.checks import audit_bundle
+
+    report = audit_bundle(bundle, data, sensitive=sensitive, output=output, home=home)
+    out.print(report.title, highlight=False)
+    _show(report)
+    out.print(f"wrote {' and '.join(str(f) for f in report.files)}")
+
+
+@app.command()
+def ship(
+    target: Annotated[str, typer.Argument(help="aiforge.yaml (train, export, then check) or a bundle (any kind).")],
+    data: Annotated[Path | None, typer.Option("--data", help="Labelled file to check on [default: the spec's "
+                                                             "test split, else validation].")] = None,
+    gate: Annotated[list[str] | None, typer.Option("--gate", help="KEY=VALUE: check this gate instead of the "
+                                                   "spec's gates (repeat), e.g. --gate max_size_mb=50.")] = None,
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Write the verdict as JSON here.")] = None,
+    home: HomeOpt = None,
+) -> None:
+    """Check the release gates on the exported bundle; mark it production only if all pass (exit 1 otherwise)."""
+    from aiforge.audit.ship import ship as run_ship
+
+    report = run_ship(target, data=data, home=home, gates=_gate_values(gate) if gate else None)
+    table = Table(title=f"release gates for {report.name}:{report.version} ({report.task})")
+    per_feature = any(r.feature for r in report.results)
+    for col in ("gate", "feature", "limit", "measured", "result") if per_feature else ("gate", "limit", "measured",
+                                                                                       "result"):
+        table.add_column(col, justify="left" if col in ("gate", "feature", "result") else "right")
+    for r in report.results:
+        measured = "n/a" if r.measured is None else f"{r.measured:.4f}"
+        verdict = "[green]pass[/]" if r.passed else f"[red]FAIL[/] {r.note}".strip()
+        table.add_row(*([r.key, r.feature or ""] if per_feature else [r.key]), str(r.limit), measured, verdict)
+    out.print(table)
+    if report.source:
+        out.print(f"measured on {report.source}", highlight=False)
+    if output:
+        output.write_text(json.dumps(report.to_dict(), indent=2), encoding="utf-8")
+    if report.passed:
+        out.print(f"all gates pass: {report.name}:{report.version} is now [bold]production[/]")
+        return
+    failed = sum(not r.passed for r in report.results)
+    Console(stderr=True).print(f"[bold red]not shipped:[/] {failed} gate(s) failed; {report.name}:{report.version} "
+                               f"stays at stage {report.stage!r}", highlight=False)
+    raise typer.Exit(1)
 
 
 @app.command()
 def predict(
     bundle: Annotated[str, typer.Argument(help="Bundle folder, NAME or NAME:VERSION.")],
-    texts: Annotated[list[str] | None, typer.Argument(help="Texts to classify.")] = None,
-    input_file: Annotated[Path | None, typer.Option("--input", "-i", help="CSV/JSONL/Parquet/TXT of texts.")] = None,
+    texts: Annotated[list[str] | None, typer.Argument(help="Items to predict: texts (text bundles, chat intents) "
+                                                      "or image files (image bundles).")] = None,
+    input_file: Annotated[Path | None, typer.Option("--input", "-i", help="File of items: CSV/JSONL/Parquet/TXT of "
+                                                    "texts; CSV/Parquet of records (tabular); a folder, CSV or "
+                                                    "TXT of image paths (image).")] = None,
     text_column: Annotated[str | None, typer.Option(help="Text column of --input (default: as trained).")] = None,
-    top: Annotated[int, typer.Option(help="Probabilities to keep per text in the output.", min=1)] = 5,
+    top: Annotated[int, typer.Option(help="Probabilities to keep per item in the output.", min=1)] = 5,
     home: HomeOpt = None,
 ) -> None:
-    """Classify texts; one JSON line per text on stdout."""
+    """Predict with a classifier bundle (text, image, tabular records, chat intents); one JSON line per item.
+
+    Recommendation bundles answer ``aiforge recommend`` and ``aiforge similar``; chat bundles ``aiforge chat``.
+    """
     from aiforge.app import load, predict_file
 
     if bool(texts) == bool(input_file):
@@ -143,7 +250,7 @@ def serve(
     batch_concurrency: Annotated[int | None, typer.Option(help="Batches in flight per model [default: 1].")] = None,
     threads: Annotated[int | None, typer.Option(help="onnxruntime threads per batch [default: cores].")] = None,
     timeout: Annotated[float | None, typer.Option(help="Per-request timeout in s, 504 after [default: 30].")] = None,
-    max_inputs: Annotated[int | None, typer.Option(help="Texts per request, 422 above [default: 256].")] = None,
+    max_inputs: Annotated[int | None, typer.Option(help="Items per request, 422 above [default: 256].")] = None,
     max_text_chars: Annotated[int | None, typer.Option(help="Characters per text, 422 above [default: 10000].")] = None,
     max_body_bytes: Annotated[int | None, typer.Option(help="Body size, 413 above [default: 1 MiB].")] = None,
     precision: Annotated[str | None, typer.Option(help="auto, fp32, int8 or int8-only (image bundles: "
@@ -172,14 +279,20 @@ def bench(
     bundle: Annotated[str, typer.Argument(help="Bundle folder, NAME or NAME:VERSION.")],
     concurrency: Annotated[str, typer.Option(help="Comma-separated client counts.")] = "1,8,64",
     duration: Annotated[float, typer.Option(help="Seconds per level.", min=1, max=600)] = 20.0,
-    input_file: Annotated[Path | None, typer.Option("--input", "-i", help="Texts to send (CSV/JSONL/TXT).")] = None,
+    input_file: Annotated[Path | None, typer.Option("--input", "-i", help="Texts to send, for bundles that take "
+                                                    "texts (CSV/JSONL/TXT) [default: ten banking "
+                                                    "questions].")] = None,
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Write results JSON here.")] = None,
     max_batch_size: Annotated[int, typer.Option(help="Server batch size.")] = 64,
     max_wait_ms: Annotated[float, typer.Option(help="Server batch wait.")] = 5.0,
     precision: Annotated[str, typer.Option(help="auto, fp32, int8 or int8-only.")] = "auto",
     home: HomeOpt = None,
 ) -> None:
-    """Start a server on loopback, load it at each concurrency, report throughput and latency."""
+    """Start a server on loopback, load it at each concurrency, report throughput and latency.
+
+    It sends texts to the v2 infer route, so it measures bundles that take texts (text
+    classification, chat intents).
+    """
     from aiforge.serve.benchmark import benchmark_bundle
 
     texts = None

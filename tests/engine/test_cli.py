@@ -154,8 +154,17 @@ def test_usage_error_is_not_a_traceback(tmp_path: Path, args: tuple[str, ...], s
 def test_help_exits_zero(tmp_path: Path) -> None:
     done = run_cli("--help", home=tmp_path)
     assert done.returncode == 0, done.stderr
-    for verb in ("train", "eval", "predict", "registry", "demo"):
+    for verb in ("train", "eval", "predict", "registry", "demo", "audit", "ship", "sample-data"):
         assert verb in done.stdout
+
+
+@pytest.mark.parametrize(("verb", "says"), [("predict", "image files"), ("bench", "bundles that take texts"),
+                                            ("eval", "held-out interactions"), ("ship", "any kind")])
+def test_help_says_what_each_kind_takes(tmp_path: Path, verb: str, says: str) -> None:
+    done = run_cli(verb, "--help", home=tmp_path)
+    assert done.returncode == 0, done.stderr
+    text = " ".join(done.stdout.split())  # rich wraps help text over lines
+    assert says in text and "Texts to classify" not in text
 
 
 # --- end to end -------------------------------------------------------------------------------

@@ -12,9 +12,9 @@ import pytest
 import yaml
 from tabular_helpers import fit_export, german_spec
 
+from aiforge.audit.ship import ship
 from aiforge.bundle.registry import Registry
 from aiforge.errors import RegistryError
-from aiforge.tasks.tabular.ship import ship
 from serve_helpers import server_env
 
 

@@ -10,9 +10,10 @@ import pytest
 from tabular_helpers import adult_spec, fit_export
 
 from aiforge.audit.fairness import AuditSettings, audit_predictions
-from aiforge.audit.gates import GATES, Measurements, evaluate_gates
+from aiforge.audit.gates import GATES, Measurements, evaluate_gates, gate_keys
 from aiforge.errors import DataError, SpecError
 from aiforge.spec import BaseSpec, load_spec
+from aiforge.tasks.tabular.checks import TABULAR_GATES
 from aiforge.tasks.tabular.spec import GateSpec, TabularSpec
 
 REPO = Path(__file__).resolve().parents[2]
@@ -111,18 +112,20 @@ def test_sensitive_features_stay_out_of_the_model(tmp_path: Path) -> None:
 
 
 def test_gate_table_and_a_failing_four_fifths_gate() -> None:
-    assert {g.key for g in GATES} == {k for k in GateSpec.model_fields if k != "sensitive_features"}
+    rows = (*TABULAR_GATES, *GATES)
+    assert {g.key for g in rows} == gate_keys(GateSpec) == {k for k in GateSpec.model_fields
+                                                             if k != "sensitive_features"}
     groups = np.array(["a"] * 100 + ["b"] * 100)
     y = np.tile([0, 1], 100)
     pred = np.concatenate([np.ones(100, dtype=int), np.tile([0, 0, 0, 1], 25)])  # 1.0 vs 0.25 selected
     audit = audit_predictions(y, pred, pred.astype(float), pd.DataFrame({"g": groups}), AuditSettings(bootstrap=0))
     m = Measurements(audit=audit, size_mb=1.0, p95_latency_ms=2.0)
-    results = evaluate_gates(GateSpec(four_fifths=True, max_p95_latency_ms=1.0, min_accuracy=0.5), m, ["g"])
+    results = evaluate_gates(rows, GateSpec(four_fifths=True, max_p95_latency_ms=1.0, min_accuracy=0.5), m, ["g"])
     by_key = {r.key: r for r in results}
     assert not by_key["four_fifths"].passed and by_key["four_fifths"].measured == pytest.approx(0.25)
     assert "b" in by_key["four_fifths"].note
     assert not by_key["max_p95_latency_ms"].passed and by_key["min_accuracy"].passed
-    missing = evaluate_gates(GateSpec(max_demographic_parity_difference=0.1), m, ["nope"])
+    missing = evaluate_gates(rows, GateSpec(max_demographic_parity_difference=0.1), m, ["nope"])
     assert not missing[0].passed and missing[0].measured is None
 
 

@@ -7,6 +7,10 @@ demographic parity difference and ratio, equalized odds difference, and the four
 
 Groups with fewer than ``min_group_size`` rows are listed as too small to judge and left out of
 the gaps (never merged into another group). The headline gaps get bootstrap intervals.
+
+Multi-class classifiers (text, image) have no positive class to select, so
+:func:`audit_accuracy_by_group` reports their per-group accuracy and macro-F1 and the accuracy
+gap between the judged groups, with the same small-group rule and bootstrap.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-__all__ = ["AuditSettings", "audit_predictions"]
+__all__ = ["AuditSettings", "audit_accuracy_by_group", "audit_predictions"]
 
 METRICS = ("count", "selection_rate", "accuracy", "tpr", "fpr", "precision")
 
@@ -135,3 +139,63 @@ def _bootstrap(y: np.ndarray, pred: np.ndarray, groups: np.ndarray, judged: list
     names = ("demographic_parity_difference", "equalized_odds_difference", "accuracy_difference")
     return {name: [float(np.percentile(stats[:, j], lo)), float(np.percentile(stats[:, j], hi))]
             for j, name in enumerate(names)} | {"resamples": s.bootstrap, "confidence": s.confidence}
+
+
+def audit_accuracy_by_group(y_true: np.ndarray, y_pred: np.ndarray, sensitive: pd.DataFrame,
+                            settings: AuditSettings = AuditSettings()) -> dict[str, Any]:
+    """Per-group accuracy and macro-F1 of a multi-class classifier (integer class ids), as a JSON-ready dict.
+
+    For each column of ``sensitive``: every group's count, accuracy and macro-F1, which groups are
+    too small to judge, and over the judged ones the accuracy difference (largest minus smallest),
+    ratio, the worst group and a bootstrap interval of the difference.
+    """
+    from aiforge.audit.metrics import macro_f1
+
+    y, pred = np.asarray(y_true, dtype=np.int64), np.asarray(y_pred, dtype=np.int64)
+    correct = (y == pred).astype(np.float64)
+    report: dict[str, Any] = {"overall": {"n": len(y), "accuracy": float(correct.mean()) if len(y) else 0.0,
+                                          "macro_f1": macro_f1(y, pred)},
+                              "settings": settings.__dict__, "features": {}}
+    for name in sensitive.columns:
+        groups = sensitive[name].astype(str).to_numpy()
+        rows = {}
+        for g in sorted(set(groups.tolist())):
+            mask = groups == g
+            rows[g] = {"count": int(mask.sum()), "accuracy": float(correct[mask].mean()),
+                       "macro_f1": macro_f1(y[mask], pred[mask]),
+                       "too_small": bool(mask.sum() < settings.min_group_size)}
+        judged = [g for g, r in rows.items() if not r["too_small"]]
+        feat: dict[str, Any] = {"groups": rows, "judged_groups": judged,
+                                "small_groups": [g for g in rows if g not in judged],
+                                "min_group_size": settings.min_group_size}
+        if len(judged) < 2:
+            feat["note"] = f"fewer than two groups with at least {settings.min_group_size} rows: gaps not judged"
+        else:
+            acc = {g: rows[g]["accuracy"] for g in judged}
+            hi = max(acc.values())
+            feat["accuracy_difference"] = hi - min(acc.values())
+            feat["accuracy_ratio"] = min(acc.values()) / hi if hi > 0 else float("nan")
+            feat["worst_group"] = min(acc, key=lambda g: acc[g])
+            feat["intervals"] = _bootstrap_accuracy(correct, groups, judged, settings)
+        report["features"][str(name)] = feat
+    return report
+
+
+def _bootstrap_accuracy(correct: np.ndarray, groups: np.ndarray, judged: list[str],
+                        s: AuditSettings) -> dict[str, Any]:
+    """Percentile interval of the accuracy difference between judged groups over resampled rows."""
+    if s.bootstrap == 0:
+        return {}
+    keep = np.isin(groups, judged)
+    c, codes = correct[keep], np.unique(groups[keep], return_inverse=True)[1]
+    k, n = len(judged), len(c)
+    rng = np.random.default_rng(s.seed)
+    gaps = np.zeros(s.bootstrap)
+    for b in range(s.bootstrap):
+        idx = rng.integers(0, n, n)
+        cnt = np.bincount(codes[idx], minlength=k)
+        acc = np.bincount(codes[idx], weights=c[idx], minlength=k)[cnt > 0] / cnt[cnt > 0]
+        gaps[b] = np.ptp(acc)
+    lo, hi = (1 - s.confidence) / 2 * 100, (1 + s.confidence) / 2 * 100
+    return {"accuracy_difference": [float(np.percentile(gaps, lo)), float(np.percentile(gaps, hi))],
+            "resamples": s.bootstrap, "confidence": s.confidence}

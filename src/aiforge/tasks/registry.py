@@ -1,7 +1,8 @@
 """The one table of application kinds.
 
 Each row names, as "module:attribute" strings, where a kind keeps its spec class, its task,
-its torch-free runtime, its router of extra HTTP routes and its CLI commands. Nothing else in
+its torch-free runtime, its router of extra HTTP routes, its CLI commands and its checks (what
+``aiforge eval``, ``audit`` and ``ship`` measure on its bundles, see ``audit/checks.py``). Nothing else in
 aiforge lists kinds: the spec loader, ``App``, ``Runtime.load``, the server and the CLI all
 resolve through :func:`get_kind` and :func:`resolve`. Rows are imported lazily (on first use),
 so reading the table never pulls in torch, fairlearn or a kind's other dependencies.
@@ -32,20 +33,22 @@ class Kind:
     runtime: str
     routes: str | None = None
     commands: str | None = None
+    checks: str | None = None
 
     def targets(self) -> dict[str, str]:
         """Every "module:attribute" of this row, by role (routes and commands only where set)."""
         roles = {"spec": self.spec, "task": self.task, "runtime": self.runtime,
-                 "routes": self.routes, "commands": self.commands}
+                 "routes": self.routes, "commands": self.commands, "checks": self.checks}
         return {role: target for role, target in roles.items() if target}
 
 
 def _row(name: str, package: str, *, spec: str, task: str, runtime: str, routes: bool = False,
-         commands: bool = False) -> Kind:
+         commands: bool = False, checks: bool = True) -> Kind:
     base = f"aiforge.tasks.{package}"
     return Kind(name=name, package=base, spec=f"{base}.spec:{spec}", task=f"{base}.task:{task}",
                 runtime=f"{base}.runtime:{runtime}", routes=f"{base}.routes:router" if routes else None,
-                commands=f"{base}.commands:register" if commands else None)
+                commands=f"{base}.commands:register" if commands else None,
+                checks=f"{base}.checks:CHECKS" if checks else None)
 
 
 KINDS: tuple[Kind, ...] = (

@@ -15,14 +15,15 @@
 from __future__ import annotations
 
 import re
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from aiforge.audit.gates import ReleaseGates
 from aiforge.spec import BaseSpec, DataPath
 
-__all__ = ["ChatLimits", "ChatSpec", "ConversationSpec", "GenerationSpec", "IntentSpec", "IntentsSpec", "KnowledgeSpec",
-           "RetrievalSpec"]
+__all__ = ["ChatGates", "ChatLimits", "ChatSpec", "ConversationSpec", "GenerationSpec", "IntentSpec", "IntentsSpec",
+           "KnowledgeSpec", "RetrievalSpec"]
 
 
 class Strict(BaseModel):
@@ -145,6 +146,15 @@ class ChatLimits(Strict):
     max_embedding_inputs: int = Field(default=256, ge=1)
 
 
+class ChatGates(ReleaseGates):
+    """Release gates ``aiforge ship`` checks on a chat bundle; the intent gates need intents and ``--data``."""
+
+    kind: ClassVar[str] = "chat"
+
+    min_intent_accuracy: float | None = Field(default=None, ge=0, le=1)
+    min_intent_macro_f1: float | None = Field(default=None, ge=0, le=1)
+
+
 class ChatSpec(BaseSpec):
     """A chat assistant: knowledge to retrieve from, optional intents, a generation backend."""
 
@@ -156,6 +166,7 @@ class ChatSpec(BaseSpec):
     generation: GenerationSpec = GenerationSpec()
     conversation: ConversationSpec = ConversationSpec()
     limits: ChatLimits = ChatLimits()
+    gates: ChatGates = ChatGates()
 
     @model_validator(mode="after")
     def _something_to_answer_with(self) -> ChatSpec:

@@ -6,14 +6,15 @@ with one, the backbone is adapted to the user's classes in ``head`` or ``full`` 
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import Field, model_validator
 
+from aiforge.audit.gates import ClassifierGates
 from aiforge.spec import BaseSpec, DataPath, ServeSpec, Strict
 
-__all__ = ["ImageAugmentSpec", "ImageDataSpec", "ImageModelSpec", "ImageOptimizeSpec", "ImageServeSpec", "ImageSpec",
-           "ImageTrainSpec"]
+__all__ = ["ImageAugmentSpec", "ImageDataSpec", "ImageGates", "ImageModelSpec", "ImageOptimizeSpec", "ImageServeSpec",
+           "ImageSpec", "ImageTrainSpec"]
 
 
 class ImageDataSpec(Strict):
@@ -114,6 +115,12 @@ class ImageServeSpec(ServeSpec):
     max_image_pixels: int = Field(default=40_000_000, gt=0)
 
 
+class ImageGates(ClassifierGates):
+    """Release gates ``aiforge ship`` checks on an image bundle; unset ones are not checked."""
+
+    kind: ClassVar[str] = "image-classification"
+
+
 class ImageSpec(BaseSpec):
     """An image-classification application."""
 
@@ -124,6 +131,7 @@ class ImageSpec(BaseSpec):
     optimize: ImageOptimizeSpec = ImageOptimizeSpec()
     report: ImageReportSpec = ImageReportSpec()
     serve: ImageServeSpec = ImageServeSpec()
+    gates: ImageGates = ImageGates()
 
     @model_validator(mode="before")
     @classmethod

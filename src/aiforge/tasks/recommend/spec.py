@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import Field, model_validator
 
+from aiforge.audit.gates import ReleaseGates
 from aiforge.spec import BaseSpec, DataPath, Strict
 
-__all__ = ["ALGORITHMS", "InteractionColumns", "ItemColumns", "RecommendData", "RecommendExport", "RecommendModel",
-           "RecommendSpec", "RerankSpec", "SplitSpec"]
+__all__ = ["ALGORITHMS", "InteractionColumns", "ItemColumns", "RecommendData", "RecommendExport", "RecommendGates",
+           "RecommendModel", "RecommendSpec", "RerankSpec", "SplitSpec"]
 
 
 ALGORITHMS = ("popularity", "als", "bpr", "item-knn", "ease", "content", "hybrid")
@@ -100,6 +101,19 @@ class RecommendExport(Strict):
     parity_users: int = Field(default=200, gt=0)
 
 
+class RecommendGates(ReleaseGates):
+    """Release gates ``aiforge ship`` checks on a recommender, at the spec's ``model.k``; unset ones are skipped."""
+
+    kind: ClassVar[str] = "recommendation"
+
+    min_ndcg_at_k: float | None = Field(default=None, ge=0, le=1)
+    min_recall_at_k: float | None = Field(default=None, ge=0, le=1)
+    min_precision_at_k: float | None = Field(default=None, ge=0, le=1)
+    min_map_at_k: float | None = Field(default=None, ge=0, le=1)
+    min_hit_rate_at_k: float | None = Field(default=None, ge=0, le=1)
+    min_coverage: float | None = Field(default=None, ge=0, le=1)
+
+
 class RecommendSpec(BaseSpec):
     """A recommendation application: interactions, split, algorithm, re-ranking, export, serving."""
 
@@ -109,3 +123,4 @@ class RecommendSpec(BaseSpec):
     model: RecommendModel = RecommendModel()
     rerank: RerankSpec = RerankSpec()
     export: RecommendExport = RecommendExport()
+    gates: RecommendGates = RecommendGates()

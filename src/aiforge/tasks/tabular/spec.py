@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import Field, model_validator
 
+from aiforge.audit.gates import ReleaseGates
 from aiforge.spec import BaseSpec, DataPath, Strict
 
 __all__ = ["AuditSpec", "DerivedFeature", "FeatureSpec", "GateSpec", "MitigationSpec", "TabularDataSpec",
@@ -103,16 +104,20 @@ class AuditSpec(Strict):
     mitigation: MitigationSpec = MitigationSpec()
 
 
-class GateSpec(Strict):
-    """Release gates ``aiforge ship`` checks; unset ones are not checked."""
+class GateSpec(ReleaseGates):
+    """Release gates ``aiforge ship`` checks; unset ones are not checked.
+
+    ``sensitive_features`` is a setting, not a gate: the features the fairness gates run on.
+    """
+
+    kind: ClassVar[str] = "tabular-classification"
+    settings: ClassVar[frozenset[str]] = frozenset({"sensitive_features"})
 
     min_accuracy: float | None = Field(default=None, ge=0, le=1)
     min_roc_auc: float | None = Field(default=None, ge=0, le=1)
     max_demographic_parity_difference: float | None = Field(default=None, ge=0, le=1)
     max_equalized_odds_difference: float | None = Field(default=None, ge=0, le=1)
     four_fifths: bool = False
-    max_p95_latency_ms: float | None = Field(default=None, gt=0)
-    max_size_mb: float | None = Field(default=None, gt=0)
     sensitive_features: list[str] | None = None
 
 

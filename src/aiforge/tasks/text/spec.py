@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import (
     Field,
     model_validator,
 )
 
+from aiforge.audit.gates import ClassifierGates
 from aiforge.spec import BaseSpec, DataPath, Strict
 
-__all__ = ["AppSpec", "DataSpec", "ModelSpec", "OptimizeSpec", "TextSpec", "TrainSpec"]
+__all__ = ["AppSpec", "DataSpec", "ModelSpec", "OptimizeSpec", "TextGates", "TextSpec", "TrainSpec"]
 
 
 class DataSpec(Strict):
@@ -60,6 +61,12 @@ class OptimizeSpec(Strict):
     parity_samples: int = Field(default=2000, gt=0)
 
 
+class TextGates(ClassifierGates):
+    """Release gates ``aiforge ship`` checks on a text bundle; unset ones are not checked."""
+
+    kind: ClassVar[str] = "text-classification"
+
+
 class TextSpec(BaseSpec):
     """A text-classification application: data, backbone, training, export and serving."""
 
@@ -68,6 +75,7 @@ class TextSpec(BaseSpec):
     model: ModelSpec = ModelSpec()
     train: TrainSpec = TrainSpec()
     optimize: OptimizeSpec = OptimizeSpec()
+    gates: TextGates = TextGates()
 
     @model_validator(mode="after")
     def _test_differs_from_train(self) -> TextSpec:

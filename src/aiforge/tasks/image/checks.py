@@ -1,0 +1,121 @@
+"""What ``aiforge eval``, ``audit`` and ``ship`` measure on an image-classification bundle (torch-free)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from aiforge.audit.checks import Measured
+from aiforge.audit.fairness import AuditSettings, audit_accuracy_by_group
+from aiforge.audit.gates import CLASSIFIER_GATES, ReleaseGates
+from aiforge.audit.metrics import classification_metrics
+from aiforge.audit.report import CheckReport, classifier_tables, group_tables
+from aiforge.bundle.runtime import Runtime
+from aiforge.data.readers import read_table
+from aiforge.errors import BundleError, DataError
+from aiforge.spec import BaseSpec
+from aiforge.tasks.image.data import load_image_splits
+from aiforge.tasks.image.runtime import ImageRuntime
+from aiforge.tasks.image.spec import ImageSpec
+
+__all__ = ["CHECKS", "ImageChecks"]
+
+
+def _image_runtime(rt: Runtime) -> ImageRuntime:
+    if not isinstance(rt, ImageRuntime):
+        raise BundleError(f"{rt.path}: expected an image-classification bundle, got {rt.manifest.task!r}.")
+    return rt
+
+
+def _proba(rt: ImageRuntime, items: Sequence[Any]) -> np.ndarray:
+    if not items:
+        return np.zeros((0, len(rt.labels)), dtype=np.float32)
+    return np.concatenate([rt.predict_proba(list(items[i:i + 64])) for i in range(0, len(items), 64)])
+
+
+def _labelled(rt: ImageRuntime, data: Path, columns: Mapping[str, str]) -> tuple[list[Path], list[str]]:
+    paths, labels = rt._listed(data, columns)
+    if labels is None:
+        raise DataError(f"{data}: needs labels: a folder with one sub-folder per class or a CSV with path and label "
+                        "columns.")
+    unknown = sorted(set(labels) - set(rt.labels))
+    if unknown:
+        raise DataError(f"{data}: labels never seen in training: {unknown[:10]}.")
+    if not paths:
+        raise DataError(f"{data}: no images found.")
+    return paths, labels
+
+
+class ImageChecks:
+    """Classifier metrics, per-class and per-group reports, and the classifier gates of image bundles."""
+
+    gates = CLASSIFIER_GATES
+
+    def evaluate(self, rt: Runtime, data: Path, *, columns: Mapping[str, str]) -> CheckReport:
+        """Accuracy, macro-F1, top-5 and per-class scores on a class-folder tree or a (path, label) CSV."""
+        metrics = rt.evaluate_file(data, columns=columns)
+        return CheckReport(f"{rt.name}:{rt.version} on {data}", metrics.to_dict(),
+                           classifier_tables(metrics, title=f"{rt.name}:{rt.version} on {data.name}"))
+
+    def audit(self, rt: Runtime, data: Path, *, sensitive: Sequence[str], output: Path) -> CheckReport:
+        """Every class's precision/recall/F1; per-group accuracy for ``sensitive`` columns of a CSV."""
+        image_rt = _image_runtime(rt)
+        if sensitive and data.suffix.lower() != ".csv":
+            raise DataError(f"{data}: --sensitive needs a CSV with path, label and the sensitive column(s) "
+                            f"{list(sensitive)}; a folder of images has no such columns.")
+        paths, labels = _labelled(image_rt, data, {})
+        probs = _proba(image_rt, paths)
+        metrics = classification_metrics(labels, probs, image_rt.labels)
+        tables = classifier_tables(metrics, title=f"{rt.name}:{rt.version} on {data.name}",
+                                   limit=len(image_rt.labels))
+        body: dict[str, Any] = {"overall": metrics.to_dict()}
+        lines: list[str] = []
+        if sensitive:
+            frame = read_table(data)
+            missing = [c for c in sensitive if c not in frame.columns]
+            if missing:
+                raise DataError(f"{data}: sensitive column(s) {missing} not found. Columns are {list(frame.columns)}.")
+            index = {y: i for i, y in enumerate(image_rt.labels)}
+            groups = audit_accuracy_by_group(np.array([index[y] for y in labels]), probs.argmax(axis=1),
+                                             frame[list(sensitive)].astype(str).reset_index(drop=True),
+                                             AuditSettings())
+            body["groups"] = groups
+            more, lines = group_tables(groups)
+            tables += more
+        else:
+            lines.append("per-class report only; give a CSV (path, label, COLUMN) and --sensitive COLUMN for "
+                         "per-group accuracy")
+        return CheckReport(f"{rt.name}:{rt.version}: audit on {data.name}", body, tables, lines)
+
+    def measure(self, rt: Runtime, spec: BaseSpec, gates: ReleaseGates, data: Path | None) -> Measured:
+        """Classifier metrics on ``data``, else the spec's test split, else its validation split.
+
+        Raises:
+            DataError: a quality gate is set but there is no data (a zero-shot bundle without ``--data``).
+        """
+        image_rt = _image_runtime(rt)
+        if data is not None:
+            paths, labels = _labelled(image_rt, data, {})
+            items: list[Any] = list(paths)
+            source = str(data)
+        elif isinstance(spec, ImageSpec) and spec.data is not None:
+            splits = load_image_splits(spec.data, seed=spec.train.seed)
+            ds = splits.test if splits.test is not None else splits.validation
+            items, labels, source = [ds.image(i) for i in range(len(ds))], list(ds.labels), ds.source
+        else:
+            quality = [g.key for g in self.gates if gates.is_set(g.key)]
+            if quality:
+                raise DataError(f"{rt.name}: gate(s) {quality} need labelled images; this bundle's spec has no "
+                                "data block (zero-shot). Pass --data FOLDER_OR_CSV.")
+            r = image_rt.image.resolution
+            blank = np.full((r, r, 3), 128, dtype=np.uint8)  # nothing to be representative of: a grey photo
+            return Measured({}, lambda: image_rt.predict([blank]), source="(no data: a grey image for latency)")
+        metrics = classification_metrics(labels, _proba(image_rt, items), image_rt.labels)
+        probe = items[0]
+        return Measured(metrics.to_dict(), lambda: image_rt.predict([probe]), source=source)
+
+
+CHECKS = ImageChecks()

@@ -1,0 +1,222 @@
+"""What ``aiforge eval``, ``audit`` and ``ship`` measure on a recommendation bundle (torch-free).
+
+Held-out positives (a file of interactions, or the spec's test split) are compared with the
+bundle's top-k for each known user, recommended through the Runtime exactly as served (the
+user's training history excluded). Ranking and popularity-bias numbers are
+:func:`aiforge.tasks.recommend.metrics.ranking_metrics`, the ones training reports.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from scipy import sparse
+
+from aiforge.audit.checks import Measured
+from aiforge.audit.gates import Gate, Measurements, ReleaseGates
+from aiforge.audit.report import CheckReport, ReportTable
+from aiforge.bundle.runtime import Runtime
+from aiforge.data.readers import read_table
+from aiforge.errors import BundleError, DataError
+from aiforge.spec import BaseSpec
+from aiforge.tasks.recommend.data import load_interactions, split_interactions
+from aiforge.tasks.recommend.metrics import RankingMetrics, ranking_metrics
+from aiforge.tasks.recommend.runtime import RecommendRuntime
+from aiforge.tasks.recommend.spec import RecommendSpec
+
+__all__ = ["CHECKS", "HeldOut", "RecommendChecks"]
+
+
+@dataclass(frozen=True)
+class HeldOut:
+    """Held-out positives in bundle indices: one row per evaluated user, with what was skipped."""
+
+    users: np.ndarray  # bundle user indices
+    truth: sparse.csr_matrix  # (len(users), n_items)
+    source: str
+    skipped_users: int = 0
+    skipped_items: int = 0
+
+
+def _rec_runtime(rt: Runtime) -> RecommendRuntime:
+    if not isinstance(rt, RecommendRuntime):
+        raise BundleError(f"{rt.path}: expected a recommendation bundle, got {rt.manifest.task!r}.")
+    return rt
+
+
+def _spec(rt: Runtime, spec: BaseSpec | None = None) -> RecommendSpec:
+    if spec is None:
+        from aiforge.audit.checks import stored_spec
+
+        spec = stored_spec(rt)
+    if not isinstance(spec, RecommendSpec):
+        raise BundleError(f"{rt.path}: the stored spec is not a recommendation spec.")
+    return spec
+
+
+def _held_out(rt: RecommendRuntime, pairs: pd.DataFrame, source: str) -> HeldOut:
+    """Known (user, item) pairs as a truth matrix; unknown users and items are counted, not used."""
+    u = pairs["user"].map(rt.user_index)
+    i = pairs["item"].map(rt.item_index)
+    known = u.notna() & i.notna()
+    if not known.any():
+        raise DataError(f"{source}: no interaction names a user and an item this bundle knows "
+                        f"({rt.n_items} items, {len(rt.user_ids)} users).")
+    uu, ii = u[known].to_numpy(dtype=np.int64), i[known].to_numpy(dtype=np.int64)
+    users, rows = np.unique(uu, return_inverse=True)
+    truth = sparse.csr_matrix((np.ones(len(rows), dtype=np.float32), (rows, ii)), shape=(len(users), rt.n_items))
+    truth.sum_duplicates()
+    truth.data[:] = 1.0
+    return HeldOut(users, truth, source, skipped_users=int(pairs.loc[u.isna(), "user"].nunique()),
+                   skipped_items=int((u.notna() & i.isna()).sum()))
+
+
+def held_out_file(rt: RecommendRuntime, spec: RecommendSpec, data: Path, columns: Mapping[str, str]) -> HeldOut:
+    """Held-out positives from an interaction file (columns and rating threshold as trained).
+
+    Raises:
+        DataError: the file lacks the user or item column.
+    """
+    cols = spec.data.columns
+    user, item = columns.get("user", cols.user), columns.get("item", cols.item)
+    rating = columns.get("rating", cols.rating or "")
+    df = read_table(data)
+    missing = [c for c in (user, item) if c not in df.columns]
+    if missing:
+        raise DataError(f"{data}: column(s) {missing} not found. Columns are {list(df.columns)}. Give the user and "
+                        "item columns the bundle was trained with, or --column user=NAME --column item=NAME.")
+    threshold = spec.data.positive_threshold
+    if threshold is not None and rating in df.columns:
+        values = pd.to_numeric(df[rating], errors="coerce")
+        df = df[values >= threshold]
+    pairs = pd.DataFrame({"user": df[user].astype(str).str.strip(), "item": df[item].astype(str).str.strip()})
+    return _held_out(rt, pairs, str(data))
+
+
+def held_out_split(rt: RecommendRuntime, spec: RecommendSpec) -> HeldOut:
+    """The spec's test split (the same seeded per-user split training scored)."""
+    data = load_interactions(spec.data)
+    s = spec.split
+    split = split_interactions(data, kind=s.kind, test_fraction=s.test_fraction,
+                               validation_fraction=s.validation_fraction, seed=s.seed,
+                               min_user_positives=s.min_user_positives)
+    users = np.array(data.users, dtype=object)[data.user_idx[split.test]]
+    items = np.array(data.items, dtype=object)[data.item_idx[split.test]]
+    return _held_out(rt, pd.DataFrame({"user": users, "item": items}), f"{spec.data.interactions or 'movielens'} "
+                     "(test split)")
+
+
+def recommend_all(rt: RecommendRuntime, users: np.ndarray, k: int, *, chunk: int = 256) -> np.ndarray:
+    """Top-k bundle item indices (len(users), k) through the Runtime, each user's history excluded."""
+    out = np.zeros((len(users), k), dtype=np.int64)
+    for start in range(0, len(users), chunk):
+        block = users[start:start + chunk]
+        queries = [rt.query(user=rt.user_ids[int(u)], k=k) for u in block]
+        for r, (q, ranked) in enumerate(zip(queries, rt.predict_proba(queries), strict=True)):
+            ids = [j for j, _ in ranked]
+            # a list falls short only when the user has seen almost the whole catalogue; pad with a seen item
+            filler = int(q.history[0]) if len(q.history) else (ids[-1] if ids else 0)
+            out[start + r] = (ids + [filler] * k)[:k]
+    return out
+
+
+def _metrics(rt: RecommendRuntime, recs: np.ndarray, truth: sparse.csr_matrix, k: int) -> RankingMetrics:
+    popularity = np.bincount(rt.indices, minlength=rt.n_items)
+    return ranking_metrics(recs, truth, k=k, popularity=popularity,
+                           n_users_train=int((np.diff(rt.indptr) > 0).sum()))
+
+
+_COLS = ["users", "ndcg", "recall", "precision", "map", "hit_rate", "coverage", "gini", "long_tail_share"]
+
+
+def _row(name: str, m: RankingMetrics) -> list[str]:
+    d = m.to_dict()
+    return [name, *(str(d[c]) if c == "users" else f"{d[c]:.4f}" for c in _COLS)]
+
+
+def _segments(rt: RecommendRuntime, held: HeldOut, data: Path, sensitive: Sequence[str],
+              spec: RecommendSpec) -> dict[str, np.ndarray]:
+    """Users grouped by training-history length (terciles), or by a ``sensitive`` column's value per user."""
+    if not sensitive:
+        length = np.diff(rt.indptr)[held.users]
+        cuts = np.quantile(length, [1 / 3, 2 / 3])
+        return {f"light (<= {cuts[0]:.0f} items)": length <= cuts[0],
+                f"medium ({cuts[0]:.0f}-{cuts[1]:.0f})": (length > cuts[0]) & (length <= cuts[1]),
+                f"heavy (> {cuts[1]:.0f} items)": length > cuts[1]}
+    df = read_table(data)
+    col, user = sensitive[0], spec.data.columns.user
+    if col not in df.columns or user not in df.columns:
+        raise DataError(f"{data}: columns {[user, col]} are needed to group users by {col!r}. Columns are "
+                        f"{list(df.columns)}.")
+    firsts = df.drop_duplicates(user)
+    by_user = dict(zip(firsts[user].astype(str).str.strip(), firsts[col].astype(str), strict=True))
+    values = np.array([by_user.get(rt.user_ids[int(u)], "(not in the file)") for u in held.users], dtype=object)
+    return {f"{col} = {v}": values == v for v in sorted(set(values.tolist()))}
+
+
+def _gate(key: str, metric: str, what: str) -> Gate:
+    def read(m: Measurements, feature: str | None) -> float | None:
+        value = m.audit.get(metric)
+        return float(value) if isinstance(value, int | float) else None
+
+    return Gate(key, f"{what} at k of the exported recommender", "min", read)
+
+
+class RecommendChecks:
+    """Ranking metrics of the exported recommender, per-segment reports and the ranking gates."""
+
+    gates = (_gate("min_ndcg_at_k", "ndcg", "NDCG"), _gate("min_recall_at_k", "recall", "recall"),
+             _gate("min_precision_at_k", "precision", "precision"), _gate("min_map_at_k", "map", "MAP"),
+             _gate("min_hit_rate_at_k", "hit_rate", "hit rate"),
+             _gate("min_coverage", "coverage", "catalogue coverage"))
+
+    def _score(self, rt: RecommendRuntime, held: HeldOut, k: int) -> tuple[np.ndarray, RankingMetrics]:
+        recs = recommend_all(rt, held.users, k)
+        return recs, _metrics(rt, recs, held.truth, k)
+
+    def evaluate(self, rt: Runtime, data: Path, *, columns: Mapping[str, str]) -> CheckReport:
+        """Ranking and popularity-bias metrics at the spec's k on a file of held-out interactions."""
+        rec_rt, spec = _rec_runtime(rt), _spec(rt)
+        held = held_out_file(rec_rt, spec, data, columns)
+        _, m = self._score(rec_rt, held, spec.model.k)
+        body: dict[str, Any] = {**m.to_dict(), "skipped_users": held.skipped_users,
+                                "skipped_items": held.skipped_items}
+        table = ReportTable(f"{rt.name}:{rt.version} on {data.name}, k={spec.model.k}", ["", *_COLS],
+                            [_row("all", m)])
+        lines = [f"skipped {held.skipped_users} unknown user(s) and {held.skipped_items} interaction(s) with "
+                 "unknown items"] if held.skipped_users or held.skipped_items else []
+        return CheckReport(f"{rt.name}:{rt.version} on {data}", body, [table], lines)
+
+    def audit(self, rt: Runtime, data: Path, *, sensitive: Sequence[str], output: Path) -> CheckReport:
+        """Ranking metrics per user segment: history-length terciles, or the values of ``--sensitive COL``."""
+        rec_rt, spec = _rec_runtime(rt), _spec(rt)
+        k = spec.model.k
+        held = held_out_file(rec_rt, spec, data, {})
+        recs, overall = self._score(rec_rt, held, k)
+        segments = _segments(rec_rt, held, data, sensitive, spec)
+        rows, body = [_row("all", overall)], {"overall": overall.to_dict(), "segments": {}}
+        for name, mask in segments.items():
+            if mask.any():
+                m = _metrics(rec_rt, recs[mask], held.truth[mask], k)
+                rows.append(_row(name, m))
+                body["segments"][name] = m.to_dict()
+        table = ReportTable(f"{rt.name}:{rt.version} by user segment, k={k}", ["segment", *_COLS], rows)
+        return CheckReport(f"{rt.name}:{rt.version}: audit on {data.name}", body, [table])
+
+    def measure(self, rt: Runtime, spec: BaseSpec, gates: ReleaseGates, data: Path | None) -> Measured:
+        """Ranking metrics on ``data`` (held-out interactions), else the spec's test split."""
+        rec_rt, rspec = _rec_runtime(rt), _spec(rt, spec)
+        held = held_out_file(rec_rt, rspec, data, {}) if data is not None else held_out_split(rec_rt, rspec)
+        _, m = self._score(rec_rt, held, rspec.model.k)
+        length = np.diff(rec_rt.indptr)[held.users]
+        user = rec_rt.user_ids[int(held.users[np.argsort(length, kind="stable")[len(length) // 2]])]
+        k = rspec.model.k
+        return Measured(m.to_dict(), lambda: rec_rt.predict_proba([rec_rt.query(user=user, k=k)]), source=held.source)
+
+
+CHECKS = RecommendChecks()

@@ -1,0 +1,79 @@
+"""``aiforge ship``, ``eval`` and ``audit`` on a recommendation bundle: gates on both sides of the measured values."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from aiforge.audit.checks import audit_bundle, evaluate_bundle
+from aiforge.audit.ship import ship
+from aiforge.bundle.registry import Registry
+from aiforge.cli import app
+from aiforge.errors import SpecError
+from ship_helpers import register_with_gates
+
+pytest_plugins = ["recommend_helpers"]
+
+
+@pytest.fixture(scope="module")
+def measured(rec_bundle: Any, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    home = tmp_path_factory.mktemp("rec-ship")
+    path = register_with_gates(rec_bundle.export.path, home, {"max_size_mb": 10_000.0, "max_p95_latency_ms": 10_000.0})
+    report = ship(path, home=home)
+    return {"report": report, "ndcg": report.measurements.audit["ndcg"],
+            "coverage": report.measurements.audit["coverage"], "size_mb": report.measurements.size_mb}
+
+
+def test_recommend_ship_measures_the_bundle_on_the_spec_test_split(measured: dict[str, Any], rec_bundle: Any) -> None:
+    report = measured["report"]
+    assert report.passed and report.stage == "production" and report.task == "recommendation"
+    # the same seeded test split training scored, now recommended through the ONNX Runtime as served
+    trained = rec_bundle.fit.reports[rec_bundle.fit.algorithm].test
+    assert report.measurements.audit["users"] == trained.users
+    assert measured["ndcg"] == pytest.approx(trained.ndcg, abs=0.01)
+    assert 0 < report.measurements.p95_latency_ms < 1000
+
+
+@pytest.mark.parametrize("side", ["pass", "fail"])
+def test_recommend_gates_on_both_sides_of_the_measured_values(measured: dict[str, Any], rec_bundle: Any, side: str,
+                                                              tmp_path: Path) -> None:
+    d = 0.01 if side == "pass" else -0.01
+    gates = {"min_ndcg_at_k": measured["ndcg"] - d, "min_coverage": measured["coverage"] - d,
+             "max_size_mb": measured["size_mb"] * (1.5 if side == "pass" else 0.5),
+             "max_p95_latency_ms": 1000.0 if side == "pass" else 1e-4}
+    path = register_with_gates(rec_bundle.export.path, tmp_path, gates)
+    out = tmp_path / "v.json"
+    done = CliRunner().invoke(app, ["ship", str(path), "--home", str(tmp_path), "-o", str(out)])
+    verdict = json.loads(out.read_text())
+    assert {g["key"]: g["passed"] for g in verdict["gates"]} == dict.fromkeys(gates, side == "pass")
+    assert done.exit_code == (0 if side == "pass" else 1), done.output
+    assert Registry(tmp_path).get(verdict["name"]).stage == ("production" if side == "pass" else "none")
+
+
+def test_recommend_refuses_classifier_gates(measured: dict[str, Any], rec_bundle: Any, tmp_path: Path) -> None:
+    path = register_with_gates(rec_bundle.export.path, tmp_path, {"max_size_mb": 100.0})
+    with pytest.raises(SpecError, match=r"unknown gate 'min_accuracy' for recommendation bundles.*min_ndcg_at_k"):
+        ship(path, home=tmp_path, gates={"min_accuracy": 0.5})
+
+
+def test_recommend_eval_and_audit_on_held_out_interactions(rec_bundle: Any, tmp_path: Path) -> None:
+    fit = rec_bundle.fit
+    test = fit.split.test
+    held = pd.DataFrame({"userId": [fit.data.users[u] for u in fit.data.user_idx[test]],
+                         "movieId": [fit.data.items[i] for i in fit.data.item_idx[test]],
+                         "rating": 5.0})
+    path = tmp_path / "held.csv"
+    held.to_csv(path, index=False)
+    report = evaluate_bundle(rec_bundle.export.path, path)
+    trained = fit.reports[fit.algorithm].test
+    assert report.metrics["users"] == trained.users and report.metrics["skipped_users"] == 0
+    assert report.metrics["ndcg"] == pytest.approx(trained.ndcg, abs=0.01)
+    audit = audit_bundle(rec_bundle.export.path, path, output=tmp_path / "audit")
+    segments = audit.metrics["segments"]
+    assert len(segments) == 3 and sum(s["users"] for s in segments.values()) == trained.users
+    assert (tmp_path / "audit" / "audit.json").is_file()
