@@ -17,10 +17,11 @@ from aiforge.audit.checks import Measured
 from aiforge.audit.gates import Gate, Measurements, ReleaseGates, Verdict
 from aiforge.audit.report import CheckReport, classifier_tables, fairness_tables
 from aiforge.bundle.runtime import Runtime
+from aiforge.data.readers import read_table
 from aiforge.errors import BundleError
 from aiforge.spec import BaseSpec
 from aiforge.tasks.tabular.audit import audit_bundle, audit_scores, settings_from
-from aiforge.tasks.tabular.data import frame_columns, load_tabular, read_frame
+from aiforge.tasks.tabular.data import frame_columns, load_tabular
 from aiforge.tasks.tabular.runtime import TabularRuntime
 from aiforge.tasks.tabular.spec import GateSpec, TabularSpec
 
@@ -74,7 +75,7 @@ class TabularChecks:
         from sklearn.metrics import roc_auc_score
 
         label = columns.get("label") or tab_rt.label_column
-        df = read_frame(data)
+        df = read_table(data, infer_types=True)
         y = (df[label].astype(str) == tab_rt.labels[1]).to_numpy()
         p = tab_rt.proba_columns(frame_columns(df, tab_rt.schema, str(data)))[:, 1]
         auc = float(roc_auc_score(y, p)) if 0 < y.sum() < len(y) else float("nan")
