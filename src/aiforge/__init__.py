@@ -24,6 +24,7 @@ from aiforge.errors import (
     SpecError,
     UnknownItem,
 )
+from aiforge.tasks.registry import get_kind, resolve
 
 _LAZY = {"serve": "aiforge.serve.app", "create_app": "aiforge.serve.app", "Client": "aiforge.serve.client",
          "ServerConfig": "aiforge.serve.config"}
@@ -36,7 +37,6 @@ def __getattr__(name: str) -> object:
 
         return getattr(importlib.import_module(_LAZY[name]), name)
     if name == "AppSpec":  # the text kind's spec, through the kinds table like every kind's part
-        from aiforge.tasks.registry import get_kind, resolve
 
         return resolve(get_kind("text-classification").spec)
     raise AttributeError(f"module 'aiforge' has no attribute {name!r}")

@@ -15,6 +15,7 @@ from aiforge.bundle.registry import Registry
 from aiforge.bundle.runtime import Runtime
 from aiforge.errors import AiforgeError
 from aiforge.spec import BaseSpec
+from aiforge.tasks.base import get_task
 from aiforge.version import __version__
 
 if TYPE_CHECKING:
@@ -38,7 +39,6 @@ class App:
     @property
     def task(self) -> Task[BaseSpec, object]:
         """The task object for ``spec.task`` (imported on first use)."""
-        from aiforge.tasks.base import get_task
 
         return get_task(self.spec.task)
 

@@ -12,6 +12,10 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from aiforge.app import App, load, predict_file
+from aiforge.audit.checks import audit_bundle, evaluate_bundle
+from aiforge.audit.ship import ship as run_ship
+from aiforge.bundle.registry import Registry
 from aiforge.errors import AiforgeError
 from aiforge.options import HomeOpt, out
 from aiforge.tasks.registry import KINDS, resolve
@@ -83,7 +87,6 @@ def train(
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
 ) -> None:
     """Fit, evaluate (and audit), export to ONNX, check parity, register, and print a summary."""
-    from aiforge.app import App
 
     application = App.from_yaml(spec_file, home=home)
     result = application.fit(progress=progress)
@@ -110,7 +113,6 @@ def eval_(
     home: HomeOpt = None,
 ) -> None:
     """Score a bundle on a labelled file with its kind's own metrics; print tables, optionally write JSON."""
-    from aiforge.audit.checks import evaluate_bundle
 
     report = evaluate_bundle(bundle, data, columns=_columns(column, text=text_column, label=label_column), home=home)
     _show(report)
@@ -130,7 +132,6 @@ def audit(
     home: HomeOpt = None,
 ) -> None:
     """Audit a bundle on a labelled file: per-class or per-segment report; per-group with --sensitive COL."""
-    from aiforge.audit.checks import audit_bundle
 
     report = audit_bundle(bundle, data, sensitive=sensitive, output=output, home=home)
     out.print(report.title, highlight=False)
@@ -149,7 +150,6 @@ def ship(
     home: HomeOpt = None,
 ) -> None:
     """Check the release gates on the exported bundle; mark it production only if all pass (exit 1 otherwise)."""
-    from aiforge.audit.ship import ship as run_ship
 
     report = run_ship(target, data=data, home=home, gates=_gate_values(gate) if gate else None)
     table = Table(title=f"release gates for {report.name}:{report.version} ({report.task})")
@@ -191,7 +191,6 @@ def predict(
 
     Recommendation bundles answer ``aiforge recommend`` and ``aiforge similar``; chat bundles ``aiforge chat``.
     """
-    from aiforge.app import load, predict_file
 
     if bool(texts) == bool(input_file):
         raise AiforgeError("give texts as arguments or --input FILE, not both and not neither.")
@@ -208,7 +207,6 @@ def predict(
 @registry_app.command("list")
 def registry_list(home: HomeOpt = None) -> None:
     """Every registered bundle version with its headline metrics."""
-    from aiforge.bundle.registry import Registry
 
     reg = Registry(home)
     table = Table(title=f"registry at {reg.home}")
@@ -231,7 +229,6 @@ def registry_show(
     home: HomeOpt = None,
 ) -> None:
     """The manifest of one bundle version (checksums verified), as JSON."""
-    from aiforge.bundle.registry import Registry
 
     reg = Registry(home)
     base, _, version = name.partition(":")
@@ -263,6 +260,7 @@ def serve(
 
     Unset batching options come from the first bundle's spec (its serve block).
     """
+    # lazy: fastapi/uvicorn stay out of every other command's start-up
     from aiforge.serve.app import serve as run_server
     from aiforge.serve.config import server_config
 
@@ -293,11 +291,11 @@ def bench(
     It sends texts to the v2 infer route, so it measures bundles that take texts (text
     classification, chat intents).
     """
+    # lazy: the serving stack (fastapi) stays out of every other command's start-up
     from aiforge.serve.benchmark import benchmark_bundle
 
     texts = None
     if input_file:
-        from aiforge.app import predict_file
 
         texts = [row["text"] for row in predict_file(bundle, input_file, home=home)]
     levels = [int(c) for c in concurrency.split(",") if c.strip()]

@@ -21,6 +21,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from aiforge.audit.metrics import macro_f1
+
 __all__ = ["AuditSettings", "audit_accuracy_by_group", "audit_predictions"]
 
 METRICS = ("count", "selection_rate", "accuracy", "tpr", "fpr", "precision")
@@ -149,7 +151,6 @@ def audit_accuracy_by_group(y_true: np.ndarray, y_pred: np.ndarray, sensitive: p
     too small to judge, and over the judged ones the accuracy difference (largest minus smallest),
     ratio, the worst group and a bootstrap interval of the difference.
     """
-    from aiforge.audit.metrics import macro_f1
 
     y, pred = np.asarray(y_true, dtype=np.int64), np.asarray(y_pred, dtype=np.int64)
     correct = (y == pred).astype(np.float64)

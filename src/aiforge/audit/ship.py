@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from aiforge.app import App
 from aiforge.audit.checks import checks_for, gates_class, stored_spec
 from aiforge.audit.gates import GATES, GateResult, Measurements, ReleaseGates, evaluate_gates, parse_gates
 from aiforge.bundle.registry import Registry
@@ -69,7 +70,6 @@ def bundle_size_mb(rt: Runtime) -> float:
 def _exported(target: str | Path, *, home: str | Path | None, progress: bool) -> Runtime:
     path = Path(target)
     if path.is_file() and path.suffix in (".yaml", ".yml"):
-        from aiforge.app import App
 
         application = App.from_yaml(path, home=home)
         application.fit(progress=progress)

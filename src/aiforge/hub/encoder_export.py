@@ -17,6 +17,8 @@ import numpy as np
 
 from aiforge.bundle.registry import default_home
 from aiforge.errors import ExportError
+from aiforge.hub.catalog import get_backbone
+from aiforge.hub.onnx_encoder import ENCODER_GRAPH, ENCODER_TOKENIZER, OnnxEncoder
 from aiforge.version import __version__
 
 __all__ = ["PARITY_TEXTS", "cache_dir", "cached_encoder", "export_encoder"]
@@ -44,8 +46,7 @@ def export_encoder(backbone_name: str, directory: Path, *, max_diff: float = 1e-
     """
     import torch
 
-    from aiforge.hub.catalog import get_backbone
-    from aiforge.hub.onnx_encoder import ENCODER_GRAPH, ENCODER_TOKENIZER, OnnxEncoder
+    # lazy: torch is imported only when an encoder is exported or run in PyTorch
     from aiforge.hub.text_encoder import FEATURE_SCALE, TextEncoder, iter_batches, load_tokenizer
     from aiforge.optimize.onnx_export import export_onnx
 

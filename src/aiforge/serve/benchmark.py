@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from aiforge.bundle.format import read_manifest
 from aiforge.bundle.registry import Registry
 from aiforge.serve.loadgen import aiforge_server_args, free_port, measure_levels, running_server
 
@@ -32,7 +33,6 @@ def benchmark_bundle(bundle: str, *, levels: list[int], duration: float, texts: 
                      home: str | Path | None = None, max_batch_size: int = 64, max_wait_ms: float = 5.0,
                      precision: str = "auto", protocol: str = "v2") -> dict[str, Any]:
     """Start ``aiforge serve`` for ``bundle``, measure each level, stop it; return a report."""
-    from aiforge.bundle.format import read_manifest
 
     registry = Registry(home)
     path = registry.resolve(bundle)

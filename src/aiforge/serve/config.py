@@ -9,6 +9,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from aiforge.bundle.format import read_manifest
+from aiforge.bundle.registry import Registry
 from aiforge.bundle.runtime import ItemLimits
 from aiforge.errors import AiforgeError
 
@@ -83,8 +85,6 @@ def server_config(bundles: list[str], *, home: str | Path | None = None, **given
     Raises:
         AiforgeError: a value is out of bounds (names the option).
     """
-    from aiforge.bundle.format import read_manifest
-    from aiforge.bundle.registry import Registry
 
     values: dict[str, Any] = {}
     try:

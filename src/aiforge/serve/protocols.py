@@ -16,6 +16,7 @@ import numpy as np
 from fastapi import APIRouter, Depends, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
+from aiforge import __version__
 from aiforge.bundle.runtime import Runtime
 from aiforge.errors import InputError
 from aiforge.serve.errors import ApiError
@@ -110,7 +111,6 @@ v2_router = APIRouter(prefix="/v2", tags=["Open Inference Protocol v2"], depende
 
 @health_router.get("")
 def v2_server_metadata() -> dict[str, Any]:
-    from aiforge import __version__
 
     return {"name": "aiforge", "version": __version__, "extensions": []}
 

@@ -8,6 +8,7 @@ from typing import Any
 
 from aiforge.bundle.parts import ExportResult
 from aiforge.bundle.registry import Registry
+from aiforge.bundle.runtime import Runtime
 from aiforge.errors import AiforgeError, SpecError
 from aiforge.spec import load_spec
 from aiforge.tasks.chat.build import build_chat, index_spec
@@ -73,7 +74,6 @@ def load_chat(bundle: str | Path, *, home: str | Path | None = None) -> ChatRunt
     Raises:
         AiforgeError: the bundle is not a chat bundle (or cannot be loaded).
     """
-    from aiforge.bundle.runtime import Runtime
 
     rt = Runtime.load(bundle, home=home)
     if not isinstance(rt, ChatRuntime):

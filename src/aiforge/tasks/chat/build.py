@@ -17,8 +17,10 @@ import numpy as np
 from aiforge.bundle.parts import Parity
 from aiforge.bundle.registry import Registry
 from aiforge.errors import AiforgeError, DataError
+from aiforge.hub.encoder_export import cached_encoder
 from aiforge.hub.onnx_encoder import ENCODER_GRAPH, ENCODER_TOKENIZER, OnnxEncoder
 from aiforge.progress import progress_bar
+from aiforge.tasks.chat.actions import get_action, import_action_modules
 from aiforge.tasks.chat.data import chunk_text, extract_text, find_files, sentence_spans
 from aiforge.tasks.chat.fitted import ChatFitResult
 from aiforge.tasks.chat.index import IndexRows, KnowledgeIndex
@@ -120,7 +122,6 @@ def train_intents(spec: IntentsSpec, encoder: OnnxEncoder, *, fallback_oos: np.n
     Raises:
         DataError: too few examples to calibrate.
     """
-    from aiforge.tasks.chat.actions import get_action, import_action_modules
 
     import_action_modules()
     labels = [i.name for i in spec.items]
@@ -155,7 +156,6 @@ def build_chat(spec: ChatSpec, *, registry: Registry | None = None, progress: bo
         DataError: a knowledge path is missing or a file unreadable.
         ExportError: the encoder export failed its parity check.
     """
-    from aiforge.hub.encoder_export import cached_encoder
 
     start = time.perf_counter()
     encoder_dir, parity = cached_encoder(spec.backbone)  # parity as the hub's parity.json stores it

@@ -43,6 +43,7 @@ def register(app: typer.Typer) -> None:
         """Build or update a chat bundle's knowledge index (only changed files are re-embedded)."""
         from rich.console import Console
 
+        # lazy: tokenizers/onnxruntime stay out of the CLI's start-up
         from aiforge.tasks.chat.api import index_folder
         from aiforge.tasks.chat.task import ChatTask
 
@@ -65,6 +66,7 @@ def register(app: typer.Typer) -> None:
         """Ask a chat bundle questions: one-shot with --ask, or an interactive session."""
         from rich.console import Console
 
+        # lazy: tokenizers/onnxruntime stay out of the CLI's start-up
         from aiforge.tasks.chat.api import load_chat
 
         rt = load_chat(bundle, home=home)
@@ -97,6 +99,7 @@ def register(app: typer.Typer) -> None:
 
         from rich.console import Console
 
+        # lazy: tokenizers/onnxruntime stay out of the CLI's start-up
         from aiforge.tasks.chat.api import run_demo
 
         console = Console()

@@ -24,6 +24,8 @@ from typing import Any, Protocol
 import numpy as np
 
 from aiforge.errors import BackboneError, GenerationError
+from aiforge.hub.catalog import offline_env
+from aiforge.tasks.chat.index import _STOP
 
 __all__ = [
     "SYSTEM_PROMPT",
@@ -156,7 +158,6 @@ class ExtractiveGenerator:
 
 
 def _content_words(text: str) -> set[str]:
-    from aiforge.tasks.chat.index import _STOP
 
     return {w[:5] for w in re.findall(r"[a-z0-9]+", text.lower()) if w not in _STOP and len(w) > 2}
 
@@ -198,7 +199,6 @@ def load_local_model() -> tuple[Any, Any]:
     """(tokenizer, model) of SmolLM2-135M-Instruct, loaded once per process (PyTorch imported here)."""
     with _LOAD_LOCK:
         if "smollm2" not in _MODELS:
-            from aiforge.hub.catalog import offline_env
 
             offline_env()
             from transformers import AutoModelForCausalLM, AutoTokenizer

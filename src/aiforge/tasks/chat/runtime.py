@@ -21,11 +21,13 @@ from aiforge.bundle.format import BundleManifest
 from aiforge.bundle.runtime import ItemLimits, Runtime
 from aiforge.errors import BundleError, GenerationError, InputError
 from aiforge.hub.onnx_encoder import OnnxEncoder
+from aiforge.tasks.chat.actions import ActionContext, get_action, import_action_modules
 from aiforge.tasks.chat.generate import (
     ExtractiveGenerator,
     GenerationRequest,
     Generator,
     Passage,
+    load_local_model,
     make_generator,
 )
 from aiforge.tasks.chat.index import Hit, KnowledgeIndex
@@ -102,7 +104,6 @@ class ChatRuntime(Runtime):
     def __init__(self, path: Path, manifest: BundleManifest, *, threads: int | None = None,
                  sessions: SessionStore | None = None) -> None:
         super().__init__(path, manifest)
-        from aiforge.tasks.chat.actions import import_action_modules
 
         p = self.pipeline
         try:
@@ -119,7 +120,6 @@ class ChatRuntime(Runtime):
         import_action_modules()
         self.intents = IntentModel.load(path)
         if self.intents is not None:
-            from aiforge.tasks.chat.actions import get_action
 
             for h in self.intents.handlers.values():
                 if h.get("action"):
@@ -166,7 +166,6 @@ class ChatRuntime(Runtime):
     def warmup(self) -> None:
         self.embed(["warm up", "a slightly longer sentence to warm up the encoder graph"])
         if self.generation.get("backend") == "local":
-            from aiforge.tasks.chat.generate import load_local_model
 
             load_local_model()
 
@@ -253,7 +252,6 @@ class ChatRuntime(Runtime):
                     return turn("intent", question, [], iter([str(handler["response"])]), intent=intent,
                                 confidence=confidence)
                 if handler.get("action"):
-                    from aiforge.tasks.chat.actions import ActionContext, get_action
 
                     ctx = ActionContext(question, intent, confidence, self.describe())
                     text = get_action(str(handler["action"]))(ctx)

@@ -19,6 +19,7 @@ from aiforge.data.splits import stratified_split
 from aiforge.errors import DataError
 from aiforge.tasks.image.dataset import ImageDataset, read_idx
 from aiforge.tasks.image.decode import open_image_file
+from aiforge.tasks.image.spec import ImageDataSpec
 
 __all__ = ["IMAGE_SUFFIXES", "ImageSplits", "load_image_dataset", "load_image_splits"]
 
@@ -147,7 +148,6 @@ def load_image_splits(data: object, *, seed: int) -> ImageSplits:
         DataError: any data check failed (see :func:`load_image_dataset`), a class has too few
             images, or the test set holds a class the training set lacks.
     """
-    from aiforge.tasks.image.spec import ImageDataSpec
 
     if not isinstance(data, ImageDataSpec):
         raise TypeError("load_image_splits takes an ImageDataSpec")

@@ -37,6 +37,8 @@ from aiforge.tasks.image.dataset import ImageDataset
 from aiforge.tasks.image.fallback import FALLBACK_KEY, guarded, min_margin_for
 from aiforge.tasks.image.model import ProbabilityGraph
 from aiforge.tasks.image.preprocess import AugmentConfig, augment, preprocess_batch
+from aiforge.tasks.image.report import image_card, write_report
+from aiforge.tasks.image.samples import sample_photos
 from aiforge.tasks.image.spec import ImageSpec
 
 if TYPE_CHECKING:
@@ -150,8 +152,6 @@ def parity_images(fitted: FittedImageClassifier, splits: ImageSplits | None) -> 
         tuning = _concat(parts) if parts else calibration
         return ExportImages(parity, calibration, tuning)
     from PIL import Image
-
-    from aiforge.tasks.image.samples import sample_photos
 
     rng = np.random.default_rng(seed)
     photos = [Image.fromarray(a) for a in sample_photos().values()]
@@ -406,7 +406,6 @@ def write_image_bundle(staged: Path, *, spec: ImageSpec, result: ImageFitResult)
     Raises:
         ExportError: export failed or the fp32 graph does not match PyTorch.
     """
-    from aiforge.tasks.image.report import image_card, write_report
 
     fitted, splits = result.fitted, result.splits
     parity = export_image_classifier(fitted, staged, parity_images(fitted, splits))

@@ -6,6 +6,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from aiforge.errors import DataError
+from aiforge.tasks.image.dataset import read_idx
+
 if TYPE_CHECKING:
     pass
 
@@ -32,7 +35,6 @@ def fashion_mnist_paths(split: str = "train", *, directory: Path | None = None) 
     Raises:
         DataError: the files are not there (the message says how to install them).
     """
-    from aiforge.errors import DataError
 
     folder = directory or FASHION_MNIST_DIR
     if split not in FASHION_MNIST_FILES:
@@ -52,7 +54,6 @@ def load_fashion_mnist(split: str = "train", *, directory: Path | None = None) -
     Raises:
         DataError: the data set is not installed or a file is damaged.
     """
-    from aiforge.tasks.image.dataset import read_idx
 
     images, labels = fashion_mnist_paths(split, directory=directory)
     return read_idx(images), [FASHION_MNIST_LABELS[int(y)] for y in read_idx(labels)]

@@ -27,6 +27,7 @@ from aiforge.spec import BaseSpec
 from aiforge.tables import metrics_table, per_class_table
 from aiforge.tasks.base import check_spec, parity_line
 from aiforge.tasks.image.data import load_image_splits
+from aiforge.tasks.image.export import write_image_bundle
 from aiforge.tasks.image.fitted import FittedImageClassifier, ImageFitResult
 from aiforge.tasks.image.model import ImageClassifier, imagenet_head, imagenet_labels, load_efficientnet, make_head
 from aiforge.tasks.image.preprocess import AugmentConfig, ImageConfig
@@ -114,7 +115,6 @@ class ImageClassificationTask:
         Raises:
             ExportError: export failed or fp32 parity did not hold.
         """
-        from aiforge.tasks.image.export import write_image_bundle
 
         spec = check_spec(spec, ImageSpec)
         return export_bundle(registry, spec, partial(write_image_bundle, spec=spec, result=result))

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 from scipy import sparse
 
-from aiforge.audit.checks import Measured
+from aiforge.audit.checks import Measured, stored_spec
 from aiforge.audit.gates import Gate, Measurements, ReleaseGates
 from aiforge.audit.report import CheckReport, ReportTable
 from aiforge.bundle.runtime import Runtime
@@ -51,7 +51,6 @@ def _rec_runtime(rt: Runtime) -> RecommendRuntime:
 
 def _spec(rt: Runtime, spec: BaseSpec | None = None) -> RecommendSpec:
     if spec is None:
-        from aiforge.audit.checks import stored_spec
 
         spec = stored_spec(rt)
     if not isinstance(spec, RecommendSpec):

@@ -8,7 +8,10 @@ from typing import Annotated
 
 import typer
 
+from aiforge.app import load
+from aiforge.errors import AiforgeError, InputError
 from aiforge.options import HomeOpt
+from aiforge.tasks.recommend.runtime import RecommendRuntime
 
 __all__ = ["register"]
 
@@ -25,9 +28,6 @@ def recommend(
     home: HomeOpt = None,
 ) -> None:
     """Recommend items for a user or for a new user's liked items; JSON on stdout."""
-    from aiforge.app import load
-    from aiforge.errors import AiforgeError, InputError
-    from aiforge.tasks.recommend.runtime import RecommendRuntime
 
     rt = load(bundle, home=home)
     if not isinstance(rt, RecommendRuntime):
@@ -47,9 +47,6 @@ def similar(
     home: HomeOpt = None,
 ) -> None:
     """Items most liked together with ITEM (or closest in content); JSON on stdout."""
-    from aiforge.app import load
-    from aiforge.errors import AiforgeError
-    from aiforge.tasks.recommend.runtime import RecommendRuntime
 
     rt = load(bundle, home=home)
     if not isinstance(rt, RecommendRuntime):

@@ -17,6 +17,7 @@ from scipy import sparse
 
 from aiforge.data.readers import read_table
 from aiforge.errors import DataError
+from aiforge.tasks.recommend.movielens import movielens
 
 __all__ = ["Interactions", "Split", "holdout", "load_interactions", "split_interactions", "to_interactions"]
 
@@ -184,7 +185,6 @@ def load_interactions(data: Any, *, base: str = "<spec>") -> Interactions:
         DataError: a file is missing or unreadable, or a check failed.
     """
     if data.sample == "movielens":
-        from aiforge.tasks.recommend.movielens import movielens
 
         ratings, items = movielens()
         return to_interactions(ratings, items, columns=data.columns, item_columns=data.item_columns,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from aiforge.hub.catalog import get_backbone
 from aiforge.progress import progress_bar
 
 __all__ = ["embed_texts"]
@@ -16,7 +17,7 @@ def embed_texts(texts: list[str], *, backbone: str = "minilm-l6", max_length: in
     Raises:
         BackboneError: the backbone is unknown or its package is missing.
     """
-    from aiforge.hub.catalog import get_backbone
+    # lazy: torch is imported only when an encoder is exported or run in PyTorch
     from aiforge.hub.text_encoder import TextEncoder, load_tokenizer
 
     bb = get_backbone(backbone)

@@ -18,6 +18,7 @@ from aiforge.tasks.recommend.graph import (
     permute,
     write_faiss_index,
 )
+from aiforge.tasks.recommend.report import rerank_report_html
 from aiforge.tasks.recommend.scoring import ScoringParts
 from aiforge.tasks.recommend.spec import RecommendSpec
 from aiforge.version import __version__
@@ -86,7 +87,6 @@ def write_recommender(staged: Path, *, spec: RecommendSpec, result: RecommendFit
         ExportError: the graph's scores differ from numpy's.
         SpecError: faiss asked for a model it cannot serve.
     """
-    from aiforge.tasks.recommend.report import rerank_report_html
 
     data, parts = result.data, result.parts
     faiss = use_faiss(spec, parts)

@@ -19,8 +19,9 @@ from typing import Any
 
 import numpy as np
 
+from aiforge.bundle.runtime import onnx_session
 from aiforge.errors import ExportError
-from aiforge.tasks.recommend.scoring import EXCLUDED, OUTSIDE, ScoringParts, score_rows
+from aiforge.tasks.recommend.scoring import EXCLUDED, OUTSIDE, ScoringParts, score_rows, top_k
 
 __all__ = ["build_graph", "bundle_order", "check_parity", "faiss_ready", "history_indices", "permute",
            "write_faiss_index"]
@@ -172,8 +173,6 @@ def check_parity(parts: ScoringParts, graph_path: Path, history: np.ndarray, exc
     Raises:
         ExportError: scores differ by more than 1e-4 or the top items disagree.
     """
-    from aiforge.bundle.runtime import onnx_session
-    from aiforge.tasks.recommend.scoring import top_k
 
     session = onnx_session(graph_path, threads=1)
     feeds: dict[str, np.ndarray] = {"history": history_indices([np.flatnonzero(r) for r in history], parts.n_items),

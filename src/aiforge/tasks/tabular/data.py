@@ -11,6 +11,7 @@ import pandas as pd
 from aiforge.data.readers import read_table
 from aiforge.data.splits import stratified_split
 from aiforge.errors import DataError
+from aiforge.tasks.tabular.samples import load_sample
 from aiforge.tasks.tabular.schema import MISSING_CATEGORY, Column, TabularSchema, finish_columns
 
 __all__ = ["TabularData", "TabularFrame", "frame_columns", "load_tabular"]
@@ -73,7 +74,6 @@ def load_tabular(spec: Any, *, seed: int = 0) -> TabularData:
     """
     d = spec.data
     if d.sample is not None:
-        from aiforge.tasks.tabular.samples import load_sample
 
         s = load_sample(d.sample)
         train_df, test_df = s.train, s.test

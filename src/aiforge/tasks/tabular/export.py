@@ -19,6 +19,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from aiforge.bundle.parts import Parity
+from aiforge.bundle.runtime import onnx_session
 from aiforge.errors import ExportError
 from aiforge.tasks.tabular.models import TabularModel
 from aiforge.tasks.tabular.schema import TabularSchema
@@ -213,7 +214,6 @@ def _threshold_graph(model: TabularModel, schema: TabularSchema, feats: list[str
 
 def onnx_proba(path: Path, feed: dict[str, np.ndarray]) -> np.ndarray:
     """Positive-class probability from a tabular graph (used by the parity check)."""
-    from aiforge.bundle.runtime import onnx_session
 
     session = onnx_session(path, threads=None)
     return np.asarray(session.run(["probabilities"], feed)[0][:, 1], dtype=np.float64)

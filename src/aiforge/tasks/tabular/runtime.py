@@ -10,9 +10,12 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from aiforge.audit.metrics import classification_metrics
 from aiforge.bundle.format import BundleManifest
 from aiforge.bundle.runtime import ItemLimits, Runtime, onnx_session
+from aiforge.data.readers import read_table
 from aiforge.errors import BundleError, DataError, InputError
+from aiforge.tasks.tabular.data import frame_columns
 from aiforge.tasks.tabular.schema import TabularSchema, finish_columns, records_to_columns
 
 if TYPE_CHECKING:
@@ -162,14 +165,11 @@ class TabularRuntime(Runtime):
     # --- CLI surface ----------------------------------------------------------------------
 
     def _frame_feed(self, path: str | Path) -> tuple[Any, dict[str, np.ndarray]]:
-        from aiforge.data.readers import read_table
-        from aiforge.tasks.tabular.data import frame_columns
 
         df = read_table(Path(path), infer_types=True)
         return df, frame_columns(df, self.schema, str(path))
 
     def evaluate_file(self, path: str | Path, *, columns: Mapping[str, str] | None = None) -> Metrics:
-        from aiforge.audit.metrics import classification_metrics
 
         label = (columns or {}).get("label") or self.label_column
         df, feed = self._frame_feed(path)

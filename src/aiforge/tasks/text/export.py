@@ -13,6 +13,7 @@ from aiforge.data.splits import stratified_split
 from aiforge.errors import ExportError
 from aiforge.hub.text_encoder import iter_batches
 from aiforge.optimize.onnx_export import export_onnx
+from aiforge.optimize.quantize import quantize_with_parity
 from aiforge.tasks.text.card import text_classifier_card
 from aiforge.tasks.text.data import TextDataset
 from aiforge.tasks.text.model import ProbabilityGraph
@@ -94,7 +95,6 @@ def export_text_classifier(fitted: FittedTextClassifier, directory: Path, *, par
     }
     int8 = None
     if opt.quantize:
-        from aiforge.optimize.quantize import quantize_with_parity
 
         outcome: dict[str, np.ndarray] = {}
 

@@ -16,7 +16,9 @@ if TYPE_CHECKING:
 
     from aiforge.audit.metrics import Metrics
 
+from aiforge.audit.metrics import classification_metrics
 from aiforge.bundle.runtime import ItemLimits, Runtime, onnx_session
+from aiforge.tasks.text.data import check_test_labels, load_text_dataset
 
 __all__ = ["TextRuntime"]
 
@@ -92,8 +94,6 @@ class TextRuntime(Runtime):
         self.predict(["warm up", "a slightly longer sentence to warm up the graph for longer inputs"])
 
     def evaluate_file(self, path: str | Path, *, columns: Mapping[str, str] | None = None) -> Metrics:
-        from aiforge.audit.metrics import classification_metrics
-        from aiforge.tasks.text.data import check_test_labels, load_text_dataset
 
         cols = {**self.manifest.extra.get("columns", {}), **(columns or {})}
         ds = load_text_dataset(path, text_column=cols.get("text", "text"), label_column=cols.get("label", "label"))
@@ -101,7 +101,6 @@ class TextRuntime(Runtime):
         return classification_metrics(ds.labels, self.predict_proba(ds.texts), self.labels)
 
     def predict_file(self, path: str | Path, *, columns: Mapping[str, str] | None = None) -> list[dict[str, Any]]:
-        from aiforge.tasks.text.data import load_text_dataset
 
         p = Path(path)
         if p.suffix.lower() == ".txt":
