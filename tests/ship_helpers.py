@@ -29,6 +29,6 @@ def register_with_gates(bundle: Path, home: Path, gates: dict[str, Any]) -> Path
     assert not (staged / MANIFEST).exists()
     extra = dict(manifest.extra)
     extra["spec"] = {**extra["spec"], "gates": gates}
-    record, _ = registry.add(staged, name=manifest.name, task=manifest.task, extra=extra,
+    record = registry.add(staged, name=manifest.name, task=manifest.task, extra=extra,
                              metrics=dict(extra.get("metrics", {})))
     return record.path

@@ -116,7 +116,7 @@ def recommend_all(rt: RecommendRuntime, users: np.ndarray, k: int, *, chunk: int
     for start in range(0, len(users), chunk):
         block = users[start:start + chunk]
         queries = [rt.query(user=rt.user_ids[int(u)], k=k) for u in block]
-        for r, (q, ranked) in enumerate(zip(queries, rt.predict_proba(queries), strict=True)):
+        for r, (q, ranked) in enumerate(zip(queries, rt.run_batch(queries), strict=True)):
             ids = [j for j, _ in ranked]
             # a list falls short only when the user has seen almost the whole catalogue; pad with a seen item
             filler = int(q.history[0]) if len(q.history) else (ids[-1] if ids else 0)
@@ -215,7 +215,7 @@ class RecommendChecks:
         length = np.diff(rec_rt.indptr)[held.users]
         user = rec_rt.user_ids[int(held.users[np.argsort(length, kind="stable")[len(length) // 2]])]
         k = rspec.model.k
-        return Measured(m.to_dict(), lambda: rec_rt.predict_proba([rec_rt.query(user=user, k=k)]), source=held.source)
+        return Measured(m.to_dict(), lambda: rec_rt.run_batch([rec_rt.query(user=user, k=k)]), source=held.source)
 
 
 CHECKS = RecommendChecks()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -11,8 +11,10 @@ import pandas as pd
 from aiforge.tasks.tabular.data import (
     TabularData,
 )
-from aiforge.tasks.tabular.models import TabularModel
 from aiforge.tasks.tabular.schema import TabularSchema
+
+if TYPE_CHECKING:  # scikit-learn stays out of the torch-free audit path that reads TabularAudit
+    from aiforge.tasks.tabular.models import TabularModel
 
 __all__ = ["TabularAudit", "TabularFitResult"]
 
