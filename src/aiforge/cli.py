@@ -15,7 +15,7 @@ from rich.table import Table
 from aiforge.app import App, load, predict_file
 from aiforge.audit.checks import audit_bundle, evaluate_bundle
 from aiforge.audit.ship import ship as run_ship
-from aiforge.bundle.registry import Registry
+from aiforge.bundle.registry import Registry, verify as verify_bundle
 from aiforge.errors import AiforgeError
 from aiforge.options import HomeOpt, out
 from aiforge.tasks.registry import KINDS, resolve
@@ -234,6 +234,17 @@ def registry_show(
     base, _, version = name.partition(":")
     manifest = reg.manifest(base, version or None)
     sys.stdout.write(json.dumps(manifest.to_dict(), indent=2) + "\n")
+
+
+@app.command()
+def verify(
+    bundle: Annotated[str, typer.Argument(help="Bundle folder, NAME or NAME:VERSION (any kind).")],
+    home: HomeOpt = None,
+) -> None:
+    """Check a bundle as loading does: its manifest's digest (and signature, with AIFORGE_SIGNING_KEY set),
+    every file's sha256, no unlisted file, every file pipeline.json names. Exits 1 naming what is wrong."""
+
+    out.print(verify_bundle(bundle, home=home).summary(), highlight=False, soft_wrap=True)
 
 
 @app.command()

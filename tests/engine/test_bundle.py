@@ -13,7 +13,7 @@ import pytest
 
 import aiforge
 from aiforge.bundle import FORMAT_VERSION, Parity, Registry, Runtime, read_manifest
-from aiforge.bundle.format import MANIFEST, sha256_file
+from aiforge.bundle.format import MANIFEST, manifest_digest, sha256_file
 from aiforge.errors import BundleError, ChecksumError, InputError, RegistryError
 from aiforge.tasks.text.data import load_text_dataset
 
@@ -40,7 +40,8 @@ def bundle_copy(trained_bundle, tmp_path: Path) -> Path:
 def test_manifest_lists_every_file_with_checksum_and_size(trained_bundle) -> None:
     path = trained_bundle.export.path
     raw = json.loads((path / MANIFEST).read_text(encoding="utf-8"))
-    assert raw["format_version"] == FORMAT_VERSION == 1
+    assert raw["format_version"] == FORMAT_VERSION == 2
+    assert raw["digest"] == manifest_digest(raw)
     assert raw["name"] == trained_bundle.name
     assert raw["version"] == "1"
     on_disk = sorted(p.relative_to(path).as_posix() for p in path.rglob("*") if p.is_file() and p.name != MANIFEST)
