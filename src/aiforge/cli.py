@@ -250,7 +250,8 @@ def verify(
 @app.command()
 def serve(
     bundles: Annotated[list[str], typer.Argument(help="Bundle folders, NAME or NAME:VERSION (one or more).")],
-    host: Annotated[str | None, typer.Option(help="Address to bind [default: 127.0.0.1].")] = None,
+    host: Annotated[str | None, typer.Option(help="Address to bind [default: $AIFORGE_HOST, else 127.0.0.1; "
+                                                   "never the bundle's].")] = None,
     port: Annotated[int | None, typer.Option(help="TCP port [default: 8000].")] = None,
     max_batch_size: Annotated[int | None, typer.Option(help="Items per model batch [default: spec or 64].")] = None,
     max_wait_ms: Annotated[float | None, typer.Option(help="Longest wait for a batch [default: spec or 5].")] = None,

@@ -327,3 +327,37 @@ def test_server_config_takes_the_bundles_serve_block_and_cli_wins(trained_bundle
     assert cfg.max_wait_ms == spec_serve["max_wait_ms"]
     with pytest.raises(AiforgeError, match="max-batch-size"):
         server_config([str(trained_bundle.export.path)], max_batch_size=0)
+
+
+# ----- who chooses the bind address (issue 16, item 6) -------------------------------------------
+
+
+def _register_copy(bundle: Path, home: Path, *, serve: dict[str, Any]) -> Path:
+    """A copy of ``bundle`` registered at ``home`` with ``serve`` merged into its stored spec (a real export)."""
+    import shutil
+
+    from aiforge.bundle import Registry, read_manifest
+
+    manifest = read_manifest(bundle)
+    registry = Registry(home)
+    staged = registry.staging_dir()
+    for rel in manifest.files:
+        (staged / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(bundle / rel, staged / rel)
+    extra = dict(manifest.extra)
+    extra["spec"] = {**extra["spec"], "serve": {**extra["spec"]["serve"], **serve}}
+    return registry.add(staged, name=manifest.name, task=manifest.task, extra=extra).path
+
+
+def test_a_bundle_never_chooses_the_bind_address(german, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from aiforge.serve.config import server_config
+
+    monkeypatch.delenv("AIFORGE_HOST", raising=False)
+    bundle = str(_register_copy(german.path, tmp_path / "home", serve={"host": "0.0.0.0", "port": 8765,
+                                                                       "max_batch_size": 9}))
+    cfg = server_config([bundle])
+    assert cfg.host == "127.0.0.1"  # not the bundle's 0.0.0.0
+    assert (cfg.port, cfg.max_batch_size) == (8765, 9)  # its port and batching settings still apply
+    monkeypatch.setenv("AIFORGE_HOST", "127.0.0.2")
+    assert server_config([bundle]).host == "127.0.0.2"  # the operator's environment
+    assert server_config([bundle], host="::1").host == "::1"  # the command line wins
