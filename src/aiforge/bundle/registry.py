@@ -96,15 +96,22 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def _old(path: Path) -> bool:
+    try:
+        return time.time() - path.lstat().st_mtime > STALE_UNOWNED_S
+    except FileNotFoundError:  # removed meanwhile (by its writer, or another cleaner)
+        return False
+
+
 def _owner_gone(owner: Path, folder: Path) -> bool:
     """True when the process that made ``folder`` has exited (or, with no owner record, the folder is old)."""
     try:
         record = json.loads(owner.read_text(encoding="utf-8"))
         pid, host, started = int(record["pid"]), str(record["host"]), record.get("started")
     except (OSError, ValueError, KeyError, TypeError):
-        return time.time() - folder.lstat().st_mtime > STALE_UNOWNED_S
+        return _old(folder)
     if host != socket.gethostname():  # another machine's export on a shared home: its pids mean nothing here
-        return time.time() - folder.lstat().st_mtime > STALE_UNOWNED_S
+        return _old(folder)
     if pid == os.getpid():
         return False
     return not _alive(pid) or (started is not None and _process_start(pid) not in (None, started))
@@ -168,7 +175,7 @@ class Registry:
         removed = []
         for entry in sorted(root.iterdir()):
             if entry.suffix == ".owner":
-                if not (root / entry.stem).exists() and _owner_gone(entry, entry):
+                if entry.exists() and not (root / entry.stem).exists() and _owner_gone(entry, entry):
                     entry.unlink(missing_ok=True)  # a writer killed between its record and its folder
                 continue
             owner = root / f"{entry.name}.owner"
