@@ -361,3 +361,59 @@ def test_a_bundle_never_chooses_the_bind_address(german, tmp_path: Path, monkeyp
     monkeypatch.setenv("AIFORGE_HOST", "127.0.0.2")
     assert server_config([bundle]).host == "127.0.0.2"  # the operator's environment
     assert server_config([bundle], host="::1").host == "::1"  # the command line wins
+
+
+# ----- a bundle that fails to load (issue 16, item 9) --------------------------------------------
+
+
+def _broken_copy(bundle: Path, tmp_path: Path) -> Path:
+    """A copy of ``bundle`` whose card.md was changed after export: loading refuses it."""
+    import shutil
+
+    broken = Path(shutil.copytree(bundle, tmp_path / "broken"))
+    (broken / "card.md").write_text("# edited after export\n", encoding="utf-8")
+    return broken
+
+
+def _wait_loaded(client: Any, deadline_s: float = 30.0) -> httpx.Response:
+    """The first /v2/health/ready answer that is not 'still loading' (the old server stayed there forever)."""
+    started = time.monotonic()
+    while True:
+        r = client.get("/v2/health/ready")
+        if r.json() != {"ready": False}:
+            return r
+        assert time.monotonic() - started < deadline_s, "still 'loading' after 30 s: the load error is not reported"
+        time.sleep(0.05)
+
+
+def test_a_bundle_that_fails_to_load_is_reported_and_the_others_serve(german, records, tmp_path: Path) -> None:
+    from fastapi.testclient import TestClient
+
+    broken = _broken_copy(german.path, tmp_path)
+    with TestClient(create_app([german.path, broken])) as client:
+        r = _wait_loaded(client)
+        assert r.status_code == 503
+        [failure] = r.json()["errors"]
+        assert r.json()["ready"] is False and failure["source"] == str(broken)
+        assert "'card.md'" in failure["error"] and "does not match its sha256" in failure["error"]
+        listing = client.get("/v1/models")
+        assert listing.status_code == 200
+        assert listing.json()["ready"] is False and listing.json()["errors"] == [failure]
+        name = german.export.record.name
+        assert [m["name"] for m in listing.json()["models"]] == [name]
+        r = client.post(f"/v1/models/{name}/predict", json={"inputs": records[:2]})
+        assert r.status_code == 200 and len(r.json()["predictions"]) == 2  # the bundle that loaded serves
+        r = client.get("/v2/models/other")
+        assert r.status_code == 503 and "failed to load" in r.json()["error"] and "card.md" in r.json()["error"]
+
+
+def test_serve_exits_non_zero_when_no_model_loads(german, tmp_path: Path) -> None:
+    from aiforge.serve.loadgen import aiforge_server_args, free_port
+
+    broken = _broken_copy(german.path, tmp_path)
+    proc = subprocess.run(aiforge_server_args([str(broken)], port=free_port()), capture_output=True, text=True,
+                          timeout=90, env=server_env(german.home))
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: no model could be loaded") and "'card.md'" in last, proc.stderr[-3000:]
