@@ -15,7 +15,8 @@ from rich.table import Table
 from aiforge.app import App, load, predict_file
 from aiforge.audit.checks import audit_bundle, evaluate_bundle
 from aiforge.audit.ship import ship as run_ship
-from aiforge.bundle.registry import Registry, verify as verify_bundle
+from aiforge.bundle.registry import Registry
+from aiforge.bundle.registry import verify as verify_bundle
 from aiforge.errors import AiforgeError
 from aiforge.options import HomeOpt, out
 from aiforge.tasks.registry import KINDS, resolve
