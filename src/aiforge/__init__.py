@@ -9,7 +9,7 @@ Importing aiforge does not import torch; training does, on first use.
 """
 
 from aiforge.app import App, ExportResult, __version__, evaluate, load, predict_file
-from aiforge.bundle import Registry, Runtime
+from aiforge.bundle import Registry, Runtime, verify
 from aiforge.errors import (
     AiforgeError,
     BackboneError,
@@ -67,4 +67,5 @@ __all__ = [
     "load",
     "predict_file",
     "serve",
+    "verify",
 ]

@@ -16,6 +16,7 @@ from aiforge.app import App, load, predict_file
 from aiforge.audit.checks import audit_bundle, evaluate_bundle
 from aiforge.audit.ship import ship as run_ship
 from aiforge.bundle.registry import Registry
+from aiforge.bundle.registry import verify as verify_bundle
 from aiforge.errors import AiforgeError
 from aiforge.options import HomeOpt, out
 from aiforge.tasks.registry import KINDS, resolve
@@ -237,9 +238,21 @@ def registry_show(
 
 
 @app.command()
+def verify(
+    bundle: Annotated[str, typer.Argument(help="Bundle folder, NAME or NAME:VERSION (any kind).")],
+    home: HomeOpt = None,
+) -> None:
+    """Check a bundle as loading does: its manifest's digest (and signature, with AIFORGE_SIGNING_KEY set),
+    every file's sha256, no unlisted file, every file pipeline.json names. Exits 1 naming what is wrong."""
+
+    out.print(verify_bundle(bundle, home=home).summary(), highlight=False, soft_wrap=True)
+
+
+@app.command()
 def serve(
     bundles: Annotated[list[str], typer.Argument(help="Bundle folders, NAME or NAME:VERSION (one or more).")],
-    host: Annotated[str | None, typer.Option(help="Address to bind [default: 127.0.0.1].")] = None,
+    host: Annotated[str | None, typer.Option(help="Address to bind [default: $AIFORGE_HOST, else 127.0.0.1; "
+                                                   "never the bundle's].")] = None,
     port: Annotated[int | None, typer.Option(help="TCP port [default: 8000].")] = None,
     max_batch_size: Annotated[int | None, typer.Option(help="Items per model batch [default: spec or 64].")] = None,
     max_wait_ms: Annotated[float | None, typer.Option(help="Longest wait for a batch [default: spec or 5].")] = None,

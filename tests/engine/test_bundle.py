@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import signal
+import subprocess
+import sys
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -13,7 +18,7 @@ import pytest
 
 import aiforge
 from aiforge.bundle import FORMAT_VERSION, Parity, Registry, Runtime, read_manifest
-from aiforge.bundle.format import MANIFEST, sha256_file
+from aiforge.bundle.format import MANIFEST, manifest_digest, sha256_file
 from aiforge.errors import BundleError, ChecksumError, InputError, RegistryError
 from aiforge.tasks.text.data import load_text_dataset
 
@@ -40,7 +45,8 @@ def bundle_copy(trained_bundle, tmp_path: Path) -> Path:
 def test_manifest_lists_every_file_with_checksum_and_size(trained_bundle) -> None:
     path = trained_bundle.export.path
     raw = json.loads((path / MANIFEST).read_text(encoding="utf-8"))
-    assert raw["format_version"] == FORMAT_VERSION == 1
+    assert raw["format_version"] == FORMAT_VERSION == 2
+    assert raw["digest"] == manifest_digest(raw)
     assert raw["name"] == trained_bundle.name
     assert raw["version"] == "1"
     on_disk = sorted(p.relative_to(path).as_posix() for p in path.rglob("*") if p.is_file() and p.name != MANIFEST)
@@ -267,3 +273,95 @@ def test_length_groups_cover_every_index_once_and_bound_padding() -> None:
         assert 1 <= len(g) <= 32
         assert lengths[g].max() <= lengths[g].min() * 1.2 + 2
     assert len(groups) > 500 // 32  # cut by length, not only by size
+
+
+# --- staging: kill -9 mid-export, and never loading an unfinished export (issue 16, item 9) ---------------
+
+_EXPORTER = """
+import sys, time
+from aiforge.bundle import BundleParts, Parity, Registry, export_bundle
+from aiforge.spec import BaseSpec
+
+def write(staged):
+    (staged / "weights.bin").write_bytes(bytes(4 << 20))
+    print(staged, flush=True)
+    time.sleep(300)  # killed here, mid-export
+    raise SystemExit("not killed")
+
+spec = BaseSpec.from_dict({"name": "killed", "task": "recommendation", "data": {"sample": "movielens"}})
+export_bundle(Registry(sys.argv[1]), spec, write)
+"""
+
+
+def _exporter(home: Path) -> tuple[subprocess.Popen[str], Path]:
+    """A child process stopped inside an export, and its staging folder."""
+    proc = subprocess.Popen([sys.executable, "-c", _EXPORTER, str(home)], stdout=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    assert proc.stdout is not None
+    staged = Path(proc.stdout.readline().strip())
+    assert staged.is_dir() and staged.parent == home / ".staging", staged
+    return proc, staged
+
+
+def _small_export(home: Path) -> Path:
+    from aiforge.bundle import BundleParts, export_bundle
+    from aiforge.spec import BaseSpec
+
+    def write(staged: Path) -> BundleParts:
+        (staged / "graph.onnx").write_bytes(b"graph")
+        return BundleParts(pipeline={"graph": "graph.onnx"}, metrics={}, card="# next\n",
+                           parity=Parity(samples=1, max_abs_diff=0.0), headline={})
+
+    spec = BaseSpec.from_dict({"name": "next", "task": "recommendation", "data": {"sample": "movielens"}})
+    return export_bundle(Registry(home), spec, write).path
+
+
+def test_kill_9_mid_export_is_cleaned_at_the_next_registry_write(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    killed, dead_folder = _exporter(home)
+    live, live_folder = _exporter(home)
+    try:
+        killed.send_signal(signal.SIGKILL)
+        killed.wait(timeout=30)
+        assert dead_folder.is_dir()  # kill -9 leaves it behind...
+
+        exported = _small_export(home)  # ...until the next registry write
+
+        assert not dead_folder.exists()
+        assert live_folder.is_dir() and (live_folder / "weights.bin").stat().st_size == 4 << 20  # a live export's
+        assert read_manifest(exported).name == "next"
+        assert sorted(p.name for p in (home / ".staging").iterdir()) == sorted([live_folder.name,
+                                                                                f"{live_folder.name}.owner"])
+    finally:
+        live.kill()
+        live.wait(timeout=30)
+    Registry(home).clean_staging()
+    assert list((home / ".staging").iterdir()) == []
+
+
+def test_staging_folders_without_an_owner_go_only_when_old(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    old, fresh = home / ".staging" / ("a" * 32), home / ".staging" / ("b" * 32)  # made before owners were recorded
+    for folder in (old, fresh):
+        folder.mkdir(parents=True)
+        (folder / "weights.bin").write_bytes(b"x")
+    two_days_ago = time.time() - 2 * 86400
+    os.utime(old, (two_days_ago, two_days_ago))
+    _small_export(home)
+    assert not old.exists() and fresh.is_dir()
+
+
+def test_a_folder_in_staging_is_never_loaded(trained_bundle, tmp_path: Path) -> None:
+    """A kill between writing the manifest and the rename leaves a complete bundle in .staging: refused."""
+    from aiforge.bundle.format import write_manifest
+
+    registry = Registry(tmp_path / "home")
+    staged = registry.staging_dir()
+    manifest = read_manifest(trained_bundle.export.path)
+    for rel in manifest.files:
+        (staged / rel).parent.mkdir(parents=True, exist_ok=True)
+        os.link(trained_bundle.export.path / rel, staged / rel)  # same file system: no 100 MB copy
+    write_manifest(staged, task=manifest.task, name=manifest.name, version="1", extra=manifest.extra)
+    for load in (lambda: Runtime.load(staged), lambda: aiforge.verify(staged), lambda: Runtime.load(str(staged))):
+        with pytest.raises(RegistryError, match=r"\.staging.*never loaded"):
+            load()

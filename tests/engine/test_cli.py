@@ -101,7 +101,7 @@ def test_registry_show(trained_bundle) -> None:
     manifest = json.loads(done.stdout)
     assert manifest["name"] == trained_bundle.name
     assert manifest["version"] == "1"
-    assert manifest["format_version"] == 1
+    assert manifest["format_version"] == 2
     assert "model.onnx" in manifest["files"]
     again = run_cli("registry", "show", f"{trained_bundle.name}:1", home=trained_bundle.home)
     assert json.loads(again.stdout) == manifest

@@ -327,3 +327,93 @@ def test_server_config_takes_the_bundles_serve_block_and_cli_wins(trained_bundle
     assert cfg.max_wait_ms == spec_serve["max_wait_ms"]
     with pytest.raises(AiforgeError, match="max-batch-size"):
         server_config([str(trained_bundle.export.path)], max_batch_size=0)
+
+
+# ----- who chooses the bind address (issue 16, item 6) -------------------------------------------
+
+
+def _register_copy(bundle: Path, home: Path, *, serve: dict[str, Any]) -> Path:
+    """A copy of ``bundle`` registered at ``home`` with ``serve`` merged into its stored spec (a real export)."""
+    import shutil
+
+    from aiforge.bundle import Registry, read_manifest
+
+    manifest = read_manifest(bundle)
+    registry = Registry(home)
+    staged = registry.staging_dir()
+    for rel in manifest.files:
+        (staged / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(bundle / rel, staged / rel)
+    extra = dict(manifest.extra)
+    extra["spec"] = {**extra["spec"], "serve": {**extra["spec"]["serve"], **serve}}
+    return registry.add(staged, name=manifest.name, task=manifest.task, extra=extra).path
+
+
+def test_a_bundle_never_chooses_the_bind_address(german, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from aiforge.serve.config import server_config
+
+    monkeypatch.delenv("AIFORGE_HOST", raising=False)
+    bundle = str(_register_copy(german.path, tmp_path / "home", serve={"host": "0.0.0.0", "port": 8765,
+                                                                       "max_batch_size": 9}))
+    cfg = server_config([bundle])
+    assert cfg.host == "127.0.0.1"  # not the bundle's 0.0.0.0
+    assert (cfg.port, cfg.max_batch_size) == (8765, 9)  # its port and batching settings still apply
+    monkeypatch.setenv("AIFORGE_HOST", "127.0.0.2")
+    assert server_config([bundle]).host == "127.0.0.2"  # the operator's environment
+    assert server_config([bundle], host="::1").host == "::1"  # the command line wins
+
+
+# ----- a bundle that fails to load (issue 16, item 9) --------------------------------------------
+
+
+def _broken_copy(bundle: Path, tmp_path: Path) -> Path:
+    """A copy of ``bundle`` whose card.md was changed after export: loading refuses it."""
+    import shutil
+
+    broken = Path(shutil.copytree(bundle, tmp_path / "broken"))
+    (broken / "card.md").write_text("# edited after export\n", encoding="utf-8")
+    return broken
+
+
+def _wait_loaded(client: Any, deadline_s: float = 30.0) -> httpx.Response:
+    """The first /v2/health/ready answer that is not 'still loading' (the old server stayed there forever)."""
+    started = time.monotonic()
+    while True:
+        r = client.get("/v2/health/ready")
+        if r.json() != {"ready": False}:
+            return r
+        assert time.monotonic() - started < deadline_s, "still 'loading' after 30 s: the load error is not reported"
+        time.sleep(0.05)
+
+
+def test_a_bundle_that_fails_to_load_is_reported_and_the_others_serve(german, records, tmp_path: Path) -> None:
+    from fastapi.testclient import TestClient
+
+    broken = _broken_copy(german.path, tmp_path)
+    with TestClient(create_app([german.path, broken])) as client:
+        r = _wait_loaded(client)
+        assert r.status_code == 503
+        [failure] = r.json()["errors"]
+        assert r.json()["ready"] is False and failure["source"] == str(broken)
+        assert "'card.md'" in failure["error"] and "does not match its sha256" in failure["error"]
+        listing = client.get("/v1/models")
+        assert listing.status_code == 200
+        assert listing.json()["ready"] is False and listing.json()["errors"] == [failure]
+        name = german.export.record.name
+        assert [m["name"] for m in listing.json()["models"]] == [name]
+        r = client.post(f"/v1/models/{name}/predict", json={"inputs": records[:2]})
+        assert r.status_code == 200 and len(r.json()["predictions"]) == 2  # the bundle that loaded serves
+        r = client.get("/v2/models/other")
+        assert r.status_code == 503 and "failed to load" in r.json()["error"] and "card.md" in r.json()["error"]
+
+
+def test_serve_exits_non_zero_when_no_model_loads(german, tmp_path: Path) -> None:
+    from aiforge.serve.loadgen import aiforge_server_args, free_port
+
+    broken = _broken_copy(german.path, tmp_path)
+    proc = subprocess.run(aiforge_server_args([str(broken)], port=free_port()), capture_output=True, text=True,
+                          timeout=90, env=server_env(german.home))
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: no model could be loaded") and "'card.md'" in last, proc.stderr[-3000:]

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from aiforge.bundle.format import BundleManifest
+from aiforge.bundle.format import PIPELINE, BundleManifest
 from aiforge.bundle.registry import BundleRecord, Registry
 from aiforge.errors import BundleError, ExportError
 from aiforge.version import __version__
@@ -25,7 +25,6 @@ if TYPE_CHECKING:
 
 __all__ = ["PIPELINE", "BundleParts", "ExportResult", "Int8Parity", "Parity", "export_bundle"]
 
-PIPELINE = "pipeline.json"
 METRICS = "metrics.json"
 CARD = "card.md"
 

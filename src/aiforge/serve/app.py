@@ -7,7 +7,7 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -16,6 +16,7 @@ from fastapi import FastAPI
 from fastapi.responses import Response
 
 from aiforge.bundle.runtime import Runtime
+from aiforge.errors import AiforgeError
 from aiforge.serve.config import ApiKeys, ServerConfig
 from aiforge.serve.errors import install_error_handlers
 from aiforge.serve.metrics import ServerMetrics
@@ -31,25 +32,33 @@ log = logging.getLogger("aiforge.server")
 
 
 def _load_all(models: Models, config: ServerConfig, home: str | Path | None, executor: ThreadPoolExecutor,
-              metrics: ServerMetrics) -> dict[str, ModelService[Runtime]]:
+              metrics: ServerMetrics) -> tuple[dict[str, ModelService[Runtime]], dict[str, str]]:
+    """The services that loaded, and for each source that did not, why (one bad bundle spares the others)."""
     threads = config.threads or os.cpu_count() or 1
     services: dict[str, ModelService[Runtime]] = {}
+    errors: dict[str, str] = {}
     for source in models.sources:
-        rt = source if isinstance(source, Runtime) else Runtime.load(
-            source, precision=config.precision, home=home, threads=threads)
-        if rt.name in services:
-            raise ValueError(f"two bundles are named {rt.name!r}; serve one version per name")
-        rt.warmup()
-        services[rt.name] = ModelService(rt, config=config, executor=executor, metrics=metrics)
-    return services
+        label = source.name if isinstance(source, Runtime) else str(source)
+        try:
+            rt = source if isinstance(source, Runtime) else Runtime.load(
+                source, precision=config.precision, home=home, threads=threads)
+            if rt.name in services:
+                raise AiforgeError(f"two bundles are named {rt.name!r}; serve one version per name")
+            rt.warmup()
+            services[rt.name] = ModelService(rt, config=config, executor=executor, metrics=metrics)
+        except Exception as exc:  # whatever a bundle raises while loading is reported, not fatal to the rest
+            errors[label] = str(exc) or type(exc).__name__
+    return services, errors
 
 
 def create_app(bundles: Sequence[str | Path | Runtime], *, config: ServerConfig | None = None,
-               home: str | Path | None = None) -> FastAPI:
+               home: str | Path | None = None, on_load_failure: Callable[[str], None] | None = None) -> FastAPI:
     """A FastAPI app serving ``bundles`` (folders, ``NAME`` or ``NAME:VERSION``, or Runtimes).
 
     Models load in the background after start-up: liveness is true at once, readiness once
-    every model is loaded and warmed up.
+    every model is loaded and warmed up. A bundle that fails to load is reported with its error in
+    ``/v2/health/ready`` and ``/v1/models`` (readiness stays false; the others still serve); when no
+    model loads at all, ``on_load_failure`` is called with the reason (``serve`` stops and exits 1).
 
     Raises:
         AiforgeError: the API key file is missing or empty.
@@ -64,17 +73,17 @@ def create_app(bundles: Sequence[str | Path | Runtime], *, config: ServerConfig 
         executor = ThreadPoolExecutor(max_workers=os.cpu_count() or 1, thread_name_prefix="aiforge-infer")
 
         async def load() -> None:
-            try:
-                services = await asyncio.to_thread(_load_all, models, cfg, home, executor, metrics)
-            except Exception as exc:  # readiness stays false; the reason is logged and listed
-                models.error = str(exc)
-                log.error("loading models failed: %s", exc)
-                return
+            services, errors = await asyncio.to_thread(_load_all, models, cfg, home, executor, metrics)
             for service in services.values():
                 service.batcher.start()
-            models.services = services
-            models.ready = True
-            log.info("ready: %s", ", ".join(f"{s.name}:{s.runtime.version}" for s in services.values()))
+            models.finish(services, errors)
+            for source, error in errors.items():
+                log.error("loading %s failed: %s", source, error)
+            if services:
+                log.info("%s: %s", "ready" if models.ready else "serving, not ready",
+                         ", ".join(f"{s.name}:{s.runtime.version}" for s in services.values()))
+            elif on_load_failure is not None:
+                on_load_failure("; ".join(f"{source}: {error}" for source, error in errors.items()))
 
         loader = asyncio.create_task(load())
         try:
@@ -115,16 +124,31 @@ def create_app(bundles: Sequence[str | Path | Runtime], *, config: ServerConfig 
 
 def serve(bundles: Sequence[str | Path], *, config: ServerConfig | None = None,
           home: str | Path | None = None, log_level: str = "info") -> None:
-    """Serve ``bundles`` with uvicorn until SIGINT/SIGTERM (in-flight requests finish first)."""
+    """Serve ``bundles`` with uvicorn until SIGINT/SIGTERM (in-flight requests finish first).
+
+    Raises:
+        AiforgeError: no model could be loaded (the server stops; the CLI exits 1 with the reason).
+    """
     import uvicorn
 
     cfg = config or ServerConfig()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    app = create_app(bundles, config=cfg, home=home)
+    failed: list[str] = []
+
+    def stop(reason: str) -> None:  # no model loaded: a server that can never be ready should not stay up
+        failed.append(reason)
+        server.should_exit = True
+
+    app = create_app(bundles, config=cfg, home=home, on_load_failure=stop)
+    server = uvicorn.Server(uvicorn.Config(app, host=cfg.host, port=cfg.port, log_level=log_level, access_log=False,
+                                           timeout_graceful_shutdown=30, server_header=False))
     # uvicorn drains in-flight requests on SIGTERM, then re-raises the signal; exit 0 instead,
     # since a requested, graceful stop is a success.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-    uvicorn.run(app, host=cfg.host, port=cfg.port, log_level=log_level, access_log=False,
-                timeout_graceful_shutdown=30, server_header=False)
+    server.run()
+    if failed:
+        raise AiforgeError(f"no model could be loaded, so the server stopped: {failed[0]}")
+    if not server.started:  # e.g. the port is taken; uvicorn.run exits 3 then too
+        raise SystemExit(3)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import os
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,11 @@ from aiforge.bundle.registry import Registry
 from aiforge.bundle.runtime import ItemLimits
 from aiforge.errors import AiforgeError
 
-__all__ = ["ApiKeys", "ServerConfig", "server_config"]
+__all__ = ["HOST_ENV", "ApiKeys", "ServerConfig", "server_config"]
+
+HOST_ENV = "AIFORGE_HOST"  # the operator's bind address when --host is not given
+# what a bundle's spec ``serve`` block may set; never the host: a bundle does not choose where a server listens
+_FROM_BUNDLE = ("port", "max_batch_size", "max_wait_ms", "precision")
 
 
 class ServerConfig(BaseModel):
@@ -80,7 +85,10 @@ class ApiKeys:
 
 def server_config(bundles: list[str], *, home: str | Path | None = None, **given: Any) -> ServerConfig:
     """Settings for serving ``bundles``: values given (not None) win, then the first bundle's
-    spec ``serve`` block (max_batch_size, max_wait_ms, host, port, precision), then defaults.
+    spec ``serve`` block (max_batch_size, max_wait_ms, port, precision), then defaults.
+
+    The bind address comes only from ``host=`` (``--host``), else ``$AIFORGE_HOST``, else 127.0.0.1:
+    a bundle's ``serve.host`` is ignored, so a bundle cannot open a server to every interface.
 
     Raises:
         AiforgeError: a value is out of bounds (names the option).
@@ -90,9 +98,11 @@ def server_config(bundles: list[str], *, home: str | Path | None = None, **given
     try:
         manifest = read_manifest(Registry(home).resolve(bundles[0]), verify=False)
         spec_serve = manifest.extra.get("spec", {}).get("serve", {})
-        values.update({k: v for k, v in spec_serve.items() if k in ServerConfig.model_fields})
-    except (AiforgeError, IndexError):
+        values.update({k: v for k, v in spec_serve.items() if k in _FROM_BUNDLE})
+    except (AiforgeError, IndexError, AttributeError):
         pass  # the server reports an unloadable bundle itself, with its own message
+    if os.environ.get(HOST_ENV):
+        values["host"] = os.environ[HOST_ENV]
     values.update({k: v for k, v in given.items() if v is not None})
     if "max_batch_size" in values:
         values["max_queue_items"] = max(values.get("max_queue_items", 2048), values["max_batch_size"])

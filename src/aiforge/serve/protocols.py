@@ -124,7 +124,7 @@ def v2_live() -> dict[str, bool]:
 def v2_ready(m: ModelsDep) -> Any:
     from fastapi.responses import JSONResponse
 
-    return JSONResponse({"ready": m.ready}, status_code=200 if m.ready else 503)
+    return JSONResponse(m.health(), status_code=200 if m.ready else 503)
 
 
 @v2_router.get("/models/{name}")
@@ -214,7 +214,7 @@ def v1_models(m: ModelsDep) -> dict[str, Any]:
     # "object"/"data" make the listing OpenAI-shaped too, so openai clients' models.list() works.
     data = [{"id": s.name, "object": "model", "created": _created(s), "owned_by": "aiforge"}
             for s in m.services.values()]
-    return {"ready": m.ready, "models": summaries, "object": "list", "data": data}
+    return {**m.health(), "models": summaries, "object": "list", "data": data}
 
 
 def _created(service: ModelService[Runtime]) -> int:

@@ -105,12 +105,28 @@ def _intended_use(card: Path) -> str:
 
 @dataclass
 class Models:
-    """The models a server was asked to serve; filled in when loading finishes."""
+    """The models a server was asked to serve; filled in when loading finishes.
+
+    ``ready`` once every source loaded; ``errors`` names each source that did not, and why.
+    """
 
     sources: list[str | Path | Runtime]
     services: dict[str, ModelService[Runtime]] = field(default_factory=dict)
     ready: bool = False
-    error: str | None = None
+    loaded: bool = False  # loading has finished, whether or not every source loaded
+    errors: dict[str, str] = field(default_factory=dict)
+
+    def finish(self, services: dict[str, ModelService[Runtime]], errors: dict[str, str]) -> None:
+        """Record what loading gave: the services, and each source that failed with its error."""
+        self.services, self.errors = services, errors
+        self.ready, self.loaded = not errors, True
+
+    def health(self) -> dict[str, Any]:
+        """``{"ready": …}`` plus, once a source failed to load, ``errors``: [{"source", "error"}]."""
+        body: dict[str, Any] = {"ready": self.ready}
+        if self.errors:
+            body["errors"] = [{"source": s, "error": e} for s, e in self.errors.items()]
+        return body
 
     @overload
     def get(self, name: str, version: str | None = None) -> ModelService[Runtime]: ...
@@ -126,13 +142,18 @@ class Models:
         ``kind`` is the Runtime class a kind's route needs; ``route`` names that route in the error.
 
         Raises:
-            ApiError: 404 for an unknown model or version, 503 while loading, 400 for a model of
-                another kind than ``kind``.
+            ApiError: 404 for an unknown model or version, 503 while loading (or, once a bundle failed
+                to load, for a model not served, naming the failures), 400 for a model of another kind
+                than ``kind``.
         """
         service = self.services.get(name)
         if service is None:
-            if not self.ready:
+            if not self.loaded:
                 raise ApiError(503, "models are still loading; retry shortly", headers={"Retry-After": "1"})
+            if self.errors:  # the model asked for may be one that failed: say so rather than "not found"
+                failed = "; ".join(f"{s}: {e}" for s, e in self.errors.items())
+                raise ApiError(503, f"model {name!r} is not served; {len(self.errors)} bundle(s) failed to load "
+                                    f"({failed}); served: {', '.join(sorted(self.services)) or 'none'}")
             raise ApiError(404, f"model {name!r} not found; served: {', '.join(sorted(self.services)) or 'none'}")
         if version is not None and version != service.runtime.version:
             raise ApiError(404, f"model {name!r} has no version {version!r}; served version is "
