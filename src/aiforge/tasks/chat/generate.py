@@ -24,6 +24,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from aiforge.errors import BackboneError, GenerationError
+from aiforge.tasks.chat.sanitize import plain_text
 
 __all__ = [
     "SYSTEM_PROMPT",
@@ -149,7 +150,9 @@ class ExtractiveGenerator:
     def stream(self, req: GenerationRequest) -> Iterator[str]:
         first = True
         for p, sentence, _ in self.select(req):
-            text = " ".join(sentence.split())
+            text = plain_text(sentence)  # the answer quotes documents: no markup, no script link
+            if not text:
+                continue
             for word in f"{text} [{p.n}]".split(" "):
                 yield word if first else " " + word
                 first = False
