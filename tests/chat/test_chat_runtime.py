@@ -119,6 +119,62 @@ def test_sessions_keep_history_rewrite_follow_ups_and_delete_messages(rt: ChatRu
         "How do refunds work for annual plans today?"
 
 
+def test_session_store_mints_ids_binds_owners_and_keeps_the_file_private(tmp_path: Path) -> None:
+    from aiforge.tasks.chat.sessions import SessionStore, key_owner
+
+    store = SessionStore(tmp_path / "chat" / "sessions.db")
+    alice, bob = key_owner("alice-key"), key_owner("bob-key")
+    assert alice != bob and "alice-key" not in alice and len(alice) == len("key:") + 64
+    ids = {store.create("acme", owner=alice) for _ in range(50)}
+    assert len(ids) == 50 and min(len(i) for i in ids) == 32  # 192 random bits each
+    sid = next(iter(ids))
+    assert store.append(sid, "user", "hello")
+    assert store.owns(sid, owner=alice) and not store.owns(sid, owner=bob)
+    assert not store.delete(sid, owner=bob) and store.count_messages(sid) == 1
+    assert store.delete(sid, owner=alice) and not store.exists(sid)
+    assert not store.append(sid, "user", "again"), "a message never re-creates a deleted session"
+    files = sorted(tmp_path.glob("chat/sessions.db*"))
+    assert files and {oct(f.stat().st_mode & 0o777) for f in files} == {"0o600"}, files
+
+
+def test_session_store_upgrades_a_database_from_before_owners(tmp_path: Path) -> None:
+    import sqlite3
+
+    from aiforge.tasks.chat.sessions import ANONYMOUS, LOCAL, SessionStore
+
+    path = tmp_path / "old.db"
+    with sqlite3.connect(path) as conn:  # the schema aiforge wrote before sessions had owners
+        conn.execute("CREATE TABLE sessions (id TEXT PRIMARY KEY, bundle TEXT NOT NULL, created REAL NOT NULL)")
+        conn.execute("INSERT INTO sessions VALUES ('guessable', '', 0)")
+    path.chmod(0o644)
+    store = SessionStore(path)
+    assert store.exists("guessable")
+    assert not any(store.owns("guessable", owner=o) for o in (LOCAL, ANONYMOUS)), "old sessions have no owner"
+    assert store.owns(store.create("acme"), owner=LOCAL)
+    assert oct(path.stat().st_mode & 0o777) == "0o600"
+
+
+def test_a_session_must_exist_before_it_takes_turns(rt: ChatRuntime) -> None:
+    with pytest.raises(InputError, match="no session 'made-up'"):
+        rt.ask("When are refunds issued?", session_id="made-up")
+    assert not rt.sessions.exists("made-up")
+
+
+def test_lone_surrogates_are_input_errors(rt: ChatRuntime) -> None:
+    with pytest.raises(InputError, match=r"messages\[0\].content: not valid Unicode text \(a lone surrogate at "
+                                         r"character 8\)"):
+        rt.respond([{"role": "user", "content": "refunds \ud800"}])
+    with pytest.raises(InputError, match=r"input\[1\]: not valid Unicode"):
+        rt.check_texts(["fine", "\udfff"])
+
+
+def test_answers_and_snippets_carry_no_document_markup(rt: ChatRuntime) -> None:
+    turn = rt.ask("How fast do hardware keys ship?")  # docs/shipping.md closes the documents block
+    assert "two business days" in turn.text
+    for text in [turn.text, *(c["snippet"] for c in turn.citations)]:
+        assert "</document" not in text and "<system>" not in text, text
+
+
 def test_messages_over_the_limits_are_refused(rt: ChatRuntime) -> None:
     ok = [{"role": "user", "content": "hi"}]
     with pytest.raises(InputError, match="over the limit of 8"):

@@ -44,6 +44,7 @@ class ServerConfig(BaseModel):
     api_key_file: Path | None = None
     access_log: bool = True
     chat_max_in_flight: int = Field(default=64, gt=0)  # chat answers being computed; 503 above
+    chat_log_text: bool = False  # the chat log line also carries the question, redacted (else lengths only)
 
     def item_limits(self) -> ItemLimits:
         """The per-item limits a runtime's ``parse_items`` applies."""

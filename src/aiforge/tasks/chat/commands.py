@@ -71,7 +71,7 @@ def register(app: typer.Typer) -> None:
 
         rt = load_chat(bundle, home=home)
         console = Console()
-        sid = session or rt.sessions.create(rt.name)
+        sid = rt.sessions.create(rt.name, session_id=session)  # --session continues (or starts) that one
         questions = iter(ask) if ask else None
         while True:
             if questions is not None:

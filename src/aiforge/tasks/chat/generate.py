@@ -26,6 +26,7 @@ import numpy as np
 from aiforge.errors import BackboneError, GenerationError
 from aiforge.hub.catalog import offline_env
 from aiforge.tasks.chat.index import _STOP
+from aiforge.tasks.chat.sanitize import plain_text
 
 __all__ = [
     "SYSTEM_PROMPT",
@@ -151,7 +152,9 @@ class ExtractiveGenerator:
     def stream(self, req: GenerationRequest) -> Iterator[str]:
         first = True
         for p, sentence, _ in self.select(req):
-            text = " ".join(sentence.split())
+            text = plain_text(sentence)  # the answer quotes documents: no markup, no script link
+            if not text:
+                continue
             for word in f"{text} [{p.n}]".split(" "):
                 yield word if first else " " + word
                 first = False

@@ -1,9 +1,10 @@
 """OpenAI-compatible chat routes: ``POST /v1/chat/completions`` (JSON or SSE), ``POST /v1/embeddings``,
-and the session routes ``GET``/``DELETE /v1/chat/sessions/{id}``.
+and the session routes ``POST /v1/chat/sessions``, ``GET``/``DELETE /v1/chat/sessions/{id}``.
 
 Extensions to the OpenAI shapes (all optional, ignored by OpenAI clients):
 
 - request ``session_id`` (or header ``X-Session-Id``): the server keeps the history; send only the new turn.
+  The id comes from ``POST /v1/chat/sessions`` and works only with the API key that made it.
 - request ``retrieval: false``: pass the messages to the generating backend as they are (no retrieval).
 - response ``citations``: ``[{id, source, heading, start, end, score, similarity, snippet}]``; ``[n]`` in
   the answer refers to ``id`` n. In a stream, they come with the last chunk (the one with ``finish_reason``).
@@ -21,21 +22,22 @@ import logging
 import re
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncGenerator
+from dataclasses import dataclass
 from typing import Any, Literal
 
 from fastapi import APIRouter, Depends, Header, Request, Response
-from fastapi.responses import StreamingResponse
+from prometheus_client import Gauge
 from pydantic import BaseModel, ConfigDict, Field
-from starlette.concurrency import iterate_in_threadpool
 
 from aiforge.errors import GenerationError, InputError
 from aiforge.serve.errors import ApiError
 from aiforge.serve.protocols import ModelsDep, require_key, route_of
-from aiforge.serve.service import ModelService
+from aiforge.serve.service import Models, ModelService
 from aiforge.tasks.chat.redact import redact
 from aiforge.tasks.chat.runtime import ChatRuntime, ChatTurn
-from aiforge.tasks.chat.sessions import SessionStore
+from aiforge.tasks.chat.sessions import ANONYMOUS, SessionStore, key_owner
+from aiforge.tasks.chat.stream import Admission, EventStream, PiecePump, Slot
 
 __all__ = ["router"]
 
@@ -64,6 +66,13 @@ class ChatCompletionRequest(BaseModel):
     retrieval: bool = True
 
 
+class SessionRequest(BaseModel):
+    """``POST /v1/chat/sessions``: which chat model the session is for (the first one served if omitted)."""
+
+    model_config = ConfigDict(extra="forbid")
+    model: str | None = None
+
+
 class EmbeddingRequest(BaseModel):
     """The OpenAI embeddings request."""
 
@@ -73,28 +82,15 @@ class EmbeddingRequest(BaseModel):
     encoding_format: Literal["float", "base64"] = "float"
 
 
-class _Admission:
-    """Bounds the chat answers in flight (they bypass the batcher); over the bound: 503 + Retry-After."""
-
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self.active = 0
-
-    def enter(self) -> None:
-        if self.active >= self.limit:
-            raise ApiError(503, f"{self.active} chat answers in flight, the server's limit; retry shortly",
-                           headers={"Retry-After": "1"})
-        self.active += 1
-
-    def leave(self) -> None:
-        self.active -= 1
-
-
-def _admission(request: Request) -> _Admission:
-    gate = getattr(request.app.state, "chat_admission", None)
+def _admission(request: Request) -> Admission:
+    gate: Admission | None = getattr(request.app.state, "chat_admission", None)
     if gate is None:
-        gate = _Admission(int(request.app.state.config.chat_max_in_flight))
+        gate = Admission(int(request.app.state.config.chat_max_in_flight))
         request.app.state.chat_admission = gate
+        metrics = getattr(request.app.state, "metrics", None)
+        if metrics is not None:  # the server's own registry: /metrics shows the slots in use
+            Gauge("aiforge_chat_in_flight", "Chat answers being computed or streamed (503 at chat_max_in_flight)",
+                  registry=metrics.registry).set_function(lambda: gate.active)
     return gate
 
 
@@ -102,10 +98,49 @@ def _timeout(request: Request) -> float:
     return float(request.app.state.config.request_timeout_s)
 
 
-def _log(service: ModelService[ChatRuntime], turn: ChatTurn | None, question: str, started: float, status: str) -> None:
-    log.info(json.dumps({"event": "chat", "model": service.name, "session": turn.session_id if turn else None,
-                         "kind": turn.kind if turn else None, "status": status,
-                         "question": redact(question[:500]), "ms": round((time.perf_counter() - started) * 1000, 1)}))
+def _owner(request: Request) -> str:
+    """Whose sessions this request may touch: the digest of its API key (anonymous on a server without keys)."""
+    if request.app.state.api_keys is None:
+        return ANONYMOUS
+    presented = request.headers.get("x-api-key")
+    auth = request.headers.get("authorization", "")
+    if presented is None and auth.lower().startswith("bearer "):
+        presented = auth[7:].strip()
+    return key_owner(presented)  # require_key has already checked it
+
+
+def _stores(m: Models) -> dict[str, SessionStore]:
+    """The session stores of the chat models served (usually one database), by model name."""
+    return {name: s.runtime.sessions for name, s in m.services.items() if isinstance(s.runtime, ChatRuntime)}
+
+
+def _no_session(session_id: str) -> ApiError:
+    # The same answer for a missing session and another key's: an id's existence is not told to others.
+    return ApiError(404, f"no session {session_id!r} for this API key; start one with POST /v1/chat/sessions")
+
+
+@dataclass(frozen=True)
+class _Turn:
+    """What the chat log line of one request says (never the question's text unless the server asks)."""
+
+    service: ModelService[ChatRuntime]
+    request: Request
+    question: str
+    messages: int
+    started: float
+
+    def log(self, turn: ChatTurn | None, status: str) -> None:
+        config = self.request.app.state.config
+        if not config.access_log:
+            return
+        entry: dict[str, Any] = {
+            "event": "chat", "model": self.service.name, "session": turn.session_id if turn else None,
+            "kind": turn.kind if turn else None, "status": status, "messages": self.messages,
+            "question_chars": len(self.question), "answer_chars": len(turn.text) if turn else 0,
+            "ms": round((time.perf_counter() - self.started) * 1000, 1)}
+        if config.chat_log_text:
+            entry["question"] = redact(self.question[:500])
+        log.info(json.dumps(entry))
 
 
 def _usage(rt: ChatRuntime, messages: list[dict[str, Any]], completion_tokens: int) -> dict[str, int]:
@@ -118,53 +153,60 @@ async def chat_completions(req: ChatCompletionRequest, request: Request, m: Mode
                            x_session_id: str | None = Header(default=None)) -> Response:
     service = m.get(req.model, kind=ChatRuntime, route=route_of(request))
     session = req.session_id or x_session_id
-    if session is not None and not re.match(SESSION_PATTERN, session):
-        raise ApiError(422, "X-Session-Id: letters, digits, '_' and '-' only, at most 64")
-    gate = _admission(request)
-    gate.enter()  # single-threaded event loop: no lock needed
-    streaming = False
+    if session is not None:
+        if not re.match(SESSION_PATTERN, session):
+            raise ApiError(422, "X-Session-Id: letters, digits, '_' and '-' only, at most 64")
+        if not await asyncio.to_thread(service.runtime.sessions.owns, session, owner=_owner(request)):
+            raise _no_session(session)
+    slot = _admission(request).enter()
+    handed_over = False
     try:
-        response = await _complete(service, req, request, session, gate)
-        streaming = isinstance(response, StreamingResponse)  # the stream leaves the gate when it ends
+        response = await _complete(service, req, request, session, slot)
+        handed_over = isinstance(response, EventStream)  # the stream gives the slot back when it ends
         return response
     finally:
-        if not streaming:
-            gate.leave()
+        if not handed_over:
+            slot.release()
 
 
 async def _complete(service: ModelService[ChatRuntime], req: ChatCompletionRequest, request: Request,
-                    session: str | None, gate: _Admission) -> Response:
-    """Answer one chat request; ``gate`` is left when the answer (or its stream) ends."""
+                    session: str | None, slot: Slot) -> Response:
+    """Answer one chat request; ``slot`` is released by the caller, or by the stream when it ends."""
     rt = service.runtime
     max_tokens = req.max_completion_tokens or req.max_tokens
+    timeout = _timeout(request)
     started = time.perf_counter()
-    question = str(req.messages[-1].get("content", "")) if req.messages else ""
+    question = req.messages[-1].get("content", "") if req.messages else ""
+    meta = _Turn(service, request, question if isinstance(question, str) else "", len(req.messages), started)
     try:
         turn = await asyncio.wait_for(asyncio.to_thread(
             rt.respond, req.messages, session_id=session, max_tokens=max_tokens, temperature=req.temperature,
-            retrieval=req.retrieval), _timeout(request))
+            retrieval=req.retrieval), timeout)
     except InputError as exc:
-        _log(service, None, question, started, "422")
+        meta.log(None, "422")
         raise ApiError(422, str(exc)) from exc
     except GenerationError as exc:
         raise ApiError(422 if not req.retrieval else 502, str(exc)) from exc
     except TimeoutError as exc:
-        raise ApiError(504, f"answer took longer than {_timeout(request):g} s") from exc
+        raise ApiError(504, f"answer took longer than {timeout:g} s") from exc
     cid = f"chatcmpl-{uuid.uuid4().hex[:24]}"
     created = int(time.time())
     if req.stream:
-        return StreamingResponse(_sse(service, turn, req, cid, created, question, started, _timeout(request), gate),
-                                 media_type="text/event-stream",
-                                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+        return EventStream(_sse(meta, turn, req, cid, created, timeout, slot), on_close=slot.release,
+                           headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+    pump = PiecePump(turn.stream())
     try:
-        await asyncio.wait_for(asyncio.to_thread(turn.collect), max(0.1, _timeout(request) - (time.perf_counter()
-                                                                                             - started)))
+        while await pump.next(started + timeout - time.perf_counter()) is not None:
+            pass
     except GenerationError as exc:
-        _log(service, turn, question, started, "502")
+        meta.log(turn, "502")
         raise ApiError(502, str(exc)) from exc
     except TimeoutError as exc:
-        raise ApiError(504, f"answer took longer than {_timeout(request):g} s") from exc
-    _log(service, turn, question, started, "200")
+        meta.log(turn, "504")
+        raise ApiError(504, f"answer took longer than {timeout:g} s") from exc
+    finally:
+        pump.stop()  # after a timeout: the worker quits at its next piece
+    meta.log(turn, "200")
     finish = "length" if max_tokens and turn.completion_tokens >= max_tokens and turn.kind != "dont_know" else "stop"
     body = {
         "id": cid, "object": "chat.completion", "created": created, "model": service.name,
@@ -182,47 +224,56 @@ def _chunk(cid: str, created: int, model: str, delta: dict[str, Any], finish: st
     return f"data: {json.dumps(body)}\n\n"
 
 
-async def _sse(service: ModelService[ChatRuntime], turn: ChatTurn, req: ChatCompletionRequest, cid: str, created: int,
-               question: str, started: float, timeout: float, gate: _Admission) -> AsyncIterator[str]:
-    """Server-sent events: a role chunk, content deltas, a final chunk with citations, then ``[DONE]``."""
-    pieces: Iterator[str] = turn.stream()
-    yield _chunk(cid, created, service.name, {"role": "assistant", "content": ""})
+def _error_event(message: str) -> str:
+    return f"data: {json.dumps({'error': {'message': message}})}\n\n"
+
+
+async def _sse(meta: _Turn, turn: ChatTurn, req: ChatCompletionRequest, cid: str, created: int, timeout: float,
+               slot: Slot) -> AsyncGenerator[str, None]:
+    """Server-sent events: a role chunk, content deltas, a final chunk with citations, then ``[DONE]``.
+
+    However it ends (in full, timed out, the client gone, the server stopping), the ``finally`` stops
+    the generation, gives the slot back and logs the turn; it never awaits, so a cancellation cannot
+    cut it short. A turn whose ``[DONE]`` was not handed over is logged as ``cancelled``.
+    """
+    model = meta.service.name
+    pump = PiecePump(turn.stream())
     status = "200"
+    delivered = False
     try:
-        async for piece in iterate_in_threadpool(pieces):
-            yield _chunk(cid, created, service.name, {"content": piece})
-            if time.perf_counter() - started > timeout:
+        yield _chunk(cid, created, model, {"role": "assistant", "content": ""})
+        while True:
+            try:
+                piece = await pump.next(meta.started + timeout - time.perf_counter())
+            except TimeoutError:
                 status = "504"
-                yield f"data: {json.dumps({'error': {'message': f'answer took longer than {timeout:g} s'}})}\n\n"
+                yield _error_event(f"answer took longer than {timeout:g} s")
                 break
-        else:
-            yield _chunk(cid, created, service.name, {}, "stop", citations=turn.citations, aiforge=turn.extension(),
-                         usage=_usage(service.runtime, req.messages, turn.completion_tokens))
-    except GenerationError as exc:
-        status = "502"
-        yield f"data: {json.dumps({'error': {'message': str(exc)}})}\n\n"
+            except GenerationError as exc:
+                status = "502"
+                yield _error_event(str(exc))
+                break
+            if piece is None:
+                yield _chunk(cid, created, model, {}, "stop", citations=turn.citations, aiforge=turn.extension(),
+                             usage=_usage(meta.service.runtime, req.messages, turn.completion_tokens))
+                break
+            yield _chunk(cid, created, model, {"content": piece})
+        yield "data: [DONE]\n\n"
+        delivered = True  # resumed after [DONE]: the server has sent it
     finally:
-        close = getattr(pieces, "close", None)
-        if close is not None:
-            await asyncio.to_thread(close)  # stops a local generation the client no longer reads
-        _log(service, turn, question, started, status)
-        gate.leave()
-    yield "data: [DONE]\n\n"
+        pump.stop()
+        slot.release()
+        meta.log(turn, status if delivered else "cancelled")
 
 
 @router.post("/embeddings")
 async def embeddings(req: EmbeddingRequest, request: Request, m: ModelsDep) -> Response:
     service = m.get(req.model, kind=ChatRuntime, route=route_of(request))
     rt = service.runtime
-    texts = [req.input] if isinstance(req.input, str) else req.input
-    limits = rt.limits
-    if not texts:
-        raise ApiError(422, "input: at least one text is required")
-    if len(texts) > limits["max_embedding_inputs"]:
-        raise ApiError(422, f"input: {len(texts)} texts, over the limit of {limits['max_embedding_inputs']}")
-    for i, t in enumerate(texts):
-        if len(t) > limits["max_message_chars"]:
-            raise ApiError(422, f"input[{i}]: {len(t)} characters, over the limit of {limits['max_message_chars']}")
+    try:
+        texts = rt.check_texts([req.input] if isinstance(req.input, str) else req.input)
+    except InputError as exc:
+        raise ApiError(422, str(exc)) from exc
     try:
         vectors = await asyncio.wait_for(asyncio.to_thread(rt.embed, texts), _timeout(request))
     except TimeoutError as exc:
@@ -238,16 +289,39 @@ async def embeddings(req: EmbeddingRequest, request: Request, m: ModelsDep) -> R
     return Response(json.dumps(body), media_type="application/json")
 
 
+@router.post("/chat/sessions", status_code=201)
+def create_session(request: Request, m: ModelsDep, req: SessionRequest | None = None) -> dict[str, Any]:
+    """A new session bound to the caller's API key; send its ``id`` as ``session_id`` in chat requests."""
+    stores = _stores(m)
+    if req is not None and req.model is not None:
+        m.get(req.model, kind=ChatRuntime, route=route_of(request))  # 404 or 400 naming the model
+        name = req.model
+    elif stores:
+        name = next(iter(stores))
+    elif not m.ready:
+        raise ApiError(503, "models are still loading; retry shortly", headers={"Retry-After": "1"})
+    else:
+        raise ApiError(404, "this server serves no chat model")
+    sid = stores[name].create(name, owner=_owner(request))
+    return {"id": sid, "object": "chat.session", "created": int(time.time()), "model": name}
+
+
 @router.get("/chat/sessions/{session_id}")
-def get_session(session_id: str) -> dict[str, Any]:
-    store = SessionStore()
-    if not store.exists(session_id):
-        raise ApiError(404, f"no session {session_id!r}")
-    return {"id": session_id, "messages": store.history(session_id)}
+def get_session(session_id: str, request: Request, m: ModelsDep) -> dict[str, Any]:
+    owner = _owner(request)
+    for store in _unique(_stores(m)):
+        if store.owns(session_id, owner=owner):
+            return {"id": session_id, "object": "chat.session", "messages": store.history(session_id)}
+    raise _no_session(session_id)
 
 
 @router.delete("/chat/sessions/{session_id}")
-def delete_session(session_id: str) -> dict[str, Any]:
-    if not SessionStore().delete(session_id):
-        raise ApiError(404, f"no session {session_id!r}")
+def delete_session(session_id: str, request: Request, m: ModelsDep) -> dict[str, Any]:
+    owner = _owner(request)
+    if not any(store.delete(session_id, owner=owner) for store in _unique(_stores(m))):
+        raise _no_session(session_id)
     return {"id": session_id, "deleted": True}
+
+
+def _unique(stores: dict[str, SessionStore]) -> list[SessionStore]:
+    return list({store.path.resolve(): store for store in stores.values()}.values())

@@ -32,6 +32,7 @@ from aiforge.tasks.chat.generate import (
 )
 from aiforge.tasks.chat.index import Hit, KnowledgeIndex
 from aiforge.tasks.chat.intents import IntentModel
+from aiforge.tasks.chat.sanitize import plain_text, safe_stream
 from aiforge.tasks.chat.sessions import SessionStore
 
 __all__ = ["DONT_KNOW", "ChatRuntime", "ChatTurn", "rewrite_followup"]
@@ -74,15 +75,28 @@ class ChatTurn:
     _store: SessionStore | None = field(default=None, repr=False)
 
     def stream(self) -> Iterator[str]:
-        """The answer piece by piece; when it ends, it is saved to the session."""
+        """The answer piece by piece, script links neutralised; when it ends, it is saved to the session.
+
+        Closing this stream before its end closes the backend's stream too (which stops a local
+        generation or an upstream request); an answer left unfinished is not saved.
+        """
         parts: list[str] = []
-        for piece in self.pieces:
-            parts.append(piece)
-            self.completion_tokens += 1
-            yield piece
+        try:
+            for piece in safe_stream(self._counted()):
+                parts.append(piece)
+                yield piece
+        finally:
+            close = getattr(self.pieces, "close", None)
+            if close is not None:
+                close()  # this object keeps a reference, so the backend's generator is not closed for us
         self.text = "".join(parts)
         if self._store is not None and self.session_id is not None:
             self._store.append(self.session_id, "assistant", self.text)
+
+    def _counted(self) -> Iterator[str]:
+        for piece in self.pieces:
+            self.completion_tokens += 1
+            yield piece
 
     def collect(self) -> ChatTurn:
         """Run the stream to its end (``text`` is then set)."""
@@ -197,23 +211,45 @@ class ChatRuntime(Runtime):
                                   if isinstance(p, Mapping) and p.get("type") == "text")
             if not isinstance(content, str):
                 raise InputError(f"{where}[{i}].content: expected a string")
-            if len(content) > self.limits["max_message_chars"]:
-                raise InputError(f"{where}[{i}].content: {len(content)} characters, over the limit of "
-                                 f"{self.limits['max_message_chars']}")
+            self._check_text(content, f"{where}[{i}].content")
             out.append({"role": str(role), "content": content})
         if out[-1]["role"] != "user" or not out[-1]["content"].strip():
             raise InputError(f"{where}: the last message must be a non-empty user message")
         return out
+
+    def check_texts(self, texts: list[str], *, where: str = "input") -> list[str]:
+        """Texts to embed, within the bundle's limits.
+
+        Raises:
+            InputError: no text, too many, one too long or not valid Unicode (the message names it).
+        """
+        if not texts:
+            raise InputError(f"{where}: at least one text is required")
+        if len(texts) > self.limits["max_embedding_inputs"]:
+            raise InputError(f"{where}: {len(texts)} texts, over the limit of {self.limits['max_embedding_inputs']}")
+        for i, text in enumerate(texts):
+            self._check_text(text, f"{where}[{i}]")
+        return texts
+
+    def _check_text(self, text: str, where: str) -> None:
+        if len(text) > self.limits["max_message_chars"]:
+            raise InputError(f"{where}: {len(text)} characters, over the limit of {self.limits['max_message_chars']}")
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as exc:  # a lone surrogate ("\ud800"): the tokenizer would fail on it
+            raise InputError(f"{where}: not valid Unicode text (a lone surrogate at character {exc.start}); "
+                             "send UTF-8 text") from None
 
     def respond(self, messages: list[dict[str, Any]], *, session_id: str | None = None,
                 max_tokens: int | None = None, temperature: float | None = None,
                 retrieval: bool = True) -> ChatTurn:
         """Decide how to answer the last user message and return the answer as a stream.
 
-        With ``session_id``, earlier turns come from the session store and this turn is saved there.
+        With ``session_id`` (made by ``sessions.create``), earlier turns come from the session store and
+        this turn is saved there.
 
         Raises:
-            InputError: messages or settings break the bundle's limits.
+            InputError: messages or settings break the bundle's limits, or there is no such session.
             GenerationError: ``retrieval=False`` with the extractive backend.
         """
         msgs = self.check_messages(messages)
@@ -227,7 +263,9 @@ class ChatRuntime(Runtime):
         history = [m for m in msgs[:-1] if m["role"] != "system"]
         if session_id is not None:
             history = self.sessions.history(session_id, last=window) + history
-            self.sessions.append(session_id, "user", question)
+            if not self.sessions.append(session_id, "user", question):
+                raise InputError(f"session_id: no session {session_id!r}; start one with sessions.create() "
+                                 "(over HTTP: POST /v1/chat/sessions)")
         history = history[-window:] if window else []
         store = self.sessions if session_id is not None else None
 
@@ -301,7 +339,7 @@ class ChatRuntime(Runtime):
 
 
 def _citation(hit: Hit, n: int) -> dict[str, Any]:
-    snippet = " ".join(hit.text.split())
-    return {"id": n, "source": hit.source, "heading": hit.heading, "start": hit.start, "end": hit.end,
+    snippet = plain_text(hit.text)  # documents are data: no markup or script link reaches a client
+    return {"id": n, "source": hit.source, "heading": plain_text(hit.heading), "start": hit.start, "end": hit.end,
             "score": round(hit.score, 6), "similarity": round(hit.similarity, 4),
             "snippet": snippet[:240] + ("…" if len(snippet) > 240 else "")}
