@@ -70,11 +70,18 @@ class ModelService(Generic[RuntimeT]):
     async def run(self, items: list[Any]) -> Sequence[Any]:
         """The runtime's ``run_batch`` outputs for parsed ``items``, through the batcher, within the timeout.
 
+        A request batched with a failing one still gets its outputs: the batcher runs a failed
+        batch again in halves, so only the failing request gets the error.
+
         Raises:
-            ApiError: 503 when overloaded (with Retry-After), 504 on timeout.
+            ApiError: 422 when the runtime refused these items while running them (an ``InputError``:
+                the client's fault, though ``parse_items`` let it through), 503 when overloaded (with
+                Retry-After), 504 on timeout.
         """
         try:
             return await asyncio.wait_for(self.batcher.submit(items), self.config.request_timeout_s)
+        except InputError as exc:
+            raise ApiError(422, str(exc)) from exc
         except Overloaded as exc:
             raise ApiError(503, str(exc), headers={"Retry-After": str(int(np.ceil(exc.retry_after)))}) from exc
         except TimeoutError as exc:
@@ -84,7 +91,7 @@ class ModelService(Generic[RuntimeT]):
         """A classifier's probability rows for parsed ``items`` (:meth:`run`, as one array).
 
         Raises:
-            ApiError: 503 when overloaded (with Retry-After), 504 on timeout.
+            ApiError: 422 for items the runtime refused, 503 when overloaded (with Retry-After), 504 on timeout.
         """
         return np.asarray(await self.run(items))  # no copy: a classifier's run_batch is already an array
 
