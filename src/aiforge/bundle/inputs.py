@@ -61,7 +61,7 @@ def _nodes(value: object, where: str, max_depth: int) -> Iterator[tuple[object, 
         yield node, at
         if isinstance(node, dict | list):
             if depth >= max_depth:
-                raise InputError(f"{at}: nested more than {max_depth} levels deep; send flat values")
+                raise InputError(f"{where}: nested more than {max_depth} levels deep; send flat values")
             if isinstance(node, dict):
                 for key, child in node.items():
                     name = check_text(key, f"{at} (a key)") if isinstance(key, str) else str(key)
