@@ -26,7 +26,7 @@ from aiforge.bundle.runtime import ItemLimits
 from aiforge.errors import InputError
 from aiforge.serve.app import create_app
 from aiforge.serve.config import ServerConfig
-from serve_helpers import serving
+from serve_helpers import metric_samples, serving
 
 SURROGATE = "\ud800"  # valid as a JSON escape, not valid Unicode text
 
@@ -127,6 +127,16 @@ def test_tabular_bad_categories_fail_alone_among_concurrent_good_requests(german
         responses = _post_all(server.url, requests)
         _check(responses, bad_at, bad_status=422, message="purpose: not valid Unicode text: lone surrogate")
         assert "Traceback" not in server.log_tail(100_000)
+        _assert_batched(server.url, "german-serve")
+
+
+def _assert_batched(url: str, model: str) -> None:
+    """Some batches held several requests' items (else the good ones could not have been put at risk)."""
+    samples = metric_samples(httpx.get(f"{url}/metrics", timeout=10).text)
+    labels = (("model", model),)
+    total = samples[("aiforge_batch_size_count", labels)]
+    single = samples[("aiforge_batch_size_bucket", tuple(sorted((*labels, ("le", "1.0")))))]
+    assert single < total, (single, total)
 
 
 def test_chat_predict_and_v2_bad_texts_fail_alone_among_concurrent_good_requests(acme: Any, tmp_path: Path,
@@ -140,6 +150,7 @@ def test_chat_predict_and_v2_bad_texts_fail_alone_among_concurrent_good_requests
         responses = _post_all(server.url, requests)
         _check(responses, bad_at, bad_status=422, message="not valid Unicode text: lone surrogate")
         assert "Traceback" not in server.log_tail(100_000)
+        _assert_batched(server.url, acme.name)
 
 
 # ----- the batcher's backstop: an item the checks let through fails alone ------------------------------
@@ -180,9 +191,17 @@ def _uvicorn(app: Any) -> Iterator[str]:
 def test_a_batch_that_fails_is_retried_so_only_the_bad_request_fails(german: Any, records: list[dict]) -> None:
     """With the per-item checks switched off, bad records reach the model inside shared batches:
     a record the runtime refuses (InputError) gets its 422, one that crashes onnxruntime its 500,
-    and every request batched with them still gets its 200."""
+    and every request batched with them still gets its 200 (none loses its keep-alive connection
+    to the 500: that used to surface as httpx.ReadError in the good requests)."""
     rt = aiforge.load(german.path)
     rt.parse_items = lambda items, where, limits: items  # type: ignore[method-assign]  # checks off
+    run_batch = rt.run_batch
+
+    def slow_run_batch(items: list[Any]) -> Any:
+        time.sleep(0.01)  # keeps the model busy long enough for concurrent requests to share batches
+        return run_batch(items)
+
+    rt.run_batch = slow_run_batch  # type: ignore[method-assign]
     missing = {k: v for k, v in records[0].items() if k != "duration"}
     crashing = {**records[0], "purpose": SURROGATE}
     path = "/v1/models/german-serve/predict"
