@@ -26,6 +26,7 @@ from aiforge.bundle.runtime import ItemLimits
 from aiforge.errors import InputError
 from aiforge.serve.app import create_app
 from aiforge.serve.config import ServerConfig
+from aiforge.tasks.image.decode import decode_base64
 from serve_helpers import metric_samples, serving
 
 SURROGATE = "\ud800"  # valid as a JSON escape, not valid Unicode text
@@ -100,14 +101,27 @@ def test_shared_checks_name_the_item_and_the_problem() -> None:
 
 
 def test_every_string_taking_runtime_refuses_a_lone_surrogate_before_batching(german: Any, acme: Any,
-                                                                             records: list[dict]) -> None:
+                                                                             records: list[dict],
+                                                                             rec_bundle: Any) -> None:
     lim = ItemLimits()
     tab = aiforge.load(german.path)
     with pytest.raises(InputError, match=r"inputs\[1\]\.purpose: not valid Unicode text: lone surrogate"):
         tab.parse_items([records[0], {**records[0], "purpose": SURROGATE}], "inputs", lim)
+    with pytest.raises(InputError, match=r"inputs\[0\] \(a key\): not valid Unicode text"):
+        tab.parse_items([{**records[0], SURROGATE: 1}], "inputs", lim)
     chat = aiforge.load(acme.path, home=acme.home)
     with pytest.raises(InputError, match=r"inputs\[1\]: not valid Unicode text: lone surrogate"):
         chat.parse_items(["hello", "hi " + SURROGATE], "inputs", lim)
+    rec = aiforge.load(rec_bundle.export.path)
+    for kwargs, where in [({"user": SURROGATE}, "user"), ({"items": ["1", SURROGATE]}, r"items\[1\]"),
+                          ({"user": "1", "filter": {SURROGATE: "Comedy"}}, r"filter \(a key\)"),
+                          ({"user": "1", "filter": {"genres": [SURROGATE]}}, r"filter\.genres\[0\]")]:
+        with pytest.raises(InputError, match=rf"^{where}: not valid Unicode text: lone surrogate"):
+            rec.query(**kwargs)
+    with pytest.raises(InputError, match=r"^item: not valid Unicode text"):
+        rec.similar_query(SURROGATE)
+    with pytest.raises(InputError, match=r"^images\[0\]: not valid Unicode text"):
+        decode_base64(SURROGATE + "AAAA", where="images[0]", max_bytes=1000)
 
 
 # ----- real servers, concurrent mixed requests ---------------------------------------------------
