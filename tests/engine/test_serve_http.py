@@ -240,6 +240,11 @@ def _tensor(**changes: Any) -> dict[str, Any]:
     return {"inputs": [{"name": "text", "shape": [2], "datatype": "BYTES", "data": ["a", "b"], **changes}]}
 
 
+def _raw(body: str) -> dict[str, Any]:
+    """Request kwargs that send ``body`` as it is (json= cannot send these bodies)."""
+    return {"content": body.encode(), "headers": {"content-type": "application/json"}}
+
+
 MISTAKES = [
     pytest.param("POST", V2, {"content": b'{"inputs": [', "headers": {"content-type": "application/json"}},
                  400, "not valid JSON", id="v2-malformed-json"),
@@ -285,6 +290,14 @@ MISTAKES = [
                  f"limit of {MAX_TEXT_CHARS}", id="v1-text-too-long"),
     pytest.param("POST", V2, {"json": v2_body(["word " * 1000] * 250)}, 413, "1048576-byte limit",
                  id="body-over-1-MiB"),
+    # issue 16, item 8: bodies json.loads refuses with RecursionError or ValueError (not a JSONDecodeError)
+    pytest.param("POST", V1, _raw('{"inputs": [' + "[" * 10_000 + "]" * 10_000 + "]}"), 400,
+                 "request body is not valid JSON: nested too deeply", id="v1-nested-10000-deep"),
+    pytest.param("POST", V2, _raw('{"inputs": [{"name": "text", "shape": [1], "datatype": "BYTES", "data": ['
+                                  + "9" * 5000 + "]}]}"), 400, "Exceeds the limit (4300 digits)",
+                 id="v2-5000-digit-integer"),
+    pytest.param("POST", V1, _raw('{"inputs": ["ok", "a \\ud800"]}'), 422,
+                 "inputs[1]: not valid Unicode text: lone surrogate U+D800 at character 2", id="v1-lone-surrogate"),
     pytest.param("GET", "/v3/models", {}, 404, "Not Found", id="unknown-route"),
     pytest.param("GET", V2, {}, 405, "Method Not Allowed", id="wrong-method"),
 ]
@@ -297,6 +310,17 @@ def test_client_mistakes_get_a_json_error(http: httpx.Client, trained_bundle, me
     assert r.status_code != 500, r.text
     assert r.status_code == status, r.text
     assert needle in error_of(r)
+
+
+def test_error_bodies_are_json_whatever_the_message_quotes() -> None:
+    # A message that quotes a client's lone surrogate cannot be UTF-8 encoded: Starlette's JSONResponse
+    # raised UnicodeEncodeError while answering the 4xx, which turned it into a 500.
+    from aiforge.serve.errors import ErrorResponse
+
+    message = "filter.\ud800: unknown field; filterable fields are ['genres'] (é)"
+    body = ErrorResponse({"error": message}, status_code=422).body
+    assert json.loads(body) == {"error": message}
+    assert body.isascii()
 
 
 @pytest.mark.parametrize("route", routes_for_other_kinds("text-classification"))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import time
 
 import numpy as np
 import pytest
@@ -11,7 +12,15 @@ from vision_helpers import bomb_png, encode, exif_rotated_png
 
 from aiforge.errors import DataError, InputError
 from aiforge.tasks.image.decode import decode_base64, decode_image, open_image_file
-from aiforge.tasks.image.preprocess import AugmentConfig, ImageConfig, augment, preprocess, to_rgb
+from aiforge.tasks.image.preprocess import (
+    MAX_ASPECT_RATIO,
+    AugmentConfig,
+    ImageConfig,
+    augment,
+    preprocess,
+    resized_size,
+    to_rgb,
+)
 
 LIMITS = {"max_bytes": 8 << 20, "max_pixels": 40_000_000}
 
@@ -53,6 +62,32 @@ def test_bomb_is_refused_before_decoding() -> None:
     huge = bomb_png(20_000, 20_000)  # over Pillow's own guard too: still our error type
     with pytest.raises(InputError, match="refused before decoding"):
         decode_image(huge, where="f", max_bytes=8 << 20, max_pixels=10**9)
+
+
+@pytest.mark.parametrize(("width", "height"), [(100_000, 1), (1, 100_000), (1_000_000, 1), (2100, 100)])
+def test_wide_and_tall_strips_are_refused_before_decoding(width: int, height: int) -> None:
+    # Issue 16, item 3: a 177-byte 100000x1 PNG took 14 s and 1.7 GB (the shorter side resized to 256
+    # makes 25.6 million x 256 pixels); a 1 KB 1000000x1 PNG ran out of memory.
+    strip = bomb_png(width, height)
+    assert len(strip) < 5_000
+    started = time.perf_counter()
+    with pytest.raises(InputError, match=rf"^f: image of {width}x{height} has an aspect ratio over the limit of "
+                                         rf"{MAX_ASPECT_RATIO}:1; crop or pad it"):
+        decode_image(strip, where="f", **LIMITS)
+    assert time.perf_counter() - started < 0.5
+
+
+def test_preprocess_bounds_the_resized_size_before_any_resize() -> None:
+    cfg = ImageConfig.for_resolution(224)
+    with pytest.raises(InputError, match=rf"items\[2\]: image of 100000x1 has an aspect ratio over the limit of "
+                                         rf"{MAX_ASPECT_RATIO}:1"):
+        preprocess(Image.new("RGB", (100_000, 1)), cfg, where="items[2]")
+    # at the limit: decoded and resized to at most MAX_ASPECT_RATIO * resize**2 pixels
+    edge = (MAX_ASPECT_RATIO * 10, 10)
+    assert decode_image(encode(_photo(*edge)), where="f", **LIMITS).size == edge
+    assert resized_size(*edge, cfg) == (MAX_ASPECT_RATIO * cfg.resize, cfg.resize)
+    assert preprocess(_photo(*edge), cfg).shape == (3, 224, 224)
+    assert resized_size(640, 480, cfg) == (341, 256)  # ordinary photos resize as before
 
 
 def test_byte_limit() -> None:

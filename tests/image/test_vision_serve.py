@@ -123,6 +123,40 @@ def test_bad_json_bodies(server: RunningServer, body: dict[str, Any], status: in
     assert message in r.json()["error"]
 
 
+@pytest.mark.parametrize(("body", "status", "message"), [
+    ('{"images": ' + "[" * 10_000 + "]" * 10_000 + "}", 400, "request body: JSON nested too deeply"),
+    ('{"images": ["x"], "top_k": ' + "9" * 5000 + "}", 400,
+     "request body: JSON value refused (Exceeds the limit (4300 digits)"),
+    ('{"images": [' + "[" * 100 + "]" * 100 + "]}", 400, "request body: nested more than 32 levels deep"),
+    ('{"images": ["x"], "top_k": Infinity}', 400, "numbers must be finite"),
+    ('{"images": ["\\ud800"]}', 422, "images[0]: not valid Unicode text: lone surrogate U+D800"),
+], ids=["deep", "5000-digits", "nested-32", "infinity", "surrogate"])
+def test_unparseable_json_is_a_4xx_json_error_not_a_500(server: RunningServer, body: str, status: int,
+                                                        message: str) -> None:
+    # Issue 16, item 8: the first two answered 500 (RecursionError, ValueError from json.loads).
+    r = httpx.post(f"{server.url}/v1/models/{NAME}/classify", content=body.encode(),
+                   headers={"content-type": "application/json"}, timeout=60)
+    assert r.status_code == status, r.text[:300]
+    assert r.headers["content-type"].startswith("application/json")
+    assert message in r.json()["error"], r.json()
+
+
+@pytest.mark.parametrize(("width", "height"), [(100_000, 1), (1, 1_000_000)])
+def test_wide_or_tall_strips_are_refused_fast_and_without_memory(server: RunningServer, width: int,
+                                                                 height: int) -> None:
+    # Issue 16, item 3: a 177-byte 100000x1 PNG took 14 s and 1.7 GB RSS (200 OK); 1000000x1 ran out of memory.
+    strip = bomb_png(width, height)
+    before = rss_mb(server.proc.pid)
+    started = time.perf_counter()
+    limit = f"image of {width}x{height} has an aspect ratio over the limit of 20:1"
+    r = _classify_files(server, [("strip.png", strip)])
+    assert r.status_code == 422 and f"files[0]: {limit}" in r.json()["error"], r.text
+    r = httpx.post(f"{server.url}/v1/models/{NAME}/classify", json={"images": [_b64(strip)]}, timeout=60)
+    assert r.status_code == 422 and f"images[0]: {limit}" in r.json()["error"], r.text
+    assert time.perf_counter() - started < 2.0
+    assert rss_mb(server.proc.pid) - before < 50, (before, rss_mb(server.proc.pid))
+
+
 def test_other_client_mistakes(server: RunningServer, pngs: list[bytes]) -> None:
     url = f"{server.url}/v1/models/{NAME}/classify"
     not_json = httpx.post(url, content=b"{nope", headers={"content-type": "application/json"}, timeout=30)

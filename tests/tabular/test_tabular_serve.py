@@ -96,6 +96,46 @@ def test_v1_and_v2_over_http(server: RunningServer, german: Fitted, records: lis
         assert "decision support" in listing["card"]
 
 
+def _raw_post(server: RunningServer, path: str, body: str) -> httpx.Response:
+    """POST ``body`` as it is (json= cannot send a lone surrogate or a malformed nesting)."""
+    return httpx.post(server.url + path, content=body.encode(), headers={"content-type": "application/json"},
+                      timeout=60)
+
+
+def test_parse_errors_and_bad_text_in_records_are_4xx_json_never_500(server: RunningServer,
+                                                                    records: list[dict]) -> None:
+    # Issue 16, items 2 and 8: a v2 'records' string nested 10,000 deep (RecursionError) or holding a
+    # 5,000-digit integer, and a lone surrogate in a category (it failed inside onnxruntime), were 500s.
+    v2, v1 = "/v2/models/german-serve/infer", "/v1/models/german-serve/predict"
+
+    def records_tensor(*data: str) -> str:
+        return json.dumps({"inputs": [{"name": "records", "shape": [len(data)], "datatype": "BYTES",
+                                       "data": list(data)}]})
+
+    deep = "[" * 10_000 + "]" * 10_000
+    cases = [
+        (v2, records_tensor(json.dumps(records[0]), deep), 400, "inputs[0].data[1]: JSON nested too deeply"),
+        (v2, records_tensor('{"duration": ' + "9" * 5000 + "}"), 400,
+         "inputs[0].data[0]: JSON value refused (Exceeds the limit (4300 digits)"),
+        (v2, records_tensor('{"purpose": ' + "[" * 500 + "]" * 500 + "}"), 400,
+         "inputs[0].data[0]: nested more than 32 levels deep"),
+        (v2, records_tensor("[1, 2]"), 400, "inputs[0].data[0]: expected a JSON object (one record), got list"),
+        (v2, records_tensor(json.dumps({**records[0], "purpose": "\ud800"})), 422,
+         "inputs[0].data[0].purpose: not valid Unicode text: lone surrogate U+D800"),
+        (v1, json.dumps({"inputs": [records[1], {**records[0], "housing": "\ud800"}]}), 422,
+         "inputs[1].housing: not valid Unicode text: lone surrogate U+D800"),
+        (v1, '{"inputs": [' + deep + "]}", 400, "request body is not valid JSON: nested too deeply"),
+        (v1, '{"inputs": [{"duration": ' + "9" * 5000 + "}]}", 400,
+         "request body is not valid JSON: Exceeds the limit (4300 digits)"),
+    ]
+    for path, body, status, message in cases:
+        r = _raw_post(server, path, body)
+        assert r.status_code == status, (message, r.status_code, r.text[:300])
+        assert r.headers["content-type"].startswith("application/json")
+        assert message in r.json()["error"], r.json()
+    assert "Traceback" not in server.log_tail(100_000)
+
+
 def test_predict_and_eval_files_from_the_cli(german: Fitted, tmp_path: Path) -> None:
     from typer.testing import CliRunner
 

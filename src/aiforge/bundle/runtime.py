@@ -135,6 +135,10 @@ class Runtime:
     def parse_items(self, items: list[Any], where: str, limits: ItemLimits) -> list[Any]:
         """Validate request items (JSON values) and turn them into what ``run_batch`` takes.
 
+        Every item is checked here, before it can join a batch; strings go through the shared
+        checks of :mod:`aiforge.bundle.inputs` (``check_text``, ``check_strings``), so a lone
+        surrogate or a deep nesting is refused the same way by every kind.
+
         Raises:
             InputError: an item is of the wrong type or over a limit; the message names
                 ``where[i]`` and what was expected.

@@ -10,7 +10,12 @@ Contract (after Ray Serve's ``@serve.batch``):
   :class:`Overloaded` (the server answers 503 + Retry-After) instead of waiting;
 - cancelled requests (client gone, timeout) are dropped before their batch runs;
 - the model's output length is checked against the input length (:class:`BatchLengthError`
-  otherwise), and if a batch fails every request in it gets the error, never a hang.
+  otherwise), and every request gets an answer or an error, never a hang;
+- one bad item never fails the requests batched with it: a failed batch of several requests is
+  run again in halves, down to single requests, so only the request whose items fail gets the
+  error (its own: an ``InputError`` stays a client error) and the others get their outputs.
+  Runtimes still validate each item in ``parse_items`` first; this is the backstop for what only
+  the model finds out.
 
 The hook is ``Runtime.run_batch``: one output per item, any sequence (a classifier's array of
 probability rows, a recommender's list of rankings); each request gets its slice of it.
@@ -59,6 +64,8 @@ class BatcherStats:
     items: int = 0
     dropped: int = 0
     last_batch_seconds: float = 0.0
+    split_batches: int = 0  # failed batches run again in halves to find the failing request
+    failed_requests: int = 0  # requests that got an error from the model
 
 
 class Batcher:
@@ -162,28 +169,45 @@ class Batcher:
             batch = self._take()
             if not batch:
                 continue
-            items = [t for p in batch for t in p.items]
-            started = time.monotonic()
             self._running += 1
             try:
-                out = await loop.run_in_executor(self._executor, self._run, items)
-                parts = _split(self._run, out, [len(p.items) for p in batch])
-            except Exception as exc:  # every request in the batch gets the error
-                for p in batch:
-                    if not p.future.done():
-                        p.future.set_exception(exc)
-                continue
+                await self._settle(loop, batch)
             finally:
                 self._running -= 1
-            elapsed = time.monotonic() - started
-            self.stats.batches += 1
-            self.stats.items += len(items)
-            self.stats.last_batch_seconds = elapsed
-            if self._on_batch:
-                self._on_batch(len(items), elapsed)
-            for p, part in zip(batch, parts, strict=True):
-                if not p.future.done():
-                    p.future.set_result(part)
+
+    async def _settle(self, loop: asyncio.AbstractEventLoop, batch: list[_Pending]) -> None:
+        """Run ``batch`` and answer its requests; if it fails, run it again in halves.
+
+        Halving (not one request at a time) finds one bad request among n in about 2*log2(n) runs;
+        a request that fails alone gets the error its run raised.
+        """
+        items = [t for p in batch for t in p.items]
+        started = time.monotonic()
+        try:
+            out = await loop.run_in_executor(self._executor, self._run, items)
+            parts = _split(self._run, out, [len(p.items) for p in batch])
+        except Exception as exc:
+            if len(batch) == 1:
+                self.stats.failed_requests += 1
+                if not batch[0].future.done():
+                    batch[0].future.set_exception(exc)
+                return
+            self.stats.split_batches += 1
+            mid = len(batch) // 2
+            for half in (batch[:mid], batch[mid:]):
+                alive = [p for p in half if not p.future.done()]  # a client gone meanwhile needs no retry
+                if alive:
+                    await self._settle(loop, alive)
+            return
+        elapsed = time.monotonic() - started
+        self.stats.batches += 1
+        self.stats.items += len(items)
+        self.stats.last_batch_seconds = elapsed
+        if self._on_batch:
+            self._on_batch(len(items), elapsed)
+        for p, part in zip(batch, parts, strict=True):
+            if not p.future.done():
+                p.future.set_result(part)
 
 
 def _split(run: Callable[..., Any], out: Sequence[Any], sizes: list[int]) -> list[Sequence[Any]]:

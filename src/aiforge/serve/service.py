@@ -8,6 +8,7 @@ Runtime class), so a model of another kind is refused the same way on every rout
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
@@ -26,6 +27,8 @@ from aiforge.serve.metrics import ServerMetrics
 __all__ = ["ModelService", "Models"]
 
 RuntimeT = TypeVar("RuntimeT", bound=Runtime)
+
+_log = logging.getLogger("aiforge.server")
 
 
 class ModelService(Generic[RuntimeT]):
@@ -70,21 +73,35 @@ class ModelService(Generic[RuntimeT]):
     async def run(self, items: list[Any]) -> Sequence[Any]:
         """The runtime's ``run_batch`` outputs for parsed ``items``, through the batcher, within the timeout.
 
+        A request batched with a failing one still gets its outputs: the batcher runs a failed
+        batch again in halves, so only the failing request gets the error.
+
         Raises:
-            ApiError: 503 when overloaded (with Retry-After), 504 on timeout.
+            ApiError: 422 when the runtime refused these items while running them (an ``InputError``:
+                the client's fault, though ``parse_items`` let it through), 503 when overloaded (with
+                Retry-After), 504 on timeout, 500 when the model failed on them.
         """
         try:
             return await asyncio.wait_for(self.batcher.submit(items), self.config.request_timeout_s)
+        except InputError as exc:
+            raise ApiError(422, str(exc)) from exc
         except Overloaded as exc:
             raise ApiError(503, str(exc), headers={"Retry-After": str(int(np.ceil(exc.retry_after)))}) from exc
         except TimeoutError as exc:
             raise ApiError(504, f"prediction took longer than {self.config.request_timeout_s:g} s") from exc
+        except Exception as exc:
+            # The model failed on this request alone (the batcher isolated it). Answered as an ApiError, not
+            # left to the catch-all handler: that one re-raises into uvicorn, which then closes the
+            # connection, and other requests on it (keep-alive) failed with a dropped connection.
+            _log.error("model %r failed on a request of %d item(s)", self.name, len(items), exc_info=exc)
+            raise ApiError(500, f"internal server error: model {self.name!r} failed on this request") from exc
 
     async def predict_proba(self, items: list[Any]) -> np.ndarray:
         """A classifier's probability rows for parsed ``items`` (:meth:`run`, as one array).
 
         Raises:
-            ApiError: 503 when overloaded (with Retry-After), 504 on timeout.
+            ApiError: 422 for items the runtime refused, 503 when overloaded (with Retry-After), 504 on timeout,
+                500 when the model failed on them.
         """
         return np.asarray(await self.run(items))  # no copy: a classifier's run_batch is already an array
 

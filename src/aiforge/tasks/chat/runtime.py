@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from aiforge.bundle.format import BundleManifest
+from aiforge.bundle.inputs import check_text
 from aiforge.bundle.runtime import ItemLimits, Runtime
 from aiforge.errors import BundleError, GenerationError, InputError
 from aiforge.hub.onnx_encoder import OnnxEncoder
@@ -159,13 +160,7 @@ class ChatRuntime(Runtime):
     def parse_items(self, items: list[Any], where: str, limits: ItemLimits) -> list[Any]:
         if self.intents is None:
             raise InputError(f"{where}: this chat bundle has no intents to classify; use /v1/chat/completions")
-        for i, t in enumerate(items):
-            if not isinstance(t, str):
-                raise InputError(f"{where}[{i}]: expected a string, got {type(t).__name__}")
-            if len(t) > limits.max_text_chars:
-                raise InputError(f"{where}[{i}]: text of {len(t)} characters, over the limit of "
-                                 f"{limits.max_text_chars}")
-        return items
+        return [check_text(t, f"{where}[{i}]", max_chars=limits.max_text_chars) for i, t in enumerate(items)]
 
     def predict_proba(self, items: list[Any]) -> np.ndarray:
         """Intent probabilities (columns in ``labels`` order).

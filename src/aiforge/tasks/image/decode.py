@@ -1,8 +1,9 @@
 """Safe image decoding for requests and files: format by magic bytes, limits before decoding.
 
 Order of checks for bytes from a client: byte count, magic bytes (JPEG, PNG or WebP only),
-header-only open to read the pixel count (decompression bombs are refused before any pixel
-is decoded), full decode (truncated or corrupt data named), EXIF orientation applied.
+header-only open to read the pixel count and the aspect ratio (decompression bombs and
+100000x1 strips are refused before any pixel is decoded), full decode (truncated or corrupt
+data named), EXIF orientation applied.
 """
 
 from __future__ import annotations
@@ -15,7 +16,9 @@ from pathlib import Path
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from aiforge.bundle.inputs import check_text
 from aiforge.errors import DataError, InputError
+from aiforge.tasks.image.preprocess import check_aspect
 
 __all__ = ["ALLOWED_FORMATS", "decode_base64", "decode_image", "open_image_file", "sniff_format"]
 
@@ -52,7 +55,8 @@ def decode_image(data: bytes, *, where: str, max_bytes: int, max_pixels: int) ->
     """Decode ``data`` into a fully loaded, EXIF-oriented Pillow image.
 
     Raises:
-        InputError: too many bytes, not JPEG/PNG/WebP, too many pixels, truncated or corrupt;
+        InputError: too many bytes, not JPEG/PNG/WebP, too many pixels, an aspect ratio over
+            ``MAX_ASPECT_RATIO``, truncated or corrupt;
             the message starts with ``where``.
     """
     if len(data) > max_bytes:
@@ -74,6 +78,7 @@ def decode_image(data: bytes, *, where: str, max_bytes: int, max_pixels: int) ->
             if w * h > max_pixels:
                 raise InputError(f"{where}: image of {w}x{h} = {w * h} pixels, over the limit of {max_pixels} "
                                  "(refused before decoding)")
+            check_aspect(w, h, where=where)
             img.load()
             return ImageOps.exif_transpose(img) or img
     except InputError:
@@ -95,6 +100,7 @@ def decode_base64(text: str, *, where: str, max_bytes: int) -> bytes:
     """
     if not isinstance(text, str):
         raise InputError(f"{where}: expected a base64-encoded image string, got {type(text).__name__}")
+    check_text(text, where)  # the one shared check: a lone surrogate is refused the same way everywhere
     if text.startswith("data:"):
         head, _, text = text.partition(",")
         if ";base64" not in head:

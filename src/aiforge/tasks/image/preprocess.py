@@ -4,8 +4,10 @@ Pillow + numpy only (no torch), so the torch-free Runtime computes exactly the n
 model saw in training: resize the shorter side to ``resize`` (bilinear), centre-crop a
 ``resolution`` square, scale 0..255 to ``(x - mean) / std`` (EfficientNet-Lite: [-1, 1]),
 channels first. Grayscale, palette and alpha images become RGB first (alpha composited on
-white). Training augmentation (random resized crop, flip, colour jitter) lives here too, so
-an augmented image ends in the same scaling step.
+white). The resized size is bounded before any resize: an image more than ``MAX_ASPECT_RATIO``
+times longer than it is wide (a 177-byte 100000x1 PNG would resize to 25.6 million x 256 pixels)
+is refused with :class:`~aiforge.errors.InputError`. Training augmentation (random resized crop,
+flip, colour jitter) lives here too, so an augmented image ends in the same scaling step.
 """
 
 from __future__ import annotations
@@ -16,7 +18,17 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageEnhance
 
-__all__ = ["AugmentConfig", "ImageConfig", "augment", "preprocess", "preprocess_batch", "to_rgb"]
+from aiforge.errors import InputError
+
+__all__ = ["MAX_ASPECT_RATIO", "AugmentConfig", "ImageConfig", "augment", "check_aspect", "preprocess",
+           "preprocess_batch", "resized_size", "to_rgb"]
+
+
+MAX_ASPECT_RATIO = 20
+"""Longest side over shortest side an image may have (tall phone screenshots are about 10:1).
+
+Resizing the shorter side to ``resize`` makes the longer one up to ``MAX_ASPECT_RATIO * resize``
+pixels, so this bounds the resized image to ``MAX_ASPECT_RATIO * resize**2`` pixels."""
 
 
 @dataclass(frozen=True)
@@ -79,12 +91,38 @@ def _scale(img: Image.Image, cfg: ImageConfig) -> np.ndarray:
     return np.ascontiguousarray(((arr - cfg.mean) / cfg.std).transpose(2, 0, 1))
 
 
-def preprocess(img: Image.Image, cfg: ImageConfig) -> np.ndarray:
-    """``img`` as a float32 array of shape (3, resolution, resolution), as the model takes it."""
-    img = to_rgb(img)
+def check_aspect(width: int, height: int, *, where: str) -> None:
+    """Refuse an image whose sides differ by more than :data:`MAX_ASPECT_RATIO` times.
+
+    Raises:
+        InputError: names ``where``, the size and the limit.
+    """
+    long, short = max(width, height), min(width, height)
+    if short <= 0 or long > MAX_ASPECT_RATIO * short:
+        raise InputError(f"{where}: image of {width}x{height} has an aspect ratio over the limit of "
+                         f"{MAX_ASPECT_RATIO}:1; crop or pad it closer to square")
+
+
+def resized_size(width: int, height: int, cfg: ImageConfig, *, where: str = "image") -> tuple[int, int]:
+    """The (width, height) ``preprocess`` resizes to before its centre crop, checked before any resize.
+
+    Raises:
+        InputError: the aspect ratio is over :data:`MAX_ASPECT_RATIO` (see :func:`check_aspect`).
+    """
+    check_aspect(width, height, where=where)
+    scale = cfg.resize / min(width, height)
+    return max(cfg.resolution, round(width * scale)), max(cfg.resolution, round(height * scale))
+
+
+def preprocess(img: Image.Image, cfg: ImageConfig, *, where: str = "image") -> np.ndarray:
+    """``img`` as a float32 array of shape (3, resolution, resolution), as the model takes it.
+
+    Raises:
+        InputError: the image's aspect ratio is over :data:`MAX_ASPECT_RATIO`.
+    """
     w, h = img.size
-    scale = cfg.resize / min(w, h)
-    nw, nh = max(cfg.resolution, round(w * scale)), max(cfg.resolution, round(h * scale))
+    nw, nh = resized_size(w, h, cfg, where=where)  # before to_rgb: no copy of a refused image
+    img = to_rgb(img)
     if (nw, nh) != (w, h):
         img = img.resize((nw, nh), _resample(cfg))
     left, top = (nw - cfg.resolution) // 2, (nh - cfg.resolution) // 2

@@ -15,6 +15,8 @@ import numpy as np
 from fastapi import APIRouter, Depends, Request, Response
 from starlette.datastructures import UploadFile
 
+from aiforge.bundle.inputs import loads_json
+from aiforge.errors import InputError
 from aiforge.serve.errors import ApiError
 from aiforge.serve.protocols import ModelsDep, require_key, route_of
 from aiforge.serve.service import ModelService
@@ -64,10 +66,10 @@ async def _multipart(request: Request, service: ModelService[ImageRuntime]) -> t
 
 
 async def _json_body(request: Request) -> tuple[list[Any], list[str], Any]:
-    try:
-        body = json.loads(await request.body())
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise ApiError(400, "request body is not valid JSON (or send multipart/form-data with image files)") from None
+    try:  # deep nesting and 5,000-digit integers too: a client's mistake, never a 500
+        body = loads_json(await request.body(), "request body")
+    except InputError as exc:
+        raise ApiError(400, f"{exc} (send JSON or multipart/form-data with image files)") from None
     if not isinstance(body, dict) or not isinstance(body.get("images"), list):
         raise ApiError(422, 'expected {"images": ["<base64 JPEG/PNG/WebP>", ...], "top_k": 5} or a multipart upload')
     unknown = sorted(set(body) - {"images", "top_k"})

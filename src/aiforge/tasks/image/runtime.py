@@ -97,7 +97,7 @@ class ImageRuntime(Runtime):
             InputError: the bytes break a limit or are not a readable JPEG/PNG/WebP image.
         """
         img = decode_image(data, where=where, max_bytes=limits.max_image_bytes, max_pixels=limits.max_image_pixels)
-        return preprocess(img, self.image)
+        return preprocess(img, self.image, where=where)
 
     def parse_items(self, items: list[Any], where: str, limits: ItemLimits) -> list[Any]:
         out = []

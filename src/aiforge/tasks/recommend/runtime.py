@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from aiforge.bundle.format import BundleManifest
+from aiforge.bundle.inputs import check_strings
 from aiforge.bundle.runtime import ItemLimits, Runtime, onnx_session
 from aiforge.errors import BundleError, InputError, UnknownItem
 
@@ -173,6 +174,9 @@ class RecommendRuntime(Runtime):
             raise InputError(f"k: expected an integer from 1 to {self.k_max}, got {k!r}")
         if user is None and items is None:
             raise InputError("give \"user\" (a user id) or \"items\" (ids a new user liked)")
+        # ids and filters are checked here, before the query joins a batch (a lone surrogate, deep nesting)
+        for value, where in ((user, "user"), (items, "items"), (filter, "filter")):
+            check_strings(value, where)
         if user is not None and (not isinstance(user, str | int) or isinstance(user, bool)):
             raise InputError(f"user: expected a user id (string), got {type(user).__name__}")
         liked = self._items(items, "items") if items is not None else np.zeros(0, dtype=np.int64)
@@ -299,6 +303,7 @@ class RecommendRuntime(Runtime):
         """
         if not isinstance(item, str | int) or isinstance(item, bool):
             raise InputError(f"item: expected an item id (string), got {type(item).__name__}")
+        check_strings(item, "item")
         j = self.item_index.get(str(item))
         if j is None:
             raise UnknownItem(f"item {str(item)!r} is not in this model's catalogue of {self.n_items} items")

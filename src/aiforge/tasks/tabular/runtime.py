@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Mapping
 from pathlib import Path
@@ -12,6 +11,7 @@ import numpy as np
 
 from aiforge.audit.metrics import classification_metrics
 from aiforge.bundle.format import BundleManifest
+from aiforge.bundle.inputs import check_strings, loads_json
 from aiforge.bundle.runtime import ItemLimits, Runtime, onnx_session
 from aiforge.data.readers import read_table
 from aiforge.errors import BundleError, DataError, InputError
@@ -67,11 +67,8 @@ class TabularRuntime(Runtime):
             InputError: names ``where[i].field`` and what was expected.
         """
         for i, item in enumerate(items):
-            if isinstance(item, dict):
-                for key, value in item.items():
-                    if isinstance(value, str) and len(value) > limits.max_text_chars:
-                        raise InputError(f"{where}[{i}].{key}: {len(value)} characters, over the limit of "
-                                         f"{limits.max_text_chars}")
+            if isinstance(item, dict):  # a lone surrogate would fail inside onnxruntime, with its whole batch
+                check_strings(item, f"{where}[{i}]", max_chars=limits.max_text_chars)
         records_to_columns(items, self.schema, where)
         return items
 
@@ -115,13 +112,11 @@ class TabularRuntime(Runtime):
             raise InputError("inputs[0] ('records'): must be BYTES with a shape matching its data")
         out = []
         for i, s in enumerate(data):
-            if isinstance(s, dict):
-                out.append(s)
-                continue
-            try:
-                out.append(json.loads(s))
-            except (TypeError, ValueError) as exc:
-                raise InputError(f"inputs[0].data[{i}]: not a JSON object ({exc})") from None
+            where = f"inputs[0].data[{i}]"
+            record = s if isinstance(s, dict) else loads_json(s, where) if isinstance(s, str) else s
+            if not isinstance(record, dict):
+                raise InputError(f"{where}: expected a JSON object (one record), got {type(record).__name__}")
+            out.append(record)
         return out
 
     def v2_metadata_inputs(self) -> list[dict[str, Any]]:

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from aiforge.bundle.format import BundleManifest
+from aiforge.bundle.inputs import check_text
 from aiforge.bundle.tokens import encode_batches
 from aiforge.errors import BundleError, DataError, InputError
 
@@ -57,17 +58,7 @@ class TextRuntime(Runtime):
         return cls(path, manifest, precision=precision, threads=threads)
 
     def parse_items(self, items: list[Any], where: str, limits: ItemLimits) -> list[Any]:
-        for i, t in enumerate(items):
-            if not isinstance(t, str):
-                raise InputError(f"{where}[{i}]: expected a string, got {type(t).__name__}")
-            try:
-                t.encode("utf-8")
-            except UnicodeEncodeError:
-                raise InputError(f"{where}[{i}]: not valid Unicode text (lone surrogate)") from None
-            if len(t) > limits.max_text_chars:
-                raise InputError(f"{where}[{i}]: text of {len(t)} characters, over the limit of "
-                                 f"{limits.max_text_chars}")
-        return items
+        return [check_text(t, f"{where}[{i}]", max_chars=limits.max_text_chars) for i, t in enumerate(items)]
 
     def v2_metadata_inputs(self) -> list[dict[str, Any]]:
         return [{"name": "text", "datatype": "BYTES", "shape": [-1]}]
