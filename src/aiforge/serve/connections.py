@@ -1,0 +1,123 @@
+"""uvicorn's HTTP protocol with the connection limits uvicorn itself lacks.
+
+uvicorn times out only idle keep-alive connections: a client that opens a socket and sends its
+headers a byte at a time holds a connection (and its memory) for as long as it likes, and with
+httptools the header size is not bounded. :func:`guarded_protocol` makes a subclass of uvicorn's
+protocol (httptools when installed, else h11) that
+
+- answers 408 and closes when a request's headers are not complete ``header_timeout_s`` after the
+  connection opened or the previous response ended;
+- answers 431 and closes when incomplete headers pass ``max_header_bytes``;
+- answers 503 with ``Retry-After`` (JSON, like every other refusal) to a connection over
+  ``max_connections``; uvicorn's own ``limit_concurrency`` answers a plain-text 503 without one.
+
+The body's own deadline is :class:`aiforge.serve.middleware.BodyDeadline`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+from aiforge.serve.config import ServerConfig
+
+__all__ = ["guarded_protocol", "uvicorn_settings"]
+
+
+def _raw_response(status: int, reason: str, error: str, extra: str = "") -> bytes:
+    body = json.dumps({"error": error}).encode()
+    head = (f"HTTP/1.1 {status} {reason}\r\ncontent-type: application/json\r\ncontent-length: {len(body)}\r\n"
+            f"connection: close\r\n{extra}\r\n")
+    return head.encode("latin-1") + body
+
+
+def _base_protocol() -> type[asyncio.Protocol]:
+    try:
+        from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+        return HttpToolsProtocol
+    except ImportError:  # uvicorn without httptools
+        from uvicorn.protocols.http.h11_impl import H11Protocol
+
+        return H11Protocol
+
+
+def guarded_protocol(config: ServerConfig) -> type[asyncio.Protocol]:
+    """A uvicorn HTTP protocol class (for ``uvicorn.run(http=...)``) applying ``config``'s connection limits."""
+    base: Any = _base_protocol()
+    header_timeout = config.header_timeout_s
+    max_header_bytes = config.max_header_bytes
+    max_connections = config.max_connections
+
+    class GuardedProtocol(base):  # type: ignore[misc, valid-type]
+        """uvicorn's protocol; ``cycle`` is the request whose headers were read last (uvicorn's own field)."""
+
+        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+            self._header_timer: asyncio.TimerHandle | None = None
+            self._header_bytes = 0
+            self._waiting_for: Any = None
+            super().connection_made(transport)
+            if len(self.connections) > max_connections:
+                transport.write(_raw_response(503, "Service Unavailable",
+                                              f"{max_connections} connections open, the server's limit; retry "
+                                              "shortly", "retry-after: 1\r\n"))
+                transport.close()
+                return
+            self._arm()
+
+        def _arm(self) -> None:
+            """Expect the next request's headers within ``header_timeout`` (the request after ``cycle``)."""
+            self._disarm()
+            self._waiting_for = self.cycle
+            self._header_bytes = 0
+            self._header_timer = self.loop.call_later(header_timeout, self._headers_late)
+
+        def _disarm(self) -> None:
+            if self._header_timer is not None:
+                self._header_timer.cancel()
+                self._header_timer = None
+
+        def _headers_in(self) -> bool:
+            return self.cycle is not self._waiting_for
+
+        def _refuse(self, status: int, reason: str, error: str) -> None:
+            self._disarm()
+            if not self.transport.is_closing():
+                self.transport.write(_raw_response(status, reason, error))
+                self.transport.close()
+
+        def _headers_late(self) -> None:
+            self._header_timer = None
+            if not self._headers_in():
+                self._refuse(408, "Request Timeout", f"request headers not received within {header_timeout:g} s")
+
+        def data_received(self, data: bytes) -> None:
+            super().data_received(data)
+            if self._header_timer is None or self.transport.is_closing():
+                return
+            if self._headers_in():
+                self._disarm()
+                return
+            self._header_bytes += len(data)
+            if self._header_bytes > max_header_bytes:
+                self._refuse(431, "Request Header Fields Too Large",
+                             f"request headers over the {max_header_bytes}-byte limit")
+
+        def on_response_complete(self) -> None:
+            super().on_response_complete()
+            if not self.transport.is_closing():  # pipelined requests already made a newer ``cycle``
+                self._arm()
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self._disarm()
+            super().connection_lost(exc)
+
+    return GuardedProtocol
+
+
+def uvicorn_settings(config: ServerConfig) -> dict[str, Any]:
+    """The keyword arguments of ``uvicorn.run``/``uvicorn.Config`` for ``config``'s address and limits."""
+    return {"host": config.host, "port": config.port, "http": guarded_protocol(config), "access_log": False,
+            "timeout_keep_alive": config.keep_alive_s, "h11_max_incomplete_event_size": config.max_header_bytes,
+            "timeout_graceful_shutdown": 30, "server_header": False}
