@@ -24,6 +24,8 @@ from aiforge.serve.config import ServerConfig
 
 __all__ = ["guarded_protocol", "uvicorn_settings"]
 
+LINGER_S = 1.0  # after refusing a request, how long its connection still reads (and drops) before closing
+
 
 def _raw_response(status: int, reason: str, error: str, extra: str = "") -> bytes:
     body = json.dumps({"error": error}).encode()
@@ -57,12 +59,12 @@ def guarded_protocol(config: ServerConfig) -> type[asyncio.Protocol]:
             self._header_timer: asyncio.TimerHandle | None = None
             self._header_bytes = 0
             self._waiting_for: Any = None
+            self._lingering = False
             super().connection_made(transport)
             if len(self.connections) > max_connections:
-                transport.write(_raw_response(503, "Service Unavailable",
-                                              f"{max_connections} connections open, the server's limit; retry "
-                                              "shortly", "retry-after: 1\r\n"))
-                transport.close()
+                self._refuse(503, "Service Unavailable",
+                             f"{max_connections} connections open, the server's limit; retry shortly",
+                             "retry-after: 1\r\n")
                 return
             self._arm()
 
@@ -81,11 +83,17 @@ def guarded_protocol(config: ServerConfig) -> type[asyncio.Protocol]:
         def _headers_in(self) -> bool:
             return self.cycle is not self._waiting_for
 
-        def _refuse(self, status: int, reason: str, error: str) -> None:
+        def _refuse(self, status: int, reason: str, error: str, extra: str = "") -> None:
+            """Answer, then linger: discard what the client still sends for a moment before closing,
+            so its kernel does not drop the answer on a reset (a close with unread data sends one)."""
             self._disarm()
-            if not self.transport.is_closing():
-                self.transport.write(_raw_response(status, reason, error))
-                self.transport.close()
+            if self.transport.is_closing() or self._lingering:
+                return
+            self._lingering = True
+            self.transport.write(_raw_response(status, reason, error, extra))
+            if self.transport.can_write_eof():
+                self.transport.write_eof()
+            self.loop.call_later(LINGER_S, self.transport.close)
 
         def _headers_late(self) -> None:
             self._header_timer = None
@@ -93,6 +101,8 @@ def guarded_protocol(config: ServerConfig) -> type[asyncio.Protocol]:
                 self._refuse(408, "Request Timeout", f"request headers not received within {header_timeout:g} s")
 
         def data_received(self, data: bytes) -> None:
+            if self._lingering:
+                return
             super().data_received(data)
             if self._header_timer is None or self.transport.is_closing():
                 return

@@ -8,12 +8,13 @@ import hashlib
 import json
 import logging
 import math
+import re
 import time
 from dataclasses import dataclass
 from typing import Any
 
 from starlette.exceptions import HTTPException
-from starlette.routing import Match
+from starlette.routing import compile_path
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from aiforge.serve.config import ApiKeys, presented_key
@@ -270,6 +271,7 @@ class RateLimit:
         self.keys = keys
         self.metrics = metrics
         self.exempt = exempt
+        self._templates: list[tuple[str, re.Pattern[str]]] | None = None
 
     def _client(self, scope: Scope) -> str:
         key = _scope_key(scope)
@@ -279,12 +281,13 @@ class RateLimit:
         return "addr:" + (client[0] if client else "unknown")
 
     def _route(self, scope: Scope) -> str:
-        router = getattr(scope.get("app"), "router", None)
-        for route in getattr(router, "routes", []):
-            match, _ = route.matches(scope)
-            if match == Match.FULL:
-                return str(getattr(route, "path", "unmatched"))
-        return "unmatched"
+        """The documented path template the request is for (a bounded label), or ``unmatched``."""
+        if self._templates is None:
+            app = scope.get("app")
+            paths = app.openapi().get("paths", {}) if hasattr(app, "openapi") else {}
+            self._templates = [(path, compile_path(path)[0]) for path in paths]
+        path = str(scope.get("path", ""))
+        return next((template for template, regex in self._templates if regex.match(path)), "unmatched")
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope.get("path") in self.exempt:
