@@ -283,8 +283,8 @@ class RateLimit:
     def _route(self, scope: Scope) -> str:
         """The documented path template the request is for (a bounded label), or ``unmatched``."""
         if self._templates is None:
-            app = scope.get("app")
-            paths = app.openapi().get("paths", {}) if hasattr(app, "openapi") else {}
+            openapi = getattr(scope.get("app"), "openapi", None)
+            paths = openapi().get("paths", {}) if callable(openapi) else {}
             self._templates = [(path, compile_path(path)[0]) for path in paths]
         path = str(scope.get("path", ""))
         return next((template for template, regex in self._templates if regex.match(path)), "unmatched")
