@@ -91,6 +91,14 @@ def test_openapi_documents_every_error_status_with_the_error_model() -> None:
     assert "HTTPValidationError" not in json.dumps(schema["paths"])
 
 
+def test_a_405_allows_every_method_of_the_path() -> None:
+    with _client(ServerConfig()) as client:
+        r = client.request("OPTIONS", "/v1/chat/sessions/s1")
+    # before: "Allow: GET" only, though DELETE is served on the same path (found by schemathesis)
+    assert r.status_code == 405 and r.headers["allow"] == "DELETE, GET"
+    assert r.json() == {"error": "Method Not Allowed"}
+
+
 @pytest.mark.parametrize(("path", "body", "field"), [
     ("/v1/models/m/predict", {"inputs": [None]}, "inputs.0"),
     ("/v1/models/m/predict", {"inputs": [5]}, "inputs.0"),

@@ -21,7 +21,16 @@ from aiforge.serve.config import ApiKeys, ServerConfig
 from aiforge.serve.connections import uvicorn_settings
 from aiforge.serve.errors import install_error_handlers
 from aiforge.serve.metrics import ServerMetrics
-from aiforge.serve.middleware import AccessLog, BodyDeadline, BodyLimit, JsonByDefault, KeyGate, RateLimit, TokenBuckets
+from aiforge.serve.middleware import (
+    AccessLog,
+    AllowHeader,
+    BodyDeadline,
+    BodyLimit,
+    JsonByDefault,
+    KeyGate,
+    RateLimit,
+    TokenBuckets,
+)
 from aiforge.serve.protocols import PROBES, document_errors, health_router, v1_router, v2_router
 from aiforge.serve.service import Models, ModelService
 from aiforge.tasks.registry import KINDS, resolve
@@ -111,6 +120,7 @@ def create_app(bundles: Sequence[str | Path | Runtime], *, config: ServerConfig 
 
     document_errors(app)
     app.add_middleware(JsonByDefault)
+    app.add_middleware(AllowHeader)
     app.add_middleware(BodyLimit, limit=cfg.max_body_bytes)
     app.add_middleware(BodyDeadline, seconds=cfg.body_timeout_s)
     if not cfg.public_docs_metrics:

@@ -20,7 +20,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from aiforge.serve.config import ApiKeys, presented_key
 from aiforge.serve.metrics import ServerMetrics
 
-__all__ = ["AccessLog", "BodyDeadline", "BodyLimit", "JsonByDefault", "KeyGate", "RateLimit", "TokenBuckets"]
+__all__ = ["AccessLog", "AllowHeader", "BodyDeadline", "BodyLimit", "JsonByDefault", "KeyGate", "RateLimit",
+           "TokenBuckets"]
 
 access_logger = logging.getLogger("aiforge.access")
 
@@ -214,6 +215,48 @@ class KeyGate:
         await self.app(scope, receive, send)
 
 
+class _SchemaPaths:
+    """The app's documented path templates, compiled once on first use (the app is complete by then)."""
+
+    def __init__(self) -> None:
+        self._paths: list[tuple[str, re.Pattern[str], frozenset[str]]] | None = None
+
+    def lookup(self, scope: Scope) -> tuple[str, frozenset[str]] | None:
+        """The template ``scope``'s path matches and the methods documented for it, or None."""
+        if self._paths is None:
+            openapi = getattr(scope.get("app"), "openapi", None)
+            paths = openapi().get("paths", {}) if callable(openapi) else {}
+            self._paths = [(path, compile_path(path)[0], frozenset(m.upper() for m in item))
+                           for path, item in paths.items()]
+        path = str(scope.get("path", ""))
+        return next(((t, methods) for t, regex, methods in self._paths if regex.match(path)), None)
+
+
+class AllowHeader:
+    """A 405's ``Allow`` lists every method of the path: Starlette names only the first route that
+    matched it, so a path served by two routes (GET and DELETE of a session) answered ``Allow: GET``."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+        self.paths = _SchemaPaths()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def fixing_send(msg: Message) -> None:
+            if msg["type"] == "http.response.start" and msg["status"] == 405:
+                found = self.paths.lookup(scope)
+                if found is not None:
+                    allow = ", ".join(sorted(found[1])).encode()
+                    headers = [(k, v) for k, v in msg.get("headers", []) if k.lower() != b"allow"]
+                    msg = {**msg, "headers": [*headers, (b"allow", allow)]}
+            await send(msg)
+
+        await self.app(scope, receive, fixing_send)
+
+
 @dataclass
 class _Bucket:
     tokens: float
@@ -271,7 +314,7 @@ class RateLimit:
         self.keys = keys
         self.metrics = metrics
         self.exempt = exempt
-        self._templates: list[tuple[str, re.Pattern[str]]] | None = None
+        self.paths = _SchemaPaths()
 
     def _client(self, scope: Scope) -> str:
         key = _scope_key(scope)
@@ -282,12 +325,8 @@ class RateLimit:
 
     def _route(self, scope: Scope) -> str:
         """The documented path template the request is for (a bounded label), or ``unmatched``."""
-        if self._templates is None:
-            openapi = getattr(scope.get("app"), "openapi", None)
-            paths = openapi().get("paths", {}) if callable(openapi) else {}
-            self._templates = [(path, compile_path(path)[0]) for path in paths]
-        path = str(scope.get("path", ""))
-        return next((template for template, regex in self._templates if regex.match(path)), "unmatched")
+        found = self.paths.lookup(scope)
+        return found[0] if found else "unmatched"
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope.get("path") in self.exempt:
