@@ -17,6 +17,7 @@ import httpx
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
+from schemathesis.checks import CHECKS, load_all_checks
 from schemathesis.config import SchemathesisConfig
 from test_kinds_contract import CASES
 
@@ -57,6 +58,7 @@ def _with_served_names(raw: dict[str, Any], names: list[str]) -> dict[str, Any]:
 @pytest.fixture(scope="module")
 def api_schema(every_kind_server: tuple[ThreadServer, list[str]]) -> Any:
     server, names = every_kind_server
+    load_all_checks()
     raw = httpx.get(server.url + "/openapi.json", timeout=30).json()
     config = SchemathesisConfig.from_dict({
         "base-url": server.url,
@@ -64,6 +66,9 @@ def api_schema(every_kind_server: tuple[ThreadServer, list[str]]) -> Any:
                    "positive_data_acceptance": {"expected-statuses": ["2xx", "400", "404", "422"]}},
         "generation": {"max-examples": MAX_EXAMPLES},
     })
+    checks = config.projects.get_default().checks
+    disabled = [name for name in CHECKS.get_all_names() if not checks.get_by_name(name=name).enabled]
+    assert not disabled, f"every check runs (--checks all); disabled: {disabled}"
     return schemathesis.openapi.from_dict(_with_served_names(raw, names), config=config)
 
 
