@@ -400,6 +400,34 @@ def registry_state(home: Path) -> dict[str, Any]:
     return {"versions": len(records), "problems": problems, "staging_folders": len(leftovers), "staging_bytes": size}
 
 
+@dataclass(frozen=True)
+class StagingWindow:
+    opened_s: float  # from the export's start until a .staging folder appeared
+    closed_s: float  # ... until it was gone (renamed into the registry)
+    total_s: float
+
+
+def staging_window(spec: Path, home: Path) -> StagingWindow:
+    """Run one export to the end, watching ``home/.staging`` every 10 ms."""
+    start = time.perf_counter()
+    proc = subprocess.Popen([sys.executable, "-c", _EXPORT_CHILD, str(spec), str(home)], env=env_for(home))
+    opened = closed = None
+    staging = home / ".staging"
+    while proc.poll() is None and time.perf_counter() - start < 600:
+        busy = staging.is_dir() and any(staging.iterdir())
+        now = time.perf_counter() - start
+        if busy and opened is None:
+            opened = now
+        if not busy and opened is not None and closed is None:
+            closed = now
+        time.sleep(0.01)
+    total = time.perf_counter() - start
+    if proc.returncode != 0:
+        raise RuntimeError(f"the reference export failed with exit code {proc.returncode}")
+    opened = total * 0.5 if opened is None else opened  # never seen: too fast to watch; aim at the end
+    return StagingWindow(opened, closed if closed is not None else total, total)
+
+
 def kill_part(work: Path) -> dict[str, Any]:
     base_home = work / "kill-base"
     docs = write_docs(work / "kill-docs")
@@ -408,16 +436,14 @@ def kill_part(work: Path) -> dict[str, Any]:
     write_docs(docs, salt="\nUpdated.\n")
     trial = work / "kill-trial"
     shutil.copytree(base_home, trial)
-    t0 = time.perf_counter()
-    subprocess.run([sys.executable, "-c", _EXPORT_CHILD, str(spec), str(trial)], env=env_for(trial), check=True,
-                   timeout=600)
-    full = time.perf_counter() - t0
+    window = staging_window(spec, trial)
     points = []
     for fraction in KILL_POINTS:
         home = work / f"kill-{fraction}"
         shutil.copytree(base_home, home)
         proc = subprocess.Popen([sys.executable, "-c", _EXPORT_CHILD, str(spec), str(home)], env=env_for(home))
-        time.sleep(fraction * full)
+        # the kill lands at this fraction of the window in which the reference export had a staging folder
+        time.sleep(window.opened_s + fraction * (window.closed_s - window.opened_s))
         finished = proc.poll() is not None
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=30)
@@ -426,9 +452,10 @@ def kill_part(work: Path) -> dict[str, Any]:
         index_chat(spec, home)  # the next write
         after_next = registry_state(home)
         write_docs(docs, salt="\nUpdated.\n")
-        points.append({"at_s": round(fraction * full, 2), "finished_before_kill": finished,
-                       "after_kill": after_kill, "after_next_write": after_next})
-    return {"export_s": round(full, 2), "points": points,
+        points.append({"at_s": round(window.opened_s + fraction * (window.closed_s - window.opened_s), 2),
+                       "finished_before_kill": finished, "after_kill": after_kill, "after_next_write": after_next})
+    return {"export_s": round(window.total_s, 2), "staging_window_s": [round(window.opened_s, 2),
+                                                                        round(window.closed_s, 2)], "points": points,
             "inconsistent": sum(1 for p in points if p["after_kill"]["problems"] or p["after_next_write"]["problems"]),
             "staging_left_after_next_write": sum(p["after_next_write"]["staging_folders"] for p in points)}
 

@@ -100,8 +100,9 @@ def test_a_405_allows_every_method_of_the_path() -> None:
 
 
 @pytest.mark.parametrize(("path", "body", "field"), [
-    ("/v1/models/m/predict", {"inputs": [None]}, "inputs.0"),
-    ("/v1/models/m/predict", {"inputs": [5]}, "inputs.0"),
+    ("/v1/models/m/predict", {"inputs": [None]}, "inputs[0]: expected a text, a record (object) or a base64 "
+                                                 "image string, got null"),
+    ("/v1/models/m/predict", {"inputs": ["ok", 5]}, "inputs[1]"),
     ("/v1/models/m/predict", {"inputs": ["hi"], "top_k": "5"}, "top_k"),
     ("/v1/models/m/recommend", {"user": True}, "user"),
     ("/v1/models/m/recommend", {"user": "u1", "k": "5"}, "k"),
@@ -290,3 +291,13 @@ def test_oversized_headers_get_431_and_excess_connections_503() -> None:
     for answer in refused:
         status, body = _status_and_body(answer)
         assert status == 503 and b"retry-after: 1" in answer.lower() and "connections open" in body["error"]
+
+
+def test_a_refused_body_on_a_kept_alive_connection_does_not_count_as_headers() -> None:
+    config = ServerConfig(max_body_bytes=1024, max_header_bytes=4096)
+    with thread_server(create_app([], config=config), config) as server, \
+            httpx.Client(base_url=server.url, timeout=10) as http:
+        r = http.post("/v1/models/m/predict", content=b"x" * (2 << 20))  # 413 at once; the body still streams in
+        assert r.status_code == 413, r.text
+        r = http.get("/v3/models")  # the same connection: its 2 MiB body tail is not the next request's headers
+        assert r.status_code == 404, r.text

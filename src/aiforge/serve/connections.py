@@ -3,10 +3,10 @@
 uvicorn times out only idle keep-alive connections: a client that opens a socket and sends its
 headers a byte at a time holds a connection (and its memory) for as long as it likes, and with
 httptools the header size is not bounded. :func:`guarded_protocol` makes a subclass of uvicorn's
-protocol (httptools when installed, else h11) that
+httptools protocol (the one ``uvicorn[standard]`` runs) that
 
-- answers 408 and closes when a request's headers are not complete ``header_timeout_s`` after the
-  connection opened or the previous response ended;
+- answers 408 and closes when a request's headers are not complete ``header_timeout_s`` after its
+  first byte (or after the connection opened, for a connection that sends nothing);
 - answers 431 and closes when incomplete headers pass ``max_header_bytes``;
 - answers 503 with ``Retry-After`` (JSON, like every other refusal) to a connection over
   ``max_connections``; uvicorn's own ``limit_concurrency`` answers a plain-text 503 without one.
@@ -34,31 +34,33 @@ def _raw_response(status: int, reason: str, error: str, extra: str = "") -> byte
     return head.encode("latin-1") + body
 
 
-def _base_protocol() -> type[asyncio.Protocol]:
+def _base_protocol() -> type[asyncio.Protocol] | None:
     try:
         from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
-
-        return HttpToolsProtocol
-    except ImportError:  # uvicorn without httptools
-        from uvicorn.protocols.http.h11_impl import H11Protocol
-
-        return H11Protocol
+    except ImportError:  # uvicorn without httptools: h11, whose own event-size limit bounds the headers
+        return None
+    return HttpToolsProtocol
 
 
-def guarded_protocol(config: ServerConfig) -> type[asyncio.Protocol]:
-    """A uvicorn HTTP protocol class (for ``uvicorn.run(http=...)``) applying ``config``'s connection limits."""
+def guarded_protocol(config: ServerConfig) -> type[asyncio.Protocol] | str:
+    """A uvicorn HTTP protocol class (for ``uvicorn.run(http=...)``) applying ``config``'s connection limits;
+    ``"h11"`` (uvicorn's own, unguarded but for its header size limit) where httptools is missing."""
     base: Any = _base_protocol()
+    if base is None:
+        return "h11"
     header_timeout = config.header_timeout_s
     max_header_bytes = config.max_header_bytes
     max_connections = config.max_connections
 
     class GuardedProtocol(base):  # type: ignore[misc, valid-type]
-        """uvicorn's protocol; ``cycle`` is the request whose headers were read last (uvicorn's own field)."""
+        """uvicorn's httptools protocol; the parser calls ``on_message_begin`` at a request's first byte
+        and ``on_headers_complete`` when its headers are in: the span these limits watch."""
 
         def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
             self._header_timer: asyncio.TimerHandle | None = None
+            self._in_headers = False
+            self._began = False
             self._header_bytes = 0
-            self._waiting_for: Any = None
             self._lingering = False
             super().connection_made(transport)
             if len(self.connections) > max_connections:
@@ -66,22 +68,16 @@ def guarded_protocol(config: ServerConfig) -> type[asyncio.Protocol]:
                              f"{max_connections} connections open, the server's limit; retry shortly",
                              "retry-after: 1\r\n")
                 return
-            self._arm()
+            self._arm()  # a connection that never sends a byte is cut off too
 
         def _arm(self) -> None:
-            """Expect the next request's headers within ``header_timeout`` (the request after ``cycle``)."""
-            self._disarm()
-            self._waiting_for = self.cycle
-            self._header_bytes = 0
-            self._header_timer = self.loop.call_later(header_timeout, self._headers_late)
+            if self._header_timer is None:
+                self._header_timer = self.loop.call_later(header_timeout, self._headers_late)
 
         def _disarm(self) -> None:
             if self._header_timer is not None:
                 self._header_timer.cancel()
                 self._header_timer = None
-
-        def _headers_in(self) -> bool:
-            return self.cycle is not self._waiting_for
 
         def _refuse(self, status: int, reason: str, error: str, extra: str = "") -> None:
             """Answer, then linger: discard what the client still sends for a moment before closing,
@@ -97,27 +93,35 @@ def guarded_protocol(config: ServerConfig) -> type[asyncio.Protocol]:
 
         def _headers_late(self) -> None:
             self._header_timer = None
-            if not self._headers_in():
+            if self._in_headers or self.cycle is None:
                 self._refuse(408, "Request Timeout", f"request headers not received within {header_timeout:g} s")
+
+        def on_message_begin(self) -> None:
+            super().on_message_begin()
+            self._in_headers = True
+            self._began = True
+            self._header_bytes = 0
+            self._arm()
+
+        def on_headers_complete(self) -> None:
+            self._in_headers = False
+            self._disarm()
+            super().on_headers_complete()
 
         def data_received(self, data: bytes) -> None:
             if self._lingering:
                 return
+            # A chunk counts when the headers are still incomplete after it. A chunk in which a request
+            # began may also hold the previous request's body tail: counted whole, it can overstate the
+            # headers by that tail, and only when the next request's headers straddle two chunks.
+            self._began = False
+            was_in_headers = self._in_headers
             super().data_received(data)
-            if self._header_timer is None or self.transport.is_closing():
-                return
-            if self._headers_in():
-                self._disarm()
-                return
-            self._header_bytes += len(data)
-            if self._header_bytes > max_header_bytes:
-                self._refuse(431, "Request Header Fields Too Large",
-                             f"request headers over the {max_header_bytes}-byte limit")
-
-        def on_response_complete(self) -> None:
-            super().on_response_complete()
-            if not self.transport.is_closing():  # pipelined requests already made a newer ``cycle``
-                self._arm()
+            if (was_in_headers or self._began) and self._in_headers and not self.transport.is_closing():
+                self._header_bytes += len(data)
+                if self._header_bytes > max_header_bytes:
+                    self._refuse(431, "Request Header Fields Too Large",
+                                 f"request headers over the {max_header_bytes}-byte limit")
 
         def connection_lost(self, exc: Exception | None) -> None:
             self._disarm()

@@ -14,7 +14,7 @@ from typing import Annotated, Any
 
 import numpy as np
 from fastapi import APIRouter, Depends, FastAPI, Request, Response
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from aiforge import __version__
 from aiforge.bundle.runtime import Runtime
@@ -275,6 +275,17 @@ class PredictRequest(BaseModel):
         min_length=1, description="Items to classify, as the model's task takes them: texts, records "
                                   "(objects of field values) or base64-encoded images.")
     top_k: int | None = Field(default=None, gt=0, description="Keep only the k most probable labels in scores.")
+
+    @field_validator("inputs", mode="before")
+    @classmethod
+    def _items_are_texts_or_records(cls, value: Any) -> Any:
+        """One readable message per wrong item (the union's own names each member it tried)."""
+        if isinstance(value, list):
+            for i, item in enumerate(value):
+                if not isinstance(item, str | dict):
+                    raise ValueError(f"inputs[{i}]: expected a text, a record (object) or a base64 image string, "
+                                     f"got {'null' if item is None else type(item).__name__}")
+        return value
 
 
 class PredictionOut(BaseModel):
