@@ -100,8 +100,8 @@ def test_a_405_allows_every_method_of_the_path() -> None:
 
 
 @pytest.mark.parametrize(("path", "body", "field"), [
-    ("/v1/models/m/predict", {"inputs": [None]}, "inputs[0]: expected a text, a record (object) or a base64 "
-                                                 "image string, got null"),
+    ("/v1/models/m/predict", {"inputs": [None]}, "inputs[0]: expected a string (a text or a base64 image) or an "
+                                                 "object (a record), got null"),
     ("/v1/models/m/predict", {"inputs": ["ok", 5]}, "inputs[1]"),
     ("/v1/models/m/predict", {"inputs": ["hi"], "top_k": "5"}, "top_k"),
     ("/v1/models/m/recommend", {"user": True}, "user"),

@@ -283,8 +283,8 @@ class PredictRequest(BaseModel):
         if isinstance(value, list):
             for i, item in enumerate(value):
                 if not isinstance(item, str | dict):
-                    raise ValueError(f"inputs[{i}]: expected a text, a record (object) or a base64 image string, "
-                                     f"got {'null' if item is None else type(item).__name__}")
+                    raise ValueError(f"inputs[{i}]: expected a string (a text or a base64 image) or an object (a "
+                                     f"record), got {'null' if item is None else type(item).__name__}")
         return value
 
 
