@@ -294,7 +294,7 @@ def mixed_part(bundle: Path, home: Path, name: str, texts: list[str], logs: Path
         replies = run_async(run)
     by_kind: dict[str, Counter[str]] = {}
     for (kind, _, _), reply in zip(calls, replies, strict=True):
-        by_kind.setdefault(kind, Counter())[str(reply.status)] += 1
+        by_kind.setdefault(kind, Counter())[str(reply.status) if reply.status else f"client:{reply.error}"] += 1
     good_replies = [r for (k, _, _), r in zip(calls, replies, strict=True) if k.startswith("good")]
     return {"good": len(good_replies), "good_not_200": sum(1 for r in good_replies if r.status != 200),
             "bad": len(bad), "server_errors_5xx": sum(1 for r in replies if (r.status or 0) >= 500),
