@@ -407,14 +407,18 @@ class StagingWindow:
     total_s: float
 
 
+def _staging_busy(home: Path) -> bool:
+    staging = home / ".staging"
+    return staging.is_dir() and any(staging.iterdir())
+
+
 def staging_window(spec: Path, home: Path) -> StagingWindow:
     """Run one export to the end, watching ``home/.staging`` every 10 ms."""
     start = time.perf_counter()
     proc = subprocess.Popen([sys.executable, "-c", _EXPORT_CHILD, str(spec), str(home)], env=env_for(home))
     opened = closed = None
-    staging = home / ".staging"
     while proc.poll() is None and time.perf_counter() - start < 600:
-        busy = staging.is_dir() and any(staging.iterdir())
+        busy = _staging_busy(home)
         now = time.perf_counter() - start
         if busy and opened is None:
             opened = now
@@ -442,8 +446,12 @@ def kill_part(work: Path) -> dict[str, Any]:
         home = work / f"kill-{fraction}"
         shutil.copytree(base_home, home)
         proc = subprocess.Popen([sys.executable, "-c", _EXPORT_CHILD, str(spec), str(home)], env=env_for(home))
-        # the kill lands at this fraction of the window in which the reference export had a staging folder
-        time.sleep(window.opened_s + fraction * (window.closed_s - window.opened_s))
+        # the kill lands at this fraction of the reference export's staging window, counted from the
+        # moment this export's own staging folder appears (start-up time varies with the machine's load)
+        deadline = time.perf_counter() + 600
+        while proc.poll() is None and not _staging_busy(home) and time.perf_counter() < deadline:
+            time.sleep(0.005)
+        time.sleep(fraction * (window.closed_s - window.opened_s))
         finished = proc.poll() is not None
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=30)
@@ -452,7 +460,7 @@ def kill_part(work: Path) -> dict[str, Any]:
         index_chat(spec, home)  # the next write
         after_next = registry_state(home)
         write_docs(docs, salt="\nUpdated.\n")
-        points.append({"at_s": round(window.opened_s + fraction * (window.closed_s - window.opened_s), 2),
+        points.append({"after_staging_opened_s": round(fraction * (window.closed_s - window.opened_s), 3),
                        "finished_before_kill": finished, "after_kill": after_kill, "after_next_write": after_next})
     return {"export_s": round(window.total_s, 2), "staging_window_s": [round(window.opened_s, 2),
                                                                         round(window.closed_s, 2)], "points": points,
