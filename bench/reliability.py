@@ -644,7 +644,7 @@ def main() -> None:
                   flush=True)
     result["figures"] = figures(result["parts"])
     for row in result["figures"]:
-        print(f"{row['check']:<10} attempts {row['attempts']:>5}  failures {row['failures']:>4}  "
+        print(f"{row['check']:<24} attempts {row['attempts']:>5}  failures {row['failures']:>4}  "
               f"5xx {row['5xx']:>4}  data lost {row['data_lost']:>4}", flush=True)
     print(f"wrote {write_result('reliability', result)}")
 
@@ -654,7 +654,7 @@ def figures(parts: dict[str, Any]) -> list[dict[str, Any]]:
     rows = []
     if "runs" in parts.get("overload", {}):
         for run, r in parts["overload"]["runs"].items():
-            rows.append({"check": f"overload {run}"[:10], "attempts": r["attempts"],
+            rows.append({"check": f"overload {run}", "attempts": r["attempts"],
                          "failures": r["refused_without_retry_after"] + (r["recovery_s"] is None),
                          "5xx": r["server_errors_5xx_other_than_503"], "data_lost": 0})
     if "good" in parts.get("mixed", {}):
