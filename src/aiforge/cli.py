@@ -267,6 +267,17 @@ def serve(
                                                            "int8 without the fp32 re-check) [default: auto].")] = None,
     api_key_file: Annotated[Path | None, typer.Option(help="File of API keys, one per line.")] = None,
     access_log: Annotated[bool, typer.Option(help="JSON access log on stderr.")] = True,
+    public_docs_metrics: Annotated[bool, typer.Option(help="With --api-key-file, still serve /metrics, /docs and "
+                                                           "/openapi.json without a key.")] = False,
+    rate_limit: Annotated[float | None, typer.Option(help="Requests per second per client (API key, or address "
+                                                          "without keys); 429 above [default: no limit].")] = None,
+    rate_burst: Annotated[int | None, typer.Option(help="Requests a client may send at once before --rate-limit "
+                                                        "applies [default: the rate, at least 1].")] = None,
+    header_timeout: Annotated[float | None, typer.Option(help="Seconds for a request's headers, 408 after "
+                                                              "[default: 10].")] = None,
+    body_timeout: Annotated[float | None, typer.Option(help="Seconds for a request's body, 408 after "
+                                                            "[default: 10].")] = None,
+    max_connections: Annotated[int | None, typer.Option(help="Open connections, 503 above [default: 1024].")] = None,
     home: HomeOpt = None,
 ) -> None:
     """Serve bundles over HTTP: Open Inference Protocol v2, simple JSON, /metrics, /docs.
@@ -281,7 +292,10 @@ def serve(
                            max_wait_ms=max_wait_ms, max_queue_items=max_queue_items, request_timeout_s=timeout,
                            batch_concurrency=batch_concurrency, threads=threads,
                            max_inputs=max_inputs, max_text_chars=max_text_chars, max_body_bytes=max_body_bytes,
-                           precision=precision, api_key_file=api_key_file, access_log=access_log)
+                           precision=precision, api_key_file=api_key_file, access_log=access_log,
+                           public_docs_metrics=public_docs_metrics, rate_limit=rate_limit, rate_burst=rate_burst,
+                           header_timeout_s=header_timeout, body_timeout_s=body_timeout,
+                           max_connections=max_connections)
     run_server(bundles, config=config, home=home)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import os
 import signal
 import sys
@@ -18,10 +19,20 @@ from fastapi.responses import Response
 from aiforge.bundle.runtime import Runtime
 from aiforge.errors import AiforgeError
 from aiforge.serve.config import ApiKeys, ServerConfig
+from aiforge.serve.connections import uvicorn_settings
 from aiforge.serve.errors import install_error_handlers
 from aiforge.serve.metrics import ServerMetrics
-from aiforge.serve.middleware import AccessLog, BodyLimit, JsonByDefault
-from aiforge.serve.protocols import health_router, v1_router, v2_router
+from aiforge.serve.middleware import (
+    AccessLog,
+    AllowHeader,
+    BodyDeadline,
+    BodyLimit,
+    JsonByDefault,
+    KeyGate,
+    RateLimit,
+    TokenBuckets,
+)
+from aiforge.serve.protocols import PROBES, document_errors, health_router, v1_router, v2_router
 from aiforge.serve.service import Models, ModelService
 from aiforge.tasks.registry import KINDS, resolve
 
@@ -116,8 +127,18 @@ def create_app(bundles: Sequence[str | Path | Runtime], *, config: ServerConfig 
                 metrics.runtime_counts.labels(model=service.name, counter=counter).set(value)
         return Response(metrics.render(), media_type="text/plain; version=0.0.4")
 
+    document_errors(app)
     app.add_middleware(JsonByDefault)
+    app.add_middleware(AllowHeader)
     app.add_middleware(BodyLimit, limit=cfg.max_body_bytes)
+    app.add_middleware(BodyDeadline, seconds=cfg.body_timeout_s)
+    if not cfg.public_docs_metrics:
+        operator_paths = {"/metrics", app.openapi_url, app.docs_url, app.redoc_url, app.swagger_ui_oauth2_redirect_url}
+        app.add_middleware(KeyGate, keys=keys, paths=frozenset(p for p in operator_paths if p))
+    if cfg.rate_limit is not None:
+        burst = cfg.rate_burst or max(1, math.ceil(cfg.rate_limit))
+        app.add_middleware(RateLimit, buckets=TokenBuckets(rate=cfg.rate_limit, burst=burst), keys=keys,
+                           metrics=metrics, exempt=PROBES | {"/metrics"})
     app.add_middleware(AccessLog, metrics=metrics, enabled=cfg.access_log)
     return app
 
@@ -140,8 +161,7 @@ def serve(bundles: Sequence[str | Path], *, config: ServerConfig | None = None,
         server.should_exit = True
 
     app = create_app(bundles, config=cfg, home=home, on_load_failure=stop)
-    server = uvicorn.Server(uvicorn.Config(app, host=cfg.host, port=cfg.port, log_level=log_level, access_log=False,
-                                           timeout_graceful_shutdown=30, server_header=False))
+    server = uvicorn.Server(uvicorn.Config(app, log_level=log_level, **uvicorn_settings(cfg)))
     # uvicorn drains in-flight requests on SIGTERM, then re-raises the signal; exit 0 instead,
     # since a requested, graceful stop is a success.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))

@@ -15,7 +15,7 @@ from aiforge.bundle.registry import Registry
 from aiforge.bundle.runtime import ItemLimits
 from aiforge.errors import AiforgeError
 
-__all__ = ["HOST_ENV", "ApiKeys", "ServerConfig", "server_config"]
+__all__ = ["HOST_ENV", "ApiKeys", "ServerConfig", "presented_key", "server_config"]
 
 HOST_ENV = "AIFORGE_HOST"  # the operator's bind address when --host is not given
 # what a bundle's spec ``serve`` block may set; never the host: a bundle does not choose where a server listens
@@ -45,11 +45,32 @@ class ServerConfig(BaseModel):
     access_log: bool = True
     chat_max_in_flight: int = Field(default=64, gt=0)  # chat answers being computed; 503 above
     chat_log_text: bool = False  # the chat log line also carries the question, redacted (else lengths only)
+    # With API keys, /metrics, /docs and /openapi.json need a key too unless this is set.
+    public_docs_metrics: bool = False
+    # Slow clients: headers and body each have a deadline (408 after), idle keep-alive connections close.
+    header_timeout_s: float = Field(default=10.0, gt=0, le=600)
+    body_timeout_s: float = Field(default=10.0, gt=0, le=3600)
+    keep_alive_s: int = Field(default=5, gt=0, le=600)
+    max_header_bytes: int = Field(default=16 << 10, ge=1024, le=1 << 20)  # 431 above
+    max_connections: int = Field(default=1024, gt=0)  # open connections; 503 + Retry-After above
+    # Per client (API key, or address without keys): a token bucket of rate_burst requests refilled at
+    # rate_limit per second; 429 + Retry-After beyond it. None: no limit.
+    rate_limit: float | None = Field(default=None, gt=0)
+    rate_burst: int | None = Field(default=None, gt=0)
 
     def item_limits(self) -> ItemLimits:
         """The per-item limits a runtime's ``parse_items`` applies."""
         return ItemLimits(max_inputs=self.max_inputs, max_text_chars=self.max_text_chars,
                           max_image_bytes=self.max_image_bytes, max_image_pixels=self.max_image_pixels)
+
+
+def presented_key(*, authorization: str | None, x_api_key: str | None) -> str | None:
+    """The key a request presents: ``X-API-Key``, else ``Authorization: Bearer KEY``, else None."""
+    if x_api_key is not None:
+        return x_api_key
+    if authorization and authorization.lower().startswith("bearer "):
+        return authorization[7:].strip()
+    return None
 
 
 class ApiKeys:

@@ -29,6 +29,8 @@ class ServerMetrics:
         self.runtime_counts = Gauge("aiforge_runtime_count", "A runtime's own counts since load (e.g. "
                                     "fp32_fallback_items: items guarded int8 re-ran in fp32)", ["model", "counter"],
                                     registry=self.registry)
+        self.rate_limited = Counter("aiforge_rate_limited", "Requests refused with 429 by the per-client rate "
+                                    "limit", ["route"], registry=self.registry)
 
     def render(self) -> bytes:
         """The text exposition format."""

@@ -1,27 +1,49 @@
-"""Pure ASGI middleware: body-size limit (413) and a JSON access log with metrics."""
+"""Pure ASGI middleware: body-size limit (413), body read deadline (408), API keys on the
+operator routes (401), per-client rate limits (429) and a JSON access log with metrics."""
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
 import json
 import logging
+import math
+import re
 import time
+from dataclasses import dataclass
 from typing import Any
 
 from starlette.exceptions import HTTPException
+from starlette.routing import compile_path
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from aiforge.serve.config import ApiKeys, presented_key
 from aiforge.serve.metrics import ServerMetrics
 
-__all__ = ["AccessLog", "BodyLimit", "JsonByDefault"]
+__all__ = ["AccessLog", "AllowHeader", "BodyDeadline", "BodyLimit", "JsonByDefault", "KeyGate", "RateLimit",
+           "TokenBuckets"]
 
 access_logger = logging.getLogger("aiforge.access")
 
 
-async def _send_json(send: Send, status: int, body: dict[str, Any]) -> None:
+async def _send_json(send: Send, status: int, body: dict[str, Any],
+                     headers: list[tuple[bytes, bytes]] | None = None) -> None:
     payload = json.dumps(body).encode()
     await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())]})
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode()),
+                            *(headers or [])]})
     await send({"type": "http.response.body", "body": payload})
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    for key, value in scope.get("headers", []):
+        if key == name:
+            return bytes(value).decode("latin-1")
+    return None
+
+
+def _scope_key(scope: Scope) -> str | None:
+    return presented_key(authorization=_header(scope, b"authorization"), x_api_key=_header(scope, b"x-api-key"))
 
 
 class _TooLarge(HTTPException):
@@ -121,4 +143,201 @@ class JsonByDefault:
             ctype = dict(scope.get("headers", [])).get(b"content-type", b"")
             if b"json" not in ctype and not ctype.startswith(b"multipart/"):
                 scope = dict(scope, headers=[*headers, (b"content-type", b"application/json")])
+        await self.app(scope, receive, send)
+
+
+class _BodyTimedOut(HTTPException):
+    """Raised from ``receive`` when the body is not in by its deadline; FastAPI passes it through as 408."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__(408, f"request body not received within {seconds:g} s",
+                         headers={"Connection": "close"})
+
+
+class BodyDeadline:
+    """Refuse a request whose body has not fully arrived ``seconds`` after the request began (408).
+
+    Only the body is timed: once it is in, ``receive`` passes through untouched, so a long answer
+    (a chat stream waiting for the client to leave) is never cut by this deadline.
+    """
+
+    def __init__(self, app: ASGIApp, *, seconds: float) -> None:
+        self.app = app
+        self.seconds = seconds
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        deadline = time.monotonic() + self.seconds
+        body_done = False
+        started = False
+
+        async def timed() -> Message:
+            nonlocal body_done
+            if body_done:
+                return await receive()
+            try:
+                msg = await asyncio.wait_for(receive(), max(0.0, deadline - time.monotonic()))
+            except TimeoutError:
+                raise _BodyTimedOut(self.seconds) from None
+            if msg["type"] != "http.request" or not msg.get("more_body", False):
+                body_done = True
+            return msg
+
+        async def tracking_send(msg: Message) -> None:
+            nonlocal started
+            if msg["type"] == "http.response.start":
+                started = True
+            await send(msg)
+
+        try:
+            await self.app(scope, timed, tracking_send)
+        except _BodyTimedOut as exc:  # raised outside FastAPI's handlers (a route reading the body itself)
+            if not started:
+                await _send_json(send, 408, {"error": str(exc.detail)}, [(b"connection", b"close")])
+
+
+class KeyGate:
+    """When the server has API keys, ``paths`` (the operator routes: metrics, docs, schema) need one too."""
+
+    def __init__(self, app: ASGIApp, *, keys: ApiKeys | None, paths: frozenset[str]) -> None:
+        self.app = app
+        self.keys = keys
+        self.paths = paths
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if (scope["type"] == "http" and self.keys is not None and scope.get("path") in self.paths
+                and not self.keys.check(_scope_key(scope))):
+            await _send_json(send, 401, {"error": "missing or invalid API key (send Authorization: Bearer KEY)"},
+                             [(b"www-authenticate", b"Bearer")])
+            return
+        await self.app(scope, receive, send)
+
+
+class _SchemaPaths:
+    """The app's documented path templates, compiled once on first use (the app is complete by then)."""
+
+    def __init__(self) -> None:
+        self._paths: list[tuple[str, re.Pattern[str], frozenset[str]]] | None = None
+
+    def lookup(self, scope: Scope) -> tuple[str, frozenset[str]] | None:
+        """The template ``scope``'s path matches and the methods documented for it, or None."""
+        if self._paths is None:
+            openapi = getattr(scope.get("app"), "openapi", None)
+            paths = openapi().get("paths", {}) if callable(openapi) else {}
+            self._paths = [(path, compile_path(path)[0], frozenset(m.upper() for m in item))
+                           for path, item in paths.items()]
+        path = str(scope.get("path", ""))
+        return next(((t, methods) for t, regex, methods in self._paths if regex.match(path)), None)
+
+
+class AllowHeader:
+    """A 405's ``Allow`` lists every method of the path: Starlette names only the first route that
+    matched it, so a path served by two routes (GET and DELETE of a session) answered ``Allow: GET``."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+        self.paths = _SchemaPaths()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def fixing_send(msg: Message) -> None:
+            if msg["type"] == "http.response.start" and msg["status"] == 405:
+                found = self.paths.lookup(scope)
+                if found is not None:
+                    allow = ", ".join(sorted(found[1])).encode()
+                    headers = [(k, v) for k, v in msg.get("headers", []) if k.lower() != b"allow"]
+                    msg = {**msg, "headers": [*headers, (b"allow", allow)]}
+            await send(msg)
+
+        await self.app(scope, receive, fixing_send)
+
+
+@dataclass
+class _Bucket:
+    tokens: float
+    at: float
+
+
+class TokenBuckets:
+    """One token bucket per client: ``burst`` requests at once, refilled at ``rate`` per second.
+
+    Buckets that have refilled to full are dropped when the table grows past ``max_clients``
+    (a full bucket is the same as a new one), so many one-off clients cannot grow it without bound.
+    """
+
+    def __init__(self, *, rate: float, burst: int, max_clients: int = 10_000) -> None:
+        self.rate = rate
+        self.burst = burst
+        self.max_clients = max_clients
+        self._buckets: dict[str, _Bucket] = {}
+
+    def take(self, client: str, now: float | None = None) -> float:
+        """Take one token for ``client``: 0.0 when granted, else the seconds until one is available."""
+        now = time.monotonic() if now is None else now
+        bucket = self._buckets.get(client)
+        if bucket is None:
+            if len(self._buckets) >= self.max_clients:
+                self._prune(now)
+            bucket = self._buckets[client] = _Bucket(float(self.burst), now)
+        bucket.tokens = min(float(self.burst), bucket.tokens + (now - bucket.at) * self.rate)
+        bucket.at = now
+        if bucket.tokens >= 1.0:
+            bucket.tokens -= 1.0
+            return 0.0
+        return (1.0 - bucket.tokens) / self.rate
+
+    def _prune(self, now: float) -> None:
+        full = [c for c, b in self._buckets.items() if b.tokens + (now - b.at) * self.rate >= self.burst]
+        for client in full:
+            del self._buckets[client]
+        if len(self._buckets) >= self.max_clients:  # all busy: forget the longest idle half
+            for client in sorted(self._buckets, key=lambda c: self._buckets[c].at)[: self.max_clients // 2]:
+                del self._buckets[client]
+
+
+class RateLimit:
+    """Per-client rate limit (429 + Retry-After); a client is its valid API key, else its address.
+
+    ``exempt`` paths (health probes, the metrics scrape) are never limited. Refusals are counted
+    in ``aiforge_rate_limited_total`` by route.
+    """
+
+    def __init__(self, app: ASGIApp, *, buckets: TokenBuckets, keys: ApiKeys | None, metrics: ServerMetrics,
+                 exempt: frozenset[str]) -> None:
+        self.app = app
+        self.buckets = buckets
+        self.keys = keys
+        self.metrics = metrics
+        self.exempt = exempt
+        self.paths = _SchemaPaths()
+
+    def _client(self, scope: Scope) -> str:
+        key = _scope_key(scope)
+        if key is not None and self.keys is not None and self.keys.check(key):
+            return "key:" + hashlib.sha256(key.encode()).hexdigest()  # one bucket per key, never the key
+        client = scope.get("client")
+        return "addr:" + (client[0] if client else "unknown")
+
+    def _route(self, scope: Scope) -> str:
+        """The documented path template the request is for (a bounded label), or ``unmatched``."""
+        found = self.paths.lookup(scope)
+        return found[0] if found else "unmatched"
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope.get("path") in self.exempt:
+            await self.app(scope, receive, send)
+            return
+        wait = self.buckets.take(self._client(scope))
+        if wait > 0:
+            self.metrics.rate_limited.labels(route=self._route(scope)).inc()
+            retry = str(max(1, math.ceil(wait)))
+            await _send_json(send, 429, {"error": f"rate limit of {self.buckets.rate:g} requests/s (burst "
+                                                  f"{self.buckets.burst}) exceeded; retry in {retry} s"},
+                             [(b"retry-after", retry.encode())])
+            return
         await self.app(scope, receive, send)

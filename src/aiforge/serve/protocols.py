@@ -13,16 +13,23 @@ import json
 from typing import Annotated, Any
 
 import numpy as np
-from fastapi import APIRouter, Depends, Request, Response
-from pydantic import BaseModel, ConfigDict, Field
+from fastapi import APIRouter, Depends, FastAPI, Request, Response
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from aiforge import __version__
 from aiforge.bundle.runtime import Runtime
 from aiforge.errors import InputError
+from aiforge.serve.config import presented_key
 from aiforge.serve.errors import ApiError
 from aiforge.serve.service import Models, ModelService
 
-__all__ = ["ModelsDep", "health_router", "json_response", "require_key", "route_of", "v1_router", "v2_router"]
+__all__ = ["ErrorBody", "ModelsDep", "document_errors", "health_router", "json_response", "require_key",
+           "route_of", "v1_router", "v2_router"]
+
+# Paths that answer without a key and are never rate limited: orchestrators' probes.
+PROBES = frozenset({"/v2/health/live", "/v2/health/ready"})
+# The health router's paths: the only operations that need no API key.
+KEYLESS = frozenset({"/v2", *PROBES})
 
 
 def models(request: Request) -> Models:
@@ -39,16 +46,90 @@ def require_key(request: Request) -> None:
     keys = request.app.state.api_keys
     if keys is None:
         return
-    presented = request.headers.get("x-api-key")
-    auth = request.headers.get("authorization", "")
-    if presented is None and auth.lower().startswith("bearer "):
-        presented = auth[7:].strip()
+    presented = presented_key(authorization=request.headers.get("authorization"),
+                              x_api_key=request.headers.get("x-api-key"))
     if not keys.check(presented):
         raise ApiError(401, "missing or invalid API key (send Authorization: Bearer KEY)",
                        headers={"WWW-Authenticate": "Bearer"})
 
 
 ModelsDep = Annotated[Models, Depends(models)]
+
+
+# ----- the error model, documented on every operation ---------------------------------------
+
+class ErrorBody(BaseModel):
+    """Every error the server answers: ``{"error": "what went wrong and how to fix it"}``."""
+
+    error: str
+
+
+_RETRY_AFTER = {"Retry-After": {"description": "Seconds to wait before retrying.", "schema": {"type": "integer"}}}
+# status: (description, with Retry-After)
+_EVERY_OPERATION = {
+    405: ("method not allowed on this path", False),
+    408: ("request headers or body not received in time", False),
+    413: ("request body over the size limit", False),
+    431: ("request headers over the size limit", False),
+    500: ("unexpected server error (a bug; the details are in the server log)", False),
+    503: ("over the connection limit, overloaded or still loading", True),
+}
+_LIMITED = {429: ("over the per-client rate limit", True)}
+_MODEL_OPERATION = {
+    400: ("malformed request: not JSON, a malformed tensor, or a model of another kind", False),
+    401: ("missing or invalid API key", False),
+    404: ("unknown model, version or resource", False),
+    422: ("invalid request: a field or an item breaks the schema or a limit", False),
+    502: ("the generating backend failed", False),
+    504: ("the answer took longer than the request timeout", False),
+}
+
+
+def _error_response(description: str, retry_after: bool) -> dict[str, Any]:
+    response: dict[str, Any] = {"description": description, "content": {
+        "application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}}}
+    if retry_after:
+        response["headers"] = _RETRY_AFTER
+    return response
+
+
+def _statuses(path: str, operation: dict[str, Any]) -> dict[int, tuple[str, bool]]:
+    statuses = dict(_EVERY_OPERATION)
+    if path not in PROBES:
+        statuses.update(_LIMITED)
+    if path not in KEYLESS:
+        statuses.update(_MODEL_OPERATION)
+    elif "requestBody" in operation or any(p.get("in") == "path" for p in operation.get("parameters", [])):
+        statuses.update({code: _MODEL_OPERATION[code] for code in (400, 404, 422)})
+    return statuses
+
+
+def _add_errors(schema: dict[str, Any]) -> None:
+    schema.setdefault("components", {}).setdefault("schemas", {})["ErrorBody"] = ErrorBody.model_json_schema()
+    for path, item in schema.get("paths", {}).items():
+        for operation in item.values():
+            responses = operation.setdefault("responses", {})
+            default_422 = responses.get("422", {}).get("content", {}).get("application/json", {}).get("schema", {})
+            if default_422.get("$ref", "").endswith("/HTTPValidationError"):
+                del responses["422"]  # the server's 422 body is the error model, not FastAPI's default
+            for code, (description, retry_after) in _statuses(path, operation).items():
+                responses.setdefault(str(code), _error_response(description, retry_after))
+
+
+def document_errors(app: FastAPI) -> None:
+    """Document on every operation of ``app``'s OpenAPI schema each error status it can answer, with
+    :class:`ErrorBody` (statuses an operation documents itself are kept).
+
+    Every operation outside ``KEYLESS`` is behind :func:`require_key`: every router but the health one is.
+    """
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            _add_errors(generate())  # generate() caches the schema in app.openapi_schema
+        return app.openapi_schema or {}
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 def route_of(request: Request) -> str:
@@ -61,7 +142,7 @@ def route_of(request: Request) -> str:
 class V2Tensor(BaseModel):
     """An input tensor: texts as a BYTES tensor of shape [n] (or [n, 1])."""
 
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", strict=True)
     name: str
     shape: list[int]
     datatype: str
@@ -70,13 +151,14 @@ class V2Tensor(BaseModel):
 
 
 class V2RequestedOutput(BaseModel):
+    model_config = ConfigDict(extra="ignore", strict=True)
     name: str
 
 
 class V2InferRequest(BaseModel):
     """``POST /v2/models/{name}/infer`` body."""
 
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", strict=True)
     id: str | None = None
     inputs: list[V2Tensor] = Field(min_length=1)
     outputs: list[V2RequestedOutput] | None = None
@@ -120,7 +202,8 @@ def v2_live() -> dict[str, bool]:
     return {"live": True}
 
 
-@health_router.get("/health/ready")
+@health_router.get("/health/ready", responses={503: {
+    "description": "not ready yet", "content": {"application/json": {"schema": {"type": "object"}}}}})
 def v2_ready(m: ModelsDep) -> Any:
     from fastapi.responses import JSONResponse
 
@@ -187,10 +270,22 @@ async def v2_infer_version(name: str, version: str, req: V2InferRequest, m: Mode
 class PredictRequest(BaseModel):
     """``POST /v1/models/{name}/predict`` body."""
 
-    model_config = ConfigDict(extra="forbid")
-    inputs: list[Any] = Field(min_length=1, description="Items to classify: texts, records or images, as "
-                                                         "the model's task takes them.")
+    model_config = ConfigDict(extra="forbid", strict=True)
+    inputs: list[str | dict[str, Any]] = Field(
+        min_length=1, description="Items to classify, as the model's task takes them: texts, records "
+                                  "(objects of field values) or base64-encoded images.")
     top_k: int | None = Field(default=None, gt=0, description="Keep only the k most probable labels in scores.")
+
+    @field_validator("inputs", mode="before")
+    @classmethod
+    def _items_are_texts_or_records(cls, value: Any) -> Any:
+        """One readable message per wrong item (the union's own names each member it tried)."""
+        if isinstance(value, list):
+            for i, item in enumerate(value):
+                if not isinstance(item, str | dict):
+                    raise ValueError(f"inputs[{i}]: expected a string (a text or a base64 image) or an object (a "
+                                     f"record), got {'null' if item is None else type(item).__name__}")
+        return value
 
 
 class PredictionOut(BaseModel):

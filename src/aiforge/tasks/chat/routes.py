@@ -54,7 +54,7 @@ SESSION_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
 class ChatCompletionRequest(BaseModel):
     """The OpenAI chat request fields aiforge reads (others are accepted and ignored)."""
 
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", strict=True)
     model: str
     messages: list[dict[str, Any]] = Field(min_length=1)
     stream: bool = False
@@ -76,7 +76,7 @@ class SessionRequest(BaseModel):
 class EmbeddingRequest(BaseModel):
     """The OpenAI embeddings request."""
 
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", strict=True)
     model: str
     input: str | list[str]
     encoding_format: Literal["float", "base64"] = "float"

@@ -22,7 +22,7 @@ router = APIRouter(prefix="/v1", tags=["recommendation"], dependencies=[Depends(
 class RecommendRequest(BaseModel):
     """A known user's id, or the items a new user liked (or both); optional filter on item metadata."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
     user: str | int | None = Field(default=None, description="User id; unknown users get the cold-start path.")
     items: list[str | int] | None = Field(default=None, description="Item ids a (new) user liked.")
     k: int = Field(default=10, description="How many items to return.")
@@ -34,7 +34,7 @@ class RecommendRequest(BaseModel):
 class SimilarRequest(BaseModel):
     """An item id; the items most liked together with it (or closest in content)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
     item: str | int
     k: int = Field(default=10)
     filter: dict[str, Any] | None = None

@@ -1,0 +1,137 @@
+"""uvicorn's HTTP protocol with the connection limits uvicorn itself lacks.
+
+uvicorn times out only idle keep-alive connections: a client that opens a socket and sends its
+headers a byte at a time holds a connection (and its memory) for as long as it likes, and with
+httptools the header size is not bounded. :func:`guarded_protocol` makes a subclass of uvicorn's
+httptools protocol (the one ``uvicorn[standard]`` runs) that
+
+- answers 408 and closes when a request's headers are not complete ``header_timeout_s`` after its
+  first byte (or after the connection opened, for a connection that sends nothing);
+- answers 431 and closes when incomplete headers pass ``max_header_bytes``;
+- answers 503 with ``Retry-After`` (JSON, like every other refusal) to a connection over
+  ``max_connections``; uvicorn's own ``limit_concurrency`` answers a plain-text 503 without one.
+
+The body's own deadline is :class:`aiforge.serve.middleware.BodyDeadline`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+from aiforge.serve.config import ServerConfig
+
+__all__ = ["guarded_protocol", "uvicorn_settings"]
+
+LINGER_S = 1.0  # after refusing a request, how long its connection still reads (and drops) before closing
+
+
+def _raw_response(status: int, reason: str, error: str, extra: str = "") -> bytes:
+    body = json.dumps({"error": error}).encode()
+    head = (f"HTTP/1.1 {status} {reason}\r\ncontent-type: application/json\r\ncontent-length: {len(body)}\r\n"
+            f"connection: close\r\n{extra}\r\n")
+    return head.encode("latin-1") + body
+
+
+def _base_protocol() -> type[asyncio.Protocol] | None:
+    try:
+        from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+    except ImportError:  # uvicorn without httptools: h11, whose own event-size limit bounds the headers
+        return None
+    return HttpToolsProtocol
+
+
+def guarded_protocol(config: ServerConfig) -> type[asyncio.Protocol] | str:
+    """A uvicorn HTTP protocol class (for ``uvicorn.run(http=...)``) applying ``config``'s connection limits;
+    ``"h11"`` (uvicorn's own, unguarded but for its header size limit) where httptools is missing."""
+    base: Any = _base_protocol()
+    if base is None:
+        return "h11"
+    header_timeout = config.header_timeout_s
+    max_header_bytes = config.max_header_bytes
+    max_connections = config.max_connections
+
+    class GuardedProtocol(base):  # type: ignore[misc, valid-type]
+        """uvicorn's httptools protocol; the parser calls ``on_message_begin`` at a request's first byte
+        and ``on_headers_complete`` when its headers are in: the span these limits watch."""
+
+        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+            self._header_timer: asyncio.TimerHandle | None = None
+            self._in_headers = False
+            self._began = False
+            self._header_bytes = 0
+            self._lingering = False
+            super().connection_made(transport)
+            if len(self.connections) > max_connections:
+                self._refuse(503, "Service Unavailable",
+                             f"{max_connections} connections open, the server's limit; retry shortly",
+                             "retry-after: 1\r\n")
+                return
+            self._arm()  # a connection that never sends a byte is cut off too
+
+        def _arm(self) -> None:
+            if self._header_timer is None:
+                self._header_timer = self.loop.call_later(header_timeout, self._headers_late)
+
+        def _disarm(self) -> None:
+            if self._header_timer is not None:
+                self._header_timer.cancel()
+                self._header_timer = None
+
+        def _refuse(self, status: int, reason: str, error: str, extra: str = "") -> None:
+            """Answer, then linger: discard what the client still sends for a moment before closing,
+            so its kernel does not drop the answer on a reset (a close with unread data sends one)."""
+            self._disarm()
+            if self.transport.is_closing() or self._lingering:
+                return
+            self._lingering = True
+            self.transport.write(_raw_response(status, reason, error, extra))
+            if self.transport.can_write_eof():
+                self.transport.write_eof()
+            self.loop.call_later(LINGER_S, self.transport.close)
+
+        def _headers_late(self) -> None:
+            self._header_timer = None
+            if self._in_headers or self.cycle is None:
+                self._refuse(408, "Request Timeout", f"request headers not received within {header_timeout:g} s")
+
+        def on_message_begin(self) -> None:
+            super().on_message_begin()
+            self._in_headers = True
+            self._began = True
+            self._header_bytes = 0
+            self._arm()
+
+        def on_headers_complete(self) -> None:
+            self._in_headers = False
+            self._disarm()
+            super().on_headers_complete()
+
+        def data_received(self, data: bytes) -> None:
+            if self._lingering:
+                return
+            # A chunk counts when the headers are still incomplete after it. A chunk in which a request
+            # began may also hold the previous request's body tail: counted whole, it can overstate the
+            # headers by that tail, and only when the next request's headers straddle two chunks.
+            self._began = False
+            was_in_headers = self._in_headers
+            super().data_received(data)
+            if (was_in_headers or self._began) and self._in_headers and not self.transport.is_closing():
+                self._header_bytes += len(data)
+                if self._header_bytes > max_header_bytes:
+                    self._refuse(431, "Request Header Fields Too Large",
+                                 f"request headers over the {max_header_bytes}-byte limit")
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self._disarm()
+            super().connection_lost(exc)
+
+    return GuardedProtocol
+
+
+def uvicorn_settings(config: ServerConfig) -> dict[str, Any]:
+    """The keyword arguments of ``uvicorn.run``/``uvicorn.Config`` for ``config``'s address and limits."""
+    return {"host": config.host, "port": config.port, "http": guarded_protocol(config), "access_log": False,
+            "timeout_keep_alive": config.keep_alive_s, "h11_max_incomplete_event_size": config.max_header_bytes,
+            "timeout_graceful_shutdown": 30, "server_header": False}
