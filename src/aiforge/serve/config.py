@@ -18,8 +18,11 @@ from aiforge.errors import AiforgeError
 __all__ = ["HOST_ENV", "ApiKeys", "ServerConfig", "presented_key", "server_config"]
 
 HOST_ENV = "AIFORGE_HOST"  # the operator's bind address when --host is not given
-# what a bundle's spec ``serve`` block may set; never the host: a bundle does not choose where a server listens
-_FROM_BUNDLE = ("port", "max_batch_size", "max_wait_ms", "precision")
+# What a bundle's spec ``serve`` block may set: its port, batching and the size limits its inputs need
+# (image bundles take larger bodies). Never the host, keys, timeouts or rate limits: a bundle does not
+# choose where a server listens or how it defends itself.
+_FROM_BUNDLE = ("port", "max_batch_size", "max_wait_ms", "precision", "max_body_bytes", "max_image_bytes",
+                "max_image_pixels")
 
 
 class ServerConfig(BaseModel):
