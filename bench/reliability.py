@@ -559,11 +559,13 @@ def tamper_cases(bundle: Path) -> list[tuple[str, str, Callable[[Path], None]]]:
         ("delete_listed_file", other, lambda f: (f / other).unlink()),
         ("add_unlisted_file", "extra.onnx", lambda f: (f / "extra.onnx").write_bytes(b"\x08\x07unlisted")),
         ("add_unlisted_hidden_file", ".hidden", lambda f: (f / ".hidden").write_text("x", encoding="utf-8")),
-        ("drop_entry_then_corrupt_file", other, drop_entry_and_corrupt),
-        ("files_empty_pipeline_corrupt", "pipeline.json", empty_files_corrupt_pipeline),
-        ("pipeline_points_outside", "pipeline.json", outside_graph),
-        ("changed_sha_for_card", "card.md", sha("card.md")),
-        ("changed_sha_for_weights", weights, sha(weights)),
+        # These five edit manifest.json without re-digesting it: the refusal names the manifest, the
+        # file that was changed (before the digest, a changed sha256 was blamed on the data file).
+        ("drop_entry_then_corrupt_file", "manifest.json", drop_entry_and_corrupt),
+        ("files_empty_pipeline_corrupt", "manifest.json", empty_files_corrupt_pipeline),
+        ("pipeline_points_outside", "manifest.json", outside_graph),
+        ("changed_sha_for_card", "manifest.json", sha("card.md")),
+        ("changed_sha_for_weights", "manifest.json", sha(weights)),
         ("edited_metrics", "manifest.json", edit("metrics.accuracy", 0.999)),
         ("edited_serve_host", "manifest.json", edit("spec.serve.host", "0.0.0.0")),
         ("edited_name", "manifest.json", edit("name", "someone-else")),
