@@ -9,13 +9,17 @@ tables) live here.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiforge.audit.metrics import Metrics
 
-__all__ = ["CheckReport", "ReportTable", "classifier_tables", "fairness_tables", "group_tables"]
+if TYPE_CHECKING:
+    from aiforge.bundle.runtime import Runtime
+
+__all__ = ["CheckReport", "ReportTable", "classifier_tables", "evaluate_classifier", "fairness_tables", "group_tables"]
 
 
 @dataclass(frozen=True)
@@ -97,3 +101,14 @@ def fairness_tables(report: dict[str, Any]) -> tuple[list[ReportTable], list[str
         else:
             lines.append(f"by {name}: {feat.get('note', '')}")
     return tables, lines
+
+
+def evaluate_classifier(rt: Runtime, data: Path, *, columns: Mapping[str, str]) -> CheckReport:
+    """A classifier bundle's accuracy, macro-F1, top-5 and per-class scores on a labelled file (text, image).
+
+    Raises:
+        DataError: the file or its columns are bad, or it holds labels the bundle never saw.
+    """
+    metrics = rt.evaluate_file(data, columns=columns)
+    return CheckReport(f"{rt.name}:{rt.version} on {data}", metrics.to_dict(),
+                       classifier_tables(metrics, title=f"{rt.name}:{rt.version} on {data.name}"))

@@ -12,7 +12,7 @@ from aiforge.audit.checks import Measured
 from aiforge.audit.fairness import AuditSettings, audit_accuracy_by_group
 from aiforge.audit.gates import CLASSIFIER_GATES, ReleaseGates
 from aiforge.audit.metrics import classification_metrics
-from aiforge.audit.report import CheckReport, classifier_tables, group_tables
+from aiforge.audit.report import CheckReport, classifier_tables, evaluate_classifier, group_tables
 from aiforge.bundle.runtime import Runtime
 from aiforge.data.readers import read_table
 from aiforge.errors import BundleError, DataError
@@ -56,9 +56,7 @@ class ImageChecks:
 
     def evaluate(self, rt: Runtime, data: Path, *, columns: Mapping[str, str]) -> CheckReport:
         """Accuracy, macro-F1, top-5 and per-class scores on a class-folder tree or a (path, label) CSV."""
-        metrics = rt.evaluate_file(data, columns=columns)
-        return CheckReport(f"{rt.name}:{rt.version} on {data}", metrics.to_dict(),
-                           classifier_tables(metrics, title=f"{rt.name}:{rt.version} on {data.name}"))
+        return evaluate_classifier(rt, data, columns=columns)
 
     def audit(self, rt: Runtime, data: Path, *, sensitive: Sequence[str], output: Path) -> CheckReport:
         """Every class's precision/recall/F1; per-group accuracy for ``sensitive`` columns of a CSV."""

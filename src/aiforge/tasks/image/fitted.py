@@ -1,14 +1,4 @@
-"""Image classification on a pre-trained EfficientNet-Lite0.
-
-Three modes:
-- ``zero-shot`` (no data): the ImageNet classifier as it is, 1000 classes.
-- ``head``: the backbone is frozen; pooled features are computed once (no augmentation) and a
-  head is trained on them with the shared loop. Minutes on a CPU.
-- ``full``: the head is trained first as in ``head`` (linear probe), then the last
-  ``model.unfreeze`` stages (or all) are fine-tuned with augmentation and discriminative
-  learning rates (each earlier stage gets ``train.lr_decay`` x the next one's rate), the
-  shared loop's AdamW, warm-up and early stopping on validation macro-F1.
-"""
+"""What an image fit produces: the fitted classifier (predict, evaluate) and ``ImageFitResult``."""
 
 from __future__ import annotations
 

@@ -1,11 +1,5 @@
-"""Recommendation: fit and compare recommenders on a per-user split, export the chosen one.
-
-``fit`` loads and splits the interactions, embeds item text when a content model needs it,
-tunes each algorithm (the shipped one and those in ``model.compare``) on the validation
-split, refits it on the training split and scores it on the test split next to popularity,
-then draws the re-ranking curve of the shipped model. ``export`` writes the ONNX scorer,
-id maps, item metadata, histories, metrics, card and the HTML report, and registers them.
-"""
+"""What a recommendation fit produces: one ``ModelReport`` per algorithm compared, and
+``RecommendFitResult`` (the shipped scorer, the split, the comparison and the re-ranking curve)."""
 
 from __future__ import annotations
 

@@ -1,11 +1,4 @@
-"""Text classification / intent detection on a pre-trained sentence encoder.
-
-Two modes:
-- ``head``: the encoder is frozen; features are computed once and a head is trained on them.
-- ``full``: the head is first trained as in ``head`` (a linear probe), then encoder and head
-  are fine-tuned together with the shared loop (LP-FT, which keeps the pre-trained features
-  from being distorted by a random head early on).
-"""
+"""What a text fit produces: the fitted classifier (predict, evaluate) and ``TextFitResult``."""
 
 from __future__ import annotations
 
