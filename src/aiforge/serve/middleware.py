@@ -46,6 +46,19 @@ def _scope_key(scope: Scope) -> str | None:
     return presented_key(authorization=_header(scope, b"authorization"), x_api_key=_header(scope, b"x-api-key"))
 
 
+class _TrackedSend:
+    """``send`` that remembers whether the response has started (after that no error answer can follow)."""
+
+    def __init__(self, send: Send) -> None:
+        self.send = send
+        self.started = False
+
+    async def __call__(self, msg: Message) -> None:
+        if msg["type"] == "http.response.start":
+            self.started = True
+        await self.send(msg)
+
+
 class _TooLarge(HTTPException):
     """Raised while the body streams in; FastAPI passes HTTPException through as 413."""
 
@@ -70,7 +83,7 @@ class BodyLimit:
                 await _send_json(send, 413, {"error": message})
                 return
         seen = 0
-        started = False
+        tracked = _TrackedSend(send)
 
         async def limited() -> Message:
             nonlocal seen
@@ -81,16 +94,10 @@ class BodyLimit:
                     raise _TooLarge(self.limit)
             return msg
 
-        async def tracking_send(msg: Message) -> None:
-            nonlocal started
-            if msg["type"] == "http.response.start":
-                started = True
-            await send(msg)
-
         try:
-            await self.app(scope, limited, tracking_send)
+            await self.app(scope, limited, tracked)
         except _TooLarge:
-            if not started:
+            if not tracked.started:
                 await _send_json(send, 413, {"error": message})
 
 
@@ -171,7 +178,7 @@ class BodyDeadline:
             return
         deadline = time.monotonic() + self.seconds
         body_done = False
-        started = False
+        tracked = _TrackedSend(send)
 
         async def timed() -> Message:
             nonlocal body_done
@@ -185,16 +192,10 @@ class BodyDeadline:
                 body_done = True
             return msg
 
-        async def tracking_send(msg: Message) -> None:
-            nonlocal started
-            if msg["type"] == "http.response.start":
-                started = True
-            await send(msg)
-
         try:
-            await self.app(scope, timed, tracking_send)
+            await self.app(scope, timed, tracked)
         except _BodyTimedOut as exc:  # raised outside FastAPI's handlers (a route reading the body itself)
-            if not started:
+            if not tracked.started:
                 await _send_json(send, 408, {"error": str(exc.detail)}, [(b"connection", b"close")])
 
 
