@@ -263,9 +263,9 @@ def test_clients_that_never_stop_trickling_are_disconnected() -> None:
     with thread_server(create_app([], config=config), config) as server:
         answers = asyncio.run(scenario(server.port))
     for answer, closed_after in answers:
-        # a body refusal closes at once, so a byte sent meanwhile may reset the connection: cut off all the same
+        # the refusal lingers while the client still sends, so its answer is read, not lost to a reset
         assert answer != b"(still open)" and closed_after < 4, (answer[:80], closed_after)
-        assert answer == b"(reset)" or _status_and_body(answer)[0] == 408, answer[:200]
+        assert _status_and_body(answer)[0] == 408, answer[:200]
 
 
 def test_oversized_headers_get_431_and_excess_connections_503() -> None:
@@ -301,3 +301,36 @@ def test_a_refused_body_on_a_kept_alive_connection_does_not_count_as_headers() -
         assert r.status_code == 413, r.text
         r = http.get("/v3/models")  # the same connection: its 2 MiB body tail is not the next request's headers
         assert r.status_code == 404, r.text
+
+
+def test_bodies_over_the_limit_sent_at_once_get_413_not_a_reset() -> None:
+    """A client that writes its whole oversized body before reading must still read the 413: the server
+    answers at once and then drains (and drops) the rest for a moment instead of closing with unread data,
+    which makes the kernel send a reset that discards the answer (13 of 13 resets in bench/reliability.py)."""
+    config = ServerConfig(max_body_bytes=1 << 20)
+    body = b'{"inputs": ["' + b"x" * (2 << 20) + b'"]}'
+    head = (b"POST /v1/models/m/predict HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n"
+            b"Content-Type: application/json\r\nContent-Length: " + str(len(body)).encode() + b"\r\n\r\n")
+    chunked = (b"POST /v1/models/m/predict HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n"
+               b"Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
+               + f"{len(body):x}\r\n".encode() + body + b"\r\n0\r\n\r\n")
+
+    async def one(port: int, raw: bytes) -> bytes:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(raw)
+        try:
+            await writer.drain()
+        except ConnectionResetError:
+            return b"(reset)"
+        answer = await _read_all(reader, 10.0)
+        writer.close()
+        return answer
+
+    async def scenario(port: int) -> list[bytes]:
+        return await asyncio.gather(*[one(port, head + body) for _ in range(13)],
+                                    *[one(port, chunked) for _ in range(13)])
+
+    with thread_server(create_app([], config=config), config) as server:
+        answers = asyncio.run(scenario(server.port))
+    statuses = [a[:40] if a.startswith(b"(") else _status_and_body(a)[0] for a in answers]
+    assert statuses == [413] * 26, statuses
