@@ -294,7 +294,8 @@ def test_chat_answers_in_flight_are_bounded(acme: Acme, monkeypatch: pytest.Monk
 
     monkeypatch.setattr(rt, "respond", slow)
     body = {"model": acme.name, "messages": [{"role": "user", "content": "When are refunds issued?"}]}
-    with TestClient(create_app([rt], config=ServerConfig(chat_max_in_flight=1, chat_queue_wait_s=0, access_log=False))) as tc:
+    config = ServerConfig(chat_max_in_flight=1, chat_queue_wait_s=0, access_log=False)  # no wait: 503 at once
+    with TestClient(create_app([rt], config=config)) as tc:
         while tc.get("/v2/health/ready").status_code != 200:
             time.sleep(0.05)
         results: list[int] = []

@@ -143,13 +143,14 @@ def test_token_buckets_stay_bounded_with_many_clients() -> None:
 
 
 def test_rate_limit_answers_429_with_retry_after_per_key_and_counts_it(tmp_path: Path) -> None:
-    config = ServerConfig(api_key_file=_keys(tmp_path), rate_limit=0.5, rate_burst=2)
+    # one token per 100 s: however slow the machine, no bucket refills during the test
+    config = ServerConfig(api_key_file=_keys(tmp_path), rate_limit=0.01, rate_burst=2)
     k1, k2 = {"X-API-Key": KEY_1}, {"Authorization": f"Bearer {KEY_2}"}
     with _client(config) as client:
         assert [client.get("/v1/models", headers=k1).status_code for _ in range(2)] == [200, 200]
         r = client.get("/v1/models", headers=k1)
         assert r.status_code == 429, r.text
-        assert r.headers["retry-after"] == "2"  # one token comes back in 1 / 0.5 s
+        assert 90 <= int(r.headers["retry-after"]) <= 100  # one token comes back in 1 / 0.01 s
         assert "rate limit" in r.json()["error"]
         assert client.post("/v1/models/m/predict", headers=k1, json={"inputs": ["x"]}).status_code == 429
         assert client.get("/v1/models", headers=k2).status_code == 200  # the other key has its own bucket
@@ -166,7 +167,8 @@ def test_rate_limit_answers_429_with_retry_after_per_key_and_counts_it(tmp_path:
 def test_rate_limit_without_keys_is_per_address_and_off_by_default() -> None:
     with _client(ServerConfig()) as client:
         assert {client.get("/v1/models").status_code for _ in range(50)} == {200}
-    with _client(ServerConfig(rate_limit=1.0)) as client:  # burst defaults to the rate
+    # burst defaults to the rate rounded up (1 here); one token per 100 s, so a slow machine cannot refill it
+    with _client(ServerConfig(rate_limit=0.01)) as client:
         assert [client.get("/v1/models").status_code for _ in range(2)] == [200, 429]
 
 
