@@ -250,10 +250,29 @@ def test_sigterm_exit_code_is_zero(trained_bundle, tmp_path: Path) -> None:
     assert code == 0, f"exit code {code}"
 
 
+def _slow_to_load(bundle: Path, into: Path) -> Path:
+    """A copy of ``bundle`` with a 256 MiB file of its own, listed and checksummed: the server verifies every
+    file before it is ready, so loading takes long enough for the probes to see it, however fast the
+    machine (a small bundle sometimes loaded before the first probe)."""
+    import shutil
+
+    from aiforge.bundle.format import MANIFEST, read_manifest, write_manifest
+
+    copy = into / "slow-bundle"
+    shutil.copytree(bundle, copy)
+    manifest = read_manifest(copy)
+    (copy / MANIFEST).unlink()
+    with (copy / "ballast.bin").open("wb") as f:
+        for _ in range(32):
+            f.write(b"\x5a" * (8 << 20))
+    write_manifest(copy, task=manifest.task, name=manifest.name, version=manifest.version, extra=manifest.extra)
+    return copy
+
+
 def test_live_before_ready_then_ready_within_30_s(trained_bundle, tmp_path: Path) -> None:
+    bundle = _slow_to_load(trained_bundle.export.path, tmp_path)
     started = time.monotonic()
-    server = launch(trained_bundle.export.path, trained_bundle.home, tmp_path / "server.log",
-                    ready_path="/v2/health/live")
+    server = launch(bundle, trained_bundle.home, tmp_path / "server.log", ready_path="/v2/health/live")
     try:
         name = trained_bundle.name
         # live answers while the model is still loading: ready and the model routes say 503

@@ -47,6 +47,8 @@ class ServerConfig(BaseModel):
     api_key_file: Path | None = None
     access_log: bool = True
     chat_max_in_flight: int = Field(default=64, gt=0)  # chat answers being computed; 503 above
+    # Over chat_max_in_flight a request waits this long for a slot (at most chat_max_in_flight waiting).
+    chat_queue_wait_s: float = Field(default=2.0, ge=0, le=60)
     chat_log_text: bool = False  # the chat log line also carries the question, redacted (else lengths only)
     # With API keys, /metrics, /docs and /openapi.json need a key too unless this is set.
     public_docs_metrics: bool = False

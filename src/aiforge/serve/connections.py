@@ -9,7 +9,11 @@ httptools protocol (the one ``uvicorn[standard]`` runs) that
   first byte (or after the connection opened, for a connection that sends nothing);
 - answers 431 and closes when incomplete headers pass ``max_header_bytes``;
 - answers 503 with ``Retry-After`` (JSON, like every other refusal) to a connection over
-  ``max_connections``; uvicorn's own ``limit_concurrency`` answers a plain-text 503 without one.
+  ``max_connections``; uvicorn's own ``limit_concurrency`` answers a plain-text 503 without one;
+- closes a connection whose request body is still arriving (a 413 by ``Content-Length``, a 408 for a slow
+  body, any answer given before the body was read) by lingering: it half-closes, then drops what the client
+  still sends for up to ``LINGER_S`` before closing. uvicorn closes at once, and a close with unread data
+  makes the kernel send a reset, which discards the answer the client had not read yet.
 
 The body's own deadline is :class:`aiforge.serve.middleware.BodyDeadline`.
 """
@@ -32,6 +36,17 @@ def _raw_response(status: int, reason: str, error: str, extra: str = "") -> byte
     head = (f"HTTP/1.1 {status} {reason}\r\ncontent-type: application/json\r\ncontent-length: {len(body)}\r\n"
             f"connection: close\r\n{extra}\r\n")
     return head.encode("latin-1") + body
+
+
+class _LingeringClose:
+    """The transport a request cycle writes to, whose ``close`` is the protocol's lingering close."""
+
+    def __init__(self, transport: asyncio.Transport, close: Any) -> None:
+        self._transport = transport
+        self.close = close
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
 
 
 def _base_protocol() -> type[asyncio.Protocol] | None:
@@ -91,6 +106,18 @@ def guarded_protocol(config: ServerConfig) -> type[asyncio.Protocol] | str:
                 self.transport.write_eof()
             self.loop.call_later(LINGER_S, self.transport.close)
 
+        def _close_lingering(self) -> None:
+            """What the request cycle's ``transport.close()`` does: linger while the body is unread."""
+            cycle = self.cycle
+            if cycle is not None and cycle.more_body and not self._lingering and not self.transport.is_closing():
+                self._disarm()
+                self._lingering = True
+                if self.transport.can_write_eof():
+                    self.transport.write_eof()
+                self.loop.call_later(LINGER_S, self.transport.close)
+                return
+            self.transport.close()
+
         def _headers_late(self) -> None:
             self._header_timer = None
             if self._in_headers or self.cycle is None:
@@ -107,6 +134,8 @@ def guarded_protocol(config: ServerConfig) -> type[asyncio.Protocol] | str:
             self._in_headers = False
             self._disarm()
             super().on_headers_complete()
+            if self.cycle is not None:
+                self.cycle.transport = _LingeringClose(self.transport, self._close_lingering)
 
         def data_received(self, data: bytes) -> None:
             if self._lingering:

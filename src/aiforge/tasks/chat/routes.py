@@ -85,12 +85,15 @@ class EmbeddingRequest(BaseModel):
 def _admission(request: Request) -> Admission:
     gate: Admission | None = getattr(request.app.state, "chat_admission", None)
     if gate is None:
-        gate = Admission(int(request.app.state.config.chat_max_in_flight))
+        config = request.app.state.config
+        gate = Admission(int(config.chat_max_in_flight), wait_s=float(config.chat_queue_wait_s))
         request.app.state.chat_admission = gate
         metrics = getattr(request.app.state, "metrics", None)
         if metrics is not None:  # the server's own registry: /metrics shows the slots in use
             Gauge("aiforge_chat_in_flight", "Chat answers being computed or streamed (503 at chat_max_in_flight)",
                   registry=metrics.registry).set_function(lambda: gate.active)
+            Gauge("aiforge_chat_waiting", "Chat requests waiting for a slot (at most chat_queue_wait_s)",
+                  registry=metrics.registry).set_function(lambda: gate.waiting)
     return gate
 
 
@@ -158,7 +161,7 @@ async def chat_completions(req: ChatCompletionRequest, request: Request, m: Mode
             raise ApiError(422, "X-Session-Id: letters, digits, '_' and '-' only, at most 64")
         if not await asyncio.to_thread(service.runtime.sessions.owns, session, owner=_owner(request)):
             raise _no_session(session)
-    slot = _admission(request).enter()
+    slot = await _admission(request).acquire()
     handed_over = False
     try:
         response = await _complete(service, req, request, session, slot)

@@ -12,8 +12,10 @@ stops at its next piece once nobody reads it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
+from collections import deque
 from collections.abc import AsyncGenerator, Callable, Iterator
 from typing import Any
 
@@ -38,30 +40,68 @@ class Slot:
     def release(self) -> None:
         gate, self._gate = self._gate, None
         if gate is not None:
-            gate.active -= 1
+            gate.release_one()
 
 
 class Admission:
-    """Bounds the chat answers in flight (they bypass the batcher); over the bound: 503 + Retry-After.
+    """Bounds the chat answers in flight (they bypass the batcher).
 
-    Used from the event loop only, so the count needs no lock.
+    A request over the bound waits up to ``wait_s`` for a slot, first come first served, with at most
+    ``max_waiting`` waiting (``limit`` by default): a burst a little over capacity, or one that arrives
+    while the server is still noticing clients that left, is answered late instead of refused. Past that
+    wait, or that queue: 503 + ``Retry-After``, so the queue stays bounded. Used from the event loop only,
+    so the counts need no lock.
     """
 
-    def __init__(self, limit: int) -> None:
+    def __init__(self, limit: int, *, wait_s: float = 0.0, max_waiting: int | None = None) -> None:
         self.limit = limit
+        self.wait_s = wait_s
+        self.max_waiting = limit if max_waiting is None else max_waiting
         self.active = 0
+        self._waiters: deque[asyncio.Future[None]] = deque()
 
-    def enter(self) -> Slot:
-        """A slot for one answer.
+    @property
+    def waiting(self) -> int:
+        return sum(1 for f in self._waiters if not f.done())
+
+    def _refuse(self) -> ApiError:
+        return ApiError(503, f"{self.active} chat answers in flight and {self.waiting} waiting, the server's "
+                             "limit; retry shortly", headers={"Retry-After": "1"})
+
+    async def acquire(self) -> Slot:
+        """A slot for one answer, waiting up to ``wait_s`` for one.
 
         Raises:
-            ApiError: 503 when ``limit`` answers are already in flight.
+            ApiError: 503 when no slot freed within ``wait_s``, or ``max_waiting`` requests already wait.
         """
-        if self.active >= self.limit:
-            raise ApiError(503, f"{self.active} chat answers in flight, the server's limit; retry shortly",
-                           headers={"Retry-After": "1"})
-        self.active += 1
-        return Slot(self)
+        if self.active < self.limit and not self.waiting:
+            self.active += 1
+            return Slot(self)
+        if self.wait_s <= 0 or self.waiting >= self.max_waiting:
+            raise self._refuse()
+        turn: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append(turn)
+        try:
+            await asyncio.wait_for(turn, self.wait_s)
+        except TimeoutError:
+            raise self._refuse() from None
+        except asyncio.CancelledError:
+            if turn.done() and not turn.cancelled():  # handed a slot just as the client left: pass it on
+                self.release_one()
+            raise
+        finally:
+            with contextlib.suppress(ValueError):
+                self._waiters.remove(turn)
+        return Slot(self)  # the releasing answer handed its slot over: ``active`` is unchanged
+
+    def release_one(self) -> None:
+        """Give one slot back: to the longest waiting request, else to the pool."""
+        while self._waiters:
+            turn = self._waiters.popleft()
+            if not turn.done():
+                turn.set_result(None)
+                return
+        self.active -= 1
 
 
 _END = object()
