@@ -11,6 +11,7 @@ Fashion-MNIST is a seeded per-class sample (see ``FASHION``) so the run stays wi
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import tempfile
 import time
@@ -19,11 +20,11 @@ from typing import Any
 
 import numpy as np
 import yaml
-from _common import ROOT, machine, shared_data, write_result
 from PIL import Image
 from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 
+from _common import RESULTS, ROOT, machine, shared_data, write_result
 from aiforge import App
 from aiforge.spec import BaseSpec
 
@@ -85,7 +86,7 @@ def run(label: str, raw: dict[str, Any], base: Path, home: Path) -> dict[str, An
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--only", nargs="*", help="substrings of the app labels to run")
+    parser.add_argument("--only", nargs="*", help="substrings of the app labels to run (the others' results are kept)")
     args = parser.parse_args()
     runs = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -93,6 +94,10 @@ def main() -> None:
             if args.only and not any(s in label for s in args.only):
                 continue
             runs.append(run(label, raw, base, Path(tmp) / "home"))
+    previous = RESULTS / "baselines.json"
+    if args.only and previous.is_file():  # a partial run updates its apps, keeps the others
+        done = {r["app"] for r in runs}
+        runs = [r for r in json.loads(previous.read_text())["runs"] if r["app"] not in done] + runs
     path = write_result("baselines", {"machine": machine(), "fashion_mnist_sample": FASHION, "runs": runs})
     print(f"wrote {path}", file=sys.stderr)
 
