@@ -59,15 +59,15 @@ def specs(tmp: Path) -> dict[str, tuple[dict[str, Any], Path]]:
     fashion["data"] = {**fashion["data"], **FASHION}
     digits = _digits(tmp / "digits")
     return {
-        "banking77 (text, head)": (banking, ROOT / "examples" / "banking77"),
         "adult (tabular)": (_example("adult-income"), ROOT / "examples" / "adult-income"),
-        "fashion-mnist (image, head, 64 px, sampled)": (fashion, ROOT / "examples" / "fashion-mnist"),
-        "movielens (recommendation)": (_example("movielens"), ROOT / "examples" / "movielens"),
-        "docs-assistant intents (chat)": (_example("docs-assistant"), ROOT / "examples" / "docs-assistant"),
         "digits image folder (image, head, 64 px)": (
             {"name": "digits", "task": "image-classification",
              "data": {"train": str(digits / "train"), "test": str(digits / "test")},
              "model": {"mode": "head", "resolution": 64}, "train": {"seed": 0}}, tmp),
+        "docs-assistant intents (chat)": (_example("docs-assistant"), ROOT / "examples" / "docs-assistant"),
+        "movielens (recommendation)": (_example("movielens"), ROOT / "examples" / "movielens"),
+        "banking77 (text, head)": (banking, ROOT / "examples" / "banking77"),
+        "fashion-mnist (image, head, 64 px, sampled)": (fashion, ROOT / "examples" / "fashion-mnist"),
     }
 
 
@@ -88,18 +88,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", nargs="*", help="substrings of the app labels to run (the others' results are kept)")
     args = parser.parse_args()
-    runs = []
+    previous = RESULTS / "baselines.json"
+    # a partial run (--only) updates its apps and keeps the others'; results are written after each app
+    runs = json.loads(previous.read_text())["runs"] if args.only and previous.is_file() else []
     with tempfile.TemporaryDirectory() as tmp:
         for label, (raw, base) in specs(Path(tmp)).items():
             if args.only and not any(s in label for s in args.only):
                 continue
-            runs.append(run(label, raw, base, Path(tmp) / "home"))
-    previous = RESULTS / "baselines.json"
-    if args.only and previous.is_file():  # a partial run updates its apps, keeps the others
-        done = {r["app"] for r in runs}
-        runs = [r for r in json.loads(previous.read_text())["runs"] if r["app"] not in done] + runs
-    path = write_result("baselines", {"machine": machine(), "fashion_mnist_sample": FASHION, "runs": runs})
-    print(f"wrote {path}", file=sys.stderr)
+            runs = [r for r in runs if r["app"] != label] + [run(label, raw, base, Path(tmp) / "home")]
+            path = write_result("baselines", {"machine": machine(), "fashion_mnist_sample": FASHION, "runs": runs})
+            print(f"wrote {path}", file=sys.stderr)
 
 
 if __name__ == "__main__":
