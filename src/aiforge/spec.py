@@ -56,7 +56,7 @@ class ServeSpec(Strict):
 
 
 class BaseSpec(Strict):
-    """What every application spec has: a name, a task and serving settings.
+    """What every application spec has: a name, a task, serving settings and whether to fit baselines.
 
     Each kind has its own subclass (its row in ``tasks/registry.py``); ``from_dict`` picks it by the
     ``task`` key, so a tabular spec is checked against the tabular schema, and so on.
@@ -65,6 +65,8 @@ class BaseSpec(Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
     task: str
     serve: ServeSpec = ServeSpec()
+    baseline: bool = Field(default=True, description="fit the kind's simple baselines beside the model "
+                                                     "(audit/baseline.py); false skips them for very large data")
     source: Path | None = Field(default=None, exclude=True)
 
     @classmethod

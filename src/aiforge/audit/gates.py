@@ -17,6 +17,7 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import Field, ValidationError, model_validator
 
+from aiforge.audit.baseline import margin_verdict
 from aiforge.errors import SpecError
 from aiforge.spec import Strict
 
@@ -36,6 +37,7 @@ class ReleaseGates(Strict):
 
     max_p95_latency_ms: float | None = Field(default=None, gt=0)
     max_size_mb: float | None = Field(default=None, gt=0)
+    min_margin_over_baseline: float | None = Field(default=None, ge=-1, le=1)
 
     @model_validator(mode="before")
     @classmethod
@@ -96,6 +98,7 @@ class Measurements:
     audit: dict[str, Any]
     size_mb: float
     p95_latency_ms: float
+    baseline: dict[str, Any] | None = None  # the bundle's stored ``baseline`` section (audit/baseline.py)
 
 
 @dataclass(frozen=True)
@@ -120,6 +123,8 @@ class Gate:
     measure: Callable[[Measurements, str | None], float | None]
     per_feature: bool = False
     judge: Callable[[Measurements, str | None], Verdict] | None = None
+    # a gate decided with an interval: gets the limit, returns (measured, verdict)
+    decide: Callable[[Measurements, float], tuple[float | None, Verdict]] | None = None
 
 
 @dataclass(frozen=True)
@@ -138,9 +143,16 @@ class GateResult:
         return self.__dict__.copy()
 
 
+def _margin(m: Measurements, limit: float) -> tuple[float | None, Verdict]:
+    v = margin_verdict(m.baseline, limit)
+    return v.lower, Verdict(v.passed, v.note)
+
+
 GATES: tuple[Gate, ...] = (
     Gate("max_p95_latency_ms", "p95 latency of one item on the Runtime (ms)", "max", lambda m, f: m.p95_latency_ms),
     Gate("max_size_mb", "bundle size: the manifest's files (MB)", "max", lambda m, f: m.size_mb),
+    Gate("min_margin_over_baseline", "lower end of the CI of model - best baseline (the kind's quality metric)",
+         "min", lambda m, f: None, decide=_margin),
 )
 
 
@@ -174,6 +186,10 @@ def evaluate_gates(rows: Sequence[Gate], gates: ReleaseGates, m: Measurements,
             continue
         limit = getattr(gates, gate.key)
         for feature in (list(features) if gate.per_feature else [None]):
+            if gate.decide is not None:
+                lower, decided = gate.decide(m, float(limit))
+                out.append(GateResult(gate.key, feature, limit, lower, decided.passed, decided.note))
+                continue
             value = gate.measure(m, feature)
             if value is None:
                 out.append(GateResult(gate.key, feature, limit, None, False,

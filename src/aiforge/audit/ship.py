@@ -104,7 +104,9 @@ def ship(spec_or_bundle: str | Path, *, data: str | Path | None = None, home: st
                            f"Gates for {rt.manifest.task}: {', '.join(g.key for g in rows)}.")
     measured = checks.measure(rt, spec, chosen, Path(data) if data is not None else None)
     latency = measure_latency(measured.probe) if chosen.is_set("max_p95_latency_ms") else float("nan")
-    m = Measurements(audit=measured.audit, size_mb=bundle_size_mb(rt), p95_latency_ms=latency)
+    stored_baseline = rt.manifest.extra.get("baseline")
+    m = Measurements(audit=measured.audit, size_mb=bundle_size_mb(rt), p95_latency_ms=latency,
+                     baseline=stored_baseline if isinstance(stored_baseline, dict) else None)
     results = evaluate_gates(rows, chosen, m, measured.features)
     registry = Registry(home)
     name, version = rt.manifest.name, int(rt.manifest.version)

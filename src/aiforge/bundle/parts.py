@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from aiforge.audit.baseline import BaselineReport
 from aiforge.bundle.format import PIPELINE, BundleManifest
 from aiforge.bundle.registry import BundleRecord, Registry
 from aiforge.errors import BundleError, ExportError
@@ -29,7 +30,7 @@ METRICS = "metrics.json"
 CARD = "card.md"
 
 # manifest ``extra`` keys the engine writes; a kind's own keys may not shadow them
-_ENGINE_KEYS = frozenset({"aiforge_version", "metrics", "parity", "spec"})
+_ENGINE_KEYS = frozenset({"aiforge_version", "baseline", "metrics", "parity", "spec"})
 
 
 @dataclass(frozen=True)
@@ -102,6 +103,9 @@ class BundleParts:
     parity: Parity
     headline: Mapping[str, float]  # the registry row's metrics and manifest ``metrics``
     extra: Mapping[str, Any] = field(default_factory=dict)  # the kind's own manifest keys (backbone, columns…)
+    # the model against its simple baselines (audit/baseline.BaselineReport): written into metrics.json, the
+    # card and the manifest under ``baseline``
+    baseline: BaselineReport | None = None
 
 
 @dataclass(frozen=True)
@@ -132,11 +136,13 @@ def export_bundle(registry: Registry, spec: BaseSpec, write: Callable[[Path], Bu
         parts = write(staged)
         if clash := _ENGINE_KEYS & set(parts.extra):
             raise ExportError(f"BundleParts.extra may not set {sorted(clash)}; the engine writes those keys.")
+        baseline = parts.baseline.to_dict() if parts.baseline is not None else None
         _write_json(staged / PIPELINE, parts.pipeline)
-        _write_json(staged / METRICS, parts.metrics)
-        (staged / CARD).write_text(parts.card, encoding="utf-8")
+        _write_json(staged / METRICS, {**parts.metrics, "baseline": baseline} if baseline else parts.metrics)
+        card = parts.card.rstrip("\n") + "\n\n" + parts.baseline.markdown() if parts.baseline else parts.card
+        (staged / CARD).write_text(card, encoding="utf-8")
     headline = dict(parts.headline)
     extra = {"aiforge_version": __version__, **parts.extra, "metrics": headline, "parity": parts.parity.to_dict(),
-             "spec": spec.model_dump(mode="json")}
+             "spec": spec.model_dump(mode="json")} | ({"baseline": baseline} if baseline else {})
     added = registry.add(staged, name=spec.name, task=spec.task, extra=extra, metrics=headline)
     return ExportResult(added.record, added.manifest, parts.parity)

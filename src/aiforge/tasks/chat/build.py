@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from aiforge.audit.baseline import BaselineReport, skipped_report
 from aiforge.bundle.parts import Parity
 from aiforge.bundle.registry import Registry
 from aiforge.errors import AiforgeError, DataError
@@ -21,6 +22,7 @@ from aiforge.hub.encoder_export import cached_encoder
 from aiforge.hub.onnx_encoder import ENCODER_GRAPH, ENCODER_TOKENIZER, OnnxEncoder
 from aiforge.progress import progress_bar
 from aiforge.tasks.chat.actions import get_action, import_action_modules
+from aiforge.tasks.chat.baseline import intent_baselines
 from aiforge.tasks.chat.data import chunk_text, extract_text, find_files, sentence_spans
 from aiforge.tasks.chat.fitted import ChatFitResult
 from aiforge.tasks.chat.index import IndexRows, KnowledgeIndex
@@ -164,12 +166,26 @@ def build_chat(spec: ChatSpec, *, registry: Registry | None = None, progress: bo
                 "overlap_tokens": spec.knowledge.overlap_tokens, "aiforge_version": __version__}
     previous = _previous(spec, registry or Registry(), settings)
     rows, stats = _ingest(spec, encoder, previous, progress)
-    intents = None
+    intents, baseline = None, None
     if spec.intents is not None:
         sv = rows.sentence_vectors
         pick = np.random.default_rng(0).permutation(len(sv))[:300]
+        trained = time.perf_counter()
         intents = train_intents(spec.intents, encoder, fallback_oos=sv[np.sort(pick)] if len(sv) else None)
+        baseline = _intent_baseline(spec, intents, time.perf_counter() - trained)
     stats["seconds"] = time.perf_counter() - start
     stats["index_settings"] = settings
     encoder_parity = Parity.from_dict(parity, diff_key="onnx_vs_torch_max_abs_diff")
-    return ChatFitResult(spec, encoder_dir, encoder_parity, rows, intents, stats)
+    return ChatFitResult(spec, encoder_dir, encoder_parity, rows, intents, stats, baseline)
+
+
+def _intent_baseline(spec: ChatSpec, intents: IntentModel, fit_seconds: float) -> BaselineReport:
+    """The intent head against majority class and TF-IDF nearest neighbour, on the head's own folds."""
+    if not spec.baseline or spec.intents is None:
+        return skipped_report("accuracy")
+    if intents.examples is None or intents.example_labels is None:
+        return skipped_report("accuracy", "the intent model keeps no examples to compare on")
+    texts = [t for i in spec.intents.items for t in i.examples]
+    # the same (seeded) folds train_intents calibrated on, so the comparison is paired example by example
+    oof = out_of_fold(intents.examples, intents.example_labels, len(intents.labels), C=spec.intents.C)
+    return intent_baselines(texts, intents.example_labels, oof, fit_seconds=fit_seconds)

@@ -48,7 +48,7 @@ def write_chat_bundle(staged: Path, *, build: ChatFitResult) -> BundleParts:
     if build.intents is not None:
         headline["intents"] = len(build.intents.labels)
     return BundleParts(pipeline=pipeline, metrics=metrics, card=_card(build), parity=build.encoder_parity,
-                       headline=headline, extra={"backbone": {"name": spec.backbone}})
+                       headline=headline, extra={"backbone": {"name": spec.backbone}}, baseline=build.baseline)
 
 
 def _card(build: ChatFitResult) -> str:

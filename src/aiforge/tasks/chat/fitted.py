@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from aiforge.audit.baseline import BaselineReport
 from aiforge.bundle.parts import Parity
 from aiforge.tasks.chat.index import IndexRows
 from aiforge.tasks.chat.intents import IntentModel
@@ -24,3 +25,4 @@ class ChatFitResult:
     rows: IndexRows
     intents: IntentModel | None
     stats: dict[str, Any] = field(default_factory=dict)
+    baseline: BaselineReport | None = None  # the intent head against its baselines (tasks/chat/baseline.py)

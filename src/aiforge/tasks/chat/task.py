@@ -8,6 +8,7 @@ from rich.table import Table
 from aiforge.bundle.parts import ExportResult
 from aiforge.bundle.registry import Registry
 from aiforge.spec import BaseSpec
+from aiforge.tables import baseline_summary
 from aiforge.tasks.base import check_spec
 from aiforge.tasks.chat.build import build_chat
 from aiforge.tasks.chat.export import export_chat
@@ -50,4 +51,4 @@ class ChatTask:
             c = result.intents.calibration
             out.append(f"intents: {len(result.intents.labels)}, out-of-fold accuracy {c['out_of_fold_accuracy']:.3f}, "
                        f"out-of-scope threshold {result.intents.threshold:.3f} ({c['method']})")
-        return out
+        return [*out, *baseline_summary(result.baseline)]

@@ -426,4 +426,4 @@ def write_image_bundle(staged: Path, *, spec: ImageSpec, result: ImageFitResult)
     scored = result.test or result.validation
     extra = {"backbone": fitted.backbone.record(), "mode": spec.effective_mode, "image": fitted.image.to_dict()}
     return BundleParts(pipeline=image_pipeline(fitted, parity), metrics=metrics, card=card, parity=parity,
-                       headline=scored.headline() if scored else {}, extra=extra)
+                       headline=scored.headline() if scored else {}, extra=extra, baseline=result.baseline)

@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from aiforge.audit.baseline import BaselineReport
 from aiforge.audit.metrics import Metrics, classification_metrics
 from aiforge.errors import InputError
 from aiforge.hub.catalog import Backbone
@@ -30,6 +31,7 @@ class ImageFitResult:
     test: Metrics | None
     train_seconds: float
     history: list[dict[str, float | str]] = field(default_factory=list)
+    baseline: BaselineReport | None = None  # the model against its simple baselines (tasks/image/baseline.py)
 
 
 class FittedImageClassifier:

@@ -19,13 +19,15 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from aiforge.audit.metrics import classification_metrics
 from aiforge.bundle.parts import ExportResult, export_bundle
 from aiforge.bundle.registry import Registry
 from aiforge.errors import SpecError
 from aiforge.hub.catalog import get_backbone
 from aiforge.spec import BaseSpec
-from aiforge.tables import metrics_table, per_class_table
+from aiforge.tables import baseline_summary, metrics_table, per_class_table
 from aiforge.tasks.base import check_spec, parity_line
+from aiforge.tasks.image.baseline import image_baselines
 from aiforge.tasks.image.data import load_image_splits
 from aiforge.tasks.image.export import write_image_bundle
 from aiforge.tasks.image.fitted import FittedImageClassifier, ImageFitResult
@@ -106,8 +108,15 @@ class ImageClassificationTask:
         fitted = FittedImageClassifier(model.eval(), labels=labels, image=image, backbone=backbone, spec=spec,
                                        device=device)
         validation = fitted.evaluate(splits.validation)
-        test = fitted.evaluate(splits.test) if splits.test is not None else None
-        return ImageFitResult(fitted, splits, validation, test, train_seconds, history)
+        test, test_scores = None, None
+        if splits.test is not None:
+            proba = fitted.predict_proba(splits.test)
+            test = classification_metrics(splits.test.labels, proba, labels)
+            test_scores = (proba.argmax(axis=1) == [index[y] for y in splits.test.labels]).astype(float)
+        baseline = image_baselines(splits, model_validation=validation.accuracy,
+                                   model_test=test.accuracy if test else None, model_test_scores=test_scores,
+                                   fit_seconds=train_seconds, seed=spec.train.seed, enabled=spec.baseline)
+        return ImageFitResult(fitted, splits, validation, test, train_seconds, history, baseline)
 
     def export(self, spec: BaseSpec, result: ImageFitResult, registry: Registry) -> ExportResult:
         """Export to ONNX (fp32 + gated static int8), check parity, write report, metrics and card, register.
@@ -129,4 +138,4 @@ class ImageClassificationTask:
         return [metrics_table(f"{exported.record.name}: trained in {result.train_seconds:.0f} s "
                               f"at {result.fitted.image.resolution} px",
                               {"validation": result.validation.to_dict(), "test": test}),
-                per_class_table(test or result.validation.to_dict()), parity]
+                per_class_table(test or result.validation.to_dict()), *baseline_summary(result.baseline), parity]

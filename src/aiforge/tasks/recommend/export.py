@@ -122,7 +122,7 @@ def write_recommender(staged: Path, *, spec: RecommendSpec, result: RecommendFit
                                         encoding="utf-8")
     return BundleParts(pipeline=pipeline, metrics=metrics, card=_card(spec, result, metrics, parity), parity=parity,
                        headline=result.reports[result.algorithm].test.headline(),
-                       extra={"algorithm": result.algorithm})
+                       extra={"algorithm": result.algorithm}, baseline=result.baseline)
 
 
 def _card(spec: RecommendSpec, result: RecommendFitResult, metrics: dict[str, Any], parity: Parity) -> str:

@@ -8,6 +8,7 @@ from typing import Any
 
 from scipy import sparse
 
+from aiforge.audit.baseline import BaselineReport
 from aiforge.tasks.recommend.data import Interactions, Split
 from aiforge.tasks.recommend.evaluate import Trial
 from aiforge.tasks.recommend.metrics import RankingMetrics
@@ -39,3 +40,4 @@ class RecommendFitResult:
     curve: list[dict[str, Any]]
     train_seconds: float
     history: sparse.csr_matrix = field(repr=False)
+    baseline: BaselineReport | None = None  # the model against its simple baselines (tasks/recommend/baseline.py)

@@ -19,7 +19,9 @@ import numpy as np
 from aiforge.bundle.parts import ExportResult, export_bundle
 from aiforge.bundle.registry import Registry
 from aiforge.spec import BaseSpec
+from aiforge.tables import baseline_summary
 from aiforge.tasks.base import check_spec
+from aiforge.tasks.recommend.baseline import recommend_baselines
 from aiforge.tasks.recommend.data import Interactions, Split, load_interactions, split_interactions
 from aiforge.tasks.recommend.embed import embed_texts
 from aiforge.tasks.recommend.evaluate import Trial, evaluate_parts, tune
@@ -103,8 +105,16 @@ class RecommendationTask:
         for penalty in sorted(set(spec.rerank.curve) | {spec.rerank.popularity_penalty}):
             m = evaluate_parts(chosen.with_penalty(penalty), x_train, x_test, spec.model.k)
             curve.append({"penalty": penalty, **m.to_dict()})
-        return RecommendFitResult(data, split, chosen, spec.model.algorithm, reports, curve,
-                                  time.perf_counter() - start, history=x_train)
+        fit_seconds = time.perf_counter() - start
+        trials = reports[spec.model.algorithm].trials
+        ctx = FitContext(embeddings=embeddings, min_item_positives=spec.model.min_item_positives,
+                         threads=spec.model.threads, seed=spec.split.seed)
+        baseline = recommend_baselines(
+            algorithm=spec.model.algorithm, model=chosen, model_validation=max((t.ndcg for t in trials), default=None),
+            x_fit=data.matrix(split.fit), x_val=data.matrix(split.validation), x_train=x_train, x_test=x_test,
+            ctx=ctx, k=spec.model.k, fit_seconds=fit_seconds, enabled=spec.baseline)
+        return RecommendFitResult(data, split, chosen, spec.model.algorithm, reports, curve, fit_seconds,
+                                  history=x_train, baseline=baseline)
 
     def export(self, spec: BaseSpec, result: RecommendFitResult, registry: Registry) -> ExportResult:
         """Write the scorer (ONNX, faiss when asked), id maps, metadata, metrics, card, report; register.
@@ -136,5 +146,5 @@ class RecommendationTask:
         for row in result.curve:
             curve.add_row(*(f"{row[c]:.4f}" for c in ("penalty", "ndcg", "coverage", "long_tail_share")))
         p = exported.parity
-        return [table, curve, f"ONNX vs numpy: max |Δscore| {p.max_abs_diff:.2e}, "
+        return [table, curve, *baseline_summary(result.baseline), f"ONNX vs numpy: max |Δscore| {p.max_abs_diff:.2e}, "
                               f"top-{k} overlap {p.details['topk_overlap']:.4f}; index: {p.details['index']}"]

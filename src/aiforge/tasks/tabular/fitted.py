@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from aiforge.audit.baseline import BaselineReport
 from aiforge.tasks.tabular.data import (
     TabularData,
 )
@@ -32,6 +33,7 @@ class TabularFitResult:
     eval_split: str
     models: dict[str, TabularModel] = field(default_factory=dict)
     train_seconds: float = 0.0
+    baseline: BaselineReport | None = None  # the model against its simple baselines (tasks/tabular/baseline.py)
 
 
 @dataclass(frozen=True)

@@ -15,8 +15,10 @@ from aiforge.bundle.parts import BundleParts, ExportResult, export_bundle
 from aiforge.bundle.registry import Registry
 from aiforge.errors import SpecError
 from aiforge.spec import BaseSpec
+from aiforge.tables import baseline_summary
 from aiforge.tasks.base import check_spec
 from aiforge.tasks.tabular.audit import audit_graph, write_audit
+from aiforge.tasks.tabular.baseline import tabular_baselines
 from aiforge.tasks.tabular.card import tabular_card
 from aiforge.tasks.tabular.data import (
     TabularFrame,
@@ -123,9 +125,17 @@ class TabularTask:
         evaluation = {m: {**evaluate_model(model, X_ev, eval_frame, feature, min_group_size=spec.audit.min_group_size),
                           "fit_seconds": model.fit_seconds}
                       for m, model in models.items()}
+        train_seconds = time.perf_counter() - start
+        X_te = X_ev if data.test is not None else None
+        baseline = tabular_baselines(
+            fitted=fitted, best=best, logistic=clone(templates["logistic"]) if "logistic" in templates else
+            make_pipeline("logistic", numeric, data.categorical, seed=spec.model.seed, max_iter=spec.model.max_iter),
+            shipped=models[mit.method], X_train=X_tr, y_train=data.train.y, X_val=X_val, y_val=data.validation.y,
+            X_test=X_te, y_test=data.test.y if data.test is not None else None, fit_seconds=train_seconds,
+            seed=spec.model.seed, enabled=spec.baseline)
         return TabularFitResult(data=data, schema=schema, base=base, shipped=models[mit.method], selection=selection,
                                 evaluation=evaluation, eval_split=eval_split, models=models,
-                                train_seconds=time.perf_counter() - start)
+                                train_seconds=train_seconds, baseline=baseline)
 
     def export(self, spec: BaseSpec, result: TabularFitResult, registry: Registry) -> ExportResult:
         """Export the shipped model to ONNX, check parity, audit the exported graph, write report and card.
@@ -154,7 +164,7 @@ class TabularTask:
         line = (f"ONNX vs scikit-learn on {p.samples} rows: max |Δp| = {p.max_abs_diff:.2e}, "
                 f"label agreement {p.details['label_agreement']:.4%}; audit and report (report.html) from the "
                 "ONNX graph")
-        return [table, line]
+        return [table, *baseline_summary(result.baseline), line]
 
 
 def _write_bundle(staged: Path, *, spec: TabularSpec, result: TabularFitResult) -> BundleParts:
@@ -177,7 +187,8 @@ def _write_bundle(staged: Path, *, spec: TabularSpec, result: TabularFitResult) 
     extra = {"model": model.kind, "mitigation": pipeline["mitigation"], "columns": {"label": data.label},
              "data": data.provenance}
     return BundleParts(pipeline=pipeline, metrics=metrics, card=card, parity=parity,
-                       headline=_headline(audit.report, data.sensitive_features), extra=extra)
+                       headline=_headline(audit.report, data.sensitive_features), extra=extra,
+                       baseline=result.baseline)
 
 
 def _score(metric: str, model: TabularModel, X: pd.DataFrame, y: np.ndarray) -> float:

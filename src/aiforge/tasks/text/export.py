@@ -159,4 +159,5 @@ def write_text_bundle(staged: Path, *, spec: TextSpec, result: TextFitResult) ->
     extra = {"backbone": fitted.backbone.record(), "mode": spec.model.mode,
              "columns": {"text": spec.data.text_column, "label": spec.data.label_column}}
     return BundleParts(pipeline=text_pipeline(fitted, parity), metrics=metrics, card=card, parity=parity,
-                       headline=(result.test or result.validation).headline(), extra=extra)
+                       headline=(result.test or result.validation).headline(), extra=extra,
+                       baseline=result.baseline)

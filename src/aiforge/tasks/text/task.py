@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from tokenizers import Tokenizer
 
-from aiforge.audit.metrics import macro_f1
+from aiforge.audit.metrics import classification_metrics, macro_f1
 from aiforge.bundle.parts import ExportResult, export_bundle
 from aiforge.bundle.registry import Registry
 from aiforge.bundle.tokens import pad_rows
@@ -27,9 +27,10 @@ from aiforge.hub.catalog import get_backbone
 from aiforge.hub.text_encoder import TextEncoder, iter_batches, load_tokenizer
 from aiforge.progress import progress_bar
 from aiforge.spec import BaseSpec
-from aiforge.tables import metrics_table, per_class_table
+from aiforge.tables import baseline_summary, metrics_table, per_class_table
 from aiforge.tasks.base import check_spec, parity_line
-from aiforge.tasks.text.data import TextDataset, TextSplits, load_text_splits
+from aiforge.tasks.text.baseline import text_baselines
+from aiforge.tasks.text.data import TextDataset, TextSplits, check_test_labels, load_text_splits
 from aiforge.tasks.text.export import write_text_bundle
 from aiforge.tasks.text.fitted import FittedTextClassifier, TextFitResult
 from aiforge.tasks.text.model import TextClassifier, make_head
@@ -119,8 +120,16 @@ class TextClassificationTask:
         fitted = FittedTextClassifier(model, tokenizer, labels=labels, backbone=backbone,
                                       max_length=spec.model.max_length, spec=spec)
         validation = fitted.evaluate(splits.validation)
-        test = fitted.evaluate(splits.test) if splits.test is not None else None
-        return TextFitResult(fitted, splits, validation, test, train_seconds, history)
+        test, test_scores = None, None
+        if splits.test is not None:
+            check_test_labels(splits.test, labels)
+            proba = fitted.predict_proba(splits.test.texts)
+            test = classification_metrics(splits.test.labels, proba, labels)
+            test_scores = (proba.argmax(axis=1) == [index[y] for y in splits.test.labels]).astype(float)
+        baseline = text_baselines(splits, model_validation=validation.accuracy,
+                                  model_test=test.accuracy if test else None, model_test_scores=test_scores,
+                                  fit_seconds=train_seconds, seed=spec.train.seed, enabled=spec.baseline)
+        return TextFitResult(fitted, splits, validation, test, train_seconds, history, baseline)
 
     def export(self, spec: BaseSpec, result: TextFitResult, registry: Registry) -> ExportResult:
         """Export to ONNX (fp32 + gated int8), check parity, write metrics and card, register.
@@ -137,7 +146,7 @@ class TextClassificationTask:
         parity = parity_line(exported.parity)
         return [metrics_table(f"{exported.record.name}: trained in {result.train_seconds:.0f} s",
                               {"validation": result.validation.to_dict(), "test": test}),
-                per_class_table(test or result.validation.to_dict()), parity]
+                per_class_table(test or result.validation.to_dict()), *baseline_summary(result.baseline), parity]
 
     @staticmethod
     def _fit_head(model: TextClassifier, feats: dict[str, torch.Tensor], y_train: torch.Tensor,

@@ -1,0 +1,41 @@
+"""The text baselines on real BANKING77: the MiniLM head beats TF-IDF + logistic regression beyond the noise."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from aiforge import App
+from aiforge.tasks.text.spec import AppSpec
+from conftest import _read_rows, _take, _write_rows, head_spec_dict
+
+PER_LABEL_TRAIN, PER_LABEL_TEST = 20, 10
+
+
+@pytest.fixture(scope="module")
+def banking_all_intents(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """All 77 BANKING77 intents, 20 training and 10 test texts each (a subsample that keeps the test fast)."""
+    train, test = _read_rows(shared_data / "train.csv"), _read_rows(shared_data / "test.csv")
+    labels = sorted({r["category"] for r in train})
+    folder = tmp_path_factory.mktemp("banking77-sub")
+    _write_rows(folder / "train.csv", _take(train, labels, PER_LABEL_TRAIN))
+    _write_rows(folder / "test.csv", _take(test, labels, PER_LABEL_TEST))
+    return folder
+
+
+@pytest.mark.slow
+def test_banking77_head_beats_its_baselines_and_does_not_warn(banking_all_intents: Path, tmp_path: Path) -> None:
+    app = App(AppSpec.from_dict(head_spec_dict(banking_all_intents, name="b77-baseline")), home=tmp_path)
+    fit = app.fit(progress=False)
+    b = fit.baseline
+    assert b is not None and not b.skipped and b.n == 77 * PER_LABEL_TEST
+    assert {c.name for c in b.candidates} == {"majority class", "TF-IDF + logistic regression"}
+    assert b.best == "TF-IDF + logistic regression"  # chosen on validation over the majority class
+    assert b.model_test == pytest.approx(fit.test.accuracy)
+    assert b.interval is not None and b.interval[0] > 0 and b.beats and not b.warning and not b.hint
+    assert b.interval[0] <= b.difference <= b.interval[1]
+    assert json.loads(json.dumps(b.to_dict()))["beats_baseline"] is True
+    lines = "\n".join(b.lines())
+    assert "WARNING" not in lines and "paired bootstrap CI" in lines
