@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 from playwright.sync_api import Browser, expect
-from web_helpers import INJECTED_CATEGORY, INJECTED_LABEL, Opened, Site, call, open_page
+from web_helpers import INJECTED_CATEGORY, INJECTED_LABEL, INJECTED_SOURCE, Opened, Site, call, open_page
 
 pytestmark = pytest.mark.slow
 ITEMS = "rows => rows.map(r => r.dataset.item)"
@@ -106,10 +106,10 @@ def test_tabular_form_comes_from_the_schema_and_matches_the_api(opened: Opened, 
 
 
 def test_image_upload_shows_the_top_k_the_api_gives(opened: Opened, site: Site, shots: Path) -> None:
-    from vision_helpers import trained_images
+    from vision_helpers import fashion_folders
 
     name = site.names["image"]
-    picture = next(p for p in sorted((trained_images().data / "test").rglob("*")) if p.is_file())
+    picture = next(p for p in sorted((fashion_folders() / "test").rglob("*")) if p.is_file())
     opened.goto(f"/ui/models/{name}")
     opened.page.set_input_files("[data-testid=file]", str(picture))
     expect(opened.page.locator("[data-testid=result] li").first).to_be_visible()
@@ -173,7 +173,9 @@ def test_chat_streams_cites_says_it_does_not_know_and_shows_script_as_text(opene
     expect(citations).to_have_count(len(api["citations"]))
     snippets = answer.locator("[data-testid=passage]").all_text_contents()
     assert snippets == [c["snippet"] for c in api["citations"]]
-    assert any("<script>window.__pwned=2</script>" in s for s in snippets), snippets  # shown as text
+    assert any("window.__pwned=2" in s for s in snippets), snippets  # the server stripped the tags; text remains
+    sources = answer.locator("[data-testid=citations] li > a").all_text_contents()
+    assert any(INJECTED_SOURCE in s for s in sources), sources  # the file name's markup is shown as text
     assert answer.locator("script, img").count() == 0
     link = answer.locator("a.cite").first
     link.click()

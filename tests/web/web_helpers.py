@@ -15,7 +15,7 @@ from typing import Any
 
 from playwright.sync_api import Browser, BrowserContext, Page, Request, Route
 
-__all__ = ["CHROMIUM", "INJECTED", "Opened", "Site", "call", "injected_chat_docs", "injected_table", "open_page"]
+__all__ = ["CHROMIUM", "INJECTED", "INJECTED_SOURCE", "Opened", "Site", "call", "injected_chat_docs", "injected_table", "open_page"]
 
 CHROMIUM = "/usr/bin/chromium"
 LAUNCH_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking"]
@@ -23,6 +23,7 @@ LAUNCH_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking
 INJECTED = '<img src=x onerror="window.__pwned=1"><script>window.__pwned=2</script>'
 INJECTED_LABEL = '<img src=x onerror="window.__pwned=1">'
 INJECTED_CATEGORY = "<script>window.__pwned=3</script>"
+INJECTED_SOURCE = 'warehouse <img src=x onerror="window.__pwned=4">.txt'
 
 
 @dataclass(frozen=True)
@@ -71,7 +72,7 @@ class Opened:
 
 def open_page(browser: Browser, origin: str) -> Opened:
     """A fresh context whose every request outside ``origin`` is aborted and logged."""
-    context = browser.new_context(viewport={"width": 1200, "height": 900}, service_workers="block")
+    context = browser.new_context(viewport={"width": 1200, "height": 900})
     page = context.new_page()
     opened = Opened(page, context, origin)
 
@@ -129,7 +130,8 @@ def injected_table(folder: Path) -> dict[str, Any]:
 def injected_chat_docs(folder: Path) -> Path:
     """A knowledge folder of two notes, one carrying script in its text."""
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "warehouse.txt").write_text(
+    # chat strips markup from the text it quotes (aiforge/tasks/chat/sanitize.py); a file name reaches the page as is
+    (folder / INJECTED_SOURCE).write_text(
         "The Lyon warehouse ships hardware keys within two business days. "
         f"Warehouse note: {INJECTED} end of note.\n", encoding="utf-8")
     (folder / "support.md").write_text(

@@ -7,7 +7,7 @@ window.aiforge.panels["image-classification"] = function (root, ctx) {
   const topK = Math.min(5, (ctx.info.describe.labels || []).length || 5);
   const file = el("input", { type: "file", accept: "image/*", "data-testid": "file", id: "image-file" });
   const preview = el("img", { class: "preview", alt: "the image sent", hidden: true });
-  const out = el("div", { "data-testid": "output" });
+  const out = el("div", { "data-testid": "output", class: "image-result" });
   const curl = el("div", {});
   async function send(blob, filename) {
     preview.src = URL.createObjectURL(blob); preview.hidden = false;

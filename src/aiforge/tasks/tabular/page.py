@@ -23,12 +23,22 @@ def allowed_values(runtime: TabularRuntime) -> dict[str, list[str]]:
         graph = onnx.load(str(runtime.path / runtime.pipeline["graph"]), load_external_data=False).graph
     except Exception:  # an unreadable graph only costs the form its drop-downs
         return {}
+    inputs = {i.name for i in graph.input}
+    producer = {out: node for node in graph.node for out in node.output}
+
+    def source(name: str) -> str:  # back through Gather/Cast/Reshape... to the graph input feeding the encoder
+        seen = set()
+        while name not in inputs and name in producer and name not in seen and producer[name].input:
+            seen.add(name)
+            name = producer[name].input[0]
+        return name
+
     out: dict[str, list[str]] = {}
     for node in graph.node:
         if node.op_type == "OneHotEncoder" and node.input:
             for attr in node.attribute:
                 if attr.name == "cats_strings":
-                    out[node.input[0]] = [s.decode("utf-8") for s in attr.strings]
+                    out[source(node.input[0])] = [s.decode("utf-8") for s in attr.strings]
     return out
 
 

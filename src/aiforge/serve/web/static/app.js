@@ -132,7 +132,7 @@
     return el("table", { class: "kv", "data-testid": testid || null },
       el("tbody", {}, rows.map((r) => el("tr", {}, el("th", { scope: "row" }, r.name),
         el("td", {}, Array.isArray(r.value) && r.value.length && r.value.every((x) => x && typeof x === "object" && !Array.isArray(x))
-          ? table(r.value) : fmt(r.value))))));
+          ? el("div", { class: "scroll" }, table(r.value)) : fmt(r.value))))));
   }
   function errorBox(err) { return el("p", { class: "error", role: "alert" }, String(err.message || err)); }
 

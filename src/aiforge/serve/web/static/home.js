@@ -31,7 +31,8 @@
       document.querySelector("[data-testid=p50]").textContent = s.p50_ms === null ? "–" : s.p50_ms.toFixed(1);
       document.querySelector("[data-testid=p99]").textContent = s.p99_ms === null ? "–" : s.p99_ms.toFixed(1);
       document.querySelector("[data-testid=queue]").textContent = Object.values(s.queue_depth).reduce((a, b) => a + b, 0);
-      for (const [name, rate] of Object.entries(s.items_per_s)) {
+      for (const name of Object.keys(s.queue_depth)) {
+        const rate = s.items_per_s[name] || 0;
         const cell = document.querySelector('[data-testid="items-' + CSS.escape(name) + '"]');
         if (cell) cell.textContent = rate.toFixed(2);
       }
