@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter, Depends, FastAPI, Request, Response
+from fastapi.responses import HTMLResponse
 
 from aiforge.bundle.registry import Registry
 from aiforge.errors import SpecError
@@ -108,15 +109,14 @@ def ui_model(name: str, request: Request, m: ModelsDep) -> Response:
     return json_response(model_info(service.runtime, _registry(request), examples))
 
 
-@ui_router.get("/models/{name}/report")
+@ui_router.get("/models/{name}/report", response_class=HTMLResponse)
 def ui_report(name: str, m: ModelsDep) -> Response:
     """The bundle's ``report.html`` (plots, per-group tables, Grad-CAM maps), sandboxed: no script runs."""
     service = m.get(name)
     path = service.runtime.path / REPORT
     if REPORT not in service.runtime.manifest.files or not path.is_file():
         raise ApiError(404, f"model {name!r} has no {REPORT}")
-    return Response(path.read_bytes(), media_type="text/html; charset=utf-8",
-                    headers={"Content-Security-Policy": REPORT_CSP, "X-Content-Type-Options": "nosniff"})
+    return HTMLResponse(path.read_bytes(), headers={"Content-Security-Policy": REPORT_CSP, "X-Content-Type-Options": "nosniff"})
 
 
 @ui_router.get("/stats")
