@@ -124,6 +124,9 @@ def test_image_upload_shows_the_top_k_the_api_gives(opened: Opened, site: Site, 
     expected = [(t["label"], round(t["score"], 4)) for t in answer["predictions"][0]["top"]]
     assert _bars(opened) == expected
     expect(opened.page.locator("[data-testid=label]")).to_have_text(answer["predictions"][0]["label"])
+    report = opened.page.frame_locator("[data-testid=report-frame]")  # the mistakes and Grad-CAM maps
+    expect(report.locator("img").first).to_be_visible()
+    assert report.locator("img").count() >= 4
     opened.shot(shots, "image")
 
 
