@@ -15,7 +15,8 @@ from typing import Any
 
 from playwright.sync_api import Browser, BrowserContext, Page, Request, Route
 
-__all__ = ["CHROMIUM", "INJECTED", "INJECTED_SOURCE", "Opened", "Site", "call", "injected_chat_docs", "injected_table", "open_page"]
+__all__ = ["CHROMIUM", "INJECTED", "INJECTED_SOURCE", "Opened", "Site", "call", "injected_chat_docs", "injected_table",
+           "open_page"]
 
 CHROMIUM = "/usr/bin/chromium"
 LAUNCH_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking"]
@@ -60,14 +61,15 @@ class Opened:
 
     def shot(self, folder: Path, name: str) -> Path:
         """A full-page screenshot (into ``folder`` and, when set, into $AIFORGE_WEB_SHOTS)."""
-        folder.mkdir(parents=True, exist_ok=True)
-        path = folder / f"{name}.png"
-        self.page.screenshot(path=str(path), full_page=True)
-        extra = os.environ.get("AIFORGE_WEB_SHOTS")
-        if extra:
-            Path(extra).mkdir(parents=True, exist_ok=True)
-            self.page.screenshot(path=str(Path(extra) / f"{name}.png"), full_page=True)
-        return path
+        folders = [folder, *([Path(os.environ["AIFORGE_WEB_SHOTS"])] if os.environ.get("AIFORGE_WEB_SHOTS") else [])]
+        frame = self.page.locator("[data-testid=report-frame]")
+        for where in folders:
+            where.mkdir(parents=True, exist_ok=True)
+            self.page.screenshot(path=str(where / f"{name}.png"), full_page=True)
+            if frame.count():  # a full-page capture leaves the sandboxed frame blank: shoot it on its own
+                frame.scroll_into_view_if_needed()
+                frame.screenshot(path=str(where / f"{name}-report.png"))
+        return folder / f"{name}.png"
 
 
 def open_page(browser: Browser, origin: str) -> Opened:

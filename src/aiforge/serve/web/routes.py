@@ -116,7 +116,8 @@ def ui_report(name: str, m: ModelsDep) -> Response:
     path = service.runtime.path / REPORT
     if REPORT not in service.runtime.manifest.files or not path.is_file():
         raise ApiError(404, f"model {name!r} has no {REPORT}")
-    return HTMLResponse(path.read_bytes(), headers={"Content-Security-Policy": REPORT_CSP, "X-Content-Type-Options": "nosniff"})
+    return HTMLResponse(path.read_bytes(),
+                        headers={"Content-Security-Policy": REPORT_CSP, "X-Content-Type-Options": "nosniff"})
 
 
 @ui_router.get("/stats")
