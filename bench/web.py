@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import gzip
+import os
 import statistics
 import sys
 import tempfile
@@ -102,6 +103,7 @@ def main() -> None:
         "method": f"{args.runs} cold-cache loads of / in Chromium (Playwright, {CHROMIUM}) on loopback, one tabular "
                   "bundle served; times from navigation start; first load discarded",
         "machine": machine(),
+        "load_average_1m": round(os.getloadavg()[0], 1),  # the shared machine's load while measuring
         "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     path = write_result("web", result)
