@@ -17,6 +17,9 @@ $(STAMP): requirements.txt requirements-dev.txt requirements-nodeps.txt pyprojec
 	@# Fashion-MNIST sample data (Debian package); skipped where apt-get is unavailable or not root.
 	-@test -d /usr/share/datasets/fashion-mnist || { command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ] && \
 		apt-get install -y -qq dataset-fashion-mnist >/dev/null 2>&1; } || echo "note: dataset-fashion-mnist not installed (apt-get install dataset-fashion-mnist)"
+	@# Chromium for the browser tests of the web pages (tests/web, driven by playwright; never `playwright install`).
+	-@test -x /usr/bin/chromium || { command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ] && \
+		apt-get install -y -qq chromium >/dev/null 2>&1; } || echo "note: chromium not installed (apt-get install chromium)"
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -51,6 +54,11 @@ bench/.venv/.installed-stamp: requirements.txt bench/requirements-bench.txt
 
 bench-serve: bench/.venv/.installed-stamp
 	bench/.venv/bin/python bench/serve.py
+
+# Web pages: page weight and time to first render of the home page -> bench/results/web.json
+.PHONY: bench-web
+bench-web: install
+	$(PY) bench/web.py
 
 # Adult fairness benchmark (issue 4): accuracy and DP difference per mitigation -> bench/results/fairness.json
 .PHONY: bench-fairness

@@ -7,6 +7,7 @@ single-item calls on a representative item) are measured here, the same way for 
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -113,4 +114,8 @@ def ship(spec_or_bundle: str | Path, *, data: str | Path | None = None, home: st
     record = registry.get(name, version)
     if all(r.passed for r in results):
         record = registry.set_stage(name, version, "production")
-    return ShipReport(name, version, rt.manifest.task, rt.path, results, m, record.stage, measured.source)
+    report = ShipReport(name, version, rt.manifest.task, rt.path, results, m, record.stage, measured.source)
+    kept = registry.ship_record(name, version)  # the last ship of this version, for the model page
+    kept.parent.mkdir(parents=True, exist_ok=True)
+    kept.write_text(json.dumps({**report.to_dict(), "shipped_at": time.time()}, default=str), encoding="utf-8")
+    return report

@@ -303,6 +303,10 @@ class Registry:
         """The manifest of a registered bundle, checksums verified."""
         return read_manifest(self.get(name, version).path)
 
+    def ship_record(self, name: str, version: int | str) -> Path:
+        """Where ``aiforge ship`` keeps its last report on one version (the model page shows it)."""
+        return self.home / "ships" / name / f"{int(version)}.json"
+
     @staticmethod
     def _record(row: tuple[Any, ...]) -> BundleRecord:
         name, version, task, path, created, stage, metrics = row

@@ -34,6 +34,7 @@ from aiforge.serve.middleware import (
 )
 from aiforge.serve.protocols import PROBES, document_errors, health_router, v1_router, v2_router
 from aiforge.serve.service import Models, ModelService
+from aiforge.serve.web.routes import mount_web
 from aiforge.tasks.registry import KINDS, resolve
 
 __all__ = ["create_app", "serve"]
@@ -118,6 +119,7 @@ def create_app(bundles: Sequence[str | Path | Runtime], *, config: ServerConfig 
     for kind in KINDS:  # each kind's own routes (image upload, recommend, chat); torch-free at import
         if kind.routes:
             app.include_router(resolve(kind.routes))
+    mount_web(app, metrics=metrics, home=home)  # the pages at / and their JSON under /v1/ui (serve/web/)
 
     @app.get("/metrics", include_in_schema=False)
     def prometheus() -> Response:

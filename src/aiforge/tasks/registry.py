@@ -1,8 +1,9 @@
 """The one table of application kinds.
 
 Each row names, as "module:attribute" strings, where a kind keeps its spec class, its task,
-its torch-free runtime, its router of extra HTTP routes, its CLI commands and its checks (what
-``aiforge eval``, ``audit`` and ``ship`` measure on its bundles, see ``audit/checks.py``). Nothing else in
+its torch-free runtime, its router of extra HTTP routes, its CLI commands, its checks (what
+``aiforge eval``, ``audit`` and ``ship`` measure on its bundles, see ``audit/checks.py``) and its
+playground page (the try-it panel the web pages load, see ``serve/web/``). Nothing else in
 aiforge lists kinds: the spec loader, ``App``, ``Runtime.load``, the server and the CLI all
 resolve through :func:`get_kind` and :func:`resolve`. Rows are imported lazily (on first use),
 so reading the table never pulls in torch, fairlearn or a kind's other dependencies.
@@ -34,21 +35,22 @@ class Kind:
     routes: str | None = None
     commands: str | None = None
     checks: str | None = None
+    page: str | None = None
 
     def targets(self) -> dict[str, str]:
         """Every "module:attribute" of this row, by role (routes and commands only where set)."""
         roles = {"spec": self.spec, "task": self.task, "runtime": self.runtime,
-                 "routes": self.routes, "commands": self.commands, "checks": self.checks}
+                 "routes": self.routes, "commands": self.commands, "checks": self.checks, "page": self.page}
         return {role: target for role, target in roles.items() if target}
 
 
 def _row(name: str, package: str, *, spec: str, task: str, runtime: str, routes: bool = False,
-         commands: bool = False, checks: bool = True) -> Kind:
+         commands: bool = False, checks: bool = True, page: bool = True) -> Kind:
     base = f"aiforge.tasks.{package}"
     return Kind(name=name, package=base, spec=f"{base}.spec:{spec}", task=f"{base}.task:{task}",
                 runtime=f"{base}.runtime:{runtime}", routes=f"{base}.routes:router" if routes else None,
                 commands=f"{base}.commands:register" if commands else None,
-                checks=f"{base}.checks:CHECKS" if checks else None)
+                checks=f"{base}.checks:CHECKS" if checks else None, page=f"{base}.page:PAGE" if page else None)
 
 
 KINDS: tuple[Kind, ...] = (

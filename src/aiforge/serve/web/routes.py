@@ -1,0 +1,137 @@
+"""The pages (``/``, ``/ui/models/{name}``, ``/ui/static/...``, ``/ui/panels/{task}.js``) and their JSON.
+
+The pages and their scripts need no key: they hold no data. Everything a page shows comes from
+``/v1/ui/...`` (behind the API key, like every model route) and from the public model routes a
+client calls. Every HTML answer carries a Content-Security-Policy that allows only this server's
+own scripts, so the pages work offline and injected markup cannot run.
+"""
+
+from __future__ import annotations
+
+import functools
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from fastapi import APIRouter, Depends, FastAPI, Request, Response
+from fastapi.responses import HTMLResponse
+
+from aiforge.bundle.registry import Registry
+from aiforge.errors import SpecError
+from aiforge.serve.errors import ApiError
+from aiforge.serve.metrics import ServerMetrics
+from aiforge.serve.protocols import ModelsDep, json_response, require_key
+from aiforge.serve.web.info import REPORT, model_info, model_summary
+from aiforge.serve.web.page import KindPage
+from aiforge.serve.web.stats import LiveStats
+from aiforge.tasks.registry import get_kind, resolve
+
+__all__ = ["CSP", "mount_web", "pages_router", "ui_router"]
+
+CSP = ("default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data: blob:; "
+       "connect-src 'self'; frame-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'self'")
+# A bundle's report.html shown in a sandboxed frame: its own inline styles and data: images, no script.
+REPORT_CSP = "sandbox; default-src 'none'; style-src 'unsafe-inline'; img-src data:"
+_TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=utf-8",
+          ".css": "text/css; charset=utf-8", ".svg": "image/svg+xml"}
+_SECURITY = {"Content-Security-Policy": CSP, "X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer",
+             "Cache-Control": "no-cache"}
+
+pages_router = APIRouter(include_in_schema=False)
+ui_router = APIRouter(prefix="/v1/ui", tags=["web pages"], dependencies=[Depends(require_key)])
+
+
+@functools.cache
+def _static_files() -> dict[str, bytes]:
+    """Every file of ``static/``, by name, read once from the installed package."""
+    folder = resources.files("aiforge.serve.web").joinpath("static")
+    return {f.name: f.read_bytes() for f in folder.iterdir() if f.is_file()}
+
+
+def _asset(name: str, body: bytes) -> Response:
+    media = _TYPES.get(Path(name).suffix, "application/octet-stream")
+    return Response(body, media_type=media, headers=_SECURITY)
+
+
+@pages_router.get("/")
+def home_page() -> Response:
+    return _asset("index.html", _static_files()["index.html"])
+
+
+@pages_router.get("/ui/models/{name}")
+def model_page(name: str) -> Response:
+    return _asset("model.html", _static_files()["model.html"])
+
+
+@pages_router.get("/ui/static/{filename}")
+def static_file(filename: str) -> Response:
+    body = _static_files().get(filename)
+    if body is None or filename.endswith(".html"):
+        raise ApiError(404, f"no static file {filename!r}")
+    return _asset(filename, body)
+
+
+def _page(task: str) -> KindPage | None:
+    try:
+        target = get_kind(task).page
+    except SpecError:
+        return None
+    page = resolve(target) if target else None
+    return page if isinstance(page, KindPage) else None
+
+
+@pages_router.get("/ui/panels/{task}.js")
+def panel_script(task: str) -> Response:
+    page = _page(task)
+    if page is None:
+        raise ApiError(404, f"no try-it panel for task {task!r}")
+    return _asset("panel.js", page.script_bytes())
+
+
+def _registry(request: Request) -> Registry:
+    return Registry(request.app.state.web_home)
+
+
+@ui_router.get("/models")
+def ui_models(request: Request, m: ModelsDep) -> Response:
+    """Every served model as the home page lists it, plus readiness and load failures."""
+    registry = _registry(request)
+    rows = [model_summary(s.runtime, registry) for s in m.services.values()]
+    return json_response({**m.health(), "loaded": m.loaded, "models": rows})
+
+
+@ui_router.get("/models/{name}")
+def ui_model(name: str, request: Request, m: ModelsDep) -> Response:
+    """What the model page shows: card, metrics, fairness, last ship, manifest, provenance, examples."""
+    service = m.get(name)
+    page = _page(service.runtime.manifest.task)
+    examples: dict[str, Any] = page.examples(service.runtime) if page is not None else {}
+    return json_response(model_info(service.runtime, _registry(request), examples))
+
+
+@ui_router.get("/models/{name}/report", response_class=HTMLResponse)
+def ui_report(name: str, m: ModelsDep) -> Response:
+    """The bundle's ``report.html`` (plots, per-group tables, Grad-CAM maps), sandboxed: no script runs."""
+    service = m.get(name)
+    path = service.runtime.path / REPORT
+    if REPORT not in service.runtime.manifest.files or not path.is_file():
+        raise ApiError(404, f"model {name!r} has no {REPORT}")
+    return HTMLResponse(path.read_bytes(),
+                        headers={"Content-Security-Policy": REPORT_CSP, "X-Content-Type-Options": "nosniff"})
+
+
+@ui_router.get("/stats")
+def ui_stats(request: Request, m: ModelsDep) -> Response:
+    """Requests/s, p50/p99 latency (ms) and items/s over the last minute, and each model's queue depth."""
+    live: LiveStats = request.app.state.web_stats
+    body = live.read()
+    body["queue_depth"] = {name: s.batcher.queued_items for name, s in m.services.items()}
+    return json_response(body)
+
+
+def mount_web(app: FastAPI, *, metrics: ServerMetrics, home: str | Path | None) -> None:
+    """Serve the pages and their JSON from ``app`` (the registry at ``home`` gives stages and ship results)."""
+    app.state.web_home = home
+    app.state.web_stats = LiveStats(metrics)
+    app.include_router(pages_router)
+    app.include_router(ui_router)
