@@ -36,12 +36,15 @@ RESULTS = ROOT / "bench" / "results"
 
 
 QUICK = False  # --quick: a smoke run (tiny training)
+TRAIN = {"expert_episodes": 30, "dagger_rounds": 3, "dagger_episodes": 10}  # --expert-episodes, --dagger-*
 
 
-def _spec(name: str, scenario: str, observation: str, *, episodes: int = 30) -> Any:
+def _spec(name: str, scenario: str, observation: str, *, episodes: int | None = None) -> Any:
     from aiforge.spec import BaseSpec
 
-    train: dict[str, Any] = {"expert_episodes": episodes, "dagger_rounds": 3, "dagger_episodes": 10}
+    train: dict[str, Any] = dict(TRAIN)
+    if episodes is not None:
+        train["expert_episodes"] = episodes
     if QUICK:
         train = {"expert_episodes": 1, "dagger_rounds": 1, "dagger_episodes": 1, "epochs": 2}
     if observation == "camera":
@@ -240,9 +243,14 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=10.0)
     parser.add_argument("--out", type=Path, default=RESULTS / "driving.json")
     parser.add_argument("--quick", action="store_true", help="tiny training: a smoke run of the script")
+    parser.add_argument("--expert-episodes", type=int, default=30)
+    parser.add_argument("--dagger-rounds", type=int, default=3)
+    parser.add_argument("--dagger-episodes", type=int, default=10)
     args = parser.parse_args()
     global QUICK
     QUICK = args.quick
+    TRAIN.update(expert_episodes=args.expert_episodes, dagger_rounds=args.dagger_rounds,
+                 dagger_episodes=args.dagger_episodes)
     parts = set(args.only.split(","))
     if args.merge_from:
         _write(args.out, json.loads(args.merge_from.read_text(encoding="utf-8")))

@@ -8,6 +8,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
+from driving_helpers import radar, tiny_spec, trained_driving
 from PIL import Image
 
 import aiforge
@@ -19,7 +20,6 @@ from aiforge.tasks.driving.env import env_info, make_env
 from aiforge.tasks.driving.runtime import DrivingRuntime
 from aiforge.tasks.driving.shield import ShieldRules, shield_actions
 from aiforge.tasks.driving.spec import DrivingEnvSpec
-from driving_helpers import radar, tiny_spec, trained_driving
 from serve_helpers import serving
 
 ACTIONS = ("LANE_LEFT", "IDLE", "LANE_RIGHT", "FASTER", "SLOWER")
@@ -50,9 +50,9 @@ def test_the_shield_overrides_constructed_unsafe_states_and_leaves_safe_ones() -
 
 
 def test_lanes_and_density_are_highway_settings() -> None:
-    with pytest.raises(SpecError, match="env.lanes applies to the highway scenario only"):
+    with pytest.raises(SpecError, match=r"env\.lanes applies to the highway scenario only"):
         BaseSpec.from_dict(tiny_spec(env={"scenario": "merge", "lanes": 3}))
-    with pytest.raises(SpecError, match="unknown gate 'max_colision_rate'.*Did you mean 'max_collision_rate'"):
+    with pytest.raises(SpecError, match=r"unknown gate 'max_colision_rate'.*Did you mean 'max_collision_rate'"):
         BaseSpec.from_dict(tiny_spec(gates={"max_colision_rate": 0.1}))
 
 
