@@ -27,6 +27,7 @@ install: $(STAMP)
 demo: install
 	$(VENV)/bin/aiforge demo
 	$(VENV)/bin/aiforge chat-demo
+	$(VENV)/bin/aiforge drive-demo
 
 lint: install
 	$(VENV)/bin/ruff check src tests bench
@@ -64,6 +65,11 @@ bench-web: install
 .PHONY: bench-fairness
 bench-fairness: install
 	$(PY) bench/fairness.py
+
+# Driving (issue 13): random, expert, SB3 DQN, aiforge +- shield in closed loop; served act latency.
+.PHONY: bench-driving
+bench-driving: install
+	nice $(PY) bench/driving.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info src/*.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -25,7 +25,7 @@ TESTS = REPO / "tests"
 # The helper modules of the kind folders (chat_helpers, tabular_helpers, vision_helpers...) are imported by
 # bare name. pytest puts a folder on sys.path only when it collects a test module there; the contract suite
 # in tests/engine needs every kind's helpers, whichever test files a run selects.
-for _folder in ("chat", "image", "recommend", "tabular", "text"):
+for _folder in ("chat", "driving", "image", "recommend", "tabular", "text"):
     if str(TESTS / _folder) not in sys.path:
         sys.path.insert(0, str(TESTS / _folder))
 

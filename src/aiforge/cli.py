@@ -99,7 +99,8 @@ def train(
 
 _DATA_HELP = ("Labelled data: a CSV/JSONL/Parquet of texts and labels (text), of records and the label (tabular), "
               "of utterances and intents (chat); a folder per class or a (path, label) CSV (image); held-out "
-              "interactions (recommendation).")
+              "interactions (recommendation); a drive plan YAML or a driving aiforge.yaml (driving: closed-loop "
+              "episodes).")
 
 
 @app.command("eval")

@@ -87,6 +87,18 @@ def _chat(request: pytest.FixtureRequest) -> KindBundle:
     return KindBundle(b.home, b.path, b.name, "How do I reset my password?")
 
 
+def _driving(request: pytest.FixtureRequest) -> KindBundle:
+    from driving_helpers import radar, trained_driving
+
+    b = trained_driving()
+    return KindBundle(b.home, b.path, b.name, radar((12.0, 0.0, -8.0, 0.0)).tolist())
+
+
+def _act(rt: Any, b: KindBundle) -> None:
+    [act] = rt.act([b.item])  # a car closing in ahead: whatever the policy says, the shield brakes
+    assert act.action == "SLOWER" and act.shield_overrode == (act.proposed != "SLOWER")
+
+
 def _predict_label(rt: Runtime, b: KindBundle) -> None:
     [pred] = rt.predict([b.item])
     assert pred.label in rt.labels and set(pred.scores) == set(rt.labels)
@@ -124,6 +136,10 @@ CASES: dict[str, Case] = {
         lambda b: [(f"/v1/models/{b.name}/recommend", {"user": "no-such-user", "k": 3})],  # cold start
         lambda name: [(f"/v1/models/{name}/recommend", {"user": "u1", "k": 3}),
                       (f"/v1/models/{name}/similar", {"item": "i1", "k": 3})]),
+    "driving": Case(
+        _driving, _act,
+        lambda b: [(f"/v1/models/{b.name}/act", {"observation": b.item})],
+        lambda name: [(f"/v1/models/{name}/act", {"observation": [[0.0] * 7] * 7})]),
     "chat": Case(
         _chat, _ask,
         lambda b: [("/v1/chat/completions", {"model": b.name, "messages": [{"role": "user", "content": b.item}]}),

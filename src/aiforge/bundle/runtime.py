@@ -168,6 +168,29 @@ class Runtime:
         """The ``inputs`` list of the v2 model metadata."""
         return [{"name": "input", "datatype": "BYTES", "shape": [-1]}]
 
+    def v2_output_names(self) -> tuple[str, ...]:
+        """The output tensors a v2 infer request may ask for (default: a classifier's)."""
+        return ("label", "score", "probabilities")
+
+    def v2_metadata_outputs(self) -> list[dict[str, Any]]:
+        """The ``outputs`` list of the v2 model metadata (default: a classifier's)."""
+        return [{"name": "label", "datatype": "BYTES", "shape": [-1]},
+                {"name": "score", "datatype": "FP32", "shape": [-1]},
+                {"name": "probabilities", "datatype": "FP32", "shape": [-1, len(self.labels)]}]
+
+    def v2_outputs(self, results: Sequence[Any]) -> dict[str, dict[str, Any]]:
+        """The v2 output tensors, by name, for ``run_batch``'s results (default: a classifier's rows)."""
+        probs = np.asarray(results)
+        best = probs.argmax(axis=1)
+        n = len(probs)
+        return {
+            "label": {"name": "label", "datatype": "BYTES", "shape": [n], "data": [self.labels[i] for i in best]},
+            "score": {"name": "score", "datatype": "FP32", "shape": [n],
+                      "data": probs[np.arange(n), best].astype(float).tolist()},
+            "probabilities": {"name": "probabilities", "datatype": "FP32", "shape": list(probs.shape),
+                              "data": probs.astype(float).ravel().tolist()},
+        }
+
     def run_batch(self, items: list[Any]) -> Sequence[Any]:
         """One output per parsed item, in input order: what the server's batcher calls.
 

@@ -172,17 +172,12 @@ def _items_from_v2(service: ModelService[Runtime], req: V2InferRequest) -> list[
         raise ApiError(400, str(exc)) from exc
 
 
-V2_OUTPUTS = ("label", "score", "probabilities")
-
-
 def _v2_metadata(service: ModelService[Runtime]) -> dict[str, Any]:
     rt = service.runtime
     return {
         "name": rt.name, "versions": [rt.version], "platform": "onnxruntime",
         "inputs": rt.v2_metadata_inputs(),
-        "outputs": [{"name": "label", "datatype": "BYTES", "shape": [-1]},
-                    {"name": "score", "datatype": "FP32", "shape": [-1]},
-                    {"name": "probabilities", "datatype": "FP32", "shape": [-1, len(rt.labels)]}],
+        "outputs": rt.v2_metadata_outputs(),
         "parameters": {"task": rt.manifest.task, "precision": rt.precision, "labels": rt.labels},
     }
 
@@ -233,21 +228,12 @@ def json_response(body: dict[str, Any]) -> Response:
 
 async def _v2_infer(service: ModelService[Runtime], req: V2InferRequest) -> Response:
     items = service.parse_items(_items_from_v2(service, req), "inputs[0].data")
-    wanted = [o.name for o in req.outputs] if req.outputs else list(V2_OUTPUTS)
-    unknown = [w for w in wanted if w not in V2_OUTPUTS]
+    names = service.runtime.v2_output_names()
+    wanted = [o.name for o in req.outputs] if req.outputs else list(names)
+    unknown = [w for w in wanted if w not in names]
     if unknown:
-        raise ApiError(400, f"unknown output(s) {unknown}; outputs are {list(V2_OUTPUTS)}")
-    probs = await service.predict_proba(items)
-    labels = service.runtime.labels
-    best = probs.argmax(axis=1)
-    n = len(items)
-    outputs = {
-        "label": {"name": "label", "datatype": "BYTES", "shape": [n], "data": [labels[i] for i in best]},
-        "score": {"name": "score", "datatype": "FP32", "shape": [n],
-                  "data": probs[np.arange(n), best].astype(float).tolist()},
-        "probabilities": {"name": "probabilities", "datatype": "FP32", "shape": list(probs.shape),
-                          "data": probs.astype(float).ravel().tolist()},
-    }
+        raise ApiError(400, f"unknown output(s) {unknown}; outputs are {list(names)}")
+    outputs = service.runtime.v2_outputs(await service.run(items))
     body: dict[str, Any] = {"model_name": service.name, "model_version": service.runtime.version,
                             "outputs": [outputs[w] for w in wanted]}
     if req.id is not None:

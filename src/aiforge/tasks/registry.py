@@ -63,6 +63,8 @@ KINDS: tuple[Kind, ...] = (
          runtime="RecommendRuntime", routes=True, commands=True),
     _row("image-classification", "image", spec="ImageSpec", task="ImageClassificationTask",
          runtime="ImageRuntime", routes=True),
+    _row("driving", "driving", spec="DrivingSpec", task="DrivingTask", runtime="DrivingRuntime", routes=True,
+         commands=True),
 )
 
 _BY_NAME = {k.name: k for k in KINDS}

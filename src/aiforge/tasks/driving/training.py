@@ -1,0 +1,138 @@
+"""Imitation learning: behaviour cloning on expert drives, then DAgger rounds (PyTorch).
+
+Round 0 drives the expert and records (observation, expert action). Each DAgger round drives a
+mixture (the expert with probability beta, else the network; beta halves each round), lets the
+expert label every state it visits, adds them to the data and trains again on all of it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from aiforge.tasks.driving.env import env_info
+from aiforge.tasks.driving.expert import Expert
+from aiforge.tasks.driving.model import DrivingNet, build_net
+from aiforge.tasks.driving.rollout import run_episodes
+from aiforge.tasks.driving.spec import DrivingSpec
+
+__all__ = ["ExpertPolicy", "ImitationResult", "TorchPolicy", "imitate"]
+
+
+class ExpertPolicy:
+    """The expert as a :class:`~aiforge.tasks.driving.rollout.Policy`."""
+
+    name = "expert"
+
+    def __init__(self, expert: Expert) -> None:
+        self.expert = expert
+
+    def act(self, env: Any, radar: np.ndarray, observation: np.ndarray) -> int:
+        return self.expert.act(env, radar)
+
+
+class TorchPolicy:
+    """A trained network driving in PyTorch (greedy: the highest logit)."""
+
+    name = "aiforge"
+
+    def __init__(self, net: DrivingNet) -> None:
+        self.net = net.eval()
+
+    def act(self, env: Any, radar: np.ndarray, observation: np.ndarray) -> int:
+        with torch.no_grad():
+            return int(self.net(torch.from_numpy(np.asarray(observation, dtype=np.float32)[None])).argmax())
+
+
+class _Mixture:
+    name = "dagger-mixture"
+
+    def __init__(self, expert: Expert, net: DrivingNet, beta: float, rng: np.random.Generator) -> None:
+        self.expert, self.policy, self.beta, self.rng = expert, TorchPolicy(net), beta, rng
+
+    def act(self, env: Any, radar: np.ndarray, observation: np.ndarray) -> int:
+        if self.rng.random() < self.beta:
+            return self.expert.act(env, radar)
+        return self.policy.act(env, radar, observation)
+
+
+@dataclass
+class ImitationResult:
+    """The trained network and how it got there."""
+
+    net: DrivingNet
+    observations: np.ndarray  # every labelled state (the parity and int8 gates reuse them)
+    labels: np.ndarray
+    env_steps: int
+    train_seconds: float
+    history: list[dict[str, float]] = field(default_factory=list)
+
+
+def _fit(net: DrivingNet, x: np.ndarray, y: np.ndarray, *, epochs: int, batch_size: int, lr: float,
+         seed: int) -> float:
+    gen = torch.Generator().manual_seed(seed)
+    xt, yt = torch.from_numpy(x.astype(np.float32)), torch.from_numpy(y.astype(np.int64))
+    counts = np.bincount(y, minlength=net.n_actions).astype(np.float32)
+    weights = torch.from_numpy(np.where(counts > 0, (counts.sum() / np.maximum(counts, 1)) ** 0.5, 0.0)).float()
+    loss_fn = nn.CrossEntropyLoss(weight=weights / weights[weights > 0].mean())
+    opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=1e-4)
+    net.train()
+    loss = torch.tensor(0.0)
+    for _ in range(epochs):
+        order = torch.randperm(len(xt), generator=gen)
+        for start in range(0, len(xt), batch_size):
+            idx = order[start:start + batch_size]
+            opt.zero_grad()
+            loss = loss_fn(net(xt[idx]), yt[idx])
+            loss.backward()
+            opt.step()
+    net.eval()
+    with torch.no_grad():
+        return float((net(xt).argmax(1) == yt).float().mean())
+
+
+def imitate(spec: DrivingSpec, *, log: Callable[[str], None] = lambda s: None) -> ImitationResult:
+    """Behaviour cloning on ``train.expert_episodes`` expert drives, then ``train.dagger_rounds`` DAgger rounds."""
+    t, env = spec.train, spec.env
+    torch.manual_seed(t.seed)
+    info = env_info(env)
+    expert = Expert(actions=info.actions, scenario=env.scenario)
+    xs: list[np.ndarray] = []
+    ys: list[int] = []
+
+    def label(e: Any, radar: np.ndarray, observation: np.ndarray, action: int) -> None:
+        xs.append(np.array(observation, copy=True))
+        ys.append(expert.act(e, radar))
+
+    start = time.perf_counter()
+    base = t.seed * 100_000
+    seeds = list(range(base, base + t.expert_episodes))
+    episodes = run_episodes(ExpertPolicy(expert), env, seeds=seeds, on_step=label)
+    steps = sum(e.steps for e in episodes)
+    net = build_net(mode=env.observation, shape=info.observation_shape, n_actions=len(info.actions),
+                    hidden=t.hidden, mask_ego_x=env.scenario == "highway")
+    history = []
+    acc = _fit(net, np.stack(xs), np.array(ys), epochs=t.epochs, batch_size=t.batch_size, lr=t.lr, seed=t.seed)
+    history.append({"round": 0, "states": float(len(ys)), "train_accuracy": acc})
+    log(f"behaviour cloning: {len(ys)} expert states, train accuracy {acc:.3f}")
+    rng = np.random.default_rng(t.seed)
+    beta = t.dagger_beta
+    for r in range(1, t.dagger_rounds + 1):
+        seeds = list(range(base + 1000 * r, base + 1000 * r + t.dagger_episodes))
+        driven = run_episodes(_Mixture(expert, net, beta, rng), env, seeds=seeds, on_step=label)
+        steps += sum(e.steps for e in driven)
+        crashes = sum(e.crashed for e in driven)
+        acc = _fit(net, np.stack(xs), np.array(ys), epochs=max(1, t.epochs // 2), batch_size=t.batch_size,
+                   lr=t.lr / 2, seed=t.seed + r)
+        history.append({"round": float(r), "states": float(len(ys)), "train_accuracy": acc, "beta": beta,
+                        "crashes": float(crashes), "episodes": float(len(driven))})
+        log(f"DAgger round {r}: {len(ys)} states, beta {beta:.2f}, {crashes}/{len(driven)} crashes, "
+            f"train accuracy {acc:.3f}")
+        beta /= 2
+    return ImitationResult(net.eval(), np.stack(xs), np.array(ys), steps, time.perf_counter() - start, history)
