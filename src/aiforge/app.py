@@ -5,7 +5,7 @@ Every CLI command is one call into this module.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -112,7 +112,7 @@ def predict_file(bundle: str | Path | Runtime, path: str | Path, *, columns: Map
     return rt.predict_file(path, columns=columns)
 
 
-def serve(bundles: list[str | Path], *, backend: str = "local", config: ServerConfig | None = None,
+def serve(bundles: Sequence[str | Path], *, backend: str = "local", config: ServerConfig | None = None,
           scale: ScaleOptions | None = None, home: str | Path | None = None) -> None:
     """Serve bundles over HTTP until SIGINT/SIGTERM: in this process (``local``) or on Ray Serve (``ray``).
 

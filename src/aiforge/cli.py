@@ -285,6 +285,8 @@ def serve(
     replicas: Annotated[int | None, typer.Option(help="--backend ray: replicas per bundle [default: 1].")] = None,
     autoscale: Annotated[str | None, typer.Option(help="--backend ray: MIN:MAX replicas, autoscaled on ongoing "
                                                        "requests per replica.")] = None,
+    replica_cpus: Annotated[float | None, typer.Option(help="--backend ray: CPUs per replica (also its onnxruntime "
+                                                           "threads) [default: 1].")] = None,
     ray_address: RayAddressOpt = None,
     home: HomeOpt = None,
 ) -> None:
@@ -305,7 +307,8 @@ def serve(
                            public_docs_metrics=public_docs_metrics, rate_limit=rate_limit, rate_burst=rate_burst,
                            header_timeout_s=header_timeout, body_timeout_s=body_timeout,
                            max_connections=max_connections)
-    scale = scale_options(replicas=replicas, autoscale=parse_autoscale(autoscale), ray_address=ray_address)
+    scale = scale_options(replicas=replicas, autoscale=parse_autoscale(autoscale), ray_address=ray_address,
+                          cpus_per_replica=replica_cpus)
     serve_bundles(bundles, backend=backend, config=config, scale=scale, home=home)
 
 

@@ -10,10 +10,10 @@ from typing import Any
 
 import pandas as pd
 import pytest
-from conftest import BAD_ROWS, BATCH_ROWS
 from scale_helpers import BAD_AGE, read_predictions, read_rejects
 
 from aiforge.scale.batch import batch
+from conftest import BAD_ROWS, BATCH_ROWS
 
 pytestmark = pytest.mark.slow
 

@@ -75,7 +75,7 @@ def test_same_routes_and_answers_as_the_in_process_server(served: RayServing, ge
     requests = [("get", f"/v2/models/{name}", None), ("get", "/v1/models", None),
                 ("post", f"/v1/models/{name}/predict", {"inputs": german_records[:5]}),
                 ("post", f"/v1/models/{name}/predict", {"inputs": bad}),
-                ("post", f"/v1/models/nope/predict", {"inputs": german_records[:1]})]
+                ("post", "/v1/models/nope/predict", {"inputs": german_records[:1]})]
     statuses: list[int] = []
     with TestClient(create_app([aiforge.load(german.path)], config=ServerConfig(access_log=False))) as local, \
             httpx.Client(base_url=served.url) as remote:

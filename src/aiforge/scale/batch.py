@@ -54,7 +54,7 @@ class BatchResult:
 def _count_rows(inputs: BatchInput) -> int | None:
     """Rows in the input, cheaply where the format allows (Parquet metadata, line counts); else None."""
     if inputs.format == "parquet":
-        return sum(pq.ParquetFile(p).metadata.num_rows for p in inputs.files)
+        return int(sum(pq.ParquetFile(p).metadata.num_rows for p in inputs.files))
     if inputs.format == "images":
         return len(inputs.files)
     if inputs.format == "jsonl":

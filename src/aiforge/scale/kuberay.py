@@ -85,8 +85,10 @@ def rayservice(name: str, image: str, *, options: ScaleOptions, config: ServerCo
         deployment["num_replicas"] = options.replicas
     else:
         deployment["autoscaling_config"] = options.deployment_options(config)["autoscaling_config"]
-    application = {"name": f"aiforge-{name}", "route_prefix": "/", "import_path": "aiforge.scale.replica:build_app",
-                   "args": {"name": name, "bundle": BUNDLE_DIR, "config": config.model_dump(mode="json", exclude_none=True)},
+    application = {"name": f"aiforge-{name}", "route_prefix": "/",
+                   "import_path": "aiforge.scale.replica:build_app",
+                   "args": {"name": name, "bundle": BUNDLE_DIR,
+                            "config": config.model_dump(mode="json", exclude_none=True)},
                    "deployments": [deployment]}
     head = _container("ray-head", image, 1, "2Gi", [{"containerPort": 6379, "name": "gcs"},
                                                     {"containerPort": 8265, "name": "dashboard"},

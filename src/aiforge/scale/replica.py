@@ -49,7 +49,8 @@ class ReplicaHeader:
 class BundleReplica:
     """One replica: a verified Runtime served by ``create_app`` (its app is built at replica start)."""
 
-    async def __init__(self, bundle: str, config: dict[str, Any]) -> None:
+    # Ray Serve awaits an async constructor (loading runs off the replica's event loop).
+    async def __init__(self, bundle: str, config: dict[str, Any]) -> None:  # type: ignore[misc]
         self.config = ServerConfig(**config)
         self.runtime = await asyncio.to_thread(Runtime.load, bundle, precision=self.config.precision,
                                                threads=self.config.threads)
@@ -74,5 +75,5 @@ def build_app(args: dict[str, Any]) -> Any:
     ``args``: ``name`` (the deployment's, the bundle's name), ``bundle`` (a folder in the image) and
     ``config`` (ServerConfig fields).
     """
-    deployment = serve.deployment(BundleReplica).options(name=str(args["name"]))
+    deployment = serve.deployment(name=str(args["name"]))(BundleReplica)
     return deployment.bind(str(args["bundle"]), dict(args.get("config") or {}))

@@ -122,7 +122,7 @@ def serve_ray(bundles: Sequence[str | Path], *, config: ServerConfig | None = No
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     serving = start_ray_serve(bundles, config=config, options=options, home=home)
     stop = threading.Event()
-    previous: dict[int, Any] = {}
+    previous: dict[signal.Signals, Any] = {}
     for sig in (signal.SIGINT, signal.SIGTERM):
         previous[sig] = signal.signal(sig, lambda *_: stop.set())
     for name, prefix in serving.prefixes.items():
