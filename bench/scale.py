@@ -31,11 +31,23 @@ from aiforge.serve.loadgen import aiforge_server_args, free_port, measure_levels
 ROUTE = "/v2/models/banking77/infer"
 
 
-def fit_bundle(home: Path, data: Path) -> Path:
-    """A head-mode BANKING77 bundle with an int8 graph, registered at ``home``."""
+def fit_bundle(home: Path, data: Path, per_label: int) -> Path:
+    """A head-mode BANKING77 bundle (all 77 intents) with an int8 graph, registered at ``home``.
+
+    ``per_label`` > 0 fits on that many train and test texts per intent: serving and batch speed depend
+    on the graph (MiniLM-L6 + a linear head), not on how many texts the head saw.
+    """
+    train, test = pd.read_csv(data / "train.csv"), pd.read_csv(data / "test.csv")
+    if per_label > 0:
+        train = train.groupby("category", group_keys=False).head(per_label)
+        test = test.groupby("category", group_keys=False).head(max(5, per_label // 2))
+    folder = home.parent / "fit-data"
+    folder.mkdir(parents=True, exist_ok=True)
+    train.to_csv(folder / "train.csv", index=False)
+    test.to_csv(folder / "test.csv", index=False)
     spec = af.AppSpec.from_dict({
         "name": "banking77", "task": "text-classification",
-        "data": {"train": str(data / "train.csv"), "test": str(data / "test.csv"),
+        "data": {"train": str(folder / "train.csv"), "test": str(folder / "test.csv"),
                  "text_column": "text", "label_column": "category"},
         "model": {"backbone": "minilm-l6", "mode": "head", "head": "linear", "max_length": 64},
         "optimize": {"quantize": True}, "serve": {"max_batch_size": 64, "max_wait_ms": 5},
@@ -118,6 +130,11 @@ def run_batch(bundle: Path, csv_path: Path, out: Path, backend: str, actors: int
     return result
 
 
+def partial(stage: str, servers: list[dict[str, Any]], batches: list[dict[str, Any]]) -> None:
+    """Write what was measured so far (a run cut short still leaves its numbers)."""
+    write_result("scale", {"partial": stage, "servers": servers, "batch": batches})
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--duration", type=float, default=15.0)
@@ -125,6 +142,7 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=100_000)
     parser.add_argument("--bundle", type=Path, default=None, help="a BANKING77 bundle folder (default: fit one)")
     parser.add_argument("--skip-batch", action="store_true")
+    parser.add_argument("--fit-per-label", type=int, default=0, help="fit on N texts per intent (0: all)")
     parser.add_argument("--home", type=Path, default=None, help="registry for the fitted bundle (default: a temp dir)")
     args = parser.parse_args()
     levels = [int(x) for x in args.levels.split(",")]
@@ -133,7 +151,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="aiforge-bench-scale-") as tmp:
         home, logdir = args.home or Path(tmp) / "home", Path(tmp) / "logs"
         logdir.mkdir()
-        bundle = args.bundle.resolve() if args.bundle else fit_bundle(home, data)
+        bundle = args.bundle.resolve() if args.bundle else fit_bundle(home, data, args.fit_per_label)
         print(f"bundle: {bundle}", flush=True)
         env = dict(os.environ, AIFORGE_HOME=str(home), HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false",
                    RAY_AUTH_MODE="disabled")
@@ -145,6 +163,7 @@ def main() -> None:
             servers.append(serve_levels(f"ray_serve_{replicas}_replica{'s' if replicas > 1 else ''}",
                                         aiforge_server_args([str(bundle)], port=free_port(), extra=extra),
                                         texts=texts, levels=levels, duration=args.duration, env=env, logdir=logdir))
+            partial(f"ray {replicas}", servers, [])
         port = free_port()
         servers.append(serve_levels("ray_serve_1_replica_serve_batch",
                                     [sys.executable, "-c", SERVE_BATCH_CHILD, str(bundle), str(port), "--port",
@@ -161,6 +180,7 @@ def main() -> None:
             for backend, actors in (("local", 1), ("ray", 1), ("ray", 2)):
                 batches.append(run_batch(bundle, csv_path, Path(tmp) / f"out-{backend}-{actors}", backend, actors,
                                          env))
+                partial(f"batch {backend} {actors}", servers, batches)
 
     by = {s["server"]: {r["concurrency"]: r for r in s["levels"]} for s in servers}
     top = max(levels)
@@ -180,7 +200,8 @@ def main() -> None:
     payload = {
         "benchmark": "BANKING77 int8 bundle: single-text v2 requests, closed loop, loopback; batch over repeated "
                      "BANKING77 test texts",
-        "command": f"nice python bench/scale.py --duration {args.duration:g} --levels {args.levels} --rows {args.rows}",
+        "command": f"nice python bench/scale.py --duration {args.duration:g} --levels {args.levels} --rows {args.rows} "
+                   f"--fit-per-label {args.fit_per_label}",
         "machine": machine(),
         "batching_inside_replica": "aiforge Batcher (create_app in each replica); @serve.batch measured as "
                                    "ray_serve_1_replica_serve_batch",

@@ -13,12 +13,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from scale_helpers import write_csv_rows
+from scale_helpers import BAD_ROWS, BATCH_ROWS, write_csv_rows
 
 OBJECT_STORE = 200 * 1024 * 1024
 HEAD_CPUS, WORKER_CPUS = 3, 2
-BATCH_ROWS = 100_000
-BAD_ROWS = {7, 4_321, 50_000, 99_999}
 
 
 @dataclass

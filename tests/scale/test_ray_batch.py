@@ -10,7 +10,7 @@ from typing import Any
 
 import pandas as pd
 import pytest
-from scale_helpers import BAD_AGE, read_predictions, read_rejects
+from scale_helpers import BAD_NUMBER, read_predictions, read_rejects
 
 from aiforge.scale.batch import batch
 from conftest import BAD_ROWS, BATCH_ROWS
@@ -34,7 +34,7 @@ def test_local_batch_writes_every_row_once_and_rejects_the_bad_ones(local_run: P
     assert set(predictions["label"]) <= {"good", "bad"} and predictions["score"].between(0.5, 1.0).all()
     rejects = read_rejects(local_run)
     assert [(r["file"], r["row"], r["id"]) for r in rejects] == [(str(batch_csv), n, f"r{n}") for n in sorted(BAD_ROWS)]
-    assert all("duration" in r["error"] and BAD_AGE in r["error"] for r in rejects)
+    assert all("duration" in r["error"] and BAD_NUMBER in r["error"] for r in rejects)
 
 
 def test_ray_batch_survives_a_worker_node_killed_mid_job(local_run: Path, german: Any, batch_csv: Path,

@@ -26,6 +26,7 @@ from aiforge.serve.config import ServerConfig
 from aiforge.serve.loadgen import free_port
 
 pytestmark = pytest.mark.slow
+REPLICA_CPUS = 2.0  # the head has 3 logical CPUs and the worker 2: one replica fits on each node
 BATCH = 8  # small batches, so max_ongoing_requests (2 x 8 per replica) + max_queued_requests (8) is a small capacity
 
 
@@ -33,16 +34,13 @@ BATCH = 8  # small batches, so max_ongoing_requests (2 x 8 per replica) + max_qu
 def served(ray_cluster: Any, german: Any) -> Iterator[RayServing]:
     """The German credit bundle on Ray Serve: 2 replicas of 2 CPUs each, so one per node."""
     config = ServerConfig(port=free_port(), max_batch_size=BATCH, access_log=False)
-    options = ScaleOptions(replicas=2, cpus_per_replica=WORKER_CPUS_PER_REPLICA, max_queued_requests=8,
+    options = ScaleOptions(replicas=2, cpus_per_replica=REPLICA_CPUS, max_queued_requests=8,
                            ray_address=ray_cluster.address)
     serving = start_ray_serve([german.path], config=config, options=options, ready_timeout=120)
     try:
         yield serving
     finally:
         serving.stop()
-
-
-WORKER_CPUS_PER_REPLICA = 2.0
 
 
 @dataclass(frozen=True)
