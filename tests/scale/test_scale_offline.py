@@ -142,3 +142,13 @@ def test_batch_names_a_missing_input_and_column(german: Any, tmp_path: Path) -> 
     column = runner.invoke(app, ["batch", str(german.path), "-i", str(tmp_path / "a.csv"), "-o", str(tmp_path / "o"),
                                  "--column", "text"])
     assert column.exit_code == 1 and "column 'text' not found" in str(column.exception)
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--backend", "ray", "--autoscale", "4"], "--autoscale '4': expected MIN:MAX"),
+    (["--backend", "ray", "--replicas", "0"], "--replicas: Input should be greater than 0"),
+    (["--backend", "kubernetes"], "backend 'kubernetes': expected local or ray"),
+])
+def test_serve_refuses_bad_scale_options_before_starting_anything(german: Any, args: list[str], message: str) -> None:
+    done = CliRunner().invoke(app, ["serve", str(german.path), *args])
+    assert done.exit_code == 1 and message in str(done.exception), (done.output, done.exception)

@@ -73,6 +73,21 @@ def _wait_ready(url: str, *, timeout: float) -> None:
     raise AiforgeError(f"Ray Serve did not become ready at {url} in {timeout:g} s (last answer: {last}).")
 
 
+def _check_fits(options: ScaleOptions, *, bundles: int) -> None:
+    """Refuse replicas a local cluster can never place (Ray would wait for them forever).
+
+    Raises:
+        AiforgeError: more CPUs asked for than the local cluster has.
+    """
+    replicas = options.autoscale[0] if options.autoscale else options.replicas
+    need = bundles * replicas * options.cpus_per_replica
+    have = float(require_ray().cluster_resources().get("CPU", 0))
+    if need > have:
+        raise AiforgeError(f"{bundles} bundle(s) x {replicas} replica(s) x {options.cpus_per_replica:g} CPU need "
+                           f"{need:g} CPUs; this machine's local Ray cluster has {have:g}. Lower --replicas or "
+                           "--replica-cpus, or join a larger cluster with --ray-address.")
+
+
 def start_ray_serve(bundles: Sequence[str | Path], *, config: ServerConfig | None = None,
                     options: ScaleOptions | None = None, home: str | Path | None = None,
                     ready_timeout: float = 300.0) -> RayServing:
@@ -91,6 +106,8 @@ def start_ray_serve(bundles: Sequence[str | Path], *, config: ServerConfig | Non
     named = _named_bundles(bundles, home)
     started = not require_ray().is_initialized() and opts.ray_address is None
     connect(opts.ray_address)
+    if started:
+        _check_fits(opts, bundles=len(named))
     serve = require_ray("ray.serve")
     # lazy: the deployment class imports ray.serve at import time
     from aiforge.scale.replica import BundleReplica
