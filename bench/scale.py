@@ -75,7 +75,7 @@ from fastapi import FastAPI, Request
 from ray import serve
 import ray
 from aiforge.bundle.runtime import Runtime
-bundle, port = sys.argv[1], int(sys.argv[2])
+bundle, port, precision = sys.argv[1], int(sys.argv[2]), sys.argv[3]
 app = FastAPI()
 
 @serve.deployment(max_ongoing_requests=128, ray_actor_options={"num_cpus": 2})
@@ -83,7 +83,7 @@ app = FastAPI()
 class ServeBatch:
     """The same Runtime behind Ray's @serve.batch (no aiforge batcher, limits or error handling)."""
     def __init__(self, path):
-        self.rt = Runtime.load(path, precision="int8", threads=2)
+        self.rt = Runtime.load(path, precision=precision, threads=2)
         self.rt.warmup()
     @serve.batch(max_batch_size=64, batch_wait_timeout_s=0.005)
     async def probs(self, texts):
@@ -110,19 +110,19 @@ serve.shutdown(); ray.shutdown()
 BATCH_CHILD = r'''
 import json, resource, sys, time
 from aiforge.scale.batch import batch
-bundle, csv_path, out, backend, actors = sys.argv[1:6]
+bundle, csv_path, out, backend, actors, precision = sys.argv[1:7]
 cpus = 2.0 / int(actors) if backend == "ray" else 2.0
 r = batch(bundle, input=csv_path, output=out, backend=backend, actors=int(actors), cpus_per_actor=cpus,
-          precision="int8", batch_size=256, progress=False)
+          precision=precision, batch_size=256, progress=False)
 print(json.dumps({**r.to_dict(), "driver_peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 '''
 
 
-def run_batch(bundle: Path, csv_path: Path, out: Path, backend: str, actors: int,
+def run_batch(bundle: Path, csv_path: Path, out: Path, backend: str, actors: int, precision: str,
               env: dict[str, str]) -> dict[str, Any]:
     print(f"== batch {backend} actors={actors}", flush=True)
     done = subprocess.run([sys.executable, "-c", BATCH_CHILD, str(bundle), str(csv_path), str(out), backend,
-                           str(actors)], env=env, capture_output=True, text=True, timeout=3600, check=False)
+                           str(actors), precision], env=env, capture_output=True, text=True, timeout=3600, check=False)
     if done.returncode != 0:
         raise SystemExit(f"batch {backend} failed: {done.stderr[-3000:]}")
     result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
@@ -142,6 +142,7 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=100_000)
     parser.add_argument("--bundle", type=Path, default=None, help="a BANKING77 bundle folder (default: fit one)")
     parser.add_argument("--skip-batch", action="store_true")
+    parser.add_argument("--precision", default="int8", help="graph to serve (int8 unless the bundle has none)")
     parser.add_argument("--fit-per-label", type=int, default=0, help="fit on N texts per intent (0: all)")
     parser.add_argument("--home", type=Path, default=None, help="registry for the fitted bundle (default: a temp dir)")
     args = parser.parse_args()
@@ -155,7 +156,7 @@ def main() -> None:
         print(f"bundle: {bundle}", flush=True)
         env = dict(os.environ, AIFORGE_HOME=str(home), HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false",
                    RAY_AUTH_MODE="disabled")
-        common = ["--precision", "int8", "--max-queue-items", "4096"]
+        common = ["--precision", args.precision, "--max-queue-items", "4096"]
         servers = [serve_levels("in_process", aiforge_server_args([str(bundle)], port=free_port(), extra=common),
                                 texts=texts, levels=levels, duration=args.duration, env=env, logdir=logdir)]
         for replicas, cpus in ((1, "2"), (2, "1")):
@@ -166,7 +167,8 @@ def main() -> None:
             partial(f"ray {replicas}", servers, [])
         port = free_port()
         servers.append(serve_levels("ray_serve_1_replica_serve_batch",
-                                    [sys.executable, "-c", SERVE_BATCH_CHILD, str(bundle), str(port), "--port",
+                                    [sys.executable, "-c", SERVE_BATCH_CHILD, str(bundle), str(port), args.precision,
+                                     "--port",
                                      str(port)], texts=texts, levels=[max(levels)], duration=args.duration,
                                     env=env, logdir=logdir))
         batches: list[dict[str, Any]] = []
@@ -179,7 +181,7 @@ def main() -> None:
                     writer.writerow([i, texts[i % len(texts)]])
             for backend, actors in (("local", 1), ("ray", 1), ("ray", 2)):
                 batches.append(run_batch(bundle, csv_path, Path(tmp) / f"out-{backend}-{actors}", backend, actors,
-                                         env))
+                                         args.precision, env))
                 partial(f"batch {backend} {actors}", servers, batches)
 
     by = {s["server"]: {r["concurrency"]: r for r in s["levels"]} for s in servers}
@@ -201,7 +203,7 @@ def main() -> None:
         "benchmark": "BANKING77 int8 bundle: single-text v2 requests, closed loop, loopback; batch over repeated "
                      "BANKING77 test texts",
         "command": f"nice python bench/scale.py --duration {args.duration:g} --levels {args.levels} --rows {args.rows} "
-                   f"--fit-per-label {args.fit_per_label}",
+                   f"--fit-per-label {args.fit_per_label} --precision {args.precision}",
         "machine": machine(),
         "batching_inside_replica": "aiforge Batcher (create_app in each replica); @serve.batch measured as "
                                    "ray_serve_1_replica_serve_batch",

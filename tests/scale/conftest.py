@@ -15,6 +15,8 @@ from typing import Any
 import pytest
 from scale_helpers import BAD_ROWS, BATCH_ROWS, write_csv_rows
 
+from aiforge.scale.cluster import PROXY_CALLBACK, PROXY_CALLBACK_ENV
+
 OBJECT_STORE = 200 * 1024 * 1024
 HEAD_CPUS, WORKER_CPUS = 3, 2
 
@@ -43,6 +45,7 @@ def ray_cluster() -> Iterator[RayCluster]:
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("RAY_AUTH_MODE", "disabled")  # tests only: a loopback cluster of this session's own processes
         mp.setenv("RAY_DEDUP_LOGS", "0")
+        mp.setenv(PROXY_CALLBACK_ENV, PROXY_CALLBACK)  # as `connect` sets it for a cluster it starts
         from ray.cluster_utils import Cluster
 
         cluster = Cluster(initialize_head=True, head_node_args={

@@ -6,11 +6,10 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
@@ -92,47 +91,56 @@ def test_same_routes_and_answers_as_the_in_process_server(served: RayServing, ge
 def test_requests_spread_over_two_replicas_on_different_nodes(served: RayServing, german: Any,
                                                               german_records: list[dict[str, Any]]) -> None:
     # Ray's proxy prefers the replica on its own node while that one has room (max_ongoing_requests 16):
-    # 24 clients at once fill it, and the rest go to the worker node's replica.
-    replicas: Counter[str] = Counter()
-    outcomes = _hammer(served.url, german.export.record.name, german_records, threads=24, seconds=3.0,
-                       replicas=replicas)
-    assert set(outcomes) <= {"200", "503"} and outcomes["200"] > 0, outcomes
+    # 32 clients at once fill it, and the rest go to the worker node's replica.
+    load = _load(served.url, german.export.record.name, german_records, clients=32, total=160)
+    assert set(load.outcomes) <= {"200", "503"} and load.outcomes["200"] > 0, load.outcomes
     actors = _replica_actors()
-    assert len(replicas) == 2 and min(replicas.values()) >= 5, replicas
-    assert len({actors[r].node_id for r in replicas}) == 2, {r: actors[r].node_id for r in replicas}
+    assert len(load.replicas) == 2 and min(load.replicas.values()) >= 5, load.replicas
+    assert len({actors[r].node_id for r in load.replicas}) == 2, {r: actors[r].node_id for r in load.replicas}
 
 
-def _hammer(url: str, name: str, records: list[dict[str, Any]], *, threads: int, seconds: float,
-            replicas: Counter[str] | None = None) -> Counter[str]:
-    """``threads`` clients posting for ``seconds``; counts of outcomes: a status, ``503-no-retry-after`` or ``lost``
-    (and in ``replicas``, the 200s each replica answered)."""
-    outcomes: Counter[str] = Counter()
-    lock = threading.Lock()
-    deadline = time.monotonic() + seconds
+@dataclass
+class Load:
+    """What a load run saw: outcomes (a status, ``503-no-retry-after`` or ``lost``) and 200s per replica."""
 
-    def client_loop(k: int) -> None:
-        with httpx.Client() as client:
-            while time.monotonic() < deadline:
-                try:
-                    answer = _predict(client, url, name, records[k % len(records):k % len(records) + 1])
-                    key = str(answer.status_code)
-                    if replicas is not None and answer.status_code == 200:
-                        with lock:
-                            replicas[answer.headers[REPLICA_HEADER]] += 1
-                    if answer.status_code == 503 and "retry-after" not in answer.headers:
-                        key = "503-no-retry-after"
-                except httpx.HTTPError:
-                    key = "lost"  # no HTTP answer: dropped connection or a hang past the 30 s timeout
-                with lock:
-                    outcomes[key] += 1
+    outcomes: Counter[str] = field(default_factory=Counter)
+    replicas: Counter[str] = field(default_factory=Counter)
+    after_kill: Counter[str] = field(default_factory=Counter)
 
-    workers = [threading.Thread(target=client_loop, args=(k,)) for k in range(threads)]
-    for w in workers:
-        w.start()
-    for w in workers:
-        w.join(timeout=seconds + 60)
-    assert not any(w.is_alive() for w in workers), "a client hung"
-    return outcomes
+
+def _load(url: str, name: str, records: list[dict[str, Any]], *, clients: int, total: int,
+          kill_at: int | None = None, kill: Callable[[], None] | None = None) -> Load:
+    """``clients`` concurrent clients sending ``total`` requests in all (count-bound, not time-bound, so a
+    slow machine changes how long it takes, not what it tests); ``kill`` runs once ``kill_at`` answers came."""
+    load, sent, killed = Load(), [0], [False]
+
+    async def client_loop(client: httpx.AsyncClient, k: int) -> None:
+        while sent[0] < total:
+            sent[0] += 1
+            try:
+                answer = await client.post(f"{url}/v1/models/{name}/predict",
+                                           json={"inputs": records[k % len(records):k % len(records) + 1]})
+                key = str(answer.status_code)
+                if answer.status_code == 503 and "retry-after" not in answer.headers:
+                    key = "503-no-retry-after"
+                if answer.status_code == 200:
+                    load.replicas[answer.headers[REPLICA_HEADER]] += 1
+            except httpx.HTTPError:
+                key = "lost"  # no HTTP answer: a dropped connection, or a hang past the 60 s timeout
+            load.outcomes[key] += 1
+            if killed[0]:
+                load.after_kill[key] += 1
+            if kill is not None and not killed[0] and sum(load.outcomes.values()) >= (kill_at or 0):
+                killed[0] = True
+                kill()
+
+    async def main() -> None:
+        limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+        async with httpx.AsyncClient(limits=limits, timeout=60.0) as client:
+            await asyncio.wait_for(asyncio.gather(*(client_loop(client, k) for k in range(clients))), timeout=600)
+
+    asyncio.run(main())
+    return load
 
 
 def test_over_capacity_answers_503_with_retry_after(served: RayServing, german: Any,
@@ -157,24 +165,20 @@ def test_over_capacity_answers_503_with_retry_after(served: RayServing, german: 
 def test_killing_a_replica_under_load_loses_no_request(served: RayServing, german: Any, ray_cluster: Any,
                                                        german_records: list[dict[str, Any]]) -> None:
     name = german.export.record.name
-    worker_node = ray_cluster.worker.node_id
-    victim = next(a for a in _replica_actors().values() if a.node_id == worker_node)
-    result: dict[str, Counter[str]] = {}
-    load = threading.Thread(target=lambda: result.update(
-        outcomes=_hammer(served.url, name, german_records, threads=12, seconds=8.0)))
-    load.start()
-    time.sleep(2.0)
-    os.kill(victim.pid, signal.SIGKILL)
-    load.join(timeout=120)
-    outcomes = result["outcomes"]
-    print(f"replica kill under load: {dict(outcomes)}")
-    assert outcomes["lost"] == 0 and outcomes["503-no-retry-after"] == 0, outcomes
-    assert set(outcomes) <= {"200", "503"}, outcomes
-    assert outcomes["200"] > 100, outcomes
-    # Recovery: Ray starts a replacement replica, and under load both replicas answer again.
-    deadline = time.monotonic() + 90
+    head_node = ray_cluster.cluster.head_node.node_id
+    # The replica beside the proxy takes most of the traffic: that is the one to kill.
+    victim = next(a for a in _replica_actors().values() if a.node_id == head_node)
+    load = _load(served.url, name, german_records, clients=24, total=600, kill_at=60,
+                 kill=lambda: os.kill(victim.pid, signal.SIGKILL))
+    print(f"replica kill under load: sent {sum(load.outcomes.values())}, outcomes {dict(load.outcomes)}, "
+          f"after the kill {dict(load.after_kill)}, per replica {dict(load.replicas)}")
+    assert load.outcomes["lost"] == 0 and load.outcomes["503-no-retry-after"] == 0, load.outcomes
+    assert set(load.outcomes) <= {"200", "503"}, load.outcomes
+    assert sum(load.after_kill.values()) >= 500 and load.after_kill["200"] > 0, load.after_kill
+    # Recovery: Ray starts a replacement replica, and under load both live replicas answer again.
+    deadline = time.monotonic() + 120
     while time.monotonic() < deadline and len(set(_replica_actors()) - {victim.name}) < 2:
         time.sleep(0.5)
-    replicas: Counter[str] = Counter()
-    after = _hammer(served.url, name, german_records, threads=24, seconds=3.0, replicas=replicas)
-    assert set(after) <= {"200", "503"} and victim.name not in replicas and len(replicas) == 2, (after, replicas)
+    after = _load(served.url, name, german_records, clients=32, total=160)
+    assert set(after.outcomes) <= {"200", "503"}, after.outcomes
+    assert victim.name not in after.replicas and len(after.replicas) == 2, after.replicas

@@ -51,15 +51,15 @@ class BatchResult:
         return asdict(self)
 
 
-def _count_rows(inputs: BatchInput) -> int | None:
-    """Rows in the input, cheaply where the format allows (Parquet metadata, line counts); else None."""
+def _count_rows(inputs: BatchInput) -> int:
+    """Rows in the input for the progress bar: Parquet metadata, else line counts (a CSV's less its header;
+    a quoted cell spanning lines makes it an upper bound)."""
     if inputs.format == "parquet":
         return int(sum(pq.ParquetFile(p).metadata.num_rows for p in inputs.files))
     if inputs.format == "images":
         return len(inputs.files)
-    if inputs.format == "jsonl":
-        return sum(sum(1 for _ in p.open("rb")) for p in inputs.files)
-    return None
+    header = 1 if inputs.format == "csv" else 0
+    return sum(max(0, sum(1 for _ in p.open("rb")) - header) for p in inputs.files)
 
 
 def _default_column(bundle: Path, inputs: BatchInput, column: str | None) -> str | None:
@@ -156,7 +156,7 @@ def batch(bundle: str | Path, *, input: str | Path, output: str | Path, backend:
     start = time.perf_counter()  # after the cluster is up: the job's own time
     total = _count_rows(inputs)
     try:
-        with progress_bar(total or 0, f"batch ({backend})", enabled=progress) as advance:
+        with progress_bar(total, f"batch ({backend})", enabled=progress) as advance:
             for frame in batches:
                 advance(writer.write(frame))
     finally:

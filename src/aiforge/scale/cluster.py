@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import importlib
+import os
 from types import ModuleType
 from typing import Any
 
 from aiforge.errors import AiforgeError
 
-__all__ = ["PIP_HINT", "connect", "require_ray"]
+__all__ = ["PIP_HINT", "PROXY_CALLBACK", "PROXY_CALLBACK_ENV", "connect", "require_ray"]
 
 PIP_HINT = "pip install 'aiforge[ray]' (ray[serve,data]==2.60.0)"
+PROXY_CALLBACK_ENV = "RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH"  # Ray's hook for the proxy's middlewares
+PROXY_CALLBACK = "aiforge.scale.proxy:middlewares"
 
 
 def require_ray(module: str = "ray") -> ModuleType:
@@ -39,6 +42,8 @@ def connect(address: str | None, *, num_cpus: int | None = None) -> Any:
     kwargs: dict[str, Any] = {"log_to_driver": False, "configure_logging": False}
     if address is None:
         kwargs.update(include_dashboard=False, num_cpus=num_cpus)
+        # The proxies of a cluster started here answer a request lost with its replica 503 + Retry-After.
+        os.environ.setdefault(PROXY_CALLBACK_ENV, PROXY_CALLBACK)
     try:
         return ray.init(address=address, **kwargs)
     except (ConnectionError, ValueError, RuntimeError) as exc:

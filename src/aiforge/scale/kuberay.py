@@ -20,6 +20,7 @@ import aiforge
 from aiforge.bundle.format import read_manifest
 from aiforge.bundle.registry import Registry
 from aiforge.errors import AiforgeError
+from aiforge.scale.cluster import PROXY_CALLBACK, PROXY_CALLBACK_ENV
 from aiforge.scale.options import ScaleOptions
 from aiforge.serve.config import ServerConfig
 
@@ -72,6 +73,7 @@ USER {UID}
 
 def _container(name: str, image: str, cpus: float, memory: str, ports: list[dict[str, Any]]) -> dict[str, Any]:
     return {"name": name, "image": image, "ports": ports,
+            "env": [{"name": PROXY_CALLBACK_ENV, "value": PROXY_CALLBACK}],
             "securityContext": {"runAsNonRoot": True, "runAsUser": UID, "allowPrivilegeEscalation": False},
             "resources": {"requests": {"cpu": str(cpus), "memory": memory},
                           "limits": {"cpu": str(cpus), "memory": memory}}}
