@@ -8,7 +8,7 @@
 Importing aiforge does not import torch; training does, on first use.
 """
 
-from aiforge.app import App, ExportResult, __version__, evaluate, load, predict_file
+from aiforge.app import App, ExportResult, __version__, evaluate, load, predict_file, serve
 from aiforge.bundle import Registry, Runtime, verify
 from aiforge.errors import (
     AiforgeError,
@@ -26,7 +26,7 @@ from aiforge.errors import (
 )
 from aiforge.tasks.registry import get_kind, resolve
 
-_LAZY = {"serve": "aiforge.serve.app", "create_app": "aiforge.serve.app", "Client": "aiforge.serve.client",
+_LAZY = {"batch": "aiforge.scale.batch", "create_app": "aiforge.serve.app", "Client": "aiforge.serve.client",
          "ServerConfig": "aiforge.serve.config"}
 
 
@@ -62,6 +62,7 @@ __all__ = [
     "SpecError",
     "UnknownItem",
     "__version__",
+    "batch",
     "create_app",
     "evaluate",
     "load",

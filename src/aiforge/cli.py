@@ -13,12 +13,15 @@ from rich.console import Console
 from rich.table import Table
 
 from aiforge.app import App, load, predict_file
+from aiforge.app import serve as serve_bundles
 from aiforge.audit.checks import audit_bundle, evaluate_bundle
 from aiforge.audit.ship import ship as run_ship
 from aiforge.bundle.registry import Registry
 from aiforge.bundle.registry import verify as verify_bundle
 from aiforge.errors import AiforgeError
 from aiforge.options import HomeOpt, out
+from aiforge.scale.commands import BackendOpt, RayAddressOpt
+from aiforge.scale.commands import register as register_scale_commands
 from aiforge.tasks.registry import KINDS, resolve
 
 if TYPE_CHECKING:
@@ -279,14 +282,22 @@ def serve(
     body_timeout: Annotated[float | None, typer.Option(help="Seconds for a request's body, 408 after "
                                                             "[default: 10].")] = None,
     max_connections: Annotated[int | None, typer.Option(help="Open connections, 503 above [default: 1024].")] = None,
+    backend: BackendOpt = "local",
+    replicas: Annotated[int | None, typer.Option(help="--backend ray: replicas per bundle [default: 1].")] = None,
+    autoscale: Annotated[str | None, typer.Option(help="--backend ray: MIN:MAX replicas, autoscaled on ongoing "
+                                                       "requests per replica.")] = None,
+    replica_cpus: Annotated[float | None, typer.Option(help="--backend ray: CPUs per replica (also its onnxruntime "
+                                                           "threads) [default: 1].")] = None,
+    ray_address: RayAddressOpt = None,
     home: HomeOpt = None,
 ) -> None:
     """Serve bundles over HTTP: Open Inference Protocol v2, simple JSON, /metrics, /docs.
 
-    Unset batching options come from the first bundle's spec (its serve block).
+    Unset batching options come from the first bundle's spec (its serve block). ``--backend ray`` serves
+    the same routes from Ray Serve replicas (answers carry ``x-aiforge-replica``).
     """
     # lazy: fastapi/uvicorn stay out of every other command's start-up
-    from aiforge.serve.app import serve as run_server
+    from aiforge.scale.options import parse_autoscale, scale_options
     from aiforge.serve.config import server_config
 
     config = server_config(bundles, home=home, host=host, port=port, max_batch_size=max_batch_size,
@@ -297,7 +308,9 @@ def serve(
                            public_docs_metrics=public_docs_metrics, rate_limit=rate_limit, rate_burst=rate_burst,
                            header_timeout_s=header_timeout, body_timeout_s=body_timeout,
                            max_connections=max_connections)
-    run_server(bundles, config=config, home=home)
+    scale = scale_options(replicas=replicas, autoscale=parse_autoscale(autoscale), ray_address=ray_address,
+                          cpus_per_replica=replica_cpus)
+    serve_bundles(bundles, backend=backend, config=config, scale=scale, home=home)
 
 
 @app.command()
@@ -340,6 +353,8 @@ def bench(
         output.write_text(json.dumps(report, indent=2), encoding="utf-8")
         out.print(f"wrote {output}")
 
+
+register_scale_commands(app)  # batch, deploy
 
 # Commands of each kind (its row's ``commands``: a ``register(app)`` function). Imported at start-up,
 # so a kind's commands module imports its heavy dependencies inside the commands.

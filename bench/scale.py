@@ -1,0 +1,219 @@
+"""Scale-out benchmark: the BANKING77 int8 bundle served in-process vs on Ray Serve (1 and 2 replicas, and
+``@serve.batch`` instead of aiforge's batcher), and batch inference over 100k texts (local, Ray Data 1 and 2 actors).
+
+    python bench/scale.py [--duration 15] [--levels 1,16,64] [--rows 100000] [--bundle PATH]
+
+One run, one machine, the same load generator (src/aiforge/serve/loadgen.py, its own process, loopback)
+for every server: single-text v2 requests drawn from the BANKING77 test set, closed loop. Without
+``--bundle`` it fits a head-mode BANKING77 bundle (int8) first. Batch inference repeats the test set to
+``--rows`` texts in one CSV; each backend's driver peak RSS is read from its own process. Writes
+bench/results/scale.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+import aiforge as af
+from _common import machine, shared_data, write_result
+from aiforge.serve.loadgen import aiforge_server_args, free_port, measure_levels, running_server
+
+ROUTE = "/v2/models/banking77/infer"
+
+
+def fit_bundle(home: Path, data: Path, per_label: int) -> Path:
+    """A head-mode BANKING77 bundle (all 77 intents) with an int8 graph, registered at ``home``.
+
+    ``per_label`` > 0 fits on that many train and test texts per intent: serving and batch speed depend
+    on the graph (MiniLM-L6 + a linear head), not on how many texts the head saw.
+    """
+    train, test = pd.read_csv(data / "train.csv"), pd.read_csv(data / "test.csv")
+    if per_label > 0:
+        train = train.groupby("category", group_keys=False).head(per_label)
+        test = test.groupby("category", group_keys=False).head(max(5, per_label // 2))
+    folder = home.parent / "fit-data"
+    folder.mkdir(parents=True, exist_ok=True)
+    train.to_csv(folder / "train.csv", index=False)
+    test.to_csv(folder / "test.csv", index=False)
+    spec = af.AppSpec.from_dict({
+        "name": "banking77", "task": "text-classification",
+        "data": {"train": str(folder / "train.csv"), "test": str(folder / "test.csv"),
+                 "text_column": "text", "label_column": "category"},
+        "model": {"backbone": "minilm-l6", "mode": "head", "head": "linear", "max_length": 64},
+        "optimize": {"quantize": True}, "serve": {"max_batch_size": 64, "max_wait_ms": 5},
+    }, source="bench/scale.py")
+    app = af.App(spec, home=home)
+    app.fit(progress=False)
+    return Path(app.export().path)
+
+
+def serve_levels(name: str, args: list[str], *, texts: list[str], levels: list[int], duration: float,
+                 env: dict[str, str], logdir: Path) -> dict[str, Any]:
+    """Start a server command, warm it up, measure each level, stop it."""
+    print(f"== {name}", flush=True)
+    port = int(args[args.index("--port") + 1])
+    with running_server(args, port=port, env=env, timeout=300, log=logdir / f"{name}.log") as (_, ready):
+        rows = measure_levels(f"http://127.0.0.1:{port}", ROUTE, texts, levels=levels, duration=duration,
+                              protocol="v2", warmup_concurrency=8, unit="req/s")
+    return {"server": name, "ready_seconds": ready, "levels": rows}
+
+
+SERVE_BATCH_CHILD = r'''
+import asyncio, json, os, signal, sys, threading
+import numpy as np
+from fastapi import FastAPI, Request
+from ray import serve
+import ray
+from aiforge.bundle.runtime import Runtime
+bundle, port, precision = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+app = FastAPI()
+
+@serve.deployment(max_ongoing_requests=128, ray_actor_options={"num_cpus": 2})
+@serve.ingress(app)
+class ServeBatch:
+    """The same Runtime behind Ray's @serve.batch (no aiforge batcher, limits or error handling)."""
+    def __init__(self, path):
+        self.rt = Runtime.load(path, precision=precision, threads=2)
+        self.rt.warmup()
+    @serve.batch(max_batch_size=64, batch_wait_timeout_s=0.005)
+    async def probs(self, texts):
+        return list(await asyncio.to_thread(self.rt.predict_proba, texts))
+    @app.get("/v2/health/ready")
+    async def ready(self):
+        return {"ready": True}
+    @app.post("/v2/models/banking77/infer")
+    async def infer(self, request: Request):
+        body = await request.json()
+        rows = await asyncio.gather(*(self.probs(t) for t in body["inputs"][0]["data"]))
+        return {"model_name": "banking77", "outputs": [{"name": "probabilities", "datatype": "FP32",
+                "shape": [len(rows), len(rows[0])], "data": np.concatenate(rows).tolist()}]}
+
+ray.init(include_dashboard=False, log_to_driver=False)
+serve.start(http_options={"host": "127.0.0.1", "port": port})
+serve.run(ServeBatch.bind(bundle), name="serve-batch", route_prefix="/")
+stop = threading.Event()
+signal.signal(signal.SIGTERM, lambda *_: stop.set())
+stop.wait()
+serve.shutdown(); ray.shutdown()
+'''
+
+BATCH_CHILD = r'''
+import json, resource, sys, time
+from aiforge.scale.batch import batch
+bundle, csv_path, out, backend, actors, precision = sys.argv[1:7]
+cpus = 2.0 / int(actors) if backend == "ray" else 2.0
+r = batch(bundle, input=csv_path, output=out, backend=backend, actors=int(actors), cpus_per_actor=cpus,
+          precision=precision, batch_size=256, progress=False)
+print(json.dumps({**r.to_dict(), "driver_peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+'''
+
+
+def run_batch(bundle: Path, csv_path: Path, out: Path, backend: str, actors: int, precision: str,
+              env: dict[str, str]) -> dict[str, Any]:
+    print(f"== batch {backend} actors={actors}", flush=True)
+    done = subprocess.run([sys.executable, "-c", BATCH_CHILD, str(bundle), str(csv_path), str(out), backend,
+                           str(actors), precision], env=env, capture_output=True, text=True, timeout=3600, check=False)
+    if done.returncode != 0:
+        raise SystemExit(f"batch {backend} failed: {done.stderr[-3000:]}")
+    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    print(f"   {result['rows_per_s']:.0f} texts/s, driver peak RSS {result['driver_peak_rss_mb']:.0f} MB", flush=True)
+    return result
+
+
+def partial(stage: str, servers: list[dict[str, Any]], batches: list[dict[str, Any]]) -> None:
+    """Write what was measured so far (a run cut short still leaves its numbers)."""
+    write_result("scale", {"partial": stage, "servers": servers, "batch": batches})
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--duration", type=float, default=15.0)
+    parser.add_argument("--levels", default="1,16,64")
+    parser.add_argument("--rows", type=int, default=100_000)
+    parser.add_argument("--bundle", type=Path, default=None, help="a BANKING77 bundle folder (default: fit one)")
+    parser.add_argument("--skip-batch", action="store_true")
+    parser.add_argument("--precision", default="int8", help="graph to serve (int8 unless the bundle has none)")
+    parser.add_argument("--fit-per-label", type=int, default=0, help="fit on N texts per intent (0: all)")
+    parser.add_argument("--home", type=Path, default=None, help="registry for the fitted bundle (default: a temp dir)")
+    args = parser.parse_args()
+    levels = [int(x) for x in args.levels.split(",")]
+    data = shared_data() / "banking77"
+    texts = pd.read_csv(data / "test.csv")["text"].tolist()
+    with tempfile.TemporaryDirectory(prefix="aiforge-bench-scale-") as tmp:
+        home, logdir = args.home or Path(tmp) / "home", Path(tmp) / "logs"
+        logdir.mkdir()
+        bundle = args.bundle.resolve() if args.bundle else fit_bundle(home, data, args.fit_per_label)
+        print(f"bundle: {bundle}", flush=True)
+        env = dict(os.environ, AIFORGE_HOME=str(home), HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false",
+                   RAY_AUTH_MODE="disabled")
+        common = ["--precision", args.precision, "--max-queue-items", "4096"]
+        servers = [serve_levels("in_process", aiforge_server_args([str(bundle)], port=free_port(), extra=common),
+                                texts=texts, levels=levels, duration=args.duration, env=env, logdir=logdir)]
+        for replicas, cpus in ((1, "2"), (2, "1")):
+            extra = [*common, "--backend", "ray", "--replicas", str(replicas), "--replica-cpus", cpus]
+            servers.append(serve_levels(f"ray_serve_{replicas}_replica{'s' if replicas > 1 else ''}",
+                                        aiforge_server_args([str(bundle)], port=free_port(), extra=extra),
+                                        texts=texts, levels=levels, duration=args.duration, env=env, logdir=logdir))
+            partial(f"ray {replicas}", servers, [])
+        port = free_port()
+        servers.append(serve_levels("ray_serve_1_replica_serve_batch",
+                                    [sys.executable, "-c", SERVE_BATCH_CHILD, str(bundle), str(port), args.precision,
+                                     "--port",
+                                     str(port)], texts=texts, levels=[max(levels)], duration=args.duration,
+                                    env=env, logdir=logdir))
+        batches: list[dict[str, Any]] = []
+        if not args.skip_batch:
+            csv_path = Path(tmp) / "texts.csv"
+            with csv_path.open("w", newline="", encoding="utf-8") as fh:
+                writer = csv.writer(fh)
+                writer.writerow(["id", "text"])
+                for i in range(args.rows):
+                    writer.writerow([i, texts[i % len(texts)]])
+            for backend, actors in (("local", 1), ("ray", 1), ("ray", 2)):
+                batches.append(run_batch(bundle, csv_path, Path(tmp) / f"out-{backend}-{actors}", backend, actors,
+                                         args.precision, env))
+                partial(f"batch {backend} {actors}", servers, batches)
+
+    by = {s["server"]: {r["concurrency"]: r for r in s["levels"]} for s in servers}
+    top = max(levels)
+    base = by["in_process"]
+    ratios: dict[str, Any] = {}
+    for name in ("ray_serve_1_replica", "ray_serve_2_replicas", "ray_serve_1_replica_serve_batch"):
+        for c, row in by[name].items():
+            ratios[f"{name}_vs_in_process_throughput_c{c}"] = row["throughput_rps"] / base[c]["throughput_rps"]
+        if 1 in by[name]:  # at c=1 the added latency is the per-request cost of the Ray path (proxy + handle)
+            ratios[f"{name}_added_p50_ms_c1"] = by[name][1]["p50_ms"] - base[1]["p50_ms"]
+    ratios["ray_2_vs_1_replica_throughput_c" + str(top)] = (by["ray_serve_2_replicas"][top]["throughput_rps"]
+                                                            / by["ray_serve_1_replica"][top]["throughput_rps"])
+    if batches:
+        local = batches[0]["rows_per_s"]
+        for b in batches[1:]:
+            ratios[f"batch_ray_{b['actors']}_actors_vs_local"] = b["rows_per_s"] / local
+    payload = {
+        "benchmark": "BANKING77 int8 bundle: single-text v2 requests, closed loop, loopback; batch over repeated "
+                     "BANKING77 test texts",
+        "command": f"nice python bench/scale.py --duration {args.duration:g} --levels {args.levels} --rows {args.rows} "
+                   f"--fit-per-label {args.fit_per_label} --precision {args.precision}",
+        "machine": machine(),
+        "batching_inside_replica": "aiforge Batcher (create_app in each replica); @serve.batch measured as "
+                                   "ray_serve_1_replica_serve_batch",
+        "servers": servers,
+        "batch": batches,
+        "ratios": ratios,
+    }
+    print(json.dumps(ratios, indent=2))
+    print(f"wrote {write_result('scale', payload)}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,184 @@
+"""``serve --backend ray`` on a real two-node cluster: same answers as in-process, replicas on both nodes,
+503 + Retry-After over capacity, and a replica killed under load costs no request."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import pytest
+from fastapi.testclient import TestClient
+
+import aiforge
+from aiforge.scale.options import ScaleOptions
+from aiforge.scale.replica import REPLICA_HEADER
+from aiforge.scale.serving import RayServing, start_ray_serve
+from aiforge.serve.app import create_app
+from aiforge.serve.config import ServerConfig
+from aiforge.serve.loadgen import free_port
+
+pytestmark = pytest.mark.slow
+REPLICA_CPUS = 2.0  # the head has 3 logical CPUs and the worker 2: one replica fits on each node
+BATCH = 8  # small batches, so max_ongoing_requests (2 x 8 per replica) + max_queued_requests (8) is a small capacity
+
+
+@pytest.fixture(scope="module")
+def served(ray_cluster: Any, german: Any) -> Iterator[RayServing]:
+    """The German credit bundle on Ray Serve: 2 replicas of 2 CPUs each, so one per node."""
+    config = ServerConfig(port=free_port(), max_batch_size=BATCH, access_log=False)
+    options = ScaleOptions(replicas=2, cpus_per_replica=REPLICA_CPUS, max_queued_requests=8,
+                           ray_address=ray_cluster.address)
+    serving = start_ray_serve([german.path], config=config, options=options, ready_timeout=120)
+    try:
+        yield serving
+    finally:
+        serving.stop()
+
+
+@dataclass(frozen=True)
+class Actor:
+    name: str
+    node_id: str
+    pid: int
+
+
+def _replica_actors() -> dict[str, Actor]:
+    """Alive Serve replica actors by name (the x-aiforge-replica value): their node and pid (from the GCS)."""
+    from ray._private.state import actors  # the state API proper needs the dashboard, which the cluster runs without
+
+    found = {}
+    for info in actors(actor_state_name="ALIVE").values():
+        name = info.get("Name") or ""
+        if name.startswith("SERVE_REPLICA::"):
+            found[name] = Actor(name=name, node_id=info["Address"]["NodeID"], pid=int(info["Pid"]))
+    return found
+
+
+def _predict(client: httpx.Client, url: str, name: str, records: list[dict[str, Any]]) -> httpx.Response:
+    return client.post(f"{url}/v1/models/{name}/predict", json={"inputs": records}, timeout=30.0)
+
+
+def test_same_routes_and_answers_as_the_in_process_server(served: RayServing, german: Any,
+                                                          german_records: list[dict[str, Any]]) -> None:
+    name = german.export.record.name
+    bad = [dict(german_records[0], duration="forty")]
+    requests = [("get", f"/v2/models/{name}", None), ("get", "/v1/models", None),
+                ("post", f"/v1/models/{name}/predict", {"inputs": german_records[:5]}),
+                ("post", f"/v1/models/{name}/predict", {"inputs": bad}),
+                ("post", "/v1/models/nope/predict", {"inputs": german_records[:1]})]
+    statuses: list[int] = []
+    with TestClient(create_app([aiforge.load(german.path)], config=ServerConfig(access_log=False))) as local, \
+            httpx.Client(base_url=served.url) as remote:
+        while local.get("/v2/health/ready").status_code != 200:
+            time.sleep(0.05)
+        for method, path, body in requests:
+            here = local.request(method, path, json=body)
+            there = remote.request(method, path, json=body, timeout=30.0)
+            assert (there.status_code, there.json()) == (here.status_code, here.json()), path
+            statuses.append(there.status_code)
+            assert there.headers[REPLICA_HEADER].startswith("SERVE_REPLICA::")
+        assert statuses == [200, 200, 200, 422, 404]
+        assert "aiforge_requests_total" in remote.get("/metrics").text
+
+
+def test_requests_spread_over_two_replicas_on_different_nodes(served: RayServing, german: Any,
+                                                              german_records: list[dict[str, Any]]) -> None:
+    # Ray's proxy prefers the replica on its own node while that one has room (max_ongoing_requests 16):
+    # 32 clients at once fill it, and the rest go to the worker node's replica.
+    load = _load(served.url, german.export.record.name, german_records, clients=32, total=160)
+    assert set(load.outcomes) <= {"200", "503"} and load.outcomes["200"] > 0, load.outcomes
+    actors = _replica_actors()
+    assert len(load.replicas) == 2 and min(load.replicas.values()) >= 5, load.replicas
+    assert len({actors[r].node_id for r in load.replicas}) == 2, {r: actors[r].node_id for r in load.replicas}
+
+
+@dataclass
+class Load:
+    """What a load run saw: outcomes (a status, ``503-no-retry-after`` or ``lost``) and 200s per replica."""
+
+    outcomes: Counter[str] = field(default_factory=Counter)
+    replicas: Counter[str] = field(default_factory=Counter)
+    after_kill: Counter[str] = field(default_factory=Counter)
+
+
+def _load(url: str, name: str, records: list[dict[str, Any]], *, clients: int, total: int,
+          kill_at: int | None = None, kill: Callable[[], None] | None = None) -> Load:
+    """``clients`` concurrent clients sending ``total`` requests in all (count-bound, not time-bound, so a
+    slow machine changes how long it takes, not what it tests); ``kill`` runs once ``kill_at`` answers came."""
+    load, sent, killed = Load(), [0], [False]
+
+    async def client_loop(client: httpx.AsyncClient, k: int) -> None:
+        while sent[0] < total:
+            sent[0] += 1
+            try:
+                answer = await client.post(f"{url}/v1/models/{name}/predict",
+                                           json={"inputs": records[k % len(records):k % len(records) + 1]})
+                key = str(answer.status_code)
+                if answer.status_code == 503 and "retry-after" not in answer.headers:
+                    key = "503-no-retry-after"
+                if answer.status_code == 200:
+                    load.replicas[answer.headers[REPLICA_HEADER]] += 1
+            except httpx.HTTPError:
+                key = "lost"  # no HTTP answer: a dropped connection, or a hang past the 60 s timeout
+            load.outcomes[key] += 1
+            if killed[0]:
+                load.after_kill[key] += 1
+            if kill is not None and not killed[0] and sum(load.outcomes.values()) >= (kill_at or 0):
+                killed[0] = True
+                kill()
+
+    async def main() -> None:
+        limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+        async with httpx.AsyncClient(limits=limits, timeout=60.0) as client:
+            await asyncio.wait_for(asyncio.gather(*(client_loop(client, k) for k in range(clients))), timeout=600)
+
+    asyncio.run(main())
+    return load
+
+
+def test_over_capacity_answers_503_with_retry_after(served: RayServing, german: Any,
+                                                    german_records: list[dict[str, Any]]) -> None:
+    # 2 replicas x 16 ongoing + 8 queued = 40 requests at once; a burst of 160 must be refused in part,
+    # at once, with Retry-After (never queued without bound), and the server still answers afterwards.
+    url = f"{served.url}/v1/models/{german.export.record.name}/predict"
+
+    async def burst() -> list[httpx.Response]:
+        limits = httpx.Limits(max_connections=200, max_keepalive_connections=200)
+        async with httpx.AsyncClient(limits=limits, timeout=60.0) as client:
+            return await asyncio.gather(*(client.post(url, json={"inputs": german_records[:1]}) for _ in range(160)))
+
+    answers = asyncio.run(burst())
+    statuses = Counter(a.status_code for a in answers)
+    assert set(statuses) <= {200, 503} and statuses[200] >= 40 and statuses[503] > 0, statuses
+    assert all(a.headers.get("retry-after") == "1" for a in answers if a.status_code == 503)
+    with httpx.Client() as client:
+        assert _predict(client, served.url, german.export.record.name, german_records[:1]).status_code == 200
+
+
+def test_killing_a_replica_under_load_loses_no_request(served: RayServing, german: Any, ray_cluster: Any,
+                                                       german_records: list[dict[str, Any]]) -> None:
+    name = german.export.record.name
+    head_node = ray_cluster.cluster.head_node.node_id
+    # The replica beside the proxy takes most of the traffic: that is the one to kill.
+    victim = next(a for a in _replica_actors().values() if a.node_id == head_node)
+    load = _load(served.url, name, german_records, clients=24, total=600, kill_at=60,
+                 kill=lambda: os.kill(victim.pid, signal.SIGKILL))
+    print(f"replica kill under load: sent {sum(load.outcomes.values())}, outcomes {dict(load.outcomes)}, "
+          f"after the kill {dict(load.after_kill)}, per replica {dict(load.replicas)}")
+    assert load.outcomes["lost"] == 0 and load.outcomes["503-no-retry-after"] == 0, load.outcomes
+    assert set(load.outcomes) <= {"200", "503"}, load.outcomes
+    assert sum(load.after_kill.values()) >= 500 and load.after_kill["200"] > 0, load.after_kill
+    # Recovery: Ray starts a replacement replica, and under load both live replicas answer again.
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and len(set(_replica_actors()) - {victim.name}) < 2:
+        time.sleep(0.5)
+    after = _load(served.url, name, german_records, clients=32, total=160)
+    assert set(after.outcomes) <= {"200", "503"}, after.outcomes
+    assert victim.name not in after.replicas and len(after.replicas) == 2, after.replicas

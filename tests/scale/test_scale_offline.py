@@ -1,0 +1,154 @@
+"""Scale-out pieces that need no cluster: Ray stays out of plain imports and the plain server, the options'
+checks, the KubeRay files, and ``aiforge batch --backend local`` on bad rows of every file type."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+import yaml
+from scale_helpers import read_predictions, read_rejects
+from typer.testing import CliRunner
+
+from aiforge.cli import app
+from aiforge.errors import AiforgeError
+from aiforge.scale.options import ScaleOptions, parse_autoscale, scale_options
+from aiforge.serve.config import ServerConfig
+
+_NO_RAY = """
+import json, sys
+import aiforge, aiforge.bundle, aiforge.cli, aiforge.scale, aiforge.scale.options, aiforge.scale.commands
+after_import = sorted(m for m in sys.modules if m == "ray" or m.startswith("ray."))
+from fastapi.testclient import TestClient
+from aiforge.serve.app import create_app
+with TestClient(create_app([aiforge.load(sys.argv[1])])) as client:
+    client.get("/v2/health/live")
+print(json.dumps({"after_import": after_import,
+                  "after_serving": sorted(m for m in sys.modules if m == "ray" or m.startswith("ray."))}))
+"""
+
+
+def test_importing_aiforge_and_serving_in_process_never_imports_ray(german: Any) -> None:
+    done = subprocess.run([sys.executable, "-c", _NO_RAY, str(german.path)], capture_output=True, text=True,
+                          timeout=120, check=True)
+    assert json.loads(done.stdout.strip().splitlines()[-1]) == {"after_import": [], "after_serving": []}
+
+
+def test_deployment_options_keep_ongoing_at_least_the_batch_and_bound_the_queue() -> None:
+    options = ScaleOptions(replicas=3).deployment_options(ServerConfig(max_batch_size=32))
+    assert options["num_replicas"] == 3 and options["max_ongoing_requests"] == 64 >= 32
+    assert options["max_queued_requests"] == 256
+    assert options["backpressure_config"] == {"status_code": 503, "retry_after_s": 1.0}
+    auto = ScaleOptions(autoscale=(1, 4), target_ongoing_requests=8).deployment_options(ServerConfig())
+    assert auto["num_replicas"] == "auto"
+    assert auto["autoscaling_config"] == {"min_replicas": 1, "max_replicas": 4, "initial_replicas": 1,
+                                          "target_ongoing_requests": 8}
+    with pytest.raises(AiforgeError, match="below --max-batch-size 64"):
+        ScaleOptions(max_ongoing_requests=16).deployment_options(ServerConfig(max_batch_size=64))
+
+
+@pytest.mark.parametrize(("text", "message"), [("4", "expected MIN:MAX"), ("a:b", "expected MIN:MAX")])
+def test_bad_autoscale_is_an_error_naming_the_option(text: str, message: str) -> None:
+    with pytest.raises(AiforgeError, match=message):
+        parse_autoscale(text)
+
+
+def test_autoscale_bounds_are_checked() -> None:
+    with pytest.raises(AiforgeError, match="autoscale must be MIN:MAX"):
+        scale_options(autoscale=(3, 1))
+    assert scale_options(autoscale=parse_autoscale("0:2")).autoscale == (0, 2)
+
+
+def test_deploy_kuberay_writes_a_rayservice_and_a_pinned_non_root_dockerfile(german: Any, tmp_path: Path) -> None:
+    out = tmp_path / "deploy"
+    done = CliRunner().invoke(app, ["deploy", str(german.path), "--target", "kuberay", "-o", str(out),
+                                    "--replicas", "3", "--workers", "2"])
+    assert done.exit_code == 0, done.output
+    doc = yaml.safe_load((out / "rayservice.yaml").read_text())
+    assert (doc["apiVersion"], doc["kind"]) == ("ray.io/v1", "RayService")
+    cluster = doc["spec"]["rayClusterConfig"]
+    assert cluster["rayVersion"] == "2.60.0"
+    name = german.export.record.name
+    image = f"aiforge-{name}:{german.export.record.version}"
+    pods = [cluster["headGroupSpec"]["template"]["spec"], cluster["workerGroupSpecs"][0]["template"]["spec"]]
+    for pod in pods:
+        assert pod["securityContext"]["runAsNonRoot"] is True and pod["securityContext"]["runAsUser"] == 1000
+        assert pod["containers"][0]["image"] == image
+        assert pod["containers"][0]["securityContext"]["allowPrivilegeEscalation"] is False
+    assert cluster["workerGroupSpecs"][0]["replicas"] == 2
+    serve_config = yaml.safe_load(doc["spec"]["serveConfigV2"])
+    application = serve_config["applications"][0]
+    assert application["import_path"] == "aiforge.scale.replica:build_app"
+    assert application["route_prefix"] == "/" and application["args"]["bundle"] == "/opt/aiforge/bundle"
+    assert application["args"]["name"] == name
+    deployment = application["deployments"][0]
+    assert deployment["name"] == name and deployment["num_replicas"] == 3
+    assert deployment["max_ongoing_requests"] >= application["args"]["config"]["max_batch_size"]
+    assert deployment["backpressure_config"]["retry_after_s"] == 1.0
+    dockerfile = (out / "Dockerfile").read_text()
+    assert "FROM rayproject/ray:2.60.0-py311-cpu" in dockerfile and "\nUSER 1000\n" in dockerfile
+    assert "aiforge.cli verify /opt/aiforge/bundle" in dockerfile
+    pins = (out / "requirements.txt").read_text().split()
+    assert "ray[serve]==2.60.0" in pins and all("==" in p for p in pins)
+    assert not any(p.startswith("torch") for p in pins)
+    assert json.loads((out / "bundle" / "manifest.json").read_text())["name"] == name  # the bundle, copied whole
+    assert (out / "aiforge" / "scale" / "replica.py").is_file()
+
+
+def test_deploy_refuses_a_folder_that_is_not_empty(german: Any, tmp_path: Path) -> None:
+    (tmp_path / "x").write_text("keep me")
+    done = CliRunner().invoke(app, ["deploy", str(german.path), "-o", str(tmp_path)])
+    assert done.exit_code == 1 and "not empty" in str(done.exception)
+
+
+def test_batch_local_rejects_bad_rows_of_jsonl_and_parquet_with_file_and_row(
+        german: Any, german_records: list[dict[str, Any]], tmp_path: Path) -> None:
+    lines = [json.dumps(dict(r, id=f"j{i}")) for i, r in enumerate(german_records[:6], start=1)]
+    lines[1] = "{not json"
+    lines[3] = json.dumps(dict(german_records[3], id="j4", duration="forty"))
+    lines[4] = json.dumps([1, 2])
+    jsonl = tmp_path / "in.jsonl"
+    jsonl.write_text("\n".join(lines) + "\n")
+    out = tmp_path / "out"
+    done = CliRunner().invoke(app, ["batch", str(german.path), "--input", str(jsonl), "-o", str(out),
+                                    "--id-column", "id", "--no-progress"])
+    assert done.exit_code == 0, done.output
+    assert "6 rows: 3 predictions" in done.output
+    rejects = read_rejects(out)
+    assert [(r["file"], r["row"]) for r in rejects] == [(str(jsonl), 2), (str(jsonl), 4), (str(jsonl), 5)]
+    assert "not a JSON line" in rejects[0]["error"] and "duration" in rejects[1]["error"]
+    assert "expected a JSON object" in rejects[2]["error"]
+    assert read_predictions(out)["id"].tolist() == ["j1", "j3", "j6"]
+    # Parquet keeps native types; a null in a numeric column is a missing value (imputed), not a reject.
+    frame = pd.DataFrame([dict(r, id=i) for i, r in enumerate(german_records[:5])])
+    frame.loc[2, "duration"] = None
+    frame.to_parquet(tmp_path / "in.parquet")
+    summary = CliRunner().invoke(app, ["batch", str(german.path), "-i", str(tmp_path / "in.parquet"),
+                                       "-o", str(tmp_path / "pq"), "--no-progress"])
+    assert summary.exit_code == 0, summary.output
+    assert read_predictions(tmp_path / "pq")["id"].tolist() == ["0", "1", "2", "3", "4"]
+
+
+def test_batch_names_a_missing_input_and_column(german: Any, tmp_path: Path) -> None:
+    runner = CliRunner()
+    missing = runner.invoke(app, ["batch", str(german.path), "-i", str(tmp_path / "nope*.csv"), "-o", str(tmp_path)])
+    assert missing.exit_code == 1 and "no file matches" in str(missing.exception)
+    (tmp_path / "a.csv").write_text("x,y\n1,2\n")
+    column = runner.invoke(app, ["batch", str(german.path), "-i", str(tmp_path / "a.csv"), "-o", str(tmp_path / "o"),
+                                 "--column", "text"])
+    assert column.exit_code == 1 and "column 'text' not found" in str(column.exception)
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--backend", "ray", "--autoscale", "4"], "--autoscale '4': expected MIN:MAX"),
+    (["--backend", "ray", "--replicas", "0"], "--replicas: Input should be greater than 0"),
+    (["--backend", "kubernetes"], "backend 'kubernetes': expected local or ray"),
+])
+def test_serve_refuses_bad_scale_options_before_starting_anything(german: Any, args: list[str], message: str) -> None:
+    done = CliRunner().invoke(app, ["serve", str(german.path), *args])
+    assert done.exit_code == 1 and message in str(done.exception), (done.output, done.exception)
