@@ -214,12 +214,12 @@ def test_python_client(server: RunningServer, trained_bundle, runtime: Runtime, 
         assert client.metadata(trained_bundle.name)["parameters"]["labels"] == runtime.labels
         preds = client.predict(trained_bundle.name, texts[:6])
         expected = runtime.predict(texts[:6])
-        assert [p["label"] for p in preds] == [e.label for e in expected]
+        assert [p.label for p in preds] == [e.label for e in expected]
         for p, e in zip(preds, expected, strict=True):
-            assert list(p["scores"]) == runtime.labels
-            assert p["score"] == pytest.approx(e.score, abs=1e-5)
-            assert p["scores"] == pytest.approx(e.scores, abs=1e-5)
-        assert [p["label"] for p in client.predict(trained_bundle.name, texts[:2], version="1")] == \
+            assert list(p.scores) == runtime.labels
+            assert p.score == pytest.approx(e.score, abs=1e-5)
+            assert p.scores == pytest.approx(e.scores, abs=1e-5)
+        assert [p.label for p in client.predict(trained_bundle.name, texts[:2], version="1")] == \
             [e.label for e in expected[:2]]
         with pytest.raises(ServerError) as info:
             client.predict("no-such-model", ["hello"])
