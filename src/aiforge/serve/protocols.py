@@ -349,11 +349,24 @@ def json_response(body: dict[str, Any]) -> Response:
     return Response(json.dumps(body), media_type="application/json")
 
 
-async def _v2_request(service: ModelService[Runtime], request: Request) -> V2InferRequest:
-    """The infer request from a JSON body or a binary-extension one (``Inference-Header-Content-Length``)."""
+async def _v2_request(m: Models, name: str, version: str | None,
+                      request: Request) -> tuple[ModelService[Runtime], V2InferRequest]:
+    """The model and the infer request, from a JSON body or a binary-extension one
+    (``Inference-Header-Content-Length``). A malformed JSON body is refused before the model is
+    looked up; binary tensors need the model (which inputs are encoded images)."""
+    body = await request.body()
+    header = request.headers.get(HEADER)
+    if header is None:
+        raw = parse_infer_body(body, None, image_inputs=frozenset())
+        req = _validated(raw)
+        return m.get(name, version), req
+    service = m.get(name, version)
     images = frozenset(str(t["name"]) for t in service.runtime.v2_metadata_inputs()
                        if (t.get("parameters") or {}).get("content_type") == "base64")
-    raw = parse_infer_body(await request.body(), request.headers.get(HEADER), image_inputs=images)
+    return service, _validated(parse_infer_body(body, header, image_inputs=images))
+
+
+def _validated(raw: Any) -> V2InferRequest:
     try:
         return V2InferRequest.model_validate(raw)
     except ValidationError as exc:
@@ -366,8 +379,8 @@ def _binary_outputs(req: V2InferRequest, wanted: list[str]) -> set[str]:
     return {w for w in wanted if asked.get(w, default)}
 
 
-async def _v2_infer(service: ModelService[Runtime], request: Request) -> Response:
-    req = await _v2_request(service, request)
+async def _v2_infer(m: Models, name: str, version: str | None, request: Request) -> Response:
+    service, req = await _v2_request(m, name, version, request)
     items = service.parse_items(_items_from_v2(service, req), "inputs[0].data")
     wanted = [o.name for o in req.outputs] if req.outputs else list(V2_OUTPUTS)
     unknown = [w for w in wanted if w not in V2_OUTPUTS]
@@ -411,14 +424,14 @@ _INFER_RESPONSES: dict[int | str, dict[str, Any]] = {200: {"content": {
                 responses=_INFER_RESPONSES)
 async def v2_infer(name: str, request: Request, m: ModelsDep) -> Response:
     """Classify the items of the input tensor(s); JSON or binary tensors, gzip/deflate bodies."""
-    return await _v2_infer(m.get(name), request)
+    return await _v2_infer(m, name, None, request)
 
 
 @v2_router.post("/models/{name}/versions/{version}/infer", response_model=V2InferResponse,
                 openapi_extra=_INFER_BODY, responses=_INFER_RESPONSES)
 async def v2_infer_version(name: str, version: str, request: Request, m: ModelsDep) -> Response:
     """:func:`v2_infer` for one version."""
-    return await _v2_infer(m.get(name, version), request)
+    return await _v2_infer(m, name, version, request)
 
 
 # ----- simple JSON v1 --------------------------------------------------------------------

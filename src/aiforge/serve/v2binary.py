@@ -134,8 +134,8 @@ def parse_infer_body(body: bytes, header_length: str | None, *, image_inputs: fr
         is_image = str(tensor.get("name")) in image_inputs or (len(image_inputs) == 1 and len(request["inputs"]) == 1)
         tensor["data"] = _tensor_data(tensor, binary[at:at + size_of], where=where, image_input=is_image)
         at += size_of
-        params = {p: v for p, v in params.items() if p != "binary_data_size"}
-        tensor["parameters"] = params or None
+        rest = {p: v for p, v in (params or {}).items() if p != "binary_data_size"}
+        tensor["parameters"] = rest or None
     if at != len(binary):
         raise ApiError(400, f"the body has {len(binary) - at} bytes of binary data that no input's "
                             "parameters.binary_data_size accounts for")

@@ -18,8 +18,8 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from aiforge.serve.errors import ApiError
 
 __all__ = ["ChatCompletionRequest", "ChatCompletionResponse", "CompletionRequest", "CompletionResponse",
-           "EmbeddingRequest", "EmbeddingResponse", "SessionDeleted", "SessionHistory", "SessionObject", "SessionRequest", "chat_messages",
-           "refuse_unsupported"]
+           "EmbeddingRequest", "EmbeddingResponse", "SessionDeleted", "SessionHistory", "SessionObject",
+           "SessionRequest", "chat_messages", "refuse_unsupported"]
 
 SESSION_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
 

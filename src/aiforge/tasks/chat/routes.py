@@ -321,11 +321,10 @@ def _embedding_texts(rt: ChatRuntime, given: str | list[str] | list[int] | list[
     """Texts to embed; token-id arrays (LangChain's default) decoded with the bundle's tokenizer."""
     if isinstance(given, str):
         return [given]
-    if given and all(isinstance(t, int) for t in given):
-        given = [given]  # type: ignore[list-item]  # one token-id array
+    items: list[Any] = [given] if given and all(isinstance(t, int) for t in given) else list(given)  # one array
     texts: list[str] = []
     vocab = rt.encoder.tokenizer.get_vocab_size()
-    for i, item in enumerate(given):
+    for i, item in enumerate(items):
         if isinstance(item, str):
             texts.append(item)
             continue
