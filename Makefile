@@ -17,6 +17,9 @@ $(STAMP): requirements.txt requirements-dev.txt requirements-nodeps.txt pyprojec
 	@# Fashion-MNIST sample data (Debian package); skipped where apt-get is unavailable or not root.
 	-@test -d /usr/share/datasets/fashion-mnist || { command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ] && \
 		apt-get install -y -qq dataset-fashion-mnist >/dev/null 2>&1; } || echo "note: dataset-fashion-mnist not installed (apt-get install dataset-fashion-mnist)"
+	@# promtool (Debian's prometheus package), for the metrics check of tests/engine/test_clients.py.
+	-@command -v promtool >/dev/null || { command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ] && \
+		apt-get install -y -qq prometheus >/dev/null 2>&1; } || echo "note: promtool not installed (apt-get install prometheus)"
 	touch $(STAMP)
 
 install: $(STAMP)

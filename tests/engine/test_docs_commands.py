@@ -159,6 +159,7 @@ def _wait_ready(port: int, proc: subprocess.Popen[bytes], timeout: float = 180) 
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)
 def test_the_documented_commands_run_in_order_on_a_fresh_home(tmp_path: Path, chat_cache: Path) -> None:
     repo = _workdir(tmp_path)
     env = dict(os.environ, AIFORGE_HOME=str(tmp_path / "home"), AIFORGE_CACHE=str(chat_cache), HF_HUB_OFFLINE="1",
@@ -184,8 +185,10 @@ def test_the_documented_commands_run_in_order_on_a_fresh_home(tmp_path: Path, ch
                     _wait_ready(port, proc)
                     ran.append(command)
                     continue
+                started = time.monotonic()
                 done = subprocess.run(["bash", "-c", command], cwd=repo, env=env, capture_output=True, text=True,
                                       timeout=600)
+                print(f"{time.monotonic() - started:7.1f} s  {file}: {command}")  # shown when the test fails
                 out = done.stdout + done.stderr
                 assert done.returncode == 0 and "Traceback" not in out, f"{file}: {command}\n{out[-3000:]}"
                 ran.append(command)

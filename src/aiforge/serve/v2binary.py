@@ -18,6 +18,8 @@ from typing import Any
 
 import numpy as np
 
+from aiforge.bundle.inputs import loads_json
+from aiforge.errors import InputError
 from aiforge.serve.errors import ApiError
 
 __all__ = ["HEADER", "BinaryAnswer", "decode_bytes", "encode_bytes", "encode_outputs", "parse_infer_body"]
@@ -61,9 +63,9 @@ def encode_bytes(items: list[str]) -> bytes:
 
 def _json(raw: bytes) -> Any:
     try:
-        return json.loads(raw)
-    except (ValueError, RecursionError) as exc:
-        raise ApiError(400, f"request body is not valid JSON: {exc}") from None
+        return loads_json(raw, "request body")
+    except InputError as exc:  # deep nesting and 5,000-digit integers too: a client's mistake, never a 500
+        raise ApiError(400, str(exc)) from None
 
 
 def _tensor_data(tensor: dict[str, Any], raw: bytes, *, where: str, image_input: bool) -> list[Any]:
