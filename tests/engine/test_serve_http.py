@@ -66,7 +66,8 @@ def outputs_of(body: dict[str, Any]) -> dict[str, dict[str, Any]]:
 def test_server_metadata_and_health(http: httpx.Client, server: RunningServer) -> None:
     r = http.get("/v2")
     assert r.status_code == 200
-    assert r.json() == {"name": "aiforge", "version": aiforge.__version__, "extensions": []}
+    assert r.json() == {"name": "aiforge", "version": aiforge.__version__,
+                        "extensions": ["binary_tensor_data", "model_version_ready", "request_compression"]}
     assert http.get("/v2/health/live").json() == {"live": True}
     r = http.get("/v2/health/ready")
     assert r.status_code == 200 and r.json() == {"ready": True}

@@ -321,12 +321,12 @@ def v2_ready(m: ModelsDep) -> Any:
     return JSONResponse(m.health(), status_code=200 if m.ready else 503)
 
 
-@v2_router.get("/models/{name}", response_model=V2ModelMetadata)
+@v2_router.get("/models/{name}", response_model=V2ModelMetadata, response_model_exclude_unset=True)
 def v2_model_metadata(name: str, m: ModelsDep) -> dict[str, Any]:
     return _v2_metadata(m.get(name))
 
 
-@v2_router.get("/models/{name}/versions/{version}", response_model=V2ModelMetadata)
+@v2_router.get("/models/{name}/versions/{version}", response_model=V2ModelMetadata, response_model_exclude_unset=True)
 def v2_model_version_metadata(name: str, version: str, m: ModelsDep) -> dict[str, Any]:
     return _v2_metadata(m.get(name, version))
 
@@ -495,7 +495,7 @@ def _model_object(service: ModelService[Runtime]) -> dict[str, Any]:
 v1_router = APIRouter(prefix="/v1", tags=["simple JSON"], dependencies=[Depends(require_key)])
 
 
-@v1_router.get("/models", response_model=ModelList)
+@v1_router.get("/models", response_model=ModelList, response_model_exclude_unset=True)
 def v1_models(m: ModelsDep) -> dict[str, Any]:
     """Every model served (and any still loading or that failed), in aiforge's and OpenAI's shapes."""
     summaries = [s.summary() for s in m.services.values()]
