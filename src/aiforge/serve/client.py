@@ -138,35 +138,34 @@ class Client:
 
     def predict(self, name: str, items: Sequence[str | dict[str, Any] | bytes], *, version: str | None = None,
                 top_k: int | None = None) -> list[Prediction]:
-        """Label, score and per-label probabilities for each item: texts, tabular records (dicts of
-        field values) or encoded images (bytes), as the model's task takes them.
+        """Label, score and per-label probabilities for each item, over the v2 protocol: texts, tabular
+        records (dicts of field values, sent as the ``records`` tensor) or encoded images (bytes, sent
+        base64-encoded), as the model's task takes them. ``top_k`` keeps the k most probable labels in
+        ``scores``.
 
         Raises:
             ServerError: the server refused the request (status and message kept).
         """
-        sent = [base64.b64encode(i).decode("ascii") if isinstance(i, bytes) else i for i in items]
-        if version is None:
-            body: dict[str, Any] = {"inputs": sent}
-            if top_k is not None:
-                body["top_k"] = top_k
-            result = self._call("POST", f"/v1/models/{name}/predict", json=body)
-            return [Prediction(p["label"], float(p["score"]), dict(p["scores"])) for p in result["predictions"]]
-        return self._predict_v2(name, sent, version)
-
-    def _predict_v2(self, name: str, items: list[str | dict[str, Any]], version: str) -> list[Prediction]:
+        metadata = self.metadata(name)
         if all(isinstance(i, dict) for i in items):
-            tensor = {"name": "records", "datatype": "BYTES", "shape": [len(items)],
-                      "data": [json.dumps(i) for i in items]}
+            tensor: dict[str, Any] = {"name": "records", "datatype": "BYTES", "shape": [len(items)],
+                                      "data": [json.dumps(i) for i in items]}
         else:
-            inputs = self.metadata(name)["inputs"]
-            tensor = {"name": inputs[0]["name"], "datatype": "BYTES", "shape": [len(items)], "data": items}
-        result = self._call("POST", f"/v2/models/{name}/versions/{version}/infer", json={"inputs": [tensor]})
+            data = [base64.b64encode(i).decode("ascii") if isinstance(i, bytes) else i for i in items]
+            tensor = {"name": metadata["inputs"][0]["name"], "datatype": "BYTES", "shape": [len(items)], "data": data}
+        path = f"/v2/models/{name}" + (f"/versions/{version}" if version else "") + "/infer"
+        result = self._call("POST", path, json={"inputs": [tensor]})
         outputs = {o["name"]: o for o in result["outputs"]}
-        labels = list(self.metadata(name)["parameters"]["labels"])
+        labels = list(metadata["parameters"]["labels"])
         k = len(labels)
         probs = outputs["probabilities"]["data"]
-        return [Prediction(lab, float(score), dict(zip(labels, probs[i * k:(i + 1) * k], strict=True)))
-                for i, (lab, score) in enumerate(zip(outputs["label"]["data"], outputs["score"]["data"], strict=True))]
+        preds = []
+        for i, (label, score) in enumerate(zip(outputs["label"]["data"], outputs["score"]["data"], strict=True)):
+            scores = dict(zip(labels, probs[i * k:(i + 1) * k], strict=True))
+            if top_k is not None:
+                scores = dict(sorted(scores.items(), key=lambda kv: -kv[1])[:top_k])
+            preds.append(Prediction(label, float(score), scores))
+        return preds
 
     def classify_images(self, name: str, images: Sequence[bytes | str | Path], *,
                         top_k: int | None = None) -> list[ImagePrediction]:
