@@ -20,6 +20,9 @@ $(STAMP): requirements.txt requirements-dev.txt requirements-nodeps.txt pyprojec
 	@# Chromium for the browser tests of the web pages (tests/web, driven by playwright; never `playwright install`).
 	-@test -x /usr/bin/chromium || { command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ] && \
 		apt-get install -y -qq chromium >/dev/null 2>&1; } || echo "note: chromium not installed (apt-get install chromium)"
+	@# promtool (Debian's prometheus package), for the metrics check of tests/engine/test_clients.py.
+	-@command -v promtool >/dev/null || { command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ] && \
+		apt-get install -y -qq prometheus >/dev/null 2>&1; } || echo "note: promtool not installed (apt-get install prometheus)"
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -12,6 +12,8 @@ from typing import Any
 import httpx
 import pytest
 
+from aiforge.serve.errors import is_openai_path
+
 
 @dataclass(frozen=True)
 class KindRoute:
@@ -44,4 +46,8 @@ def check_wrong_kind(http: httpx.Client, route: KindRoute, *, name: str, served:
     r = http.post(path, json=body)
     assert r.status_code == 400, (path, r.status_code, r.text)
     assert r.headers["content-type"].startswith("application/json"), r.headers
-    assert r.json() == {"error": f"model {name!r} is a {served} model; POST {path} needs a {route.needs} model"}
+    message = f"model {name!r} is a {served} model; POST {path} needs a {route.needs} model"
+    if is_openai_path(path):  # OpenAI's error shape on the OpenAI routes
+        assert r.json()["error"]["message"] == message and r.json()["error"]["type"] == "invalid_request_error"
+    else:
+        assert r.json() == {"error": message}

@@ -53,10 +53,16 @@ def http(server: RunningServer) -> Iterator[httpx.Client]:
 
 
 def error_of(response: httpx.Response) -> str:
+    """The error message, from the OpenAI routes' shape ({"error": {"message", "type", "param", "code"}})
+    or the other routes' ({"error": "..."})."""
     assert response.headers["content-type"].startswith("application/json"), response.headers
     body = response.json()
-    assert isinstance(body.get("error"), str) and body["error"], body
-    return str(body["error"])
+    error = body.get("error")
+    if isinstance(error, dict):
+        assert set(error) == {"message", "type", "param", "code"} and error["message"], body
+        return str(error["message"])
+    assert isinstance(error, str) and error, body
+    return error
 
 
 def test_openai_client_lists_models_and_chats(client: openai.OpenAI, acme: Acme) -> None:
@@ -113,15 +119,15 @@ def test_embeddings_match_the_runtime(client: openai.OpenAI, http: httpx.Client,
 
 
 @pytest.mark.parametrize(("body", "status", "needle"), [
-    ({"messages": [{"role": "user", "content": "hi"}] * 9}, 422, "over the limit of 8"),
-    ({"messages": [{"role": "user", "content": "x" * 501}]}, 422, "501 characters"),
-    ({"messages": [{"role": "user", "content": "hi"}], "max_tokens": 65}, 422, "max_tokens"),
-    ({"messages": [{"role": "user", "content": "hi"}], "max_tokens": 0}, 422, "max_tokens"),
-    ({"messages": [{"role": "robot", "content": "hi"}]}, 422, "role"),
-    ({"messages": []}, 422, "messages"),
-    ({"messages": [{"role": "user", "content": "hi"}], "n": 2}, 422, "n"),
-    ({"messages": [{"role": "user", "content": "hi"}], "session_id": "../../etc"}, 422, "session_id"),
-    ({"messages": [{"role": "user", "content": "hi"}], "retrieval": False}, 422, "extractive"),
+    ({"messages": [{"role": "user", "content": "hi"}] * 9}, 400, "over the limit of 8"),
+    ({"messages": [{"role": "user", "content": "x" * 501}]}, 400, "501 characters"),
+    ({"messages": [{"role": "user", "content": "hi"}], "max_tokens": 65}, 400, "max_tokens"),
+    ({"messages": [{"role": "user", "content": "hi"}], "max_tokens": 0}, 400, "max_tokens"),
+    ({"messages": [{"role": "robot", "content": "hi"}]}, 400, "role"),
+    ({"messages": []}, 400, "messages"),
+    ({"messages": [{"role": "user", "content": "hi"}], "n": 2}, 400, "n"),
+    ({"messages": [{"role": "user", "content": "hi"}], "session_id": "../../etc"}, 400, "session_id"),
+    ({"messages": [{"role": "user", "content": "hi"}], "retrieval": False}, 400, "extractive"),
     ({"model": "nope", "messages": [{"role": "user", "content": "hi"}]}, 404, "not found"),
 ])
 def test_guardrails_answer_4xx_with_json(http: httpx.Client, acme: Acme, body: dict[str, object], status: int,
@@ -148,9 +154,11 @@ def test_generic_predict_classifies_a_chat_bundles_intents(http: httpx.Client, a
 
 def test_embedding_limits_and_api_key(server: RunningServer, http: httpx.Client, acme: Acme) -> None:
     resp = http.post("/v1/embeddings", json={"model": acme.name, "input": ["a"] * 5})
-    assert resp.status_code == 422 and "over the limit of 4" in error_of(resp)
-    resp = http.post("/v1/embeddings", json={"model": acme.name, "input": [[1, 2, 3]]})
-    assert resp.status_code == 422
+    assert resp.status_code == 400 and "over the limit of 4" in error_of(resp)
+    resp = http.post("/v1/embeddings", json={"model": acme.name, "input": [[1, 2, 3]]})  # token ids: decoded
+    assert resp.status_code == 200, resp.text
+    resp = http.post("/v1/embeddings", json={"model": acme.name, "input": [[-1]]})
+    assert resp.status_code == 400 and "vocabulary" in error_of(resp)
     anon = httpx.post(f"{server.url}/v1/chat/completions", timeout=30,
                       json={"model": acme.name, "messages": [{"role": "user", "content": "hi"}]})
     assert anon.status_code == 401 and "API key" in error_of(anon)
@@ -223,11 +231,11 @@ def test_sessions_belong_to_the_key_that_made_them(server: RunningServer, client
     ("/v1/embeddings", {"input": "refund \ud800"}),
     ("/v1/embeddings", {"input": ["fine", "\ud800"]}),
 ])
-def test_lone_surrogates_answer_422_with_json(http: httpx.Client, acme: Acme, route: str,
+def test_lone_surrogates_answer_400_with_json(http: httpx.Client, acme: Acme, route: str,
                                               body: dict[str, object]) -> None:
     raw = json.dumps({"model": acme.name, **body})  # ASCII JSON: the surrogate travels as a \\ud800 escape
     resp = http.post(route, content=raw, headers={"Content-Type": "application/json"})
-    assert resp.status_code == 422, resp.text
+    assert resp.status_code == 400, resp.text  # OpenAI's status for an invalid request
     assert "lone surrogate" in error_of(resp)
     assert http.post(route, json={"model": acme.name, **json.loads(raw.replace("\\ud", "u"))}).status_code == 200
 

@@ -20,6 +20,7 @@ from typer.testing import CliRunner
 
 from aiforge.serve.app import create_app
 from aiforge.serve.config import ServerConfig
+from aiforge.serve.errors import is_openai_path
 from aiforge.serve.middleware import TokenBuckets
 from hardening_helpers import thread_server
 from serve_helpers import metric_samples
@@ -69,17 +70,20 @@ def test_openapi_documents_every_error_status_with_the_error_model() -> None:
     with _client(ServerConfig()) as client:
         schema = client.get("/openapi.json").json()
     assert schema["components"]["schemas"]["ErrorBody"]["required"] == ["error"]
-    error_ref = {"$ref": "#/components/schemas/ErrorBody"}
+    assert schema["components"]["schemas"]["OpenAIErrorBody"]["required"] == ["error"]
     keyed = 0
     for path, item in schema["paths"].items():
+        openai_route = is_openai_path(path)
+        error_ref = {"$ref": "#/components/schemas/" + ("OpenAIErrorBody" if openai_route else "ErrorBody")}
         for method, op in item.items():
             responses = op["responses"]
             wanted = {"405", "408", "413", "431", "500", "503"}
             if not path.startswith("/v2/health/"):
                 wanted.add("429")
             if path != "/v2" and not path.startswith("/v2/health/"):
-                wanted |= {"400", "401", "404", "422", "502", "504"}
+                wanted |= {"400", "401", "404", "502", "504"} | (set() if openai_route else {"422"})
                 keyed += 1
+            assert not (openai_route and "422" in responses), f"{path}: OpenAI routes answer 400, not 422"
             missing = wanted - set(responses)
             assert not missing, f"{method.upper()} {path} does not document {sorted(missing)}"
             for code in wanted - {"503"} if path == "/v2/health/ready" else wanted:
@@ -96,7 +100,7 @@ def test_a_405_allows_every_method_of_the_path() -> None:
         r = client.request("OPTIONS", "/v1/chat/sessions/s1")
     # before: "Allow: GET" only, though DELETE is served on the same path (found by schemathesis)
     assert r.status_code == 405 and r.headers["allow"] == "DELETE, GET"
-    assert r.json() == {"error": "Method Not Allowed"}
+    assert r.json()["error"]["message"] == "Method Not Allowed"  # an OpenAI-compatible route: OpenAI's shape
 
 
 @pytest.mark.parametrize(("path", "body", "field"), [
@@ -118,8 +122,12 @@ def test_request_models_refuse_what_they_used_to_coerce(path: str, body: dict[st
     with _client(ServerConfig()) as client:
         r = client.post(path, json=body)
     # before: coerced (or let through), so the request reached the model lookup and got 404
-    assert r.status_code == 422, (path, body, r.status_code, r.text)
-    assert field in r.json()["error"]
+    if is_openai_path(path):  # OpenAI's status and shape for an invalid request
+        assert r.status_code == 400, (path, body, r.status_code, r.text)
+        assert field in r.json()["error"]["message"] and r.json()["error"]["param"]
+    else:
+        assert r.status_code == 422, (path, body, r.status_code, r.text)
+        assert field in r.json()["error"]
 
 
 # ----- 10: per-client rate limits -------------------------------------------------------------
@@ -151,8 +159,10 @@ def test_rate_limit_answers_429_with_retry_after_per_key_and_counts_it(tmp_path:
         r = client.get("/v1/models", headers=k1)
         assert r.status_code == 429, r.text
         assert 90 <= int(r.headers["retry-after"]) <= 100  # one token comes back in 1 / 0.01 s
-        assert "rate limit" in r.json()["error"]
-        assert client.post("/v1/models/m/predict", headers=k1, json={"inputs": ["x"]}).status_code == 429
+        assert "rate limit" in r.json()["error"]["message"]  # /v1/models is an OpenAI route: OpenAI's shape
+        assert r.json()["error"]["type"] == "rate_limit_error"
+        refused = client.post("/v1/models/m/predict", headers=k1, json={"inputs": ["x"]})
+        assert refused.status_code == 429 and "rate limit" in refused.json()["error"]
         assert client.get("/v1/models", headers=k2).status_code == 200  # the other key has its own bucket
         # without a valid key a client is its address: a flood of bad keys is limited too
         assert [client.get("/v1/models", headers={"X-API-Key": f"bad{i}"}).status_code

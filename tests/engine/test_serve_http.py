@@ -66,7 +66,8 @@ def outputs_of(body: dict[str, Any]) -> dict[str, dict[str, Any]]:
 def test_server_metadata_and_health(http: httpx.Client, server: RunningServer) -> None:
     r = http.get("/v2")
     assert r.status_code == 200
-    assert r.json() == {"name": "aiforge", "version": aiforge.__version__, "extensions": []}
+    assert r.json() == {"name": "aiforge", "version": aiforge.__version__,
+                        "extensions": ["binary_tensor_data", "model_version_ready", "request_compression"]}
     assert http.get("/v2/health/live").json() == {"live": True}
     r = http.get("/v2/health/ready")
     assert r.status_code == 200 and r.json() == {"ready": True}
@@ -214,12 +215,12 @@ def test_python_client(server: RunningServer, trained_bundle, runtime: Runtime, 
         assert client.metadata(trained_bundle.name)["parameters"]["labels"] == runtime.labels
         preds = client.predict(trained_bundle.name, texts[:6])
         expected = runtime.predict(texts[:6])
-        assert [p["label"] for p in preds] == [e.label for e in expected]
+        assert [p.label for p in preds] == [e.label for e in expected]
         for p, e in zip(preds, expected, strict=True):
-            assert list(p["scores"]) == runtime.labels
-            assert p["score"] == pytest.approx(e.score, abs=1e-5)
-            assert p["scores"] == pytest.approx(e.scores, abs=1e-5)
-        assert [p["label"] for p in client.predict(trained_bundle.name, texts[:2], version="1")] == \
+            assert list(p.scores) == runtime.labels
+            assert p.score == pytest.approx(e.score, abs=1e-5)
+            assert p.scores == pytest.approx(e.scores, abs=1e-5)
+        assert [p.label for p in client.predict(trained_bundle.name, texts[:2], version="1")] == \
             [e.label for e in expected[:2]]
         with pytest.raises(ServerError) as info:
             client.predict("no-such-model", ["hello"])

@@ -91,7 +91,7 @@ def test_model_routes_need_a_valid_api_key(keyed_server: RunningServer, trained_
 def test_python_client_sends_the_api_key(keyed_server: RunningServer, trained_bundle) -> None:
     with Client(keyed_server.url, api_key=KEY_2) as client:
         [pred] = client.predict(trained_bundle.name, ["how do I top up with apple pay"])
-        assert pred["label"] in pred["scores"]
+        assert pred.label in pred.scores
     with Client(keyed_server.url) as client, pytest.raises(ServerError) as info:
         client.predict(trained_bundle.name, ["hello"])
     assert info.value.status == 401

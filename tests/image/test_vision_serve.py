@@ -200,7 +200,7 @@ def test_metrics_count_items_and_fp32_fallbacks(server: RunningServer, pngs: lis
     assert r.status_code == 200
     metrics = metric_samples(httpx.get(server.url + "/metrics", timeout=10).text)
     counts = {dict(labels)["counter"]: v for (name, labels), v in metrics.items()
-              if name == "aiforge_runtime_count" and dict(labels)["model"] == NAME}
+              if name == "aiforge_runtime_events_total" and dict(labels)["model"] == NAME}
     assert counts["items"] >= len(pngs) and 0 <= counts["fp32_fallback_items"] <= counts["items"]
 
 

@@ -217,7 +217,7 @@ class Runtime:
         """Run the graph once or twice so the first request is not slow."""
 
     def counters(self) -> dict[str, int]:
-        """Monotonic counts the server exports as ``aiforge_runtime_count{model, counter}``."""
+        """Monotonic counts the server exports as ``aiforge_runtime_events_total{model, counter}``."""
         return {}
 
     def describe(self) -> dict[str, Any]:

@@ -27,6 +27,7 @@ from aiforge.serve.middleware import (
     AllowHeader,
     BodyDeadline,
     BodyLimit,
+    Decompress,
     JsonByDefault,
     KeyGate,
     RateLimit,
@@ -78,6 +79,7 @@ def create_app(bundles: Sequence[str | Path | Runtime], *, config: ServerConfig 
     cfg = config or ServerConfig()
     metrics = ServerMetrics()
     models = Models(list(bundles))
+    metrics.runtime_events.source = lambda: {s.name: s.runtime.counters() for s in models.services.values()}
     keys = ApiKeys.from_file(cfg.api_key_file) if cfg.api_key_file else None
 
     @asynccontextmanager
@@ -125,13 +127,12 @@ def create_app(bundles: Sequence[str | Path | Runtime], *, config: ServerConfig 
     def prometheus() -> Response:
         for service in models.services.values():
             metrics.queue_depth.labels(model=service.name).set(service.batcher.queued_items)
-            for counter, value in service.runtime.counters().items():
-                metrics.runtime_counts.labels(model=service.name, counter=counter).set(value)
         return Response(metrics.render(), media_type="text/plain; version=0.0.4")
 
     document_errors(app)
     app.add_middleware(JsonByDefault)
     app.add_middleware(AllowHeader)
+    app.add_middleware(Decompress, limit=cfg.max_body_bytes)  # inside BodyLimit: inflated bodies are limited too
     app.add_middleware(BodyLimit, limit=cfg.max_body_bytes)
     app.add_middleware(BodyDeadline, seconds=cfg.body_timeout_s)
     if not cfg.public_docs_metrics:

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator, Mapping
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily
+from prometheus_client.registry import Collector
 
 __all__ = ["ServerMetrics"]
 
@@ -26,12 +30,28 @@ class ServerMetrics:
         self.queue_depth = Gauge("aiforge_queue_items", "Items waiting for a batch", ["model"], registry=self.registry)
         self.items = Counter("aiforge_items", "Items predicted (rate() gives items per second)", ["model"],
                              registry=self.registry)
-        self.runtime_counts = Gauge("aiforge_runtime_count", "A runtime's own counts since load (e.g. "
-                                    "fp32_fallback_items: items guarded int8 re-ran in fp32)", ["model", "counter"],
-                                    registry=self.registry)
+        self.runtime_events = RuntimeEvents()
+        self.registry.register(self.runtime_events)
         self.rate_limited = Counter("aiforge_rate_limited", "Requests refused with 429 by the per-client rate "
                                     "limit", ["route"], registry=self.registry)
 
     def render(self) -> bytes:
         """The text exposition format."""
         return generate_latest(self.registry)
+
+
+class RuntimeEvents(Collector):
+    """``aiforge_runtime_events_total{model, counter}``: each served runtime's own monotonic counts since
+    load (e.g. ``fp32_fallback_items``: items guarded int8 re-ran in fp32), read at each scrape."""
+
+    def __init__(self) -> None:
+        self.source: Callable[[], Mapping[str, Mapping[str, int]]] = dict
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        family = CounterMetricFamily("aiforge_runtime_events", "A runtime's own counts since load (e.g. "
+                                     "fp32_fallback_items: items guarded int8 re-ran in fp32)",
+                                     labels=["model", "counter"])
+        for model, counts in self.source().items():
+            for counter, value in counts.items():
+                family.add_metric([model, counter], float(value))
+        yield family

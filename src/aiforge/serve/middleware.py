@@ -10,6 +10,7 @@ import logging
 import math
 import re
 import time
+import zlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,9 +19,11 @@ from starlette.routing import compile_path
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from aiforge.serve.config import ApiKeys, presented_key
+from aiforge.serve.errors import error_body, is_openai_path, openai_status
 from aiforge.serve.metrics import ServerMetrics
 
-__all__ = ["AccessLog", "AllowHeader", "BodyDeadline", "BodyLimit", "JsonByDefault", "KeyGate", "RateLimit",
+__all__ = ["AccessLog", "AllowHeader", "BodyDeadline", "BodyLimit", "Decompress", "JsonByDefault", "KeyGate",
+           "RateLimit",
            "TokenBuckets"]
 
 access_logger = logging.getLogger("aiforge.access")
@@ -33,6 +36,15 @@ async def _send_json(send: Send, status: int, body: dict[str, Any],
                 "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode()),
                             *(headers or [])]})
     await send({"type": "http.response.body", "body": payload})
+
+
+async def _send_error(send: Send, scope: Scope, status: int, message: str,
+                      headers: list[tuple[bytes, bytes]] | None = None) -> None:
+    """An error answered by a middleware, in the shape of the route's protocol (OpenAI's on OpenAI routes)."""
+    path = str(scope.get("path", ""))
+    if is_openai_path(path):
+        status = openai_status(status)
+    await _send_json(send, status, error_body(path, status, message), headers)
 
 
 def _header(scope: Scope, name: bytes) -> str | None:
@@ -80,7 +92,7 @@ class BodyLimit:
         message = f"request body over the {self.limit}-byte limit"
         for name, value in scope.get("headers", []):
             if name == b"content-length" and value.isdigit() and int(value) > self.limit:
-                await _send_json(send, 413, {"error": message})
+                await _send_error(send, scope, 413, message)
                 return
         seen = 0
         tracked = _TrackedSend(send)
@@ -98,7 +110,7 @@ class BodyLimit:
             await self.app(scope, limited, tracked)
         except _TooLarge:
             if not tracked.started:
-                await _send_json(send, 413, {"error": message})
+                await _send_error(send, scope, 413, message)
 
 
 class AccessLog:
@@ -196,7 +208,7 @@ class BodyDeadline:
             await self.app(scope, timed, tracked)
         except _BodyTimedOut as exc:  # raised outside FastAPI's handlers (a route reading the body itself)
             if not tracked.started:
-                await _send_json(send, 408, {"error": str(exc.detail)}, [(b"connection", b"close")])
+                await _send_error(send, scope, 408, str(exc.detail), [(b"connection", b"close")])
 
 
 class KeyGate:
@@ -210,7 +222,7 @@ class KeyGate:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if (scope["type"] == "http" and self.keys is not None and scope.get("path") in self.paths
                 and not self.keys.check(_scope_key(scope))):
-            await _send_json(send, 401, {"error": "missing or invalid API key (send Authorization: Bearer KEY)"},
+            await _send_error(send, scope, 401, "missing or invalid API key (send Authorization: Bearer KEY)",
                              [(b"www-authenticate", b"Bearer")])
             return
         await self.app(scope, receive, send)
@@ -337,8 +349,75 @@ class RateLimit:
         if wait > 0:
             self.metrics.rate_limited.labels(route=self._route(scope)).inc()
             retry = str(max(1, math.ceil(wait)))
-            await _send_json(send, 429, {"error": f"rate limit of {self.buckets.rate:g} requests/s (burst "
-                                                  f"{self.buckets.burst}) exceeded; retry in {retry} s"},
+            await _send_error(send, scope, 429, f"rate limit of {self.buckets.rate:g} requests/s (burst "
+                                                     f"{self.buckets.burst}) exceeded; retry in {retry} s",
                              [(b"retry-after", retry.encode())])
             return
         await self.app(scope, receive, send)
+
+
+class Decompress:
+    """Inflate a ``Content-Encoding: gzip`` or ``deflate`` request body (tritonclient's
+    ``request_compression_algorithm``) before the routes read it.
+
+    The inflated body must fit in ``limit`` bytes too (a compressed bomb is a 413, found without
+    inflating more than ``limit + 1`` bytes); a body that does not inflate is a 400, another
+    encoding a 415. Sits inside :class:`BodyLimit`, which limits the bytes on the wire.
+    """
+
+    def __init__(self, app: ASGIApp, *, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        encoding = (_header(scope, b"content-encoding") or "identity").strip().lower() \
+            if scope["type"] == "http" else "identity"
+        if encoding == "identity":
+            await self.app(scope, receive, send)
+            return
+        if encoding not in ("gzip", "x-gzip", "deflate"):
+            await _send_error(send, scope, 415, f"Content-Encoding {encoding!r} is not supported; send gzip, "
+                                                "deflate or an uncompressed body")
+            return
+        chunks = []
+        while True:
+            msg = await receive()
+            if msg["type"] != "http.request":
+                return  # the client left
+            chunks.append(msg.get("body", b""))
+            if not msg.get("more_body", False):
+                break
+        # gzip: a gzip header (wbits 16+15); deflate: zlib-wrapped as RFC 9110 says, or raw as some clients send
+        raw = b"".join(chunks)
+        attempts = (16 + zlib.MAX_WBITS,) if encoding != "deflate" else (zlib.MAX_WBITS, -zlib.MAX_WBITS)
+        body: bytes | None = None
+        for wbits in attempts:
+            inflater = zlib.decompressobj(wbits)
+            try:
+                body = inflater.decompress(raw, self.limit + 1)
+            except zlib.error:
+                continue
+            if len(body) > self.limit or inflater.unconsumed_tail:
+                await _send_error(send, scope, 413, f"request body over the {self.limit}-byte limit once "
+                                                    f"inflated ({encoding})")
+                return
+            if not inflater.eof:
+                body = None  # truncated stream
+                continue
+            break
+        if body is None:
+            await _send_error(send, scope, 400, f"request body is not valid {encoding} data (Content-Encoding: "
+                                                f"{encoding})")
+            return
+        headers = [(k, v) for k, v in scope.get("headers", []) if k not in (b"content-encoding", b"content-length")]
+        headers.append((b"content-length", str(len(body)).encode()))
+        delivered = False
+
+        async def inflated() -> Message:
+            nonlocal delivered
+            if not delivered:
+                delivered = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        await self.app(dict(scope, headers=headers), inflated, send)

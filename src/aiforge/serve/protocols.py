@@ -14,14 +14,16 @@ from typing import Annotated, Any
 
 import numpy as np
 from fastapi import APIRouter, Depends, FastAPI, Request, Response
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from fastapi.exceptions import RequestValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from aiforge import __version__
 from aiforge.bundle.runtime import Runtime
 from aiforge.errors import InputError
 from aiforge.serve.config import presented_key
-from aiforge.serve.errors import ApiError
+from aiforge.serve.errors import ApiError, is_openai_path
 from aiforge.serve.service import Models, ModelService
+from aiforge.serve.v2binary import HEADER, encode_outputs, parse_infer_body
 
 __all__ = ["ErrorBody", "ModelsDep", "document_errors", "health_router", "json_response", "require_key",
            "route_of", "v1_router", "v2_router"]
@@ -59,9 +61,23 @@ ModelsDep = Annotated[Models, Depends(models)]
 # ----- the error model, documented on every operation ---------------------------------------
 
 class ErrorBody(BaseModel):
-    """Every error the server answers: ``{"error": "what went wrong and how to fix it"}``."""
+    """Every error of the v2 and simple JSON routes: ``{"error": "what went wrong and how to fix it"}``."""
 
     error: str
+
+
+class OpenAIError(BaseModel):
+    message: str = Field(description="What went wrong and how to fix it.")
+    type: str = Field(description="invalid_request_error, authentication_error, not_found_error, "
+                                  "rate_limit_error, server_error, ...")
+    param: str | None = Field(description="The request field the error is about, if any.")
+    code: str | None = Field(description="A machine-readable code, e.g. unsupported_parameter.")
+
+
+class OpenAIErrorBody(BaseModel):
+    """Every error of the OpenAI-compatible routes, in OpenAI's shape (invalid requests are 400s)."""
+
+    error: OpenAIError
 
 
 _RETRY_AFTER = {"Retry-After": {"description": "Seconds to wait before retrying.", "schema": {"type": "integer"}}}
@@ -85,9 +101,9 @@ _MODEL_OPERATION = {
 }
 
 
-def _error_response(description: str, retry_after: bool) -> dict[str, Any]:
+def _error_response(description: str, retry_after: bool, model: str = "ErrorBody") -> dict[str, Any]:
     response: dict[str, Any] = {"description": description, "content": {
-        "application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}}}
+        "application/json": {"schema": {"$ref": f"#/components/schemas/{model}"}}}}
     if retry_after:
         response["headers"] = _RETRY_AFTER
     return response
@@ -104,16 +120,37 @@ def _statuses(path: str, operation: dict[str, Any]) -> dict[int, tuple[str, bool
     return statuses
 
 
+def add_models(schema: dict[str, Any], *models: type[BaseModel]) -> None:
+    """Put ``models`` (and the models they use) in the schema's components, for routes that read their body
+    themselves and refer to it with ``openapi_extra``."""
+    components = schema.setdefault("components", {}).setdefault("schemas", {})
+    for model in models:
+        found = model.model_json_schema(ref_template="#/components/schemas/{model}")
+        for name, sub in found.pop("$defs", {}).items():
+            components.setdefault(name, sub)
+        components.setdefault(model.__name__, found)
+
+
 def _add_errors(schema: dict[str, Any]) -> None:
-    schema.setdefault("components", {}).setdefault("schemas", {})["ErrorBody"] = ErrorBody.model_json_schema()
+    add_models(schema, ErrorBody, OpenAIErrorBody, V2InferRequest)
+    schemas = schema["components"]["schemas"]
+    for unused in ("HTTPValidationError", "ValidationError"):  # FastAPI's 422 body, which this server never sends
+        schemas.pop(unused, None)
     for path, item in schema.get("paths", {}).items():
+        openai = is_openai_path(path)
         for operation in item.values():
             responses = operation.setdefault("responses", {})
             default_422 = responses.get("422", {}).get("content", {}).get("application/json", {}).get("schema", {})
             if default_422.get("$ref", "").endswith("/HTTPValidationError"):
                 del responses["422"]  # the server's 422 body is the error model, not FastAPI's default
             for code, (description, retry_after) in _statuses(path, operation).items():
-                responses.setdefault(str(code), _error_response(description, retry_after))
+                if openai and code == 422:
+                    continue  # OpenAI routes answer invalid requests with 400
+                if openai and code == 400:
+                    description = "invalid request: malformed, a field breaks the schema or a limit, an " \
+                                  "unsupported parameter, or a model of another kind"
+                responses.setdefault(str(code), _error_response(description, retry_after,
+                                                                "OpenAIErrorBody" if openai else "ErrorBody"))
 
 
 def document_errors(app: FastAPI) -> None:
@@ -151,8 +188,11 @@ class V2Tensor(BaseModel):
 
 
 class V2RequestedOutput(BaseModel):
+    """A requested output; ``parameters.binary_data: true`` asks for it in the binary part."""
+
     model_config = ConfigDict(extra="ignore", strict=True)
     name: str
+    parameters: dict[str, Any] | None = None
 
 
 class V2InferRequest(BaseModel):
@@ -172,6 +212,48 @@ def _items_from_v2(service: ModelService[Runtime], req: V2InferRequest) -> list[
         raise ApiError(400, str(exc)) from exc
 
 
+class V2OutputTensor(BaseModel):
+    """An output tensor; in a binary answer ``data`` is absent and ``parameters.binary_data_size`` is set."""
+
+    name: str
+    datatype: str
+    shape: list[int]
+    data: list[Any] | None = None
+    parameters: dict[str, Any] | None = None
+
+
+class V2InferResponse(BaseModel):
+    """``POST /v2/models/{name}/infer`` answer."""
+
+    model_name: str
+    model_version: str
+    id: str | None = None
+    outputs: list[V2OutputTensor]
+
+
+class V2TensorMetadata(BaseModel):
+    name: str
+    datatype: str
+    shape: list[int]
+    parameters: dict[str, Any] | None = None
+
+
+class V2ModelMetadata(BaseModel):
+    """``GET /v2/models/{name}`` answer."""
+
+    name: str
+    versions: list[str]
+    platform: str
+    inputs: list[V2TensorMetadata]
+    outputs: list[V2TensorMetadata]
+    parameters: dict[str, Any]
+
+
+class ModelReady(BaseModel):
+    name: str
+    ready: bool
+
+
 def _v2_metadata(service: ModelService[Runtime]) -> dict[str, Any]:
     rt = service.runtime
     return {
@@ -186,38 +268,74 @@ health_router = APIRouter(prefix="/v2", tags=["health"])
 v2_router = APIRouter(prefix="/v2", tags=["Open Inference Protocol v2"], dependencies=[Depends(require_key)])
 
 
-@health_router.get("")
+# The v2 extensions this server implements (Triton's names, as tritonclient reads them).
+EXTENSIONS = ["binary_tensor_data", "model_version_ready", "request_compression"]
+
+
+class ServerMetadata(BaseModel):
+    name: str
+    version: str
+    extensions: list[str]
+
+
+@health_router.get("", response_model=ServerMetadata)
 def v2_server_metadata() -> dict[str, Any]:
+    """Server name, version and the protocol extensions implemented."""
+    return {"name": "aiforge", "version": __version__, "extensions": EXTENSIONS}
 
-    return {"name": "aiforge", "version": __version__, "extensions": []}
+
+class Live(BaseModel):
+    live: bool
 
 
-@health_router.get("/health/live")
+class LoadError(BaseModel):
+    source: str
+    error: str
+
+
+class Readiness(BaseModel):
+    """``ready`` once every model is loaded; ``errors`` names each bundle that failed to load."""
+
+    ready: bool
+    errors: list[LoadError] | None = None
+
+
+@health_router.get("/health/live", response_model=Live)
 def v2_live() -> dict[str, bool]:
+    """Always 200 while the process serves."""
     return {"live": True}
 
 
-@health_router.get("/health/ready", responses={503: {
-    "description": "not ready yet", "content": {"application/json": {"schema": {"type": "object"}}}}})
+@health_router.get("/health/ready", response_model=Readiness, responses={503: {
+    "description": "not ready yet", "content": {"application/json": {"schema": {
+        "$ref": "#/components/schemas/Readiness"}}}}})
 def v2_ready(m: ModelsDep) -> Any:
+    """200 once every model is loaded and warmed up, else 503."""
     from fastapi.responses import JSONResponse
 
     return JSONResponse(m.health(), status_code=200 if m.ready else 503)
 
 
-@v2_router.get("/models/{name}")
+@v2_router.get("/models/{name}", response_model=V2ModelMetadata, response_model_exclude_unset=True)
 def v2_model_metadata(name: str, m: ModelsDep) -> dict[str, Any]:
     return _v2_metadata(m.get(name))
 
 
-@v2_router.get("/models/{name}/versions/{version}")
+@v2_router.get("/models/{name}/versions/{version}", response_model=V2ModelMetadata, response_model_exclude_unset=True)
 def v2_model_version_metadata(name: str, version: str, m: ModelsDep) -> dict[str, Any]:
     return _v2_metadata(m.get(name, version))
 
 
-@v2_router.get("/models/{name}/ready")
+@v2_router.get("/models/{name}/ready", response_model=ModelReady)
 def v2_model_ready(name: str, m: ModelsDep) -> dict[str, Any]:
     m.get(name)  # 404 for an unknown model, 503 while loading
+    return {"name": name, "ready": True}
+
+
+@v2_router.get("/models/{name}/versions/{version}/ready", response_model=ModelReady)
+def v2_model_version_ready(name: str, version: str, m: ModelsDep) -> dict[str, Any]:
+    """200 when that version is served and loaded (tritonclient's ``is_model_ready(name, version)``)."""
+    m.get(name, version)  # 404 for an unknown model or version, 503 while loading
     return {"name": name, "ready": True}
 
 
@@ -226,7 +344,38 @@ def json_response(body: dict[str, Any]) -> Response:
     return Response(json.dumps(body), media_type="application/json")
 
 
-async def _v2_infer(service: ModelService[Runtime], req: V2InferRequest) -> Response:
+async def _v2_request(m: Models, name: str, version: str | None,
+                      request: Request) -> tuple[ModelService[Runtime], V2InferRequest]:
+    """The model and the infer request, from a JSON body or a binary-extension one
+    (``Inference-Header-Content-Length``). A malformed JSON body is refused before the model is
+    looked up; binary tensors need the model (which inputs are encoded images)."""
+    body = await request.body()
+    header = request.headers.get(HEADER)
+    if header is None:
+        raw = parse_infer_body(body, None, image_inputs=frozenset())
+        req = _validated(raw)
+        return m.get(name, version), req
+    service = m.get(name, version)
+    images = frozenset(str(t["name"]) for t in service.runtime.v2_metadata_inputs()
+                       if (t.get("parameters") or {}).get("content_type") == "base64")
+    return service, _validated(parse_infer_body(body, header, image_inputs=images))
+
+
+def _validated(raw: Any) -> V2InferRequest:
+    try:
+        return V2InferRequest.model_validate(raw)
+    except ValidationError as exc:
+        raise RequestValidationError([{**e, "loc": ("body", *e.get("loc", ()))} for e in exc.errors()]) from None
+
+
+def _binary_outputs(req: V2InferRequest, wanted: list[str]) -> set[str]:
+    default = bool((req.parameters or {}).get("binary_data_output", False))
+    asked = {o.name: bool((o.parameters or {}).get("binary_data", default)) for o in req.outputs or []}
+    return {w for w in wanted if asked.get(w, default)}
+
+
+async def _v2_infer(m: Models, name: str, version: str | None, request: Request) -> Response:
+    service, req = await _v2_request(m, name, version, request)
     items = service.parse_items(_items_from_v2(service, req), "inputs[0].data")
     names = service.runtime.v2_output_names()
     wanted = [o.name for o in req.outputs] if req.outputs else list(names)
@@ -238,17 +387,37 @@ async def _v2_infer(service: ModelService[Runtime], req: V2InferRequest) -> Resp
                             "outputs": [outputs[w] for w in wanted]}
     if req.id is not None:
         body["id"] = req.id
-    return json_response(body)
+    binary = _binary_outputs(req, wanted)
+    if not binary:
+        return json_response(body)
+    answer = encode_outputs(body, binary)
+    return Response(answer.header + answer.binary, media_type="application/octet-stream",
+                    headers={"Inference-Header-Content-Length": str(len(answer.header))})
 
 
-@v2_router.post("/models/{name}/infer")
-async def v2_infer(name: str, req: V2InferRequest, m: ModelsDep) -> Response:
-    return await _v2_infer(m.get(name), req)
+# The body is read by the route (JSON, or the binary extension's JSON header + tensor bytes), so its
+# schema is given here; the binary form is documented as application/octet-stream.
+_INFER_BODY = {"requestBody": {"required": True, "content": {
+    "application/json": {"schema": {"$ref": "#/components/schemas/V2InferRequest"}},
+    "application/octet-stream": {"schema": {
+        "type": "string", "format": "binary", "description": "binary tensor data extension: a V2InferRequest JSON "
+        "header of Inference-Header-Content-Length bytes, then the tensors' bytes"}}}}}
+_INFER_RESPONSES: dict[int | str, dict[str, Any]] = {200: {"content": {
+    "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}}}
 
 
-@v2_router.post("/models/{name}/versions/{version}/infer")
-async def v2_infer_version(name: str, version: str, req: V2InferRequest, m: ModelsDep) -> Response:
-    return await _v2_infer(m.get(name, version), req)
+@v2_router.post("/models/{name}/infer", response_model=V2InferResponse, openapi_extra=_INFER_BODY,
+                responses=_INFER_RESPONSES)
+async def v2_infer(name: str, request: Request, m: ModelsDep) -> Response:
+    """Classify the items of the input tensor(s); JSON or binary tensors, gzip/deflate bodies."""
+    return await _v2_infer(m, name, None, request)
+
+
+@v2_router.post("/models/{name}/versions/{version}/infer", response_model=V2InferResponse,
+                openapi_extra=_INFER_BODY, responses=_INFER_RESPONSES)
+async def v2_infer_version(name: str, version: str, request: Request, m: ModelsDep) -> Response:
+    """:func:`v2_infer` for one version."""
+    return await _v2_infer(m, name, version, request)
 
 
 # ----- simple JSON v1 --------------------------------------------------------------------
@@ -286,15 +455,38 @@ class PredictResponse(BaseModel):
     predictions: list[PredictionOut]
 
 
+class ModelObject(BaseModel):
+    """An OpenAI model object (``GET /v1/models/{name}``, openai's ``models.retrieve``)."""
+
+    id: str
+    object: str = "model"
+    created: int
+    owned_by: str
+
+
+class ModelList(BaseModel):
+    """``GET /v1/models``: aiforge's summary of each model, and OpenAI's ``object``/``data`` listing."""
+
+    ready: bool
+    models: list[dict[str, Any]]
+    object: str
+    data: list[ModelObject]
+    errors: list[LoadError] | None = None
+
+
+def _model_object(service: ModelService[Runtime]) -> dict[str, Any]:
+    return {"id": service.name, "object": "model", "created": _created(service), "owned_by": "aiforge"}
+
+
 v1_router = APIRouter(prefix="/v1", tags=["simple JSON"], dependencies=[Depends(require_key)])
 
 
-@v1_router.get("/models")
+@v1_router.get("/models", response_model=ModelList, response_model_exclude_unset=True)
 def v1_models(m: ModelsDep) -> dict[str, Any]:
+    """Every model served (and any still loading or that failed), in aiforge's and OpenAI's shapes."""
     summaries = [s.summary() for s in m.services.values()]
     # "object"/"data" make the listing OpenAI-shaped too, so openai clients' models.list() works.
-    data = [{"id": s.name, "object": "model", "created": _created(s), "owned_by": "aiforge"}
-            for s in m.services.values()]
+    data = [_model_object(s) for s in m.services.values()]
     return {**m.health(), "models": summaries, "object": "list", "data": data}
 
 
@@ -306,6 +498,12 @@ def _created(service: ModelService[Runtime]) -> int:
         return int(datetime.fromisoformat(service.runtime.manifest.created).timestamp())
     except (ValueError, TypeError):
         return 0
+
+
+@v1_router.get("/models/{name}", response_model=ModelObject)
+def v1_model(name: str, m: ModelsDep) -> dict[str, Any]:
+    """One served model as an OpenAI model object (404 in OpenAI's error shape if it is not served)."""
+    return _model_object(m.get(name))
 
 
 @v1_router.post("/models/{name}/predict", response_model=PredictResponse)

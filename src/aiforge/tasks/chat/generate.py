@@ -30,6 +30,7 @@ from aiforge.tasks.chat.sanitize import plain_text
 
 __all__ = [
     "SYSTEM_PROMPT",
+    "BoundedStream",
     "ExtractiveGenerator",
     "GenerationRequest",
     "Generator",
@@ -73,6 +74,68 @@ class GenerationRequest:
     temperature: float = 0.0
     query_vector: np.ndarray | None = None  # of the question itself (not the rewritten retrieval query)
     raw_messages: list[dict[str, str]] | None = None  # set when retrieval is off: sent as they are
+    # Sequences that end the answer (OpenAI's ``stop``, at most 4). Every backend's stream is cut by
+    # :class:`BoundedStream` at ``max_tokens`` pieces and before the first stop sequence, whatever the
+    # backend does; a backend that can also stop early on them (an upstream server) is sent them.
+    stop: tuple[str, ...] = ()
+
+
+class BoundedStream:
+    """A backend's pieces cut at ``max_tokens`` pieces and before the first of ``stop``: the one place
+    ``max_tokens`` and ``stop`` are enforced, for every backend and for templated answers alike.
+
+    ``finish_reason`` is ``"length"`` when the limit cut the answer (more pieces were coming, or the
+    backend ended exactly at the limit it was given), ``"stop"`` otherwise; it is final once the
+    stream is exhausted. A stop sequence split across pieces is found: text that could begin one is
+    held back until the next piece shows whether it does. ``close()`` closes the backend's stream.
+    """
+
+    def __init__(self, pieces: Iterator[str], *, max_tokens: int | None, stop: tuple[str, ...] = ()) -> None:
+        self._pieces = pieces
+        self.max_tokens = max_tokens
+        self.stop = tuple(s for s in stop if s)
+        self.finish_reason = "stop"
+        self._hold = max((len(s) for s in self.stop), default=1) - 1
+        self._buffer = ""
+        self.taken = 0
+        self._done = False
+
+    def __iter__(self) -> BoundedStream:
+        return self
+
+    def __next__(self) -> str:
+        while not self._done:
+            if self.max_tokens is not None and self.taken >= self.max_tokens:
+                self.finish_reason = "length"
+                return self._finish()
+            piece = next(self._pieces, None)
+            if piece is None:
+                return self._finish()
+            self.taken += 1
+            self._buffer += piece
+            cut = min((i for i in (self._buffer.find(s) for s in self.stop) if i >= 0), default=-1)
+            if cut >= 0:
+                self._buffer = self._buffer[:cut]
+                return self._finish()
+            ready = len(self._buffer) - self._hold
+            if ready > 0:
+                out, self._buffer = self._buffer[:ready], self._buffer[ready:]
+                return out
+        raise StopIteration
+
+    def _finish(self) -> str:
+        self._done = True
+        self.close()
+        out, self._buffer = self._buffer, ""
+        if not out:
+            raise StopIteration
+        return out
+
+    def close(self) -> None:
+        """Close the backend's stream (stops a local generation or an upstream request)."""
+        close = getattr(self._pieces, "close", None)
+        if close is not None:
+            close()
 
 
 class Generator(Protocol):
@@ -150,6 +213,9 @@ class ExtractiveGenerator:
         return chosen
 
     def stream(self, req: GenerationRequest) -> Iterator[str]:
+        return BoundedStream(self._words(req), max_tokens=req.max_tokens, stop=req.stop)
+
+    def _words(self, req: GenerationRequest) -> Iterator[str]:
         first = True
         for p, sentence, _ in self.select(req):
             text = plain_text(sentence)  # the answer quotes documents: no markup, no script link
@@ -314,6 +380,8 @@ class OpenAIGenerator:
             headers["Authorization"] = f"Bearer {key}"
         body = {**self.extra_body, "model": self.model, "messages": build_messages(req, self.system_prompt),
                 "max_tokens": req.max_tokens, "temperature": req.temperature, "stream": True}
+        if req.stop:
+            body["stop"] = list(req.stop)
         try:
             with httpx.Client(timeout=self.timeout_s) as client, \
                     client.stream("POST", self.url, json=body, headers=headers) as resp:

@@ -24,16 +24,31 @@ import time
 import uuid
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 from fastapi import APIRouter, Depends, Header, Request, Response
 from prometheus_client import Gauge
-from pydantic import BaseModel, ConfigDict, Field
 
 from aiforge.errors import GenerationError, InputError
 from aiforge.serve.errors import ApiError
 from aiforge.serve.protocols import ModelsDep, require_key, route_of
 from aiforge.serve.service import Models, ModelService
+from aiforge.tasks.chat.generate import BoundedStream
+from aiforge.tasks.chat.openai_api import (
+    SESSION_PATTERN,
+    ChatCompletionRequest,
+    ChatCompletionResponse,
+    CompletionRequest,
+    CompletionResponse,
+    EmbeddingRequest,
+    EmbeddingResponse,
+    SessionDeleted,
+    SessionHistory,
+    SessionObject,
+    SessionRequest,
+    chat_messages,
+    refuse_unsupported,
+)
 from aiforge.tasks.chat.redact import redact
 from aiforge.tasks.chat.runtime import ChatRuntime, ChatTurn
 from aiforge.tasks.chat.sessions import ANONYMOUS, SessionStore, key_owner
@@ -46,40 +61,6 @@ log = logging.getLogger("aiforge.chat")
 
 
 router = APIRouter(prefix="/v1", tags=["OpenAI-compatible chat"], dependencies=[Depends(require_key)])
-
-
-SESSION_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
-
-
-class ChatCompletionRequest(BaseModel):
-    """The OpenAI chat request fields aiforge reads (others are accepted and ignored)."""
-
-    model_config = ConfigDict(extra="ignore", strict=True)
-    model: str
-    messages: list[dict[str, Any]] = Field(min_length=1)
-    stream: bool = False
-    max_tokens: int | None = Field(default=None, gt=0)
-    max_completion_tokens: int | None = Field(default=None, gt=0)
-    temperature: float | None = Field(default=None, ge=0, le=2)
-    n: int = Field(default=1, ge=1, le=1, description="Only one choice is generated.")
-    session_id: str | None = Field(default=None, pattern=SESSION_PATTERN)
-    retrieval: bool = True
-
-
-class SessionRequest(BaseModel):
-    """``POST /v1/chat/sessions``: which chat model the session is for (the first one served if omitted)."""
-
-    model_config = ConfigDict(extra="forbid")
-    model: str | None = None
-
-
-class EmbeddingRequest(BaseModel):
-    """The OpenAI embeddings request."""
-
-    model_config = ConfigDict(extra="ignore", strict=True)
-    model: str
-    input: str | list[str]
-    encoding_format: Literal["float", "base64"] = "float"
 
 
 def _admission(request: Request) -> Admission:
@@ -151,20 +132,46 @@ def _usage(rt: ChatRuntime, messages: list[dict[str, Any]], completion_tokens: i
     return {"prompt_tokens": prompt, "completion_tokens": completion_tokens, "total_tokens": prompt + completion_tokens}
 
 
-@router.post("/chat/completions")
+_PARAM = re.compile(r"^([A-Za-z_][\w.\[\]]*):")
+
+
+def _input_error(exc: InputError) -> ApiError:
+    """A runtime's refusal as a 400 on these routes, with the field it names as OpenAI's ``param``."""
+    found = _PARAM.match(str(exc))
+    return ApiError(422, str(exc), param=found.group(1) if found else None)
+
+
+@router.post("/chat/completions", response_model=ChatCompletionResponse,
+             responses={200: {"content": {"text/event-stream": {"schema": {"type": "string"}}}}})
 async def chat_completions(req: ChatCompletionRequest, request: Request, m: ModelsDep,
                            x_session_id: str | None = Header(default=None)) -> Response:
+    """An answer to the last user message, with citations; ``stream: true`` sends it as server-sent events."""
     service = m.get(req.model, kind=ChatRuntime, route=route_of(request))
+    refuse_unsupported(req, backend=str(service.runtime.generation.get("backend", "extractive")))
     session = req.session_id or x_session_id
     if session is not None:
         if not re.match(SESSION_PATTERN, session):
             raise ApiError(422, "X-Session-Id: letters, digits, '_' and '-' only, at most 64")
         if not await asyncio.to_thread(service.runtime.sessions.owns, session, owner=_owner(request)):
             raise _no_session(session)
+    return await _admitted(service, req, request, session, chat=True)
+
+
+@router.post("/completions", response_model=CompletionResponse,
+             responses={200: {"content": {"text/event-stream": {"schema": {"type": "string"}}}}})
+async def completions(req: CompletionRequest, request: Request, m: ModelsDep) -> Response:
+    """The legacy completion API: the prompt is answered like a chat request with that one user message."""
+    service = m.get(req.model, kind=ChatRuntime, route=route_of(request))
+    refuse_unsupported(req, backend=str(service.runtime.generation.get("backend", "extractive")))
+    return await _admitted(service, req, request, None, chat=False)
+
+
+async def _admitted(service: ModelService[ChatRuntime], req: ChatCompletionRequest | CompletionRequest,
+                    request: Request, session: str | None, *, chat: bool) -> Response:
     slot = await _admission(request).acquire()
     handed_over = False
     try:
-        response = await _complete(service, req, request, session, slot)
+        response = await _complete(service, req, request, session, slot, chat=chat)
         handed_over = isinstance(response, EventStream)  # the stream gives the slot back when it ends
         return response
     finally:
@@ -172,31 +179,83 @@ async def chat_completions(req: ChatCompletionRequest, request: Request, m: Mode
             slot.release()
 
 
-async def _complete(service: ModelService[ChatRuntime], req: ChatCompletionRequest, request: Request,
-                    session: str | None, slot: Slot) -> Response:
-    """Answer one chat request; ``slot`` is released by the caller, or by the stream when it ends."""
+def _messages(req: ChatCompletionRequest | CompletionRequest) -> list[dict[str, Any]]:
+    if isinstance(req, ChatCompletionRequest):
+        return chat_messages(req.messages)
+    prompt = req.prompt if isinstance(req.prompt, str) else req.prompt[0]
+    return [{"role": "user", "content": prompt}]
+
+
+@dataclass(frozen=True)
+class _Shape:
+    """How an answer is written: as a chat completion or as a legacy text completion."""
+
+    chat: bool
+    cid: str
+    created: int
+    model: str
+
+    def body(self, text: str, finish: str, usage: dict[str, int], turn: ChatTurn) -> dict[str, Any]:
+        if self.chat:
+            return {"id": self.cid, "object": "chat.completion", "created": self.created, "model": self.model,
+                    "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
+                                 "finish_reason": finish, "logprobs": None}],
+                    "usage": usage, "citations": turn.citations, "aiforge": turn.extension()}
+        return {"id": self.cid, "object": "text_completion", "created": self.created, "model": self.model,
+                "choices": [{"index": 0, "text": text, "finish_reason": finish, "logprobs": None}], "usage": usage}
+
+    def chunk(self, piece: str | None, finish: str | None = None, *, first: bool = False, **extra: Any) -> str:
+        if self.chat:
+            delta: dict[str, Any] = {"role": "assistant", "content": ""} if first else \
+                ({} if piece is None else {"content": piece})
+            choice: dict[str, Any] = {"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}
+            kind = "chat.completion.chunk"
+        else:
+            choice = {"index": 0, "text": piece or "", "finish_reason": finish, "logprobs": None}
+            kind = "text_completion"
+        body = {"id": self.cid, "object": kind, "created": self.created, "model": self.model,
+                "choices": [choice], **extra}
+        return f"data: {json.dumps(body)}\n\n"
+
+    def usage_chunk(self, usage: dict[str, int]) -> str:
+        """OpenAI's ``stream_options.include_usage`` chunk: no choices, the usage."""
+        kind = "chat.completion.chunk" if self.chat else "text_completion"
+        body = {"id": self.cid, "object": kind, "created": self.created, "model": self.model, "choices": [],
+                "usage": usage}
+        return f"data: {json.dumps(body)}\n\n"
+
+
+async def _complete(service: ModelService[ChatRuntime], req: ChatCompletionRequest | CompletionRequest,
+                    request: Request, session: str | None, slot: Slot, *, chat: bool) -> Response:
+    """Answer one request; ``slot`` is released by the caller, or by the stream when it ends."""
     rt = service.runtime
-    max_tokens = req.max_completion_tokens or req.max_tokens
+    max_tokens = (req.max_completion_tokens if isinstance(req, ChatCompletionRequest) else None) or req.max_tokens
+    retrieval = req.retrieval if isinstance(req, ChatCompletionRequest) else True
+    messages = _messages(req)
     timeout = _timeout(request)
     started = time.perf_counter()
-    question = req.messages[-1].get("content", "") if req.messages else ""
-    meta = _Turn(service, request, question if isinstance(question, str) else "", len(req.messages), started)
+    question = messages[-1].get("content", "") if messages and isinstance(messages[-1], dict) else ""
+    meta = _Turn(service, request, question if isinstance(question, str) else "", len(messages), started)
     try:
         turn = await asyncio.wait_for(asyncio.to_thread(
-            rt.respond, req.messages, session_id=session, max_tokens=max_tokens, temperature=req.temperature,
-            retrieval=req.retrieval), timeout)
+            rt.respond, messages, session_id=session, max_tokens=max_tokens, temperature=req.temperature,
+            retrieval=retrieval), timeout)
     except InputError as exc:
         meta.log(None, "422")
-        raise ApiError(422, str(exc)) from exc
+        raise _input_error(exc) from exc
     except GenerationError as exc:
-        raise ApiError(422 if not req.retrieval else 502, str(exc)) from exc
+        raise ApiError(422 if not retrieval else 502, str(exc)) from exc
     except TimeoutError as exc:
         raise ApiError(504, f"answer took longer than {timeout:g} s") from exc
-    cid = f"chatcmpl-{uuid.uuid4().hex[:24]}"
-    created = int(time.time())
+    # max_tokens and stop hold for every turn, templated answers included, whatever the backend did
+    bounded = BoundedStream(turn.pieces, max_tokens=max_tokens, stop=req.stop_sequences())
+    turn.pieces = bounded
+    prefix = "chatcmpl" if chat else "cmpl"
+    shape = _Shape(chat, f"{prefix}-{uuid.uuid4().hex[:24]}", int(time.time()), service.name)
     if req.stream:
-        return EventStream(_sse(meta, turn, req, cid, created, timeout, slot), on_close=slot.release,
-                           headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+        include_usage = bool((req.stream_options or {}).get("include_usage"))
+        return EventStream(_sse(meta, turn, bounded, messages, shape, timeout, slot, include_usage),
+                           on_close=slot.release, headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
     pump = PiecePump(turn.stream())
     try:
         while await pump.next(started + timeout - time.perf_counter()) is not None:
@@ -210,57 +269,49 @@ async def _complete(service: ModelService[ChatRuntime], req: ChatCompletionReque
     finally:
         pump.stop()  # after a timeout: the worker quits at its next piece
     meta.log(turn, "200")
-    finish = "length" if max_tokens and turn.completion_tokens >= max_tokens and turn.kind != "dont_know" else "stop"
-    body = {
-        "id": cid, "object": "chat.completion", "created": created, "model": service.name,
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": turn.text}, "finish_reason": finish}],
-        "usage": _usage(rt, req.messages, turn.completion_tokens),
-        "citations": turn.citations, "aiforge": turn.extension(),
-    }
+    body = shape.body(turn.text, bounded.finish_reason, _usage(rt, messages, bounded.taken), turn)
     return Response(json.dumps(body), media_type="application/json")
 
 
-def _chunk(cid: str, created: int, model: str, delta: dict[str, Any], finish: str | None = None,
-           **extra: Any) -> str:
-    body = {"id": cid, "object": "chat.completion.chunk", "created": created, "model": model,
-            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}], **extra}
-    return f"data: {json.dumps(body)}\n\n"
+def _error_event(message: str, status: int) -> str:
+    kind = "timeout_error" if status == 504 else "server_error"
+    return f"data: {json.dumps({'error': {'message': message, 'type': kind, 'param': None, 'code': str(status)}})}\n\n"
 
 
-def _error_event(message: str) -> str:
-    return f"data: {json.dumps({'error': {'message': message}})}\n\n"
-
-
-async def _sse(meta: _Turn, turn: ChatTurn, req: ChatCompletionRequest, cid: str, created: int, timeout: float,
-               slot: Slot) -> AsyncGenerator[str, None]:
-    """Server-sent events: a role chunk, content deltas, a final chunk with citations, then ``[DONE]``.
+async def _sse(meta: _Turn, turn: ChatTurn, bounded: BoundedStream, messages: list[dict[str, Any]], shape: _Shape,
+               timeout: float, slot: Slot, include_usage: bool) -> AsyncGenerator[str, None]:
+    """Server-sent events: a role chunk (chat), content deltas, a final chunk with the finish reason (and, for
+    chat, citations), the usage chunk when asked, then ``[DONE]``.
 
     However it ends (in full, timed out, the client gone, the server stopping), the ``finally`` stops
     the generation, gives the slot back and logs the turn; it never awaits, so a cancellation cannot
     cut it short. A turn whose ``[DONE]`` was not handed over is logged as ``cancelled``.
     """
-    model = meta.service.name
     pump = PiecePump(turn.stream())
     status = "200"
     delivered = False
     try:
-        yield _chunk(cid, created, model, {"role": "assistant", "content": ""})
+        if shape.chat:
+            yield shape.chunk(None, first=True)
         while True:
             try:
                 piece = await pump.next(meta.started + timeout - time.perf_counter())
             except TimeoutError:
                 status = "504"
-                yield _error_event(f"answer took longer than {timeout:g} s")
+                yield _error_event(f"answer took longer than {timeout:g} s", 504)
                 break
             except GenerationError as exc:
                 status = "502"
-                yield _error_event(str(exc))
+                yield _error_event(str(exc), 502)
                 break
             if piece is None:
-                yield _chunk(cid, created, model, {}, "stop", citations=turn.citations, aiforge=turn.extension(),
-                             usage=_usage(meta.service.runtime, req.messages, turn.completion_tokens))
+                usage = _usage(meta.service.runtime, messages, bounded.taken)
+                extra: dict[str, Any] = {"citations": turn.citations, "aiforge": turn.extension()} if shape.chat else {}
+                yield shape.chunk(None, bounded.finish_reason, usage=usage, **extra)
+                if include_usage:
+                    yield shape.usage_chunk(usage)
                 break
-            yield _chunk(cid, created, model, {"content": piece})
+            yield shape.chunk(piece)
         yield "data: [DONE]\n\n"
         delivered = True  # resumed after [DONE]: the server has sent it
     finally:
@@ -269,14 +320,40 @@ async def _sse(meta: _Turn, turn: ChatTurn, req: ChatCompletionRequest, cid: str
         meta.log(turn, status if delivered else "cancelled")
 
 
-@router.post("/embeddings")
+def _embedding_texts(rt: ChatRuntime, given: str | list[str] | list[int] | list[list[int]]) -> list[str]:
+    """Texts to embed; token-id arrays (LangChain's default) decoded with the bundle's tokenizer."""
+    if isinstance(given, str):
+        return [given]
+    items: list[Any] = [given] if given and all(isinstance(t, int) for t in given) else list(given)  # one array
+    texts: list[str] = []
+    vocab = rt.encoder.tokenizer.get_vocab_size()
+    for i, item in enumerate(items):
+        if isinstance(item, str):
+            texts.append(item)
+            continue
+        assert isinstance(item, list)
+        bad = next((t for t in item if not 0 <= t < vocab), None)
+        if bad is not None:
+            raise ApiError(400, f"input[{i}]: token id {bad} is outside this model's vocabulary (0..{vocab - 1}); "
+                                "token ids must come from the model's own tokenizer", param="input")
+        texts.append(rt.encoder.tokenizer.decode(item, skip_special_tokens=True))
+    return texts
+
+
+@router.post("/embeddings", response_model=EmbeddingResponse)
 async def embeddings(req: EmbeddingRequest, request: Request, m: ModelsDep) -> Response:
+    """Embeddings of texts or token-id arrays with the chat bundle's encoder (unit-length vectors)."""
     service = m.get(req.model, kind=ChatRuntime, route=route_of(request))
+    refuse_unsupported(req, backend="embedding")
     rt = service.runtime
+    if req.dimensions is not None and req.dimensions != rt.encoder.dim:
+        raise ApiError(400, f"dimensions: this model's embeddings have {rt.encoder.dim} dimensions and cannot be "
+                            f"shortened; omit dimensions or send {rt.encoder.dim}", param="dimensions",
+                       code="unsupported_parameter")
     try:
-        texts = rt.check_texts([req.input] if isinstance(req.input, str) else req.input)
+        texts = rt.check_texts(_embedding_texts(rt, req.input))
     except InputError as exc:
-        raise ApiError(422, str(exc)) from exc
+        raise _input_error(exc) from exc
     try:
         vectors = await asyncio.wait_for(asyncio.to_thread(rt.embed, texts), _timeout(request))
     except TimeoutError as exc:
@@ -292,7 +369,7 @@ async def embeddings(req: EmbeddingRequest, request: Request, m: ModelsDep) -> R
     return Response(json.dumps(body), media_type="application/json")
 
 
-@router.post("/chat/sessions", status_code=201)
+@router.post("/chat/sessions", status_code=201, response_model=SessionObject)
 def create_session(request: Request, m: ModelsDep, req: SessionRequest | None = None) -> dict[str, Any]:
     """A new session bound to the caller's API key; send its ``id`` as ``session_id`` in chat requests."""
     stores = _stores(m)
@@ -309,7 +386,7 @@ def create_session(request: Request, m: ModelsDep, req: SessionRequest | None = 
     return {"id": sid, "object": "chat.session", "created": int(time.time()), "model": name}
 
 
-@router.get("/chat/sessions/{session_id}")
+@router.get("/chat/sessions/{session_id}", response_model=SessionHistory)
 def get_session(session_id: str, request: Request, m: ModelsDep) -> dict[str, Any]:
     owner = _owner(request)
     for store in _unique(_stores(m)):
@@ -318,7 +395,7 @@ def get_session(session_id: str, request: Request, m: ModelsDep) -> dict[str, An
     raise _no_session(session_id)
 
 
-@router.delete("/chat/sessions/{session_id}")
+@router.delete("/chat/sessions/{session_id}", response_model=SessionDeleted)
 def delete_session(session_id: str, request: Request, m: ModelsDep) -> dict[str, Any]:
     owner = _owner(request)
     if not any(store.delete(session_id, owner=owner) for store in _unique(_stores(m))):

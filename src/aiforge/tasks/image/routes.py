@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 from fastapi import APIRouter, Depends, Request, Response
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.datastructures import UploadFile
 
 from aiforge.bundle.inputs import loads_json
@@ -22,10 +23,49 @@ from aiforge.serve.protocols import ModelsDep, require_key, route_of
 from aiforge.serve.service import ModelService
 from aiforge.tasks.image.runtime import ImageRuntime
 
-__all__ = ["router"]
+__all__ = ["ClassifyRequest", "ClassifyResponse", "router"]
 
 
 router = APIRouter(prefix="/v1", tags=["images"], dependencies=[Depends(require_key)])
+
+
+class ClassifyRequest(BaseModel):
+    """The JSON form of ``POST /v1/models/{name}/classify`` (the route reads its body itself)."""
+
+    model_config = ConfigDict(extra="forbid")
+    images: list[str] = Field(min_length=1, description="Base64-encoded JPEG, PNG or WebP images.")
+    top_k: int | None = Field(default=None, gt=0)
+
+
+class ClassifyUpload(BaseModel):
+    """The multipart form: image files (any field name; ``files`` by convention) and ``top_k``."""
+
+    files: list[bytes] = Field(json_schema_extra={"items": {"type": "string", "format": "binary"}})
+    top_k: int | None = None
+
+
+class TopLabel(BaseModel):
+    label: str
+    score: float
+
+
+class ImagePrediction(BaseModel):
+    image: str = Field(description="The file name, or images[i].")
+    label: str
+    score: float
+    top: list[TopLabel]
+
+
+class ClassifyResponse(BaseModel):
+    model: str
+    version: str
+    predictions: list[ImagePrediction]
+
+
+# The route reads its body itself (JSON or multipart), so the schema says what it takes.
+_BODY = {"requestBody": {"required": True, "content": {
+    "application/json": {"schema": ClassifyRequest.model_json_schema()},
+    "multipart/form-data": {"schema": ClassifyUpload.model_json_schema()}}}}
 
 
 def _top_k(raw: Any, n_labels: int, default: int) -> int:
@@ -79,7 +119,7 @@ async def _json_body(request: Request) -> tuple[list[Any], list[str], Any]:
     return images, [f"images[{i}]" for i in range(len(images))], body.get("top_k")
 
 
-@router.post("/models/{name}/classify")
+@router.post("/models/{name}/classify", response_model=ClassifyResponse, openapi_extra=_BODY)
 async def classify(name: str, request: Request, m: ModelsDep) -> Response:
     """Classify uploaded images; one prediction (label, score, top-k) per image, in order."""
     service = m.get(name, kind=ImageRuntime, route=route_of(request))

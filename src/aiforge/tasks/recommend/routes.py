@@ -13,7 +13,7 @@ from aiforge.serve.protocols import ModelsDep, json_response, require_key, route
 from aiforge.serve.service import ModelService
 from aiforge.tasks.recommend.runtime import Query, Ranking, RecommendRuntime
 
-__all__ = ["RecommendRequest", "SimilarRequest", "router"]
+__all__ = ["RecommendRequest", "RecommendResponse", "SimilarRequest", "SimilarResponse", "router"]
 
 
 router = APIRouter(prefix="/v1", tags=["recommendation"], dependencies=[Depends(require_key)])
@@ -40,13 +40,36 @@ class SimilarRequest(BaseModel):
     filter: dict[str, Any] | None = None
 
 
+class Recommended(BaseModel):
+    item: str | int
+    score: float
+    rank: int
+    metadata: dict[str, Any]
+
+
+class RecommendResponse(BaseModel):
+    model: str
+    version: str
+    user: str | int | None
+    cold_start: str | None = Field(description="null for a known user, else 'items' or 'popularity'.")
+    recommendations: list[Recommended]
+
+
+class SimilarResponse(BaseModel):
+    model: str
+    version: str
+    item: str
+    similar: list[Recommended]
+
+
 async def _ranking(service: ModelService[RecommendRuntime], query: Query) -> Ranking:
     [ranked] = await service.run([query])
     return list(ranked)
 
 
-@router.post("/models/{name}/recommend")
+@router.post("/models/{name}/recommend", response_model=RecommendResponse)
 async def recommend(name: str, req: RecommendRequest, request: Request, m: ModelsDep) -> Response:
+    """Top-k items for a known user, a new user's liked items, or (cold start) anyone."""
     service = m.get(name, kind=RecommendRuntime, route=route_of(request))
     rt = service.runtime
     if req.items is not None and len(req.items) > service.config.max_inputs:
@@ -60,8 +83,9 @@ async def recommend(name: str, req: RecommendRequest, request: Request, m: Model
                           "cold_start": query.cold_start, "recommendations": rt.result(ranked)})
 
 
-@router.post("/models/{name}/similar")
+@router.post("/models/{name}/similar", response_model=SimilarResponse)
 async def similar(name: str, req: SimilarRequest, request: Request, m: ModelsDep) -> Response:
+    """The items most liked together with ``item`` (or closest in content)."""
     service = m.get(name, kind=RecommendRuntime, route=route_of(request))
     rt = service.runtime
     try:
