@@ -239,6 +239,7 @@ def main() -> None:
     parser.add_argument("--skip-others", action="store_true")
     parser.add_argument("--scenarios", type=lambda v: [x for x in v.split(",") if x], default=[],
                         help="only these parts, e.g. highway-camera,merge-kinematics [default: all four]")
+    parser.add_argument("--bundle", type=Path, help="serve: this driving bundle instead of the run's (or a new one)")
     parser.add_argument("--merge-from", type=Path, help="merge another run's results file into --out, then stop")
     parser.add_argument("--duration", type=float, default=10.0)
     parser.add_argument("--out", type=Path, default=RESULTS / "driving.json")
@@ -259,7 +260,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="aiforge-bench-driving-") as tmp:
         home = Path(os.environ.get("AIFORGE_HOME") or tmp)
         os.environ["AIFORGE_HOME"] = str(home)
-        bundle = None
+        bundle = args.bundle
         if "closed-loop" in parts:
             results = closed_loop_part(args, home)
             _write(args.out, {"closed_loop": results})
