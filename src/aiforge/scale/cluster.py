@@ -40,12 +40,12 @@ def connect(address: str | None, *, num_cpus: int | None = None) -> Any:
     if ray.is_initialized():
         return ray.get_runtime_context()
     kwargs: dict[str, Any] = {"log_to_driver": False, "configure_logging": False}
-    if address is None:
+    if address is None:  # "local": a new cluster, never one some other process started on this machine
         kwargs.update(include_dashboard=False, num_cpus=num_cpus)
         # The proxies of a cluster started here answer a request lost with its replica 503 + Retry-After.
         os.environ.setdefault(PROXY_CALLBACK_ENV, PROXY_CALLBACK)
     try:
-        return ray.init(address=address, **kwargs)
+        return ray.init(address=address or "local", **kwargs)
     except (ConnectionError, ValueError, RuntimeError) as exc:
         raise AiforgeError(f"cannot join the Ray cluster at {address!r} ({exc}); start one with "
                            "`ray start --head` or leave out --ray-address to start a local one.") from exc
