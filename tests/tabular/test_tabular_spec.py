@@ -114,7 +114,8 @@ def test_sensitive_features_stay_out_of_the_model(tmp_path: Path) -> None:
 def test_gate_table_and_a_failing_four_fifths_gate() -> None:
     rows = (*TABULAR_GATES, *GATES)
     assert {g.key for g in rows} == gate_keys(GateSpec) == {k for k in GateSpec.model_fields
-                                                             if k != "sensitive_features"}
+                                                             if k not in ("sensitive_features", "decide",
+                                                                          "allow_undecided")}
     groups = np.array(["a"] * 100 + ["b"] * 100)
     y = np.tile([0, 1], 100)
     pred = np.concatenate([np.ones(100, dtype=int), np.tile([0, 0, 0, 1], 25)])  # 1.0 vs 0.25 selected
