@@ -195,7 +195,7 @@ def test_text_audit_per_group_accuracy(trained_bundle: Any, full_test: Path, tmp
         writer.writeheader()
         writer.writerows(rows)
     report = audit_bundle(trained_bundle.export.path, data, sensitive=["channel"], output=tmp_path / "audit")
-    groups = report.metrics["groups"]["features"]["channel"]
+    groups = report.metrics["features"]["channel"]  # the shared audit.json schema (issue 20)
     for name in ("web", "app"):
         part = tmp_path / f"{name}.csv"
         with part.open("w", newline="", encoding="utf-8") as fh:

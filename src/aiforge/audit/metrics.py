@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["Metrics", "classification_metrics", "macro_f1"]
+__all__ = ["Metrics", "classification_metrics", "macro_f1", "metric_intervals"]
 
 
 @dataclass(frozen=True)
@@ -87,3 +87,29 @@ def macro_f1(truth: list[int] | np.ndarray, pred: np.ndarray) -> float:
         recall = tp / actual if actual else 0.0
         scores.append(2 * precision * recall / (precision + recall) if precision + recall else 0.0)
     return float(np.mean(scores)) if scores else 0.0
+
+
+def metric_intervals(truth: list[str], probabilities: np.ndarray, labels: list[str], *, resamples: int = 200,
+                     confidence: float = 0.95, seed: int = 0) -> dict[str, list[float]]:
+    """Percentile bootstrap intervals of accuracy and macro-F1, and the Wilson interval of top-5 accuracy."""
+    # lazy: fairness imports this module (macro_f1); the Wilson helper lives there
+    from aiforge.audit.fairness import wilson
+
+    index = {y: i for i, y in enumerate(labels)}
+    t = np.array([index[y] for y in truth], dtype=np.int64)
+    if not len(t):
+        return {}
+    pred = probabilities.argmax(axis=1)
+    top = min(5, len(labels))
+    topk = np.argpartition(-probabilities, top - 1, axis=1)[:, :top]
+    hits = float(np.sum(np.any(topk == t[:, None], axis=1)))
+    rng = np.random.default_rng(seed)
+    acc, f1 = np.zeros(resamples), np.zeros(resamples)
+    for b in range(resamples):
+        idx = rng.integers(0, len(t), len(t))
+        acc[b] = np.mean(pred[idx] == t[idx])
+        f1[b] = macro_f1(t[idx], pred[idx])
+    lo, hi = (1 - confidence) / 2 * 100, (1 + confidence) / 2 * 100
+    return {"accuracy": [float(np.percentile(acc, lo)), float(np.percentile(acc, hi))],
+            "macro_f1": [float(np.percentile(f1, lo)), float(np.percentile(f1, hi))],
+            "top5_accuracy": wilson(hits, float(len(t)), confidence)}
