@@ -50,7 +50,7 @@ def _columns(pairs: list[str] | None = None, **roles: str | None) -> dict[str, s
 
 
 def _gate_values(pairs: list[str]) -> dict[str, Any]:
-    """``--gate KEY=VALUE`` pairs: numbers, true/false, or comma-separated names (sensitive_features)."""
+    """``--gate KEY=VALUE`` pairs: numbers, true/false, comma-separated names (sensitive_features), decide=RULE."""
     gates: dict[str, Any] = {}
     for pair in pairs:
         key, sep, raw = pair.partition("=")
@@ -64,6 +64,8 @@ def _gate_values(pairs: list[str]) -> dict[str, Any]:
                 value = float(raw)
             except ValueError:
                 value = [v.strip() for v in raw.split(",") if v.strip()]
+        if key.strip() == "decide":  # the one text setting: upper_bound | point
+            value = raw.strip()
         gates[key.strip()] = value
     return gates
 

@@ -55,7 +55,7 @@ def test_gates_on_both_sides_of_the_measured_values(measured: dict[str, Any], si
              "max_size_mb": measured["size_mb"] * (1.5 if side == "pass" else 0.5),
              "max_p95_latency_ms": 1000.0 if side == "pass" else 1e-4,
              "sensitive_features": ["age_group"],
-             "decide": "point"}  # limits 0.01 from the point estimate: the interval rule is tested in test_tabular_gates
+             "decide": "point"}  # limits 0.01 from the point: the interval rule is tested in test_tabular_gates
     spec = _write_spec(tmp_path, f"german-{side}", gates)
     home = tmp_path / "home"
     proc = subprocess.run([sys.executable, "-m", "aiforge.cli", "ship", str(spec), "-o", str(tmp_path / "v.json")],

@@ -140,7 +140,8 @@ def test_the_spec_in_docs_fairness_md_validates() -> None:
     assert block is not None
     spec = BaseSpec.from_dict(yaml.safe_load(block.group(1)), base_dir=REPO)
     assert isinstance(spec, TabularSpec)
-    assert spec.audit.mitigation.method == "threshold_optimizer" and spec.gates.four_fifths
+    assert spec.audit.mitigation.methods[0] == "threshold_optimizer" and spec.gates.four_fifths
+    assert spec.gates.decide == "upper_bound" and spec.audit.mitigation.pick == "best"
 
 
 def test_parquet_files_with_missing_values_train_and_predict(tmp_path: Path) -> None:

@@ -21,18 +21,16 @@ and ``features`` (name -> ``groups``, ``judged_groups``, ``small_groups``, gaps,
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
-from statistics import NormalDist
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from aiforge.audit.metrics import macro_f1
+from aiforge.audit.metrics import classification_metrics, macro_f1, metric_intervals, wilson
 
 __all__ = ["AUDIT_SCHEMA", "AuditSettings", "audit_accuracy_by_group", "audit_predictions", "bootstrap_overall",
-           "wilson"]
+           "classifier_audit", "wilson"]
 
 AUDIT_SCHEMA = "aiforge.audit/2"
 
@@ -48,17 +46,6 @@ class AuditSettings:
     confidence: float = 0.95
     intersections: bool = True
     seed: int = 0
-
-
-def wilson(successes: float, n: float, confidence: float = 0.95) -> list[float]:
-    """The Wilson score interval of a proportion ``successes / n`` ([0, 1] when ``n`` is 0)."""
-    if n <= 0:
-        return [0.0, 1.0]
-    z = float(NormalDist().inv_cdf((1 + confidence) / 2))
-    p = successes / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return [max(0.0, centre - half), min(1.0, centre + half)]
 
 
 def _percentiles(values: np.ndarray, confidence: float) -> list[float]:
@@ -134,7 +121,7 @@ def _audit_feature(y: np.ndarray, pred: np.ndarray, groups: np.ndarray, s: Audit
 
     mf = MetricFrame(metrics=_metric_fns(), y_true=y, y_pred=pred, sensitive_features=pd.Series(groups, name="g"))
     table = mf.by_group
-    rows = {str(g): {m: float(table.loc[g, m]) for m in METRICS} for g in table.index}
+    rows: dict[str, dict[str, Any]] = {str(g): {m: float(table.loc[g, m]) for m in METRICS} for g in table.index}
     small = sorted(g for g, r in rows.items() if r["count"] < s.min_group_size)
     judged = [g for g in rows if g not in small]
     for g, r in rows.items():
@@ -241,7 +228,7 @@ def audit_accuracy_by_group(y_true: np.ndarray, y_pred: np.ndarray, sensitive: p
                               "settings": settings.__dict__, "features": {}}
     for name in sensitive.columns:
         groups = sensitive[name].astype(str).to_numpy()
-        rows = {}
+        rows: dict[str, dict[str, Any]] = {}
         for g in sorted(set(groups.tolist())):
             mask = groups == g
             g_tpr, g_fpr = _class_rates(y[mask], pred[mask], classes)
@@ -293,3 +280,21 @@ def _bootstrap_groups(y: np.ndarray, pred: np.ndarray, groups: np.ndarray, judge
         gaps[b] = arr.max(axis=0) - arr.min(axis=0)
     return {f"{m}_difference": _percentiles(gaps[:, j], s.confidence) for j, m in enumerate(GROUP_METRICS)} | {
         "resamples": s.bootstrap, "confidence": s.confidence}
+
+
+def classifier_audit(truth: list[str], probabilities: np.ndarray, labels: list[str], groups: pd.DataFrame,
+                     settings: AuditSettings = AuditSettings(), *, source: str = "") -> dict[str, Any]:
+    """The audit.json body of a multi-class classifier (text, image): the schema :func:`audit_predictions` writes.
+
+    ``overall`` holds the classifier metrics (per class, confusion) with intervals (bootstrap for
+    accuracy and macro-F1, Wilson for top-5) and macro TPR/FPR; ``features`` the per-group report
+    of :func:`audit_accuracy_by_group` for each column of ``groups`` (may have none).
+    """
+    metrics = classification_metrics(truth, probabilities, labels)
+    index = {y: i for i, y in enumerate(labels)}
+    report = audit_accuracy_by_group(np.array([index[y] for y in truth], dtype=np.int64),
+                                     probabilities.argmax(axis=1), groups, settings)
+    overall = {**metrics.to_dict(), "tpr": report["overall"]["tpr"], "fpr": report["overall"]["fpr"],
+               "intervals": metric_intervals(truth, probabilities, labels, resamples=settings.bootstrap or 200,
+                                             confidence=settings.confidence, seed=settings.seed)}
+    return {**report, "overall": overall, "data": source}

@@ -12,13 +12,13 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from aiforge.audit.fairness import AuditSettings
 from aiforge.bundle.parts import BundleParts, ExportResult, export_bundle
 from aiforge.bundle.registry import Registry
+from aiforge.data.splits import stratified_split
 from aiforge.errors import DataError, SpecError
 from aiforge.spec import BaseSpec
 from aiforge.tasks.base import check_spec
-from aiforge.audit.fairness import AuditSettings
-from aiforge.data.splits import stratified_split
 from aiforge.tasks.tabular.audit import audit_graph, settings_from, write_audit
 from aiforge.tasks.tabular.card import tabular_card
 from aiforge.tasks.tabular.choose import choose_mitigation, score_predictions
@@ -185,7 +185,8 @@ def _write_bundle(staged: Path, *, spec: TabularSpec, result: TabularFitResult) 
     metrics = {"split": result.eval_split, "rows": len(eval_frame), "rows_per_group": data.rows_per_group(eval_frame),
                **audit.metrics, "selection": result.selection,
                "candidates": spec.model.candidates, "model": model.kind, "mitigation": model.method,
-               "mitigation_choice": {k: v for k, v in choice.to_dict().items() if k != "validation"} if choice else None,
+               "mitigation_choice": ({k: v for k, v in choice.to_dict().items() if k != "validation"}
+                                     if choice else None),
                "tradeoff": tradeoff, "train_seconds": result.train_seconds,
                "sklearn_accuracy": result.evaluation[model.method]["accuracy"]}
     write_audit(staged, audit, title=f"{spec.name}: fairness audit of the exported ONNX model", tradeoff=tradeoff)

@@ -14,9 +14,9 @@ from typing import Any
 import numpy as np
 
 from aiforge.audit.checks import Measured
-from aiforge.audit.fairness import AuditSettings, audit_accuracy_by_group
+from aiforge.audit.fairness import AuditSettings, classifier_audit
 from aiforge.audit.gates import CLASSIFIER_GATES, GROUP_GATES, GroupGates, ReleaseGates
-from aiforge.audit.metrics import classification_metrics, metric_intervals
+from aiforge.audit.metrics import classification_metrics
 from aiforge.audit.report import CheckReport, classifier_tables, evaluate_classifier, group_tables
 from aiforge.bundle.runtime import Runtime
 from aiforge.errors import BundleError, DataError
@@ -54,15 +54,8 @@ def group_audit(ds: TextDataset, probs: np.ndarray, labels: list[str], settings:
     """The shared audit.json body: overall metrics with intervals, per-class, and per-group for ``ds.groups``."""
     import pandas as pd
 
-    metrics = classification_metrics(ds.labels, probs, labels)
-    index = {y: i for i, y in enumerate(labels)}
-    groups = audit_accuracy_by_group(np.array([index[y] for y in ds.labels], dtype=np.int64), probs.argmax(axis=1),
-                                     pd.DataFrame(ds.groups) if ds.groups else pd.DataFrame(index=range(len(ds))),
-                                     settings)
-    overall = {**metrics.to_dict(), "tpr": groups["overall"]["tpr"], "fpr": groups["overall"]["fpr"],
-               "intervals": metric_intervals(ds.labels, probs, labels, resamples=settings.bootstrap or 200,
-                                             confidence=settings.confidence, seed=settings.seed)}
-    return {**groups, "overall": overall, "data": ds.source}
+    groups = pd.DataFrame(ds.groups) if ds.groups else pd.DataFrame(index=range(len(ds)))
+    return classifier_audit(ds.labels, probs, labels, groups, settings, source=ds.source)
 
 
 def representative(texts: Sequence[str]) -> str:
