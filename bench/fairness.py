@@ -1,6 +1,6 @@
 """Mitigations chosen by rule and gates decided on held-out data: Adult, HMDA and Arrests.
 
-    python bench/fairness.py [--threads N] [--only adult,hmda,arrests] [--examples]
+    python bench/fairness.py [--threads N] [--only adult,hmda,arrests] [--adult-rows N]
 
 For each data set one spec lists every candidate mitigation (reweighing, exponentiated_gradient,
 threshold_optimizer); aiforge fits each and "none", scores them on validation (the threshold
@@ -40,12 +40,13 @@ def rdataset_csv(package: str, name: str, folder: Path) -> Path:
     return path
 
 
-def specs(folder: Path) -> dict[str, dict[str, Any]]:
+def specs(folder: Path, adult_rows: int | None = None) -> dict[str, dict[str, Any]]:
     """The three specs: data, the sensitive feature, every candidate, and the gates ship checks."""
     mitigation = {"candidates": CANDIDATES, "constraint": "demographic_parity", "max_iter": 20}
+    adult_data: dict[str, Any] = {"sample": "adult", **({"max_rows": adult_rows} if adult_rows else {})}
     return {
         "adult": {
-            "name": "adult", "task": "tabular-classification", "data": {"sample": "adult"},
+            "name": "adult", "task": "tabular-classification", "data": adult_data,
             "features": {"drop": ["fnlwgt"]}, "model": {"candidates": ["logistic", "hist_gradient_boosting"]},
             "audit": {"mitigation": {**mitigation, "sensitive_feature": "sex"}},
             "gates": {"min_accuracy": 0.84, "max_demographic_parity_difference": 0.05,
@@ -124,6 +125,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--threads", type=int, default=None, help="OpenMP/BLAS threads (default: all cores)")
     parser.add_argument("--only", default="adult,hmda,arrests", help="comma-separated data sets to run")
+    parser.add_argument("--adult-rows", type=int, default=None,
+                        help="sample this many rows of each official Adult split (default: all)")
     args = parser.parse_args()
     if args.threads:
         from threadpoolctl import threadpool_limits
@@ -132,13 +135,13 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as home:
         folder = Path(home) / "data"
         folder.mkdir()
-        all_specs = specs(folder)
+        all_specs = specs(folder, args.adult_rows)
         sets = {n: run(n, all_specs[n], home) for n in args.only.split(",")}
     payload = {
         "what": "every candidate mitigation and none, chosen on validation by the audit.mitigation rule, measured "
                 "on the held-out test split with 95% bootstrap intervals; ship decisions under both gate rules",
         "machine": {**machine(), "threads_limit": args.threads, "omp_num_threads": os.environ.get("OMP_NUM_THREADS")},
-        "sets": sets,
+        "adult_rows_per_split": args.adult_rows, "sets": sets,
     }
     path = write_result("fairness", payload)
     print()
