@@ -53,7 +53,7 @@ def _columns(pairs: list[str] | None = None, **roles: str | None) -> dict[str, s
 
 
 def _gate_values(pairs: list[str]) -> dict[str, Any]:
-    """``--gate KEY=VALUE`` pairs: numbers, true/false, or comma-separated names (sensitive_features)."""
+    """``--gate KEY=VALUE`` pairs: numbers, true/false, comma-separated names (sensitive_features), decide=RULE."""
     gates: dict[str, Any] = {}
     for pair in pairs:
         key, sep, raw = pair.partition("=")
@@ -67,6 +67,8 @@ def _gate_values(pairs: list[str]) -> dict[str, Any]:
                 value = float(raw)
             except ValueError:
                 value = [v.strip() for v in raw.split(",") if v.strip()]
+        if key.strip() == "decide":  # the one text setting: upper_bound | point
+            value = raw.strip()
         gates[key.strip()] = value
     return gates
 
@@ -148,7 +150,7 @@ def audit(
 def ship(
     target: Annotated[str, typer.Argument(help="aiforge.yaml (train, export, then check) or a bundle (any kind).")],
     data: Annotated[Path | None, typer.Option("--data", help="Labelled file to check on [default: the spec's "
-                                                             "test split, else validation].")] = None,
+                                                             "held-out test split].")] = None,
     gate: Annotated[list[str] | None, typer.Option("--gate", help="KEY=VALUE: check this gate instead of the "
                                                    "spec's gates (repeat), e.g. --gate max_size_mb=50.")] = None,
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Write the verdict as JSON here.")] = None,
@@ -157,26 +159,35 @@ def ship(
     """Check the release gates on the exported bundle; mark it production only if all pass (exit 1 otherwise)."""
 
     report = run_ship(target, data=data, home=home, gates=_gate_values(gate) if gate else None)
-    table = Table(title=f"release gates for {report.name}:{report.version} ({report.task})")
+    table = Table(title=f"release gates for {report.name}:{report.version} ({report.task}), decided by "
+                        f"{report.decide}{', undecided allowed' if report.allow_undecided else ''}")
     per_feature = any(r.feature for r in report.results)
-    for col in ("gate", "feature", "limit", "measured", "result") if per_feature else ("gate", "limit", "measured",
-                                                                                       "result"):
+    for col in ("gate", "feature", "limit", "measured", "95% CI", "result") if per_feature else (
+            "gate", "limit", "measured", "95% CI", "result"):
         table.add_column(col, justify="left" if col in ("gate", "feature", "result") else "right")
     for r in report.results:
         measured = "n/a" if r.measured is None else f"{r.measured:.4f}"
-        verdict = "[green]pass[/]" if r.passed else f"[red]FAIL[/] {r.note}".strip()
-        table.add_row(*([r.key, r.feature or ""] if per_feature else [r.key]), str(r.limit), measured, verdict)
+        ci = f"{r.interval[0]:.4f}-{r.interval[1]:.4f}" if r.interval else ""
+        verdict = ("[green]pass[/]" if r.decision == "pass" else f"[yellow]UNDECIDED[/] {r.note}".strip()
+                   if r.decision == "undecided" else f"[red]FAIL[/] {r.note}".strip())
+        table.add_row(*([r.key, r.feature or ""] if per_feature else [r.key]), str(r.limit), measured, ci, verdict)
     out.print(table)
     if report.source:
         out.print(f"measured on {report.source}", highlight=False)
+    groups = report.rows_per_group()
+    if groups:
+        out.print("rows per group: " + "; ".join(f"{f}: " + ", ".join(f"{g} {n}" for g, n in gs.items())
+                                               for f, gs in groups.items()), highlight=False)
     if output:
         output.write_text(json.dumps(report.to_dict(), indent=2), encoding="utf-8")
     if report.passed:
         out.print(f"all gates pass: {report.name}:{report.version} is now [bold]production[/]")
         return
     failed = sum(not r.passed for r in report.results)
-    Console(stderr=True).print(f"[bold red]not shipped:[/] {failed} gate(s) failed; {report.name}:{report.version} "
-                               f"stays at stage {report.stage!r}", highlight=False)
+    undecided = sum(not r.passed and r.decision == "undecided" for r in report.results)
+    why = f" ({undecided} undecided: set gates.allow_undecided: true to ship anyway)" if undecided else ""
+    Console(stderr=True).print(f"[bold red]not shipped:[/] {failed} gate(s) failed{why}; "
+                               f"{report.name}:{report.version} stays at stage {report.stage!r}", highlight=False)
     raise typer.Exit(1)
 
 

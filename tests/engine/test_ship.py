@@ -83,7 +83,9 @@ def test_text_gates_on_both_sides_of_the_measured_values(measured: dict[str, Any
              "max_size_mb": measured["size_mb"] * (1.5 if side == "pass" else 0.5),
              "max_p95_latency_ms": 1000.0 if side == "pass" else 1e-4}
     home = tmp_path / "home"
-    path = register_with_gates(trained_bundle.export.path, home, gates)
+    # limits 0.01 from the point estimate sit inside the 95% intervals: decided on the point here
+    # (the interval rule is tested in tests/tabular/test_tabular_gates.py and tests/text/test_text_groups.py)
+    path = register_with_gates(trained_bundle.export.path, home, {**gates, "decide": "point"})
     verdict_file = tmp_path / "verdict.json"
     done = CliRunner().invoke(app, ["ship", str(path), "--data", str(full_test), "--home", str(home),
                                     "-o", str(verdict_file)])
@@ -193,7 +195,7 @@ def test_text_audit_per_group_accuracy(trained_bundle: Any, full_test: Path, tmp
         writer.writeheader()
         writer.writerows(rows)
     report = audit_bundle(trained_bundle.export.path, data, sensitive=["channel"], output=tmp_path / "audit")
-    groups = report.metrics["groups"]["features"]["channel"]
+    groups = report.metrics["features"]["channel"]  # the shared audit.json schema (issue 20)
     for name in ("web", "app"):
         part = tmp_path / f"{name}.csv"
         with part.open("w", newline="", encoding="utf-8") as fh:

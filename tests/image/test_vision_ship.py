@@ -51,7 +51,8 @@ def test_image_gates_on_both_sides_of_the_measured_values(measured: dict[str, An
     acc = measured["accuracy"]
     gates = {"min_accuracy": acc - 0.01 if side == "pass" else above(acc),
              "max_size_mb": measured["size_mb"] * (1.5 if side == "pass" else 0.5)}
-    path = register_with_gates(measured["trained"].export.path, tmp_path, gates)
+    # limits 0.01 from the point estimate of 24 images sit inside the interval: decided on the point
+    path = register_with_gates(measured["trained"].export.path, tmp_path, {**gates, "decide": "point"})
     report = ship(path, home=tmp_path)
     assert {r.key: r.passed for r in report.results} == dict.fromkeys(gates, side == "pass")
     assert report.results[0].measured == pytest.approx(acc)
@@ -79,11 +80,20 @@ def test_image_eval_and_audit(measured: dict[str, Any], tmp_path: Path) -> None:
         writer.writeheader()
         writer.writerows(rows)
     report = audit_bundle(trained.export.path, data, sensitive=["camera"], output=tmp_path / "audit")
-    groups = report.metrics["groups"]["features"]["camera"]["groups"]
+    groups = report.metrics["features"]["camera"]["groups"]  # the shared audit.json schema (issue 20)
     assert {g: r["count"] for g, r in groups.items()} == {"phone": 12, "scanner": 12}
     # 24 images: both groups are under the 30-row minimum, so the gap is not judged, and the audit says so
-    assert "fewer than two groups" in report.metrics["groups"]["features"]["camera"]["note"]
+    assert "fewer than two groups" in report.metrics["features"]["camera"]["note"]
     overall = sum(r["accuracy"] * r["count"] for r in groups.values()) / 24
     assert overall == pytest.approx(measured["accuracy"])
     with pytest.raises(DataError, match="--sensitive needs a CSV"):
         audit_bundle(trained.export.path, trained.data / "test", sensitive=["camera"], output=tmp_path / "a2")
+    # a group gate on those 12-image groups is undecided, and so ship refuses, whatever the gap
+    home = tmp_path / "home"
+    path = register_with_gates(trained.export.path, home, {"max_accuracy_difference": 1.0,
+                                                           "sensitive_features": ["camera"]})
+    verdict = ship(path, data=data, home=home)
+    (gate,) = verdict.results
+    assert gate.decision == "undecided" and not verdict.passed and "(12 rows) below min_group_size 30" in gate.note
+    assert verdict.rows_per_group() == {"camera": {"phone": 12, "scanner": 12}}
+    assert Registry(home).get(verdict.name).stage == "none"

@@ -77,3 +77,22 @@ def test_recommend_eval_and_audit_on_held_out_interactions(rec_bundle: Any, tmp_
     segments = audit.metrics["segments"]
     assert len(segments) == 3 and sum(s["users"] for s in segments.values()) == trained.users
     assert (tmp_path / "audit" / "audit.json").is_file()
+    # exposure by item group (issue 20): popularity buckets always; an item-level column (here each movie's
+    # first genre, a stand-in provider derived from the MovieLens movies file) when named with --sensitive
+    buckets = audit.metrics["exposure"]["popularity_bucket"]["groups"]
+    assert set(buckets) == {"head", "middle", "tail"}
+    assert sum(g["exposure_share"] for g in buckets.values()) == pytest.approx(1.0)
+    assert sum(g["positive_share"] for g in buckets.values()) == pytest.approx(1.0)
+    for g in buckets.values():
+        if g["positive_share"] > 0:
+            assert g["exposure_ratio"] == pytest.approx(g["exposure_share"] / g["positive_share"])
+    movies = pd.read_csv(rec_bundle.movies)
+    genre = dict(zip(movies["movieId"].astype(str), movies["genres"].str.split("|").str[0], strict=True))
+    held["genre"] = held["movieId"].astype(str).map(genre)
+    assert held["genre"].notna().all()
+    held.to_csv(path, index=False)
+    by_genre = audit_bundle(rec_bundle.export.path, path, sensitive=["genre"], output=tmp_path / "audit2")
+    genres = by_genre.metrics["exposure"]["genre"]["groups"]
+    assert sum(g["items"] for g in genres.values()) == len(fit.data.items)
+    assert sum(g["exposure_share"] for g in genres.values()) == pytest.approx(1.0)
+    assert len(by_genre.metrics["segments"]) == 3  # genre groups items, so users stay in history terciles

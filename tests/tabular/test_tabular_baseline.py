@@ -46,10 +46,12 @@ def test_margin_gate_on_both_sides_of_the_measured_difference(german: Any, side:
     path = register_with_gates(german.path, tmp_path, {"min_margin_over_baseline": margin})
     report = ship(path, home=tmp_path)
     (result,) = report.results
-    assert result.key == "min_margin_over_baseline" and result.measured == pytest.approx(low)
+    assert result.key == "min_margin_over_baseline"
+    assert result.measured == pytest.approx(german.result.baseline.difference)
+    assert result.interval == pytest.approx([low, high])
     assert result.passed is (side == "pass") and report.passed is (side == "pass")
-    assert ("undecided" in result.note) is (side == "undecided")
-    assert ("below margin" in result.note) is (side == "below")
+    assert result.decision == {"pass": "pass", "below": "fail", "undecided": "undecided"}[side]
+    assert ("inside the interval" in result.note) is (side == "undecided")
     assert report.stage == ("production" if side == "pass" else "none")
 
 

@@ -46,7 +46,11 @@ def test_adult_example_runs_on_a_small_slice(tmp_path: Path) -> None:
     raw["audit"]["mitigation"]["compare"] = []
     raw["audit"]["bootstrap"] = 20
     fitted = fit_export(raw, tmp_path)
-    assert fitted.result.shipped.method == "threshold_optimizer"
+    # the example lists candidates; the rule picks among them (issue 20) and the card says why
+    choice = fitted.result.choice
+    assert fitted.result.shipped.method == choice.chosen
+    assert choice.chosen in ("none", "threshold_optimizer", "reweighing")
+    assert choice.reason in (fitted.path / "card.md").read_text()
     assert (fitted.path / "report.html").is_file()
     assert fitted.export.record.metrics["accuracy"] > 0.75
 
@@ -114,7 +118,8 @@ def test_sensitive_features_stay_out_of_the_model(tmp_path: Path) -> None:
 def test_gate_table_and_a_failing_four_fifths_gate() -> None:
     rows = (*TABULAR_GATES, *GATES)
     assert {g.key for g in rows} == gate_keys(GateSpec) == {k for k in GateSpec.model_fields
-                                                             if k != "sensitive_features"}
+                                                             if k not in ("sensitive_features", "decide",
+                                                                          "allow_undecided")}
     groups = np.array(["a"] * 100 + ["b"] * 100)
     y = np.tile([0, 1], 100)
     pred = np.concatenate([np.ones(100, dtype=int), np.tile([0, 0, 0, 1], 25)])  # 1.0 vs 0.25 selected
@@ -139,7 +144,8 @@ def test_the_spec_in_docs_fairness_md_validates() -> None:
     assert block is not None
     spec = BaseSpec.from_dict(yaml.safe_load(block.group(1)), base_dir=REPO)
     assert isinstance(spec, TabularSpec)
-    assert spec.audit.mitigation.method == "threshold_optimizer" and spec.gates.four_fifths
+    assert spec.audit.mitigation.methods[0] == "threshold_optimizer" and spec.gates.four_fifths
+    assert spec.gates.decide == "upper_bound" and spec.audit.mitigation.pick == "best"
 
 
 def test_parquet_files_with_missing_values_train_and_predict(tmp_path: Path) -> None:

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from statistics import NormalDist
 from typing import Any
 
 import numpy as np
 
-__all__ = ["Metrics", "classification_metrics", "macro_f1"]
+__all__ = ["Metrics", "classification_metrics", "macro_f1", "metric_intervals", "wilson"]
 
 
 @dataclass(frozen=True)
@@ -87,3 +89,37 @@ def macro_f1(truth: list[int] | np.ndarray, pred: np.ndarray) -> float:
         recall = tp / actual if actual else 0.0
         scores.append(2 * precision * recall / (precision + recall) if precision + recall else 0.0)
     return float(np.mean(scores)) if scores else 0.0
+
+
+def metric_intervals(truth: list[str], probabilities: np.ndarray, labels: list[str], *, resamples: int = 200,
+                     confidence: float = 0.95, seed: int = 0) -> dict[str, list[float]]:
+    """Percentile bootstrap intervals of accuracy and macro-F1, and the Wilson interval of top-5 accuracy."""
+    index = {y: i for i, y in enumerate(labels)}
+    t = np.array([index[y] for y in truth], dtype=np.int64)
+    if not len(t):
+        return {}
+    pred = probabilities.argmax(axis=1)
+    top = min(5, len(labels))
+    topk = np.argpartition(-probabilities, top - 1, axis=1)[:, :top]
+    hits = float(np.sum(np.any(topk == t[:, None], axis=1)))
+    rng = np.random.default_rng(seed)
+    acc, f1 = np.zeros(resamples), np.zeros(resamples)
+    for b in range(resamples):
+        idx = rng.integers(0, len(t), len(t))
+        acc[b] = np.mean(pred[idx] == t[idx])
+        f1[b] = macro_f1(t[idx], pred[idx])
+    lo, hi = (1 - confidence) / 2 * 100, (1 + confidence) / 2 * 100
+    return {"accuracy": [float(np.percentile(acc, lo)), float(np.percentile(acc, hi))],
+            "macro_f1": [float(np.percentile(f1, lo)), float(np.percentile(f1, hi))],
+            "top5_accuracy": wilson(hits, float(len(t)), confidence)}
+
+
+def wilson(successes: float, n: float, confidence: float = 0.95) -> list[float]:
+    """The Wilson score interval of a proportion ``successes / n`` ([0, 1] when ``n`` is 0)."""
+    if n <= 0:
+        return [0.0, 1.0]
+    z = float(NormalDist().inv_cdf((1 + confidence) / 2))
+    p = successes / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return [max(0.0, centre - half), min(1.0, centre + half)]

@@ -1,4 +1,8 @@
-"""What ``aiforge eval``, ``audit`` and ``ship`` measure on an image-classification bundle (torch-free)."""
+"""What ``aiforge eval``, ``audit`` and ``ship`` measure on an image-classification bundle (torch-free).
+
+Group columns (``--sensitive`` for audit, ``gates.sensitive_features`` for ship) are columns of a
+(path, label, ...) CSV; the audit.json and the group gates are those of every classifier kind.
+"""
 
 from __future__ import annotations
 
@@ -7,10 +11,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from aiforge.audit.checks import Measured
-from aiforge.audit.fairness import AuditSettings, audit_accuracy_by_group
-from aiforge.audit.gates import CLASSIFIER_GATES, ReleaseGates
+from aiforge.audit.fairness import AuditSettings, classifier_audit
+from aiforge.audit.gates import CLASSIFIER_GATES, GROUP_GATES, GroupGates, ReleaseGates
 from aiforge.audit.metrics import classification_metrics
 from aiforge.audit.report import CheckReport, classifier_tables, evaluate_classifier, group_tables
 from aiforge.bundle.runtime import Runtime
@@ -52,7 +57,7 @@ def _labelled(rt: ImageRuntime, data: Path, columns: Mapping[str, str]) -> tuple
 class ImageChecks:
     """Classifier metrics, per-class and per-group reports, and the classifier gates of image bundles."""
 
-    gates = CLASSIFIER_GATES
+    gates = (*CLASSIFIER_GATES, *GROUP_GATES)
 
     def evaluate(self, rt: Runtime, data: Path, *, columns: Mapping[str, str]) -> CheckReport:
         """Accuracy, macro-F1, top-5 and per-class scores on a class-folder tree or a (path, label) CSV."""
@@ -69,19 +74,11 @@ class ImageChecks:
         metrics = classification_metrics(labels, probs, image_rt.labels)
         tables = classifier_tables(metrics, title=f"{rt.name}:{rt.version} on {data.name}",
                                    limit=len(image_rt.labels))
-        body: dict[str, Any] = {"overall": metrics.to_dict()}
         lines: list[str] = []
+        body = classifier_audit(labels, probs, image_rt.labels, _groups(data, sensitive, len(labels)),
+                                AuditSettings(), source=str(data))
         if sensitive:
-            frame = read_table(data)
-            missing = [c for c in sensitive if c not in frame.columns]
-            if missing:
-                raise DataError(f"{data}: sensitive column(s) {missing} not found. Columns are {list(frame.columns)}.")
-            index = {y: i for i, y in enumerate(image_rt.labels)}
-            groups = audit_accuracy_by_group(np.array([index[y] for y in labels]), probs.argmax(axis=1),
-                                             frame[list(sensitive)].astype(str).reset_index(drop=True),
-                                             AuditSettings())
-            body["groups"] = groups
-            more, lines = group_tables(groups)
+            more, lines = group_tables(body)
             tables += more
         else:
             lines.append("per-class report only; give a CSV (path, label, COLUMN) and --sensitive COLUMN for "
@@ -95,14 +92,20 @@ class ImageChecks:
             DataError: a quality gate is set but there is no data (a zero-shot bundle without ``--data``).
         """
         image_rt = _image_runtime(rt)
+        features = list(gates.sensitive_features or []) if isinstance(gates, GroupGates) else []
         if data is not None:
             paths, labels = _labelled(image_rt, data, {})
             items: list[Any] = list(paths)
             source = str(data)
+            groups = _groups(data, features, len(labels))
+        elif features:
+            raise DataError(f"{rt.name}: gates.sensitive_features {features} are columns of a labelled CSV; pass "
+                            "--data CSV (path, label and those columns).")
         elif isinstance(spec, ImageSpec) and spec.data is not None:
             splits = load_image_splits(spec.data, seed=spec.train.seed)
             ds = splits.test if splits.test is not None else splits.validation
             items, labels, source = [ds.image(i) for i in range(len(ds))], list(ds.labels), ds.source
+            groups = _groups(None, [], len(labels))
         else:
             quality = [g.key for g in self.gates if gates.is_set(g.key)]
             if quality:
@@ -111,9 +114,25 @@ class ImageChecks:
             r = image_rt.image.resolution
             blank = np.full((r, r, 3), 128, dtype=np.uint8)  # nothing to be representative of: a grey photo
             return Measured({}, lambda: image_rt.predict([blank]), source="(no data: a grey image for latency)")
-        metrics = classification_metrics(labels, _proba(image_rt, items), image_rt.labels)
+        size = gates.min_group_size if isinstance(gates, GroupGates) else 30
+        body = classifier_audit(labels, _proba(image_rt, items), image_rt.labels, groups,
+                                AuditSettings(min_group_size=size), source=source)
         probe = items[0]
-        return Measured(metrics.to_dict(), lambda: image_rt.predict([probe]), source=source)
+        return Measured({**body["overall"], "features": body["features"], "settings": body["settings"]},
+                        lambda: image_rt.predict([probe]), features=features, source=f"{source} ({len(labels)} rows)")
+
+
+def _groups(data: Path | None, columns: Sequence[str], n: int) -> pd.DataFrame:
+    """The group columns of a labelled CSV, one row per image (an empty frame without columns)."""
+    if not columns or data is None:
+        return pd.DataFrame(index=range(n))
+    frame = read_table(data)
+    missing = [c for c in columns if c not in frame.columns]
+    if missing:
+        raise DataError(f"{data}: sensitive column(s) {missing} not found. Columns are {list(frame.columns)}.")
+    if len(frame) != n:
+        raise DataError(f"{data}: {len(frame)} rows but {n} images were read; every row needs an image.")
+    return frame[list(columns)].astype(str).reset_index(drop=True)
 
 
 CHECKS = ImageChecks()

@@ -10,7 +10,7 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import Field, model_validator
 
-from aiforge.audit.gates import ClassifierGates
+from aiforge.audit.gates import GroupGates
 from aiforge.spec import BaseSpec, DataPath, ServeSpec, Strict
 
 __all__ = ["ImageAugmentSpec", "ImageDataSpec", "ImageGates", "ImageModelSpec", "ImageOptimizeSpec", "ImageServeSpec",
@@ -115,8 +115,11 @@ class ImageServeSpec(ServeSpec):
     max_image_pixels: int = Field(default=40_000_000, gt=0)
 
 
-class ImageGates(ClassifierGates):
-    """Release gates ``aiforge ship`` checks on an image bundle; unset ones are not checked."""
+class ImageGates(GroupGates):
+    """Release gates ``aiforge ship`` checks on an image bundle; unset ones are not checked.
+
+    The per-group gaps need ``sensitive_features``: columns of the (path, label, ...) CSV given to ``--data``.
+    """
 
     kind: ClassVar[str] = "image-classification"
 

@@ -18,6 +18,7 @@ import pandas as pd
 from scipy import sparse
 
 from aiforge.audit.checks import Measured, stored_spec
+from aiforge.audit.fairness import AUDIT_SCHEMA
 from aiforge.audit.gates import Gate, Measurements, ReleaseGates
 from aiforge.audit.report import CheckReport, ReportTable
 from aiforge.bundle.runtime import Runtime
@@ -25,7 +26,7 @@ from aiforge.data.readers import read_table
 from aiforge.errors import BundleError, DataError
 from aiforge.spec import BaseSpec
 from aiforge.tasks.recommend.data import load_interactions, split_interactions
-from aiforge.tasks.recommend.metrics import RankingMetrics, ranking_metrics
+from aiforge.tasks.recommend.metrics import RankingMetrics, exposure_by_group, popularity_buckets, ranking_metrics
 from aiforge.tasks.recommend.runtime import RecommendRuntime
 from aiforge.tasks.recommend.spec import RecommendSpec
 
@@ -158,6 +159,41 @@ def _segments(rt: RecommendRuntime, held: HeldOut, data: Path, sensitive: Sequen
     return {f"{col} = {v}": values == v for v in sorted(set(values.tolist()))}
 
 
+def _item_columns(rt: RecommendRuntime, data: Path, sensitive: Sequence[str],
+                  spec: RecommendSpec) -> tuple[dict[str, np.ndarray], list[str]]:
+    """Split ``sensitive`` into item-level columns (one value per item: a provider) and user-level ones.
+
+    A column is item-level when it holds one value per item and more than one overall, unless it
+    also holds one value per user among users with several rows (then it groups users).
+
+    Item-level columns come back as each catalogue item's group ("(not in the file)" for items
+    the file does not list); the rest group users, as before.
+    """
+    if not sensitive:
+        return {}, []
+    df = read_table(data)
+    item = spec.data.columns.item
+    items: dict[str, np.ndarray] = {}
+    users: list[str] = []
+    for col in sensitive:
+        if col in df.columns and item in df.columns and (df.groupby(item)[col].nunique() <= 1).all() \
+                and df[col].nunique() > 1 and not _user_level(df, spec.data.columns.user, col):
+            firsts = df.drop_duplicates(item)
+            by_item = dict(zip(firsts[item].astype(str).str.strip(), firsts[col].astype(str), strict=True))
+            items[col] = np.array([by_item.get(str(i), "(not in the file)") for i in rt.item_ids], dtype=object)
+        else:
+            users.append(col)
+    return items, users
+
+
+def _user_level(df: pd.DataFrame, user: str, col: str) -> bool:
+    """Whether ``col`` is one value per user, judged on users with several rows (none: not user-level)."""
+    if user not in df.columns:
+        return False
+    several = df.groupby(user).filter(lambda g: len(g) > 1)
+    return bool(len(several)) and bool((several.groupby(user)[col].nunique() <= 1).all())
+
+
 def _gate(key: str, metric: str, what: str) -> Gate:
     def read(m: Measurements, feature: str | None) -> float | None:
         value = m.audit.get(metric)
@@ -197,15 +233,29 @@ class RecommendChecks:
         k = spec.model.k
         held = held_out_file(rec_rt, spec, data, {})
         recs, overall = self._score(rec_rt, held, k)
-        segments = _segments(rec_rt, held, data, sensitive, spec)
-        rows, body = [_row("all", overall)], {"overall": overall.to_dict(), "segments": {}}
+        item_cols, user_cols = _item_columns(rec_rt, data, sensitive, spec)
+        segments = _segments(rec_rt, held, data, user_cols, spec)
+        rows = [_row("all", overall)]
+        body: dict[str, Any] = {"schema": AUDIT_SCHEMA, "task": "ranking", "overall": overall.to_dict(),
+                                "segments": {}, "features": {}, "exposure": {}}
         for name, mask in segments.items():
             if mask.any():
                 m = _metrics(rec_rt, recs[mask], held.truth[mask], k)
                 rows.append(_row(name, m))
                 body["segments"][name] = m.to_dict()
-        table = ReportTable(f"{rt.name}:{rt.version} by user segment, k={k}", ["segment", *_COLS], rows)
-        return CheckReport(f"{rt.name}:{rt.version}: audit on {data.name}", body, [table])
+                body["features"].setdefault(user_cols[0] if user_cols else "history_length", {"groups": {}})[
+                    "groups"][name.split(" = ", 1)[-1]] = {"count": int(mask.sum()), **m.to_dict()}
+        tables = [ReportTable(f"{rt.name}:{rt.version} by user segment, k={k}", ["segment", *_COLS], rows)]
+        popularity = np.bincount(rec_rt.indices, minlength=rec_rt.n_items)
+        item_groups = {"popularity_bucket": popularity_buckets(popularity), **item_cols}
+        for name, groups in item_groups.items():
+            exp = exposure_by_group(recs, groups, popularity)
+            body["exposure"][name] = exp
+            tables.append(ReportTable(f"exposure by item {name}, k={k}", ["group", "items", "share of positives",
+                                                                           "share of slots", "slots / positives"],
+                                      [[g, str(r["items"]), f"{r['positive_share']:.4f}", f"{r['exposure_share']:.4f}",
+                                        f"{r['exposure_ratio']:.3f}"] for g, r in exp["groups"].items()]))
+        return CheckReport(f"{rt.name}:{rt.version}: audit on {data.name}", body, tables)
 
     def measure(self, rt: Runtime, spec: BaseSpec, gates: ReleaseGates, data: Path | None) -> Measured:
         """Ranking metrics on ``data`` (held-out interactions), else the spec's test split."""

@@ -8,6 +8,10 @@ Popularity bias (over every list): catalogue coverage, mean popularity of recomm
 and the long-tail share: slots given to items outside the short head, the most popular items
 that together hold 20 % of the training positives (so the split does not depend on how many
 never-liked items a catalogue carries).
+Exposure by item group (:func:`exposure_by_group`): for popularity buckets (head / middle / tail
+by cumulative share of training positives) or any item-level column (a provider, say), each
+group's share of catalogue items, of training positives and of recommendation slots, and the
+ratio of slots to positives (1 = exposed as often as it is liked; < 1 under-exposed).
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ from typing import Any
 import numpy as np
 from scipy import sparse
 
-__all__ = ["RankingMetrics", "gini", "ranking_metrics"]
+__all__ = ["RankingMetrics", "exposure_by_group", "gini", "popularity_buckets", "ranking_metrics"]
 
 
 @dataclass(frozen=True)
@@ -92,3 +96,39 @@ def ranking_metrics(recs: np.ndarray, truth: sparse.csr_matrix, *, k: int, popul
         coverage=float((exposure > 0).sum() / n_items), avg_popularity=float(share[recs].mean()),
         gini=gini(exposure), long_tail_share=float(1.0 - in_head[recs].mean()),
     )
+
+
+def popularity_buckets(popularity: np.ndarray) -> np.ndarray:
+    """Each item's bucket: "head" (the most popular items holding 20 % of training positives), "tail"
+    (the least popular holding the last 20 %, never-liked items included) or "middle"."""
+    order = np.argsort(-popularity, kind="stable")
+    held = np.cumsum(popularity[order]) / max(float(popularity.sum()), 1.0)
+    out = np.full(len(popularity), "middle", dtype=object)
+    head_end = int(np.searchsorted(held, 0.2)) + 1
+    tail_start = int(np.searchsorted(held, 0.8, side="right"))
+    out[order[:head_end]] = "head"
+    out[order[max(tail_start, head_end):]] = "tail"
+    return out
+
+
+def exposure_by_group(recs: np.ndarray, groups: np.ndarray, popularity: np.ndarray) -> dict[str, Any]:
+    """Exposure of each item group in the top-k lists ``recs`` (users, k) against its share of positives.
+
+    Returns per group its item count, catalogue share, positive share, slot (exposure) share and
+    exposure ratio (slot share / positive share); and over the groups the largest minus the
+    smallest slot share and the smallest exposure ratio.
+    """
+    slots = np.bincount(recs.ravel(), minlength=len(groups)).astype(np.float64)
+    total_slots, total_pos = max(slots.sum(), 1.0), max(float(popularity.sum()), 1.0)
+    rows: dict[str, dict[str, float]] = {}
+    for g in sorted(set(groups.tolist())):
+        mask = groups == g
+        pos_share = float(popularity[mask].sum()) / total_pos
+        slot_share = float(slots[mask].sum()) / total_slots
+        rows[str(g)] = {"items": int(mask.sum()), "catalogue_share": float(mask.mean()),
+                        "positive_share": pos_share, "exposure_share": slot_share,
+                        "exposure_ratio": slot_share / pos_share if pos_share > 0 else float("nan")}
+    ratios = [r["exposure_ratio"] for r in rows.values() if np.isfinite(r["exposure_ratio"])]
+    shares = [r["exposure_share"] for r in rows.values()]
+    return {"groups": rows, "exposure_share_difference": max(shares) - min(shares) if shares else 0.0,
+            "min_exposure_ratio": min(ratios) if ratios else float("nan")}

@@ -19,6 +19,22 @@ def _f(x: Any) -> str:
     return "n/a" if not isinstance(x, int | float) else f"{x:.4f}"
 
 
+def _ci(t: dict[str, Any] | None, key: str) -> str:
+    if not t:
+        return "n/a"
+    iv = (t.get("intervals") or {}).get(key)
+    return _f(t.get(key)) + (f" [{iv[0]:.3f}, {iv[1]:.3f}]" if iv else "")
+
+
+def _tradeoff_rows(tradeoff: list[dict[str, Any]]) -> str:
+    return "\n".join(
+        f"| {t['setting']}{' (shipped)' if t.get('shipped') else ''} | {_ci(t.get('validation'), 'accuracy')} | "
+        f"{_ci(t.get('validation'), 'demographic_parity_difference')} | "
+        f"{_ci(t.get('validation'), 'equalized_odds_difference')} | {_ci(t, 'accuracy')} | "
+        f"{_ci(t, 'demographic_parity_difference')} | {_ci(t, 'equalized_odds_difference')} | "
+        f"{t.get('verdict', '')} |" for t in tradeoff)
+
+
 def tabular_card(*, spec: Any, result: Any, audit: dict[str, Any], parity: dict[str, Any],
                  metrics: dict[str, Any]) -> str:
     """The card: intended use, data provenance, model, evaluation, per-group audit, limitations."""
@@ -43,10 +59,11 @@ def tabular_card(*, spec: Any, result: Any, audit: dict[str, Any], parity: dict[
             f"| {name} | {_f(feat['demographic_parity_difference'])}{ci} | {_f(feat['demographic_parity_ratio'])} | "
             f"{_f(feat['equalized_odds_difference'])} | {verdict} |")
     small = sorted({g for f in audit["features"].values() for g in f.get("small_groups", [])})
-    trade = "\n".join(
-        f"| {t['setting']}{' (shipped)' if t.get('shipped') else ''} | {_f(t['accuracy'])} | "
-        f"{_f(t.get('demographic_parity_difference'))} | {_f(t.get('equalized_odds_difference'))} |"
-        for t in metrics.get("tradeoff", []))
+    trade = _tradeoff_rows(metrics.get("tradeoff", []))
+    choice = metrics.get("mitigation_choice") or {}
+    why = choice.get("reason", "no mitigation candidates were listed")
+    per_group = "; ".join(f"`{f}`: " + ", ".join(f"{g} {n}" for g, n in groups.items())
+                          for f, groups in metrics.get("rows_per_group", {}).items()) or "no sensitive features"
     sensitive_note = (
         f"**This model needs the sensitive feature `{model.sensitive_feature}` at prediction time**: the "
         "post-processing mitigation applies a different threshold to each group. Requests without it are "
@@ -88,7 +105,8 @@ categories are encoded as all-zero one-hot columns.
 - Source: {prov.get('source')}. {prov.get('provenance')}
 - Licence: {prov.get('licence')}
 - Rows: {prov.get('n_train')} train ({len(data.train)} fit, {len(data.validation)} validation),
-  {prov.get('n_test')} test.
+  {prov.get('n_test')} test ({result.eval_split}{', stratified by label and sensitive group, seeded; it chose '
+  'nothing' if result.eval_split.startswith('held-out') else ''}).
 
 ## Model
 - Candidates and validation {spec.model.select_by}: {chosen}; chosen: `{model.kind}`.
@@ -97,7 +115,10 @@ categories are encoded as all-zero one-hot columns.
 - Export parity (ONNX vs scikit-learn, {parity['samples']} rows): max |Δp| {parity['max_abs_prob_diff']:.2e},
   label agreement {parity['label_agreement']:.4%}.
 
-## Evaluation ({result.eval_split} split, exported ONNX graph)
+## Evaluation ({result.eval_split}, {metrics.get('rows')} rows, exported ONNX graph)
+Model, mitigation and thresholds were chosen on train and validation rows only. Rows per group in
+this split: {per_group}.
+
 | accuracy | ROC AUC | selection rate | TPR | FPR | precision |
 |---|---|---|---|---|---|
 | {_f(o['accuracy'])} | {_f(o['roc_auc'])} | {_f(o['selection_rate'])} | {_f(o['tpr'])} | {_f(o['fpr'])} \
@@ -112,9 +133,14 @@ Per-group numbers are in `audit.json` and `report.html` (plots). Brackets: 95% b
 
 Groups too small to judge (fewer than {spec.audit.min_group_size} rows): {', '.join(small) or 'none'}.
 
-### Mitigation settings compared (scikit-learn side, same split)
-| setting | accuracy | DP difference | EO difference |
-|---|---|---|---|
+### Mitigation: chosen by rule, not by the spec
+{why}.
+
+Every candidate and "none", scikit-learn side; the choice reads the validation columns only (the
+threshold optimizer's are out of fold). Brackets: 95% bootstrap intervals.
+
+| setting | val. accuracy | val. DP diff. | val. EO diff. | test accuracy | test DP diff. | test EO diff. | verdict |
+|---|---|---|---|---|---|---|---|
 {trade}
 
 ## Limitations and bias

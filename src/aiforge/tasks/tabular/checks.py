@@ -2,19 +2,21 @@
 
 The gates read the fairness audit of the exported ONNX graph (:mod:`aiforge.tasks.tabular.audit`):
 accuracy and ROC AUC overall, and per gated sensitive feature the demographic parity and
-equalized odds differences and the four-fifths rule.
+equalized odds differences and the four-fifths rule, each with its bootstrap interval; a feature
+with a group below ``audit.min_group_size`` makes its fairness gates undecided. Without ``--data``
+they are measured on the held-out test split (the test file, or rows held out of training).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
 from aiforge.audit.checks import Measured
-from aiforge.audit.gates import Gate, Measurements, ReleaseGates, Verdict
+from aiforge.audit.gates import Gate, Interval, Measurements, ReleaseGates, Verdict, small_groups_reason
 from aiforge.audit.report import CheckReport, classifier_tables, fairness_tables
 from aiforge.bundle.runtime import Runtime
 from aiforge.data.readers import read_table
@@ -39,6 +41,26 @@ def _feat(m: Measurements, feature: str | None, key: str) -> float | None:
     return float(value) if value is not None else None
 
 
+def _pair(value: object) -> Interval | None:
+    if isinstance(value, list | tuple) and len(value) == 2:
+        return float(value[0]), float(value[1])
+    return None
+
+
+def _overall_iv(key: str) -> Callable[[Measurements, str | None], Interval | None]:
+    def read(m: Measurements, feature: str | None) -> Interval | None:
+        return _pair(m.audit["overall"].get("intervals", {}).get(key))
+
+    return read
+
+
+def _feat_iv(key: str) -> Callable[[Measurements, str | None], Interval | None]:
+    def read(m: Measurements, feature: str | None) -> Interval | None:
+        return _pair(m.audit["features"].get(feature or "", {}).get("intervals", {}).get(key))
+
+    return read
+
+
 def _four_fifths(m: Measurements, feature: str | None) -> float | None:
     ff = m.audit["features"].get(feature or "", {}).get("four_fifths")
     return None if ff is None else float(ff["min_max_ratio"])
@@ -52,14 +74,19 @@ def _four_fifths_verdict(m: Measurements, feature: str | None) -> Verdict:
 
 
 TABULAR_GATES: tuple[Gate, ...] = (
-    Gate("min_accuracy", "accuracy of the exported model", "min", lambda m, f: m.audit["overall"]["accuracy"]),
-    Gate("min_roc_auc", "ROC AUC of the exported model", "min", lambda m, f: m.audit["overall"]["roc_auc"]),
+    Gate("min_accuracy", "accuracy of the exported model", "min", lambda m, f: m.audit["overall"]["accuracy"],
+         interval=_overall_iv("accuracy")),
+    Gate("min_roc_auc", "ROC AUC of the exported model", "min", lambda m, f: m.audit["overall"]["roc_auc"],
+         interval=_overall_iv("roc_auc")),
     Gate("max_demographic_parity_difference", "demographic parity difference", "max",
-         lambda m, f: _feat(m, f, "demographic_parity_difference"), per_feature=True),
+         lambda m, f: _feat(m, f, "demographic_parity_difference"), per_feature=True,
+         interval=_feat_iv("demographic_parity_difference"), undecided=small_groups_reason),
     Gate("max_equalized_odds_difference", "equalized odds difference", "max",
-         lambda m, f: _feat(m, f, "equalized_odds_difference"), per_feature=True),
-    Gate("four_fifths", "four-fifths rule (every selection-rate ratio in [0.8, 1.25])", "true", _four_fifths,
-         per_feature=True, judge=_four_fifths_verdict),
+         lambda m, f: _feat(m, f, "equalized_odds_difference"), per_feature=True,
+         interval=_feat_iv("equalized_odds_difference"), undecided=small_groups_reason),
+    Gate("four_fifths", "four-fifths rule (smallest / largest selection rate >= 0.8)", "true", _four_fifths,
+         per_feature=True, judge=_four_fifths_verdict, interval=_feat_iv("demographic_parity_ratio"),
+         undecided=small_groups_reason, fixed_limit=0.8),
 )
 
 
@@ -105,10 +132,10 @@ class TabularChecks:
             audit, source = audit_bundle(tab_rt, data), str(data)
         else:
             tab = load_tabular(spec, seed=spec.model.seed)
-            frame = tab.test if tab.test is not None else tab.validation
+            frame = tab.test
             p = tab_rt.proba_columns(frame_columns(frame.frame, tab_rt.schema))[:, 1].astype(np.float64)
             audit = audit_scores(frame.y, p, frame.sensitive, settings_from(spec.audit))
-            source = "test split" if tab.test is not None else "validation split"
+            source = f"{tab.test_split} ({len(frame)} rows)"
         example = tab_rt.pipeline.get("example")
         if not isinstance(example, dict):
             raise BundleError(f"{rt.path}: pipeline.json has no example record to time.")

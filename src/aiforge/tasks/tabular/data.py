@@ -1,4 +1,9 @@
-"""Tabular data in: read CSV/Parquet (or a bundled sample), check the schema, split, build columns."""
+"""Tabular data in: read CSV/Parquet (or a bundled sample), check the schema, split, build columns.
+
+Without a test file, a test split is held out of the training file (stratified by label and every
+sensitive feature, seeded) before validation is split off: model, mitigation and threshold choice
+see train and validation only, and the gates and the card measure on the held-out rows.
+"""
 
 from __future__ import annotations
 
@@ -35,14 +40,20 @@ class TabularData:
 
     train: TabularFrame
     validation: TabularFrame
-    full_train: TabularFrame
-    test: TabularFrame | None
+    full_train: TabularFrame  # train + validation (never the held-out test rows)
+    test: TabularFrame
     label: str
     labels: list[str]  # [negative, positive]
     sensitive_features: list[str]
     numeric: list[str]
     categorical: list[str]
     provenance: dict[str, Any]
+    test_split: str = "test file"  # or "held-out test split"
+
+    def rows_per_group(self, frame: TabularFrame) -> dict[str, dict[str, int]]:
+        """Rows of each group of each sensitive feature in ``frame``."""
+        return {f: {str(g): int(n) for g, n in frame.sensitive[f].value_counts().sort_index().items()}
+                for f in self.sensitive_features}
 
 
 
@@ -113,18 +124,31 @@ def load_tabular(spec: Any, *, seed: int = 0) -> TabularData:
     if train_df[label].isna().any():
         raise DataError(f"{where_train}: column {label!r} has {int(train_df[label].isna().sum())} empty labels.")
     numeric, categorical = _feature_kinds(train_df, spec, label, sensitive, where_train)
-    full = _frame(train_df, label, labels, sensitive, where_train)
-    kept, held = stratified_split(full.y.tolist(), fraction=d.validation_fraction, seed=seed)
-    train_idx, val_idx = np.asarray(kept, dtype=np.int64), np.asarray(held, dtype=np.int64)
+    everything = _frame(train_df, label, labels, sensitive, where_train)
+    if test_df is not None:
+        full, test, test_split = everything, _frame(test_df, label, labels, sensitive, where_test), "test file"
+    else:
+        rest, held_test = stratified_split(_strata(everything), fraction=d.test_fraction, seed=seed)
+        full, test = _sub(everything, rest), _sub(everything, held_test)
+        test_split = "held-out test split"
+    kept, held = stratified_split(_strata(full), fraction=d.validation_fraction, seed=seed)
+    return TabularData(train=_sub(full, kept), validation=_sub(full, held), full_train=full, test=test,
+                       label=label, labels=labels, sensitive_features=list(sensitive), numeric=numeric,
+                       categorical=categorical, test_split=test_split,
+                       provenance={**provenance, "n_train": len(full), "n_test": len(test), "test_split": test_split,
+                                   "test_fraction": d.test_fraction if test_df is None else None, "seed": seed})
 
-    def sub(idx: np.ndarray) -> TabularFrame:
-        return TabularFrame(full.frame.iloc[idx].reset_index(drop=True), full.y[idx],
-                            full.sensitive.iloc[idx].reset_index(drop=True))
 
-    test = _frame(test_df, label, labels, sensitive, where_test) if test_df is not None else None
-    return TabularData(train=sub(train_idx), validation=sub(val_idx), full_train=full, test=test, label=label,
-                       labels=labels, sensitive_features=list(sensitive), numeric=numeric, categorical=categorical,
-                       provenance={**provenance, "n_train": len(full), "n_test": len(test) if test else 0})
+def _strata(frame: TabularFrame) -> list[str]:
+    """One stratum per (label, group of every sensitive feature): what the seeded splits keep balanced."""
+    parts = [frame.y.astype(str)] + [frame.sensitive[c].to_numpy(dtype=str) for c in frame.sensitive.columns]
+    return ["|".join(row) for row in zip(*parts, strict=True)]
+
+
+def _sub(frame: TabularFrame, idx: list[int]) -> TabularFrame:
+    at = np.asarray(idx, dtype=np.int64)
+    return TabularFrame(frame.frame.iloc[at].reset_index(drop=True), frame.y[at],
+                        frame.sensitive.iloc[at].reset_index(drop=True))
 
 
 def _feature_kinds(df: pd.DataFrame, spec: Any, label: str, sensitive: list[str],

@@ -15,6 +15,7 @@ from aiforge.tasks.tabular.data import (
 from aiforge.tasks.tabular.schema import TabularSchema
 
 if TYPE_CHECKING:  # scikit-learn stays out of the torch-free audit path that reads TabularAudit
+    from aiforge.tasks.tabular.choose import MitigationChoice
     from aiforge.tasks.tabular.models import TabularModel
 
 __all__ = ["TabularAudit", "TabularFitResult"]
@@ -29,11 +30,12 @@ class TabularFitResult:
     base: TabularModel
     shipped: TabularModel
     selection: dict[str, float]
-    evaluation: dict[str, dict[str, Any]]  # setting -> sklearn-side numbers on the evaluation split
+    evaluation: dict[str, dict[str, Any]]  # setting -> sklearn-side numbers (with intervals) on the test split
     eval_split: str
     models: dict[str, TabularModel] = field(default_factory=dict)
     train_seconds: float = 0.0
     baseline: BaselineReport | None = None  # the model against its simple baselines (tasks/tabular/baseline.py)
+    choice: MitigationChoice | None = None  # every candidate's validation scores, the rule's pick and why
 
 
 @dataclass(frozen=True)

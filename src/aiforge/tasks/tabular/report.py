@@ -90,25 +90,40 @@ def _curves_plot(name: str, audit: TabularAudit, groups: np.ndarray, judged: lis
     return _png(fig)
 
 
+def _err(t: dict[str, Any], key: str) -> list[float]:
+    iv = (t.get("intervals") or {}).get(key)
+    v = float(t[key])
+    return [v - iv[0], iv[1] - v] if iv else [0.0, 0.0]
+
+
 def _tradeoff_plot(tradeoff: list[dict[str, Any]]) -> bytes | None:
+    """Accuracy vs DP and vs EO difference of every candidate, validation and test, with 95% intervals."""
     import matplotlib.pyplot as plt
 
     points = [t for t in tradeoff if "demographic_parity_difference" in t]
     if len(points) < 2:
         return None
-    fig, ax = plt.subplots(figsize=(7.5, 4.6))
-    for i, t in enumerate(points):
-        ax.scatter(t["demographic_parity_difference"], t["accuracy"], s=90 if t.get("shipped") else 55,
-                   color=_COLORS[i % len(_COLORS)], edgecolor="black" if t.get("shipped") else "none", zorder=3,
-                   label=f"{t['setting']}{' (shipped)' if t.get('shipped') else ''}: acc {t['accuracy']:.3f}, "
-                         f"DP {t['demographic_parity_difference']:.3f}")
-        ax.annotate(t["setting"], (t["demographic_parity_difference"], t["accuracy"]), textcoords="offset points",
-                    xytext=(6, -12), fontsize=8)
-    ax.set(xlabel="demographic parity difference (lower is fairer)", ylabel="accuracy",
-           title="Accuracy vs fairness across mitigation settings (scikit-learn side, evaluation split)")
-    ax.grid(alpha=0.3)
-    ax.set_xlim(left=0)
-    ax.legend(fontsize=8, loc="best")
+    gaps = [("demographic_parity_difference", "demographic parity difference"),
+            ("equalized_odds_difference", "equalized odds difference")]
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.8), sharey=True)
+    for ax, (key, label) in zip(axes, gaps, strict=True):
+        for i, t in enumerate(points):
+            color = _COLORS[i % len(_COLORS)]
+            name = f"{t['setting']}{' (shipped)' if t.get('shipped') else ''}"
+            for side, row, marker in (("validation", t.get("validation"), "o"), ("test", t, "s")):
+                if not row or key not in row:
+                    continue
+                ax.errorbar(row[key], row["accuracy"], xerr=np.array([_err(row, key)]).T,
+                            yerr=np.array([_err(row, "accuracy")]).T, fmt=marker, color=color, capsize=3,
+                            markersize=9 if t.get("shipped") else 6, alpha=1.0 if side == "test" else 0.55,
+                            markeredgecolor="black" if t.get("shipped") else color,
+                            label=f"{name}, {side}" if key == gaps[0][0] else None)
+        ax.set(xlabel=f"{label} (lower is fairer)", title=f"accuracy vs {label}")
+        ax.grid(alpha=0.3)
+        ax.set_xlim(left=0)
+    axes[0].set_ylabel("accuracy")
+    axes[0].legend(fontsize=7, loc="best")
+    fig.suptitle("Mitigation candidates: validation (o, chose) and held-out test (s, reports); bars: 95% intervals")
     return _png(fig)
 
 
@@ -173,6 +188,13 @@ def _feature_section(name: str, feat: dict[str, Any]) -> str:
     return "".join(parts)
 
 
+def _ci(row: dict[str, Any] | None, key: str) -> str:
+    if not row or key not in row:
+        return "n/a"
+    iv = (row.get("intervals") or {}).get(key)
+    return _fmt(row[key]) + (f" [{iv[0]:.3f}, {iv[1]:.3f}]" if iv else "")
+
+
 def html_report(audit: TabularAudit, *, title: str, tradeoff: list[dict[str, Any]]) -> str:
     """One HTML page with no external resources: overall numbers, per-feature tables, plots."""
     o = audit.report["overall"]
@@ -183,10 +205,13 @@ def html_report(audit: TabularAudit, *, title: str, tradeoff: list[dict[str, Any
     sections = "".join(_feature_section(n, f) for n, f in audit.report["features"].items())
     trade_rows = "".join(
         f"<tr><td>{html.escape(t['setting'])}{' (shipped)' if t.get('shipped') else ''}</td>"
-        f"<td>{_fmt(t['accuracy'])}</td><td>{_fmt(t.get('demographic_parity_difference', float('nan')))}</td>"
-        f"<td>{_fmt(t.get('equalized_odds_difference', float('nan')))}</td></tr>" for t in tradeoff)
-    trade = (f"<h2>Mitigation settings compared</h2><table><tr><th>setting</th><th>accuracy</th><th>DP difference</th>"
-             f"<th>EO difference</th></tr>{trade_rows}</table>" if tradeoff else "")
+        + "".join(f"<td>{_ci(row, k)}</td>" for row in (t.get("validation"), t)
+                  for k in ("accuracy", "demographic_parity_difference", "equalized_odds_difference"))
+        + f"<td>{html.escape(str(t.get('verdict', '')))}</td></tr>" for t in tradeoff)
+    trade = ("<h2>Mitigation candidates (chosen on validation, reported on test)</h2><table><tr><th>setting</th>"
+             "<th>val. accuracy</th><th>val. DP diff.</th><th>val. EO diff.</th><th>test accuracy</th>"
+             f"<th>test DP diff.</th><th>test EO diff.</th><th>verdict</th></tr>{trade_rows}</table>"
+             if tradeoff else "")
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>
 <style>

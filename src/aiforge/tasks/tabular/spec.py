@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import Field, model_validator
 
@@ -30,6 +30,7 @@ class TabularDataSpec(Strict):
     positive_label: str | None = None
     sensitive_features: list[str] | None = None
     validation_fraction: float = Field(default=0.2, gt=0.0, lt=0.5)
+    test_fraction: float = Field(default=0.2, gt=0.0, lt=0.5)  # held out when no data.test is given
     max_rows: int | None = Field(default=None, gt=10)
 
     @model_validator(mode="after")
@@ -71,20 +72,45 @@ class TabularModelSpec(Strict):
     max_iter: int = Field(default=300, gt=0, le=5000)
 
 
+Target = Literal["demographic_parity_difference", "equalized_odds_difference"]
+
+
 class MitigationSpec(Strict):
-    """The bias mitigation shipped in the bundle, and others to compare in the report.
+    """Bias mitigations to try; the rule below picks which one (or "none") the bundle ships.
+
+    ``candidates`` (``method`` and ``compare`` are the older spelling, merged into it) are each
+    fitted, and with "none" measured on the validation rows. Shipped: the candidate best on
+    ``target`` (default: the gap ``constraint`` names) among those that improve on "none", lose
+    at most ``max_accuracy_loss`` accuracy and worsen no other fairness gap (DP, EO) by more than
+    ``max_side_effect``; if none qualifies, "none", and the card says why. ``pick: first`` ships
+    the first candidate whatever the rule says (the card then says what the rule would have picked).
 
     ``eps`` and ``max_iter`` tune ExponentiatedGradient; ``tolerance`` relaxes ThresholdOptimizer's
     demographic parity constraint (fairlearn's ``tol``) to buy back accuracy.
     """
 
-    method: Method = "none"
+    candidates: list[Method] = Field(default_factory=list)
+    method: Method | None = None
+    compare: list[Method] = Field(default_factory=list)
+    pick: Literal["best", "first"] = "best"
+    target: Target | None = None
+    max_accuracy_loss: float = Field(default=0.02, ge=0, le=1)
+    max_side_effect: float = Field(default=0.02, ge=0, le=1)
     constraint: Constraint = "demographic_parity"
     sensitive_feature: str | None = None
     eps: float = Field(default=0.01, gt=0)
     max_iter: int = Field(default=20, gt=0, le=200)
     tolerance: float | None = Field(default=None, gt=0, lt=1)
-    compare: list[Method] = Field(default_factory=list)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, raw: Any) -> Any:
+        # ``mitigation: reweighing`` or ``mitigation: [reweighing, threshold_optimizer]``
+        if isinstance(raw, str):
+            return {"candidates": [raw]}
+        if isinstance(raw, list):
+            return {"candidates": raw}
+        return raw
 
     @model_validator(mode="after")
     def _tolerance_needs_dp(self) -> MitigationSpec:
@@ -92,6 +118,18 @@ class MitigationSpec(Strict):
             raise ValueError("audit.mitigation.tolerance (the threshold optimizer's allowed demographic parity "
                              "difference) works only with constraint: demographic_parity")
         return self
+
+    @property
+    def methods(self) -> list[str]:
+        """The candidate methods in order (``method``, ``candidates``, ``compare``), "none" left out."""
+        listed = [*([self.method] if self.method else []), *self.candidates, *self.compare]
+        return [m for m in dict.fromkeys(listed) if m != "none"]
+
+    @property
+    def targeted(self) -> str:
+        """The fairness gap the choice minimises."""
+        return self.target or ("demographic_parity_difference" if self.constraint == "demographic_parity"
+                               else "equalized_odds_difference")
 
 
 class AuditSpec(Strict):
@@ -108,6 +146,7 @@ class GateSpec(ReleaseGates):
     """Release gates ``aiforge ship`` checks; unset ones are not checked.
 
     ``sensitive_features`` is a setting, not a gate: the features the fairness gates run on.
+    ``decide`` and ``allow_undecided`` (every kind's) say how intervals decide a gate.
     """
 
     kind: ClassVar[str] = "tabular-classification"
@@ -139,7 +178,7 @@ class TabularSpec(BaseSpec):
                 and m.sensitive_feature not in sens:
             raise ValueError(f"audit.mitigation.sensitive_feature {m.sensitive_feature!r} is not one of "
                              f"data.sensitive_features {sens}")
-        if m.method == "exponentiated_gradient" and self.model.candidates == ["hist_gradient_boosting"] \
+        if "exponentiated_gradient" in m.methods and self.model.candidates == ["hist_gradient_boosting"] \
                 and m.max_iter > 50:
             raise ValueError("audit.mitigation.max_iter above 50 with gradient-boosted trees is too slow; lower it")
         return self

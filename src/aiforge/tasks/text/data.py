@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +23,7 @@ class TextDataset:
     texts: list[str]
     labels: list[str]
     source: str
+    groups: dict[str, list[str]] = field(default_factory=dict)  # sensitive column -> each row's group
 
     def __len__(self) -> int:
         return len(self.texts)
@@ -30,8 +31,13 @@ class TextDataset:
     def subset(self, indices: list[int], *, source: str | None = None) -> TextDataset:
         """The rows at ``indices`` as a new data set."""
         return TextDataset(
-            [self.texts[i] for i in indices], [self.labels[i] for i in indices], source or self.source
+            [self.texts[i] for i in indices], [self.labels[i] for i in indices], source or self.source,
+            {c: [g[i] for i in indices] for c, g in self.groups.items()},
         )
+
+    def strata(self) -> list[str]:
+        """One stratum per (label, group of every sensitive column): what the seeded splits keep balanced."""
+        return ["|".join([y, *(g[i] for g in self.groups.values())]) for i, y in enumerate(self.labels)]
 
 
 @dataclass(frozen=True)
@@ -45,8 +51,9 @@ class TextSplits:
 
 
 def load_text_dataset(path: str | Path, *, text_column: str, label_column: str,
-                      fmt: str = "auto", need_labels: bool = True) -> TextDataset:
-    """Read texts (and labels) from a CSV, JSONL or Parquet file and check them.
+                      fmt: str = "auto", need_labels: bool = True,
+                      group_columns: list[str] | None = None) -> TextDataset:
+    """Read texts (and labels, and the ``group_columns``) from a CSV, JSONL or Parquet file and check them.
 
     Raises:
         DataError: missing file or column, empty text, or an empty label.
@@ -54,6 +61,10 @@ def load_text_dataset(path: str | Path, *, text_column: str, label_column: str,
     p = Path(path)
     df = read_table(p, fmt)
     cols = [str(c) for c in df.columns]
+    missing_groups = [c for c in group_columns or [] if c not in cols]
+    if missing_groups:
+        raise DataError(f"{p}: sensitive column(s) {missing_groups} not found. Columns are {cols}. Set "
+                        "data.sensitive_features (or --sensitive) to columns of the file.")
     wanted = [text_column] + ([label_column] if need_labels else [])
     for col in wanted:
         if col not in cols:
@@ -76,7 +87,8 @@ def load_text_dataset(path: str | Path, *, text_column: str, label_column: str,
                 f"{p}: column {label_column!r} is empty at {len(missing)} row(s), first at data row(s) "
                 f"{missing[:5]} (1-based, header excluded)."
             )
-    return TextDataset(texts, labels, str(p))
+    groups = {c: [_as_text(v) or "(missing)" for v in df[c].tolist()] for c in group_columns or []}
+    return TextDataset(texts, labels, str(p), groups)
 
 
 def _as_text(value: object) -> str:
@@ -132,23 +144,32 @@ def _cap_per_label(ds: TextDataset, cap: int, seed: int) -> TextDataset:
 def load_text_splits(spec: DataSpec, *, seed: int) -> TextSplits:
     """Load train/validation/test as the spec says; split validation off train if absent.
 
+    With ``sensitive_features`` and no test file, a test split (stratified by label and group,
+    seeded) is held out of train first, so the per-group gates measure rows that chose nothing.
+
     Raises:
         DataError: any check on any file fails.
     """
-    kw = {"text_column": spec.text_column, "label_column": spec.label_column, "fmt": spec.format}
+    kw = {"text_column": spec.text_column, "label_column": spec.label_column, "fmt": spec.format,
+          "group_columns": list(spec.sensitive_features or [])}
     train = load_text_dataset(spec.train, **kw)  # type: ignore[arg-type]
     if spec.max_per_label:
         train = _cap_per_label(train, spec.max_per_label, seed)
     labels = check_train_labels(train)
-    if spec.validation is not None:
-        validation = load_text_dataset(spec.validation, **kw)  # type: ignore[arg-type]
-        check_test_labels(validation, labels)
-    else:
-        kept, held = stratified_split(train.labels, fraction=spec.validation_fraction, seed=seed)
-        validation = train.subset(held, source=f"{train.source} (validation split)")
-        train = train.subset(kept)
     test = None
     if spec.test is not None:
         test = load_text_dataset(spec.test, **kw)  # type: ignore[arg-type]
         check_test_labels(test, labels)
+    elif spec.sensitive_features:  # per-group gates are decided on rows that chose nothing
+        kept, held = stratified_split(train.strata(), fraction=spec.test_fraction, seed=seed)
+        test = train.subset(held, source=f"{train.source} (held-out test split)")
+        train = train.subset(kept)
+    if spec.validation is not None:
+        validation = load_text_dataset(spec.validation, **kw)  # type: ignore[arg-type]
+        check_test_labels(validation, labels)
+    else:
+        strata = train.strata() if spec.sensitive_features else train.labels
+        kept, held = stratified_split(strata, fraction=spec.validation_fraction, seed=seed)
+        validation = train.subset(held, source=f"{train.source} (validation split)")
+        train = train.subset(kept)
     return TextSplits(train, validation, test, labels)

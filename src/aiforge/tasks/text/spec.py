@@ -9,7 +9,7 @@ from pydantic import (
     model_validator,
 )
 
-from aiforge.audit.gates import ClassifierGates
+from aiforge.audit.gates import GroupGates
 from aiforge.spec import BaseSpec, DataPath, Strict
 
 __all__ = ["AppSpec", "DataSpec", "ModelSpec", "OptimizeSpec", "TextGates", "TextSpec", "TrainSpec"]
@@ -26,6 +26,10 @@ class DataSpec(Strict):
     label_column: str = "label"
     validation_fraction: float = Field(default=0.1, gt=0.0, lt=0.5)
     max_per_label: int | None = Field(default=None, gt=1)
+    # group columns for the per-group audit and gates; with them and no test file, a test split
+    # (stratified by label and group, seeded) is held out of train
+    sensitive_features: list[str] | None = None
+    test_fraction: float = Field(default=0.2, gt=0.0, lt=0.5)
 
 
 class ModelSpec(Strict):
@@ -61,8 +65,11 @@ class OptimizeSpec(Strict):
     parity_samples: int = Field(default=2000, gt=0)
 
 
-class TextGates(ClassifierGates):
-    """Release gates ``aiforge ship`` checks on a text bundle; unset ones are not checked."""
+class TextGates(GroupGates):
+    """Release gates ``aiforge ship`` checks on a text bundle; unset ones are not checked.
+
+    The per-group gaps run over ``sensitive_features`` (default: ``data.sensitive_features``).
+    """
 
     kind: ClassVar[str] = "text-classification"
 
