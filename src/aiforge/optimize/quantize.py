@@ -4,6 +4,9 @@ Each recipe is a row of a table. The first quantizes every weight matrix and the
 embeddings (fastest, smallest); later ones keep the most outlier-prone layers in fp32.
 Activation x activation MatMuls (attention scores) are never quantized: dynamic
 quantization of both operands costs accuracy and gains little.
+
+Activations are quantized with one scale per row (per token), not per batch tensor
+(:mod:`aiforge.optimize.per_row`), so an item's output never depends on its batch-mates.
 """
 
 from __future__ import annotations
@@ -13,6 +16,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from aiforge.optimize.per_row import per_row_activations
 
 __all__ = ["RECIPES", "QuantRecipe", "quantize_with_parity"]
 
@@ -68,6 +73,7 @@ def quantize_with_parity(fp32_path: Path, int8_path: Path, *, agreement: Callabl
     for recipe in RECIPES:
         quantize_dynamic(str(fp32_path), str(int8_path), weight_type=QuantType.QInt8,
                          per_channel=recipe.per_channel, nodes_to_exclude=_excluded_nodes(fp32_path, recipe))
+        per_row_activations(int8_path)
         score = agreement(int8_path)
         tries.append({"recipe": recipe.name, "top1_agreement": score})
         if score >= min_agreement:
