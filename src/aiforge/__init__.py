@@ -32,7 +32,8 @@ if TYPE_CHECKING:
     from aiforge.serve.app import create_app, serve
     from aiforge.serve.client import Client
     from aiforge.serve.config import ServerConfig
-    from aiforge.tasks.registry import get_kind, resolve
+    from aiforge.tasks.registry import get_kind as get_kind
+    from aiforge.tasks.registry import resolve as resolve
 
 # Everything else loads on first use: ``import aiforge.<anything>`` runs this file, and the server's
 # start-up (``aiforge serve``) must not pay for the training API, the spec loader or the audit.
