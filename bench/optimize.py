@@ -80,6 +80,7 @@ def main() -> None:
     parser.add_argument("--bundle", type=Path, default=None, help="a BANKING77 text bundle folder")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--batch1-texts", type=int, default=500, help="texts timed one at a time")
     args = parser.parse_args()
     data = shared_data() / "banking77"
     test = pd.read_csv(data / "test.csv")
@@ -106,7 +107,7 @@ def main() -> None:
             ref = probs if ref is None else ref
             speed = {}
             for batch in (1, 16, 64):
-                sample = texts if batch > 1 else texts[:500]
+                sample = texts if batch > 1 else texts[:args.batch1_texts]
                 best = float("inf")
                 for _ in range(args.repeats):
                     t0 = time.perf_counter()

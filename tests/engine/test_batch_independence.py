@@ -73,10 +73,9 @@ def _image(request: pytest.FixtureRequest) -> Served:
 
 
 def _ranking_rows(rt: Runtime, queries: list[Any]) -> np.ndarray:
-    """Each ranking as a row of (item index, score) pairs, k each."""
+    """Each ranking as a row of (item index, score) pairs, padded with -1 to a fixed width (k <= 10)."""
     rows = [np.array([v for pair in ranked for v in pair], dtype=np.float64) for ranked in rt.run_batch(queries)]
-    width = max(len(r) for r in rows)
-    return np.stack([np.pad(r, (0, width - len(r)), constant_values=-1.0) for r in rows])
+    return np.stack([np.pad(r, (0, 20 - len(r)), constant_values=-1.0) for r in rows])
 
 
 def _recommend(request: pytest.FixtureRequest) -> Served:

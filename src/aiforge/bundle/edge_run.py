@@ -136,7 +136,7 @@ class Model:
         if fmt is None:
             raise EdgeError(f"{where}: not a JPEG, PNG or WebP image")
         try:
-            img = Image.open(io.BytesIO(data), formats=[fmt])
+            img: Any = Image.open(io.BytesIO(data), formats=[fmt])
             w, h = img.size
             if w <= 0 or h <= 0 or w * h > MAX_IMAGE_PIXELS or max(w, h) > MAX_ASPECT_RATIO * min(w, h):
                 raise EdgeError(f"{where}: image of {w}x{h} pixels is empty, too large or too elongated")
@@ -176,10 +176,10 @@ class Model:
         pixels = np.stack(items)
         name = self.pipeline.get("input", "pixels")
         probs: np.ndarray = self.session.run([self.output], {name: pixels})[0]
-        if self.fallback is not None:
-            top = np.partition(probs, -2, axis=1)[:, -2:] if probs.shape[1] > 1 else None
-            low = np.flatnonzero(top[:, 1] - top[:, 0] < self.min_margin) if top is not None else []
-            if len(low):
+        if self.fallback is not None and probs.shape[1] > 1:  # the int8 guard: low top-1 margins re-run in fp32
+            top = np.partition(probs, -2, axis=1)[:, -2:]
+            low = np.flatnonzero(top[:, 1] - top[:, 0] < self.min_margin)
+            if low.size:
                 probs[low] = self.fallback.run([self.output], {name: pixels[low]})[0]
         return probs
 
