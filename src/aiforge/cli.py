@@ -12,10 +12,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from aiforge.app import App, load, predict_file
-from aiforge.app import serve as serve_bundles
-from aiforge.audit.checks import audit_bundle, evaluate_bundle
-from aiforge.audit.ship import ship as run_ship
+from aiforge.bundle.edge import build_edge
 from aiforge.bundle.registry import Registry
 from aiforge.bundle.registry import verify as verify_bundle
 from aiforge.errors import AiforgeError
@@ -93,6 +90,8 @@ def train(
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
 ) -> None:
     """Fit, evaluate (and audit), export to ONNX, check parity, register, and print a summary."""
+    # lazy: the training API and the audit stay out of `aiforge serve`'s start-up (cold start)
+    from aiforge.app import App
 
     application = App.from_yaml(spec_file, home=home)
     result = application.fit(progress=progress)
@@ -120,6 +119,8 @@ def eval_(
     home: HomeOpt = None,
 ) -> None:
     """Score a bundle on a labelled file with its kind's own metrics; print tables, optionally write JSON."""
+    # lazy: the training API and the audit stay out of `aiforge serve`'s start-up (cold start)
+    from aiforge.audit.checks import evaluate_bundle
 
     report = evaluate_bundle(bundle, data, columns=_columns(column, text=text_column, label=label_column), home=home)
     _show(report)
@@ -139,6 +140,8 @@ def audit(
     home: HomeOpt = None,
 ) -> None:
     """Audit a bundle on a labelled file: per-class or per-segment report; per-group with --sensitive COL."""
+    # lazy: the training API and the audit stay out of `aiforge serve`'s start-up (cold start)
+    from aiforge.audit.checks import audit_bundle
 
     report = audit_bundle(bundle, data, sensitive=sensitive, output=output, home=home)
     out.print(report.title, highlight=False)
@@ -157,6 +160,8 @@ def ship(
     home: HomeOpt = None,
 ) -> None:
     """Check the release gates on the exported bundle; mark it production only if all pass (exit 1 otherwise)."""
+    # lazy: the training API and the audit stay out of `aiforge serve`'s start-up (cold start)
+    from aiforge.audit.ship import ship as run_ship
 
     report = run_ship(target, data=data, home=home, gates=_gate_values(gate) if gate else None)
     table = Table(title=f"release gates for {report.name}:{report.version} ({report.task}), decided by "
@@ -207,6 +212,8 @@ def predict(
 
     Recommendation bundles answer ``aiforge recommend`` and ``aiforge similar``; chat bundles ``aiforge chat``.
     """
+    # lazy: the training API and the audit stay out of `aiforge serve`'s start-up (cold start)
+    from aiforge.app import load, predict_file
 
     if bool(texts) == bool(input_file):
         raise AiforgeError("give texts as arguments or --input FILE, not both and not neither.")
@@ -261,6 +268,25 @@ def verify(
     every file's sha256, no unlisted file, every file pipeline.json names. Exits 1 naming what is wrong."""
 
     out.print(verify_bundle(bundle, home=home).summary(), highlight=False, soft_wrap=True)
+
+
+@app.command()
+def export(
+    bundle: Annotated[str, typer.Argument(help="Bundle folder, NAME or NAME:VERSION (text or image classifier).")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Folder to write (must not exist or be empty); "
+                                                              "a .zip of it is written beside it.")],
+    edge: Annotated[bool, typer.Option("--edge", help="A self-contained folder: the bundle, run.py (CLI and "
+                                                      "--serve) and a pinned requirements.txt.")] = False,
+    home: HomeOpt = None,
+) -> None:
+    """Package a bundle to run elsewhere; --edge: needs only onnxruntime, numpy and tokenizers (Pillow for images)."""
+    if not edge:
+        raise AiforgeError("aiforge export writes edge packages: add --edge (bundles themselves are exported by "
+                           "`aiforge train`).")
+    package = build_edge(bundle, out=output, home=home)
+    out.print(f"wrote {package.folder} ({package.folder_bytes / 1e6:.1f} MB) and {package.zip} "
+              f"({package.zip_bytes / 1e6:.1f} MB); run: python {package.folder / 'run.py'} --help", highlight=False,
+              soft_wrap=True)
 
 
 @app.command()
@@ -321,6 +347,15 @@ def serve(
                            max_connections=max_connections)
     scale = scale_options(replicas=replicas, autoscale=parse_autoscale(autoscale), ray_address=ray_address,
                           cpus_per_replica=replica_cpus)
+    if backend == "local":
+        # lazy: the plain server's start-up skips the training API (aiforge.app) altogether (cold start)
+        from aiforge.serve.app import serve as serve_here
+
+        serve_here(bundles, config=config, home=home)
+        return
+    # lazy: the dispatcher (and Ray, for --backend ray) only when another backend is asked for
+    from aiforge.app import serve as serve_bundles
+
     serve_bundles(bundles, backend=backend, config=config, scale=scale, home=home)
 
 
@@ -348,6 +383,8 @@ def bench(
 
     texts = None
     if input_file:
+        # lazy: the training API and the audit stay out of `aiforge serve`'s start-up (cold start)
+        from aiforge.app import predict_file
 
         texts = [row["text"] for row in predict_file(bundle, input_file, home=home)]
     levels = [int(c) for c in concurrency.split(",") if c.strip()]

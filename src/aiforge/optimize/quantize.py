@@ -4,6 +4,9 @@ Each recipe is a row of a table. The first quantizes every weight matrix and the
 embeddings (fastest, smallest); later ones keep the most outlier-prone layers in fp32.
 Activation x activation MatMuls (attention scores) are never quantized: dynamic
 quantization of both operands costs accuracy and gains little.
+
+Activations are quantized with one scale per row (per token), not per batch tensor
+(:mod:`aiforge.optimize.per_row`), so an item's output never depends on its batch-mates.
 """
 
 from __future__ import annotations
@@ -14,7 +17,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = ["RECIPES", "QuantRecipe", "quantize_with_parity"]
+from aiforge.optimize.per_row import per_row_activations
+
+__all__ = ["RECIPES", "QuantRecipe", "quantize_recipe", "quantize_with_parity"]
 
 
 @dataclass(frozen=True)
@@ -54,6 +59,18 @@ def _excluded_nodes(model_path: Path, recipe: QuantRecipe) -> list[str]:
     return excluded
 
 
+def quantize_recipe(fp32_path: Path, int8_path: Path, recipe: QuantRecipe, *, per_row: bool = True) -> None:
+    """Write ``int8_path``: ``fp32_path`` quantized with ``recipe``; ``per_row=False`` keeps onnxruntime's
+    per-tensor activation scales (batch-dependent: only for comparisons)."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    logging.getLogger().setLevel(max(logging.getLogger().level, logging.ERROR))  # "consider pre-processing"
+    quantize_dynamic(str(fp32_path), str(int8_path), weight_type=QuantType.QInt8,
+                     per_channel=recipe.per_channel, nodes_to_exclude=_excluded_nodes(fp32_path, recipe))
+    if per_row:
+        per_row_activations(int8_path)
+
+
 def quantize_with_parity(fp32_path: Path, int8_path: Path, *, agreement: Callable[[Path], float],
                          min_agreement: float) -> dict[str, Any]:
     """Quantize ``fp32_path`` with each recipe in turn; keep the first whose top-1 agreement
@@ -61,13 +78,9 @@ def quantize_with_parity(fp32_path: Path, int8_path: Path, *, agreement: Callabl
 
     Returns the record of every try; ``int8_path`` exists only when a recipe passed.
     """
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-
-    logging.getLogger().setLevel(max(logging.getLogger().level, logging.ERROR))  # "consider pre-processing"
     tries = []
     for recipe in RECIPES:
-        quantize_dynamic(str(fp32_path), str(int8_path), weight_type=QuantType.QInt8,
-                         per_channel=recipe.per_channel, nodes_to_exclude=_excluded_nodes(fp32_path, recipe))
+        quantize_recipe(fp32_path, int8_path, recipe)
         score = agreement(int8_path)
         tries.append({"recipe": recipe.name, "top1_agreement": score})
         if score >= min_agreement:

@@ -20,11 +20,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from aiforge.audit.metrics import classification_metrics
 from aiforge.bundle.format import BundleManifest
 from aiforge.bundle.runtime import ItemLimits, Runtime, onnx_session
 from aiforge.errors import BundleError, DataError, InputError
-from aiforge.tasks.image.data import IMAGE_SUFFIXES, _read_csv, _read_folder
 from aiforge.tasks.image.decode import decode_base64, decode_image, open_image_file
 from aiforge.tasks.image.fallback import FALLBACK_KEY, top2_margin
 from aiforge.tasks.image.preprocess import ImageConfig, preprocess
@@ -208,6 +206,8 @@ class ImageRuntime(Runtime):
     # --- CLI side --------------------------------------------------------------------
 
     def _listed(self, path: Path, columns: Mapping[str, str] | None) -> tuple[list[Path], list[str] | None]:
+        # lazy: the data readers (pandas, the spec) are for the CLI's verbs, not the server's start-up
+        from aiforge.tasks.image.data import IMAGE_SUFFIXES, _read_csv, _read_folder
 
         if path.is_dir():
             subdirs = [p for p in path.iterdir() if p.is_dir() and not p.name.startswith(".")]
@@ -246,6 +246,8 @@ class ImageRuntime(Runtime):
         return preds
 
     def evaluate_file(self, path: str | Path, *, columns: Mapping[str, str] | None = None) -> Metrics:
+        # lazy: metrics are for the CLI's verbs, not the server's start-up
+        from aiforge.audit.metrics import classification_metrics
 
         paths, labels = self._listed(Path(path), columns)
         if labels is None:

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from aiforge.app import load
+from aiforge.bundle.runtime import Runtime
 from aiforge.errors import AiforgeError, InputError
 from aiforge.options import HomeOpt
 from aiforge.tasks.recommend.runtime import RecommendRuntime
@@ -29,7 +29,7 @@ def recommend(
 ) -> None:
     """Recommend items for a user or for a new user's liked items; JSON on stdout."""
 
-    rt = load(bundle, home=home)
+    rt = Runtime.load(bundle, home=home)
     if not isinstance(rt, RecommendRuntime):
         raise AiforgeError(f"{bundle} is a {rt.manifest.task} bundle; recommend needs a recommendation bundle.")
     try:
@@ -48,7 +48,7 @@ def similar(
 ) -> None:
     """Items most liked together with ITEM (or closest in content); JSON on stdout."""
 
-    rt = load(bundle, home=home)
+    rt = Runtime.load(bundle, home=home)
     if not isinstance(rt, RecommendRuntime):
         raise AiforgeError(f"{bundle} is a {rt.manifest.task} bundle; similar needs a recommendation bundle.")
     sys.stdout.write(json.dumps(rt.similar(item, k=k), indent=2) + "\n")

@@ -9,12 +9,8 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from aiforge.app import App, load
 from aiforge.errors import AiforgeError
 from aiforge.options import HomeOpt, out
-from aiforge.tables import metrics_table
-from aiforge.tasks.text.samples import write_demo_intents
-from aiforge.tasks.text.spec import TextSpec
 
 __all__ = ["register"]
 
@@ -24,8 +20,12 @@ def demo(
     workdir: Annotated[Path | None, typer.Option(help="Where to write the demo data (default: a temp folder).")] = None,
 ) -> None:
     """Train a small intent classifier on data aiforge writes itself, then predict with it."""
-    # lazy: torch stays out of the CLI's start-up
+    # lazy: torch stays out of the CLI's start-up, and the training API out of `aiforge serve`'s
+    from aiforge.app import App, load
+    from aiforge.tables import metrics_table
     from aiforge.tasks.text.fitted import TextFitResult
+    from aiforge.tasks.text.samples import write_demo_intents
+    from aiforge.tasks.text.spec import TextSpec
 
     folder = workdir or Path(tempfile.mkdtemp(prefix="aiforge-demo-"))
     train_csv, test_csv = write_demo_intents(folder)

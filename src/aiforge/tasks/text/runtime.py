@@ -10,16 +10,12 @@ import numpy as np
 
 from aiforge.bundle.format import BundleManifest
 from aiforge.bundle.inputs import check_text
+from aiforge.bundle.runtime import ItemLimits, Runtime, onnx_session
 from aiforge.bundle.tokens import encode_batches
 from aiforge.errors import BundleError, DataError, InputError
 
 if TYPE_CHECKING:
-
     from aiforge.audit.metrics import Metrics
-
-from aiforge.audit.metrics import classification_metrics
-from aiforge.bundle.runtime import ItemLimits, Runtime, onnx_session
-from aiforge.tasks.text.data import check_test_labels, load_text_dataset
 
 __all__ = ["TextRuntime"]
 
@@ -85,6 +81,9 @@ class TextRuntime(Runtime):
         self.predict(["warm up", "a slightly longer sentence to warm up the graph for longer inputs"])
 
     def evaluate_file(self, path: str | Path, *, columns: Mapping[str, str] | None = None) -> Metrics:
+        # lazy: the data readers (pandas) and metrics are for the CLI, not the server start-up
+        from aiforge.audit.metrics import classification_metrics
+        from aiforge.tasks.text.data import check_test_labels, load_text_dataset
 
         cols = {**self.manifest.extra.get("columns", {}), **(columns or {})}
         ds = load_text_dataset(path, text_column=cols.get("text", "text"), label_column=cols.get("label", "label"))
@@ -92,6 +91,8 @@ class TextRuntime(Runtime):
         return classification_metrics(ds.labels, self.predict_proba(ds.texts), self.labels)
 
     def predict_file(self, path: str | Path, *, columns: Mapping[str, str] | None = None) -> list[dict[str, Any]]:
+        # lazy: the data readers (pandas) are for the CLI, not the server start-up
+        from aiforge.tasks.text.data import load_text_dataset
 
         p = Path(path)
         if p.suffix.lower() == ".txt":

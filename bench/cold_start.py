@@ -1,0 +1,79 @@
+"""Cold start: ``aiforge serve BUNDLE`` spawn to ``/v2/health/ready``, this tree against another.
+
+    python bench/cold_start.py --bundle PATH [--baseline-src ../main/src] [--runs 5]
+
+Starts the server ``--runs`` times for each source tree (alternating, same bundle, same run) and
+reports best and median seconds from spawn to ready (the model loaded, verified and warmed up),
+plus what the start-up imports cost (``python -X importtime`` of the CLI and the serving stack,
+cumulative microseconds of the top-level modules). Writes bench/results/cold_start.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from _common import ROOT, machine, write_result
+from aiforge.serve.loadgen import aiforge_server_args, free_port, running_server
+
+IMPORTS = ("import aiforge.cli; from aiforge.serve.app import create_app; import uvicorn; "
+           "from aiforge.bundle.runtime import Runtime")
+
+
+def ready_seconds(src: Path, bundle: Path, home: Path) -> float:
+    port = free_port()
+    env = dict(os.environ, PYTHONPATH=str(src), AIFORGE_HOME=str(home), HF_HUB_OFFLINE="1")
+    with running_server(aiforge_server_args([str(bundle)], port=port), port=port, env=env, timeout=300) as (_, t):
+        return t
+
+
+def import_profile(src: Path) -> dict[str, Any]:
+    env = dict(os.environ, PYTHONPATH=str(src))
+    proc = subprocess.run([sys.executable, "-X", "importtime", "-c", IMPORTS], capture_output=True, text=True,
+                          env=env, timeout=300)
+    top: dict[str, int] = {}
+    total = 0
+    for line in proc.stderr.splitlines():
+        m = re.match(r"import time:\s+\d+ \|\s+(\d+) \| (\s*)(\S+)", line)
+        if m and len(m.group(2)) <= 2:  # top-level imports and their direct children
+            top[m.group(3)] = max(top.get(m.group(3), 0), int(m.group(1)))
+        if m and not m.group(2):
+            total += int(m.group(1))
+    heavy = sorted(top.items(), key=lambda kv: -kv[1])[:15]
+    return {"total_ms": total / 1000, "top_ms": {k: v / 1000 for k, v in heavy}}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--bundle", type=Path, required=True)
+    parser.add_argument("--baseline-src", type=Path, default=None, help="another checkout's src/ to compare")
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--home", type=Path, default=Path(os.environ.get("AIFORGE_HOME", "/tmp")))
+    args = parser.parse_args()
+    trees = {"this": ROOT / "src", **({"baseline": args.baseline_src.resolve()} if args.baseline_src else {})}
+    times: dict[str, list[float]] = {k: [] for k in trees}
+    for _ in range(args.runs):
+        for name, src in trees.items():
+            times[name].append(ready_seconds(src, args.bundle, args.home))
+    rows = {name: {"src": str(src), "ready_s_best": min(times[name]), "ready_s_median": statistics.median(times[name]),
+                   "runs": times[name], "imports": import_profile(src)} for name, src in trees.items()}
+    payload: dict[str, Any] = {
+        "benchmark": "aiforge serve BUNDLE: spawn to /v2/health/ready",
+        "command": "python bench/cold_start.py --bundle PATH --baseline-src ../main/src",
+        "machine": machine(), "load_average": os.getloadavg(), "bundle": str(args.bundle), "trees": rows,
+        "target_s": 0.6,
+    }
+    if "baseline" in rows:
+        payload["ratio_median_this_vs_baseline"] = rows["this"]["ready_s_median"] / rows["baseline"]["ready_s_median"]
+    print({k: (v["ready_s_best"], v["ready_s_median"]) for k, v in rows.items()})
+    print(f"wrote {write_result('cold_start', payload)}")
+
+
+if __name__ == "__main__":
+    main()
