@@ -88,6 +88,7 @@ class Runtime:
     task: ClassVar[str] = ""
     labels: list[str]
     precision: str
+    out_of_scope_label: str | None = None  # a classifier's label for rejected items; servers flag it
 
     def __init__(self, path: Path, manifest: BundleManifest) -> None:
         self.path = path

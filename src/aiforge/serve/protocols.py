@@ -172,7 +172,7 @@ def _items_from_v2(service: ModelService[Runtime], req: V2InferRequest) -> list[
         raise ApiError(400, str(exc)) from exc
 
 
-V2_OUTPUTS = ("label", "score", "probabilities")
+V2_OUTPUTS = ("label", "score", "probabilities", "out_of_scope")
 
 
 def _v2_metadata(service: ModelService[Runtime]) -> dict[str, Any]:
@@ -182,7 +182,9 @@ def _v2_metadata(service: ModelService[Runtime]) -> dict[str, Any]:
         "inputs": rt.v2_metadata_inputs(),
         "outputs": [{"name": "label", "datatype": "BYTES", "shape": [-1]},
                     {"name": "score", "datatype": "FP32", "shape": [-1]},
-                    {"name": "probabilities", "datatype": "FP32", "shape": [-1, len(rt.labels)]}],
+                    {"name": "probabilities", "datatype": "FP32", "shape": [-1, len(rt.labels)]},
+                    *([{"name": "out_of_scope", "datatype": "BOOL", "shape": [-1]}]
+                      if rt.out_of_scope_label is not None else [])],
         "parameters": {"task": rt.manifest.task, "precision": rt.precision, "labels": rt.labels},
     }
 
@@ -233,10 +235,12 @@ def json_response(body: dict[str, Any]) -> Response:
 
 async def _v2_infer(service: ModelService[Runtime], req: V2InferRequest) -> Response:
     items = service.parse_items(_items_from_v2(service, req), "inputs[0].data")
-    wanted = [o.name for o in req.outputs] if req.outputs else list(V2_OUTPUTS)
-    unknown = [w for w in wanted if w not in V2_OUTPUTS]
+    oos = service.runtime.out_of_scope_label
+    offered = [o for o in V2_OUTPUTS if o != "out_of_scope" or oos is not None]
+    wanted = [o.name for o in req.outputs] if req.outputs else offered
+    unknown = [w for w in wanted if w not in offered]
     if unknown:
-        raise ApiError(400, f"unknown output(s) {unknown}; outputs are {list(V2_OUTPUTS)}")
+        raise ApiError(400, f"unknown output(s) {unknown}; outputs are {offered}")
     probs = await service.predict_proba(items)
     labels = service.runtime.labels
     best = probs.argmax(axis=1)
@@ -248,6 +252,9 @@ async def _v2_infer(service: ModelService[Runtime], req: V2InferRequest) -> Resp
         "probabilities": {"name": "probabilities", "datatype": "FP32", "shape": list(probs.shape),
                           "data": probs.astype(float).ravel().tolist()},
     }
+    if oos is not None:
+        outputs["out_of_scope"] = {"name": "out_of_scope", "datatype": "BOOL", "shape": [n],
+                                   "data": [labels[i] == oos for i in best]}
     body: dict[str, Any] = {"model_name": service.name, "model_version": service.runtime.version,
                             "outputs": [outputs[w] for w in wanted]}
     if req.id is not None:
@@ -292,6 +299,7 @@ class PredictionOut(BaseModel):
     label: str
     score: float
     scores: dict[str, float]
+    out_of_scope: bool | None = None  # only from bundles with an out-of-scope label
 
 
 class PredictResponse(BaseModel):
@@ -330,8 +338,11 @@ async def v1_predict(name: str, req: PredictRequest, m: ModelsDep) -> Response:
     labels = service.runtime.labels
     k = req.top_k or len(labels)
     preds = []
+    oos = service.runtime.out_of_scope_label
     for row in probs:
         order = np.argsort(-row)[:k]
         preds.append({"label": labels[int(order[0])], "score": float(row[order[0]]),
                       "scores": {labels[int(i)]: float(row[i]) for i in order}})
+        if oos is not None:
+            preds[-1]["out_of_scope"] = labels[int(order[0])] == oos
     return json_response({"model": service.name, "version": service.runtime.version, "predictions": preds})

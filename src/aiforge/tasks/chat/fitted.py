@@ -24,3 +24,5 @@ class ChatFitResult:
     rows: IndexRows
     intents: IntentModel | None
     stats: dict[str, Any] = field(default_factory=dict)
+    reranker_dir: Path | None = None  # the cross-encoder's folder (model.onnx, tokenizer.json), when reranking
+    abstention: dict[str, Any] | None = None  # the calibrated threshold on its best logit, and its trade-off

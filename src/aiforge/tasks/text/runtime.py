@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from aiforge.audit.metrics import Metrics
 
 from aiforge.audit.metrics import classification_metrics
+from aiforge.audit.out_of_scope import DistanceScorer
 from aiforge.bundle.runtime import ItemLimits, Runtime, onnx_session
 from aiforge.tasks.text.data import check_test_labels, load_text_dataset
 
@@ -51,6 +52,18 @@ class TextRuntime(Runtime):
         self.tokenizer.enable_truncation(max_length=max_length)
         self.session = onnx_session(path / graphs[chosen], threads=threads)
         self._output = self.pipeline.get("output", "probabilities")
+        self.in_scope_labels = list(self.labels)
+        self._oos: tuple[DistanceScorer, float, str] | None = None
+        oos = self.pipeline.get("out_of_scope")
+        if oos:
+            try:
+                scorer = DistanceScorer(np.load(path / oos["means"], allow_pickle=False),
+                                        np.load(path / oos["precision"], allow_pickle=False))
+                self._oos = (scorer, float(oos["threshold"]), str(oos["features"]))
+                self.out_of_scope_label = str(oos["name"])
+            except (OSError, ValueError, KeyError, TypeError) as exc:
+                raise BundleError(f"{path}: the out_of_scope files are missing or unreadable ({exc}).") from exc
+            self.labels = [*self.labels, self.out_of_scope_label]  # served as one more label
 
     @classmethod
     def open(cls, path: Path, manifest: BundleManifest, *, precision: str = "auto",
@@ -77,8 +90,18 @@ class TextRuntime(Runtime):
         out = np.zeros((len(texts), len(self.labels)), dtype=np.float32)
         if not texts:
             return out
+        n = len(self.in_scope_labels)
         for idx, ids, mask in encode_batches(self.tokenizer, list(texts), self.batch_size):
-            out[idx] = self.session.run([self._output], {"input_ids": ids, "attention_mask": mask})[0]
+            feeds = {"input_ids": ids, "attention_mask": mask}
+            if self._oos is None:
+                out[idx] = self.session.run([self._output], feeds)[0]
+                continue
+            scorer, threshold, features = self._oos
+            probs, feats = self.session.run([self._output, features], feeds)
+            rejected = scorer.score(feats) > threshold
+            # a rejected text is all out_of_scope; an accepted one keeps its class probabilities
+            out[idx, :n] = np.where(rejected[:, None], 0.0, probs)
+            out[idx, n] = rejected.astype(np.float32)
         return out
 
     def warmup(self) -> None:
@@ -90,6 +113,7 @@ class TextRuntime(Runtime):
         ds = load_text_dataset(path, text_column=cols.get("text", "text"), label_column=cols.get("label", "label"))
         check_test_labels(ds, self.labels)
         return classification_metrics(ds.labels, self.predict_proba(ds.texts), self.labels)
+
 
     def predict_file(self, path: str | Path, *, columns: Mapping[str, str] | None = None) -> list[dict[str, Any]]:
 
@@ -103,4 +127,6 @@ class TextRuntime(Runtime):
         else:
             col = (columns or {}).get("text") or self.manifest.extra.get("columns", {}).get("text", "text")
             texts = load_text_dataset(p, text_column=col, label_column="", need_labels=False).texts
-        return [{"text": t, **pred.to_dict()} for t, pred in zip(texts, self.predict(texts), strict=True)]
+        flag = self.out_of_scope_label
+        return [{"text": t, **pred.to_dict(), **({"out_of_scope": pred.label == flag} if flag else {})}
+                for t, pred in zip(texts, self.predict(texts), strict=True)]

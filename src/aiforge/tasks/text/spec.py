@@ -12,7 +12,7 @@ from pydantic import (
 from aiforge.audit.gates import ClassifierGates
 from aiforge.spec import BaseSpec, DataPath, Strict
 
-__all__ = ["AppSpec", "DataSpec", "ModelSpec", "OptimizeSpec", "TextGates", "TextSpec", "TrainSpec"]
+__all__ = ["AppSpec", "DataSpec", "ModelSpec", "OptimizeSpec", "OutOfScopeSpec", "TextGates", "TextSpec", "TrainSpec"]
 
 
 class DataSpec(Strict):
@@ -28,6 +28,17 @@ class DataSpec(Strict):
     max_per_label: int | None = Field(default=None, gt=1)
 
 
+class OutOfScopeSpec(Strict):
+    """Out-of-scope texts: far (Mahalanobis) from every trained label, they get the ``name`` label instead."""
+
+    label: str | None = Field(default=None, description="Label of your out-of-scope examples in the data; they are "
+                                                        "not a class: they calibrate the threshold and are scored.")
+    name: str = Field(default="out_of_scope", min_length=1, description="The label served for out-of-scope texts.")
+    threshold: float | None = Field(default=None, gt=0, description="Fixed distance threshold; None = calibrate.")
+    target_in_scope_recall: float = Field(default=0.97, gt=0, le=1,
+                                          description="Share of validation in-scope texts the threshold keeps.")
+
+
 class ModelSpec(Strict):
     """Which pre-trained backbone and how to adapt it."""
 
@@ -35,6 +46,7 @@ class ModelSpec(Strict):
     mode: Literal["head", "full"] = "head"
     head: Literal["linear", "mlp"] = "linear"
     max_length: int = Field(default=64, ge=8, le=512)
+    out_of_scope: OutOfScopeSpec | None = None
 
 
 class TrainSpec(Strict):

@@ -33,6 +33,7 @@ from aiforge.tasks.text.data import TextDataset, TextSplits, load_text_splits
 from aiforge.tasks.text.export import write_text_bundle
 from aiforge.tasks.text.fitted import FittedTextClassifier, TextFitResult
 from aiforge.tasks.text.model import TextClassifier, make_head
+from aiforge.tasks.text.out_of_scope import fit_out_of_scope, in_scope_splits
 from aiforge.tasks.text.spec import TextSpec, TrainSpec
 from aiforge.train.loop import Batch, LoopConfig, LoopResult, fit_loop, seed_everything
 
@@ -94,7 +95,12 @@ class TextClassificationTask:
         spec = check_spec(spec, TextSpec)
         seed_everything(spec.train.seed)
         torch.set_num_threads(spec.train.threads or os.cpu_count() or 1)
-        splits = load_text_splits(spec.data, seed=spec.train.seed)
+        oos_spec = spec.model.out_of_scope
+        splits = load_text_splits(spec.data, seed=spec.train.seed,
+                                  out_of_scope=oos_spec.label if oos_spec is not None else None)
+        oos_rows = {}
+        if oos_spec is not None:  # out-of-scope rows are not a class: they calibrate and are scored
+            splits, oos_rows = in_scope_splits(splits, oos_spec)
         backbone = get_backbone(spec.model.backbone)
         plan = plan_training(spec.train, spec.model.mode)
         tokenizer = load_tokenizer(backbone.path() / "tokenizer.json", spec.model.max_length)
@@ -120,7 +126,10 @@ class TextClassificationTask:
                                       max_length=spec.model.max_length, spec=spec)
         validation = fitted.evaluate(splits.validation)
         test = fitted.evaluate(splits.test) if splits.test is not None else None
-        return TextFitResult(fitted, splits, validation, test, train_seconds, history)
+        oos_fit = None if oos_spec is None else fit_out_of_scope(
+            oos_spec, labels=labels, features=fitted.features, splits=splits, oos=oos_rows,
+            probs=fitted.predict_proba)
+        return TextFitResult(fitted, splits, validation, test, train_seconds, history, out_of_scope=oos_fit)
 
     def export(self, spec: BaseSpec, result: TextFitResult, registry: Registry) -> ExportResult:
         """Export to ONNX (fp32 + gated int8), check parity, write metrics and card, register.
