@@ -151,6 +151,7 @@ class ChatRuntime(Runtime):
         self.rerank: dict[str, Any] | None = dict(p["rerank"]) if p.get("rerank") else None
         self.reranker: CrossEncoder | None = None
         self.focused: FocusedAnswer | None = None
+        self._saved_rerank: tuple[dict[str, Any] | None, CrossEncoder | None, FocusedAnswer | None] | None = None
         if self.rerank is not None:
             try:
                 self.reranker = CrossEncoder(path / str(self.rerank["graph"]), path / str(self.rerank["tokenizer"]),
@@ -348,10 +349,10 @@ class ChatRuntime(Runtime):
         """
         if on and not self.pipeline.get("rerank"):
             raise BundleError(f"{self.path}: this bundle has no reranker; add retrieval.rerank to its spec.")
-        if not on:
+        if not on and self.rerank is not None:
             self._saved_rerank = (self.rerank, self.reranker, self.focused)
             self.rerank, self.reranker, self.focused = None, None, None
-        elif getattr(self, "_saved_rerank", None) is not None:
+        elif self._saved_rerank is not None:
             self.rerank, self.reranker, self.focused = self._saved_rerank
 
     def retrieve(self, query: str, vector: np.ndarray | None = None) -> list[Hit]:

@@ -123,7 +123,9 @@ class IntentsSpec(Strict):
     out_of_scope: list[str] = Field(default_factory=list,
                                     description="Utterances that belong to no intent; used to calibrate the threshold. "
                                                 "When empty, sentences of the indexed documents stand in.")
-    threshold: float | None = Field(default=None, gt=0, lt=1, description="Fixed threshold; None = calibrate.")
+    threshold: float | None = Field(default=None, gt=0,
+                                    description="Fixed threshold (a distance, or a probability below 1 with method "
+                                                "probability); None = calibrate.")
     target_in_scope_recall: float = Field(default=0.9, gt=0, le=1)
     min_example_similarity: float = Field(
         default=0.5, ge=-1, le=1,

@@ -98,7 +98,7 @@ class TextClassificationTask:
         oos_spec = spec.model.out_of_scope
         splits = load_text_splits(spec.data, seed=spec.train.seed,
                                   out_of_scope=oos_spec.label if oos_spec is not None else None)
-        oos_rows = {}
+        oos_rows: dict[str, TextDataset | None] = {}
         if oos_spec is not None:  # out-of-scope rows are not a class: they calibrate and are scored
             splits, oos_rows = in_scope_splits(splits, oos_spec)
         backbone = get_backbone(spec.model.backbone)
