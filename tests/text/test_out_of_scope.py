@@ -9,11 +9,11 @@ from pathlib import Path
 
 import httpx
 import pytest
-from serve_helpers import serving, v2_body
 
 from aiforge import App
 from aiforge.app import load
 from aiforge.tasks.text.spec import AppSpec
+from serve_helpers import serving, v2_body
 
 HELD_OUT = 2
 
