@@ -32,7 +32,7 @@ def test_intents_from_csv_and_jsonl_files_with_a_trade_off_curve(tmp_path: Path)
     jsonl.write_text("".join(json.dumps({"text": t, "intent": "lost_card"}) + "\n" for t in CARD), encoding="utf-8")
     raw = {"name": "bank-bot", "task": "chat",
            "intents": {"items": [{"name": "greet", "examples": GREET, "response": "Hello!"}],
-                       "files": [str(csv_file), str(jsonl)]}}
+                       "files": [str(csv_file), str(jsonl)], "method": "distance"}}
     result = build_bundle(raw, tmp_path / "home", tmp_path / "spec")
     rt = load(result.exported.path)
     assert rt.labels == ["greet", "balance", "lost_card"]

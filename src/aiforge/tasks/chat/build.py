@@ -287,5 +287,6 @@ def calibrate_reranker(retrieval: RetrievalSpec, rows: IndexRows, encoder: OnnxE
         if index.size == 0:
             return {"threshold": r.threshold if r.threshold is not None else 0.0, "method": "no documents"}
         cal = calibrate_abstention(search, reranker, index, unanswerable=r.unanswerable,
-                                   n_generated=r.calibration_questions, fixed=r.threshold)
+                                   n_generated=r.calibration_questions, fixed=r.threshold,
+                                   target_answered=r.target_answered)
         return cal.to_dict()

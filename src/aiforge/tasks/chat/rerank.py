@@ -135,15 +135,18 @@ def generated_questions(index: KnowledgeIndex, *, n: int, seed: int = 0) -> list
 
 def calibrate_abstention(search: Callable[[str], list[Hit]], reranker: CrossEncoder, index: KnowledgeIndex, *,
                          unanswerable: Sequence[str], n_generated: int, fixed: float | None = None,
-                         seed: int = 0) -> Calibration:
+                         target_answered: float = 0.95, seed: int = 0) -> Calibration:
     """Choose the threshold on the best reranker logit that separates answerable from unanswerable questions.
 
     Unanswerable: ``n_generated`` of :data:`OUT_OF_DOMAIN_QUESTIONS` and the user's own, each
     through the same retrieval and reranking as a served question (the best logit counts).
     Answerable: questions generated from ``n_generated`` chunks, scored against the chunk they
     came from (a lower bound of what retrieval would find). The threshold maximises the mean of
-    the two rates; between equally good thresholds, the midpoint is taken. ``fixed`` overrides it
-    (the trade-off is still measured and recorded).
+    the two rates (the midpoint of the best interval), raised to the score that still answers
+    ``target_answered`` of the generated answerable questions: generated out-of-domain questions
+    sit far below any real question, so they cannot say where the questions close to the domain
+    lie; the highest threshold the answerable side allows refuses most of those too. ``fixed``
+    overrides it (the trade-off is still measured and recorded).
     """
     rng = np.random.default_rng(seed)
     ood = [OUT_OF_DOMAIN_QUESTIONS[int(i)] for i in
@@ -164,6 +167,9 @@ def calibrate_abstention(search: Callable[[str], list[Hit]], reranker: CrossEnco
     cuts = np.concatenate([[grid[0] - 1.0], (grid[:-1] + grid[1:]) / 2, [grid[-1] + 1.0]])
     score = np.array([0.5 * (a >= t).mean() + 0.5 * (u < t).mean() for t in cuts])
     best = np.flatnonzero(score >= score.max() - 1e-12)
-    threshold = float((cuts[best[0]] + cuts[best[-1]]) / 2)
-    return Calibration(threshold, "max mean of answerable answered and unanswerable refused (midpoint of ties)",
-                       pos, neg, sources)
+    midpoint = float((cuts[best[0]] + cuts[best[-1]]) / 2)
+    keep = float(np.quantile(a, 1.0 - target_answered)) if target_answered < 1 else float(a.min())
+    threshold = max(midpoint, keep)
+    return Calibration(threshold, f"max mean of answerable answered and unanswerable refused (midpoint "
+                                  f"{midpoint:.2f}), raised to keep {target_answered:.0%} of generated answerable "
+                                  "questions", pos, neg, sources)

@@ -62,6 +62,8 @@ class RerankSpec(Strict):
                                                               "know'; None = calibrate at index time.")
     unanswerable: list[str] = Field(default_factory=list,
                                     description="Questions these documents do not answer (calibration negatives).")
+    target_answered: float = Field(default=0.95, gt=0, le=1,
+                                   description="Share of generated answerable questions the threshold keeps.")
     calibration_questions: int = Field(default=24, ge=2, le=200,
                                        description="Generated out-of-domain and in-domain questions, each side.")
     margin: float = Field(default=3.0, gt=0, description="Answer sentences within this logit of the best one.")
@@ -117,9 +119,9 @@ class IntentsSpec(Strict):
     items: list[IntentSpec] = Field(default_factory=list)
     files: list[DataPath] = Field(default_factory=list, description="CSV/JSONL files of (text, intent) examples.")
     out_of_scope_label: str = "out_of_scope"
-    method: Literal["distance", "probability"] = Field(
-        default="distance", description="Out-of-scope score: Mahalanobis distance to the nearest intent mean "
-                                        "(default) or the head's top probability.")
+    method: Literal["probability", "distance"] = Field(
+        default="probability", description="Out-of-scope score: the head's top probability (default) or the "
+                                           "Mahalanobis distance to the nearest intent mean.")
     out_of_scope: list[str] = Field(default_factory=list,
                                     description="Utterances that belong to no intent; used to calibrate the threshold. "
                                                 "When empty, sentences of the indexed documents stand in.")

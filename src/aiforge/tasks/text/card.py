@@ -92,8 +92,8 @@ def out_of_scope_card(oos: dict[str, Any], name: str) -> str:
     table = "\n".join(rows)
     return f"""
 ## Out of scope
-A text whose squared Mahalanobis distance to the nearest label mean (pooled encoder features) is above
-{oos['threshold']:.1f} gets the label `{name}` (flagged `out_of_scope: true` by the server). The threshold was
+A text whose out-of-scope score ({_oos_score(oos)}) is above {oos['threshold']:.3f} gets the label `{name}`
+(flagged `out_of_scope: true` by the server). The threshold was
 {cal.get('chosen', 'calibrated')}: {cal.get('method', '')} (validation split). In-scope accuracy counts an in-scope
 text as right only when it is accepted and labelled correctly.
 
@@ -103,3 +103,9 @@ text as right only when it is accepted and labelled correctly.
 
 The whole in-scope/out-of-scope trade-off on validation is in `metrics.json` (`out_of_scope.calibration.curve`).
 """
+
+
+def _oos_score(oos: dict[str, Any]) -> str:
+    if oos.get("method") == "distance":
+        return "squared Mahalanobis distance of the pooled features to the nearest label mean"
+    return "minus the top class probability"

@@ -149,7 +149,7 @@ def write_text_bundle(staged: Path, *, spec: TextSpec, result: TextFitResult) ->
     fitted, splits = result.fitted, result.splits
     oos = result.out_of_scope
     parity = export_text_classifier(fitted, staged, parity_data=splits.test or splits.validation,
-                                    features=oos is not None)
+                                    features=oos is not None and oos.scorer is not None)
     metrics = {
         "validation": result.validation.to_dict(),
         "test": result.test.to_dict() if result.test else None,
@@ -158,10 +158,12 @@ def write_text_bundle(staged: Path, *, spec: TextSpec, result: TextFitResult) ->
     }
     pipeline = text_pipeline(fitted, parity)
     if oos is not None:
-        np.save(staged / OOS_MEANS, oos.scorer.means, allow_pickle=False)
-        np.save(staged / OOS_PRECISION, oos.scorer.precision, allow_pickle=False)
+        if oos.scorer is not None:
+            np.save(staged / OOS_MEANS, oos.scorer.means, allow_pickle=False)
+            np.save(staged / OOS_PRECISION, oos.scorer.precision, allow_pickle=False)
         pipeline["out_of_scope"] = oos.pipeline()
-        metrics["out_of_scope"] = {"threshold": oos.threshold, "calibration": oos.calibration, **oos.metrics}
+        metrics["out_of_scope"] = {"method": oos.spec.method, "threshold": oos.threshold,
+                                   "calibration": oos.calibration, **oos.metrics}
     data = {
         "train": str(spec.data.train), "validation": str(spec.data.validation or "split from train"),
         "test": str(spec.data.test) if spec.data.test else None, "n_train": len(splits.train),

@@ -2,7 +2,8 @@
 
 Rows labelled ``out_of_scope.label`` are taken out of every split before training (they are
 not a class). After training, class means and a shared precision matrix are fitted on the
-training features (the pooled encoder output the ONNX graph also returns); the distance
+training features (the pooled encoder output the ONNX graph also returns) with ``method: distance``; the score (minus
+the top probability by default, or that distance)
 threshold is calibrated on the validation split (see :mod:`aiforge.audit.out_of_scope`),
 and in-scope accuracy and out-of-scope recall are measured on validation and test.
 The bundle stores ``oos_means.npy`` / ``oos_precision.npy``; ``TextRuntime`` serves a
@@ -34,14 +35,16 @@ class OutOfScopeFit:
     """The fitted scorer, its threshold, and what was measured."""
 
     spec: OutOfScopeSpec
-    scorer: DistanceScorer
+    scorer: DistanceScorer | None  # method distance; None with method probability (score = -top probability)
     threshold: float
     calibration: dict[str, Any]
     metrics: dict[str, Any] = field(default_factory=dict)
 
     def pipeline(self) -> dict[str, Any]:
         """The ``out_of_scope`` block of pipeline.json."""
-        return {"name": self.spec.name, "threshold": self.threshold, "means": OOS_MEANS,
+        if self.scorer is None:
+            return {"name": self.spec.name, "method": "probability", "threshold": self.threshold}
+        return {"name": self.spec.name, "method": "distance", "threshold": self.threshold, "means": OOS_MEANS,
                 "precision": OOS_PRECISION, "features": "features"}
 
 
@@ -71,12 +74,14 @@ def fit_out_of_scope(spec: OutOfScopeSpec, *, labels: list[str], features: Any,
     """
     index = {y: i for i, y in enumerate(labels)}
     y_train = np.array([index[y] for y in splits.train.labels])
-    scorer = DistanceScorer.fit(features(splits.train.texts), y_train, len(labels))
+    scorer = DistanceScorer.fit(features(splits.train.texts), y_train, len(labels)) \
+        if spec.method == "distance" else None
 
     def scored(ds: TextDataset | None) -> tuple[np.ndarray, np.ndarray] | None:
         if ds is None or not len(ds):
             return None
-        return scorer.score(features(ds.texts)), np.asarray(probs(ds.texts))
+        p = np.asarray(probs(ds.texts))
+        return (scorer.score(features(ds.texts)) if scorer is not None else -p.max(axis=1)), p
 
     val = scored(splits.validation)
     if val is None:
@@ -86,7 +91,8 @@ def fit_out_of_scope(spec: OutOfScopeSpec, *, labels: list[str], features: Any,
     oos_val = scored(oos["validation"])
     calibration = calibrate_rejection(val[0], val_correct, None if oos_val is None else oos_val[0],
                                       target_in_scope_recall=spec.target_in_scope_recall)
-    threshold = float(spec.threshold) if spec.threshold is not None else float(calibration["threshold"])
+    fixed = None if spec.threshold is None else (spec.threshold if scorer is not None else -spec.threshold)
+    threshold = float(fixed) if fixed is not None else float(calibration["threshold"])
     calibration["chosen"] = "fixed in spec" if spec.threshold is not None else "calibrated"
     metrics: dict[str, Any] = {}
     for part, ds in (("validation", splits.validation), ("test", splits.test)):

@@ -53,13 +53,15 @@ class TextRuntime(Runtime):
         self.session = onnx_session(path / graphs[chosen], threads=threads)
         self._output = self.pipeline.get("output", "probabilities")
         self.in_scope_labels = list(self.labels)
-        self._oos: tuple[DistanceScorer, float, str] | None = None
+        self._oos: tuple[DistanceScorer | None, float, str | None] | None = None
         oos = self.pipeline.get("out_of_scope")
         if oos:
             try:
-                scorer = DistanceScorer(np.load(path / oos["means"], allow_pickle=False),
-                                        np.load(path / oos["precision"], allow_pickle=False))
-                self._oos = (scorer, float(oos["threshold"]), str(oos["features"]))
+                scorer = None
+                if oos.get("method", "distance") == "distance":
+                    scorer = DistanceScorer(np.load(path / oos["means"], allow_pickle=False),
+                                            np.load(path / oos["precision"], allow_pickle=False))
+                self._oos = (scorer, float(oos["threshold"]), oos.get("features"))
                 self.out_of_scope_label = str(oos["name"])
             except (OSError, ValueError, KeyError, TypeError) as exc:
                 raise BundleError(f"{path}: the out_of_scope files are missing or unreadable ({exc}).") from exc
@@ -97,8 +99,12 @@ class TextRuntime(Runtime):
                 out[idx] = self.session.run([self._output], feeds)[0]
                 continue
             scorer, threshold, features = self._oos
-            probs, feats = self.session.run([self._output, features], feeds)
-            rejected = scorer.score(feats) > threshold
+            if scorer is not None and features is not None:
+                probs, feats = self.session.run([self._output, features], feeds)
+                rejected = scorer.score(feats) > threshold
+            else:  # method probability: the score is minus the top probability
+                probs = self.session.run([self._output], feeds)[0]
+                rejected = -probs.max(axis=1) > threshold
             # a rejected text is all out_of_scope; an accepted one keeps its class probabilities
             out[idx, :n] = np.where(rejected[:, None], 0.0, probs)
             out[idx, n] = rejected.astype(np.float32)
