@@ -161,3 +161,20 @@ def test_the_committed_qa_set_is_big_enough_and_its_keys_are_in_the_corpus() -> 
     for item in answerable:
         text = "".join(extract_text(ref.parent / item.gold_sources[0])[0]).lower()
         assert any(k.lower() in text for k in item.answer_contains), item
+
+
+def test_bge_small_from_its_package_graph_is_a_chat_encoder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from aiforge.errors import BackboneError
+    from aiforge.hub.encoder_export import cached_encoder
+    from aiforge.hub.onnx_encoder import OnnxEncoder
+    from aiforge.hub.text_encoder import TextEncoder
+
+    monkeypatch.setenv("AIFORGE_CACHE", str(tmp_path))
+    folder, parity = cached_encoder("bge-small")
+    assert parity["ok"] and parity["onnx_vs_torch_max_abs_diff"] < 1e-4  # vs the package graph, CLS pooled
+    enc = OnnxEncoder(folder / "encoder.onnx", folder / "encoder_tokenizer.json")
+    v = enc.embed(["How do I hide the mouse cursor?", "Hide or show the mouse cursor.", "The capital of Peru is Lima."])
+    assert np.allclose(np.linalg.norm(v, axis=1), 1.0, atol=1e-5)
+    assert v[0] @ v[1] > v[0] @ v[2] + 0.2
+    with pytest.raises(BackboneError, match="int8 ONNX graph without PyTorch weights"):
+        TextEncoder(get_backbone("bge-small"))
