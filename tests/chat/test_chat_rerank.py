@@ -15,7 +15,8 @@ import numpy as np
 import pytest
 from chat_helpers import build_bundle
 
-from aiforge.app import evaluate, load
+from aiforge.app import load
+from aiforge.audit.checks import evaluate_bundle
 from aiforge.errors import DataError
 from aiforge.hub.catalog import get_backbone
 from aiforge.hub.reranker import CrossEncoder
@@ -135,7 +136,7 @@ def test_eval_scores_a_qa_file(pygame_docs: Path, tmp_path: Path) -> None:
              "answer_contains": ["wait", "delay"]},
             {"question": "Who wrote the novel Pride and Prejudice?", "unanswerable": True, "kind": "out_of_domain"}]
     qa.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
-    report = evaluate(pygame_docs, qa)
+    report = evaluate_bundle(pygame_docs, qa)  # what `aiforge eval BUNDLE --data qa.jsonl` runs
     m = report.metrics
     assert (m["answerable"], m["unanswerable"]) == (2, 1)
     assert m["gold_cited"] == 1.0 and m["answer_contains"] == 1.0, m["rows"]
