@@ -79,10 +79,14 @@ class FocusedAnswer:
             chosen.append(AnswerSentence(n, sentence, score))
             if len(chosen) == self.max_sentences:
                 break
-        first = hits[chosen[0].n - 1] if chosen else hits[0]
-        if first.definition:
-            chosen.insert(0, AnswerSentence(chosen[0].n if chosen else 1, first.definition, best, definition=True))
-        return chosen
+        # passage by passage, the reranker's best first, each led by the definition it documents
+        out: list[AnswerSentence] = []
+        for n in sorted({c.n for c in chosen}):
+            definition = hits[n - 1].definition
+            if definition:
+                out.append(AnswerSentence(n, definition, best, definition=True))
+            out.extend(c for c in chosen if c.n == n)
+        return out
 
     @staticmethod
     def stream(sentences: Sequence[AnswerSentence]) -> Iterator[str]:
