@@ -142,18 +142,18 @@ def _cites(citations: Sequence[dict[str, Any]], gold: Sequence[str]) -> bool:
 
 def evaluate_qa(rt: ChatRuntime, items: Sequence[QAItem]) -> QAScores:
     """Ask every question (one at a time, no session) and score the answers."""
-    rows = []
+    rows: list[dict[str, Any]] = []
     for item in items:
         start = time.perf_counter()
         turn = rt.ask(item.question)
-        ms = (time.perf_counter() - start) * 1000
-        refused = turn.kind == "dont_know"
+        took = (time.perf_counter() - start) * 1000
+        no = turn.kind == "dont_know"
         text = turn.text.lower()
         rows.append({"question": item.question, "unanswerable": item.unanswerable, "kind": item.kind,
-                     "refused": refused, "ms": ms, "answer": turn.text,
+                     "refused": no, "ms": took, "answer": turn.text,
                      "cited": [c["source"] for c in turn.citations],
                      "gold_cited": bool(item.gold_sources) and _cites(turn.citations, item.gold_sources),
-                     "contains": any(k.lower() in text for k in item.answer_contains) and not refused,
+                     "contains": any(k.lower() in text for k in item.answer_contains) and not no,
                      "relevance": turn.citations[0].get("relevance") if turn.citations else None})
     ans = [r for r in rows if not r["unanswerable"]]
     una = [r for r in rows if r["unanswerable"]]
@@ -164,7 +164,7 @@ def evaluate_qa(rt: ChatRuntime, items: Sequence[QAItem]) -> QAScores:
         return sum(bool(r[key]) for r in part) / len(part) if part else 0.0
 
     kinds = sorted({str(r["kind"]) for r in una if r["kind"]})
-    ms = sorted(r["ms"] for r in rows)
+    ms = sorted(float(r["ms"]) for r in rows)
     return QAScores(
         answerable=len(ans), unanswerable=len(una),
         gold_cited=rate(ans, "gold_cited"), gold_cited_when_answered=rate(answered, "gold_cited"),
