@@ -150,7 +150,7 @@ def write_text_bundle(staged: Path, *, spec: TextSpec, result: TextFitResult) ->
     oos = result.out_of_scope
     parity = export_text_classifier(fitted, staged, parity_data=splits.test or splits.validation,
                                     features=oos is not None and oos.scorer is not None)
-    metrics = {
+    metrics: dict[str, Any] = {
         "validation": result.validation.to_dict(),
         "test": result.test.to_dict() if result.test else None,
         "train_seconds": result.train_seconds,
