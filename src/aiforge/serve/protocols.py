@@ -447,6 +447,7 @@ class PredictionOut(BaseModel):
     label: str
     score: float
     scores: dict[str, float]
+    out_of_scope: bool | None = None  # only from bundles with an out-of-scope label
 
 
 class PredictResponse(BaseModel):
@@ -514,8 +515,11 @@ async def v1_predict(name: str, req: PredictRequest, m: ModelsDep) -> Response:
     labels = service.runtime.labels
     k = req.top_k or len(labels)
     preds = []
+    oos = service.runtime.out_of_scope_label
     for row in probs:
         order = np.argsort(-row)[:k]
         preds.append({"label": labels[int(order[0])], "score": float(row[order[0]]),
                       "scores": {labels[int(i)]: float(row[i]) for i in order}})
+        if oos is not None:
+            preds[-1]["out_of_scope"] = labels[int(order[0])] == oos
     return json_response({"model": service.name, "version": service.runtime.version, "predictions": preds})

@@ -7,7 +7,9 @@ query-time vectors come from one model.
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -15,19 +17,30 @@ from typing import Any
 import numpy as np
 
 from aiforge.audit.baseline import BaselineReport, skipped_report
+from aiforge.audit.out_of_scope import DistanceScorer, calibrate_rejection
 from aiforge.bundle.parts import Parity
 from aiforge.bundle.registry import Registry
+from aiforge.data.readers import read_table
 from aiforge.errors import AiforgeError, DataError
+from aiforge.hub.catalog import get_backbone
 from aiforge.hub.encoder_export import cached_encoder
 from aiforge.hub.onnx_encoder import ENCODER_GRAPH, ENCODER_TOKENIZER, OnnxEncoder
+from aiforge.hub.reranker import CrossEncoder
 from aiforge.progress import progress_bar
 from aiforge.tasks.chat.actions import get_action, import_action_modules
 from aiforge.tasks.chat.baseline import intent_baselines
 from aiforge.tasks.chat.data import chunk_text, extract_text, find_files, sentence_spans
 from aiforge.tasks.chat.fitted import ChatFitResult
-from aiforge.tasks.chat.index import IndexRows, KnowledgeIndex
-from aiforge.tasks.chat.intents import IntentModel, calibrate_threshold, fit_head, out_of_fold
-from aiforge.tasks.chat.spec import ChatSpec, IntentsSpec
+from aiforge.tasks.chat.index import Hit, IndexRows, KnowledgeIndex, write_index
+from aiforge.tasks.chat.intents import (
+    IntentModel,
+    calibrate_threshold,
+    fit_head,
+    out_of_fold,
+    out_of_fold_distances,
+)
+from aiforge.tasks.chat.rerank import calibrate_abstention, rerank_hits
+from aiforge.tasks.chat.spec import ChatSpec, IntentsSpec, RetrievalSpec
 from aiforge.version import __version__
 
 __all__ = ["build_chat", "index_spec"]
@@ -42,6 +55,27 @@ def index_spec(directory: str | Path, *, name: str, backend: str = "extractive",
     raw = {"name": name, "task": "chat", "knowledge": {"paths": [str(Path(directory).resolve())]},
            "generation": {"backend": backend, **{k: v for k, v in generation.items() if v is not None}}}
     return ChatSpec.from_dict(raw, source=f"aiforge index {directory}")
+
+
+def package_folder(entry: str) -> Path:
+    """The folder ``package/sub/folder`` names inside an installed package (found without importing it).
+
+    Raises:
+        DataError: the package is not installed or has no such folder.
+    """
+    package, _, sub = entry.strip("/").partition("/")
+    try:
+        found = importlib.util.find_spec(package) if package.isidentifier() else None
+    except (ImportError, ValueError):
+        found = None
+    locations = list(found.submodule_search_locations or []) if found is not None else []
+    if not locations:
+        raise DataError(f"knowledge.packages: {entry!r}: no installed package {package!r}. Install it with pip, or "
+                        "give a folder in knowledge.paths.")
+    folder = Path(locations[0]) / sub
+    if not folder.exists():
+        raise DataError(f"knowledge.packages: {entry!r}: {folder} does not exist in the installed {package!r}.")
+    return folder
 
 
 def _previous(spec: ChatSpec, registry: Registry, settings: dict[str, Any]) -> KnowledgeIndex | None:
@@ -62,11 +96,12 @@ def _previous(spec: ChatSpec, registry: Registry, settings: dict[str, Any]) -> K
 def _ingest(spec: ChatSpec, encoder: OnnxEncoder, previous: KnowledgeIndex | None,
             progress: bool) -> tuple[IndexRows, dict[str, Any]]:
     k = spec.knowledge
-    files = find_files(list(k.paths), k.include, k.exclude, max_bytes=k.max_file_bytes) if k.paths else []
-    if k.paths and not files:
-        raise DataError(f"{', '.join(map(str, k.paths))}: no files matching {k.include} to index.")
+    roots = [*k.paths, *(package_folder(p) for p in k.packages)]
+    files = find_files(roots, k.include, k.exclude, max_bytes=k.max_file_bytes) if roots else []
+    if roots and not files:
+        raise DataError(f"{', '.join(map(str, roots))}: no files matching {k.include} to index.")
     old_files = previous.files() if previous is not None else {}
-    chunks: list[tuple[str, str, int, int, str, str | None]] = []
+    chunks: list[tuple[str, str, int, int, str, str | None, str | None]] = []
     vectors: list[np.ndarray] = []
     sentences: list[tuple[int, int, int]] = []
     sentence_vectors: list[np.ndarray] = []
@@ -79,8 +114,8 @@ def _ingest(spec: ChatSpec, encoder: OnnxEncoder, previous: KnowledgeIndex | Non
             if previous is not None and old_files.get(f.rel, ("", 0))[0] == f.sha256:
                 stats["unchanged"] += 1
                 old_rows = previous.chunk_rows(f.rel)
-                for cid, heading, start, end, text, label in old_rows:
-                    chunks.append((f.rel, heading, start, end, text, label))
+                for cid, heading, start, end, text, label, definition in old_rows:
+                    chunks.append((f.rel, heading, start, end, text, label, definition))
                     vectors.append(previous.vectors[cid][None, :])
                     for sid in previous.sentences_of(cid):
                         a, b = previous.sentence_span[sid]
@@ -93,7 +128,7 @@ def _ingest(spec: ChatSpec, encoder: OnnxEncoder, previous: KnowledgeIndex | Non
                 new = chunk_text(f.rel, text, sections, encoder.tokenizer, chunk_tokens=k.chunk_tokens,
                                  overlap_tokens=k.overlap_tokens)
                 if new:
-                    chunks.extend((c.source, c.heading, c.start, c.end, c.text, None) for c in new)
+                    chunks.extend((c.source, c.heading, c.start, c.end, c.text, None, c.definition) for c in new)
                     vectors.append(encoder.embed([f"{c.heading}\n{c.text}" for c in new]))
                     spans = [(base + i, a, b) for i, c in enumerate(new) for a, b in sentence_spans(c.text)]
                     sentences.extend(spans)
@@ -114,39 +149,91 @@ def _ingest(spec: ChatSpec, encoder: OnnxEncoder, previous: KnowledgeIndex | Non
     return rows, stats
 
 
+def intent_examples(spec: IntentsSpec) -> tuple[list[str], list[str], list[int], list[str]]:
+    """(labels, texts, label index per text, out-of-scope texts) from ``items`` and ``files``.
+
+    Raises:
+        DataError: a file lacks the text or intent column, or fewer than 2 intents in all.
+    """
+    labels = [i.name for i in spec.items]
+    texts = [t for i in spec.items for t in i.examples]
+    names = [i.name for i in spec.items for _ in i.examples]
+    oos = list(spec.out_of_scope)
+    for path in spec.files:
+        df = read_table(Path(path))
+        label = "intent" if "intent" in df.columns else "label"
+        missing = [c for c in ("text", label) if c not in df.columns]
+        if missing:
+            raise DataError(f"{path}: column(s) {missing} not found. Columns are {list(df.columns)}. Intent files "
+                            "need a 'text' and an 'intent' column (one example per row).")
+        for t, y in zip(df["text"].astype(str), df[label].astype(str), strict=True):
+            if not t.strip():
+                continue
+            if y == spec.out_of_scope_label:
+                oos.append(t)
+            else:
+                names.append(y)
+                texts.append(t)
+    labels += sorted(set(names) - set(labels))
+    if len(labels) < 2:
+        raise DataError(f"intents: {len(labels)} intent(s) found; the intent layer needs at least 2.")
+    index = {y: i for i, y in enumerate(labels)}
+    return labels, texts, [index[y] for y in names], oos
+
+
 def train_intents(spec: IntentsSpec, encoder: OnnxEncoder, *, fallback_oos: np.ndarray | None = None,
                   seed: int = 0) -> IntentModel:
     """Fit the intent head on the examples and calibrate the out-of-scope threshold.
 
-    Out-of-scope examples are the spec's ``out_of_scope`` utterances or, when there are none,
-    ``fallback_oos`` (embeddings of document sentences: what the knowledge answers is not an intent).
+    Out-of-scope examples are the spec's ``out_of_scope`` utterances and the files' out-of-scope
+    rows or, when there are none, ``fallback_oos`` (embeddings of document sentences: what the
+    knowledge answers is not an intent). The calibration record holds the whole in-scope /
+    out-of-scope trade-off curve (``curve``), so another point can be picked and fixed with
+    ``intents.threshold``.
 
     Raises:
         DataError: too few examples to calibrate.
     """
 
     import_action_modules()
-    labels = [i.name for i in spec.items]
-    texts = [t for i in spec.items for t in i.examples]
-    y = np.array([j for j, i in enumerate(spec.items) for _ in i.examples])
+    labels, texts, idx, oos_texts = intent_examples(spec)
+    y = np.array(idx)
     x = encoder.embed(texts)
     for item in spec.items:
         if item.action:
             get_action(item.action)  # unknown actions fail the build, not the first request
     oof = out_of_fold(x, y, len(labels), C=spec.C)
     w, b = fit_head(x, y, len(labels), C=spec.C)
-    oos_x = encoder.embed(spec.out_of_scope) if spec.out_of_scope else fallback_oos
+    oos_x = encoder.embed(oos_texts) if oos_texts else fallback_oos
+    source = "spec" if oos_texts else "document sentences" if oos_x is not None and len(oos_x) else "none"
+    handlers = {i.name: {"response": i.response, "action": i.action} for i in spec.items}
+    handlers.update({name: {"response": None, "action": None} for name in labels if name not in handlers})
+    if spec.method == "distance":
+        scorer = DistanceScorer.fit(x, y, len(labels))
+        oof_dist = out_of_fold_distances(x, y, len(labels), seed=seed)
+        oos_dist = scorer.score(oos_x) if oos_x is not None and len(oos_x) else None
+        calibration = calibrate_rejection(oof_dist, oof.argmax(1) == y, oos_dist,
+                                          target_in_scope_recall=spec.target_in_scope_recall)
+        calibration.update(out_of_scope_source=source, out_of_fold_accuracy=float((oof.argmax(1) == y).mean()),
+                           score="squared Mahalanobis distance to the nearest intent mean (out-of-fold)")
+        threshold = spec.threshold if spec.threshold is not None else calibration["threshold"]
+        calibration["chosen"] = "fixed in spec" if spec.threshold is not None else "calibrated"
+        return IntentModel(labels, w, b, 0.0, handlers, calibration, examples=x, example_labels=y,
+                           scorer=scorer, distance_threshold=float(threshold))
     oos = None
     if oos_x is not None and len(oos_x):
         z = oos_x @ w.T + b
         z -= z.max(axis=1, keepdims=True)
         oos = np.exp(z) / np.exp(z).sum(axis=1, keepdims=True)
     calibration = calibrate_threshold(oof, y, oos, target_recall=spec.target_in_scope_recall)
-    calibration["out_of_scope_source"] = ("spec" if spec.out_of_scope else
-                                          "document sentences" if oos is not None else "none")
+    calibration["out_of_scope_source"] = source
+    conf, right = oof.max(1), oof.argmax(1) == y
+    calibration["curve"] = [{"threshold": float(t), "in_scope_accepted": float((conf >= t).mean()),
+                             "in_scope_accuracy": float(((conf >= t) & right).mean()),
+                             "out_of_scope_recall": None if oos is None else float((oos.max(1) < t).mean())}
+                            for t in np.linspace(0.05, 0.95, 19)]
     threshold = spec.threshold if spec.threshold is not None else calibration["threshold"]
     calibration["chosen"] = "fixed in spec" if spec.threshold is not None else "calibrated"
-    handlers = {i.name: {"response": i.response, "action": i.action} for i in spec.items}
     return IntentModel(labels, w, b, float(threshold), handlers, calibration, examples=x, example_labels=y,
                        min_example_similarity=spec.min_example_similarity)
 
@@ -173,10 +260,15 @@ def build_chat(spec: ChatSpec, *, registry: Registry | None = None, progress: bo
         trained = time.perf_counter()
         intents = train_intents(spec.intents, encoder, fallback_oos=sv[np.sort(pick)] if len(sv) else None)
         baseline = _intent_baseline(spec, intents, time.perf_counter() - trained)
+    reranker_dir, abstention = None, None
+    if spec.retrieval.rerank is not None:
+        reranker_dir = get_backbone(spec.retrieval.rerank.model).path()
+        abstention = calibrate_reranker(spec.retrieval, rows, encoder, reranker_dir)
     stats["seconds"] = time.perf_counter() - start
     stats["index_settings"] = settings
     encoder_parity = Parity.from_dict(parity, diff_key="onnx_vs_torch_max_abs_diff")
-    return ChatFitResult(spec, encoder_dir, encoder_parity, rows, intents, stats, baseline)
+    return ChatFitResult(spec, encoder_dir, encoder_parity, rows, intents, stats, baseline=baseline,
+                         reranker_dir=reranker_dir, abstention=abstention)
 
 
 def _intent_baseline(spec: ChatSpec, intents: IntentModel, fit_seconds: float) -> BaselineReport:
@@ -185,7 +277,32 @@ def _intent_baseline(spec: ChatSpec, intents: IntentModel, fit_seconds: float) -
         return skipped_report("accuracy")
     if intents.examples is None or intents.example_labels is None:
         return skipped_report("accuracy", "the intent model keeps no examples to compare on")
-    texts = [t for i in spec.intents.items for t in i.examples]
+    _, texts, _, _ = intent_examples(spec.intents)  # the texts the head was fitted on, in its order
     # the same (seeded) folds train_intents calibrated on, so the comparison is paired example by example
     oof = out_of_fold(intents.examples, intents.example_labels, len(intents.labels), C=spec.intents.C)
     return intent_baselines(texts, intents.example_labels, oof, fit_seconds=fit_seconds)
+
+
+def calibrate_reranker(retrieval: RetrievalSpec, rows: IndexRows, encoder: OnnxEncoder,
+                       reranker_dir: Path) -> dict[str, Any]:
+    """The abstention threshold on the reranker's best logit, calibrated on this index (see ``rerank.py``)."""
+    r = retrieval.rerank
+    if r is None:
+        raise ValueError("calibrate_reranker needs retrieval.rerank")
+    reranker = CrossEncoder(reranker_dir / "model.onnx", reranker_dir / "tokenizer.json", max_length=r.max_length)
+    with tempfile.TemporaryDirectory(prefix="aiforge-calibrate-") as tmp:
+        write_index(Path(tmp), rows)
+        index = KnowledgeIndex(Path(tmp))
+
+        def search(question: str) -> list[Hit]:
+            vec = encoder.embed([question])[0]
+            hits = index.search(question, vec, k=r.candidates, mode=retrieval.mode, candidates=retrieval.candidates,
+                                rrf_k=retrieval.rrf_k, dense_weight=retrieval.dense_weight)
+            return rerank_hits(reranker, question, hits, k=retrieval.k)
+
+        if index.size == 0:
+            return {"threshold": r.threshold if r.threshold is not None else 0.0, "method": "no documents"}
+        cal = calibrate_abstention(search, reranker, index, unanswerable=r.unanswerable,
+                                   n_generated=r.calibration_questions, fixed=r.threshold,
+                                   target_answered=r.target_answered)
+        return cal.to_dict()

@@ -1,9 +1,12 @@
 """What ``aiforge eval``, ``audit`` and ``ship`` measure on a chat bundle (torch-free).
 
 A chat bundle answers questions, so the numbers every kind has (size, p95 latency of one
-``ask``) always apply. Its intent layer is a classifier: with intents and a labelled file of
-utterances (columns ``text`` and ``intent``) it gets intent accuracy and macro-F1, a
-per-intent report and the ``min_intent_*`` gates.
+``ask``) always apply. Given a QA file (rows with ``question`` and ``answer_contains`` or
+``unanswerable: true``, see :mod:`aiforge.tasks.chat.qa`), ``aiforge eval`` scores the answers:
+gold source cited, answer holds the key, refusal precision and recall, latency. Its intent
+layer is a classifier: with intents and a labelled file of utterances (columns ``text`` and
+``intent``) it gets intent accuracy and macro-F1, a per-intent report and the
+``min_intent_*`` gates.
 """
 
 from __future__ import annotations
@@ -15,11 +18,12 @@ from typing import Any
 from aiforge.audit.checks import Measured
 from aiforge.audit.gates import Gate, Measurements, ReleaseGates
 from aiforge.audit.metrics import Metrics, classification_metrics
-from aiforge.audit.report import CheckReport, classifier_tables
+from aiforge.audit.report import CheckReport, ReportTable, classifier_tables
 from aiforge.bundle.runtime import Runtime
 from aiforge.data.readers import read_table
 from aiforge.errors import BundleError, DataError
 from aiforge.spec import BaseSpec
+from aiforge.tasks.chat.qa import evaluate_qa, is_qa_file, read_qa
 from aiforge.tasks.chat.runtime import ChatRuntime
 from aiforge.tasks.chat.spec import ChatSpec
 
@@ -68,13 +72,35 @@ def _gate(key: str, metric: str, what: str) -> Gate:
     return Gate(key, f"intent {what} of the exported bundle", "min", read)
 
 
+def _qa_report(rt: ChatRuntime, data: Path) -> CheckReport:
+    scores = evaluate_qa(rt, read_qa(data))
+    d = scores.to_dict()
+    keys = ("gold_cited", "gold_cited_when_answered", "answer_contains", "answerable_refused",
+            "unanswerable_refused", "refusal_precision", "latency_ms_p50", "latency_ms_p95")
+    rows = [[k, f"{d[k]:.1f}" if "latency" in k else f"{d[k]:.3f}"] for k in keys]
+    rows += [[f"unanswerable_refused[{kind}]", f"{rate:.3f}"] for kind, rate in scores.refused_by_kind.items()]
+    table = ReportTable(f"{rt.name}:{rt.version} answers on {data.name} ({scores.answerable} answerable, "
+                        f"{scores.unanswerable} unanswerable)", ["measure", "value"], rows)
+    missed = [[r["question"][:70], "refused" if r["refused"] else "answered",
+               "yes" if r["gold_cited"] else "no", "yes" if r["contains"] else "no"]
+              for r in scores.rows if (r["unanswerable"] != r["refused"]) or
+              (not r["unanswerable"] and not (r["gold_cited"] and r["contains"]))]
+    tables = [table]
+    if missed:
+        tables.append(ReportTable("questions answered wrongly or refused wrongly",
+                                  ["question", "outcome", "gold cited", "holds key"], missed[:20]))
+    return CheckReport(f"{rt.name}:{rt.version} answers on {data}", scores.to_dict(rows=True), tables)
+
+
 class ChatChecks:
     """Intent metrics (when the bundle has intents), and size and latency for every chat bundle."""
 
     gates = (_gate("min_intent_accuracy", "accuracy", "accuracy"), _gate("min_intent_macro_f1", "macro_f1", "macro-F1"))
 
     def evaluate(self, rt: Runtime, data: Path, *, columns: Mapping[str, str]) -> CheckReport:
-        """Intent accuracy, macro-F1 and per-intent scores on labelled utterances."""
+        """Answer quality on a QA file, or intent accuracy, macro-F1 and per-intent scores on labelled utterances."""
+        if is_qa_file(data):
+            return _qa_report(_chat_runtime(rt), data)
         metrics, _ = _intent_metrics(_chat_runtime(rt), data, columns)
         return CheckReport(f"{rt.name}:{rt.version} intents on {data}", metrics.to_dict(),
                            classifier_tables(metrics, title=f"{rt.name}:{rt.version} intents on {data.name}"))

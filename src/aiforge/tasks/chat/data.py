@@ -1,10 +1,13 @@
-"""Knowledge ingestion: Markdown, plain text, HTML and PDF files into heading-aware chunks.
+"""Knowledge ingestion: Markdown, reST, plain text, HTML and PDF files into heading-aware chunks.
 
 A file is first cut into sections at its headings (Markdown ``#`` lines outside code
-fences, HTML ``<h1>``-``<h6>``, PDF pages), then each section into windows of
-``chunk_tokens`` tokens of the encoder's own tokenizer, overlapping by ``overlap_tokens``.
-Every chunk keeps its source path, its heading path and its character span in the file's
-text (for HTML and PDF: in the extracted text).
+fences, HTML ``<h1>``-``<h6>``, PDF pages) and at its definitions (HTML ``<dt>``/``<dd>``
+as Sphinx writes API references, reST ``.. function::``-style directives, Markdown headings
+that are a signature or a code span), then each section into windows of ``chunk_tokens``
+tokens of the encoder's own tokenizer, overlapping by ``overlap_tokens``. Every chunk keeps
+its source path, its heading path, the definition it belongs to (name and signature, when
+there is one) and its character span in the file's text (for HTML and PDF: in the extracted
+text). A Sphinx page's navigation and summary tables are left out (only ``role="main"``).
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ class Chunk:
     start: int
     end: int
     text: str
+    definition: str | None = None
 
 
 @dataclass(frozen=True)
@@ -48,6 +52,7 @@ class _Section:
     heading: str
     start: int
     end: int
+    definition: str | None = None
 
 
 def find_files(roots: list[Path], include: list[str], exclude: list[str], *, max_bytes: int) -> list[SourceFile]:
@@ -82,8 +87,21 @@ def find_files(roots: list[Path], include: list[str], exclude: list[str], *, max
 _MD_HEADING = re.compile(r"^(#{1,6})\s+(.+?)\s*#*\s*$")
 
 
+# a heading that names an API: `a code span` or name(args)
+_MD_DEFINITION = re.compile(r"`[^`]+`|^[A-Za-z_][\w.]*\s*\(.*\)")
+
+
+# reST / Sphinx directives that define an API object: ".. function:: name(args)", ".. py:method:: ..."
+_RST_DEFINITION = re.compile(r"^\.\.\s+(?:py:)?(function|method|class|attribute|data|exception|decorator|"
+                             r"classmethod|staticmethod|module|property)::\s*(.+?)\s*$")
+
+
+# (offset, level, heading, definition or None)
+_Mark = tuple[int, int, str, str | None]
+
+
 def _markdown_sections(text: str, title: str) -> list[_Section]:
-    marks: list[tuple[int, int, str]] = []  # (offset, level, title)
+    marks: list[_Mark] = []
     offset, fence = 0, False
     for line in text.splitlines(keepends=True):
         stripped = line.strip()
@@ -92,62 +110,160 @@ def _markdown_sections(text: str, title: str) -> list[_Section]:
         elif not fence:
             m = _MD_HEADING.match(line.rstrip("\n"))
             if m:
-                marks.append((offset, len(m.group(1)), m.group(2).strip()))
+                name = m.group(2).strip()
+                definition = name.replace("`", "") if _MD_DEFINITION.search(name) else None
+                marks.append((offset, len(m.group(1)), name, definition))
         offset += len(line)
     return _sections_from_marks(marks, len(text), title)
 
 
-def _sections_from_marks(marks: list[tuple[int, int, str]], length: int, title: str) -> list[_Section]:
+def _rst_sections(text: str, title: str) -> list[_Section]:
+    """Sections of a reST file at its API directives (``.. function:: f(x)``) and its underlined titles."""
+    marks: list[_Mark] = []
+    lines = text.splitlines(keepends=True)
+    offset = 0
+    for i, line in enumerate(lines):
+        m = _RST_DEFINITION.match(line.strip())
+        nxt = lines[i + 1].strip() if i + 1 < len(lines) else ""
+        if m:
+            level = 8 if m.group(1) in ("module", "class", "exception") else 9
+            marks.append((offset, level, m.group(2).split("(")[0].strip(), m.group(2)))
+        elif line.strip() and len(nxt) >= len(line.strip()) >= 2 and len(set(nxt)) == 1 and nxt[0] in "=-~^*#":
+            level = "=-~^*#".index(nxt[0]) + 1
+            marks.append((offset, level, line.strip(), None))
+        offset += len(line)
+    return _sections_from_marks(marks, len(text), title)
+
+
+def _sections_from_marks(marks: list[_Mark], length: int, title: str) -> list[_Section]:
     sections: list[_Section] = []
     if not marks or marks[0][0] > 0:
         sections.append(_Section(title, 0, marks[0][0] if marks else length))
     path: list[tuple[int, str]] = []
-    for i, (start, level, name) in enumerate(marks):
+    for i, (start, level, name, definition) in enumerate(marks):
         path = [p for p in path if p[0] < level] + [(level, name)]
         end = marks[i + 1][0] if i + 1 < len(marks) else length
-        sections.append(_Section(" > ".join(p[1] for p in path), start, end))
+        sections.append(_Section(" > ".join(p[1] for p in path), start, end, definition))
     return sections
 
 
-class _HtmlText(HTMLParser):
-    """Visible text of an HTML page, with the offsets and levels of its headings."""
+_BLOCK_TAGS = ("p", "div", "li", "br", "tr", "section", "article", "pre", "blockquote", "dd", "table")
 
-    def __init__(self) -> None:
+
+class _HtmlText(HTMLParser):
+    """Visible text of an HTML page, with the offsets and levels of its headings and definitions.
+
+    ``<dt>`` terms (Sphinx's API signatures) become headings one level below the ``<h6>`` range per
+    nesting depth of ``<dl>``, named by their ``id`` (``pygame.Rect.move``), with the first
+    ``<span class="signature">`` of their ``<dd>`` (or the term's own text) as the definition.
+    With ``main_only`` only the text inside ``role="main"`` / ``<main>`` is kept (not navigation).
+    """
+
+    def __init__(self, *, main_only: bool = False) -> None:
         super().__init__(convert_charrefs=True)
         self.parts: list[str] = []
         self.length = 0
         self.skip = 0
-        self.marks: list[tuple[int, int, str]] = []
-        self._heading: tuple[int, int, list[str]] | None = None
+        self.marks: list[_Mark] = []
+        self._heading: tuple[int, int, list[str], str | None] | None = None
+        self._main: list[str] | None = [] if main_only else None  # open tags from the main element down
+        self._skip_tags: list[str] = []  # tags whose content is skipped (header links, summary tables)
+        self._dl = 0
+        self._signature: list[str] | None = None
+        self._pending_definition: int | None = None  # index in marks of a dt waiting for its signature
 
     def _emit(self, text: str) -> None:
         self.parts.append(text)
         self.length += len(text)
 
+    def _outside_main(self) -> bool:
+        return self._main is not None and not self._main
+
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        a = dict(attrs)
+        if self._main is not None:
+            if self._main:
+                if tag not in _VOID:
+                    self._main.append(tag)
+            elif a.get("role") == "main" or tag == "main":
+                self._main.append(tag)
+                return
+        if self._outside_main():
+            return
+        classes = (a.get("class") or "").split()
+        if self._skip_tags:
+            if tag not in _VOID:
+                self._skip_tags.append(tag)
+            return
+        if (tag == "a" and "headerlink" in classes) or (tag == "table" and "toc" in classes):
+            self._skip_tags.append(tag)
+            return
         if tag in ("script", "style", "noscript", "template"):
             self.skip += 1
         elif re.fullmatch(r"h[1-6]", tag):
             self._emit("\n\n")
-            self._heading = (self.length, int(tag[1]), [])
-        elif tag in ("p", "div", "li", "br", "tr", "section", "article", "pre", "blockquote"):
+            self._heading = (self.length, int(tag[1]), [], None)
+        elif tag == "dl":
+            self._dl += 1
+        elif tag == "dt" and self._heading is None:
+            self._emit("\n\n")
+            self._heading = (self.length, 6 + self._dl, [], a.get("id"))
+        elif tag == "span" and "signature" in classes and self._pending_definition is not None:
+            self._signature = []
+        elif tag in _BLOCK_TAGS:
             self._emit("\n")
 
     def handle_endtag(self, tag: str) -> None:
+        if self._main is not None and self._main and tag in self._main:
+            while self._main and self._main.pop() != tag:
+                pass
+            if not self._main:
+                return
+        if self._outside_main():
+            return
+        if self._skip_tags:
+            if tag in self._skip_tags:
+                while self._skip_tags and self._skip_tags.pop() != tag:
+                    pass
+            return
         if tag in ("script", "style", "noscript", "template"):
             self.skip = max(0, self.skip - 1)
-        elif re.fullmatch(r"h[1-6]", tag) and self._heading is not None:
-            start, level, words = self._heading
-            self.marks.append((start, level, " ".join("".join(words).split())))
+        elif tag == "dl":
+            self._dl = max(0, self._dl - 1)
+        elif self._heading is not None and (re.fullmatch(r"h[1-6]", tag) or tag == "dt"):
+            start, level, words, ident = self._heading
+            text = " ".join("".join(words).split())
+            if tag == "dt":
+                self.marks.append((start, level, ident or text, text))
+                self._pending_definition = len(self.marks) - 1
+            else:
+                self.marks.append((start, level, text, None))
             self._heading = None
+            self._emit("\n")
+        elif tag == "span" and self._signature is not None and self._pending_definition is not None:
+            sig = " ".join("".join(self._signature).split())
+            i = self._pending_definition
+            off, level, name, _ = self.marks[i]
+            if sig:
+                self.marks[i] = (off, level, name, f"{name}: {sig}" if name != sig else sig)
+            self._signature = None
+            self._pending_definition = None
+            self._emit("\n")
+        elif tag in _BLOCK_TAGS:
             self._emit("\n")
 
     def handle_data(self, data: str) -> None:
-        if self.skip:
+        if self.skip or self._outside_main() or self._skip_tags:
             return
         if self._heading is not None:
             self._heading[2].append(data)
+        if self._signature is not None:
+            self._signature.append(data)
         self._emit(data)
+
+
+_VOID = frozenset({"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source", "track",
+                   "wbr"})
 
 
 def extract_text(path: Path) -> tuple[str, list[_Section]]:
@@ -167,11 +283,13 @@ def extract_text(path: Path) -> tuple[str, list[_Section]]:
     if suffix in (".md", ".markdown"):
         return raw, _markdown_sections(raw, title)
     if suffix in (".html", ".htm"):
-        parser = _HtmlText()
+        parser = _HtmlText(main_only='role="main"' in raw or "<main" in raw)
         parser.feed(raw)
         parser.close()
         text = "".join(parser.parts)
         return text, _sections_from_marks(parser.marks, len(text), title)
+    if suffix in (".rst", ".rest"):
+        return raw, _rst_sections(raw, title)
     return raw, [_Section(title, 0, len(raw))]
 
 
@@ -219,7 +337,7 @@ def chunk_text(source: str, text: str, sections: list[_Section], tokenizer: Toke
             piece = text[a:b].strip()
             if piece:
                 chunks.append(Chunk(source, sec.heading, a + (len(text[a:b]) - len(text[a:b].lstrip())),
-                                    a + len(text[a:b].rstrip()), piece))
+                                    a + len(text[a:b].rstrip()), piece, sec.definition))
             if hi >= n:
                 break
             # the next window overlaps this one by about overlap_tokens, starting at the boundary nearest that

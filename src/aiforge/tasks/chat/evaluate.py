@@ -34,7 +34,7 @@ def labelled_index(directory: Path, texts: list[str], labels: list[str], encoder
     directory.mkdir(parents=True, exist_ok=True)
     vecs = encoder.embed(texts) if vectors is None else vectors
     rows = IndexRows(files=[("utterances", "", len(texts))],
-                     chunks=[("utterances", "", 0, len(t), t, y) for t, y in zip(texts, labels, strict=True)],
+                     chunks=[("utterances", "", 0, len(t), t, y, None) for t, y in zip(texts, labels, strict=True)],
                      vectors=vecs, sentences=[], sentence_vectors=np.zeros((0, vecs.shape[1]), np.float32))
     write_index(directory, rows)
     return KnowledgeIndex(directory)

@@ -12,7 +12,9 @@ from pathlib import Path
 
 from aiforge.bundle.parts import BundleParts, ExportResult, export_bundle
 from aiforge.bundle.registry import Registry
+from aiforge.hub.catalog import get_backbone
 from aiforge.hub.onnx_encoder import ENCODER_GRAPH, ENCODER_TOKENIZER
+from aiforge.hub.reranker import RERANKER_GRAPH, RERANKER_TOKENIZER
 from aiforge.tasks.chat.fitted import ChatFitResult
 from aiforge.tasks.chat.index import write_index
 
@@ -41,26 +43,66 @@ def write_chat_bundle(staged: Path, *, build: ChatFitResult) -> BundleParts:
         "conversation": spec.conversation.model_dump(mode="json"),
         "limits": spec.limits.model_dump(mode="json"),
     }
+    extra: dict[str, object] = {"backbone": {"name": spec.backbone}}
+    rerank = spec.retrieval.rerank
+    if rerank is not None and build.reranker_dir is not None and build.abstention is not None:
+        shutil.copy2(build.reranker_dir / "model.onnx", staged / RERANKER_GRAPH)
+        shutil.copy2(build.reranker_dir / "tokenizer.json", staged / RERANKER_TOKENIZER)
+        pipeline["rerank"] = {**rerank.model_dump(mode="json", exclude={"unanswerable"}), "graph": RERANKER_GRAPH,
+                              "tokenizer": RERANKER_TOKENIZER, "threshold": build.abstention["threshold"]}
+        extra["reranker"] = get_backbone(rerank.model).record()
     metrics = {"index": {k: v for k, v in build.stats.items() if k != "index_settings"},
                "encoder_parity": build.encoder_parity.to_dict(),
-               "intents": build.intents.calibration if build.intents else None}
+               "intents": build.intents.calibration if build.intents else None,
+               "abstention": build.abstention}
     headline = {"chunks": build.stats["chunks"], "files": build.stats["files"]}
     if build.intents is not None:
         headline["intents"] = len(build.intents.labels)
     return BundleParts(pipeline=pipeline, metrics=metrics, card=_card(build), parity=build.encoder_parity,
-                       headline=headline, extra={"backbone": {"name": spec.backbone}}, baseline=build.baseline)
+                       headline=headline, extra=extra, baseline=build.baseline)
+
+
+def _intents_card(build: ChatFitResult) -> str:
+    m = build.intents
+    if m is None:
+        return "none."
+    t = m.threshold if m.distance_threshold is None else m.distance_threshold
+    c = m.calibration
+    shown = ", ".join(m.labels[:20]) + (f", … ({len(m.labels)} in all)" if len(m.labels) > 20 else "")
+    rows = "\n".join(
+        f"| {p['threshold']:.3f} | {p['in_scope_accepted']:.3f} | {p['in_scope_accuracy']:.3f} | "
+        f"{'n/a' if p.get('out_of_scope_recall') is None else format(p['out_of_scope_recall'], '.3f')} |"
+        for p in c.get("curve", [])[::2])
+    return (f"{len(m.labels)} intents ({shown}); out-of-scope threshold {t:.3f} ({c['method']}; "
+            f"{c.get('score', 'top probability of the head')}; out-of-scope examples: "
+            f"{c.get('out_of_scope_source')}).\n\nThe trade-off (out-of-fold; pick a point and fix it with "
+            "`intents.threshold`; every point is in metrics.json):\n\n"
+            "| threshold | in-scope accepted | in-scope accuracy | out-of-scope recall |\n|---|---|---|---|\n" + rows)
+
+
+def _abstention_card(build: ChatFitResult) -> str:
+    a = build.abstention
+    if a is None:
+        return f"cosine similarity of the best chunk or sentence below {build.spec.retrieval.min_score}."
+    q = a.get("questions", {})
+    return (f"the cross-encoder reranker's best logit below {a['threshold']:.2f} ({a['method']}). Calibrated at index "
+            f"time on {q.get('generated_answerable', 0)} questions generated from the documents, "
+            f"{q.get('generated_out_of_domain', 0)} out-of-domain questions and {q.get('user_unanswerable', 0)} "
+            f"unanswerable questions from the spec: at this threshold {a.get('answerable_answered', 0):.0%} of the "
+            f"generated answerable questions are answered and {a.get('unanswerable_refused', 0):.0%} of the "
+            "unanswerable ones refused (the whole curve is in metrics.json, abstention.curve). Generated questions "
+            "are easier than real ones: measure on your own questions with `aiforge eval BUNDLE --data qa.jsonl`.")
 
 
 def _card(build: ChatFitResult) -> str:
     s, spec = build.stats, build.spec
-    intents = (f"{len(build.intents.labels)} intents ({', '.join(build.intents.labels)}); out-of-scope threshold "
-               f"{build.intents.threshold:.3f} ({build.intents.calibration['method']})." if build.intents else "none.")
+    intents = _intents_card(build)
     return f"""# {spec.name} (chat assistant)
 
 ## Intended use
 
-Answers questions from {s['files']} indexed document(s) with citations, and says it does not know when no
-chunk is similar enough (cosine < {spec.retrieval.min_score}). Generation backend: {spec.generation.backend}.
+Answers questions from {s['files']} indexed document(s) with citations, and says it does not know when
+{_abstention_card(build)} Generation backend: {spec.generation.backend}.
 
 ## Knowledge
 

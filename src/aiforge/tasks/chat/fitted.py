@@ -26,3 +26,5 @@ class ChatFitResult:
     intents: IntentModel | None
     stats: dict[str, Any] = field(default_factory=dict)
     baseline: BaselineReport | None = None  # the intent head against its baselines (tasks/chat/baseline.py)
+    reranker_dir: Path | None = None  # the cross-encoder's folder (model.onnx, tokenizer.json), when reranking
+    abstention: dict[str, Any] | None = None  # the calibrated threshold on its best logit, and its trade-off

@@ -44,7 +44,8 @@ SENTENCE_VECTORS = "sentence_vectors.npy"
 _SCHEMA = """
 CREATE TABLE files (path TEXT PRIMARY KEY, sha256 TEXT NOT NULL, chunks INTEGER NOT NULL);
 CREATE TABLE chunks (id INTEGER PRIMARY KEY, source TEXT NOT NULL, heading TEXT NOT NULL,
-                     start INTEGER NOT NULL, "end" INTEGER NOT NULL, text TEXT NOT NULL, label TEXT);
+                     start INTEGER NOT NULL, "end" INTEGER NOT NULL, text TEXT NOT NULL, label TEXT,
+                     definition TEXT);
 CREATE TABLE sentences (id INTEGER PRIMARY KEY, chunk_id INTEGER NOT NULL, start INTEGER NOT NULL,
                         "end" INTEGER NOT NULL);
 CREATE VIRTUAL TABLE chunks_fts USING fts5(text, heading, content='chunks', content_rowid='id',
@@ -91,6 +92,8 @@ class Hit:
     label: str | None
     score: float
     similarity: float
+    definition: str | None = None  # the API definition (name: signature) the chunk belongs to
+    relevance: float | None = None  # the reranker's logit, when the bundle has a reranker
 
 
 @dataclass
@@ -98,7 +101,8 @@ class IndexRows:
     """What ``write_index`` stores: file hashes, chunks (with optional labels) and vectors."""
 
     files: list[tuple[str, str, int]]  # (path, sha256, number of chunks)
-    chunks: list[tuple[str, str, int, int, str, str | None]]  # (source, heading, start, end, text, label)
+    # (source, heading, start, end, text, label, definition)
+    chunks: list[tuple[str, str, int, int, str, str | None, str | None]]
     vectors: np.ndarray
     sentences: list[tuple[int, int, int]]  # (chunk index, start, end) within the chunk text
     sentence_vectors: np.ndarray
@@ -112,8 +116,8 @@ def write_index(directory: Path, rows: IndexRows) -> None:
     try:
         conn.executescript(_SCHEMA)
         conn.executemany("INSERT INTO files VALUES (?, ?, ?)", rows.files)
-        conn.executemany('INSERT INTO chunks (id, source, heading, start, "end", text, label) VALUES (?,?,?,?,?,?,?)',
-                         [(i, *c) for i, c in enumerate(rows.chunks)])
+        conn.executemany('INSERT INTO chunks (id, source, heading, start, "end", text, label, definition) '
+                         "VALUES (?,?,?,?,?,?,?,?)", [(i, *c) for i, c in enumerate(rows.chunks)])
         conn.executemany('INSERT INTO sentences (id, chunk_id, start, "end") VALUES (?, ?, ?, ?)',
                          [(i, *s) for i, s in enumerate(rows.sentences)])
         conn.execute("INSERT INTO chunks_fts (chunks_fts) VALUES ('rebuild')")
@@ -139,6 +143,8 @@ class KnowledgeIndex:
         self._local = threading.local()
         conn = self._conn()
         self.size = int(conn.execute("SELECT COUNT(*) FROM chunks").fetchone()[0])
+        columns = {r[1] for r in conn.execute("PRAGMA table_info(chunks)")}
+        self._definition = "definition" if "definition" in columns else "NULL"  # bundles before definitions
         if self.size != len(self.vectors):
             raise BundleError(f"{directory}: {self.size} chunks but {len(self.vectors)} vectors; rebuild the index.")
         rows = conn.execute('SELECT id, chunk_id, start, "end" FROM sentences ORDER BY id').fetchall()
@@ -164,10 +170,10 @@ class KnowledgeIndex:
         """Indexed files: path -> (sha256, chunk count)."""
         return {p: (h, n) for p, h, n in self._conn().execute("SELECT path, sha256, chunks FROM files")}
 
-    def chunk_rows(self, source: str) -> list[tuple[int, str, int, int, str, str | None]]:
-        """(id, heading, start, end, text, label) of every chunk of ``source``, in order."""
-        return self._conn().execute('SELECT id, heading, start, "end", text, label FROM chunks WHERE source = ? '
-                                    "ORDER BY id", (source,)).fetchall()
+    def chunk_rows(self, source: str) -> list[tuple[int, str, int, int, str, str | None, str | None]]:
+        """(id, heading, start, end, text, label, definition) of every chunk of ``source``, in order."""
+        return self._conn().execute(f'SELECT id, heading, start, "end", text, label, {self._definition} FROM chunks '
+                                    "WHERE source = ? ORDER BY id", (source,)).fetchall()
 
     def sentences_of(self, chunk_id: int) -> list[int]:
         """Ids of the sentences of a chunk."""
@@ -223,6 +229,7 @@ class KnowledgeIndex:
         ids = [s[0] for s in scored]
         marks = ",".join("?" * len(ids))
         rows = {int(r[0]): r for r in self._conn().execute(
-            f'SELECT id, source, heading, start, "end", text, label FROM chunks WHERE id IN ({marks})', ids)}
+            f'SELECT id, source, heading, start, "end", text, label, {self._definition} FROM chunks '
+            f"WHERE id IN ({marks})", ids)}
         return [Hit(cid, rows[cid][1], rows[cid][2], int(rows[cid][3]), int(rows[cid][4]), rows[cid][5],
-                    rows[cid][6], score, sim) for cid, score, sim in scored if cid in rows]
+                    rows[cid][6], score, sim, rows[cid][7]) for cid, score, sim in scored if cid in rows]

@@ -17,9 +17,10 @@ from typing import Any
 
 import numpy as np
 
+from aiforge.audit.out_of_scope import DistanceScorer
 from aiforge.errors import BundleError, DataError
 
-__all__ = ["INTENTS_FILE", "IntentModel", "calibrate_threshold", "fit_head"]
+__all__ = ["INTENTS_FILE", "IntentModel", "calibrate_threshold", "fit_head", "out_of_fold_distances"]
 
 
 INTENTS_FILE = "intents.json"
@@ -37,6 +38,12 @@ EXAMPLES = "intent_examples.npy"
 EXAMPLE_LABELS = "intent_example_labels.npy"
 
 
+MEANS = "intent_means.npy"
+
+
+PRECISION = "intent_precision.npy"
+
+
 @dataclass
 class IntentModel:
     """Labels, head weights, threshold and per-intent handlers."""
@@ -50,12 +57,18 @@ class IntentModel:
     examples: np.ndarray | None = None  # unit vectors of the training examples
     example_labels: np.ndarray | None = None
     min_example_similarity: float = 0.0
+    scorer: DistanceScorer | None = None  # method "distance": out of scope above distance_threshold
+    distance_threshold: float | None = None
 
     def detect(self, vector: np.ndarray) -> tuple[str | None, float, float]:
-        """(intent or None when out of scope, top probability, similarity to the intent's nearest example)."""
+        """(intent or None when out of scope, top probability, similarity to the intent's nearest example;
+        with the distance method the third value is the distance to the nearest intent mean)."""
         probs = self.predict_proba(vector[None, :])[0]
         best = int(probs.argmax())
         conf = float(probs[best])
+        if self.scorer is not None and self.distance_threshold is not None:
+            dist = float(self.scorer.score(vector[None, :])[0])
+            return (self.labels[best] if dist <= self.distance_threshold else None), conf, dist
         sim = 1.0
         if self.examples is not None and self.example_labels is not None and len(self.examples):
             own = self.examples[self.example_labels == best]
@@ -77,8 +90,12 @@ class IntentModel:
         if self.examples is not None and self.example_labels is not None:
             np.save(directory / EXAMPLES, self.examples.astype(np.float32), allow_pickle=False)
             np.save(directory / EXAMPLE_LABELS, self.example_labels.astype(np.int64), allow_pickle=False)
+        if self.scorer is not None:
+            np.save(directory / MEANS, self.scorer.means.astype(np.float32), allow_pickle=False)
+            np.save(directory / PRECISION, self.scorer.precision.astype(np.float32), allow_pickle=False)
         meta = {"labels": self.labels, "threshold": self.threshold, "handlers": self.handlers,
-                "calibration": self.calibration, "min_example_similarity": self.min_example_similarity}
+                "calibration": self.calibration, "min_example_similarity": self.min_example_similarity,
+                "distance_threshold": self.distance_threshold}
         (directory / INTENTS_FILE).write_text(json.dumps(meta, indent=2), encoding="utf-8")
 
     @classmethod
@@ -97,6 +114,10 @@ class IntentModel:
             model = cls(list(meta["labels"]), w, b, float(meta["threshold"]), dict(meta.get("handlers", {})),
                         dict(meta.get("calibration", {})),
                         min_example_similarity=float(meta.get("min_example_similarity", 0.0)))
+            if meta.get("distance_threshold") is not None:
+                model.scorer = DistanceScorer(np.load(directory / MEANS, allow_pickle=False),
+                                              np.load(directory / PRECISION, allow_pickle=False))
+                model.distance_threshold = float(meta["distance_threshold"])
             if (directory / EXAMPLES).is_file():
                 model.examples = np.load(directory / EXAMPLES, allow_pickle=False)
                 model.example_labels = np.load(directory / EXAMPLE_LABELS, allow_pickle=False)
@@ -140,6 +161,21 @@ def out_of_fold(x: np.ndarray, y: np.ndarray, n_labels: int, *, C: float, folds:
         w, b = fit_head(x[train_idx], y[train_idx], n_labels, C=C)
         probs[held_idx] = _softmax(x[held_idx] @ w.T + b)
     return probs
+
+
+def out_of_fold_distances(x: np.ndarray, y: np.ndarray, n_labels: int, *, folds: int = 5,
+                          seed: int = 0) -> np.ndarray:
+    """Held-out distance to the nearest intent mean for every training row (k-fold, stratified)."""
+    from sklearn.model_selection import StratifiedKFold
+
+    counts = np.bincount(y, minlength=n_labels)
+    k = int(min(folds, counts[counts > 0].min()))
+    if k < 2:
+        raise DataError("every intent needs at least 2 examples to calibrate the out-of-scope threshold.")
+    out = np.zeros(len(y), dtype=np.float32)
+    for train_idx, held_idx in StratifiedKFold(n_splits=k, shuffle=True, random_state=seed).split(x, y):
+        out[held_idx] = DistanceScorer.fit(x[train_idx], y[train_idx], n_labels).score(x[held_idx])
+    return out
 
 
 def calibrate_threshold(in_scope: np.ndarray, y: np.ndarray, oos: np.ndarray | None, *,

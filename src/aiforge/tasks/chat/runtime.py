@@ -22,7 +22,9 @@ from aiforge.bundle.inputs import check_text
 from aiforge.bundle.runtime import ItemLimits, Runtime
 from aiforge.errors import BundleError, GenerationError, InputError
 from aiforge.hub.onnx_encoder import OnnxEncoder
+from aiforge.hub.reranker import CrossEncoder
 from aiforge.tasks.chat.actions import ActionContext, get_action, import_action_modules
+from aiforge.tasks.chat.focused import FocusedAnswer
 from aiforge.tasks.chat.generate import (
     ExtractiveGenerator,
     GenerationRequest,
@@ -33,6 +35,7 @@ from aiforge.tasks.chat.generate import (
 )
 from aiforge.tasks.chat.index import Hit, KnowledgeIndex
 from aiforge.tasks.chat.intents import IntentModel
+from aiforge.tasks.chat.rerank import rerank_hits
 from aiforge.tasks.chat.sanitize import plain_text, safe_stream
 from aiforge.tasks.chat.sessions import SessionStore
 
@@ -145,6 +148,19 @@ class ChatRuntime(Runtime):
                                               max_sentences=int(self.generation.get("max_sentences", 3)))
         self.generator: Generator = make_generator(self.generation, extractive=self.extractive)
         self.sessions = sessions or SessionStore()
+        self.rerank: dict[str, Any] | None = dict(p["rerank"]) if p.get("rerank") else None
+        self.reranker: CrossEncoder | None = None
+        self.focused: FocusedAnswer | None = None
+        self._saved_rerank: tuple[dict[str, Any] | None, CrossEncoder | None, FocusedAnswer | None] | None = None
+        if self.rerank is not None:
+            try:
+                self.reranker = CrossEncoder(path / str(self.rerank["graph"]), path / str(self.rerank["tokenizer"]),
+                                             max_length=int(self.rerank["max_length"]), threads=threads)
+                self.focused = FocusedAnswer(self.reranker, self.index, threshold=float(self.rerank["threshold"]),
+                                             max_sentences=int(self.generation.get("max_sentences", 3)),
+                                             margin=float(self.rerank.get("margin", 3.0)))
+            except (KeyError, TypeError, ValueError) as exc:
+                raise BundleError(f"{path}: pipeline.json rerank block is incomplete ({exc}).") from exc
 
     @classmethod
     def open(cls, path: Path, manifest: BundleManifest, *, precision: str = "auto",
@@ -293,14 +309,20 @@ class ChatRuntime(Runtime):
         previous = next((m["content"] for m in reversed(history) if m["role"] == "user"), None)
         query = rewrite_followup(question, previous) if self.conversation.get("rewrite_followups", True) else question
         vec = qvec if query == question else self.embed([query])[0]
-        hits = self.search(query, vec)
-        if not hits or self.support(hits, vec) < float(self.retrieval["min_score"]):
+        hits = self.retrieve(query, vec)
+        if not self.answers(hits, vec):
             return turn("dont_know", query, [], iter([DONT_KNOW]), intent=intent, confidence=confidence)
+        if self.rerank is not None:  # a generator reads only the passages above the threshold
+            hits = hits[:1] + [h for h in hits[1:] if (h.relevance or 0.0) >= float(self.rerank["threshold"])]
         passages = [Passage(n, h.chunk_id, h.source, h.heading, h.text, h.similarity)
                     for n, h in enumerate(hits, start=1)]
         req = GenerationRequest(question, passages, history=history, max_tokens=tokens, temperature=temp,
                                 query_vector=qvec)
-        if self.generator is self.extractive:
+        if self.generator is self.extractive and self.focused is not None:
+            sentences = self.focused.select(query, hits)
+            citations = [_citation(hits[n - 1], n) for n in sorted({s.n for s in sentences})]
+            pieces = self.focused.stream(sentences)
+        elif self.generator is self.extractive:
             chosen = self.extractive.select(req)
             used = sorted({p.n for p, _, _ in chosen})
             citations = [_citation(hits[n - 1], n) for n in used]
@@ -318,6 +340,36 @@ class ChatRuntime(Runtime):
         return self.index.search(query, vec, k=k or int(r["k"]), mode=mode or str(r["mode"]),
                                  candidates=int(r["candidates"]), rrf_k=float(r["rrf_k"]),
                                  dense_weight=float(r["dense_weight"]))
+
+    def use_reranker(self, on: bool) -> None:
+        """Turn the bundle's reranker (and its abstention and focused answers) off or back on, e.g. to compare.
+
+        Raises:
+            BundleError: ``on`` for a bundle built without a reranker.
+        """
+        if on and not self.pipeline.get("rerank"):
+            raise BundleError(f"{self.path}: this bundle has no reranker; add retrieval.rerank to its spec.")
+        if not on and self.rerank is not None:
+            self._saved_rerank = (self.rerank, self.reranker, self.focused)
+            self.rerank, self.reranker, self.focused = None, None, None
+        elif self._saved_rerank is not None:
+            self.rerank, self.reranker, self.focused = self._saved_rerank
+
+    def retrieve(self, query: str, vector: np.ndarray | None = None) -> list[Hit]:
+        """The chunks an answer is written from: hybrid search, then the cross-encoder when the bundle has one."""
+        if self.reranker is None or self.rerank is None:
+            return self.search(query, vector)
+        candidates = self.search(query, vector, k=int(self.rerank["candidates"]))
+        return rerank_hits(self.reranker, query, candidates, k=int(self.retrieval["k"]))
+
+    def answers(self, hits: list[Hit], vector: np.ndarray) -> bool:
+        """Whether the hits answer the query: the reranker's best logit against its calibrated threshold, or
+        (without a reranker) the best cosine similarity against ``retrieval.min_score``."""
+        if not hits:
+            return False
+        if self.rerank is not None:
+            return (hits[0].relevance if hits[0].relevance is not None else -1e9) >= float(self.rerank["threshold"])
+        return self.support(hits, vector) >= float(self.retrieval["min_score"])
 
     def support(self, hits: list[Hit], vector: np.ndarray) -> float:
         """How well the hits answer the query: the best cosine similarity of a retrieved chunk or of one of
@@ -337,4 +389,5 @@ def _citation(hit: Hit, n: int) -> dict[str, Any]:
     snippet = plain_text(hit.text)  # documents are data: no markup or script link reaches a client
     return {"id": n, "source": hit.source, "heading": plain_text(hit.heading), "start": hit.start, "end": hit.end,
             "score": round(hit.score, 6), "similarity": round(hit.similarity, 4),
+            "relevance": None if hit.relevance is None else round(hit.relevance, 3),
             "snippet": snippet[:240] + ("…" if len(snippet) > 240 else "")}

@@ -5,7 +5,7 @@
     name: docs-assistant
     task: chat
     knowledge: {paths: [../../docs], chunk_tokens: 160, overlap_tokens: 32}
-    retrieval: {k: 4, min_score: 0.3}
+    retrieval: {k: 4, min_score: 0.3, rerank: {candidates: 10}}
     intents:
       items:
         - {name: greet, examples: [hi, hello there], response: "Hello! Ask me about the docs."}
@@ -23,7 +23,7 @@ from aiforge.audit.gates import ReleaseGates
 from aiforge.spec import BaseSpec, DataPath
 
 __all__ = ["ChatGates", "ChatLimits", "ChatSpec", "ConversationSpec", "GenerationSpec", "IntentSpec", "IntentsSpec",
-           "KnowledgeSpec", "RetrievalSpec"]
+           "KnowledgeSpec", "RerankSpec", "RetrievalSpec"]
 
 
 class Strict(BaseModel):
@@ -34,7 +34,12 @@ class KnowledgeSpec(Strict):
     """Which documents to index and how to cut them into chunks."""
 
     paths: list[DataPath] = Field(default_factory=list)
-    include: list[str] = Field(default_factory=lambda: ["*.md", "*.markdown", "*.txt", "*.html", "*.htm", "*.pdf"])
+    packages: list[str] = Field(
+        default_factory=list,
+        description="Folders inside installed Python packages, as 'package/sub/folder' (found without importing "
+                    "the package), e.g. 'pygame/docs/generated/ref'.")
+    include: list[str] = Field(default_factory=lambda: ["*.md", "*.markdown", "*.txt", "*.rst", "*.html", "*.htm",
+                                                        "*.pdf"])
     exclude: list[str] = Field(default_factory=list)
     chunk_tokens: int = Field(default=160, ge=16, le=512)
     overlap_tokens: int = Field(default=32, ge=0, le=256)
@@ -47,8 +52,25 @@ class KnowledgeSpec(Strict):
         return self
 
 
+class RerankSpec(Strict):
+    """The second retrieval stage: a cross-encoder over the fused candidates; abstention from its calibrated score."""
+
+    model: Literal["ms-marco-minilm-l12"] = "ms-marco-minilm-l12"
+    candidates: int = Field(default=10, ge=1, le=100, description="Fused chunks the cross-encoder re-scores.")
+    max_length: int = Field(default=192, ge=32, le=512, description="Tokens of a (question, passage) pair.")
+    threshold: float | None = Field(default=None, description="Fixed logit below which the answer is 'I don't "
+                                                              "know'; None = calibrate at index time.")
+    unanswerable: list[str] = Field(default_factory=list,
+                                    description="Questions these documents do not answer (calibration negatives).")
+    target_answered: float = Field(default=0.95, gt=0, le=1,
+                                   description="Share of generated answerable questions the threshold keeps.")
+    calibration_questions: int = Field(default=24, ge=2, le=200,
+                                       description="Generated out-of-domain and in-domain questions, each side.")
+    margin: float = Field(default=3.0, gt=0, description="Answer sentences within this logit of the best one.")
+
+
 class RetrievalSpec(Strict):
-    """Hybrid retrieval: BM25 (SQLite FTS5) and dense MiniLM vectors fused by reciprocal rank."""
+    """Hybrid retrieval: BM25 (SQLite FTS5) and dense MiniLM vectors fused by reciprocal rank, optionally reranked."""
 
     mode: Literal["hybrid", "bm25", "dense"] = "hybrid"
     k: int = Field(default=4, ge=1, le=20)
@@ -57,7 +79,8 @@ class RetrievalSpec(Strict):
     dense_weight: float = Field(default=0.7, ge=0, le=1)
     min_score: float = Field(default=0.25, ge=-1, le=1,
                              description="Cosine similarity of the best retrieved chunk or sentence below which "
-                                         "the answer is 'I don't know'.")
+                                         "the answer is 'I don't know' (without a reranker).")
+    rerank: RerankSpec | None = Field(default=None, description="A cross-encoder second stage; {} turns it on.")
 
 
 _INTENT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -86,13 +109,25 @@ class IntentSpec(Strict):
 
 
 class IntentsSpec(Strict):
-    """The optional intent layer (like Rasa's NLU), out-of-scope by a calibrated threshold."""
+    """The optional intent layer (like Rasa's NLU), out-of-scope by a calibrated threshold.
 
-    items: list[IntentSpec] = Field(min_length=2)
+    Examples come from ``items`` (inline) and from ``files``: CSV or JSONL with a ``text`` and an
+    ``intent`` column (rows whose intent is ``out_of_scope_label`` are out-of-scope examples). An
+    intent only in files has no response: it is detected, and the question goes on to retrieval.
+    """
+
+    items: list[IntentSpec] = Field(default_factory=list)
+    files: list[DataPath] = Field(default_factory=list, description="CSV/JSONL files of (text, intent) examples.")
+    out_of_scope_label: str = "out_of_scope"
+    method: Literal["probability", "distance"] = Field(
+        default="probability", description="Out-of-scope score: the head's top probability (default) or the "
+                                           "Mahalanobis distance to the nearest intent mean.")
     out_of_scope: list[str] = Field(default_factory=list,
                                     description="Utterances that belong to no intent; used to calibrate the threshold. "
                                                 "When empty, sentences of the indexed documents stand in.")
-    threshold: float | None = Field(default=None, gt=0, lt=1, description="Fixed threshold; None = calibrate.")
+    threshold: float | None = Field(default=None, gt=0,
+                                    description="Fixed threshold (a distance, or a probability below 1 with method "
+                                                "probability); None = calibrate.")
     target_in_scope_recall: float = Field(default=0.9, gt=0, le=1)
     min_example_similarity: float = Field(
         default=0.5, ge=-1, le=1,
@@ -101,6 +136,8 @@ class IntentsSpec(Strict):
 
     @model_validator(mode="after")
     def _unique(self) -> IntentsSpec:
+        if len(self.items) < 2 and not self.files:
+            raise ValueError("intents needs at least 2 items, or files of examples")
         names = [i.name for i in self.items]
         dup = sorted({n for n in names if names.count(n) > 1})
         if dup:
@@ -170,6 +207,6 @@ class ChatSpec(BaseSpec):
 
     @model_validator(mode="after")
     def _something_to_answer_with(self) -> ChatSpec:
-        if not self.knowledge.paths and self.intents is None:
-            raise ValueError("a chat spec needs knowledge.paths, intents, or both")
+        if not self.knowledge.paths and not self.knowledge.packages and self.intents is None:
+            raise ValueError("a chat spec needs knowledge.paths (or knowledge.packages), intents, or both")
         return self

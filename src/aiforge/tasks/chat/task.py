@@ -49,6 +49,16 @@ class ChatTask:
         out: list[RenderableType] = [table]
         if result.intents is not None:
             c = result.intents.calibration
+            t = result.intents.distance_threshold
+            t = result.intents.threshold if t is None else t
             out.append(f"intents: {len(result.intents.labels)}, out-of-fold accuracy {c['out_of_fold_accuracy']:.3f}, "
-                       f"out-of-scope threshold {result.intents.threshold:.3f} ({c['method']})")
+                       f"out-of-scope threshold {t:.3f} ({c['method']})")
+            curve = Table(title="intent out-of-scope trade-off (out-of-fold; fix a point with intents.threshold)")
+            for col in ("threshold", "in-scope accepted", "in-scope accuracy", "out-of-scope recall"):
+                curve.add_column(col, justify="right")
+            for p in c.get("curve", []):
+                r = p.get("out_of_scope_recall")
+                curve.add_row(f"{p['threshold']:.3f}", f"{p['in_scope_accepted']:.3f}", f"{p['in_scope_accuracy']:.3f}",
+                              "n/a" if r is None else f"{r:.3f}")
+            out.append(curve)
         return [*out, *baseline_summary(result.baseline)]

@@ -6,7 +6,7 @@ from typing import Any
 
 from aiforge.hub.catalog import Backbone
 
-__all__ = ["text_classifier_card"]
+__all__ = ["out_of_scope_card", "text_classifier_card"]
 
 
 def _pct(x: float | None) -> str:
@@ -78,3 +78,34 @@ The encoder was pre-trained on English web text and inherits its biases; accurac
 misspellings and domains unlike the training data is not measured here. Scores are softmax
 probabilities and are not calibrated. No per-group fairness audit was run for this task.
 """
+
+
+def out_of_scope_card(oos: dict[str, Any], name: str) -> str:
+    """The card's out-of-scope section: the threshold, how it was chosen, in-scope accuracy and OOS recall."""
+    cal = oos.get("calibration", {})
+    rows = []
+    for part in ("validation", "test"):
+        m = oos.get(part)
+        if m:
+            rows.append(f"| {part} | {m['in_scope']} | {m['out_of_scope']} | {_pct(m['in_scope_accuracy'])} | "
+                        f"{_pct(m['in_scope_accuracy_without_rejection'])} | {_pct(m['out_of_scope_recall'])} |")
+    table = "\n".join(rows)
+    return f"""
+## Out of scope
+A text whose out-of-scope score ({_oos_score(oos)}) is above {oos['threshold']:.3f} gets the label `{name}`
+(flagged `out_of_scope: true` by the server). The threshold was
+{cal.get('chosen', 'calibrated')}: {cal.get('method', '')} (validation split). In-scope accuracy counts an in-scope
+text as right only when it is accepted and labelled correctly.
+
+| split | in-scope texts | out-of-scope texts | in-scope accuracy | without rejection | out-of-scope recall |
+|---|---|---|---|---|---|
+{table}
+
+The whole in-scope/out-of-scope trade-off on validation is in `metrics.json` (`out_of_scope.calibration.curve`).
+"""
+
+
+def _oos_score(oos: dict[str, Any]) -> str:
+    if oos.get("method") == "distance":
+        return "squared Mahalanobis distance of the pooled features to the nearest label mean"
+    return "minus the top class probability"

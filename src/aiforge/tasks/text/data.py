@@ -115,13 +115,13 @@ def check_train_labels(ds: TextDataset) -> list[str]:
     return sorted(counts)
 
 
-def check_test_labels(ds: TextDataset, known: list[str]) -> None:
-    """Every label in ``ds`` must have been seen in training.
+def check_test_labels(ds: TextDataset, known: list[str], *, out_of_scope: str | None = None) -> None:
+    """Every label in ``ds`` must have been seen in training (or be the out-of-scope label).
 
     Raises:
         DataError: naming the unseen labels.
     """
-    unseen = sorted(set(ds.labels) - set(known))
+    unseen = sorted(set(ds.labels) - set(known) - {out_of_scope})
     if unseen:
         raise DataError(
             f"{ds.source}: label(s) {unseen[:10]} never appear in the training data. "
@@ -141,11 +141,12 @@ def _cap_per_label(ds: TextDataset, cap: int, seed: int) -> TextDataset:
     return ds.subset(sorted(keep))
 
 
-def load_text_splits(spec: DataSpec, *, seed: int) -> TextSplits:
+def load_text_splits(spec: DataSpec, *, seed: int, out_of_scope: str | None = None) -> TextSplits:
     """Load train/validation/test as the spec says; split validation off train if absent.
 
     With ``sensitive_features`` and no test file, a test split (stratified by label and group,
     seeded) is held out of train first, so the per-group gates measure rows that chose nothing.
+    Rows labelled ``out_of_scope`` may appear in any file (and need not appear in train).
 
     Raises:
         DataError: any check on any file fails.
@@ -159,14 +160,14 @@ def load_text_splits(spec: DataSpec, *, seed: int) -> TextSplits:
     test = None
     if spec.test is not None:
         test = load_text_dataset(spec.test, **kw)  # type: ignore[arg-type]
-        check_test_labels(test, labels)
+        check_test_labels(test, labels, out_of_scope=out_of_scope)
     elif spec.sensitive_features:  # per-group gates are decided on rows that chose nothing
         kept, held = stratified_split(train.strata(), fraction=spec.test_fraction, seed=seed)
         test = train.subset(held, source=f"{train.source} (held-out test split)")
         train = train.subset(kept)
     if spec.validation is not None:
         validation = load_text_dataset(spec.validation, **kw)  # type: ignore[arg-type]
-        check_test_labels(validation, labels)
+        check_test_labels(validation, labels, out_of_scope=out_of_scope)
     else:
         strata = train.strata() if spec.sensitive_features else train.labels
         kept, held = stratified_split(strata, fraction=spec.validation_fraction, seed=seed)

@@ -14,9 +14,10 @@ from aiforge.errors import ExportError
 from aiforge.hub.text_encoder import iter_batches
 from aiforge.optimize.onnx_export import export_onnx
 from aiforge.optimize.quantize import quantize_with_parity
-from aiforge.tasks.text.card import text_classifier_card
+from aiforge.tasks.text.card import out_of_scope_card, text_classifier_card
 from aiforge.tasks.text.data import TextDataset
 from aiforge.tasks.text.model import ProbabilityGraph
+from aiforge.tasks.text.out_of_scope import OOS_MEANS, OOS_PRECISION
 from aiforge.tasks.text.spec import TextSpec
 
 if TYPE_CHECKING:
@@ -38,6 +39,9 @@ INPUTS = ["input_ids", "attention_mask"]
 OUTPUT = "probabilities"
 
 
+FEATURES = "features"
+
+
 TOKENIZER = "tokenizer.json"
 
 
@@ -51,7 +55,8 @@ def _onnx_probs(path: Path, fitted: FittedTextClassifier, texts: list[str]) -> n
     return out
 
 
-def export_text_classifier(fitted: FittedTextClassifier, directory: Path, *, parity_data: TextDataset) -> Parity:
+def export_text_classifier(fitted: FittedTextClassifier, directory: Path, *, parity_data: TextDataset,
+                           features: bool = False) -> Parity:
     """Write the graphs and the tokenizer into ``directory``; return the parity record.
 
     The fp32 graph must match PyTorch within ``optimize.max_prob_diff``; the int8 graph is
@@ -69,11 +74,13 @@ def export_text_classifier(fitted: FittedTextClassifier, directory: Path, *, par
     else:
         data = parity_data
     texts = data.texts
-    graph = ProbabilityGraph(fitted.model).eval()
+    graph = ProbabilityGraph(fitted.model, features=features).eval()
     _, ids, mask = next(iter_batches(fitted.tokenizer, texts[:2] or ["example"], 2, sort=False))
-    exporter = export_onnx(graph, (ids, mask), directory / FP32_GRAPH, inputs=INPUTS, outputs=[OUTPUT],
+    outputs = [OUTPUT, FEATURES] if features else [OUTPUT]
+    exporter = export_onnx(graph, (ids, mask), directory / FP32_GRAPH, inputs=INPUTS, outputs=outputs,
                            dynamic={"input_ids": {0: "batch", 1: "sequence"},
-                                    "attention_mask": {0: "batch", 1: "sequence"}, OUTPUT: {0: "batch"}})
+                                    "attention_mask": {0: "batch", 1: "sequence"},
+                                    **{o: {0: "batch"} for o in outputs}})
 
     torch_probs = fitted.predict_proba(texts)
     fp32 = _onnx_probs(directory / FP32_GRAPH, fitted, texts)
@@ -140,13 +147,23 @@ def write_text_bundle(staged: Path, *, spec: TextSpec, result: TextFitResult) ->
         ExportError: export failed or the fp32 graph does not match PyTorch.
     """
     fitted, splits = result.fitted, result.splits
-    parity = export_text_classifier(fitted, staged, parity_data=splits.test or splits.validation)
-    metrics = {
+    oos = result.out_of_scope
+    parity = export_text_classifier(fitted, staged, parity_data=splits.test or splits.validation,
+                                    features=oos is not None and oos.scorer is not None)
+    metrics: dict[str, Any] = {
         "validation": result.validation.to_dict(),
         "test": result.test.to_dict() if result.test else None,
         "train_seconds": result.train_seconds,
         "history": result.history,
     }
+    pipeline = text_pipeline(fitted, parity)
+    if oos is not None:
+        if oos.scorer is not None:
+            np.save(staged / OOS_MEANS, oos.scorer.means, allow_pickle=False)
+            np.save(staged / OOS_PRECISION, oos.scorer.precision, allow_pickle=False)
+        pipeline["out_of_scope"] = oos.pipeline()
+        metrics["out_of_scope"] = {"method": oos.spec.method, "threshold": oos.threshold,
+                                   "calibration": oos.calibration, **oos.metrics}
     data = {
         "train": str(spec.data.train), "validation": str(spec.data.validation or "split from train"),
         "test": str(spec.data.test) if spec.data.test else None, "n_train": len(splits.train),
@@ -155,9 +172,9 @@ def write_text_bundle(staged: Path, *, spec: TextSpec, result: TextFitResult) ->
     card = text_classifier_card(
         name=spec.name, backbone=fitted.backbone, mode=spec.model.mode, labels=fitted.labels,
         data=data, metrics=metrics, parity=parity.to_dict(), train_seconds=result.train_seconds,
-    )
+    ) + (out_of_scope_card(metrics["out_of_scope"], oos.spec.name) if oos is not None else "")
     extra = {"backbone": fitted.backbone.record(), "mode": spec.model.mode,
              "columns": {"text": spec.data.text_column, "label": spec.data.label_column}}
-    return BundleParts(pipeline=text_pipeline(fitted, parity), metrics=metrics, card=card, parity=parity,
+    return BundleParts(pipeline=pipeline, metrics=metrics, card=card, parity=parity,
                        headline=(result.test or result.validation).headline(), extra=extra,
                        baseline=result.baseline)

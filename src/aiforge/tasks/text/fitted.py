@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -17,6 +17,9 @@ from aiforge.hub.text_encoder import iter_batches
 from aiforge.tasks.text.data import TextDataset, TextSplits, check_test_labels
 from aiforge.tasks.text.model import TextClassifier
 from aiforge.tasks.text.spec import AppSpec
+
+if TYPE_CHECKING:
+    from aiforge.tasks.text.out_of_scope import OutOfScopeFit
 
 __all__ = ["FittedTextClassifier", "TextFitResult"]
 
@@ -32,6 +35,7 @@ class TextFitResult:
     train_seconds: float
     history: list[dict[str, float | str]] = field(default_factory=list)
     baseline: BaselineReport | None = None  # the model against its simple baselines (tasks/text/baseline.py)
+    out_of_scope: OutOfScopeFit | None = None  # model.out_of_scope: scorer, threshold, what it measured
 
 
 class FittedTextClassifier:
@@ -58,6 +62,10 @@ class FittedTextClassifier:
         for idx, ids, mask in iter_batches(self.tokenizer, texts, batch_size):
             out[idx] = torch.softmax(self.model(ids, mask), dim=-1).numpy()
         return out
+
+    def features(self, texts: list[str]) -> np.ndarray:
+        """The pooled encoder features (L2 norm x FEATURE_SCALE) the head reads, one row per text."""
+        return self.model.encoder.embed(self.tokenizer, texts)
 
     def predict(self, items: list[Any]) -> list[dict[str, Any]]:
         """Label, its probability and all class probabilities for each text."""

@@ -33,11 +33,16 @@ class TextClassifier(nn.Module):
 
 
 class ProbabilityGraph(nn.Module):
-    """What is exported to ONNX: token ids and mask in, class probabilities out."""
+    """What is exported to ONNX: token ids and mask in, class probabilities out (and, with ``features``,
+    the pooled encoder output too: out-of-scope scoring reads it)."""
 
-    def __init__(self, model: TextClassifier) -> None:
+    def __init__(self, model: TextClassifier, *, features: bool = False) -> None:
         super().__init__()
         self.model = model
+        self.features = features
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        return torch.softmax(self.model(input_ids, attention_mask), dim=-1)
+    def forward(self, input_ids: torch.Tensor,
+                attention_mask: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        pooled = self.model.encoder(input_ids, attention_mask)
+        probs = torch.softmax(self.model.head(pooled), dim=-1)
+        return (probs, pooled) if self.features else probs

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from aiforge.audit.out_of_scope import DistanceScorer
 from aiforge.bundle.format import BundleManifest
 from aiforge.bundle.inputs import check_text
 from aiforge.bundle.runtime import ItemLimits, Runtime, onnx_session
@@ -47,6 +48,20 @@ class TextRuntime(Runtime):
         self.tokenizer.enable_truncation(max_length=max_length)
         self.session = onnx_session(path / graphs[chosen], threads=threads)
         self._output = self.pipeline.get("output", "probabilities")
+        self.in_scope_labels = list(self.labels)
+        self._oos: tuple[DistanceScorer | None, float, str | None] | None = None
+        oos = self.pipeline.get("out_of_scope")
+        if oos:
+            try:
+                scorer = None
+                if oos.get("method", "distance") == "distance":
+                    scorer = DistanceScorer(np.load(path / oos["means"], allow_pickle=False),
+                                            np.load(path / oos["precision"], allow_pickle=False))
+                self._oos = (scorer, float(oos["threshold"]), oos.get("features"))
+                self.out_of_scope_label = str(oos["name"])
+            except (OSError, ValueError, KeyError, TypeError) as exc:
+                raise BundleError(f"{path}: the out_of_scope files are missing or unreadable ({exc}).") from exc
+            self.labels = [*self.labels, self.out_of_scope_label]  # served as one more label
 
     @classmethod
     def open(cls, path: Path, manifest: BundleManifest, *, precision: str = "auto",
@@ -73,8 +88,22 @@ class TextRuntime(Runtime):
         out = np.zeros((len(texts), len(self.labels)), dtype=np.float32)
         if not texts:
             return out
+        n = len(self.in_scope_labels)
         for idx, ids, mask in encode_batches(self.tokenizer, list(texts), self.batch_size):
-            out[idx] = self.session.run([self._output], {"input_ids": ids, "attention_mask": mask})[0]
+            feeds = {"input_ids": ids, "attention_mask": mask}
+            if self._oos is None:
+                out[idx] = self.session.run([self._output], feeds)[0]
+                continue
+            scorer, threshold, features = self._oos
+            if scorer is not None and features is not None:
+                probs, feats = self.session.run([self._output, features], feeds)
+                rejected = scorer.score(feats) > threshold
+            else:  # method probability: the score is minus the top probability
+                probs = self.session.run([self._output], feeds)[0]
+                rejected = -probs.max(axis=1) > threshold
+            # a rejected text is all out_of_scope; an accepted one keeps its class probabilities
+            out[idx, :n] = np.where(rejected[:, None], 0.0, probs)
+            out[idx, n] = rejected.astype(np.float32)
         return out
 
     def warmup(self) -> None:
@@ -104,4 +133,6 @@ class TextRuntime(Runtime):
         else:
             col = (columns or {}).get("text") or self.manifest.extra.get("columns", {}).get("text", "text")
             texts = load_text_dataset(p, text_column=col, label_column="", need_labels=False).texts
-        return [{"text": t, **pred.to_dict()} for t, pred in zip(texts, self.predict(texts), strict=True)]
+        flag = self.out_of_scope_label
+        return [{"text": t, **pred.to_dict(), **({"out_of_scope": pred.label == flag} if flag else {})}
+                for t, pred in zip(texts, self.predict(texts), strict=True)]

@@ -12,7 +12,7 @@ from pydantic import (
 from aiforge.audit.gates import GroupGates
 from aiforge.spec import BaseSpec, DataPath, Strict
 
-__all__ = ["AppSpec", "DataSpec", "ModelSpec", "OptimizeSpec", "TextGates", "TextSpec", "TrainSpec"]
+__all__ = ["AppSpec", "DataSpec", "ModelSpec", "OptimizeSpec", "OutOfScopeSpec", "TextGates", "TextSpec", "TrainSpec"]
 
 
 class DataSpec(Strict):
@@ -32,6 +32,22 @@ class DataSpec(Strict):
     test_fraction: float = Field(default=0.2, gt=0.0, lt=0.5)
 
 
+class OutOfScopeSpec(Strict):
+    """Out-of-scope texts: too unsure (or too far from every trained label), they get the ``name`` label instead."""
+
+    label: str | None = Field(default=None, description="Label of your out-of-scope examples in the data; they are "
+                                                        "not a class: they calibrate the threshold and are scored.")
+    name: str = Field(default="out_of_scope", min_length=1, description="The label served for out-of-scope texts.")
+    method: Literal["probability", "distance"] = Field(
+        default="probability", description="Score: the classifier's top probability (default; measured better on "
+                                           "BANKING77 with a frozen encoder) or the Mahalanobis distance of the "
+                                           "pooled features to the nearest label mean.")
+    threshold: float | None = Field(default=None, gt=0, description="Fixed threshold (a minimum top probability, or "
+                                                                    "a maximum distance); None = calibrate.")
+    target_in_scope_recall: float = Field(default=0.97, gt=0, le=1,
+                                          description="Share of validation in-scope texts the threshold keeps.")
+
+
 class ModelSpec(Strict):
     """Which pre-trained backbone and how to adapt it."""
 
@@ -39,6 +55,7 @@ class ModelSpec(Strict):
     mode: Literal["head", "full"] = "head"
     head: Literal["linear", "mlp"] = "linear"
     max_length: int = Field(default=64, ge=8, le=512)
+    out_of_scope: OutOfScopeSpec | None = None
 
 
 class TrainSpec(Strict):

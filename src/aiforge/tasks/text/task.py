@@ -34,6 +34,7 @@ from aiforge.tasks.text.data import TextDataset, TextSplits, check_test_labels, 
 from aiforge.tasks.text.export import write_text_bundle
 from aiforge.tasks.text.fitted import FittedTextClassifier, TextFitResult
 from aiforge.tasks.text.model import TextClassifier, make_head
+from aiforge.tasks.text.out_of_scope import fit_out_of_scope, in_scope_splits
 from aiforge.tasks.text.spec import TextSpec, TrainSpec
 from aiforge.train.loop import Batch, LoopConfig, LoopResult, fit_loop, seed_everything
 
@@ -95,7 +96,12 @@ class TextClassificationTask:
         spec = check_spec(spec, TextSpec)
         seed_everything(spec.train.seed)
         torch.set_num_threads(spec.train.threads or os.cpu_count() or 1)
-        splits = load_text_splits(spec.data, seed=spec.train.seed)
+        oos_spec = spec.model.out_of_scope
+        splits = load_text_splits(spec.data, seed=spec.train.seed,
+                                  out_of_scope=oos_spec.label if oos_spec is not None else None)
+        oos_rows: dict[str, TextDataset | None] = {}
+        if oos_spec is not None:  # out-of-scope rows are not a class: they calibrate and are scored
+            splits, oos_rows = in_scope_splits(splits, oos_spec)
         backbone = get_backbone(spec.model.backbone)
         plan = plan_training(spec.train, spec.model.mode)
         tokenizer = load_tokenizer(backbone.path() / "tokenizer.json", spec.model.max_length)
@@ -129,7 +135,11 @@ class TextClassificationTask:
         baseline = text_baselines(splits, model_validation=validation.accuracy,
                                   model_test=test.accuracy if test else None, model_test_scores=test_scores,
                                   fit_seconds=train_seconds, seed=spec.train.seed, enabled=spec.baseline)
-        return TextFitResult(fitted, splits, validation, test, train_seconds, history, baseline)
+        oos_fit = None if oos_spec is None else fit_out_of_scope(
+            oos_spec, labels=labels, features=fitted.features, splits=splits, oos=oos_rows,
+            probs=fitted.predict_proba)
+        return TextFitResult(fitted, splits, validation, test, train_seconds, history, baseline,
+                             out_of_scope=oos_fit)
 
     def export(self, spec: BaseSpec, result: TextFitResult, registry: Registry) -> ExportResult:
         """Export to ONNX (fp32 + gated int8), check parity, write metrics and card, register.
