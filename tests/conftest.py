@@ -8,11 +8,9 @@ trains a second copy for it.
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 import sys
-from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,6 +27,8 @@ for _folder in ("chat", "driving", "image", "recommend", "tabular", "text"):
     if str(TESTS / _folder) not in sys.path:
         sys.path.insert(0, str(TESTS / _folder))
 
+from banking_helpers import head_spec_dict, read_rows, take, write_rows  # noqa: E402
+
 pytest_plugins = ["chat_fixtures", "recommend_helpers"]
 DEFAULT_SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
@@ -36,7 +36,6 @@ DEFAULT_SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 N_LABELS = 8
 N_TRAIN_PER_LABEL = 24
 N_TEST_PER_LABEL = 10
-APP_NAME = "bank8"
 
 
 @pytest.fixture(autouse=True)
@@ -62,53 +61,16 @@ def shared_data() -> Path:
     return folder
 
 
-def _read_rows(path: Path) -> list[dict[str, str]]:
-    with path.open(newline="", encoding="utf-8") as fh:
-        return list(csv.DictReader(fh))
-
-
-def _write_rows(path: Path, rows: list[dict[str, str]]) -> None:
-    with path.open("w", newline="", encoding="utf-8") as fh:
-        writer = csv.DictWriter(fh, fieldnames=["text", "category"])
-        writer.writeheader()
-        writer.writerows({"text": r["text"], "category": r["category"]} for r in rows)
-
-
-def _take(rows: list[dict[str, str]], labels: list[str], per_label: int) -> list[dict[str, str]]:
-    by_label: dict[str, list[dict[str, str]]] = defaultdict(list)
-    for row in rows:
-        if row["category"] in labels and len(by_label[row["category"]]) < per_label:
-            by_label[row["category"]].append(row)
-    short = {y: len(by_label[y]) for y in labels if len(by_label[y]) < per_label}
-    assert not short, f"BANKING77 has too few examples for {short}"
-    return [row for y in labels for row in by_label[y]]
-
-
 @pytest.fixture(scope="session")
 def small_banking(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A real slice of BANKING77: train.csv and test.csv (columns text, category), 8 intents."""
-    train = _read_rows(shared_data / "train.csv")
-    test = _read_rows(shared_data / "test.csv")
+    train = read_rows(shared_data / "train.csv")
+    test = read_rows(shared_data / "test.csv")
     labels = sorted({r["category"] for r in train})[:N_LABELS]
     folder = tmp_path_factory.mktemp("small-banking")
-    _write_rows(folder / "train.csv", _take(train, labels, N_TRAIN_PER_LABEL))
-    _write_rows(folder / "test.csv", _take(test, labels, N_TEST_PER_LABEL))
+    write_rows(folder / "train.csv", take(train, labels, N_TRAIN_PER_LABEL))
+    write_rows(folder / "test.csv", take(test, labels, N_TEST_PER_LABEL))
     return folder
-
-
-def head_spec_dict(folder: Path, /, *, name: str = APP_NAME, **sections: dict[str, Any]) -> dict[str, Any]:
-    """The spec mapping of a head-mode app on ``folder`` (train.csv, test.csv); ``sections`` update it."""
-    spec: dict[str, Any] = {
-        "name": name,
-        "task": "text-classification",
-        "data": {"train": str(folder / "train.csv"), "test": str(folder / "test.csv"),
-                 "text_column": "text", "label_column": "category"},
-        "model": {"backbone": "minilm-l6", "mode": "head"},
-        "train": {"seed": 0},
-    }
-    for key, value in sections.items():
-        spec[key] = {**spec.get(key, {}), **value}
-    return spec
 
 
 @pytest.fixture(scope="session")

@@ -10,10 +10,9 @@ from typing import Any
 
 import pandas as pd
 import pytest
-from scale_helpers import BAD_NUMBER, read_predictions, read_rejects
+from scale_helpers import BAD_NUMBER, BAD_ROWS, BATCH_ROWS, read_predictions, read_rejects
 
 from aiforge.scale.batch import batch
-from conftest import BAD_ROWS, BATCH_ROWS
 
 pytestmark = pytest.mark.slow
 

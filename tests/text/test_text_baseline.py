@@ -6,10 +6,10 @@ import json
 from pathlib import Path
 
 import pytest
+from banking_helpers import head_spec_dict, read_rows, take, write_rows
 
 from aiforge import App
 from aiforge.tasks.text.spec import AppSpec
-from conftest import _read_rows, _take, _write_rows, head_spec_dict
 
 PER_LABEL_TRAIN, PER_LABEL_TEST = 20, 10
 
@@ -17,11 +17,11 @@ PER_LABEL_TRAIN, PER_LABEL_TEST = 20, 10
 @pytest.fixture(scope="module")
 def banking_all_intents(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """All 77 BANKING77 intents, 20 training and 10 test texts each (a subsample that keeps the test fast)."""
-    train, test = _read_rows(shared_data / "train.csv"), _read_rows(shared_data / "test.csv")
+    train, test = read_rows(shared_data / "train.csv"), read_rows(shared_data / "test.csv")
     labels = sorted({r["category"] for r in train})
     folder = tmp_path_factory.mktemp("banking77-sub")
-    _write_rows(folder / "train.csv", _take(train, labels, PER_LABEL_TRAIN))
-    _write_rows(folder / "test.csv", _take(test, labels, PER_LABEL_TEST))
+    write_rows(folder / "train.csv", take(train, labels, PER_LABEL_TRAIN))
+    write_rows(folder / "test.csv", take(test, labels, PER_LABEL_TEST))
     return folder
 
 
