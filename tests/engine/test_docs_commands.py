@@ -77,6 +77,68 @@ NOT_RUN: dict[str, str] = {
     """curl -d '{"user": "15", "k": 5, "filter": {"year": {"min": 1990}}}' """
     "localhost:8000/v1/models/movielens/recommend": "needs the movielens server",
     """curl -d '{"item": "318", "k": 5}' localhost:8000/v1/models/movielens/similar""": "needs the movielens server",
+    '.venv/bin/aiforge train examples/highway-kinematics/aiforge.yaml':
+        _HEAVY_TRAIN + " (behaviour cloning + DAgger in the simulator)",
+    '.venv/bin/aiforge drive highway-kinematics --episodes 10':
+        "needs the highway-kinematics bundle (or its server)",
+    'aiforge train bench/qa/pygame.yaml':
+        _HEAVY_TRAIN + " (indexes 16 pages of pygame's reference with the reranker)",
+    'aiforge eval pygame-docs --data bench/qa/pygame.jsonl':
+        "needs the pygame-docs bundle",
+    '.venv/bin/aiforge drive highway-kinematics --episodes 5':
+        "needs the highway-kinematics bundle (or its server)",
+    '.venv/bin/aiforge eval highway-kinematics --data examples/highway-kinematics/eval.yaml':
+        "needs the highway-kinematics bundle (or its server)",
+    '.venv/bin/aiforge ship highway-kinematics':
+        "needs the highway-kinematics bundle (or its server)",
+    '.venv/bin/aiforge serve highway-kinematics &':
+        "needs the highway-kinematics bundle (or its server)",
+    'sleep 5':
+        "needs the highway-kinematics bundle (or its server)",
+    "curl -s http://127.0.0.1:8000/v1/models/highway-kinematics/act -H 'content-type: application/json' -d '"
+    '{"observation": [[1,100,4,25,0,1,0],[1,12,0,-8,0,1,0],[0,0,0,0,0,0,0],[0,0,0,0,0,0,0],'
+    '[0,0,0,0,0,0,0],[0,0,0,0,0,0,0],[0,0,0,0,0,0,0]]}\'':
+        "needs the highway-kinematics bundle (or its server)",
+    'kill %1':
+        "needs the highway-kinematics bundle (or its server)",
+    'aiforge audit adult-income --data /tmp/adult/test.csv --sensitive sex':
+        "needs the adult-income bundle",
+    'aiforge ship adult-income --gate max_demographic_parity_difference=0.05 --gate decide=point':
+        "needs the adult-income bundle",
+    '.venv/bin/aiforge train examples/german-credit/aiforge.yaml':
+        _HEAVY_TRAIN + " (the playground's tabular example)",
+    '.venv/bin/aiforge index docs --name docs-assistant':
+        "replaces the demo's bundle; the playground block is run by tests/web",
+    '.venv/bin/aiforge serve german-credit docs-assistant --port 8000 & SERVER=$!':
+        "needs the german-credit and docs-assistant bundles (or their server)",
+    'until curl -sf http://127.0.0.1:8000/v2/health/ready; do sleep 1; done; echo':
+        "needs the german-credit and docs-assistant bundles (or their server)",
+    'curl -s http://127.0.0.1:8000/ | head -c 200; echo':
+        "needs the german-credit and docs-assistant bundles (or their server)",
+    'curl -s http://127.0.0.1:8000/v1/ui/models | head -c 300; echo':
+        "needs the german-credit and docs-assistant bundles (or their server)",
+    'curl -s http://127.0.0.1:8000/v1/ui/stats; echo':
+        "needs the german-credit and docs-assistant bundles (or their server)",
+    'kill $SERVER':
+        "needs the german-credit and docs-assistant bundles (or their server)",
+    'AIFORGE_WEB_SHOTS=/tmp/aiforge-shots .venv/bin/python -m pytest -q tests/web':
+        "runs a part of this test suite",
+    '.venv/bin/python bench/web.py':
+        "a benchmark (bench/), not a test",
+    "pip install 'aiforge[ray]'":
+        "make install installs the ray extra already (requirements-dev.txt); no network here",
+    'aiforge train examples/banking77/aiforge.yaml':
+        _HEAVY_TRAIN + " (~40 s idle, 13k texts)",
+    'aiforge serve banking77 --backend ray --replicas 2 --port 8000':
+        "needs the banking77 bundle (tests/scale runs the same on a two-node Ray cluster)",
+    'aiforge serve banking77 --backend ray --autoscale 1:4 --ray-address auto':
+        "needs the banking77 bundle (tests/scale runs the same on a two-node Ray cluster)",
+    "aiforge batch banking77 --input 'texts/*.csv' --output out/ --backend ray --actors 2":
+        "needs the banking77 bundle (tests/scale runs the same on a two-node Ray cluster)",
+    'aiforge batch banking77 --input texts.jsonl --output out-local/':
+        "needs the banking77 bundle (tests/scale runs the same on a two-node Ray cluster)",
+    'aiforge deploy banking77 --target kuberay -o deploy-banking77 --replicas 2 --workers 2':
+        "needs the banking77 bundle (tests/scale runs the same on a two-node Ray cluster)",
 }
 
 
