@@ -136,5 +136,5 @@ def test_chat_spec_errors_name_the_key(tmp_path: Path) -> None:
             {"name": "b", "examples": ["x", "y"]}]}})
     with pytest.raises(SpecError, match="overlap_tokens"):
         ChatSpec.from_dict({**base, "knowledge": {"paths": [str(tmp_path)], "chunk_tokens": 32, "overlap_tokens": 32}})
-    with pytest.raises(SpecError, match=r"knowledge\.paths, intents"):
+    with pytest.raises(SpecError, match=r"knowledge\.paths \(or knowledge\.packages\), intents"):
         ChatSpec.from_dict({"name": "x", "task": "chat"})

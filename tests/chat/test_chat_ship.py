@@ -66,8 +66,12 @@ def test_chat_intent_metrics_on_labelled_utterances(acme: Acme, utterances: Path
 
 def test_chat_eval_names_the_missing_columns(acme: Acme, tmp_path: Path) -> None:
     bad = tmp_path / "bad.csv"
-    bad.write_text("question,answer\nhi,hello\n", encoding="utf-8")
+    bad.write_text("utterance,answer\nhi,hello\n", encoding="utf-8")
     with pytest.raises(DataError, match=r"column\(s\) \['text', 'label'\] not found"):
         evaluate_bundle(acme.path, bad)
+    qa = tmp_path / "qa.csv"  # a question column makes it a QA file, which names what a QA row lacks
+    qa.write_text("question,answer\nhi,hello\n", encoding="utf-8")
+    with pytest.raises(DataError, match="row 1: give 'answer_contains'"):
+        evaluate_bundle(acme.path, qa)
 
 

@@ -96,9 +96,20 @@ def _chat(request: pytest.FixtureRequest) -> Served:
     return Served(b.home, b.path, texts, lambda rt, items: rt.embed(items))  # type: ignore[attr-defined]
 
 
+def _driving(request: pytest.FixtureRequest) -> Served:
+    from driving_helpers import radar, trained_driving
+
+    b = trained_driving()
+    rng = np.random.default_rng(0)
+    observations = [radar(*[(float(rng.uniform(-40, 60)), float(rng.choice([-4.0, 0.0, 4.0])),
+                             float(rng.uniform(-8, 8)), 0.0) for _ in range(int(rng.integers(0, 5)))],
+                          ego_speed=float(rng.uniform(18, 30))).tolist() for _ in range(16)]
+    return Served(b.home, b.path, observations, lambda rt, items: rt.predict_proba(items))  # type: ignore[attr-defined]
+
+
 CASES: dict[str, Callable[[pytest.FixtureRequest], Served]] = {
     "text-classification": _text, "tabular-classification": _tabular, "image-classification": _image,
-    "recommendation": _recommend, "chat": _chat,
+    "recommendation": _recommend, "chat": _chat, "driving": _driving,
 }
 
 

@@ -15,13 +15,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from aiforge.audit.baseline import BaselineReport
 from aiforge.bundle.format import PIPELINE, BundleManifest
 from aiforge.bundle.registry import BundleRecord, Registry
 from aiforge.errors import BundleError, ExportError
 from aiforge.version import __version__
 
 if TYPE_CHECKING:
+    from aiforge.audit.baseline import BaselineReport
     from aiforge.spec import BaseSpec
 
 __all__ = ["PIPELINE", "BundleParts", "ExportResult", "Int8Parity", "Parity", "export_bundle"]

@@ -4,17 +4,16 @@ from __future__ import annotations
 
 import tempfile
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
 
-from aiforge.app import load
-from aiforge.audit.report import CheckReport
 from aiforge.errors import AiforgeError
 from aiforge.options import HomeOpt, out
-from aiforge.tasks.driving.plan import DrivePlan
-from aiforge.tasks.driving.runtime import DrivingRuntime
+
+if TYPE_CHECKING:
+    from aiforge.audit.report import CheckReport
 
 __all__ = ["register"]
 
@@ -44,8 +43,12 @@ def drive(
     home: HomeOpt = None,
 ) -> None:
     """Drive seeded episodes with the bundle (with and without its shield) and the baselines; write the report."""
-    # lazy: the simulator (gymnasium, highway-env, pygame) stays out of the CLI's start-up
+    # lazy: the simulator (gymnasium, highway-env, pygame), the loader and the plan's YAML stay out of the
+    # CLI's start-up (every command, `aiforge serve` included, registers this one)
+    from aiforge.app import load
     from aiforge.tasks.driving.checks import run_plan
+    from aiforge.tasks.driving.plan import DrivePlan
+    from aiforge.tasks.driving.runtime import DrivingRuntime
 
     rt = load(bundle, home=home)
     if not isinstance(rt, DrivingRuntime):
@@ -61,8 +64,10 @@ def drive_demo(
 ) -> None:
     """Train a tiny highway policy (imitation of the expert, one DAgger round), then drive it with its shield."""
     # lazy: torch and the simulator stay out of the CLI's start-up
-    from aiforge.app import App
+    from aiforge.app import App, load
     from aiforge.tasks.driving.checks import run_plan
+    from aiforge.tasks.driving.plan import DrivePlan
+    from aiforge.tasks.driving.runtime import DrivingRuntime
     from aiforge.tasks.driving.spec import DrivingSpec
 
     folder = workdir or Path(tempfile.mkdtemp(prefix="aiforge-drive-demo-"))
