@@ -29,6 +29,7 @@ KIND_ROUTES = [
     KindRoute("/v1/models/{name}/similar", {"item": "i1"}, "recommendation"),
     KindRoute("/v1/models/{name}/classify", {"images": ["aGVsbG8="]}, "image-classification"),
     KindRoute("/v1/chat/completions", {"model": "{name}", "messages": [{"role": "user", "content": "hi"}]}, "chat"),
+    KindRoute("/v1/completions", {"model": "{name}", "prompt": "hi"}, "chat"),
     KindRoute("/v1/embeddings", {"model": "{name}", "input": "hi"}, "chat"),
     KindRoute("/v1/chat/sessions", {"model": "{name}"}, "chat"),
 ]

@@ -145,6 +145,7 @@ CASES: dict[str, Case] = {
         lambda b: [("/v1/chat/completions", {"model": b.name, "messages": [{"role": "user", "content": b.item}]}),
                    ("/v1/embeddings", {"model": b.name, "input": [b.item]})],
         lambda name: [("/v1/chat/completions", {"model": name, "messages": [{"role": "user", "content": "hi"}]}),
+                      ("/v1/completions", {"model": name, "prompt": "hi"}),
                       ("/v1/embeddings", {"model": name, "input": "hi"}),
                       ("/v1/chat/sessions", {"model": name})]),
 }
