@@ -190,6 +190,11 @@ def test_every_documented_command_is_run_or_listed_with_a_reason() -> None:
     assert any(c.startswith(".venv/bin/aiforge index") for c in ran) and any("chat-demo" in c for c in ran)
 
 
+def _same(command: str) -> str:
+    """A command as run: ``.venv/bin/aiforge`` and ``aiforge`` are the same program here."""
+    return re.sub(r"^\.venv/bin/", "", command)
+
+
 def _workdir(root: Path) -> Path:
     repo = root / "repo"
     repo.mkdir()
@@ -246,6 +251,8 @@ def test_the_documented_commands_run_in_order_on_a_fresh_home(tmp_path: Path, ch
                     servers.append((proc, port))
                     _wait_ready(port, proc)
                     ran.append(command)
+                    continue
+                if _same(command) in {_same(c) for c in ran}:  # an earlier block ran it in this working copy
                     continue
                 started = time.monotonic()
                 done = subprocess.run(["bash", "-c", command], cwd=repo, env=env, capture_output=True, text=True,

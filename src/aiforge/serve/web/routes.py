@@ -15,6 +15,7 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, FastAPI, Request, Response
 from fastapi.responses import HTMLResponse
+from pydantic import BaseModel, ConfigDict
 
 from aiforge.bundle.registry import Registry
 from aiforge.errors import SpecError
@@ -36,6 +37,56 @@ _TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=
           ".css": "text/css; charset=utf-8", ".svg": "image/svg+xml"}
 _SECURITY = {"Content-Security-Policy": CSP, "X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer",
              "Cache-Control": "no-cache"}
+
+class ModelRow(BaseModel):
+    """One served model as the home page lists it."""
+
+    name: str
+    version: str
+    task: str
+    precision: str
+    stage: str | None = None
+    size_bytes: int
+    metrics: dict[str, Any]
+    created: str
+
+
+class UiModels(BaseModel):
+    """``GET /v1/ui/models``: readiness, load failures and every served model."""
+
+    ready: bool
+    errors: list[dict[str, str]] | None = None
+    loaded: Any = None
+    models: list[ModelRow]
+
+
+class UiModel(BaseModel):
+    """``GET /v1/ui/models/{name}``: what the model page shows (card, metrics, fairness, ship, manifest)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    card: str
+    report_metrics: dict[str, Any] | None = None
+    fairness: Any = None
+    has_report: bool
+    ship: dict[str, Any] | None = None
+    manifest: dict[str, Any]
+    provenance: Any = None
+    parity: Any = None
+    examples: dict[str, Any]
+
+
+class UiStats(BaseModel):
+    """``GET /v1/ui/stats``: the last minute's traffic and each model's queue depth."""
+
+    window_s: float
+    requests: int
+    requests_per_s: float
+    p50_ms: float | None
+    p99_ms: float | None
+    items_per_s: dict[str, float]
+    queue_depth: dict[str, int]
+
 
 pages_router = APIRouter(include_in_schema=False)
 ui_router = APIRouter(prefix="/v1/ui", tags=["web pages"], dependencies=[Depends(require_key)])
@@ -92,7 +143,7 @@ def _registry(request: Request) -> Registry:
     return Registry(request.app.state.web_home)
 
 
-@ui_router.get("/models")
+@ui_router.get("/models", response_model=UiModels)
 def ui_models(request: Request, m: ModelsDep) -> Response:
     """Every served model as the home page lists it, plus readiness and load failures."""
     registry = _registry(request)
@@ -100,7 +151,7 @@ def ui_models(request: Request, m: ModelsDep) -> Response:
     return json_response({**m.health(), "loaded": m.loaded, "models": rows})
 
 
-@ui_router.get("/models/{name}")
+@ui_router.get("/models/{name}", response_model=UiModel)
 def ui_model(name: str, request: Request, m: ModelsDep) -> Response:
     """What the model page shows: card, metrics, fairness, last ship, manifest, provenance, examples."""
     service = m.get(name)
@@ -120,7 +171,7 @@ def ui_report(name: str, m: ModelsDep) -> Response:
                         headers={"Content-Security-Policy": REPORT_CSP, "X-Content-Type-Options": "nosniff"})
 
 
-@ui_router.get("/stats")
+@ui_router.get("/stats", response_model=UiStats)
 def ui_stats(request: Request, m: ModelsDep) -> Response:
     """Requests/s, p50/p99 latency (ms) and items/s over the last minute, and each model's queue depth."""
     live: LiveStats = request.app.state.web_stats

@@ -12,6 +12,7 @@ import asyncio
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request, Response
+from pydantic import BaseModel
 
 from aiforge.bundle.inputs import loads_json
 from aiforge.errors import InputError
@@ -24,6 +25,32 @@ __all__ = ["router"]
 router = APIRouter(prefix="/v1", tags=["driving"], dependencies=[Depends(require_key)])
 
 _FIELDS = {"observation", "observations", "radar"}
+
+
+class Action(BaseModel):
+    """One observation's answer: the action taken, the policy's proposal and the shield's decision."""
+
+    action: str
+    action_index: int
+    proposed: str
+    shield_overrode: bool
+    shield_rule: str
+    shield_checked: bool
+    probabilities: dict[str, float]
+
+
+class ActResponse(BaseModel):
+    """``POST /v1/models/{name}/act`` answer, one action per observation, in order."""
+
+    model: str
+    version: str
+    actions: list[Action]
+
+_ACT_BODY = {"requestBody": {"required": True, "content": {"application/json": {"schema": {
+    "type": "object", "additionalProperties": False, "properties": {
+        "observation": {"description": "one observation (nested arrays of the bundle's shape)"},
+        "observations": {"type": "array", "description": "several observations"},
+        "radar": {"description": "kinematics rows the shield checks (optional), one per observation"}}}}}}}
 
 
 def _items(body: Any, rt: DrivingRuntime) -> tuple[list[Any], str]:
@@ -50,7 +77,7 @@ def _items(body: Any, rt: DrivingRuntime) -> tuple[list[Any], str]:
     return observations, "observation" if single else "observations"
 
 
-@router.post("/models/{name}/act")
+@router.post("/models/{name}/act", response_model=ActResponse, openapi_extra=_ACT_BODY)
 async def act(name: str, request: Request, m: ModelsDep) -> Response:
     """The action for each observation, what the policy proposed and whether the shield overrode it."""
     service = m.get(name, kind=DrivingRuntime, route=route_of(request))
