@@ -105,7 +105,8 @@ def oos_text(home: Path) -> dict[str, Any]:
 
 def oos_chat(xtr: np.ndarray, ytr: list[str], xte: np.ndarray, yte: list[str]) -> dict[str, Any]:
     """The chat intent layer (train_intents' two methods) on BANKING77 with 10 intents held out."""
-    from aiforge.audit.out_of_scope import DistanceScorer, calibrate_rejection, rejection_curve
+    from aiforge.audit.out_of_scope import calibrate_rejection, rejection_curve
+    from aiforge.bundle.out_of_scope import DistanceScorer
     from aiforge.tasks.chat.intents import fit_head, out_of_fold, out_of_fold_distances
     from aiforge.tasks.chat.spec import IntentsSpec
 

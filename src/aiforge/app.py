@@ -5,7 +5,7 @@ Every CLI command is one call into this module.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -14,13 +14,12 @@ from aiforge.bundle.parts import ExportResult
 from aiforge.bundle.registry import Registry
 from aiforge.bundle.runtime import Runtime
 from aiforge.errors import AiforgeError
+from aiforge.serve.backends import serve
 from aiforge.spec import BaseSpec
 from aiforge.tasks.base import get_task
 from aiforge.version import __version__
 
 if TYPE_CHECKING:
-    from aiforge.scale.options import ScaleOptions
-    from aiforge.serve.config import ServerConfig
     from aiforge.tasks.base import Task
 
 __all__ = ["App", "ExportResult", "__version__", "evaluate", "load", "predict_file", "serve"]
@@ -110,27 +109,3 @@ def predict_file(bundle: str | Path | Runtime, path: str | Path, *, columns: Map
     """
     rt = bundle if isinstance(bundle, Runtime) else load(bundle, home=home)
     return rt.predict_file(path, columns=columns)
-
-
-def serve(bundles: Sequence[str | Path], *, backend: str = "local", config: ServerConfig | None = None,
-          scale: ScaleOptions | None = None, home: str | Path | None = None) -> None:
-    """Serve bundles over HTTP until SIGINT/SIGTERM: in this process (``local``) or on Ray Serve (``ray``).
-
-    Both serve the same routes; ``scale`` (replicas, autoscaling, the cluster) applies to ``ray``.
-
-    Raises:
-        AiforgeError: an unknown backend, no model could be loaded, or (ray) Ray is missing or the
-            cluster unreachable.
-    """
-    if backend == "ray":
-        # lazy: Ray is imported only for --backend ray
-        from aiforge.scale.serving import serve_ray
-
-        serve_ray(bundles, config=config, options=scale, home=home)
-    elif backend == "local":
-        # lazy: fastapi/uvicorn stay out of `import aiforge`
-        from aiforge.serve.app import serve as serve_here
-
-        serve_here(bundles, config=config, home=home)
-    else:
-        raise AiforgeError(f"backend {backend!r}: expected local or ray.")

@@ -335,6 +335,7 @@ def serve(
     """
     # lazy: fastapi/uvicorn stay out of every other command's start-up
     from aiforge.scale.options import parse_autoscale, scale_options
+    from aiforge.serve.backends import serve as serve_with
     from aiforge.serve.config import server_config
 
     config = server_config(bundles, home=home, host=host, port=port, max_batch_size=max_batch_size,
@@ -347,16 +348,7 @@ def serve(
                            max_connections=max_connections)
     scale = scale_options(replicas=replicas, autoscale=parse_autoscale(autoscale), ray_address=ray_address,
                           cpus_per_replica=replica_cpus)
-    if backend == "local":
-        # lazy: the plain server's start-up skips the training API (aiforge.app) altogether (cold start)
-        from aiforge.serve.app import serve as serve_here
-
-        serve_here(bundles, config=config, home=home)
-        return
-    # lazy: the dispatcher (and Ray, for --backend ray) only when another backend is asked for
-    from aiforge.app import serve as serve_bundles
-
-    serve_bundles(bundles, backend=backend, config=config, scale=scale, home=home)
+    serve_with(bundles, backend=backend, config=config, scale=scale, home=home)
 
 
 @app.command()

@@ -18,9 +18,6 @@ from serve_helpers import server_env
 NOT_ON_THE_SERVE_PATH = ["torch", "transformers", "onnx", "sklearn", "pandas", "pyarrow", "yaml", "httpx",
                          "aiforge.app", "aiforge.spec", "aiforge.audit", "aiforge.data"]
 
-# numpy-only pieces a runtime scores with (the out-of-scope distance scorer of text and chat bundles)
-RUNTIME_SCORERS = {"aiforge.audit", "aiforge.audit.metrics", "aiforge.audit.out_of_scope"}
-
 _CHILD = """
 import json, sys
 import aiforge.cli
@@ -39,5 +36,5 @@ def test_the_serve_path_imports_no_training_or_data_modules(trained_bundle: Any)
                            json.dumps(NOT_ON_THE_SERVE_PATH)], capture_output=True, text=True, timeout=180,
                           env=server_env(home))
     assert proc.returncode == 0, proc.stderr[-3000:]
-    loaded = [m for m in json.loads(proc.stdout.strip().splitlines()[-1]) if m not in RUNTIME_SCORERS]
+    loaded = json.loads(proc.stdout.strip().splitlines()[-1])
     assert loaded == [], f"serving a text bundle imported {loaded}"

@@ -1,4 +1,4 @@
-"""Out-of-scope detection for intent classifiers (numpy only): a distance score, a calibrated threshold, a curve.
+"""Out-of-scope detection for intent classifiers (numpy only): the calibrated threshold and its curve.
 
 The score of a text is its Mahalanobis distance (shared, shrunk covariance) from the
 nearest class mean of its sentence embedding (Podolskiy et al., 2021: stronger than the
@@ -7,55 +7,18 @@ probability. A text is out of scope when its score is above the threshold. The t
 is calibrated on held-out in-scope texts to keep ``target_in_scope_recall`` of them, or,
 when out-of-scope examples are given, to maximise the mean of in-scope accuracy and
 out-of-scope recall among thresholds keeping at least that recall. The text-classification
-task and the chat intent layer share this module.
+task and the chat intent layer share this module; the scorer itself, which bundles
+apply at serve time, is :class:`aiforge.bundle.out_of_scope.DistanceScorer`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-__all__ = ["DistanceScorer", "calibrate_rejection", "rejection_curve"]
-
-
-@dataclass
-class DistanceScorer:
-    """Class means and a shared precision matrix; ``score`` is the distance to the nearest mean."""
-
-    means: np.ndarray  # [n_labels, dim]
-    precision: np.ndarray  # [dim, dim]
-
-    @classmethod
-    def fit(cls, x: np.ndarray, y: np.ndarray, n_labels: int, *, shrinkage: float | None = None) -> DistanceScorer:
-        """Means per label and the inverse of the pooled within-class covariance, shrunk towards its trace
-        (by ``dim / (dim + n)`` unless given: few examples give a near-Euclidean distance)."""
-        x = np.asarray(x, dtype=np.float64)
-        dim = x.shape[1]
-        if shrinkage is None:
-            shrinkage = float(np.clip(dim / (dim + len(x)), 0.05, 1.0))
-        means = np.zeros((n_labels, dim))
-        centred = np.zeros_like(x)
-        for c in range(n_labels):
-            rows = y == c
-            if rows.any():
-                means[c] = x[rows].mean(axis=0)
-                centred[rows] = x[rows] - means[c]
-        cov = centred.T @ centred / max(1, len(x) - n_labels)
-        cov = (1 - shrinkage) * cov + shrinkage * np.trace(cov) / dim * np.eye(dim)
-        return cls(means.astype(np.float32), np.linalg.inv(cov).astype(np.float32))
-
-    def score(self, x: np.ndarray) -> np.ndarray:
-        """Squared Mahalanobis distance of each row to its nearest class mean (higher = more out of scope)."""
-        x = np.asarray(x, dtype=np.float32)
-        xp = x @ self.precision
-        # |x - m|^2_P = x P x - 2 x P m + m P m, for every class at once
-        xx = np.einsum("ij,ij->i", xp, x)
-        mm = np.einsum("ij,ij->i", self.means @ self.precision, self.means)
-        d = xx[:, None] - 2 * xp @ self.means.T + mm[None, :]
-        return np.asarray(d.min(axis=1), dtype=np.float32)
+__all__ = ["calibrate_rejection", "rejection_curve"]
 
 
 def rejection_curve(in_scores: np.ndarray, correct: np.ndarray, oos_scores: np.ndarray | None,

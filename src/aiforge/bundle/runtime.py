@@ -222,6 +222,27 @@ class Runtime:
             for p in probs
         ]
 
+    # --- what a batch job (``aiforge batch``) calls ----------------------------------------
+
+    def parse_rows(self, rows: list[Any], where: str, limits: ItemLimits) -> list[Any]:
+        """Rows of a batch file (a column's values, or a record per row) as ``run_batch`` items.
+
+        The default is ``parse_items``: a row is what a client would send.
+
+        Raises:
+            InputError: a row is not a valid item; the message names ``where[i]``.
+        """
+        return self.parse_items(rows, where, limits)
+
+    def row_outputs(self, results: Sequence[Any]) -> list[Any]:
+        """``run_batch``'s results as JSON values for a batch job's ``output`` column (default: as they are)."""
+        return list(results)
+
+    def log_item_errors(self, items: Sequence[Any]) -> list[str | None]:
+        """For an interaction log (``pipeline.json``'s ``batch_log``): why each logged item cannot be used,
+        or None. The default accepts every item."""
+        return [None for _ in items]
+
     def warmup(self) -> None:
         """Run the graph once or twice so the first request is not slow."""
 

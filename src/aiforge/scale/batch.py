@@ -23,8 +23,11 @@ import pyarrow.parquet as pq
 
 from aiforge.bundle.format import read_manifest
 from aiforge.bundle.registry import Registry
+from aiforge.bundle.runtime import Runtime
 from aiforge.errors import AiforgeError, DataError
 from aiforge.progress import progress_bar
+from aiforge.scale.logs import group_log, log_columns
+from aiforge.scale.logs import id_column as log_id_column
 from aiforge.scale.rows import BatchInput, BatchPredictor, find_inputs, local_batches
 
 __all__ = ["BatchResult", "batch"]
@@ -110,6 +113,12 @@ class _Writer:
         self.bad += len(bad)
         return len(frame)
 
+    def reject_records(self, records: list[dict[str, Any]]) -> None:
+        """Rejects found before the model ran (an interaction log's bad rows)."""
+        for record in records:
+            self.reject_file.write(json.dumps(record) + "\n")
+        self.bad += len(records)
+
     def close(self) -> None:
         self.parquet.close()
         self.reject_file.close()
@@ -136,6 +145,11 @@ def batch(bundle: str | Path, *, input: str | Path, output: str | Path, backend:
     path = Registry(home).resolve(bundle).resolve()
     read_manifest(path)  # verified here once, so a bad bundle fails before any cluster starts
     inputs = find_inputs(input)
+    log = log_columns(path, inputs)
+    grouped = None
+    if log is not None:  # an interaction log: one request per user, its bad rows rejected here
+        grouped = group_log(inputs, Runtime.load(path), log, out=Path(output) / "requests.parquet")
+        inputs, id_column, column = find_inputs(grouped.requests), log_id_column(log), None
     id_col = id_column or ("id" if "id" in inputs.columns else None)
     if id_column and inputs.columns and id_column not in inputs.columns:
         raise DataError(f"{inputs.files[0]}: id column {id_column!r} not found. Columns are {inputs.columns}.")
@@ -155,6 +169,8 @@ def batch(bundle: str | Path, *, input: str | Path, output: str | Path, backend:
     writer = _Writer(Path(output), id_column=id_col)
     start = time.perf_counter()  # after the cluster is up: the job's own time
     total = _count_rows(inputs)
+    if grouped is not None:
+        writer.reject_records(grouped.rejects)
     try:
         with progress_bar(total, f"batch ({backend})", enabled=progress) as advance:
             for frame in batches:
@@ -162,7 +178,7 @@ def batch(bundle: str | Path, *, input: str | Path, output: str | Path, backend:
     finally:
         writer.close()
     seconds = time.perf_counter() - start
-    rows = writer.ok + writer.bad
+    rows = writer.ok + writer.bad if grouped is None else grouped.rows
     result = BatchResult(rows=rows, predictions=writer.ok, rejects=writer.bad, seconds=seconds,
                          rows_per_s=rows / seconds if seconds else 0.0, backend=backend,
                          actors=actors if backend == "ray" else 1, predictions_file=str(writer.predictions),

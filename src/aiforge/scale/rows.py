@@ -198,15 +198,15 @@ class BatchPredictor:
         return items, ids, errors
 
     def _parse(self, items: list[Any]) -> list[tuple[Any, str | None]]:
-        """``parse_items`` on all at once; when one is refused, on each alone, so only it is rejected."""
+        """``parse_rows`` on all at once; when one is refused, on each alone, so only it is rejected."""
         try:
-            return [(p, None) for p in self.runtime.parse_items(items, "row", self.limits)]
+            return [(p, None) for p in self.runtime.parse_rows(items, "row", self.limits)]
         except InputError:
             pass
         out: list[tuple[Any, str | None]] = []
         for item in items:
             try:
-                out.append((self.runtime.parse_items([item], "row", self.limits)[0], None))
+                out.append((self.runtime.parse_rows([item], "row", self.limits)[0], None))
             except InputError as exc:
                 out.append((None, str(exc).removeprefix("row[0]").lstrip(": .") or "invalid row"))
         return out
@@ -230,6 +230,10 @@ class BatchPredictor:
     def _frame(self, files: Sequence[str], ids: Sequence[str | None], outputs: Sequence[Any],
                errors: Sequence[str | None]) -> pd.DataFrame:
         labels = getattr(self.runtime, "labels", None)
+        if not labels:  # not a classifier: the runtime's JSON value per row
+            ok = [i for i, e in enumerate(errors) if e is None]
+            values = dict(zip(ok, self.runtime.row_outputs([outputs[i] for i in ok]), strict=True))
+            outputs = [values.get(i) for i in range(len(outputs))]
         label: list[str | None] = []
         score: list[float | None] = []
         text: list[str | None] = []

@@ -17,7 +17,8 @@ from typing import Any
 import numpy as np
 
 from aiforge.audit.baseline import BaselineReport, skipped_report
-from aiforge.audit.out_of_scope import DistanceScorer, calibrate_rejection
+from aiforge.audit.out_of_scope import calibrate_rejection
+from aiforge.bundle.out_of_scope import DistanceScorer
 from aiforge.bundle.parts import Parity
 from aiforge.bundle.registry import Registry
 from aiforge.data.readers import read_table

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from aiforge.audit.out_of_scope import DistanceScorer
+from aiforge.bundle.out_of_scope import DistanceScorer
 from aiforge.errors import BundleError, DataError
 
 __all__ = ["INTENTS_FILE", "IntentModel", "calibrate_threshold", "fit_head", "out_of_fold_distances"]

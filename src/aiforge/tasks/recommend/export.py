@@ -104,7 +104,9 @@ def write_recommender(staged: Path, *, spec: RecommendSpec, result: RecommendFit
                                        encoding="utf-8")
     (staged / "users.json").write_text(json.dumps(data.users), encoding="utf-8")
     pipeline = {"task": "recommendation", "algorithm": result.algorithm, "items": "items.json", "users": "users.json",
-                "k_max": K_MAX, "n_items": len(ids), "popularity_penalty": parts.popularity_penalty, **keys}
+                "k_max": K_MAX, "n_items": len(ids), "popularity_penalty": parts.popularity_penalty,
+                # an interaction log in these columns is grouped per user by ``aiforge batch``
+                "batch_log": {"group": spec.data.columns.user, "item": spec.data.columns.item}, **keys}
 
     rng = np.random.default_rng(0)
     users = np.flatnonzero(np.diff(history.indptr) > 0)

@@ -9,6 +9,7 @@ the items they name (a new user's likes), else the most popular items.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -203,6 +204,43 @@ class RecommendRuntime(Runtime):
     def parse_items(self, items: list[Any], where: str, limits: ItemLimits) -> list[Any]:
         raise InputError(f"{where}: recommendation bundles answer POST /v1/models/{self.name}/recommend "
                          "and /similar, not predict")
+
+    def parse_rows(self, rows: list[Any], where: str, limits: ItemLimits) -> list[Any]:
+        """Batch rows as queries: a record with ``user`` and/or ``items`` (a list, or ids joined by ``|``),
+        and optionally ``k`` (default 10) — what ``/recommend`` takes, one request per row.
+
+        Raises:
+            InputError: a row that is not such a record, or whose query is invalid; names ``where[i]``.
+        """
+        out: list[Any] = []
+        for i, row in enumerate(rows):
+            if not isinstance(row, dict):
+                raise InputError(f"{where}[{i}]: expected a record with \"user\" and/or \"items\", "
+                                 f"got {type(row).__name__}")
+            items = row.get("items")
+            if isinstance(items, str):
+                items = [t for t in items.split("|") if t]
+            elif items is not None and not isinstance(items, list):
+                items = list(items) if hasattr(items, "__iter__") else items
+            user = row.get("user")
+            k = row.get("k", 10)
+            try:
+                k = int(k) if isinstance(k, str | float) and not isinstance(k, bool) else k
+                out.append(self.query(user=None if user in ("", None) else user, items=items or None, k=k))
+            except (InputError, ValueError) as exc:
+                raise InputError(f"{where}[{i}]: {exc}") from exc
+        return out
+
+    def row_outputs(self, results: Sequence[Any]) -> list[Any]:
+        """Each ranking as ``[{"item", "score", "rank"}]`` (item ids, best first)."""
+        return [[{"item": self.item_ids[j], "score": s, "rank": r + 1} for r, (j, s) in enumerate(ranked)]
+                for ranked in results]
+
+    def log_item_errors(self, items: Sequence[Any]) -> list[str | None]:
+        """An item that is not an id, or not in the bundle's catalogue, cannot be folded in."""
+        return [f"expected an item id, got {type(v).__name__}" if not isinstance(v, str | int) or isinstance(v, bool)
+                else None if str(v) in self.item_index else f"unknown item {str(v)!r} (not in the bundle's catalogue)"
+                for v in items]
 
     def run_batch(self, items: list[Any]) -> list[Ranking]:
         """One ranking (item index, score), best first, per :class:`Query`, in input order."""

@@ -17,7 +17,8 @@ from typing import Any
 
 import numpy as np
 
-from aiforge.audit.out_of_scope import DistanceScorer, calibrate_rejection, rejection_curve
+from aiforge.audit.out_of_scope import calibrate_rejection, rejection_curve
+from aiforge.bundle.out_of_scope import DistanceScorer
 from aiforge.tasks.text.data import TextDataset, TextSplits
 from aiforge.tasks.text.spec import OutOfScopeSpec
 

@@ -8,9 +8,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from aiforge.audit.out_of_scope import DistanceScorer
 from aiforge.bundle.format import BundleManifest
 from aiforge.bundle.inputs import check_text
+from aiforge.bundle.out_of_scope import DistanceScorer
 from aiforge.bundle.runtime import ItemLimits, Runtime, onnx_session
 from aiforge.bundle.tokens import encode_batches
 from aiforge.errors import BundleError, DataError, InputError
