@@ -124,6 +124,21 @@ def test_image_upload_shows_the_top_k_the_api_gives(opened: Opened, site: Site, 
     expected = [(t["label"], round(t["score"], 4)) for t in answer["predictions"][0]["top"]]
     assert _bars(opened) == expected
     expect(opened.page.locator("[data-testid=label]")).to_have_text(answer["predictions"][0]["label"])
+    # the class-activation map of the predicted label, over the upload: what POST .../explain answers
+    cam = opened.page.locator("[data-testid=cam]")
+    expect(cam).to_be_visible()
+    explain_body = body.replace(b'name="top_k"\r\n\r\n4', b'name="label"\r\n\r\n')
+    status, explained = call(f"{site.origin}/v1/models/{name}/explain", data=explain_body,
+                             headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
+    assert status == 200, explained
+    x = explained["explanations"][0]
+    assert x["explained"] == answer["predictions"][0]["label"] and x["image"] == picture.name
+    assert cam.get_attribute("src") == x["png"] and cam.get_attribute("data-grid") == "x".join(map(str, x["grid"]))
+    box, under = cam.bounding_box(), opened.page.locator("[data-testid=preview]").bounding_box()
+    assert box and under and abs(box["width"] - under["width"]) < 1 and abs(box["height"] - under["height"]) < 1
+    schema = call(f"{site.origin}/openapi.json")[1]
+    ok = schema["paths"]["/v1/models/{name}/explain"]["post"]["responses"]["200"]["content"]["application/json"]
+    assert ok["schema"]["$ref"].endswith("/ExplainResponse")
     report = opened.page.frame_locator("[data-testid=report-frame]")  # the mistakes and Grad-CAM maps
     expect(report.locator("img").first).to_be_visible()
     assert report.locator("img").count() >= 4

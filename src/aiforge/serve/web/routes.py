@@ -21,6 +21,7 @@ from fastapi.responses import HTMLResponse
 from pydantic import BaseModel, ConfigDict
 
 from aiforge.bundle.registry import Registry
+from aiforge.bundle.runtime import Runtime
 from aiforge.errors import SpecError
 from aiforge.serve.errors import ApiError
 from aiforge.serve.metrics import ServerMetrics
@@ -31,7 +32,7 @@ from aiforge.serve.web.render import home_content, model_content
 from aiforge.serve.web.stats import LiveStats
 from aiforge.tasks.registry import get_kind, resolve
 
-__all__ = ["CSP", "mount_web", "pages_router", "ui_router"]
+__all__ = ["CSP", "mount_web", "pages_router", "ui_router", "verified_file"]
 
 CSP = ("default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data: blob:; "
        "connect-src 'self'; frame-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'self'")
@@ -198,7 +199,7 @@ def ui_model(name: str, request: Request, m: ModelsDep) -> Response:
     return json_response(model_info(service.runtime, _registry(request), examples))
 
 
-def verified_file(runtime: Any, filename: str) -> bytes:
+def verified_file(runtime: Runtime, filename: str) -> bytes:
     """The bytes of a file the bundle's manifest lists, checked against its sha256 as they are read.
 
     Raises:

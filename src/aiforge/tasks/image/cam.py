@@ -9,11 +9,14 @@ MLP head its per-location class evidence), as a second output ``cam`` of shape
 (n, classes, h, w), and makes the input's height and width dynamic. The ``probabilities`` output
 and the int8 graph (quantized before this step) are unchanged.
 
-At serve time (:func:`cam_pixels`, :func:`class_map`, :func:`heatmap_png`) the whole image is
-resized, keeping its aspect, so that its longer side is at least :data:`CAM_SIDE` pixels (a 32 px
-model's last map would be 1x1): the feature map then has the image's aspect and about 7 cells
-along its longer side. The chosen class's map is ReLU'd, scaled to [0, 1] and drawn as a PNG
-of the image's aspect.
+At serve time (:func:`cam_pixels`, :func:`class_map`, :func:`heatmap_png`) the whole image (no
+centre crop) is resized, keeping its aspect, at the scale classification uses (shorter side to the
+bundle's ``resize``, so objects are the size the model learnt them at; a 224 px model gets an 8x8
+map of a square image), enlarged where needed so the longer side is at least :data:`CAM_SIDE`
+pixels (a 32 px model's own map would be 1x1). The feature map then has the image's aspect. The
+chosen class's map is ReLU'd, scaled to [0, 1] and drawn as a PNG of the image's aspect. A small
+model's map at the enlarged scale is coarse and can be led by the background where the model
+itself uses it (a 32 px Fashion-MNIST "Sneaker" is mostly black background).
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ from aiforge.tasks.image.preprocess import ImageConfig, check_aspect, to_rgb
 __all__ = ["CAM_OUTPUT", "CAM_SIDE", "add_cam_output", "cam_pixels", "class_map", "heatmap_png", "jet"]
 
 CAM_OUTPUT = "cam"
-CAM_SIDE = 224  # longer side of the image the map is computed on: at stride 32, 7 cells
+CAM_SIDE = 128  # the least longer side of the image the map is computed on: at stride 32, 4 cells
 _STRIDE = 32
 PNG_SIDE = 256  # longer side of the heat map PNG
 
@@ -91,16 +94,17 @@ def _side(n: float) -> int:
     return max(_STRIDE, round(n / _STRIDE) * _STRIDE)
 
 
-def cam_pixels(img: Image.Image, cfg: ImageConfig, *, where: str = "image") -> np.ndarray:
-    """The whole image (no crop), aspect kept, longer side ``max(CAM_SIDE, resolution)``: (3, h, w) float32.
+def cam_pixels(img: Image.Image, cfg: ImageConfig, *, side: int = CAM_SIDE, where: str = "image") -> np.ndarray:
+    """The whole image (no crop), aspect kept, at classification's scale (longer side at least ``CAM_SIDE``).
+
+    Returns (3, h, w) float32, h and w multiples of the network's stride 32.
 
     Raises:
         InputError: the aspect ratio is over the limit (as for classification).
     """
     w, h = img.size
     check_aspect(w, h, where=where)
-    long = max(CAM_SIDE, cfg.resolution)
-    scale = long / max(w, h)
+    scale = max(cfg.resize / min(w, h), side / max(w, h))
     size = (_side(w * scale), _side(h * scale))
     rgb = to_rgb(img).resize(size, Image.Resampling.BILINEAR)
     arr = np.asarray(rgb, dtype=np.float32)

@@ -185,6 +185,7 @@ async def explain(name: str, request: Request, m: ModelsDep) -> Response:
         items, names, label = await _multipart(request, service, option="label")
     else:
         items, names, label = await _json_body(request, option="label")
+    label = None if label == "" else label  # an empty form field: the predicted label
     if label is not None and not isinstance(label, str):
         raise ApiError(422, f"label: expected one of the model's labels (a string), got {label!r}")
     if label is not None and label not in runtime.labels:
@@ -201,7 +202,7 @@ async def explain(name: str, request: Request, m: ModelsDep) -> Response:
                 item = decode_base64(item, where=at, max_bytes=limits.max_image_bytes)
             elif not isinstance(item, bytes):
                 raise InputError(f"{at}: expected a base64-encoded JPEG/PNG/WebP image string")
-            out.append(replace(runtime.explain(item, label=label or None, where=at), image=item_name).to_dict())
+            out.append(replace(runtime.explain(item, label=label, where=at), image=item_name).to_dict())
         return out
 
     try:

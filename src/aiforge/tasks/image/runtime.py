@@ -24,7 +24,7 @@ import numpy as np
 from aiforge.bundle.format import BundleManifest
 from aiforge.bundle.runtime import ItemLimits, Runtime, onnx_session
 from aiforge.errors import BundleError, DataError, InputError
-from aiforge.tasks.image.cam import cam_pixels, class_map, heatmap_png
+from aiforge.tasks.image.cam import CAM_SIDE, cam_pixels, class_map, heatmap_png
 from aiforge.tasks.image.decode import decode_base64, decode_image, open_image_file
 from aiforge.tasks.image.fallback import FALLBACK_KEY, top2_margin
 from aiforge.tasks.image.preprocess import ImageConfig, preprocess
@@ -224,7 +224,7 @@ class ImageRuntime(Runtime):
                 graphs: dict[str, str] = self.pipeline["graphs"]
                 self._cam_session = self.session if self.precision == "fp32" else onnx_session(
                     self.path / graphs[self._cam.get("graph", "fp32")], threads=1)
-        pixels = cam_pixels(img, self.image, where=where)[None]
+        pixels = cam_pixels(img, self.image, side=int(self._cam.get("side", CAM_SIDE)), where=where)[None]
         cam = self._cam_session.run([self._cam.get("output", "cam")], {self._input: pixels})[0][0]
         m = class_map(cam, cls)
         png, w, h = heatmap_png(m, width=img.size[0], height=img.size[1])
