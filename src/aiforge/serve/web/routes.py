@@ -25,7 +25,7 @@ from aiforge.bundle.runtime import Runtime
 from aiforge.errors import SpecError
 from aiforge.serve.errors import ApiError
 from aiforge.serve.metrics import ServerMetrics
-from aiforge.serve.protocols import ModelsDep, json_response, require_key
+from aiforge.serve.protocols import ErrorBody, ModelsDep, json_response, require_key
 from aiforge.serve.web.info import REPORT, model_info, model_summary
 from aiforge.serve.web.page import KindPage
 from aiforge.serve.web.render import home_content, model_content
@@ -216,7 +216,8 @@ def verified_file(runtime: Runtime, filename: str) -> bytes:
     return body
 
 
-@ui_router.get("/models/{name}/report", response_class=HTMLResponse)
+@ui_router.get("/models/{name}/report", response_class=HTMLResponse,
+               responses={409: {"model": ErrorBody, "description": "the report no longer matches the manifest"}})
 def ui_report(name: str, m: ModelsDep) -> Response:
     """The bundle's ``report.html`` (plots, per-group tables, Grad-CAM maps), sandboxed: no script runs."""
     service = m.get(name)
@@ -226,7 +227,8 @@ def ui_report(name: str, m: ModelsDep) -> Response:
 
 @ui_router.get("/models/{name}/files/{filename}",
                responses={200: {"content": {t: {} for t in sorted(set(_BUNDLE_MEDIA.values()))},
-                                "description": "the file's bytes, as the manifest lists them"}})
+                                "description": "the file's bytes, as the manifest lists them"},
+                          409: {"model": ErrorBody, "description": "the file no longer matches the manifest"}})
 def ui_bundle_file(name: str, filename: str, m: ModelsDep) -> Response:
     """A media file of the bundle (a replay GIF, recorded steps), verified against the manifest's sha256."""
     service = m.get(name)

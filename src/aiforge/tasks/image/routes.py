@@ -190,9 +190,9 @@ async def explain(name: str, request: Request, m: ModelsDep) -> Response:
         raise ApiError(422, f"label: expected one of the model's labels (a string), got {label!r}")
     if label is not None and label not in runtime.labels:
         raise ApiError(422, f"label: {label!r} is not one of this model's labels")
-    if not items:
-        raise ApiError(422, "images: expected at least one image")
     limits = service.config
+    if not items or len(items) > limits.max_inputs:
+        raise ApiError(422, f"images: expected 1 to {limits.max_inputs} images, got {len(items)}")
 
     def run() -> list[dict[str, Any]]:
         out = []
