@@ -8,6 +8,7 @@ the JSON route answers for the same input. Every page runs with the network cut 
 from __future__ import annotations
 
 import json
+import os
 import re
 import time
 import urllib.request
@@ -299,6 +300,13 @@ def test_driving_page_replays_the_episode_and_acts_as_the_api_does(opened: Opene
     opened.shot(shots, "driving")
 
 
+def _plain_shot(page: Any, folder: Path, name: str) -> None:
+    """A full-page screenshot of a page opened without :class:`Opened` (also into $AIFORGE_WEB_SHOTS)."""
+    for where in [folder, *([Path(os.environ["AIFORGE_WEB_SHOTS"])] if os.environ.get("AIFORGE_WEB_SHOTS") else [])]:
+        where.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(where / f"{name}.png"), full_page=True)
+
+
 def _html(url: str) -> str:
     with urllib.request.urlopen(url, timeout=60) as resp:
         assert "script-src 'self'" in resp.headers["Content-Security-Policy"]
@@ -318,7 +326,7 @@ def test_pages_read_without_javascript_and_escape_what_they_render(browser: Brow
             assert cells[:4] == [model["name"], model["task"], model["version"], model["stage"]], cells
             assert cells[6] == model["precision"] and cells[5].endswith("B")
         expect(page.locator("[data-testid=noscript]")).to_be_visible()
-        page.screenshot(path=str(shots / "nojs-home.png"), full_page=True)
+        _plain_shot(page, shots, "nojs-home")
         name = site.names["injected"]
         page.goto(f"{site.origin}/ui/models/{name}")
         info = call(f"{site.origin}/v1/ui/models/{name}")[1]
@@ -329,7 +337,7 @@ def test_pages_read_without_javascript_and_escape_what_they_render(browser: Brow
         expect(page.locator("[data-testid=gate-table] tbody tr")).to_have_count(len(info["ship"]["gates"]))
         expect(page.locator("[data-testid=headline]")).to_be_visible()
         assert page.locator("main img, main script").count() == 0
-        page.screenshot(path=str(shots / "nojs-injected.png"), full_page=True)
+        _plain_shot(page, shots, "nojs-injected")
         tabular = site.names["tabular"]
         page.goto(f"{site.origin}/ui/models/{tabular}")
         expect(page.locator("[data-testid='fair-age_group'] tbody tr")).to_have_count(2)
