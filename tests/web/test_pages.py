@@ -294,6 +294,9 @@ def test_driving_page_replays_the_episode_and_acts_as_the_api_does(opened: Opene
     act = call(f"{site.origin}/v1/models/{name}/act", json.loads(_sent(opened, "/act")))[1]["actions"][0]
     expect(opened.page.locator("[data-testid=overrode]")).to_have_text("yes" if act["shield_overrode"] else "no")
     assert f"/v1/models/{name}/act" in (opened.page.locator("[data-testid=curl]").text_content() or "")
+    # the report's replay, which the sandboxed frame could not load by name, is inlined (verified) as data:
+    frame_gif = opened.page.frame_locator("[data-testid=report-frame]").locator("img").first
+    expect(frame_gif).to_have_attribute("src", re.compile(r"^data:image/gif;base64,"))
     # the file route serves manifest-listed media only, verified
     assert call(f"{site.origin}/v1/ui/models/{name}/files/policy.onnx")[0] == 404
     assert call(f"{site.origin}/v1/ui/models/{name}/files/nothere.gif")[0] == 404

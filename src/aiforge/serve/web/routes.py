@@ -8,6 +8,7 @@ own scripts, so the pages work offline and injected markup cannot run.
 
 from __future__ import annotations
 
+import base64
 import functools
 import hashlib
 import re
@@ -221,8 +222,25 @@ def verified_file(runtime: Runtime, filename: str) -> bytes:
 def ui_report(name: str, m: ModelsDep) -> Response:
     """The bundle's ``report.html`` (plots, per-group tables, Grad-CAM maps), sandboxed: no script runs."""
     service = m.get(name)
-    return HTMLResponse(verified_file(service.runtime, REPORT),
+    page = verified_file(service.runtime, REPORT).decode("utf-8", errors="replace")
+    return HTMLResponse(_inline_media(service.runtime, page),
                         headers={"Content-Security-Policy": REPORT_CSP, "X-Content-Type-Options": "nosniff"})
+
+
+_MEDIA_SRC = re.compile(r'src="([A-Za-z0-9_.-]+\.(?:gif|png|jpe?g|webp))"')
+
+
+def _inline_media(runtime: Runtime, page: str) -> str:
+    """``page`` with each ``src="FILE"`` naming a bundle image (the driving replay) made a verified data: URL,
+    since the sandboxed frame may load nothing but data: images."""
+    def inline(match: re.Match[str]) -> str:
+        filename = match.group(1)
+        if filename not in runtime.manifest.files:
+            return match.group(0)
+        media = _BUNDLE_MEDIA[Path(filename).suffix.lower()]
+        return f'src="data:{media};base64,{base64.b64encode(verified_file(runtime, filename)).decode("ascii")}"'
+
+    return _MEDIA_SRC.sub(inline, page)
 
 
 @ui_router.get("/models/{name}/files/{filename}",
