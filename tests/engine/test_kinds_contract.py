@@ -130,7 +130,8 @@ CASES: dict[str, Case] = {
     "image-classification": Case(
         _image, _predict_label,
         lambda b: [(f"/v1/models/{b.name}/classify", {"images": [_b64(b.item)]})],
-        lambda name: [(f"/v1/models/{name}/classify", {"images": [_b64(b"not an image")]})]),
+        lambda name: [(f"/v1/models/{name}/classify", {"images": [_b64(b"not an image")]}),
+                      (f"/v1/models/{name}/explain", {"images": [_b64(b"not an image")]})]),
     "recommendation": Case(
         _recommend, _recommend_k,
         lambda b: [(f"/v1/models/{b.name}/recommend", {"user": "no-such-user", "k": 3})],  # cold start

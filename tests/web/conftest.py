@@ -73,11 +73,13 @@ def injected_chat(chat_cache: Path, tmp_path_factory: pytest.TempPathFactory) ->
 def site(trained_bundle: Any, german: Any, rec_bundle: Any, injected_tab: Any, injected_chat: Path,
          tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     """``aiforge serve`` of a bundle of every kind (the shipped tabular one's registry as the server's home)."""
+    from driving_helpers import trained_driving
     from vision_helpers import trained_images
 
     images = trained_images()
     paths = {"text": Path(trained_bundle.export.path), "tabular": german.path, "image": Path(images.export.path),
-             "recommend": Path(rec_bundle.export.path), "chat": injected_chat, "injected": injected_tab.path}
+             "recommend": Path(rec_bundle.export.path), "chat": injected_chat, "injected": injected_tab.path,
+             "driving": trained_driving().path}
     log = tmp_path_factory.mktemp("web-server") / "server.log"
     proc, port = _serve(list(paths.values()), injected_tab.home, log)
     names = {kind: path.parent.name for kind, path in paths.items()}

@@ -8,6 +8,7 @@ the JSON route answers for the same input. Every page runs with the network cut 
 from __future__ import annotations
 
 import json
+import os
 import re
 import time
 import urllib.request
@@ -46,7 +47,7 @@ def test_home_lists_every_model_and_refreshes_live_numbers(opened: Opened, site:
         assert cells[:4] == [model["name"], model["task"], model["version"], model["stage"]], cells
         assert cells[6] == model["precision"]
     assert {m["task"] for m in listing["models"]} == {"text-classification", "tabular-classification",
-                                                      "image-classification", "recommendation", "chat"}
+                                                      "image-classification", "recommendation", "chat", "driving"}
     shipped = opened.page.locator(f"tr[data-model='{site.names['injected']}'] .stage")
     expect(shipped).to_have_text("production")
     # traffic from a client shows up without a reload
@@ -124,6 +125,21 @@ def test_image_upload_shows_the_top_k_the_api_gives(opened: Opened, site: Site, 
     expected = [(t["label"], round(t["score"], 4)) for t in answer["predictions"][0]["top"]]
     assert _bars(opened) == expected
     expect(opened.page.locator("[data-testid=label]")).to_have_text(answer["predictions"][0]["label"])
+    # the class-activation map of the predicted label, over the upload: what POST .../explain answers
+    cam = opened.page.locator("[data-testid=cam]")
+    expect(cam).to_be_visible()
+    explain_body = body.replace(b'name="top_k"\r\n\r\n4', b'name="label"\r\n\r\n')
+    status, explained = call(f"{site.origin}/v1/models/{name}/explain", data=explain_body,
+                             headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
+    assert status == 200, explained
+    x = explained["explanations"][0]
+    assert x["explained"] == answer["predictions"][0]["label"] and x["image"] == picture.name
+    assert cam.get_attribute("src") == x["png"] and cam.get_attribute("data-grid") == "x".join(map(str, x["grid"]))
+    box, under = cam.bounding_box(), opened.page.locator("[data-testid=preview]").bounding_box()
+    assert box and under and abs(box["width"] - under["width"]) < 1 and abs(box["height"] - under["height"]) < 1
+    schema = call(f"{site.origin}/openapi.json")[1]
+    ok = schema["paths"]["/v1/models/{name}/explain"]["post"]["responses"]["200"]["content"]["application/json"]
+    assert ok["schema"]["$ref"].endswith("/ExplainResponse")
     report = opened.page.frame_locator("[data-testid=report-frame]")  # the mistakes and Grad-CAM maps
     expect(report.locator("img").first).to_be_visible()
     assert report.locator("img").count() >= 4
@@ -241,3 +257,104 @@ def test_pages_ask_for_the_key_once_and_show_only_health_without_it(browser: Bro
         assert call(req.full_url)[0] == 401
     finally:
         page.context.close()
+
+
+def test_driving_page_replays_the_episode_and_acts_as_the_api_does(opened: Opened, site: Site, shots: Path) -> None:
+    name = site.names["driving"]
+    opened.goto(f"/ui/models/{name}")
+    info = call(f"{site.origin}/v1/ui/models/{name}")[1]
+    replay = json.loads((site.paths["driving"] / "replay.json").read_text(encoding="utf-8"))
+    # the replay GIF comes through the verified bundle-file route; the recorded steps list the shield's overrides
+    gif = opened.page.locator("[data-testid=replay-gif]")
+    expect(gif).to_be_visible()
+    assert opened.page.evaluate("document.querySelector('[data-testid=replay-gif]').naturalWidth") == 600
+    expect(opened.page.locator("[data-testid=step-table] tbody tr")).to_have_count(len(replay["steps"]))
+    shown = opened.page.locator("[data-testid=step-table] tbody tr td:nth-child(3)").all_text_contents()
+    assert shown == ["yes" if s["shield_overrode"] else "no" for s in replay["steps"]]
+    episodes = [e for e in info["examples"]["interventions"] if e["policy"] == "aiforge+shield"]
+    interventions = opened.page.locator("[data-testid=interventions] tbody tr")
+    expect(interventions).to_have_count(len(info["examples"]["interventions"]))
+    assert episodes and episodes[0]["overridden_steps"] == replay["overridden_steps"]
+    # a recorded step, posted by the panel, answers what the JSON route answers for the same body
+    opened.page.locator("[data-testid=use-step]").nth(1).click()
+    opened.page.click("[data-testid=submit]")
+    expect(opened.page.locator("[data-testid=action]")).not_to_be_empty()
+    sent = json.loads(_sent(opened, "/act"))
+    assert sent == {"observation": replay["steps"][1]["observation"], "radar": replay["steps"][1]["radar"]}
+    status, api = call(f"{site.origin}/v1/models/{name}/act", sent)
+    assert status == 200, api
+    act = api["actions"][0]
+    assert opened.page.locator("[data-testid=action]").text_content() == act["action"]
+    assert opened.page.locator("[data-testid=overrode]").text_content() == ("yes" if act["shield_overrode"] else "no")
+    assert _bars(opened) == [(k, round(v, 4)) for k, v in act["probabilities"].items()]
+    # the constructed unsafe state: the shield brakes whatever the policy proposed
+    opened.page.select_option("[data-testid=example]", "0")
+    opened.page.click("[data-testid=submit]")
+    expect(opened.page.locator("[data-testid=action]")).to_have_text("SLOWER")
+    act = call(f"{site.origin}/v1/models/{name}/act", json.loads(_sent(opened, "/act")))[1]["actions"][0]
+    expect(opened.page.locator("[data-testid=overrode]")).to_have_text("yes" if act["shield_overrode"] else "no")
+    assert f"/v1/models/{name}/act" in (opened.page.locator("[data-testid=curl]").text_content() or "")
+    # the report's replay, which the sandboxed frame could not load by name, is inlined (verified) as data:
+    frame_gif = opened.page.frame_locator("[data-testid=report-frame]").locator("img").first
+    expect(frame_gif).to_have_attribute("src", re.compile(r"^data:image/gif;base64,"))
+    # the file route serves manifest-listed media only, verified
+    assert call(f"{site.origin}/v1/ui/models/{name}/files/policy.onnx")[0] == 404
+    assert call(f"{site.origin}/v1/ui/models/{name}/files/nothere.gif")[0] == 404
+    opened.shot(shots, "driving")
+
+
+def _plain_shot(page: Any, folder: Path, name: str) -> None:
+    """A full-page screenshot of a page opened without :class:`Opened` (also into $AIFORGE_WEB_SHOTS)."""
+    for where in [folder, *([Path(os.environ["AIFORGE_WEB_SHOTS"])] if os.environ.get("AIFORGE_WEB_SHOTS") else [])]:
+        where.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(where / f"{name}.png"), full_page=True)
+
+
+def _html(url: str) -> str:
+    with urllib.request.urlopen(url, timeout=60) as resp:
+        assert "script-src 'self'" in resp.headers["Content-Security-Policy"]
+        return str(resp.read().decode("utf-8"))
+
+
+def test_pages_read_without_javascript_and_escape_what_they_render(browser: Browser, site: Site, shots: Path) -> None:
+    context = browser.new_context(java_script_enabled=False, viewport={"width": 1200, "height": 900})
+    page = context.new_page()
+    try:
+        page.goto(site.origin + "/")
+        listing = call(site.origin + "/v1/ui/models")[1]
+        rows = page.locator("[data-testid=models] tbody tr")
+        expect(rows).to_have_count(len(listing["models"]))
+        for model in listing["models"]:
+            cells = page.locator(f"tr[data-model='{model['name']}'] td").all_text_contents()
+            assert cells[:4] == [model["name"], model["task"], model["version"], model["stage"]], cells
+            assert cells[6] == model["precision"] and cells[5].endswith("B")
+        expect(page.locator("[data-testid=noscript]")).to_be_visible()
+        _plain_shot(page, shots, "nojs-home")
+        name = site.names["injected"]
+        page.goto(f"{site.origin}/ui/models/{name}")
+        info = call(f"{site.origin}/v1/ui/models/{name}")[1]
+        expect(page.locator("[data-testid=summary] h1")).to_have_text(name)
+        expect(page.locator("[data-testid=card]")).to_contain_text(INJECTED_LABEL)  # shown as text
+        expect(page.locator("[data-testid=files] tbody tr")).to_have_count(len(info["manifest"]["files"]))
+        expect(page.locator("[data-testid=ship-verdict]")).to_have_text("passed")
+        expect(page.locator("[data-testid=gate-table] tbody tr")).to_have_count(len(info["ship"]["gates"]))
+        expect(page.locator("[data-testid=headline]")).to_be_visible()
+        assert page.locator("main img, main script").count() == 0
+        _plain_shot(page, shots, "nojs-injected")
+        tabular = site.names["tabular"]
+        page.goto(f"{site.origin}/ui/models/{tabular}")
+        expect(page.locator("[data-testid='fair-age_group'] tbody tr")).to_have_count(2)
+        baseline = call(f"{site.origin}/v1/ui/models/{tabular}")[1]["baseline"]
+        if baseline is not None and not baseline["skipped"]:
+            expect(page.locator("[data-testid=baseline-table]")).to_contain_text(str(baseline["best"]))
+            expect(page.locator("[data-testid=baseline-diff]")).to_contain_text(f"{baseline['difference']:+.4f}")
+    finally:
+        context.close()
+    # the markup the server sent: the injected label and category only ever appear escaped
+    raw = _html(f"{site.origin}/ui/models/{name}")
+    assert INJECTED_LABEL not in raw and "&lt;img src=x onerror=&quot;window.__pwned=1&quot;&gt;" in raw
+    assert INJECTED_CATEGORY not in raw
+    home = _html(site.origin + "/")
+    assert home.count("<tr data-model=") == len(site.names)
+    missing = _html(site.origin + "/ui/models/%3Cscript%3Ex")
+    assert "<script>x" not in missing and "&lt;script&gt;x" in missing

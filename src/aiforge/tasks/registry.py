@@ -64,7 +64,7 @@ KINDS: tuple[Kind, ...] = (
     _row("image-classification", "image", spec="ImageSpec", task="ImageClassificationTask",
          runtime="ImageRuntime", routes=True),
     _row("driving", "driving", spec="DrivingSpec", task="DrivingTask", runtime="DrivingRuntime", routes=True,
-         commands=True, page=False),  # no playground panel yet: its model page shows the card and report only
+         commands=True),
 )
 
 _BY_NAME = {k.name: k for k in KINDS}

@@ -94,6 +94,14 @@ def _fairness(audit: Any) -> dict[str, Any] | None:
     return out or None
 
 
+def _baseline(runtime: Runtime, metrics: Any) -> dict[str, Any] | None:
+    """The model against its best simple baseline (``audit/baseline.py``): from metrics.json, else the manifest."""
+    found = metrics.get("baseline") if isinstance(metrics, dict) else None
+    if not isinstance(found, dict):
+        found = runtime.manifest.extra.get("baseline")
+    return found if isinstance(found, dict) else None
+
+
 def model_summary(runtime: Runtime, server_registry: Registry) -> dict[str, Any]:
     """The home page's row: kind, version, stage, headline metrics, size, precision."""
     registry = holding_registry(runtime, server_registry)
@@ -112,11 +120,12 @@ def model_info(runtime: Runtime, server_registry: Registry, examples: dict[str, 
     registry = holding_registry(runtime, server_registry)
     ship = _read_json(registry.ship_record(runtime.name, runtime.version)) if registry is not None else None
     audit = _read_json(path / _AUDIT)
+    metrics = _read_json(path / _METRICS)
     info: dict[str, Any] = finite({
         **model_summary(runtime, server_registry),
         "describe": runtime.describe(),
         "card": card.read_text(encoding="utf-8") if card.is_file() else "",
-        "report_metrics": _read_json(path / _METRICS),
+        "report_metrics": metrics,
         "fairness": _fairness(audit),
         "has_report": (path / REPORT).is_file(),
         "ship": ship,
@@ -126,6 +135,7 @@ def model_info(runtime: Runtime, server_registry: Registry, examples: dict[str, 
                                for name, f in sorted(runtime.manifest.files.items())]},
         "provenance": _provenance(runtime.manifest.extra),
         "parity": runtime.manifest.extra.get("parity"),
+        "baseline": _baseline(runtime, metrics),
         "examples": examples,
     })
     return info

@@ -4,7 +4,7 @@ The fp32 graph is checked against PyTorch on the labelled training states; the i
 (dynamic quantization, the shared recipes) ships only when its greedy action agrees with fp32's
 on ``optimize.min_int8_agreement`` of them. Then the staged bundle drives the closed-loop
 evaluation through the torch-free runtime (what ``aiforge eval`` reruns), which fills
-``metrics.json``, ``report.html`` and ``replay.gif``.
+``metrics.json``, ``report.html``, ``replay.gif`` and ``replay.json`` (the replay's recorded steps).
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from aiforge.optimize.quantize import quantize_with_parity
 from aiforge.tasks.driving.closedloop import POLICIES, closed_loop
 from aiforge.tasks.driving.env import KINEMATIC_FEATURES
 from aiforge.tasks.driving.fitted import DrivingFitResult
-from aiforge.tasks.driving.report import write_gif, write_report
+from aiforge.tasks.driving.report import REPLAY_JSON, write_gif, write_replay, write_report
 from aiforge.tasks.driving.runtime import DrivingRuntime
 from aiforge.tasks.driving.shield import ShieldRules
 from aiforge.tasks.driving.spec import DrivingSpec
@@ -143,6 +143,7 @@ def write_driving_bundle(staged: Path, *, spec: DrivingSpec, result: DrivingFitR
                        record=spec.eval.replay_frames)
     shielded = loop.episodes["aiforge+shield"][0]
     gif = write_gif(shielded, staged / "replay.gif")
+    write_replay(shielded, staged / REPLAY_JSON, actions=rt.labels)
     write_report(loop, staged / "report.html", title=f"{spec.name}: closed-loop evaluation", gif=gif)
     chosen = loop.summaries["aiforge+shield"]
     metrics = {"closed_loop": {"episodes": spec.eval.episodes, **loop.to_dict()},

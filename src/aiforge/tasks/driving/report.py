@@ -9,6 +9,7 @@ of every policy (an inline SVG), their summaries and the per-episode numbers.
 from __future__ import annotations
 
 import html
+import json
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,9 @@ import numpy as np
 from aiforge.tasks.driving.closedloop import ClosedLoop
 from aiforge.tasks.driving.rollout import Episode
 
-__all__ = ["write_gif", "write_report"]
+__all__ = ["REPLAY_JSON", "write_gif", "write_replay", "write_report"]
+
+REPLAY_JSON = "replay.json"
 
 
 def write_gif(episode: Episode, path: Path, *, fps: int = 4) -> Path | None:
@@ -38,6 +41,20 @@ def write_gif(episode: Episode, path: Path, *, fps: int = 4) -> Path | None:
         images.append(img.quantize(colors=64))
     images[0].save(path, save_all=True, append_images=images[1:], duration=int(1000 / fps), loop=0,
                    optimize=True)
+    return path
+
+
+def write_replay(episode: Episode, path: Path, *, actions: tuple[str, ...] | list[str], fps: int = 4) -> Path | None:
+    """The replay's recorded steps as JSON: each step's observation, radar, the action taken and
+    whether the shield overrode the policy there (the playground replays and re-posts them)."""
+    if not episode.recorded:
+        return None
+    marked = set(episode.overridden_steps)
+    steps = [{"step": i, "observation": obs.tolist(), "radar": radar.tolist(), "action": actions[a],
+              "shield_overrode": i in marked} for i, (obs, radar, a) in enumerate(episode.recorded)]
+    body = {"seed": episode.seed, "fps": fps, "steps": steps, "episode_steps": episode.steps,
+            "overridden_steps": list(episode.overridden_steps), "crashed": episode.crashed}
+    path.write_text(json.dumps(body), encoding="utf-8")
     return path
 
 

@@ -59,12 +59,15 @@ class Episode:
     latency_ms: list[float] = field(default_factory=list, repr=False)
     frames: list[np.ndarray] = field(default_factory=list, repr=False)
     overridden_steps: list[int] = field(default_factory=list)
+    # the recorded steps' (observation, radar, action taken): what the replay shows and the playground posts
+    recorded: list[tuple[np.ndarray, np.ndarray, int]] = field(default_factory=list, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON form, without frames or per-step latencies."""
         d = asdict(self)
         d.pop("frames")
         d.pop("latency_ms")
+        d.pop("recorded")
         d["min_ttc_s"] = None if not np.isfinite(self.min_ttc_s) else round(self.min_ttc_s, 3)
         return d
 
@@ -151,6 +154,7 @@ def run_episodes(policy: Policy, spec: DrivingEnvSpec, *, seeds: list[int], shie
                     on_step(env, radar, obs, action)
                 if record and k == 0 and len(ep.frames) < record:
                     ep.frames.append(np.array(env.render(), copy=True))
+                    ep.recorded.append((np.array(obs, copy=True), np.array(radar, copy=True), int(action)))
                 obs, reward, terminated, truncated, step_info = env.step(action)
                 done = bool(terminated or truncated)
                 ep.steps += 1

@@ -18,7 +18,7 @@ from aiforge.bundle.inputs import loads_json
 from aiforge.errors import InputError
 from aiforge.serve.errors import ApiError
 from aiforge.serve.protocols import ModelsDep, json_response, require_key, route_of
-from aiforge.tasks.driving.runtime import DrivingRuntime
+from aiforge.tasks.driving.runtime import Act, DrivingRuntime
 
 __all__ = ["router"]
 
@@ -27,24 +27,13 @@ router = APIRouter(prefix="/v1", tags=["driving"], dependencies=[Depends(require
 _FIELDS = {"observation", "observations", "radar"}
 
 
-class Action(BaseModel):
-    """One observation's answer: the action taken, the policy's proposal and the shield's decision."""
-
-    action: str
-    action_index: int
-    proposed: str
-    shield_overrode: bool
-    shield_rule: str
-    shield_checked: bool
-    probabilities: dict[str, float]
-
-
 class ActResponse(BaseModel):
-    """``POST /v1/models/{name}/act`` answer, one action per observation, in order."""
+    """``POST /v1/models/{name}/act`` answer, one action per observation, in order (each an :class:`Act`:
+    the action taken, the policy's proposal and the shield's decision; the fields are written once, there)."""
 
     model: str
     version: str
-    actions: list[Action]
+    actions: list[Act]
 
 _ACT_BODY = {"requestBody": {"required": True, "content": {"application/json": {"schema": {
     "type": "object", "additionalProperties": False, "properties": {

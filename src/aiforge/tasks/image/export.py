@@ -32,6 +32,7 @@ from aiforge.bundle.parts import BundleParts, Int8Parity, Parity
 from aiforge.data.splits import stratified_split
 from aiforge.errors import ExportError
 from aiforge.optimize.onnx_export import export_onnx
+from aiforge.tasks.image.cam import CAM_OUTPUT, CAM_SIDE, add_cam_output
 from aiforge.tasks.image.data import ImageSplits
 from aiforge.tasks.image.dataset import ImageDataset
 from aiforge.tasks.image.fallback import FALLBACK_KEY, guarded, min_margin_for
@@ -382,6 +383,8 @@ def export_image_classifier(fitted: FittedImageClassifier, directory: Path, imag
                                        "the bundle ships fp32 only")
         int8 = Int8Parity(ok=quant["ok"], top1_agreement=last["top1_agreement"], min_agreement=opt.min_int8_agreement,
                           accuracy=accuracy(probs), recipe=quant["recipe"], details=int8_details)
+    # last, after quantization read the graph: the class-activation output the runtime's explain() reads
+    details["cam"] = add_cam_output(directory / FP32_GRAPH, cpu_model.head)
     return Parity(samples=len(parity_data), max_abs_diff=max_diff, diff_key="fp32_vs_torch_max_abs_prob_diff",
                   int8=int8, details=details)
 
@@ -395,6 +398,8 @@ def image_pipeline(fitted: FittedImageClassifier, parity: Parity) -> dict[str, A
         "default_precision": "int8" if int8 else "fp32", "backbone": fitted.backbone.name,
         "top_k": fitted.spec.model.top_k,
     }
+    if parity.details.get("cam"):
+        pipeline["cam"] = {"graph": "fp32", "output": CAM_OUTPUT, "side": CAM_SIDE}
     if int8 is not None and int8.details["min_margin"] > 0:
         pipeline[FALLBACK_KEY] = {"graph": "fp32", "min_margin": int8.details["min_margin"]}
     return pipeline

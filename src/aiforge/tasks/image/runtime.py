@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 import threading
 from collections.abc import Mapping
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -23,6 +24,7 @@ import numpy as np
 from aiforge.bundle.format import BundleManifest
 from aiforge.bundle.runtime import ItemLimits, Runtime, onnx_session
 from aiforge.errors import BundleError, DataError, InputError
+from aiforge.tasks.image.cam import CAM_SIDE, cam_pixels, class_map, heatmap_png
 from aiforge.tasks.image.decode import decode_base64, decode_image, open_image_file
 from aiforge.tasks.image.fallback import FALLBACK_KEY, top2_margin
 from aiforge.tasks.image.preprocess import ImageConfig, preprocess
@@ -31,10 +33,29 @@ if TYPE_CHECKING:
     from aiforge.audit.metrics import Metrics
 
 
-__all__ = ["ImageRuntime"]
+__all__ = ["Explanation", "ImageRuntime"]
 
 
 _DEFAULT_LIMITS = ItemLimits()
+
+
+@dataclass(frozen=True)
+class Explanation:
+    """One image's class-activation map: the class it explains, the map on its grid and as a PNG."""
+
+    label: str
+    score: float
+    explained: str
+    grid: list[int]  # [height, width] of the feature map (the image's aspect, about 7 cells along the longer side)
+    map: list[list[float]]  # values in [0, 1], row by row
+    png: str  # data:image/png;base64,... jet-coloured, of the image's aspect
+    width: int
+    height: int
+    image: str = ""  # the file name or images[i], where a route names it
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict."""
+        return asdict(self)
 
 
 class ImageRuntime(Runtime):
@@ -78,6 +99,8 @@ class ImageRuntime(Runtime):
             except (KeyError, TypeError, ValueError) as exc:
                 raise BundleError(f"{path}: pipeline.json {FALLBACK_KEY} is incomplete ({exc}).") from exc
         self._lock = threading.Lock()
+        self._cam = self.pipeline.get("cam")
+        self._cam_session: Any = None
         self.items_seen = 0
         self.fallback_items = 0
 
@@ -164,6 +187,49 @@ class ImageRuntime(Runtime):
             self.items_seen += len(items)
             self.fallback_items += fell
         return out
+
+    @property
+    def explains(self) -> bool:
+        """Whether the bundle's fp32 graph carries the class-activation output (:mod:`aiforge.tasks.image.cam`)."""
+        return isinstance(self._cam, dict)
+
+    def explain(self, image: Any, *, label: str | None = None, where: str = "image") -> Explanation:
+        """The class-activation map of ``image`` (a Pillow image, path or encoded bytes) for ``label``
+        (default: the predicted label), torch-free.
+
+        Raises:
+            InputError: the bundle has no map output, the label is unknown or the image unreadable.
+        """
+        from PIL import Image
+
+        if not isinstance(self._cam, dict):
+            raise InputError(f"model {self.name!r} has no class-activation output; re-export it with this aiforge "
+                             "version to get maps")
+        if isinstance(image, bytes | bytearray):
+            img = decode_image(bytes(image), where=where, max_bytes=_DEFAULT_LIMITS.max_image_bytes,
+                               max_pixels=_DEFAULT_LIMITS.max_image_pixels)
+        elif isinstance(image, str | Path):
+            img = open_image_file(Path(image))
+        elif isinstance(image, Image.Image):
+            img = image
+        else:
+            raise InputError(f"{where}: expected an image (Pillow image, path or bytes), got {type(image).__name__}")
+        probs = self.predict_proba([img])[0]
+        top = int(np.argmax(probs))
+        if label is not None and label not in self.labels:
+            raise InputError(f"label: {label!r} is not one of this model's labels ({len(self.labels)} labels)")
+        cls = self.labels.index(label) if label is not None else top
+        with self._lock:
+            if self._cam_session is None:
+                graphs: dict[str, str] = self.pipeline["graphs"]
+                self._cam_session = self.session if self.precision == "fp32" else onnx_session(
+                    self.path / graphs[self._cam.get("graph", "fp32")], threads=1)
+        pixels = cam_pixels(img, self.image, side=int(self._cam.get("side", CAM_SIDE)), where=where)[None]
+        cam = self._cam_session.run([self._cam.get("output", "cam")], {self._input: pixels})[0][0]
+        m = class_map(cam, cls)
+        png, w, h = heatmap_png(m, width=img.size[0], height=img.size[1])
+        return Explanation(self.labels[top], float(probs[top]), self.labels[cls], list(m.shape),
+                           [[round(float(v), 4) for v in row] for row in m], png, w, h)
 
     def counters(self) -> dict[str, int]:
         """Items predicted since load, and how many of them the guard re-ran in fp32."""

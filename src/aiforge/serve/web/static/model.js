@@ -18,8 +18,35 @@
   function metrics(info) {
     const box = el("div", {});
     if (info.metrics && Object.keys(info.metrics).length) box.append(el("h3", {}, "Headline (manifest)"), kvTable(info.metrics, "headline"));
-    if (info.report_metrics) box.append(el("h3", {}, "From the bundle's metrics.json"), kvTable(info.report_metrics, "report-metrics"));
+    if (info.report_metrics) {
+      const rest = Object.assign({}, info.report_metrics); delete rest.baseline;  // shown in its own section
+      box.append(el("h3", {}, "From the bundle's metrics.json"), kvTable(rest, "report-metrics"));
+    }
     if (info.parity) box.append(el("h3", {}, "Export parity"), kvTable(info.parity, "parity"));
+    return box;
+  }
+
+  /* The model against its best simple baseline: scores, the paired difference with its interval, the warning. */
+  function baseline(info) {
+    const b = info.baseline;
+    if (!b) return el("p", { "data-testid": "no-baseline" }, "This bundle records no baseline comparison.");
+    if (b.skipped) return el("p", { "data-testid": "baseline-skipped" }, "Baseline skipped: " + (b.reason || ""));
+    const m = b.model || {}, s = b.baseline || {};
+    const box = el("div", {}, el("table", { "data-testid": "baseline-table" },
+      el("thead", {}, el("tr", {}, el("th", {}), el("th", {}, "validation " + b.metric), el("th", {}, "test " + b.metric))),
+      el("tbody", {},
+        el("tr", {}, el("th", { scope: "row" }, "model"), el("td", {}, fmt(m.validation)), el("td", {}, fmt(m.test))),
+        el("tr", {}, el("th", { scope: "row" }, "best baseline: " + b.best), el("td", {}, fmt(s.validation)), el("td", {}, fmt(s.test))))));
+    const sign = (x) => (x >= 0 ? "+" : "") + x.toFixed(4);
+    if (b.difference !== null && b.difference !== undefined && b.interval) {
+      box.append(el("p", { "data-testid": "baseline-diff" }, "Model − best baseline on " + fmt(b.n) + " test items: ",
+        el("strong", {}, sign(b.difference)), " " + b.metric + " (" + Math.round((b.confidence || 0) * 100) +
+        "% paired bootstrap interval " + sign(b.interval[0]) + " to " + sign(b.interval[1]) + "): the model ",
+        el("strong", { class: b.beats_baseline ? "pass" : "fail" }, b.beats_baseline ? "beats" : "does not clearly beat"), " it."));
+    }
+    if (b.warning) box.append(el("p", { class: "warning", role: "alert", "data-testid": "baseline-warning" }, "Warning: " + b.warning));
+    if (b.hint) box.append(el("p", {}, "Hint: " + b.hint));
+    if ((b.candidates || []).length) box.append(el("details", {}, el("summary", {}, "Every baseline tried"), table(b.candidates)));
     return box;
   }
 
@@ -99,6 +126,7 @@
     loadPanel(info);
     $("card").replaceChildren(info.card ? A.markdown(info.card) : el("p", {}, "No card.md in this bundle."));
     $("metrics").replaceChildren(metrics(info));
+    $("baseline").replaceChildren(baseline(info));
     $("fairness").replaceChildren(fairness(info));
     $("gates").replaceChildren(gates(info));
     $("manifest").replaceChildren(manifest(info));
