@@ -86,7 +86,7 @@ def test_image_eval_and_audit(measured: dict[str, Any], tmp_path: Path) -> None:
     assert "fewer than two groups" in report.metrics["features"]["camera"]["note"]
     overall = sum(r["accuracy"] * r["count"] for r in groups.values()) / 24
     assert overall == pytest.approx(measured["accuracy"])
-    with pytest.raises(DataError, match="--sensitive needs a CSV"):
+    with pytest.raises(DataError, match="need a CSV with path, label and those columns"):
         audit_bundle(trained.export.path, trained.data / "test", sensitive=["camera"], output=tmp_path / "a2")
     # a group gate on those 12-image groups is undecided, and so ship refuses, whatever the gap
     home = tmp_path / "home"
