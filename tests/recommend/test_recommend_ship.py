@@ -76,7 +76,9 @@ def test_recommend_eval_and_audit_on_held_out_interactions(rec_bundle: Any, tmp_
     audit = audit_bundle(rec_bundle.export.path, path, output=tmp_path / "audit")
     segments = audit.metrics["segments"]
     assert len(segments) == 3 and sum(s["users"] for s in segments.values()) == trained.users
-    assert (tmp_path / "audit" / "audit.json").is_file()
+    written = json.loads((tmp_path / "audit" / "audit.json").read_text())
+    assert written["schema"] == "aiforge.audit/2" and {"overall", "settings", "features"} <= set(written)
+    assert written["exposure"]["popularity_bucket"]["intervals"]["min_exposure_ratio"][0] >= 0
     # exposure by item group (issue 20): popularity buckets always; an item-level column (here each movie's
     # first genre, a stand-in provider derived from the MovieLens movies file) when named with --sensitive
     buckets = audit.metrics["exposure"]["popularity_bucket"]["groups"]

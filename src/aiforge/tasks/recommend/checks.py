@@ -324,7 +324,8 @@ class RecommendChecks:
         segments = _segments(rec_rt, held, data, user_cols, spec)
         rows = [_row("all", overall)]
         body: dict[str, Any] = {"schema": AUDIT_SCHEMA, "task": "ranking", "overall": overall.to_dict(),
-                                "segments": {}, "features": {}, "exposure": {}}
+                                "settings": {"k": k, "bootstrap": 200, "confidence": 0.95, "resample": "users"},
+                                "segments": {}, "features": {}, "exposure": {}, "data": str(data)}
         for name, mask in segments.items():
             if mask.any():
                 m = _metrics(rec_rt, recs[mask], held.truth[mask], k)
