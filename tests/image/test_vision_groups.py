@@ -72,7 +72,7 @@ def test_an_image_without_a_group_or_an_unknown_file_is_a_clear_error(tmp_path: 
         load_image_splits(grouped_spec(root / "groups-unknown.csv").data, seed=0)
     with pytest.raises(DataError, match="need a groups file"):
         load_image_splits(grouped_spec(root / "groups-unknown.csv", groups=None).data, seed=0)
-    with pytest.raises(ValueError, match="data.groups needs data.sensitive_features"):
+    with pytest.raises(ValueError, match=r"data\.groups needs data\.sensitive_features"):
         ImageSpec.model_validate({**image_spec(), "data": {**image_spec()["data"], "groups": str(missing)}})
 
 

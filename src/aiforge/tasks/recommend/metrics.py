@@ -24,7 +24,8 @@ from typing import Any
 import numpy as np
 from scipy import sparse
 
-__all__ = ["EXPOSURE_GAPS", "RankingMetrics", "exposure_by_group", "exposure_intervals", "gini", "popularity_buckets", "ranking_metrics"]
+__all__ = ["EXPOSURE_GAPS", "RankingMetrics", "exposure_by_group", "exposure_intervals", "gini",
+           "popularity_buckets", "ranking_metrics"]
 
 
 @dataclass(frozen=True)
