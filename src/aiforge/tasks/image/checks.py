@@ -134,7 +134,11 @@ class ImageChecks:
 
 
 def _image_spec(rt: Runtime) -> ImageSpec | None:
-    spec = stored_spec(rt)
+    """The bundle's stored spec, or ``None`` for a bundle that stores none (audited without trained groups)."""
+    try:
+        spec = stored_spec(rt)
+    except BundleError:
+        return None
     return spec if isinstance(spec, ImageSpec) else None
 
 
