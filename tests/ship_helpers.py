@@ -17,8 +17,12 @@ from aiforge.bundle.registry import Registry
 __all__ = ["register_with_gates"]
 
 
-def register_with_gates(bundle: Path, home: Path, gates: dict[str, Any]) -> Path:
-    """Register a copy of ``bundle`` in the registry at ``home`` with ``gates`` as its spec's gates; its folder."""
+def register_with_gates(bundle: Path, home: Path, gates: dict[str, Any], *,
+                        data: dict[str, Any] | None = None) -> Path:
+    """Register a copy of ``bundle`` in the registry at ``home`` with ``gates`` as its spec's gates; its folder.
+
+    ``data`` updates the stored spec's data block (group columns a test gates on, say).
+    """
     manifest = read_manifest(bundle)
     registry = Registry(home)
     staged = registry.staging_dir()
@@ -29,6 +33,8 @@ def register_with_gates(bundle: Path, home: Path, gates: dict[str, Any]) -> Path
     assert not (staged / MANIFEST).exists()
     extra = dict(manifest.extra)
     extra["spec"] = {**extra["spec"], "gates": gates}
+    if data is not None:
+        extra["spec"]["data"] = {**extra["spec"]["data"], **data}
     record = registry.add(staged, name=manifest.name, task=manifest.task, extra=extra,
                              metrics=dict(extra.get("metrics", {})))
     return record.path

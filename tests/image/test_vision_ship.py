@@ -81,12 +81,14 @@ def test_image_eval_and_audit(measured: dict[str, Any], tmp_path: Path) -> None:
         writer.writerows(rows)
     report = audit_bundle(trained.export.path, data, sensitive=["camera"], output=tmp_path / "audit")
     groups = report.metrics["features"]["camera"]["groups"]  # the shared audit.json schema (issue 20)
+    written = json.loads((tmp_path / "audit" / "audit.json").read_text())
+    assert written["schema"] == "aiforge.audit/2" and {"overall", "settings", "features"} <= set(written)
     assert {g: r["count"] for g, r in groups.items()} == {"phone": 12, "scanner": 12}
     # 24 images: both groups are under the 30-row minimum, so the gap is not judged, and the audit says so
     assert "fewer than two groups" in report.metrics["features"]["camera"]["note"]
     overall = sum(r["accuracy"] * r["count"] for r in groups.values()) / 24
     assert overall == pytest.approx(measured["accuracy"])
-    with pytest.raises(DataError, match="--sensitive needs a CSV"):
+    with pytest.raises(DataError, match="need a CSV with path, label and those columns"):
         audit_bundle(trained.export.path, trained.data / "test", sensitive=["camera"], output=tmp_path / "a2")
     # a group gate on those 12-image groups is undecided, and so ship refuses, whatever the gap
     home = tmp_path / "home"

@@ -14,7 +14,7 @@ from aiforge.audit.checks import audit_bundle, evaluate_bundle
 from aiforge.audit.ship import ship
 from aiforge.bundle.registry import Registry
 from aiforge.cli import app
-from aiforge.errors import SpecError
+from aiforge.errors import DataError, SpecError
 from ship_helpers import register_with_gates
 
 pytest_plugins = ["recommend_helpers"]
@@ -76,7 +76,9 @@ def test_recommend_eval_and_audit_on_held_out_interactions(rec_bundle: Any, tmp_
     audit = audit_bundle(rec_bundle.export.path, path, output=tmp_path / "audit")
     segments = audit.metrics["segments"]
     assert len(segments) == 3 and sum(s["users"] for s in segments.values()) == trained.users
-    assert (tmp_path / "audit" / "audit.json").is_file()
+    written = json.loads((tmp_path / "audit" / "audit.json").read_text())
+    assert written["schema"] == "aiforge.audit/2" and {"overall", "settings", "features"} <= set(written)
+    assert written["exposure"]["popularity_bucket"]["intervals"]["min_exposure_ratio"][0] >= 0
     # exposure by item group (issue 20): popularity buckets always; an item-level column (here each movie's
     # first genre, a stand-in provider derived from the MovieLens movies file) when named with --sensitive
     buckets = audit.metrics["exposure"]["popularity_bucket"]["groups"]
@@ -96,3 +98,50 @@ def test_recommend_eval_and_audit_on_held_out_interactions(rec_bundle: Any, tmp_
     assert sum(g["items"] for g in genres.values()) == len(fit.data.items)
     assert sum(g["exposure_share"] for g in genres.values()) == pytest.approx(1.0)
     assert len(by_genre.metrics["segments"]) == 3  # genre groups items, so users stay in history terciles
+
+
+def test_recommend_exposure_gates_decided_on_user_bootstrap_intervals(rec_bundle: Any, tmp_path: Path) -> None:
+    """Exposure by popularity bucket and by an item column (first genre) is gated per item group, with
+    intervals bootstrapped over users: limits beyond the interval pass or fail, a limit inside it is undecided."""
+    movies = pd.read_csv(rec_bundle.movies)
+    genre = dict(zip(movies["movieId"].astype(str), movies["genres"].str.split("|").str[0], strict=True))
+    fit = rec_bundle.fit
+    held = pd.DataFrame({"userId": [fit.data.users[u] for u in fit.data.user_idx[fit.split.test]],
+                         "movieId": [fit.data.items[i] for i in fit.data.item_idx[fit.split.test]], "rating": 5.0})
+    held["genre"] = held["movieId"].astype(str).map(genre)
+    data = tmp_path / "held.csv"
+    held.to_csv(data, index=False)
+    groups = ["popularity_bucket", "genre"]
+    loose = {"max_exposure_share_difference": 1.0, "min_exposure_ratio": 0.0, "min_exposure_share": 0.0,
+             "item_groups": groups}
+    path = register_with_gates(rec_bundle.export.path, tmp_path / "a", loose)
+    first = ship(path, home=tmp_path / "a", data=data)
+    exposure = first.measurements.audit["exposure"]
+    assert set(exposure) == set(groups) and first.passed
+    iv = {(r.key, r.feature): r.interval for r in first.results}
+    assert len(iv) == 6 and all(v is not None and v[0] <= v[1] for v in iv.values())
+    ratio = exposure["popularity_bucket"]
+    assert ratio["intervals"]["min_exposure_ratio"][0] <= ratio["min_exposure_ratio"] <= \
+        ratio["intervals"]["min_exposure_ratio"][1]
+    ratios = [iv[("min_exposure_ratio", g)] for g in groups]
+    gaps = [iv[("max_exposure_share_difference", g)] for g in groups]
+    lo, hi = ratios[0]
+    glo, ghi = gaps[1]
+    cases = (("pass", min(r[0] for r in ratios) * 0.9, min(max(g[1] for g in gaps) * 1.1, 1.0)),
+             ("fail", max(r[1] for r in ratios) * 1.1 + 1e-3, min(g[0] for g in gaps) * 0.9),
+             ("undecided", (lo + hi) / 2, (glo + ghi) / 2))
+    for side, ratio_limit, gap_limit in cases:
+        home = tmp_path / side
+        gates = {"min_exposure_ratio": ratio_limit, "max_exposure_share_difference": gap_limit,
+                 "item_groups": groups}
+        report = ship(register_with_gates(rec_bundle.export.path, home, gates), home=home, data=data)
+        decided = {(r.key, r.feature): r.decision for r in report.results}
+        assert decided[("min_exposure_ratio", "popularity_bucket")] == side
+        assert decided[("max_exposure_share_difference", "genre")] == side
+        if side != "undecided":
+            assert set(decided.values()) == {side}
+        assert report.passed == (side == "pass")
+        assert Registry(home).get(report.name).stage == ("production" if side == "pass" else "none")
+    # a column in neither the item table (data.items) nor the --data file is an error naming both
+    with pytest.raises(DataError, match=r"gates.item_groups 'provider': not a column of"):
+        ship(path, home=tmp_path / "a", data=data, gates={"min_exposure_share": 0.0, "item_groups": ["provider"]})

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -123,3 +124,37 @@ def test_group_columns_hold_out_a_stratified_test_split(grouped: Path) -> None:
     for part in (splits.train, splits.validation, splits.test):
         assert abs(part.groups["channel"].count("sms") / len(part) - 0.5) < 0.05
     assert load_text_splits(spec, seed=0).test.texts == splits.test.texts  # seeded
+
+
+def test_card_and_audit_json_of_a_bundle_trained_with_a_group_column(trained_bundle: Any, grouped: Path,
+                                                                     tmp_path: Path) -> None:
+    """The export step of a spec with data.sensitive_features, on the session bundle's fitted model and graph
+    (no retraining): audit.json per group with intervals, and the card's per-group tables and gate decisions."""
+    from aiforge.tasks.text.data import load_text_dataset
+    from aiforge.tasks.text.export import AUDIT, write_group_audit
+    from aiforge.tasks.text.spec import AppSpec
+
+    staged = tmp_path / "staged"
+    staged.mkdir()
+    graph = "model.onnx"
+    shutil.copy2(trained_bundle.export.path / graph, staged / graph)
+    test = load_text_dataset(grouped, text_column="text", label_column="category", group_columns=["channel"])
+    raw = trained_bundle.spec
+    spec = AppSpec.from_dict({**raw, "data": {**raw["data"], "sensitive_features": ["channel"]},
+                              "gates": {"min_accuracy": 0.5, "max_accuracy_difference": 0.01}})
+    card = write_group_audit(staged, spec=spec, fitted=trained_bundle.fit.fitted, test=test, graph=graph,
+                             split="test file")
+    audit = json.loads((staged / AUDIT).read_text())
+    assert audit["schema"] == "aiforge.audit/2" and audit["split"] == "test file"
+    feat = audit["features"]["channel"]
+    for g in ("app", "sms"):
+        row = feat["groups"][g]
+        for metric in ("accuracy", "macro_f1", "tpr", "fpr"):
+            lo, hi = row["intervals"][metric]
+            assert lo <= row[metric] + 1e-9 and row[metric] - 1e-9 <= hi, (g, metric, row)
+        assert f"| {g} | {row['count']} | {row['accuracy']:.3f} (" in card
+    decisions = {g["key"]: g["decision"] for g in audit["gates"]}
+    assert decisions == {"min_accuracy": "pass", "max_accuracy_difference": "fail"}  # the cut queries are worse
+    assert "## Per-group audit" in card and "### By channel" in card
+    assert "| `max_accuracy_difference` | channel |" in card
+    assert "worst group `sms`" in card

@@ -13,7 +13,8 @@ bootstrap intervals; each group's rates (selection rate, accuracy, TPR, FPR) get
 Multi-class classifiers (text, image) have no positive class to select, so
 :func:`audit_accuracy_by_group` reports their per-group accuracy, macro-F1, TPR (macro recall) and
 FPR (macro one-vs-rest) and the gaps between the judged groups, with the same small-group rule,
-bootstrap and Wilson intervals.
+bootstrap intervals (the gaps, and each judged group's macro-F1/TPR/FPR) and Wilson intervals
+(each group's accuracy).
 
 Both write the same top-level schema: ``schema``, ``overall`` (with ``intervals``), ``settings``
 and ``features`` (name -> ``groups``, ``judged_groups``, ``small_groups``, gaps, ``intervals``).
@@ -252,6 +253,8 @@ def audit_accuracy_by_group(y_true: np.ndarray, y_pred: np.ndarray, sensitive: p
             feat["accuracy_ratio"] = min(acc.values()) / hi if hi > 0 else float("nan")
             feat["worst_group"] = min(acc, key=lambda g: acc[g])
             feat["intervals"] = _bootstrap_groups(y, pred, groups, judged, classes, settings)
+            for g, per in feat["intervals"].pop("groups", {}).items():
+                rows[g]["intervals"].update(per)
         report["features"][str(name)] = feat
     return report
 
@@ -266,20 +269,23 @@ def _bootstrap_groups(y: np.ndarray, pred: np.ndarray, groups: np.ndarray, judge
     n = len(yk)
     rng = np.random.default_rng(s.seed)
     gaps = np.zeros((s.bootstrap, len(GROUP_METRICS)))
+    each = np.full((s.bootstrap, len(judged), len(GROUP_METRICS)), np.nan)
     for b in range(s.bootstrap):
         idx = rng.integers(0, n, n)
         yb, pb, gb = yk[idx], pk[idx], gk[idx]
-        per: list[list[float]] = []
-        for g in judged:
+        for j, g in enumerate(judged):
             mask = gb == g
             if not mask.any():
                 continue
             t, f = _class_rates(yb[mask], pb[mask], classes)
-            per.append([float(np.mean(yb[mask] == pb[mask])), macro_f1(yb[mask], pb[mask]), t, f])
-        arr = np.asarray(per)
+            each[b, j] = [float(np.mean(yb[mask] == pb[mask])), macro_f1(yb[mask], pb[mask]), t, f]
+        arr = each[b][~np.isnan(each[b, :, 0])]
         gaps[b] = arr.max(axis=0) - arr.min(axis=0)
+    # each judged group's macro-F1, TPR and FPR intervals (its accuracy has a Wilson interval)
+    per_group = {g: {m: _percentiles(each[:, j, k], s.confidence) for k, m in enumerate(GROUP_METRICS) if k}
+                 for j, g in enumerate(judged)}
     return {f"{m}_difference": _percentiles(gaps[:, j], s.confidence) for j, m in enumerate(GROUP_METRICS)} | {
-        "resamples": s.bootstrap, "confidence": s.confidence}
+        "resamples": s.bootstrap, "confidence": s.confidence, "groups": per_group}
 
 
 def classifier_audit(truth: list[str], probabilities: np.ndarray, labels: list[str], groups: pd.DataFrame,

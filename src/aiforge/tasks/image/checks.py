@@ -1,7 +1,9 @@
 """What ``aiforge eval``, ``audit`` and ``ship`` measure on an image-classification bundle (torch-free).
 
-Group columns (``--sensitive`` for audit, ``gates.sensitive_features`` for ship) are columns of a
-(path, label, ...) CSV; the audit.json and the group gates are those of every classifier kind.
+Group columns (``--sensitive`` for audit, ``gates.sensitive_features`` for ship; default: the spec's
+``data.sensitive_features``) are columns of the (path, label, ...) CSV given, else looked up in the
+spec's groups file (``data.groups``) by image path; without ``--data``, ship measures the spec's test
+split with its groups. The audit.json and the group gates are those of every classifier kind.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from aiforge.audit.checks import Measured
+from aiforge.audit.checks import Measured, stored_spec
 from aiforge.audit.fairness import AuditSettings, classifier_audit
 from aiforge.audit.gates import CLASSIFIER_GATES, GROUP_GATES, GroupGates, ReleaseGates
 from aiforge.audit.metrics import classification_metrics
@@ -23,6 +25,7 @@ from aiforge.data.readers import read_table
 from aiforge.errors import BundleError, DataError
 from aiforge.spec import BaseSpec
 from aiforge.tasks.image.data import load_image_splits
+from aiforge.tasks.image.groups import read_groups
 from aiforge.tasks.image.runtime import ImageRuntime
 from aiforge.tasks.image.spec import ImageSpec
 
@@ -66,17 +69,17 @@ class ImageChecks:
     def audit(self, rt: Runtime, data: Path, *, sensitive: Sequence[str], output: Path) -> CheckReport:
         """Every class's precision/recall/F1; per-group accuracy for ``sensitive`` columns of a CSV."""
         image_rt = _image_runtime(rt)
-        if sensitive and data.suffix.lower() != ".csv":
-            raise DataError(f"{data}: --sensitive needs a CSV with path, label and the sensitive column(s) "
-                            f"{list(sensitive)}; a folder of images has no such columns.")
+        spec = _image_spec(rt)
+        sensitive = list(sensitive) or list((spec.data.sensitive_features if spec and spec.data else None) or [])
         paths, labels = _labelled(image_rt, data, {})
         probs = _proba(image_rt, paths)
         metrics = classification_metrics(labels, probs, image_rt.labels)
         tables = classifier_tables(metrics, title=f"{rt.name}:{rt.version} on {data.name}",
                                    limit=len(image_rt.labels))
         lines: list[str] = []
-        body = classifier_audit(labels, probs, image_rt.labels, _groups(data, sensitive, len(labels)),
-                                AuditSettings(), source=str(data))
+        body = classifier_audit(labels, probs, image_rt.labels, _groups(data, sensitive, paths, spec),
+                                AuditSettings(min_group_size=spec.gates.min_group_size if spec else 30),
+                                source=str(data))
         if sensitive:
             more, lines = group_tables(body)
             tables += more
@@ -92,20 +95,28 @@ class ImageChecks:
             DataError: a quality gate is set but there is no data (a zero-shot bundle without ``--data``).
         """
         image_rt = _image_runtime(rt)
-        features = list(gates.sensitive_features or []) if isinstance(gates, GroupGates) else []
+        chosen = gates.sensitive_features if isinstance(gates, GroupGates) else None
+        trained = spec.data.sensitive_features if isinstance(spec, ImageSpec) and spec.data is not None else None
+        features = list(chosen or trained or [])
         if data is not None:
             paths, labels = _labelled(image_rt, data, {})
             items: list[Any] = list(paths)
             source = str(data)
-            groups = _groups(data, features, len(labels))
-        elif features:
-            raise DataError(f"{rt.name}: gates.sensitive_features {features} are columns of a labelled CSV; pass "
-                            "--data CSV (path, label and those columns).")
+            groups = _groups(data, features, paths, spec if isinstance(spec, ImageSpec) else None)
         elif isinstance(spec, ImageSpec) and spec.data is not None:
+            missing = [f for f in features if f not in (trained or [])]
+            if missing:
+                raise DataError(f"{rt.name}: gates.sensitive_features {missing} are not among data.sensitive_features "
+                                f"{trained or []}; list them there (with data.groups or CSV columns), or pass --data "
+                                "CSV (path, label and those columns).")
             splits = load_image_splits(spec.data, seed=spec.train.seed)
             ds = splits.test if splits.test is not None else splits.validation
             items, labels, source = [ds.image(i) for i in range(len(ds))], list(ds.labels), ds.source
-            groups = _groups(None, [], len(labels))
+            groups = pd.DataFrame({f: ds.groups[f] for f in features}) if features else pd.DataFrame(
+                index=range(len(labels)))
+        elif features:
+            raise DataError(f"{rt.name}: gates.sensitive_features {features} need labelled images with groups; "
+                            "pass --data CSV (path, label and those columns).")
         else:
             quality = [g.key for g in self.gates if gates.is_set(g.key)]
             if quality:
@@ -122,17 +133,46 @@ class ImageChecks:
                         lambda: image_rt.predict([probe]), features=features, source=f"{source} ({len(labels)} rows)")
 
 
-def _groups(data: Path | None, columns: Sequence[str], n: int) -> pd.DataFrame:
-    """The group columns of a labelled CSV, one row per image (an empty frame without columns)."""
-    if not columns or data is None:
-        return pd.DataFrame(index=range(n))
-    frame = read_table(data)
-    missing = [c for c in columns if c not in frame.columns]
-    if missing:
-        raise DataError(f"{data}: sensitive column(s) {missing} not found. Columns are {list(frame.columns)}.")
-    if len(frame) != n:
-        raise DataError(f"{data}: {len(frame)} rows but {n} images were read; every row needs an image.")
-    return frame[list(columns)].astype(str).reset_index(drop=True)
+def _image_spec(rt: Runtime) -> ImageSpec | None:
+    """The bundle's stored spec, or ``None`` for a bundle that stores none (audited without trained groups)."""
+    try:
+        spec = stored_spec(rt)
+    except BundleError:
+        return None
+    return spec if isinstance(spec, ImageSpec) else None
+
+
+def _groups(data: Path, columns: Sequence[str], paths: Sequence[Path], spec: ImageSpec | None) -> pd.DataFrame:
+    """Each image's groups: columns of the labelled CSV ``data``, else the spec's groups file by image path.
+
+    Raises:
+        DataError: a column in neither, or an image the groups file does not list.
+    """
+    if not columns:
+        return pd.DataFrame(index=range(len(paths)))
+    if data.suffix.lower() == ".csv":
+        frame = read_table(data)
+        if all(c in frame.columns for c in columns):
+            if len(frame) != len(paths):
+                raise DataError(f"{data}: {len(frame)} rows but {len(paths)} images were read; every row needs "
+                                "an image.")
+            return frame[list(columns)].astype(str).reset_index(drop=True)
+        if spec is None or spec.data is None or spec.data.groups is None:
+            missing = [c for c in columns if c not in frame.columns]
+            raise DataError(f"{data}: sensitive column(s) {missing} not found. Columns are {list(frame.columns)}.")
+    if spec is None or spec.data is None or spec.data.groups is None:
+        raise DataError(f"{data}: sensitive column(s) {list(columns)} need a CSV with path, label and those columns, "
+                        "or a bundle trained with data.groups (a file of path and group columns).")
+    table = read_groups(Path(spec.data.groups), path_column=spec.data.path_column, columns=list(columns),
+                        check_files=False)
+    rows = []
+    for p in paths:
+        found = table.lookup(str(p))
+        if found is None:
+            raise DataError(f"{table.source}: no row for image {str(p)!r}; every audited image needs its group in "
+                            f"{list(columns)}.")
+        rows.append(found)
+    return pd.DataFrame(rows, columns=list(columns))
 
 
 CHECKS = ImageChecks()

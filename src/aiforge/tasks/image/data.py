@@ -1,4 +1,4 @@
-"""Labelled image data: a folder per class, a CSV of (path, label), or IDX files; checks; splits.
+"""Labelled image data: a folder per class, a CSV of (path, label), or IDX files; checks; splits; groups.
 
 Images are read with :func:`aiforge.tasks.image.decode.open_image_file`, the same decoder a
 server uses for uploads (JPEG/PNG/WebP, EXIF orientation applied), so training sees what
@@ -19,6 +19,7 @@ from aiforge.data.splits import stratified_split
 from aiforge.errors import DataError
 from aiforge.tasks.image.dataset import ImageDataset, read_idx
 from aiforge.tasks.image.decode import open_image_file
+from aiforge.tasks.image.groups import GroupTable, attach_groups, read_groups
 from aiforge.tasks.image.spec import ImageDataSpec
 
 __all__ = ["IMAGE_SUFFIXES", "ImageSplits", "load_image_dataset", "load_image_splits"]
@@ -141,8 +142,19 @@ def _cap(ds: ImageDataset, per_class: int | None, seed: int) -> ImageDataset:
     return ds.subset(sorted(i for idx in by.values() for i in idx))
 
 
+def _own_groups(path: Path, path_column: str, columns: list[str]) -> GroupTable:
+    """The group columns of a data CSV itself (no data.groups file)."""
+    if not path.is_file() or path.suffix.lower() != ".csv":
+        raise DataError(f"{path}: data.sensitive_features {columns} need a groups file (data.groups: path and "
+                        "group columns) for a folder or IDX data set, or a data CSV with those columns.")
+    return read_groups(path, path_column=path_column, columns=columns)
+
+
 def load_image_splits(data: object, *, seed: int) -> ImageSplits:
     """Train/validation/test image sets from an :class:`ImageDataSpec`, checked.
+
+    With ``sensitive_features`` every image gets its groups (:mod:`aiforge.tasks.image.groups`) and,
+    without a test set, a test split stratified by label and group (seeded) is held out of train first.
 
     Raises:
         DataError: any data check failed (see :func:`load_image_dataset`), a class has too few
@@ -151,21 +163,33 @@ def load_image_splits(data: object, *, seed: int) -> ImageSplits:
 
     if not isinstance(data, ImageDataSpec):
         raise TypeError("load_image_splits takes an ImageDataSpec")
+    columns = list(data.sensitive_features or [])
+    shared = (read_groups(Path(data.groups), path_column=data.path_column, columns=columns)
+              if data.groups is not None and columns else None)
+
     def read(path: Path, labels_path: Path | None) -> ImageDataset:
-        return load_image_dataset(path, labels_path=labels_path, fmt=data.format, path_column=data.path_column,
-                                  label_column=data.label_column, label_names=data.label_names)
+        ds = load_image_dataset(path, labels_path=labels_path, fmt=data.format, path_column=data.path_column,
+                                label_column=data.label_column, label_names=data.label_names)
+        if not columns:
+            return ds
+        return attach_groups(ds, shared or _own_groups(path, data.path_column, columns), columns)
 
     train = _cap(read(data.train, data.train_labels), data.max_per_class, seed)
     _check_counts(train, max(data.min_per_class, 2), "data.min_per_class")
-    if data.validation is not None:
-        validation = read(data.validation, data.validation_labels)
-    else:
-        kept, held = stratified_split(train.labels, fraction=data.validation_fraction, seed=seed)
-        train, validation = (train.subset(kept, source=f"{train.source} (train part)"),
-                             train.subset(held, source=f"{train.source} (validation part)"))
     test = None
     if data.test is not None:
         test = _cap(read(data.test, data.test_labels), data.max_test_per_class, seed)
+    elif columns:  # per-group gates are decided on images that chose nothing
+        kept, held = stratified_split(train.strata(), fraction=data.test_fraction, seed=seed)
+        test = train.subset(held, source=f"{train.source} (held-out test split)")
+        train = train.subset(kept, source=train.source)
+    if data.validation is not None:
+        validation = read(data.validation, data.validation_labels)
+    else:
+        strata = train.strata() if columns else train.labels
+        kept, held = stratified_split(strata, fraction=data.validation_fraction, seed=seed)
+        train, validation = (train.subset(kept, source=f"{train.source} (train part)"),
+                             train.subset(held, source=f"{train.source} (validation part)"))
     seen = set(train.labels)
     labels = [y for y in (data.label_names or sorted(seen)) if y in seen]
     for part in (validation, test):

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import gzip
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +27,7 @@ class ImageDataset:
     labels: list[str]
     source: str
     names: list[str] | None = None
+    groups: dict[str, list[str]] = field(default_factory=dict)  # sensitive feature -> each image's group
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -49,7 +50,12 @@ class ImageDataset:
         images = self.images[np.asarray(idx, dtype=np.int64)] if isinstance(self.images, np.ndarray) \
             else [self.images[i] for i in idx]
         return ImageDataset(images, [self.labels[i] for i in idx], source or self.source,
-                            [self.names[i] for i in idx] if self.names else None)
+                            [self.names[i] for i in idx] if self.names else None,
+                            {c: [g[i] for i in idx] for c, g in self.groups.items()})
+
+    def strata(self) -> list[str]:
+        """One stratum per (label, group of every sensitive feature): what the seeded splits keep balanced."""
+        return ["|".join([y, *(g[i] for g in self.groups.values())]) for i, y in enumerate(self.labels)]
 
 
 def read_idx(path: Path) -> np.ndarray:

@@ -20,6 +20,7 @@ from aiforge.audit.metrics import Metrics
 from aiforge.tasks.image.data import ImageSplits
 from aiforge.tasks.image.dataset import ImageDataset
 from aiforge.tasks.image.gradcam import gradcam, overlay
+from aiforge.tasks.image.group_card import image_group_card
 from aiforge.tasks.image.preprocess import preprocess_batch
 
 if TYPE_CHECKING:
@@ -142,4 +143,4 @@ def image_card(spec: ImageSpec, fitted: FittedImageClassifier, splits: ImageSpli
                   f"mistakes and {report['gradcam_shown']} Grad-CAM heat maps."]
     lines += ["", "## Limitations", "", "Accuracy holds for images like the training data; photos of other kinds, "
               "sizes or lighting may be misclassified with high confidence. Check the report's mistakes before use."]
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines) + "\n" + image_group_card(spec, fitted, splits)

@@ -34,6 +34,19 @@ class ImageDataSpec(Strict):
     min_per_class: int = Field(default=2, ge=1)
     max_per_class: int | None = Field(default=None, gt=1)
     max_test_per_class: int | None = Field(default=None, gt=0)
+    # group columns for the per-group audit and gates. Each image's groups come from ``groups`` (a CSV, JSONL
+    # or Parquet file with ``path_column`` and these columns; paths relative to that file, or bare file names),
+    # else from these columns of the data CSV itself. With them and no test set, a test split (stratified by
+    # label and group, seeded) is held out of train.
+    sensitive_features: list[str] | None = Field(default=None, min_length=1)
+    groups: DataPath | None = None
+    test_fraction: float = Field(default=0.2, gt=0.0, lt=0.5)
+
+    @model_validator(mode="after")
+    def _groups_need_features(self) -> ImageDataSpec:
+        if self.groups is not None and not self.sensitive_features:
+            raise ValueError("data.groups needs data.sensitive_features: the columns of the groups file to audit by")
+        return self
 
 
 class ImageModelSpec(Strict):
@@ -118,7 +131,8 @@ class ImageServeSpec(ServeSpec):
 class ImageGates(GroupGates):
     """Release gates ``aiforge ship`` checks on an image bundle; unset ones are not checked.
 
-    The per-group gaps need ``sensitive_features``: columns of the (path, label, ...) CSV given to ``--data``.
+    The per-group gaps run over ``sensitive_features`` (default: ``data.sensitive_features``, measured on the
+    spec's test split); with ``--data`` they are columns of that (path, label, ...) CSV.
     """
 
     kind: ClassVar[str] = "image-classification"

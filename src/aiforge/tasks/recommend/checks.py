@@ -4,6 +4,11 @@ Held-out positives (a file of interactions, or the spec's test split) are compar
 bundle's top-k for each known user, recommended through the Runtime exactly as served (the
 user's training history excluded). Ranking and popularity-bias numbers are
 :func:`aiforge.tasks.recommend.metrics.ranking_metrics`, the ones training reports.
+
+Exposure by item group (popularity bucket, or an item-level column such as a provider) comes with
+bootstrap intervals over users; the exposure gates (``max_exposure_share_difference``,
+``min_exposure_ratio``, ``min_exposure_share``) run once per entry of ``gates.item_groups`` and are
+decided on those intervals like every other gate.
 """
 
 from __future__ import annotations
@@ -11,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -26,9 +31,15 @@ from aiforge.data.readers import read_table
 from aiforge.errors import BundleError, DataError
 from aiforge.spec import BaseSpec
 from aiforge.tasks.recommend.data import load_interactions, split_interactions
-from aiforge.tasks.recommend.metrics import RankingMetrics, exposure_by_group, popularity_buckets, ranking_metrics
+from aiforge.tasks.recommend.metrics import (
+    RankingMetrics,
+    exposure_by_group,
+    exposure_intervals,
+    popularity_buckets,
+    ranking_metrics,
+)
 from aiforge.tasks.recommend.runtime import RecommendRuntime
-from aiforge.tasks.recommend.spec import RecommendSpec
+from aiforge.tasks.recommend.spec import RecommendGates, RecommendSpec
 
 __all__ = ["CHECKS", "HeldOut", "RecommendChecks"]
 
@@ -202,13 +213,89 @@ def _gate(key: str, metric: str, what: str) -> Gate:
     return Gate(key, f"{what} at k of the exported recommender", "min", read)
 
 
+POPULARITY = "popularity_bucket"
+
+
+def _exposure_value(key: str) -> Any:
+    def read(m: Measurements, feature: str | None) -> float | None:
+        value = m.audit.get("exposure", {}).get(feature or "", {}).get(key)
+        return float(value) if isinstance(value, int | float) and np.isfinite(value) else None
+
+    return read
+
+
+def _exposure_interval(key: str) -> Any:
+    def read(m: Measurements, feature: str | None) -> tuple[float, float] | None:
+        iv = m.audit.get("exposure", {}).get(feature or "", {}).get("intervals", {}).get(key)
+        return (float(iv[0]), float(iv[1])) if isinstance(iv, list) and len(iv) == 2 else None
+
+    return read
+
+
+def _exposure_gate(key: str, value: str, description: str, direction: Literal["min", "max"]) -> Gate:
+    return Gate(key, description, direction, _exposure_value(value), per_feature=True,
+                interval=_exposure_interval(value))
+
+
+EXPOSURE_GATES = (
+    _exposure_gate("max_exposure_share_difference", "exposure_share_difference",
+                   "largest minus smallest item group's share of top-k slots", "max"),
+    _exposure_gate("min_exposure_ratio", "min_exposure_ratio",
+                   "smallest item group's slot share over its share of training positives", "min"),
+    _exposure_gate("min_exposure_share", "min_exposure_share", "smallest item group's share of top-k slots", "min"),
+)
+
+
+def item_groups(rt: RecommendRuntime, spec: RecommendSpec, names: Sequence[str],
+                data: Path | None) -> dict[str, np.ndarray]:
+    """Each catalogue item's group for every name: its popularity bucket, or an item-level column.
+
+    A column is looked up in the spec's item table (``data.items``, by ``item_columns.id``), then in
+    ``data`` (one value per item). Items the table does not list get "(not in the file)".
+
+    Raises:
+        DataError: a column found in neither file, or not one value per item.
+    """
+    out: dict[str, np.ndarray] = {}
+    tables: list[tuple[Path, str]] = []
+    if spec.data.items is not None:
+        tables.append((Path(spec.data.items), spec.data.item_columns.id))
+    if data is not None:
+        tables.append((data, spec.data.columns.item))
+    for name in names:
+        if name == POPULARITY:
+            out[name] = popularity_buckets(np.bincount(rt.indices, minlength=rt.n_items))
+            continue
+        for path, id_col in tables:
+            df = read_table(path)
+            if name not in df.columns or id_col not in df.columns:
+                continue
+            ids = df[id_col].astype(str).str.strip()
+            if (df.groupby(ids)[name].nunique() > 1).any():
+                raise DataError(f"{path}: gates.item_groups {name!r} must hold one value per item ({id_col!r}); "
+                                "some items have several.")
+            by_item = dict(zip(ids, df[name].astype(str), strict=True))
+            out[name] = np.array([by_item.get(str(i), "(not in the file)") for i in rt.item_ids], dtype=object)
+            break
+        else:
+            where = " or ".join(str(p) for p, _ in tables) or "no item table (data.items) and no --data file"
+            raise DataError(f"gates.item_groups {name!r}: not a column of {where}. Use {POPULARITY!r} or an "
+                            "item-level column (one value per item, e.g. a provider).")
+    return out
+
+
+def exposure_report(recs: np.ndarray, groups: np.ndarray, popularity: np.ndarray) -> dict[str, Any]:
+    """Exposure by one item grouping with bootstrap intervals of its gaps (over users)."""
+    return {**exposure_by_group(recs, groups, popularity), "intervals": exposure_intervals(recs, groups, popularity)}
+
+
 class RecommendChecks:
     """Ranking metrics of the exported recommender, per-segment reports and the ranking gates."""
 
     gates = (_gate("min_ndcg_at_k", "ndcg", "NDCG"), _gate("min_recall_at_k", "recall", "recall"),
              _gate("min_precision_at_k", "precision", "precision"), _gate("min_map_at_k", "map", "MAP"),
              _gate("min_hit_rate_at_k", "hit_rate", "hit rate"),
-             _gate("min_coverage", "coverage", "catalogue coverage"))
+             _gate("min_coverage", "coverage", "catalogue coverage"), *EXPOSURE_GATES)
 
     def _score(self, rt: RecommendRuntime, held: HeldOut, k: int) -> tuple[np.ndarray, RankingMetrics]:
         recs = recommend_all(rt, held.users, k)
@@ -237,7 +324,8 @@ class RecommendChecks:
         segments = _segments(rec_rt, held, data, user_cols, spec)
         rows = [_row("all", overall)]
         body: dict[str, Any] = {"schema": AUDIT_SCHEMA, "task": "ranking", "overall": overall.to_dict(),
-                                "segments": {}, "features": {}, "exposure": {}}
+                                "settings": {"k": k, "bootstrap": 200, "confidence": 0.95, "resample": "users"},
+                                "segments": {}, "features": {}, "exposure": {}, "data": str(data)}
         for name, mask in segments.items():
             if mask.any():
                 m = _metrics(rec_rt, recs[mask], held.truth[mask], k)
@@ -249,7 +337,7 @@ class RecommendChecks:
         popularity = np.bincount(rec_rt.indices, minlength=rec_rt.n_items)
         item_groups = {"popularity_bucket": popularity_buckets(popularity), **item_cols}
         for name, groups in item_groups.items():
-            exp = exposure_by_group(recs, groups, popularity)
+            exp = exposure_report(recs, groups, popularity)
             body["exposure"][name] = exp
             tables.append(ReportTable(f"exposure by item {name}, k={k}", ["group", "items", "share of positives",
                                                                            "share of slots", "slots / positives"],
@@ -261,11 +349,19 @@ class RecommendChecks:
         """Ranking metrics on ``data`` (held-out interactions), else the spec's test split."""
         rec_rt, rspec = _rec_runtime(rt), _spec(rt, spec)
         held = held_out_file(rec_rt, rspec, data, {}) if data is not None else held_out_split(rec_rt, rspec)
-        _, m = self._score(rec_rt, held, rspec.model.k)
+        recs, m = self._score(rec_rt, held, rspec.model.k)
         length = np.diff(rec_rt.indptr)[held.users]
         user = rec_rt.user_ids[int(held.users[np.argsort(length, kind="stable")[len(length) // 2]])]
         k = rspec.model.k
-        return Measured(m.to_dict(), lambda: rec_rt.run_batch([rec_rt.query(user=user, k=k)]), source=held.source)
+        audit: dict[str, Any] = m.to_dict()
+        features: list[str] = []
+        if any(gates.is_set(g.key) for g in EXPOSURE_GATES):
+            features = list(gates.item_groups) if isinstance(gates, RecommendGates) else [POPULARITY]
+            popularity = np.bincount(rec_rt.indices, minlength=rec_rt.n_items)
+            audit["exposure"] = {name: exposure_report(recs, groups, popularity)
+                                 for name, groups in item_groups(rec_rt, rspec, features, data).items()}
+        return Measured(audit, lambda: rec_rt.run_batch([rec_rt.query(user=user, k=k)]), features=features,
+                        source=f"{held.source} ({len(held.users)} users)")
 
 
 CHECKS = RecommendChecks()

@@ -12,6 +12,8 @@ Exposure by item group (:func:`exposure_by_group`): for popularity buckets (head
 by cumulative share of training positives) or any item-level column (a provider, say), each
 group's share of catalogue items, of training positives and of recommendation slots, and the
 ratio of slots to positives (1 = exposed as often as it is liked; < 1 under-exposed).
+:func:`exposure_intervals` bootstraps the gaps over users (the unit a recommender serves), which
+is what the exposure release gates are decided on.
 """
 
 from __future__ import annotations
@@ -22,7 +24,8 @@ from typing import Any
 import numpy as np
 from scipy import sparse
 
-__all__ = ["RankingMetrics", "exposure_by_group", "gini", "popularity_buckets", "ranking_metrics"]
+__all__ = ["EXPOSURE_GAPS", "RankingMetrics", "exposure_by_group", "exposure_intervals", "gini",
+           "popularity_buckets", "ranking_metrics"]
 
 
 @dataclass(frozen=True)
@@ -116,7 +119,7 @@ def exposure_by_group(recs: np.ndarray, groups: np.ndarray, popularity: np.ndarr
 
     Returns per group its item count, catalogue share, positive share, slot (exposure) share and
     exposure ratio (slot share / positive share); and over the groups the largest minus the
-    smallest slot share and the smallest exposure ratio.
+    smallest slot share, the smallest exposure ratio and the smallest slot share.
     """
     slots = np.bincount(recs.ravel(), minlength=len(groups)).astype(np.float64)
     total_slots, total_pos = max(slots.sum(), 1.0), max(float(popularity.sum()), 1.0)
@@ -131,4 +134,37 @@ def exposure_by_group(recs: np.ndarray, groups: np.ndarray, popularity: np.ndarr
     ratios = [r["exposure_ratio"] for r in rows.values() if np.isfinite(r["exposure_ratio"])]
     shares = [r["exposure_share"] for r in rows.values()]
     return {"groups": rows, "exposure_share_difference": max(shares) - min(shares) if shares else 0.0,
-            "min_exposure_ratio": min(ratios) if ratios else float("nan")}
+            "min_exposure_ratio": min(ratios) if ratios else float("nan"),
+            "min_exposure_share": min(shares) if shares else 0.0}
+
+
+# the over-groups numbers of :func:`exposure_by_group` that gates judge (each gets a bootstrap interval)
+EXPOSURE_GAPS = ("exposure_share_difference", "min_exposure_ratio", "min_exposure_share")
+
+
+def exposure_intervals(recs: np.ndarray, groups: np.ndarray, popularity: np.ndarray, *, resamples: int = 200,
+                       confidence: float = 0.95, seed: int = 0) -> dict[str, Any]:
+    """Percentile bootstrap intervals of :data:`EXPOSURE_GAPS`, resampling users (rows of ``recs``).
+
+    Training popularity (the positive shares) is fixed; only which users' lists fill the slots
+    varies, so the interval says how much the exposure gaps depend on the users sampled.
+    """
+    codes_of = {g: c for c, g in enumerate(sorted(set(groups.tolist())))}
+    codes = np.array([codes_of[g] for g in groups.tolist()], dtype=np.int64)
+    k = len(codes_of)
+    pos = np.bincount(codes, weights=popularity.astype(np.float64), minlength=k) / max(float(popularity.sum()), 1.0)
+    item_code = codes[recs]  # (users, k): each slot's group
+    per_user = np.stack([np.bincount(row, minlength=k) for row in item_code]) if len(recs) else np.zeros((0, k))
+    rng = np.random.default_rng(seed)
+    stats = np.full((resamples, len(EXPOSURE_GAPS)), np.nan)
+    for b in range(resamples):
+        slots = per_user[rng.integers(0, len(per_user), len(per_user))].sum(axis=0) if len(per_user) else np.zeros(k)
+        share = slots / max(float(slots.sum()), 1.0)
+        ratio = share[pos > 0] / pos[pos > 0]
+        stats[b] = [share.max() - share.min(), ratio.min() if len(ratio) else np.nan, share.min()]
+    lo, hi = (1 - confidence) / 2 * 100, (1 + confidence) / 2 * 100
+    out: dict[str, Any] = {}
+    for j, name in enumerate(EXPOSURE_GAPS):
+        finite = stats[np.isfinite(stats[:, j]), j]
+        out[name] = [float(np.percentile(finite, lo)), float(np.percentile(finite, hi))] if len(finite) else None
+    return out | {"resamples": resamples, "confidence": confidence, "users": len(recs)}

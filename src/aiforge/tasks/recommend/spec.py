@@ -105,6 +105,7 @@ class RecommendGates(ReleaseGates):
     """Release gates ``aiforge ship`` checks on a recommender, at the spec's ``model.k``; unset ones are skipped."""
 
     kind: ClassVar[str] = "recommendation"
+    settings: ClassVar[frozenset[str]] = frozenset({"item_groups"})
 
     min_ndcg_at_k: float | None = Field(default=None, ge=0, le=1)
     min_recall_at_k: float | None = Field(default=None, ge=0, le=1)
@@ -112,6 +113,13 @@ class RecommendGates(ReleaseGates):
     min_map_at_k: float | None = Field(default=None, ge=0, le=1)
     min_hit_rate_at_k: float | None = Field(default=None, ge=0, le=1)
     min_coverage: float | None = Field(default=None, ge=0, le=1)
+    # exposure by item group (per entry of ``item_groups``), bootstrapped over users
+    max_exposure_share_difference: float | None = Field(default=None, ge=0, le=1)
+    min_exposure_ratio: float | None = Field(default=None, ge=0)
+    min_exposure_share: float | None = Field(default=None, ge=0, le=1)
+    # settings: the item groupings the exposure gates run over ("popularity_bucket": head/middle/tail by training
+    # positives, or an item-level column of data.items or of the --data file, e.g. a provider)
+    item_groups: list[str] = Field(default_factory=lambda: ["popularity_bucket"], min_length=1)
 
 
 class RecommendSpec(BaseSpec):

@@ -15,7 +15,7 @@ def _pct(x: float | None) -> str:
 
 def text_classifier_card(*, name: str, backbone: Backbone, mode: str, labels: list[str],
                          data: dict[str, Any], metrics: dict[str, Any], parity: dict[str, Any],
-                         train_seconds: float) -> str:
+                         train_seconds: float, groups: bool = False) -> str:
     """The ``card.md`` of a text-classification bundle."""
     test = metrics.get("test") or {}
     val = metrics.get("validation") or {}
@@ -76,8 +76,15 @@ Per-class precision, recall and F1 and the confusion matrix are in `metrics.json
 ## Limitations and bias
 The encoder was pre-trained on English web text and inherits its biases; accuracy on dialects,
 misspellings and domains unlike the training data is not measured here. Scores are softmax
-probabilities and are not calibrated. No per-group fairness audit was run for this task.
+probabilities and are not calibrated. {_groups_line(groups)}
 """
+
+
+def _groups_line(groups: bool) -> str:
+    if groups:
+        return "Per-group accuracy, macro-F1, TPR and FPR are below (\"Per-group audit\")."
+    return ("No per-group fairness audit was run: name group columns in data.sensitive_features to add one "
+            "(or run `aiforge audit BUNDLE --data FILE --sensitive COLUMN`).")
 
 
 def out_of_scope_card(oos: dict[str, Any], name: str) -> str:

@@ -3,11 +3,14 @@ an int8 dynamically quantized copy, the tokenizer, and parity checks against PyT
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from aiforge.audit.card import classifier_gate_results, group_audit_card
+from aiforge.audit.fairness import AuditSettings
 from aiforge.bundle.parts import BundleParts, Int8Parity, Parity
 from aiforge.data.splits import stratified_split
 from aiforge.errors import ExportError
@@ -15,6 +18,7 @@ from aiforge.hub.text_encoder import iter_batches
 from aiforge.optimize.onnx_export import export_onnx
 from aiforge.optimize.quantize import quantize_with_parity
 from aiforge.tasks.text.card import out_of_scope_card, text_classifier_card
+from aiforge.tasks.text.checks import group_audit
 from aiforge.tasks.text.data import TextDataset
 from aiforge.tasks.text.model import ProbabilityGraph
 from aiforge.tasks.text.out_of_scope import OOS_MEANS, OOS_PRECISION
@@ -43,6 +47,9 @@ FEATURES = "features"
 
 
 TOKENIZER = "tokenizer.json"
+
+
+AUDIT = "audit.json"
 
 
 def _onnx_probs(path: Path, fitted: FittedTextClassifier, texts: list[str]) -> np.ndarray:
@@ -140,6 +147,23 @@ def text_pipeline(fitted: FittedTextClassifier, parity: Parity) -> dict[str, Any
     }
 
 
+def write_group_audit(staged: Path, *, spec: TextSpec, fitted: FittedTextClassifier, test: TextDataset,
+                      graph: str, split: str) -> str:
+    """``audit.json`` of the exported graph on ``test`` per group column, and the card's section on it.
+
+    The gates of the spec that need no timing (quality and per-group) are decided on the same numbers.
+    """
+    gates = spec.gates
+    probs = _onnx_probs(staged / graph, fitted, test.texts)
+    body = group_audit(test, probs, fitted.labels, AuditSettings(min_group_size=gates.min_group_size))
+    features = list(gates.sensitive_features or test.groups)
+    results = classifier_gate_results(body, gates, features)
+    body["split"] = split
+    body["gates"] = [r.to_dict() for r in results]
+    (staged / AUDIT).write_text(json.dumps(body, indent=2), encoding="utf-8")
+    return group_audit_card(body, results, split=f"the {split} ({len(test)} rows, {graph})")
+
+
 def write_text_bundle(staged: Path, *, spec: TextSpec, result: TextFitResult) -> BundleParts:
     """Graphs, tokenizer, pipeline, metrics and card of a fitted text classifier (``export_bundle``'s writer).
 
@@ -172,7 +196,14 @@ def write_text_bundle(staged: Path, *, spec: TextSpec, result: TextFitResult) ->
     card = text_classifier_card(
         name=spec.name, backbone=fitted.backbone, mode=spec.model.mode, labels=fitted.labels,
         data=data, metrics=metrics, parity=parity.to_dict(), train_seconds=result.train_seconds,
+        groups=bool(spec.data.sensitive_features),
     ) + (out_of_scope_card(metrics["out_of_scope"], oos.spec.name) if oos is not None else "")
+    scored = splits.test or splits.validation
+    if spec.data.sensitive_features and scored.groups:
+        split = ("test file" if spec.data.test else "held-out test split (rows that chose nothing)"
+                 if splits.test is not None else "validation split")
+        card += write_group_audit(staged, spec=spec, fitted=fitted, test=scored, graph=pipeline["graphs"][
+            pipeline["default_precision"]], split=split)
     extra = {"backbone": fitted.backbone.record(), "mode": spec.model.mode,
              "columns": {"text": spec.data.text_column, "label": spec.data.label_column}}
     return BundleParts(pipeline=pipeline, metrics=metrics, card=card, parity=parity,
