@@ -1,6 +1,6 @@
 """The simple baseline every fit is compared with, and the paired bootstrap that says whether the model beats it.
 
-Each kind fits its own baselines (majority class, TF-IDF + logistic regression, raw pixels,
+Each kind fits its own baselines (majority class, TF-IDF + linear SVM, raw pixels,
 popularity, ...) on the training split in the same run and scores them on validation and on
 the same test items as the model. This module holds what is shared: the record of one baseline
 (:class:`BaselineResult`), the choice of the best one *on validation* (never test), the paired
