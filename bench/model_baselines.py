@@ -2,6 +2,11 @@
 the wall time the baselines add to the fit (target: <= 10 %).
 
     nice python bench/model_baselines.py            # writes bench/results/baselines.json
+    nice python bench/model_baselines.py --only banking77 fashion   # re-measures those rows, keeps the others
+
+Each row records the command, the date, the model's test metric, the best baseline (chosen on
+validation), the difference with its 95 % paired bootstrap interval, whether it warns, and the
+baselines' wall time over the fit's (``baseline_share_of_fit``; target <= 0.10).
 
 (Named model_baselines.py because bench/baselines/ holds the serving baselines.) Each app is fitted
 once in this process (no export); the numbers are ``fit.baseline`` as ``aiforge train`` reports it.
