@@ -50,8 +50,8 @@ def test_digits_head_mode_at_64px_loses_to_raw_pixels_and_warns(digits: dict[str
     b = fit.baseline
     assert b is not None and not b.skipped and b.n == N_TEST
     assert len(fit.splits.train) + len(fit.splits.validation) == 1797 - N_TEST
-    assert [c.name for c in b.candidates] == ["majority class", "logistic regression on 32x32 gray pixels",
-                                              "linear SVM on 32x32 gray pixels"]
+    assert [c.name for c in b.candidates] == ["majority class", "linear (ridge) classifier on 16x16 gray pixels",
+                                              "3-nearest neighbours on 16x16 gray pixels"]
     assert b.best != "majority class" and b.model_test == pytest.approx(fit.test.accuracy)
     assert b.interval is not None and b.interval[0] <= 0 and b.beats is False
     assert "does not beat the best baseline" in b.warning and "mode: full" in b.hint

@@ -71,6 +71,9 @@ def test_report_has_mistakes_and_gradcam(trained: TrainedImages) -> None:
     assert "Most confident mistakes" in html and "Grad-CAM" in html
     assert html.count("data:image/png;base64,") >= 2 * 4  # 4 Grad-CAM pairs at least
     assert "<table>" in html  # confusion matrix
+    stored = json.loads((trained.export.path / "metrics.json").read_text())["baseline"]
+    assert "<h2>Baseline (accuracy; best chosen on validation)</h2>" in html  # beside the model's numbers
+    assert f"baseline: {stored['best']} (best on validation)" in html and "paired bootstrap CI" in html
 
 
 def test_gradcam_highlights_something(trained: TrainedImages) -> None:

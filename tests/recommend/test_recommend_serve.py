@@ -37,6 +37,7 @@ def test_bundle_files_and_parity(rec_bundle) -> None:
     assert metrics["models"]["hybrid"]["test"]["ndcg"] > metrics["models"]["popularity"]["test"]["ndcg"]
     html = (path / "report.html").read_text()
     assert "data:image/png;base64," in html and "long_tail_share" in html
+    assert f"baseline: {metrics['baseline']['best']} (best on validation)" in html  # beside the models' table
 
 
 def test_known_user_matches_training_side_ranking(rec_bundle, rt: RecommendRuntime) -> None:

@@ -112,6 +112,8 @@ def test_report_is_self_contained_html_with_plots(adult: Fitted) -> None:
     for text in ("<figcaption>rates: sex</figcaption>", "<figcaption>curves: race</figcaption>",
                  "<figcaption>rates: sex &amp; race</figcaption>", "too small to judge", "Four-fifths rule"):
         assert text in html, text
+    assert "<h2>Baseline (accuracy; best chosen on validation)</h2>" in html  # the fit's simple baselines
+    assert "baseline: majority class" in html and "paired bootstrap CI" in html
 
 
 def test_card_has_the_audit_numbers_and_provenance(adult: Fitted) -> None:

@@ -62,6 +62,7 @@ def test_baseline_false_is_skipped_and_the_margin_gate_then_fails(tmp_path: Path
     assert baseline_summary(b) == ["baseline: skipped (baseline: false in the spec)"]
     assert json.loads((fitted.path / "metrics.json").read_text())["baseline"]["skipped"] is True
     assert "Skipped (baseline: false in the spec)" in (fitted.path / "card.md").read_text()
+    assert "<h2>Baseline</h2><p>Skipped (baseline: false in the spec).</p>" in (fitted.path / "report.html").read_text()
     path = register_with_gates(fitted.path, tmp_path / "h", {"min_margin_over_baseline": 0.0})
     (result,) = ship(path, home=tmp_path / "h").results
     assert not result.passed and "skipped" in result.note

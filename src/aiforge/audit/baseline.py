@@ -1,6 +1,6 @@
 """The simple baseline every fit is compared with, and the paired bootstrap that says whether the model beats it.
 
-Each kind fits its own baselines (majority class, TF-IDF + logistic regression, raw pixels,
+Each kind fits its own baselines (majority class, TF-IDF + linear SVM, raw pixels,
 popularity, ...) on the training split in the same run and scores them on validation and on
 the same test items as the model. This module holds what is shared: the record of one baseline
 (:class:`BaselineResult`), the choice of the best one *on validation* (never test), the paired
@@ -13,17 +13,18 @@ numpy only, so ``aiforge ship`` can judge the gate beside the torch-free Runtime
 
 from __future__ import annotations
 
+import html
 import time
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import numpy as np
 
-__all__ = ["BaselineReport", "BaselineResult", "Interval", "MarginVerdict", "compare_with_baselines",
-           "majority_baseline", "margin_verdict", "paired_bootstrap", "scored_baseline", "skipped_report",
-           "subsample"]
+__all__ = ["BaselineReport", "BaselineResult", "Features", "Interval", "MarginVerdict", "baseline_html",
+           "classifier_baselines", "compare_with_baselines", "majority_baseline", "margin_verdict",
+           "paired_bootstrap", "scored_baseline", "skipped_report", "stratified_subsample", "subsample"]
 
 SKIPPED_BY_SPEC = "baseline: false in the spec"
 
@@ -148,6 +149,10 @@ class BaselineReport:
             out.append(f"hint: {self.hint}")
         return out
 
+    def html(self) -> str:
+        """The report.html "Baseline" section (:func:`baseline_html` of :meth:`to_dict`)."""
+        return baseline_html(self.to_dict())
+
     def markdown(self) -> str:
         """The card's "Baseline" section."""
         if self.skipped:
@@ -161,6 +166,44 @@ class BaselineReport:
         body = "\n".join(rows)
         notes = "\n".join(f"- {line}" for line in self.lines())
         return f"## Baseline ({self.metric})\n\n{body}\n\n{notes}\n"
+
+
+def baseline_html(baseline: Mapping[str, Any] | None) -> str:
+    """The report.html "Baseline" section from a stored ``baseline`` section (``BaselineReport.to_dict()``).
+
+    A table of the model and every baseline (validation, test, wall seconds), the difference with
+    its interval and the warning and hint, every text escaped; empty when there is no section.
+    """
+    if not baseline:
+        return ""
+    if baseline.get("skipped"):
+        return f"<h2>Baseline</h2><p>Skipped ({html.escape(str(baseline.get('reason', '')))}).</p>"
+    model = baseline.get("model") or {}
+    best = baseline.get("best")
+    rows = [f"<tr><td>model</td><td>{_fmt(model.get('validation'))}</td><td>{_fmt(model.get('test'))}</td>"
+            f"<td>{float(baseline.get('fit_seconds') or 0.0):.1f}</td></tr>"]
+    for c in baseline.get("candidates") or []:
+        mark = " (best on validation)" if c.get("name") == best else ""
+        cells = (f"<td>skipped</td><td colspan='2'>{html.escape(str(c.get('reason', '')))}</td>" if c.get("skipped")
+                 else f"<td>{_fmt(c.get('validation'))}</td><td>{_fmt(c.get('test'))}</td>"
+                      f"<td>{float(c.get('seconds') or 0.0):.1f}</td>")
+        rows.append(f"<tr><td>baseline: {html.escape(str(c.get('name')))}{mark}</td>{cells}</tr>")
+    metric = html.escape(str(baseline.get("metric", "")))
+    notes = []
+    iv, diff = baseline.get("interval"), baseline.get("difference")
+    if iv and diff is not None:
+        pct = round(float(baseline.get("confidence", 0.95)) * 100)
+        share = _share(float(baseline.get("seconds") or 0.0), float(baseline.get("fit_seconds") or 0.0))
+        notes.append(f"<p>model − best baseline ({html.escape(str(best))}) on {int(baseline.get('n', 0))} test "
+                     f"items: {metric} <b>{float(diff):+.4f}</b> ({pct}% paired bootstrap CI {float(iv[0]):+.4f} "
+                     f"to {float(iv[1]):+.4f}); the baselines took {float(baseline.get('seconds') or 0.0):.1f} s "
+                     f"({share} of the fit).</p>")
+    if baseline.get("warning"):
+        notes.append(f"<p class='warn' style='color:#b00'><b>Warning:</b> {html.escape(str(baseline['warning']))}</p>")
+    if baseline.get("hint"):
+        notes.append(f"<p>Hint: {html.escape(str(baseline['hint']))}</p>")
+    return (f"<h2>Baseline ({metric}; best chosen on validation)</h2><table><tr><th></th><th>validation</th>"
+            f"<th>test</th><th>wall s</th></tr>{''.join(rows)}</table>{''.join(notes)}")
 
 
 def _fmt(value: float | None) -> str:
@@ -229,6 +272,61 @@ def subsample(n: int, limit: int, *, seed: int) -> np.ndarray:
     if n <= limit:
         return np.arange(n)
     return np.sort(np.random.default_rng(seed).choice(n, limit, replace=False))
+
+
+def stratified_subsample(labels: Sequence[Any] | np.ndarray, limit: int, *, seed: int) -> np.ndarray:
+    """Sorted indices of at most ``limit`` items keeping each label's share (all of them when fewer), seeded.
+
+    Each item gets a random rank within its label; the ``limit`` items of smallest rank / label
+    count are kept, so every label keeps about ``limit / n`` of its items (and a rare label at
+    least its first one).
+    """
+    y = np.asarray(labels)
+    n = len(y)
+    if n <= limit:
+        return np.arange(n)
+    rng = np.random.default_rng(seed)
+    _, codes, counts = np.unique(y, return_inverse=True, return_counts=True)
+    order = np.lexsort((rng.random(n), codes))  # by label, in random order within each label
+    rank = np.empty(n, dtype=np.float64)
+    rank[order] = np.arange(n) - (np.cumsum(counts) - counts)[codes[order]]
+    key = rank / counts[codes]
+    return np.sort(np.argsort(key, kind="stable")[:limit])
+
+
+Features = Callable[[str, np.ndarray | None], Any]
+"""A kind's baseline features: ``features(split, indices)`` for split "train", "validation" or "test";
+``indices`` selects training items (``None``: the whole split)."""
+
+
+def classifier_baselines(*, estimators: Sequence[tuple[str, Estimator]], features: Features,
+                         train_labels: Sequence[Any], validation_labels: Sequence[Any],
+                         test_labels: Sequence[Any] | None, max_train: int, model_validation: float | None,
+                         model_test: float | None, model_test_scores: np.ndarray | None, fit_seconds: float,
+                         hint: str, seed: int, enabled: bool = True) -> BaselineReport:
+    """Majority class and each ``(name, estimator)`` on the kind's ``features``, against the model (accuracy).
+
+    The one skeleton every classifier kind shares: a stratified, seeded sample of at most
+    ``max_train`` training items (so the cost is bounded by construction), features built once
+    per split, every estimator fitted on the sample, the best chosen on validation and compared
+    with the model on the same test items (:func:`compare_with_baselines`). The kinds keep only
+    their feature code and their estimators. ``enabled=False`` (``baseline: false``) skips it.
+    """
+    if not enabled:
+        return skipped_report("accuracy")
+    start = time.perf_counter()
+    keep = stratified_subsample(train_labels, max_train, seed=seed)
+    y_train = np.asarray(train_labels)[keep]
+    x_train, x_validation = features("train", keep), features("validation", None)
+    x_test = features("test", None) if test_labels is not None else None
+    candidates = [majority_baseline(y_train.tolist(), validation_labels, test_labels)]
+    candidates += [scored_baseline(name, estimator, x_train=x_train, y_train=y_train, x_validation=x_validation,
+                                   y_validation=validation_labels, x_test=x_test, y_test=test_labels)
+                   for name, estimator in estimators]
+    return compare_with_baselines(metric="accuracy", candidates=candidates, model_validation=model_validation,
+                                  model_test=model_test, model_test_scores=model_test_scores,
+                                  fit_seconds=fit_seconds, hint=hint, seed=seed,
+                                  seconds=time.perf_counter() - start)
 
 
 def compare_with_baselines(*, metric: str, candidates: Sequence[BaselineResult], model_validation: float | None,

@@ -426,7 +426,7 @@ def write_image_bundle(staged: Path, *, spec: ImageSpec, result: ImageFitResult)
     if spec.report.enabled and splits is not None:
         report = write_report(fitted, splits.test or splits.validation, staged / "report.html",
                               metrics=result.test or result.validation, mistakes=spec.report.mistakes,
-                              gradcam_count=spec.report.gradcam)
+                              gradcam_count=spec.report.gradcam, baseline=result.baseline)
     card = image_card(spec, fitted, splits, metrics=metrics, parity=parity.to_dict(), report=report)
     scored = result.test or result.validation
     extra = {"backbone": fitted.backbone.record(), "mode": spec.effective_mode, "image": fitted.image.to_dict()}

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from PIL import Image
 
+from aiforge.audit.baseline import BaselineReport
 from aiforge.audit.metrics import Metrics
 from aiforge.tasks.image.data import ImageSplits
 from aiforge.tasks.image.dataset import ImageDataset
@@ -58,8 +59,11 @@ def _confusion(metrics: Metrics) -> str:
 
 
 def write_report(fitted: FittedImageClassifier, data: ImageDataset, path: Path, *, metrics: Metrics | None,
-                 mistakes: int = 16, gradcam_count: int = 8) -> dict[str, Any]:
-    """Write the HTML report for ``data`` to ``path``; return what it shows (counts, file name)."""
+                 mistakes: int = 16, gradcam_count: int = 8, baseline: BaselineReport | None = None) -> dict[str, Any]:
+    """Write the HTML report for ``data`` to ``path``; return what it shows (counts, file name).
+
+    ``baseline`` (the fit's simple baselines) adds its section beside the metrics.
+    """
     probs = fitted.predict_proba(data)
     index = {y: i for i, y in enumerate(fitted.labels)}
     truth = np.array([index[y] for y in data.labels])
@@ -91,7 +95,7 @@ def write_report(fitted: FittedImageClassifier, data: ImageDataset, path: Path, 
                 f"<b>{metrics.macro_f1:.4f}</b> · top-5 {metrics.top5_accuracy:.4f}</p>" + _confusion(metrics))
     body = (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(fitted.spec.name)} report</title>"
             f"<style>{_CSS}</style></head><body><h1>{html.escape(fitted.spec.name)}: evaluation on "
-            f"{html.escape(data.source)}</h1>{head}"
+            f"{html.escape(data.source)}</h1>{head}{baseline.html() if baseline else ''}"
             f"<h2>Most confident mistakes ({len(worst)} of {len(wrong)})</h2><div class='grid'>{''.join(cards)}</div>"
             f"<h2>Grad-CAM: where the predicted class's evidence lies ({len(pairs)} random images)</h2>"
             f"<p>Left: the image; right: the heat map of the last convolution's evidence for the predicted "

@@ -120,7 +120,8 @@ def write_recommender(staged: Path, *, spec: RecommendSpec, result: RecommendFit
     metrics = recommend_metrics(spec, result)
     models = {a: m["test"] for a, m in metrics["models"].items()}
     (staged / "report.html").write_text(rerank_report_html(spec.name, k=spec.model.k, models=models,
-                                                           curve=result.curve, algorithm=result.algorithm),
+                                                           curve=result.curve, algorithm=result.algorithm,
+                                                           baseline=result.baseline),
                                         encoding="utf-8")
     return BundleParts(pipeline=pipeline, metrics=metrics, card=_card(spec, result, metrics, parity), parity=parity,
                        headline=result.reports[result.algorithm].test.headline(),

@@ -7,6 +7,8 @@ import html
 import io
 from typing import Any
 
+from aiforge.audit.baseline import BaselineReport
+
 __all__ = ["rerank_report_html"]
 
 
@@ -43,8 +45,11 @@ def _table(rows: list[dict[str, Any]], cols: list[str]) -> str:
 
 
 def rerank_report_html(name: str, *, k: int, models: dict[str, dict[str, Any]], curve: list[dict[str, Any]],
-                       algorithm: str) -> str:
-    """A self-contained page (the plot is an embedded PNG) for ``report.html`` in the bundle."""
+                       algorithm: str, baseline: BaselineReport | None = None) -> str:
+    """A self-contained page (the plot is an embedded PNG) for ``report.html`` in the bundle.
+
+    ``baseline`` (the fit's simple baselines) adds its section under the models' table.
+    """
     cols = ["model", "ndcg", "precision", "recall", "map", "hit_rate", "coverage", "avg_popularity", "gini",
             "long_tail_share"]
     rows = [{"model": m, **v} for m, v in models.items()]
@@ -53,6 +58,7 @@ def rerank_report_html(name: str, *, k: int, models: dict[str, dict[str, Any]], 
 padding:4px 8px;text-align:right}}</style></head><body>
 <h1>{html.escape(name)}: accuracy and popularity bias at k={k}</h1>
 <h2>Models on the test split</h2>{_table(rows, cols)}
+{baseline.html() if baseline else ""}
 <h2>Re-ranking {html.escape(algorithm)}: score/max|score| − λ · log-popularity share</h2>
 <img alt="NDCG against coverage" src="data:image/png;base64,{_curve_png(curve, k)}">
 {_table(curve, ["penalty", "ndcg", "coverage", "gini", "long_tail_share", "avg_popularity"])}

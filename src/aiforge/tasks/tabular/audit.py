@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from aiforge.audit.baseline import BaselineReport
 from aiforge.audit.fairness import AuditSettings, audit_predictions
 from aiforge.bundle.runtime import Runtime
 from aiforge.data.readers import read_table
@@ -81,8 +82,10 @@ def audit_bundle(bundle: str | Path | Runtime, data: str | Path, *, output: Path
     return result
 
 
-def write_audit(directory: Path, audit: TabularAudit, *, title: str, tradeoff: list[dict[str, Any]]) -> None:
-    """``audit.json`` and the self-contained ``report.html`` in ``directory``."""
+def write_audit(directory: Path, audit: TabularAudit, *, title: str, tradeoff: list[dict[str, Any]],
+                baseline: BaselineReport | None = None) -> None:
+    """``audit.json`` and the self-contained ``report.html`` (with the fit's ``baseline``) in ``directory``."""
 
     (directory / "audit.json").write_text(json.dumps(audit.report, indent=2), encoding="utf-8")
-    (directory / "report.html").write_text(html_report(audit, title=title, tradeoff=tradeoff), encoding="utf-8")
+    (directory / "report.html").write_text(html_report(audit, title=title, tradeoff=tradeoff, baseline=baseline),
+                                           encoding="utf-8")

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 if TYPE_CHECKING:
+    from aiforge.audit.baseline import BaselineReport
     from aiforge.tasks.tabular.fitted import TabularAudit
 
 
@@ -195,8 +196,9 @@ def _ci(row: dict[str, Any] | None, key: str) -> str:
     return _fmt(row[key]) + (f" [{iv[0]:.3f}, {iv[1]:.3f}]" if iv else "")
 
 
-def html_report(audit: TabularAudit, *, title: str, tradeoff: list[dict[str, Any]]) -> str:
-    """One HTML page with no external resources: overall numbers, per-feature tables, plots."""
+def html_report(audit: TabularAudit, *, title: str, tradeoff: list[dict[str, Any]],
+                baseline: BaselineReport | None = None) -> str:
+    """One HTML page with no external resources: overall numbers, the baseline, per-feature tables, plots."""
     o = audit.report["overall"]
     pngs = plot_pngs(audit, tradeoff)
     imgs = "".join(f"<figure><img alt='{html.escape(k)}' src='data:image/png;base64,"
@@ -230,6 +232,6 @@ figcaption {{ color: #666; font-size: 0.85em; }}
 {o['selection_rate']:.4f}, base rate {o['base_rate']:.4f}. Groups with fewer than
 {audit.report['settings']['min_group_size']} rows are reported but not judged; intervals are bootstrap
 percentiles over {audit.report['settings']['bootstrap']} resamples.</p>
-{trade}{sections}<h2>Plots</h2>{imgs}
+{baseline.html() if baseline else ""}{trade}{sections}<h2>Plots</h2>{imgs}
 </body></html>
 """

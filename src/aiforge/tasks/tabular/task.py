@@ -197,7 +197,8 @@ def _write_bundle(staged: Path, *, spec: TabularSpec, result: TabularFitResult) 
                                      if choice else None),
                "tradeoff": tradeoff, "train_seconds": result.train_seconds,
                "sklearn_accuracy": result.evaluation[model.method]["accuracy"]}
-    write_audit(staged, audit, title=f"{spec.name}: fairness audit of the exported ONNX model", tradeoff=tradeoff)
+    write_audit(staged, audit, title=f"{spec.name}: fairness audit of the exported ONNX model", tradeoff=tradeoff,
+                baseline=result.baseline)
     card = tabular_card(spec=spec, result=result, audit=audit.report, parity=parity.to_dict(), metrics=metrics)
     extra = {"model": model.kind, "mitigation": pipeline["mitigation"], "columns": {"label": data.label},
              "data": data.provenance}
