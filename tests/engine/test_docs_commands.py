@@ -52,10 +52,6 @@ NOT_RUN: dict[str, str] = {
         _RAY + "; its texts/*.csv are the reader's own files",
     "aiforge batch banking77 --input texts.jsonl --output out-local/":
         "reads the reader's own texts.jsonl, which the docs do not create (tests/scale runs the same command)",
-    '.venv/bin/aiforge train examples/adult-income/aiforge.yaml': _UNVERIFIED,
-    '.venv/bin/aiforge sample-data adult data/ && .venv/bin/aiforge audit adult-income --data data/te'
-    'st.csv':
-        _UNVERIFIED,
     '.venv/bin/aiforge ship adult-income': _UNVERIFIED,
     '.venv/bin/aiforge train examples/fashion-mnist/aiforge.yaml': _UNVERIFIED,
     '.venv/bin/python -c "import gzip, numpy as np, PIL.Image as I; d = gzip.open(\'/usr/share/dataset'
@@ -97,15 +93,6 @@ NOT_RUN: dict[str, str] = {
     'curl -s http://127.0.0.1:8000/v1/ui/models | head -c 300; echo': _UNVERIFIED,
     'curl -s http://127.0.0.1:8000/v1/ui/stats; echo': _UNVERIFIED,
     'kill $SERVER': _UNVERIFIED,
-    'aiforge train examples/movielens/aiforge.yaml': _UNVERIFIED,
-    'aiforge recommend movielens --user 15 -k 5 --filter \'{"genres": "Comedy"}\'': _UNVERIFIED,
-    'aiforge recommend movielens --item 318 --item 296': _UNVERIFIED,
-    'aiforge similar movielens 318 -k 5': _UNVERIFIED,
-    'aiforge serve movielens': _UNVERIFIED,
-    'curl -d \'{"user": "15", "k": 5, "filter": {"year": {"min": 1990}}}\' localhost:8000/v1/models/mov'
-    'ielens/recommend':
-        _UNVERIFIED,
-    'curl -d \'{"item": "318", "k": 5}\' localhost:8000/v1/models/movielens/similar': _UNVERIFIED,
 }
 
 
