@@ -1,7 +1,8 @@
 """The clients people already use, unchanged, against one real server holding every kind on loopback:
 tritonclient (binary and JSON tensors, compressed bodies, readiness by version, server metadata), the
-official openai client (chat streamed and not, stop, max_tokens, models, completions, embeddings and
-every refusal in OpenAI's error shape), LangChain's ChatOpenAI and OpenAIEmbeddings, promtool on the
+official openai client (chat streamed and not, stop, max_tokens, response_format honoured by the server
+and passed to an upstream, models, completions, embeddings and every refusal in OpenAI's error shape),
+LangChain's ChatOpenAI and OpenAIEmbeddings, promtool on the
 metrics, openapi-spec-validator on the schema with served answers checked against it, and af.Client.
 """
 
@@ -13,9 +14,11 @@ import gzip
 import json
 import shutil
 import subprocess
+import threading
 import zlib
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +37,43 @@ from serve_helpers import RunningServer, server_env, stop_server
 QUESTION = "How do I reset my password?"
 
 
+@dataclass
+class Upstream:
+    """An OpenAI-compatible upstream for the ``openai`` backend's bundle: it records each request body and
+    streams, as its answer, the JSON object ``{"format": <response_format type or null>}`` in two pieces."""
+
+    bodies: list[dict[str, Any]] = field(default_factory=list)
+    server: ThreadingHTTPServer | None = None
+
+    @property
+    def url(self) -> str:
+        assert self.server is not None
+        return f"http://127.0.0.1:{self.server.server_port}/v1"
+
+    def start(self) -> Upstream:
+        bodies = self.bodies
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, format: str, *args: object) -> None:
+                pass
+
+            def do_POST(self) -> None:
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                bodies.append(body)
+                answer = json.dumps({"format": (body.get("response_format") or {}).get("type")})
+                self.send_response(200)
+                self.send_header("Content-Type", "text/event-stream")
+                self.end_headers()
+                for piece in (answer[:5], answer[5:]):
+                    chunk = {"choices": [{"index": 0, "delta": {"content": piece}}]}
+                    self.wfile.write(f"data: {json.dumps(chunk)}\n\n".encode())
+                self.wfile.write(b"data: [DONE]\n\n")
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        return self
+
+
 @dataclass(frozen=True)
 class Served:
     server: RunningServer
@@ -46,6 +86,8 @@ class Served:
     records: list[dict[str, Any]]
     tokenizer: Path  # the chat bundle's tokenizer.json
     user: str  # a user the recommender knows
+    relay: str  # a chat bundle whose backend is ``upstream``
+    upstream: Upstream
 
     @property
     def url(self) -> str:
@@ -53,7 +95,9 @@ class Served:
 
 
 @pytest.fixture(scope="module")
-def served(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+def served(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory,
+           chat_cache: Path) -> Iterator[Served]:
+    from chat_helpers import build_bundle, spec_dict
     from vision_helpers import trained_images
 
     text = request.getfixturevalue("trained_bundle")
@@ -63,7 +107,18 @@ def served(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
     acme = request.getfixturevalue("acme")
     images = trained_images()
     png = next((images.data / "test" / "Bag").glob("*.png")).read_bytes()
-    bundles = [Path(text.export.path), german.path, Path(images.export.path), Path(rec.export.path), acme.path]
+    upstream = Upstream().start()
+    root = tmp_path_factory.mktemp("relay")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("AIFORGE_CACHE", str(chat_cache))
+    try:
+        relay = build_bundle(spec_dict(acme.docs, name="acme-relay", generation={
+            "backend": "openai", "base_url": upstream.url, "model": "upstream-model", "timeout_s": 30}),
+            root / "home", root / "spec")
+    finally:
+        mp.undo()
+    bundles = [Path(text.export.path), german.path, Path(images.export.path), Path(rec.export.path), acme.path,
+               relay.exported.path]
     home = tmp_path_factory.mktemp("clients-home")
     port = free_port()
     log = home / "server.log"
@@ -75,9 +130,12 @@ def served(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
         with rec.ratings.open(encoding="utf-8") as f:
             user = next(csv.DictReader(f))["userId"]
         yield Served(server, text.name, german.export.record.name, images.export.record.name,
-                     rec.export.record.name, acme.name, png, records, tokenizer, user)
+                     rec.export.record.name, acme.name, png, records, tokenizer, user,
+                     relay.exported.record.name, upstream)
     finally:
         stop_server(server)
+        assert upstream.server is not None
+        upstream.server.shutdown()
 
 
 # ----- tritonclient ------------------------------------------------------------------------------
@@ -311,8 +369,8 @@ def test_openai_embeddings_texts_token_ids_and_dimensions(oa: openai.OpenAI, ser
 @pytest.mark.parametrize(("kwargs", "param"), [
     ({"tools": [{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}]}, "tools"),
     ({"tool_choice": "required"}, "tool_choice"),
-    ({"response_format": {"type": "json_object"}}, "response_format"),
     ({"response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": {}}}}, "response_format"),
+    ({"response_format": {"type": "yaml"}}, "response_format"),
     ({"logprobs": True}, "logprobs"),
     ({"top_logprobs": 2}, "top_logprobs"),
     ({"seed": 7}, "seed"),
@@ -330,6 +388,58 @@ def test_openai_unsupported_parameters_are_400s_in_openai_shape(oa: openai.OpenA
     assert isinstance(body, dict) and set(body) == {"message", "type", "param", "code"}
     assert body["type"] == "invalid_request_error" and body["param"] == param, body
     assert param in body["message"]
+
+
+JSON_SCHEMA = {"type": "json_schema", "json_schema": {"name": "verdict", "strict": True, "schema": {
+    "type": "object", "properties": {"format": {"type": "string"}}, "required": ["format"]}}}
+
+
+def test_openai_json_object_is_an_answer_with_citations_from_the_extractive_backend(oa: openai.OpenAI,
+                                                                                     served: Served) -> None:
+    full, _ = _chat(oa, served)
+    text, finish = _chat(oa, served, response_format={"type": "json_object"})
+    answer = json.loads(text)
+    assert finish == "stop" and set(answer) == {"answer", "citations"} and answer["answer"] == full
+    assert answer["citations"] and all(f"[{c['id']}]" in full and c["source"] for c in answer["citations"])
+    assert _chat_stream(oa, served, response_format={"type": "json_object"}) == (text, "stop")
+    cut, finish = _chat(oa, served, response_format={"type": "json_object"}, max_tokens=5)
+    short = json.loads(cut)["answer"]
+    assert finish == "length" and full.startswith(short) and len(short) < len(full)
+    hello = oa.chat.completions.create(model=served.chat, messages=[{"role": "user", "content": "Hello!"}],
+                                       response_format={"type": "json_object"})
+    assert json.loads(hello.choices[0].message.content or "") == {"answer": "Hello! Ask me about Acme Storage.",
+                                                                  "citations": []}
+
+
+@pytest.mark.parametrize("response_format", [{"type": "json_object"}, JSON_SCHEMA], ids=["json_object", "json_schema"])
+def test_openai_response_format_is_passed_to_an_openai_compatible_upstream(oa: openai.OpenAI, served: Served,
+                                                                           response_format: dict[str, Any]) -> None:
+    before = len(served.upstream.bodies)
+    r = oa.chat.completions.create(model=served.relay, messages=[{"role": "user", "content": QUESTION}],
+                                   response_format=response_format)  # type: ignore[arg-type]
+    assert json.loads(r.choices[0].message.content or "") == {"format": response_format["type"]}
+    [sent] = served.upstream.bodies[before:]
+    assert sent["response_format"] == response_format and sent["model"] == "upstream-model"
+    streamed = "".join(c.choices[0].delta.content or "" for c in oa.chat.completions.create(
+        model=served.relay, messages=[{"role": "user", "content": QUESTION}], response_format=response_format,
+        stream=True) if c.choices)  # type: ignore[call-overload]
+    assert streamed == r.choices[0].message.content
+    plain = oa.chat.completions.create(model=served.relay, messages=[{"role": "user", "content": QUESTION}])
+    assert plain.choices[0].message.content == '{"format": null}'
+    assert "response_format" not in served.upstream.bodies[-1]
+
+
+def test_openai_response_format_on_an_answer_no_upstream_wrote(oa: openai.OpenAI, served: Served) -> None:
+    hello = [{"role": "user", "content": "Hello!"}]  # the greet intent answers: a template, not the upstream
+    before = len(served.upstream.bodies)
+    r = oa.chat.completions.create(model=served.relay, messages=hello,  # type: ignore[arg-type]
+                                   response_format={"type": "json_object"})
+    assert json.loads(r.choices[0].message.content or "")["answer"].startswith("Hello!")
+    with pytest.raises(openai.BadRequestError) as info:
+        oa.chat.completions.create(model=served.relay, messages=hello,  # type: ignore[arg-type]
+                                   response_format=JSON_SCHEMA)  # type: ignore[arg-type]
+    assert info.value.body["param"] == "response_format" and "intent" in info.value.message
+    assert len(served.upstream.bodies) == before
 
 
 def test_openai_error_shape_on_every_openai_route(served: Served) -> None:

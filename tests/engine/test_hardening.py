@@ -283,26 +283,42 @@ def test_clients_that_never_stop_trickling_are_disconnected() -> None:
 def test_oversized_headers_get_431_and_excess_connections_503() -> None:
     config = ServerConfig(max_header_bytes=4096, max_connections=8)
 
-    async def scenario(port: int) -> tuple[bytes, list[bytes]]:
+    async def too_big(port: int, path: bytes) -> bytes:
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        writer.write(b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 8192)
-        big = await _read_all(reader, 5.0)
+        writer.write(b"POST " + path + b" HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 8192)
+        answer = await _read_all(reader, 5.0)
         writer.close()
+        return answer
+
+    async def scenario(port: int) -> tuple[list[bytes], list[bytes], list[bytes]]:
+        big = [await too_big(port, p) for p in (b"/v2/health/live", b"/v1/chat/completions", b"/v1/embeddings?x=1")]
         held = [await asyncio.open_connection("127.0.0.1", port) for _ in range(12)]
         extra = await asyncio.gather(*(_read_all(r, 0.5) for r, _ in held))
-        for _, w in held:
+        # over the cap, a request on an OpenAI route is refused in OpenAI's shape, a v2 one in the v2 shape
+        more = [await asyncio.open_connection("127.0.0.1", port) for _ in range(2)]
+        for (_, w), path in zip(more, (b"/v1/chat/completions", b"/v2/models/m/infer"), strict=True):
+            w.write(b"POST " + path + b" HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{}")
+        routed = await asyncio.gather(*(_read_all(r, 2.0) for r, _ in more))
+        for _, w in held + more:
             w.close()
-        return big, extra
+        return big, extra, routed
 
     with thread_server(create_app([], config=config), config) as server:
-        big, extra = asyncio.run(scenario(server.port))
-    status, body = _status_and_body(big)
-    assert status == 431 and "4096-byte limit" in body["error"]
+        big, extra, routed = asyncio.run(scenario(server.port))
+    v2, chat, embeddings = (_status_and_body(a) for a in big)
+    assert v2[0] == 431 and "4096-byte limit" in v2[1]["error"]
+    for status, body in (chat, embeddings):
+        assert status == 431 and set(body["error"]) == {"message", "type", "param", "code"}, body
+        assert "4096-byte limit" in body["error"]["message"] and body["error"]["code"] == "request_headers_too_large"
     refused = [a for a in extra if a != b"(still open)"]
     assert len(refused) == 12 - 8, [a[:60] for a in extra]
-    for answer in refused:
+    for answer in refused:  # sent nothing: the v2 shape
         status, body = _status_and_body(answer)
         assert status == 503 and b"retry-after: 1" in answer.lower() and "connections open" in body["error"]
+    (openai_status, openai_body), (v2_status, v2_body) = (_status_and_body(a) for a in routed)
+    assert openai_status == v2_status == 503 and all(b"retry-after: 1" in a.lower() for a in routed)
+    assert openai_body["error"]["type"] == "server_error" and openai_body["error"]["code"] == "service_unavailable"
+    assert "connections open" in openai_body["error"]["message"] and "connections open" in v2_body["error"]
 
 
 def test_a_refused_body_on_a_kept_alive_connection_does_not_count_as_headers() -> None:

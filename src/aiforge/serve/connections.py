@@ -9,7 +9,11 @@ httptools protocol (the one ``uvicorn[standard]`` runs) that
   first byte (or after the connection opened, for a connection that sends nothing);
 - answers 431 and closes when incomplete headers pass ``max_header_bytes``;
 - answers 503 with ``Retry-After`` (JSON, like every other refusal) to a connection over
-  ``max_connections``; uvicorn's own ``limit_concurrency`` answers a plain-text 503 without one;
+  ``max_connections``; uvicorn's own ``limit_concurrency`` answers a plain-text 503 without one. The
+  answer waits for the request line (at most ``OVER_CAP_WAIT_S``) to learn the path, so that an
+  OpenAI route gets OpenAI's error shape; a connection that sends nothing by then gets the v2 shape;
+- writes every refusal in the shape of the route the request line names (:func:`aiforge.serve.errors.error_body`:
+  OpenAI's ``{"error": {"message", "type", "param", "code"}}`` on the OpenAI routes, ``{"error": "..."}`` elsewhere);
 - closes a connection whose request body is still arriving (a 413 by ``Content-Length``, a 408 for a slow
   body, any answer given before the body was read) by lingering: it half-closes, then drops what the client
   still sends for up to ``LINGER_S`` before closing. uvicorn closes at once, and a close with unread data
@@ -25,14 +29,17 @@ import json
 from typing import Any
 
 from aiforge.serve.config import ServerConfig
+from aiforge.serve.errors import error_body
 
 __all__ = ["guarded_protocol", "uvicorn_settings"]
 
 LINGER_S = 1.0  # after refusing a request, how long its connection still reads (and drops) before closing
+OVER_CAP_WAIT_S = 0.25  # how long a connection over the cap may take to send its request line (for its path)
+_REQUEST_LINE_BYTES = 8192  # what is read of an over-the-cap connection to find its request line
 
 
-def _raw_response(status: int, reason: str, error: str, extra: str = "") -> bytes:
-    body = json.dumps({"error": error}).encode()
+def _raw_response(status: int, reason: str, error: str, extra: str = "", *, path: str = "") -> bytes:
+    body = json.dumps(error_body(path, status, error), ensure_ascii=True).encode()
     head = (f"HTTP/1.1 {status} {reason}\r\ncontent-type: application/json\r\ncontent-length: {len(body)}\r\n"
             f"connection: close\r\n{extra}\r\n")
     return head.encode("latin-1") + body
@@ -77,13 +84,24 @@ def guarded_protocol(config: ServerConfig) -> type[asyncio.Protocol] | str:
             self._began = False
             self._header_bytes = 0
             self._lingering = False
+            self._over_cap: bytearray | None = None
             super().connection_made(transport)
             if len(self.connections) > max_connections:
-                self._refuse(503, "Service Unavailable",
-                             f"{max_connections} connections open, the server's limit; retry shortly",
-                             "retry-after: 1\r\n")
+                self._over_cap = bytearray()  # refused once its request line (its path) is in, or soon anyway
+                self._header_timer = self.loop.call_later(OVER_CAP_WAIT_S, self._refuse_over_cap)
                 return
             self._arm()  # a connection that never sends a byte is cut off too
+
+        def _refuse_over_cap(self, path: str = "") -> None:
+            self._header_timer = None
+            self._refuse(503, "Service Unavailable",
+                         f"{max_connections} connections open, the server's limit; retry shortly",
+                         "retry-after: 1\r\n", path=path)
+
+        def _path(self) -> str:
+            """The path of the request whose headers are arriving (uvicorn collects its URL in ``url``)."""
+            url = bytes(getattr(self, "url", b"") or b"")
+            return url.split(b"?", 1)[0].decode("latin-1")
 
         def _arm(self) -> None:
             if self._header_timer is None:
@@ -94,14 +112,15 @@ def guarded_protocol(config: ServerConfig) -> type[asyncio.Protocol] | str:
                 self._header_timer.cancel()
                 self._header_timer = None
 
-        def _refuse(self, status: int, reason: str, error: str, extra: str = "") -> None:
+        def _refuse(self, status: int, reason: str, error: str, extra: str = "", *, path: str | None = None) -> None:
             """Answer, then linger: discard what the client still sends for a moment before closing,
             so its kernel does not drop the answer on a reset (a close with unread data sends one)."""
             self._disarm()
             if self.transport.is_closing() or self._lingering:
                 return
             self._lingering = True
-            self.transport.write(_raw_response(status, reason, error, extra))
+            self.transport.write(_raw_response(status, reason, error, extra,
+                                               path=self._path() if path is None else path))
             if self.transport.can_write_eof():
                 self.transport.write_eof()
             self.loop.call_later(LINGER_S, self.transport.close)
@@ -139,6 +158,15 @@ def guarded_protocol(config: ServerConfig) -> type[asyncio.Protocol] | str:
 
         def data_received(self, data: bytes) -> None:
             if self._lingering:
+                return
+            if self._over_cap is not None:  # never parsed: only its request line is looked for
+                self._over_cap += data[:_REQUEST_LINE_BYTES]
+                line, found, _ = bytes(self._over_cap).partition(b"\r\n")
+                if found or len(self._over_cap) >= _REQUEST_LINE_BYTES:
+                    self._disarm()
+                    parts = line.split(b" ")
+                    target = parts[1] if len(parts) >= 2 else b""
+                    self._refuse_over_cap(target.split(b"?", 1)[0].decode("latin-1"))
                 return
             # A chunk counts when the headers are still incomplete after it. A chunk in which a request
             # began may also hold the previous request's body tail: counted whole, it can overstate the

@@ -35,9 +35,11 @@ def is_openai_path(path: str) -> bool:
 
 _OPENAI_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
                  404: "not_found_error", 408: "timeout_error", 409: "conflict_error", 413: "invalid_request_error",
-                 415: "invalid_request_error", 422: "invalid_request_error", 429: "rate_limit_error"}
+                 415: "invalid_request_error", 422: "invalid_request_error", 429: "rate_limit_error",
+                 431: "invalid_request_error"}
 _OPENAI_CODES = {401: "invalid_api_key", 404: "not_found", 408: "timeout", 413: "request_too_large",
-                 429: "rate_limit_exceeded", 502: "upstream_error", 503: "service_unavailable", 504: "timeout"}
+                 429: "rate_limit_exceeded", 431: "request_headers_too_large", 502: "upstream_error",
+                 503: "service_unavailable", 504: "timeout"}
 
 
 def openai_status(status: int) -> int:

@@ -78,6 +78,9 @@ class GenerationRequest:
     # :class:`BoundedStream` at ``max_tokens`` pieces and before the first stop sequence, whatever the
     # backend does; a backend that can also stop early on them (an upstream server) is sent them.
     stop: tuple[str, ...] = ()
+    # OpenAI's ``response_format`` (json_object / json_schema): sent to an upstream server, which constrains
+    # its answer; the other backends are never given one (the server wraps their answers in JSON itself).
+    response_format: dict[str, Any] | None = None
 
 
 class BoundedStream:
@@ -382,6 +385,8 @@ class OpenAIGenerator:
                 "max_tokens": req.max_tokens, "temperature": req.temperature, "stream": True}
         if req.stop:
             body["stop"] = list(req.stop)
+        if req.response_format is not None:
+            body["response_format"] = req.response_format
         try:
             with httpx.Client(timeout=self.timeout_s) as client, \
                     client.stream("POST", self.url, json=body, headers=headers) as resp:

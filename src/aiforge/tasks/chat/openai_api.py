@@ -4,24 +4,35 @@ Every OpenAI parameter is either honoured or refused with a 400 naming it (OpenA
 none is accepted and silently ignored. Honoured: ``model``, ``messages`` (roles system, developer,
 user, assistant, tool), ``stream``, ``stream_options.include_usage``, ``max_tokens`` /
 ``max_completion_tokens``, ``stop``, ``temperature``, ``n=1``, ``user`` (a tag; never stored or
-logged), ``response_format: text``, and no-op values of the sampling knobs (``top_p: 1``,
-penalties 0, ``logprobs: false``, ``tool_choice: none``). Refused: tools, JSON response formats,
-log probabilities, seeds, logit biases, other sampling values and any field OpenAI's API does not have.
+logged), ``response_format`` (below), and no-op values of the sampling knobs (``top_p: 1``,
+penalties 0, ``logprobs: false``, ``tool_choice: none``). Refused: tools, log probabilities, seeds,
+logit biases, other sampling values and any field OpenAI's API does not have.
+
+``response_format``: ``text`` always. With the ``openai`` backend, ``json_object`` and ``json_schema``
+are passed to the upstream, which constrains its answer. With the extractive and local backends
+(and for answers no upstream wrote: intents, actions, "I don't know"), ``json_object`` is honoured by
+the server itself: the answer is the JSON object ``{"answer": "...", "citations": [{"id", "source",
+"heading"}]}``, which always parses (``max_tokens`` and ``stop`` cut the answer inside it); a
+``json_schema`` is refused (400 naming ``response_format``): those backends cannot follow an arbitrary schema.
 """
 
 from __future__ import annotations
 
+import json
+from collections.abc import Iterator
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from aiforge.serve.errors import ApiError
 
-__all__ = ["ChatCompletionRequest", "ChatCompletionResponse", "CompletionRequest", "CompletionResponse",
+__all__ = ["JSON_FORMATS", "ChatCompletionRequest", "ChatCompletionResponse", "CompletionRequest", "CompletionResponse",
            "EmbeddingRequest", "EmbeddingResponse", "SessionDeleted", "SessionHistory", "SessionObject",
-           "SessionRequest", "chat_messages", "refuse_unsupported"]
+           "SessionRequest", "chat_messages", "json_answer", "json_citations", "json_format",
+           "refuse_unsupported"]
 
 SESSION_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
+JSON_FORMATS = ("json_object", "json_schema")  # response_format types other than text
 
 StopField = str | list[str] | None
 
@@ -66,7 +77,9 @@ class ChatCompletionRequest(_OpenAIRequest):
                                    description="aiforge extension: the server keeps the history of this session.")
     retrieval: bool = Field(default=True, description="aiforge extension: false passes the messages to the "
                                                       "generating backend as they are.")
-    response_format: dict[str, Any] | None = None
+    response_format: dict[str, Any] | None = Field(
+        default=None, description="{'type': 'text'}, {'type': 'json_object'} or {'type': 'json_schema', "
+                                  "'json_schema': {'name', 'schema', 'strict'}} (see the module docstring).")
     tools: list[dict[str, Any]] | None = None
     tool_choice: str | dict[str, Any] | None = None
     parallel_tool_calls: bool | None = None
@@ -161,10 +174,48 @@ def refuse_unsupported(req: _OpenAIRequest | EmbeddingRequest, *, backend: str) 
         raise _refuse("metadata", "completions are not stored, so metadata has no use; omit it")
     if req.service_tier not in (None, "auto", "default"):
         raise _refuse("service_tier", "only 'auto' or 'default'")
+    _check_response_format(req.response_format, backend=backend)
+
+
+def _check_response_format(given: dict[str, Any] | None, *, backend: str) -> None:
+    kind = (given or {}).get("type", "text")
+    if kind not in ("text", *JSON_FORMATS):
+        raise _refuse("response_format", f"type {kind!r} is not one of 'text', 'json_object', 'json_schema'")
+    if kind == "json_schema":
+        schema = (given or {}).get("json_schema")
+        if not isinstance(schema, dict) or not isinstance(schema.get("name"), str):
+            raise _refuse("response_format", "json_schema needs {'json_schema': {'name': ..., 'schema': {...}}}")
+        if backend != "openai":
+            raise _refuse("response_format", f"'json_schema' is not supported by the {backend} backend, which "
+                                             "cannot follow an arbitrary schema; send {'type': 'json_object'} (the "
+                                             "answer as {\"answer\", \"citations\"}) or {'type': 'text'}")
+
+
+def json_format(req: ChatCompletionRequest | CompletionRequest) -> str | None:
+    """The JSON ``response_format`` type a chat request asks for, or None for text."""
+    if not isinstance(req, ChatCompletionRequest):
+        return None
     kind = (req.response_format or {}).get("type", "text")
-    if kind != "text":
-        raise _refuse("response_format", f"{kind!r} is not supported by the {backend} backend, which cannot "
-                                         "constrain its answer to JSON; omit it or send {'type': 'text'}")
+    return kind if kind in JSON_FORMATS else None
+
+
+def json_citations(citations: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The citations a ``json_object`` answer carries: the number ``[n]`` in the answer, the file, the heading."""
+    return [{"id": c["id"], "source": c["source"], "heading": c["heading"]} for c in citations]
+
+
+def json_answer(pieces: Iterator[str], citations: list[dict[str, Any]]) -> Iterator[str]:
+    """An answer's pieces as pieces of the JSON object ``{"answer": ..., "citations": ...}``: joined, they are
+    exactly ``json.dumps({"answer": "".join(pieces), "citations": citations})``, so the text always parses."""
+    try:
+        yield '{"answer": "'
+        for piece in pieces:
+            yield json.dumps(piece)[1:-1]
+        yield '", "citations": ' + json.dumps(citations) + "}"
+    finally:
+        close = getattr(pieces, "close", None)
+        if close is not None:
+            close()
 
 
 _ROLE_AS = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant", "tool": "system"}

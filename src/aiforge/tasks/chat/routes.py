@@ -10,6 +10,10 @@ Extensions to the OpenAI shapes (all optional, ignored by OpenAI clients):
   the answer refers to ``id`` n. In a stream, they come with the last chunk (the one with ``finish_reason``).
 - response ``aiforge``: ``{kind, query, intent, confidence, session_id}``.
 
+``response_format`` (see :mod:`aiforge.tasks.chat.openai_api`): an upstream (``openai`` backend) is sent it;
+any other answer asked for as ``json_object`` is written by :func:`json_answer` as
+``{"answer": "...", "citations": [{"id", "source", "heading"}]}``, streamed or not.
+
 Imports no torch: a chat runtime with the ``local`` backend loads it inside its own process when warmed up.
 """
 
@@ -47,6 +51,9 @@ from aiforge.tasks.chat.openai_api import (
     SessionObject,
     SessionRequest,
     chat_messages,
+    json_answer,
+    json_citations,
+    json_format,
     refuse_unsupported,
 )
 from aiforge.tasks.chat.redact import redact
@@ -236,10 +243,13 @@ async def _complete(service: ModelService[ChatRuntime], req: ChatCompletionReque
     started = time.perf_counter()
     question = messages[-1].get("content", "") if messages and isinstance(messages[-1], dict) else ""
     meta = _Turn(service, request, question if isinstance(question, str) else "", len(messages), started)
+    fmt = json_format(req)
+    upstream = rt.generation.get("backend") == "openai"
+    passed = req.response_format if isinstance(req, ChatCompletionRequest) and fmt is not None and upstream else None
     try:
         turn = await asyncio.wait_for(asyncio.to_thread(
             rt.respond, messages, session_id=session, max_tokens=max_tokens, temperature=req.temperature,
-            retrieval=retrieval), timeout)
+            retrieval=retrieval, response_format=passed), timeout)
     except InputError as exc:
         meta.log(None, "422")
         raise _input_error(exc) from exc
@@ -247,6 +257,18 @@ async def _complete(service: ModelService[ChatRuntime], req: ChatCompletionReque
         raise ApiError(422 if not retrieval else 502, str(exc)) from exc
     except TimeoutError as exc:
         raise ApiError(504, f"answer took longer than {timeout:g} s") from exc
+    # what the upstream did not write (or no upstream at all) the server writes as JSON when asked
+    wrap = json_citations(turn.citations) if fmt is not None and not (
+        passed is not None and turn.kind in ("retrieval", "direct")) else None
+    if wrap is not None and fmt == "json_schema":
+        close = getattr(turn.pieces, "close", None)
+        if close is not None:
+            close()
+        meta.log(None, "400")
+        raise ApiError(400, f"response_format: this message was answered by the bundle's {turn.kind} rule, not by "
+                            "the upstream model, so the answer cannot follow a JSON schema; send "
+                            "{'type': 'json_object'}, or retrieval: false to have the upstream answer it",
+                       param="response_format", code="unsupported_parameter")
     # max_tokens and stop hold for every turn, templated answers included, whatever the backend did
     bounded = BoundedStream(turn.pieces, max_tokens=max_tokens, stop=req.stop_sequences())
     turn.pieces = bounded
@@ -254,7 +276,7 @@ async def _complete(service: ModelService[ChatRuntime], req: ChatCompletionReque
     shape = _Shape(chat, f"{prefix}-{uuid.uuid4().hex[:24]}", int(time.time()), service.name)
     if req.stream:
         include_usage = bool((req.stream_options or {}).get("include_usage"))
-        return EventStream(_sse(meta, turn, bounded, messages, shape, timeout, slot, include_usage),
+        return EventStream(_sse(meta, turn, bounded, messages, shape, timeout, slot, include_usage, wrap),
                            on_close=slot.release, headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
     pump = PiecePump(turn.stream())
     try:
@@ -269,7 +291,8 @@ async def _complete(service: ModelService[ChatRuntime], req: ChatCompletionReque
     finally:
         pump.stop()  # after a timeout: the worker quits at its next piece
     meta.log(turn, "200")
-    body = shape.body(turn.text, bounded.finish_reason, _usage(rt, messages, bounded.taken), turn)
+    text = turn.text if wrap is None else json.dumps({"answer": turn.text, "citations": wrap})
+    body = shape.body(text, bounded.finish_reason, _usage(rt, messages, bounded.taken), turn)
     return Response(json.dumps(body), media_type="application/json")
 
 
@@ -279,15 +302,17 @@ def _error_event(message: str, status: int) -> str:
 
 
 async def _sse(meta: _Turn, turn: ChatTurn, bounded: BoundedStream, messages: list[dict[str, Any]], shape: _Shape,
-               timeout: float, slot: Slot, include_usage: bool) -> AsyncGenerator[str, None]:
+               timeout: float, slot: Slot, include_usage: bool,
+               wrap: list[dict[str, Any]] | None) -> AsyncGenerator[str, None]:
     """Server-sent events: a role chunk (chat), content deltas, a final chunk with the finish reason (and, for
     chat, citations), the usage chunk when asked, then ``[DONE]``.
 
     However it ends (in full, timed out, the client gone, the server stopping), the ``finally`` stops
     the generation, gives the slot back and logs the turn; it never awaits, so a cancellation cannot
-    cut it short. A turn whose ``[DONE]`` was not handed over is logged as ``cancelled``.
+    cut it short. A turn whose ``[DONE]`` was not handed over is logged as ``cancelled``. With ``wrap`` (the
+    citations of a ``json_object`` answer the server writes), the deltas are pieces of that JSON object.
     """
-    pump = PiecePump(turn.stream())
+    pump = PiecePump(turn.stream() if wrap is None else json_answer(turn.stream(), wrap))
     status = "200"
     delivered = False
     try:

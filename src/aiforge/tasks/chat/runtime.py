@@ -253,11 +253,11 @@ class ChatRuntime(Runtime):
 
     def respond(self, messages: list[dict[str, Any]], *, session_id: str | None = None,
                 max_tokens: int | None = None, temperature: float | None = None,
-                retrieval: bool = True) -> ChatTurn:
+                retrieval: bool = True, response_format: dict[str, Any] | None = None) -> ChatTurn:
         """Decide how to answer the last user message and return the answer as a stream.
 
         With ``session_id`` (made by ``sessions.create``), earlier turns come from the session store and
-        this turn is saved there.
+        this turn is saved there. ``response_format`` (OpenAI's) is given to the ``openai`` backend only.
 
         Raises:
             InputError: messages or settings break the bundle's limits, or there is no such session.
@@ -288,7 +288,8 @@ class ChatRuntime(Runtime):
             if self.generator is self.extractive:
                 raise GenerationError("retrieval=false needs a generating backend (local or openai), "
                                       "not extractive")
-            req = GenerationRequest(question, [], max_tokens=tokens, temperature=temp, raw_messages=msgs)
+            req = GenerationRequest(question, [], max_tokens=tokens, temperature=temp, raw_messages=msgs,
+                                    response_format=response_format)
             return turn("direct", question, [], self.generator.stream(req))
 
         qvec = self.embed([question])[0]
@@ -317,7 +318,7 @@ class ChatRuntime(Runtime):
         passages = [Passage(n, h.chunk_id, h.source, h.heading, h.text, h.similarity)
                     for n, h in enumerate(hits, start=1)]
         req = GenerationRequest(question, passages, history=history, max_tokens=tokens, temperature=temp,
-                                query_vector=qvec)
+                                query_vector=qvec, response_format=response_format)
         if self.generator is self.extractive and self.focused is not None:
             sentences = self.focused.select(query, hits)
             citations = [_citation(hits[n - 1], n) for n in sorted({s.n for s in sentences})]

@@ -161,6 +161,8 @@ def load_text_splits(spec: DataSpec, *, seed: int, out_of_scope: str | None = No
     if spec.test is not None:
         test = load_text_dataset(spec.test, **kw)  # type: ignore[arg-type]
         check_test_labels(test, labels, out_of_scope=out_of_scope)
+        if spec.max_test_per_label:
+            test = _cap_per_label(test, spec.max_test_per_label, seed)
     elif spec.sensitive_features:  # per-group gates are decided on rows that chose nothing
         kept, held = stratified_split(train.strata(), fraction=spec.test_fraction, seed=seed)
         test = train.subset(held, source=f"{train.source} (held-out test split)")

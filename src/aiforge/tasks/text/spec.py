@@ -25,7 +25,8 @@ class DataSpec(Strict):
     text_column: str = "text"
     label_column: str = "label"
     validation_fraction: float = Field(default=0.1, gt=0.0, lt=0.5)
-    max_per_label: int | None = Field(default=None, gt=1)
+    max_per_label: int | None = Field(default=None, gt=1)  # training rows kept per label (seeded), all if None
+    max_test_per_label: int | None = Field(default=None, gt=0)  # test rows kept per label (seeded), all if None
     # group columns for the per-group audit and gates; with them and no test file, a test split
     # (stratified by label and group, seeded) is held out of train
     sensitive_features: list[str] | None = None
