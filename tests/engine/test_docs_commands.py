@@ -34,44 +34,27 @@ _RAY = ("starts a Ray cluster of its own (tens of seconds and GBs of memory); te
 # Commands whose example was made cheap (capped data, fewer candidates and episodes) but that did not finish a
 # run of this test on the session's machine (2 cores at load 20+: a capped training took > 15 min there). Delete
 # an entry to run it; each is meant to run here on an idle machine.
-_UNVERIFIED = "not yet run by this test: its example was made cheap but the run was not verified (machine overloaded)"
 # command -> why this test does not run it. Everything else in README.md and docs/*.md runs, in order.
 NOT_RUN: dict[str, str] = {
-    "make demo": "creates .venv and installs the pinned packages (needs the network), then runs aiforge demo "
-                 "(tests/text/test_demo.py), chat-demo and drive-demo (both run here, from the README)",
-    "make test": "runs this test suite itself",
+    "make demo":
+        "creates .venv and installs the pinned packages (needs the network), then runs aiforge demo "
+        "(tests/text/test_demo.py), chat-demo and drive-demo (both run here, from the README)",
+    "make test":
+        "runs this test suite itself",
     ".venv/bin/python -m pytest -q tests/engine/test_layout.py tests/engine/test_kinds_contract.py":
         "those tests run in the suite already",
-    "AIFORGE_WEB_SHOTS=/tmp/aiforge-shots .venv/bin/python -m pytest -q tests/web": "runs a part of this test suite",
-    ".venv/bin/python bench/web.py": "a benchmark (bench/), run by make bench, not a test",
-    "pip install 'aiforge[ray]'": "installs from the package index (the network); make install installs the ray extra",
-    "aiforge serve banking77 --backend ray --replicas 2 --port 8000": _RAY,
+    "AIFORGE_WEB_SHOTS=/tmp/aiforge-shots .venv/bin/python -m pytest -q tests/web":
+        "runs a part of this test suite",
+    ".venv/bin/python bench/web.py":
+        "a benchmark (bench/), run by make bench, not a test",
+    "pip install 'aiforge[ray]'":
+        "installs from the package index (the network); make install installs the ray extra",
+    "aiforge serve banking77 --backend ray --replicas 2 --port 8000":
+        _RAY,
     "aiforge serve banking77 --backend ray --autoscale 1:4 --ray-address auto":
         "joins a Ray cluster that is already running (--ray-address auto), which a fresh machine has not",
     "aiforge batch banking77 --input 'texts/*.csv' --output out/ --backend ray --actors 2":
         _RAY + "; its texts/*.csv are the reader's own files",
-    "aiforge batch banking77 --input texts.jsonl --output out-local/":
-        "reads the reader's own texts.jsonl, which the docs do not create (tests/scale runs the same command)",
-    '.venv/bin/aiforge train examples/highway-kinematics/aiforge.yaml': _UNVERIFIED,
-    '.venv/bin/aiforge drive highway-kinematics --episodes 2': _UNVERIFIED,
-    '.venv/bin/aiforge eval highway-kinematics --data examples/highway-kinematics/eval.yaml': _UNVERIFIED,
-    '.venv/bin/aiforge ship highway-kinematics': _UNVERIFIED,
-    '.venv/bin/aiforge serve highway-kinematics &': _UNVERIFIED,
-    'sleep 5': _UNVERIFIED,
-    "curl -s http://127.0.0.1:8000/v1/models/highway-kinematics/act -H 'content-type: application/json' -d '"
-    '{"observation": [[1,100,4,25,0,1,0],[1,12,0,-8,0,1,0],[0,0,0,0,0,0,0],[0,0,0,0,0,0,0],'
-    '[0,0,0,0,0,0,0],[0,0,0,0,0,0,0],[0,0,0,0,0,0,0]]}\'': _UNVERIFIED,
-    'aiforge train examples/adult-income/aiforge.yaml': _UNVERIFIED,
-    'aiforge audit adult-income --data /tmp/adult/test.csv': _UNVERIFIED,
-    'aiforge ship examples/german-credit/aiforge.yaml': _UNVERIFIED,
-    'aiforge serve adult-income': _UNVERIFIED,
-    'curl -s localhost:8000/v1/models/adult-income/predict -d \'{"inputs": [{"age": 39, "workclass": "'
-    'State-gov", "education": "Bachelors", "education_num": 13, "marital_status": "Never-married", "o'
-    'ccupation": "Adm-clerical", "relationship": "Not-in-family", "capital_gain": 2174, "capital_loss'
-    '": 0, "hours_per_week": 40, "native_country": "United-States", "sex": "Male"}]}\'':
-        _UNVERIFIED,
-    'aiforge audit adult-income --data /tmp/adult/test.csv --sensitive sex': _UNVERIFIED,
-    'aiforge ship adult-income --gate max_demographic_parity_difference=0.05 --gate decide=point': _UNVERIFIED,
 }
 
 
@@ -249,6 +232,7 @@ def docs_env(repo: Path, home: Path, cache: Path) -> dict[str, str]:
 
 
 @pytest.mark.slow
+@pytest.mark.docs
 @pytest.mark.timeout(3000)
 def test_the_documented_commands_run_in_order_on_a_fresh_home(tmp_path: Path, chat_cache: Path) -> None:
     repo = workdir(tmp_path)
