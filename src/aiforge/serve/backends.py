@@ -42,4 +42,4 @@ def serve(bundles: Sequence[str | Path], *, backend: str = "local", config: Serv
 
         serve_here(bundles, config=config, home=home)
     else:
-        raise AiforgeError(f"backend {backend!r}: expected one of {', '.join(BACKENDS)}.")
+        raise AiforgeError(f"backend {backend!r}: expected local or ray.")

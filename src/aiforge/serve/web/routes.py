@@ -218,7 +218,9 @@ def verified_file(runtime: Runtime, filename: str) -> bytes:
 
 
 @ui_router.get("/models/{name}/report", response_class=HTMLResponse,
-               responses={409: {"model": ErrorBody, "description": "the report no longer matches the manifest"}})
+               # an error is JSON (ErrorBody), whatever the page's own type
+               responses={409: {"description": "the report no longer matches the manifest", "content": {
+                   "application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}}}})
 def ui_report(name: str, m: ModelsDep) -> Response:
     """The bundle's ``report.html`` (plots, per-group tables, Grad-CAM maps), sandboxed: no script runs."""
     service = m.get(name)
@@ -244,7 +246,8 @@ def _inline_media(runtime: Runtime, page: str) -> str:
 
 
 @ui_router.get("/models/{name}/files/{filename}",
-               responses={200: {"content": {t: {} for t in sorted(set(_BUNDLE_MEDIA.values()))},
+               responses={200: {"content": {t: {"schema": {"type": "string", "format": "binary"}}
+                                            for t in sorted(set(_BUNDLE_MEDIA.values()))},
                                 "description": "the file's bytes, as the manifest lists them"},
                           409: {"model": ErrorBody, "description": "the file no longer matches the manifest"}})
 def ui_bundle_file(name: str, filename: str, m: ModelsDep) -> Response:
