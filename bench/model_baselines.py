@@ -24,15 +24,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import yaml
-from PIL import Image
-from sklearn.datasets import load_digits
-from sklearn.model_selection import train_test_split
 
 from _common import RESULTS, ROOT, machine, shared_data, write_result
 from aiforge import App
 from aiforge.spec import BaseSpec
+from aiforge.tasks.image.samples import write_digits_folder
 
 FASHION = {"max_per_class": 1000, "max_test_per_class": 300}
 
@@ -40,19 +37,6 @@ FASHION = {"max_per_class": 1000, "max_test_per_class": 300}
 def _example(name: str) -> dict[str, Any]:
     raw: dict[str, Any] = yaml.safe_load((ROOT / "examples" / name / "aiforge.yaml").read_text())
     return raw
-
-
-def _digits(root: Path) -> Path:
-    digits = load_digits()
-    train, test = train_test_split(np.arange(len(digits.target)), test_size=397, random_state=0,
-                                   stratify=digits.target)
-    for split, ids in (("train", train), ("test", test)):
-        for i in ids:
-            folder = root / split / str(digits.target[i])
-            folder.mkdir(parents=True, exist_ok=True)
-            pixels = (digits.images[i] * (255 / 16)).astype(np.uint8)
-            Image.fromarray(pixels).resize((32, 32), Image.Resampling.NEAREST).save(folder / f"{i:04d}.png")
-    return root
 
 
 def specs(tmp: Path) -> dict[str, tuple[dict[str, Any], Path]]:
@@ -63,7 +47,7 @@ def specs(tmp: Path) -> dict[str, tuple[dict[str, Any], Path]]:
                                                   "test": str(data / "banking77" / "test.csv")}}
     fashion = _example("fashion-mnist")
     fashion["data"] = {**fashion["data"], **FASHION}
-    digits = _digits(tmp / "digits")
+    digits = write_digits_folder(tmp / "digits")
     return {
         "adult (tabular)": (_example("adult-income"), ROOT / "examples" / "adult-income"),
         "digits image folder (image, head, 64 px)": (

@@ -2,39 +2,21 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
-from PIL import Image
-from sklearn.datasets import load_digits
-from sklearn.model_selection import train_test_split
 
 from aiforge import App
 from aiforge.spec import BaseSpec
 from aiforge.tables import baseline_summary
+from aiforge.tasks.image.samples import write_digits_folder
 
 N_TEST = 397  # 1,400 train / 397 test on a seeded, stratified split
 
 
-def write_digits(root: Path) -> Path:
-    """``train/`` and ``test/`` folders of the 1,797 digits (8x8, 0-16), upscaled to 32x32 PNGs."""
-    digits = load_digits()
-    train, test = train_test_split(np.arange(len(digits.target)), test_size=N_TEST, random_state=0,
-                                   stratify=digits.target)
-    for split, ids in (("train", train), ("test", test)):
-        for i in ids:
-            folder = root / split / str(digits.target[i])
-            folder.mkdir(parents=True, exist_ok=True)
-            pixels = (digits.images[i] * (255 / 16)).astype(np.uint8)
-            Image.fromarray(pixels).resize((32, 32), Image.Resampling.NEAREST).save(folder / f"{i:04d}.png")
-    return root
-
-
 @pytest.fixture(scope="module")
 def digits(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    root = write_digits(tmp_path_factory.mktemp("digits"))
+    root = write_digits_folder(tmp_path_factory.mktemp("digits"), n_test=N_TEST)
     home = tmp_path_factory.mktemp("digits-home")
     spec = BaseSpec.from_dict({
         "name": "digits", "task": "image-classification",

@@ -13,7 +13,7 @@ if TYPE_CHECKING:
     pass
 
 
-__all__ = ["FASHION_MNIST_LABELS", "fashion_mnist_paths", "load_fashion_mnist", "sample_photos"]
+__all__ = ["FASHION_MNIST_LABELS", "fashion_mnist_paths", "load_fashion_mnist", "sample_photos", "write_digits_folder"]
 
 
 FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
@@ -73,3 +73,26 @@ def sample_photos() -> dict[str, Any]:
     import skimage.data
 
     return {name: getattr(skimage.data, name)() for name in SAMPLE_PHOTOS}
+
+
+def write_digits_folder(root: Path, *, n_test: int = 397, seed: int = 0) -> Path:
+    """scikit-learn's 1,797 digits (8x8, 0-16) as ``train/`` and ``test/`` image folders of 32x32 PNGs.
+
+    The split is seeded and stratified (``n_test`` test images); each image is upscaled by nearest
+    neighbour so the folder reads like any small user data set. Returns ``root``.
+    """
+    import numpy as np  # lazy: sample data only
+    from PIL import Image
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    digits = load_digits()
+    train, test = train_test_split(np.arange(len(digits.target)), test_size=n_test, random_state=seed,
+                                   stratify=digits.target)
+    for split, ids in (("train", train), ("test", test)):
+        for i in ids:
+            folder = root / split / str(digits.target[i])
+            folder.mkdir(parents=True, exist_ok=True)
+            pixels = (digits.images[i] * (255 / 16)).astype(np.uint8)
+            Image.fromarray(pixels).resize((32, 32), Image.Resampling.NEAREST).save(folder / f"{i:04d}.png")
+    return root
