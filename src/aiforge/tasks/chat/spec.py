@@ -67,6 +67,10 @@ class RerankSpec(Strict):
     calibration_questions: int = Field(default=24, ge=2, le=200,
                                        description="Generated out-of-domain and in-domain questions, each side.")
     margin: float = Field(default=3.0, gt=0, description="Answer sentences within this logit of the best one.")
+    sentences: bool = Field(default=True, description="Also abstain when no sentence of the best passages answers "
+                                                      "(a second threshold, on the best sentence logit).")
+    sentence_threshold: float | None = Field(default=None, description="Fixed sentence logit for that; None = "
+                                                                       "calibrate at index time.")
 
 
 class RetrievalSpec(Strict):
