@@ -56,7 +56,9 @@ class RerankSpec(Strict):
     """The second retrieval stage: a cross-encoder over the fused candidates; abstention from its calibrated score."""
 
     model: Literal["ms-marco-minilm-l12"] = "ms-marco-minilm-l12"
-    candidates: int = Field(default=10, ge=1, le=100, description="Fused chunks the cross-encoder re-scores.")
+    candidates: int = Field(default=5, ge=1, le=100, description="Fused chunks the cross-encoder re-scores "
+                                                                  "(the best one was in the fused top 4 on every "
+                                                                  "answerable question of bench/qa/pygame.jsonl).")
     max_length: int = Field(default=192, ge=32, le=512, description="Tokens of a (question, passage) pair.")
     threshold: float | None = Field(default=None, description="Fixed logit below which the answer is 'I don't "
                                                               "know'; None = calibrate at index time.")
