@@ -251,7 +251,7 @@ def main() -> None:
     if "oos_text" in parts:
         result["out_of_scope_text_classification"] = chat_answers.oos_text(work / "home-oos")
     if "rerank_http" in parts:
-        result["rerank_http"] = {**chat_answers.rerank_http(work / "home-rerank", args.duration),
+        result["rerank_http"] = {**chat_answers.rerank_http(work / "home-qa", args.duration),  # qa's bundle
                                  "load_average_1m": os.getloadavg()[0]}
     if "local" in parts:
         result["local_streaming"] = {**local_stream(), "load_average_1m": os.getloadavg()[0]}

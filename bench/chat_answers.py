@@ -49,14 +49,67 @@ def qa(home: Path) -> dict[str, Any]:
                            "chunks": built.build.stats["chunks"], "index_seconds": built.build.stats["seconds"],
                            "abstention": {k: v for k, v in (built.build.abstention or {}).items() if k != "curve"},
                            "targets": TARGETS}
+    calls = _count_reranker_work(rt)
     for name, on in (("hybrid_alone", False), ("hybrid_with_reranker", True)):
         rt.use_reranker(on)
+        calls.clear()
         scores = evaluate_qa(rt, items)
         out[name] = scores.to_dict()
+        if on:
+            out["reranker_work_per_question"] = _work_summary(calls, len(items))
         out[name + "_misses"] = [{k: r[k] for k in ("question", "refused", "gold_cited", "contains", "relevance")}
                                  | {"answer": r["answer"][:200]} for r in scores.rows
                                  if r["unanswerable"] != r["refused"] or
                                  (not r["unanswerable"] and not (r["gold_cited"] and r["contains"]))]
+    return out
+
+
+def _count_reranker_work(rt: Any) -> list[dict[str, Any]]:
+    """Record every reranker call of ``rt`` (stage, pairs, tokens per pair, session runs, seconds): the profile."""
+    import time
+
+    reranker, focused = rt.reranker, rt.focused
+    calls: list[dict[str, Any]] = []
+    stage = ["passages"]
+    score_pairs, run, evidence = reranker.score_pairs, reranker.session.run, focused.evidence
+
+    def counted_run(names: Any, feeds: dict[str, np.ndarray]) -> Any:
+        calls[-1]["session_runs"] += 1
+        calls[-1]["padded_tokens"] += int(feeds["input_ids"].size)
+        return run(names, feeds)
+
+    def counted(pairs: Any) -> np.ndarray:
+        tokens = [len(e.ids) for e in reranker.tokenizer.encode_batch([(q, p or " ") for q, p in pairs])]
+        calls.append({"stage": stage[0], "pairs": len(pairs), "tokens": tokens, "session_runs": 0,
+                      "padded_tokens": 0})
+        start = time.perf_counter()
+        result = score_pairs(pairs)
+        calls[-1]["seconds"] = time.perf_counter() - start
+        return np.asarray(result)
+
+    def staged(question: str, hits: Any) -> Any:
+        stage[0] = "sentences"
+        try:
+            return evidence(question, hits)
+        finally:
+            stage[0] = "passages"
+
+    reranker.score_pairs, reranker.session.run, focused.evidence = counted, counted_run, staged
+    return calls
+
+
+def _work_summary(calls: list[dict[str, Any]], questions: int) -> dict[str, Any]:
+    """Per question: reranker calls, pairs, tokens per pair, session runs and seconds, by stage."""
+    out: dict[str, Any] = {}
+    for name in ("passages", "sentences"):
+        part = [c for c in calls if c["stage"] == name]
+        tokens = [t for c in part for t in c["tokens"]]
+        out[name] = {"calls": len(part) / questions, "pairs": sum(c["pairs"] for c in part) / questions,
+                     "session_runs": sum(c["session_runs"] for c in part) / questions,
+                     "tokens_per_pair_mean": float(np.mean(tokens)) if tokens else 0.0,
+                     "tokens_per_pair_max": max(tokens, default=0),
+                     "padded_tokens": sum(c["padded_tokens"] for c in part) / questions,
+                     "seconds": sum(c.get("seconds", 0.0) for c in part) / questions}
     return out
 
 
@@ -156,28 +209,38 @@ QUESTIONS = [
 
 
 def rerank_http(home: Path, duration: float) -> dict[str, Any]:
-    """p50/p99 over POST /v1/chat/completions on the QA bundle, reranker on and off (a copy of the spec)."""
+    """p50/p99 over POST /v1/chat/completions on the QA bundle, with its reranker and without.
+
+    The reranked bundle is the one ``qa`` built in ``home`` (built here when absent); the bundle without
+    is the same spec with ``retrieval.rerank: null`` under the same name, so it re-uses every chunk
+    and vector of the first (no embedding, no calibration).
+    """
     import yaml
 
+    from aiforge.bundle.registry import Registry
+    from aiforge.errors import RegistryError
     from aiforge.serve.loadgen import aiforge_server_args, free_port, measure_levels, running_server
     from aiforge.tasks.chat.api import index_folder
 
     raw = yaml.safe_load(QA_SPEC.read_text(encoding="utf-8"))
     out: dict[str, Any] = {"questions": QUESTIONS, "duration_s": duration}
-    for name, rerank in (("without_reranker", None), ("with_reranker", {})):
-        spec = dict(raw, name=f"pygame-docs-{name.replace('_', '-')}",
-                    retrieval={**raw.get("retrieval", {}), "rerank": rerank})
-        folder = Path(tempfile.mkdtemp(prefix="rerank-http-"))
-        (folder / "aiforge.yaml").write_text(yaml.safe_dump(spec), encoding="utf-8")
-        built = index_folder(spec_file=folder / "aiforge.yaml", home=home, progress=False)
+    try:
+        with_path = Path(Registry(home).get(raw["name"]).path)
+    except RegistryError:  # not built yet in this home
+        with_path = Path(_build_qa_bundle(home).exported.path)
+    folder = Path(tempfile.mkdtemp(prefix="rerank-http-"))
+    (folder / "aiforge.yaml").write_text(yaml.safe_dump(dict(raw, retrieval={**raw.get("retrieval", {}),
+                                                                           "rerank": None})), encoding="utf-8")
+    without = index_folder(spec_file=folder / "aiforge.yaml", home=home, progress=False)
+    out["without_reranker_reused_chunks"] = without.build.stats["reused_chunks"]
+    for name, path in (("without_reranker", Path(without.exported.path)), ("with_reranker", with_path)):
         port = free_port()
         env = dict(os.environ, AIFORGE_HOME=str(home), TOKENIZERS_PARALLELISM="false")
-        model = built.exported.record.name
-        bodies = [json.dumps({"model": model, "messages": [{"role": "user", "content": q}]}).encode()
+        bodies = [json.dumps({"model": raw["name"], "messages": [{"role": "user", "content": q}]}).encode()
                   for q in QUESTIONS]
-        with running_server(aiforge_server_args([str(built.exported.path)], port=port), port=port, env=env,
+        with running_server(aiforge_server_args([str(path)], port=port), port=port, env=env,
                             stop_timeout=30) as (_, ready):
             levels = measure_levels(f"http://127.0.0.1:{port}", "/v1/chat/completions", [], bodies=bodies,
                                     levels=[1, 16], duration=duration)
-        out[name] = {"ready_seconds": ready, "levels": levels}
+        out[name] = {"bundle": str(path.relative_to(home)), "ready_seconds": ready, "levels": levels}
     return out

@@ -22,6 +22,7 @@ from aiforge.hub.catalog import get_backbone
 from aiforge.hub.reranker import CrossEncoder
 from aiforge.tasks.chat.data import extract_text
 from aiforge.tasks.chat.qa import read_qa
+from aiforge.tasks.chat.rerank import choose_threshold
 from aiforge.tasks.chat.runtime import DONT_KNOW
 
 SPHINX_HTML = """<html><body><div class="header"><h5>library docs</h5> Home || Reference Index</div>
@@ -120,11 +121,20 @@ def test_threshold_and_trade_off_are_recorded_in_bundle_and_card(pygame_docs: Pa
     card = (pygame_docs / "card.md").read_text(encoding="utf-8")
     a = metrics["abstention"]
     assert pipeline["rerank"]["threshold"] == a["threshold"]
-    assert a["questions"] == {"generated_answerable": 8, "generated_out_of_domain": 8, "user_unanswerable": 1}
+    assert a["questions"] == {"generated_answerable": 8, "generated_out_of_domain": 8, "user_unanswerable": 1,
+                              "generated_close_domain": 8}
     assert a["unanswerable_refused"] >= 0.8 and a["answerable_answered"] >= 0.8
     answered = [p["answerable_answered"] for p in a["curve"]]
     assert answered == sorted(answered, reverse=True)  # a higher threshold never answers more
     assert f"{a['threshold']:.2f}" in card and "reranker" in card
+    # the sentence stage: its threshold in the bundle, its trade-off (both stages together) in metrics and card
+    assert pipeline["rerank"]["sentence_threshold"] == a["sentence_threshold"]
+    assert a["unanswerable_refused"] >= a["passage_only"]["unanswerable_refused"]
+    assert a["answerable_answered"] <= a["passage_only"]["answerable_answered"]
+    assert set(a["unanswerable_refused_by_kind"]) == {"out_of_domain", "user", "close_generated"}
+    sentence_answered = [p["answerable_answered"] for p in a["sentence_curve"]]
+    assert sentence_answered == sorted(sentence_answered, reverse=True)
+    assert f"{a['sentence_threshold']:.2f}" in card and "left out of the index" in card
     assert (pygame_docs / "reranker.onnx").is_file()
 
 
@@ -134,7 +144,8 @@ def test_eval_scores_a_qa_file(pygame_docs: Path, tmp_path: Path) -> None:
              "answer_contains": "set_visible"},
             {"question": "How do I pause the program for a number of milliseconds?", "gold_source": "ref/time.html",
              "answer_contains": ["wait", "delay"]},
-            {"question": "Who wrote the novel Pride and Prejudice?", "unanswerable": True, "kind": "out_of_domain"}]
+            {"question": "Who wrote the novel Pride and Prejudice?", "unanswerable": True, "kind": "out_of_domain",
+             "split": "heldout"}]
     qa.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
     report = evaluate_bundle(pygame_docs, qa)  # what `aiforge eval BUNDLE --data qa.jsonl` runs
     m = report.metrics
@@ -142,6 +153,18 @@ def test_eval_scores_a_qa_file(pygame_docs: Path, tmp_path: Path) -> None:
     assert m["gold_cited"] == 1.0 and m["answer_contains"] == 1.0, m["rows"]
     assert m["unanswerable_refused"] == 1.0 and m["refusal_precision"] == 1.0
     assert m["refused_by_kind"] == {"out_of_domain": 1.0} and m["latency_ms_p50"] > 0
+    assert set(m["by_split"]) == {"heldout", "unsplit"}
+    assert (m["by_split"]["heldout"]["unanswerable"], m["by_split"]["unsplit"]["answerable"]) == (1, 2)
+
+
+def test_choose_threshold_keeps_the_answered_target_and_refuses_what_it_can() -> None:
+    answerable = np.array([-np.inf, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0])  # -inf: refused earlier
+    unanswerable = np.array([-np.inf, -5.0, 0.5, 2.5, 4.5])
+    t = choose_threshold(answerable, unanswerable, target_answered=0.8)
+    assert t == 0.75  # refuses -5 and 0.5 and answers 9 of 10; 1.5 would give one answerable for nothing
+    loose = choose_threshold(answerable, unanswerable, target_answered=0.5)
+    # ties (0.75 and 4.75 both score 0.75) go to the highest cut: every unanswerable refused, half answered
+    assert loose == 4.75 and (answerable >= loose).mean() == 0.5 and (unanswerable < loose).mean() == 1.0
 
 
 def test_qa_file_rows_need_a_key_or_the_unanswerable_flag(tmp_path: Path) -> None:

@@ -134,7 +134,8 @@ def _ingest(spec: ChatSpec, encoder: OnnxEncoder, previous: KnowledgeIndex | Non
                     spans = [(base + i, a, b) for i, c in enumerate(new) for a, b in sentence_spans(c.text)]
                     sentences.extend(spans)
                     if spans:
-                        sentence_vectors.append(encoder.embed([new[ci - base].text[a:b] for ci, a, b in spans]))
+                        sentence_vectors.append(_embed_unique(encoder, [new[ci - base].text[a:b]
+                                                                        for ci, a, b in spans]))
                 stats["embedded_chunks"] += len(new)
             file_rows.append((f.rel, f.sha256, len(chunks) - base))
             advance(1)
@@ -148,6 +149,13 @@ def _ingest(spec: ChatSpec, encoder: OnnxEncoder, previous: KnowledgeIndex | Non
     stats["chunks"] = len(chunks)
     stats["sentences"] = len(sentences)
     return rows, stats
+
+
+def _embed_unique(encoder: OnnxEncoder, texts: list[str]) -> np.ndarray:
+    """``encoder.embed(texts)``, each distinct text embedded once (overlapping chunks repeat their sentences)."""
+    unique = list(dict.fromkeys(texts))
+    where = {t: i for i, t in enumerate(unique)}
+    return encoder.embed(unique)[[where[t] for t in texts]]
 
 
 def intent_examples(spec: IntentsSpec) -> tuple[list[str], list[str], list[int], list[str]]:
@@ -295,15 +303,19 @@ def calibrate_reranker(retrieval: RetrievalSpec, rows: IndexRows, encoder: OnnxE
         write_index(Path(tmp), rows)
         index = KnowledgeIndex(Path(tmp))
 
-        def search(question: str) -> list[Hit]:
+        def search(question: str, excluded: str | None = None) -> list[Hit]:
             vec = encoder.embed([question])[0]
-            hits = index.search(question, vec, k=r.candidates, mode=retrieval.mode, candidates=retrieval.candidates,
-                                rrf_k=retrieval.rrf_k, dense_weight=retrieval.dense_weight)
+            hits = index.search(question, vec, k=r.candidates if excluded is None else retrieval.candidates,
+                                mode=retrieval.mode, candidates=retrieval.candidates, rrf_k=retrieval.rrf_k,
+                                dense_weight=retrieval.dense_weight)
+            if excluded is not None:  # a close-domain negative: the question's own page left out
+                hits = [h for h in hits if h.source != excluded][: r.candidates]
             return rerank_hits(reranker, question, hits, k=retrieval.k)
 
         if index.size == 0:
             return {"threshold": r.threshold if r.threshold is not None else 0.0, "method": "no documents"}
         cal = calibrate_abstention(search, reranker, index, unanswerable=r.unanswerable,
-                                   n_generated=r.calibration_questions, fixed=r.threshold,
-                                   target_answered=r.target_answered)
+                                   n_generated=r.calibration_questions, margin=r.margin, fixed=r.threshold,
+                                   fixed_sentence=r.sentence_threshold, target_answered=r.target_answered,
+                                   sentences=r.sentences)
         return cal.to_dict()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import shutil
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 from aiforge.bundle.parts import BundleParts, ExportResult, export_bundle
 from aiforge.bundle.registry import Registry
@@ -49,7 +50,8 @@ def write_chat_bundle(staged: Path, *, build: ChatFitResult) -> BundleParts:
         shutil.copy2(build.reranker_dir / "model.onnx", staged / RERANKER_GRAPH)
         shutil.copy2(build.reranker_dir / "tokenizer.json", staged / RERANKER_TOKENIZER)
         pipeline["rerank"] = {**rerank.model_dump(mode="json", exclude={"unanswerable"}), "graph": RERANKER_GRAPH,
-                              "tokenizer": RERANKER_TOKENIZER, "threshold": build.abstention["threshold"]}
+                              "tokenizer": RERANKER_TOKENIZER, "threshold": build.abstention["threshold"],
+                              "sentence_threshold": build.abstention.get("sentence_threshold")}
         extra["reranker"] = get_backbone(rerank.model).record()
     metrics = {"index": {k: v for k, v in build.stats.items() if k != "index_settings"},
                "encoder_parity": build.encoder_parity.to_dict(),
@@ -91,7 +93,22 @@ def _abstention_card(build: ChatFitResult) -> str:
             f"unanswerable questions from the spec: at this threshold {a.get('answerable_answered', 0):.0%} of the "
             f"generated answerable questions are answered and {a.get('unanswerable_refused', 0):.0%} of the "
             "unanswerable ones refused (the whole curve is in metrics.json, abstention.curve). Generated questions "
-            "are easier than real ones: measure on your own questions with `aiforge eval BUNDLE --data qa.jsonl`.")
+            "are easier than real ones: measure on your own questions with `aiforge eval BUNDLE --data qa.jsonl`."
+            + _sentence_card(a))
+
+
+def _sentence_card(a: dict[str, Any]) -> str:
+    if a.get("sentence_threshold") is None:
+        return ""
+    q, p = a.get("questions", {}), a.get("passage_only", {})
+    kinds = ", ".join(f"{k} {v:.0%}" for k, v in a.get("unanswerable_refused_by_kind", {}).items())
+    return (f" Then the sentence evidence: when no sentence of the best passages scores {a['sentence_threshold']:.2f} "
+            f"or more, the answer is \"I don't know\" too ({a.get('sentence_method', '')}). Its close-domain negatives "
+            f"are {q.get('generated_close_domain', 0)} generated questions asked with their own page left out of the "
+            f"index. Passage threshold alone: {p.get('answerable_answered', 0):.0%} answered, "
+            f"{p.get('unanswerable_refused', 0):.0%} refused; both thresholds: {a.get('answerable_answered', 0):.0%} "
+            f"answered, {a.get('unanswerable_refused', 0):.0%} refused ({kinds}); the curve is "
+            "abstention.sentence_curve.")
 
 
 def _card(build: ChatFitResult) -> str:

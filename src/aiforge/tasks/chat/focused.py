@@ -19,7 +19,7 @@ from aiforge.hub.reranker import CrossEncoder
 from aiforge.tasks.chat.index import Hit, KnowledgeIndex
 from aiforge.tasks.chat.sanitize import plain_text
 
-__all__ = ["AnswerSentence", "FocusedAnswer"]
+__all__ = ["AnswerSentence", "Evidence", "FocusedAnswer"]
 
 
 @dataclass(frozen=True)
@@ -30,6 +30,19 @@ class AnswerSentence:
     text: str
     score: float
     definition: bool = False
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """The sentences of the answer passages, each with its reranker logit against the question."""
+
+    candidates: list[tuple[int, Hit, str]]  # (citation number, passage, sentence)
+    scores: list[float]
+
+    @property
+    def best(self) -> float:
+        """The best sentence's logit: whether any sentence of the passages answers the question."""
+        return max(self.scores, default=-1e9)
 
 
 class FocusedAnswer:
@@ -51,18 +64,32 @@ class FocusedAnswer:
             out = [s for s in out if not (s.startswith(name) and len(s) <= len(name) + 4)]
         return out or [" ".join(hit.text[:400].split())]
 
-    def select(self, question: str, hits: Sequence[Hit]) -> list[AnswerSentence]:
-        """The sentences of the answer for reranked ``hits`` (best first, each with ``relevance`` set)."""
-        if not hits:
-            return []
-        top = hits[0].relevance if hits[0].relevance is not None else 0.0
-        used = [(n, h) for n, h in enumerate(hits, start=1)
+    def passages(self, hits: Sequence[Hit]) -> list[tuple[int, Hit]]:
+        """The passages an answer is cut from: the first, and the second when it scores within ``margin``."""
+        top = hits[0].relevance if hits and hits[0].relevance is not None else 0.0
+        return [(n, h) for n, h in enumerate(hits, start=1)
                 if n == 1 or (h.relevance is not None and h.relevance >= max(self.threshold, top - self.margin)
                               and n <= 2)]
-        candidates: list[tuple[int, Hit, str]] = [(n, h, s) for n, h in used for s in self._sentences(h)]
+
+    def evidence(self, question: str, hits: Sequence[Hit]) -> Evidence:
+        """Every sentence of the answer passages scored against ``question`` in one batched reranker call."""
+        candidates = [(n, h, s) for n, h in self.passages(hits) for s in self._sentences(h)]
         context = [(h.definition or h.heading.rsplit(" > ", 1)[-1]) for _, h, _ in candidates]
         scores = self.reranker.score_pairs([(question, f"{c}: {s}" if c else s)
                                             for c, (_, _, s) in zip(context, candidates, strict=True)])
+        return Evidence(candidates, [float(x) for x in scores])
+
+    def select(self, question: str, hits: Sequence[Hit], evidence: Evidence | None = None) -> list[AnswerSentence]:
+        """The sentences of the answer for reranked ``hits`` (best first, each with ``relevance`` set).
+
+        ``evidence`` is :meth:`evidence` for the same question and hits, when the caller has it already.
+        """
+        if not hits:
+            return []
+        ev = evidence if evidence is not None else self.evidence(question, hits)
+        candidates, scores = ev.candidates, ev.scores
+        if not candidates:
+            return []
         order = sorted(range(len(candidates)), key=lambda i: -float(scores[i]))
         best = float(scores[order[0]])
         chosen: list[AnswerSentence] = []

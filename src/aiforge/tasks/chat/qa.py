@@ -39,6 +39,7 @@ class QAItem:
     answer_contains: tuple[str, ...] = ()
     unanswerable: bool = False
     kind: str | None = None  # e.g. out_of_domain / close, for unanswerable rows
+    split: str | None = None  # e.g. heldout: questions written after the ones a setting was tuned on
 
 
 @dataclass
@@ -57,6 +58,7 @@ class QAScores:
     latency_ms_p50: float
     latency_ms_p95: float
     rows: list[dict[str, Any]] = field(default_factory=list)
+    by_split: dict[str, dict[str, Any]] = field(default_factory=dict)  # the rates above, split by split
 
     def to_dict(self, *, rows: bool = False) -> dict[str, Any]:
         """The scores as a JSON-ready dict (with every row when ``rows``)."""
@@ -130,7 +132,8 @@ def read_qa(path: Path) -> list[QAItem]:
             raise DataError(f"{where}: give 'answer_contains' (the key the answer must hold) or "
                             "'unanswerable': true.")
         items.append(QAItem(q.strip(), _strings(row.get("gold_source"), f"{where}.gold_source"), contains,
-                            unanswerable, row.get("kind") if isinstance(row.get("kind"), str) else None))
+                            unanswerable, row.get("kind") if isinstance(row.get("kind"), str) else None,
+                            row.get("split") if isinstance(row.get("split"), str) else None))
     if not items:
         raise DataError(f"{path}: no questions.")
     return items
@@ -150,11 +153,23 @@ def evaluate_qa(rt: ChatRuntime, items: Sequence[QAItem]) -> QAScores:
         no = turn.kind == "dont_know"
         text = turn.text.lower()
         rows.append({"question": item.question, "unanswerable": item.unanswerable, "kind": item.kind,
+                     "split": item.split,
                      "refused": no, "ms": took, "answer": turn.text,
                      "cited": [c["source"] for c in turn.citations],
                      "gold_cited": bool(item.gold_sources) and _cites(turn.citations, item.gold_sources),
                      "contains": any(k.lower() in text for k in item.answer_contains) and not no,
                      "relevance": turn.citations[0].get("relevance") if turn.citations else None})
+    scores = _rates(rows)
+    splits = sorted({str(r["split"]) for r in rows if r["split"]})
+    by_split = {name: _rates([r for r in rows if r["split"] == name]) for name in splits}
+    if splits:
+        by_split["unsplit"] = _rates([r for r in rows if not r["split"]])
+    ms = sorted(float(r["ms"]) for r in rows)
+    return QAScores(**scores, latency_ms_p50=statistics.median(ms),
+                    latency_ms_p95=ms[min(len(ms) - 1, int(0.95 * len(ms)))], rows=rows, by_split=by_split)
+
+
+def _rates(rows: list[dict[str, Any]]) -> dict[str, Any]:
     ans = [r for r in rows if not r["unanswerable"]]
     una = [r for r in rows if r["unanswerable"]]
     answered = [r for r in ans if not r["refused"]]
@@ -164,13 +179,9 @@ def evaluate_qa(rt: ChatRuntime, items: Sequence[QAItem]) -> QAScores:
         return sum(bool(r[key]) for r in part) / len(part) if part else 0.0
 
     kinds = sorted({str(r["kind"]) for r in una if r["kind"]})
-    ms = sorted(float(r["ms"]) for r in rows)
-    return QAScores(
-        answerable=len(ans), unanswerable=len(una),
-        gold_cited=rate(ans, "gold_cited"), gold_cited_when_answered=rate(answered, "gold_cited"),
-        answer_contains=rate(ans, "contains"), answerable_refused=rate(ans, "refused"),
-        unanswerable_refused=rate(una, "refused"),
-        refusal_precision=sum(r["unanswerable"] for r in refused) / len(refused) if refused else 1.0,
-        refused_by_kind={k: rate([r for r in una if r["kind"] == k], "refused") for k in kinds},
-        latency_ms_p50=statistics.median(ms), latency_ms_p95=ms[min(len(ms) - 1, int(0.95 * len(ms)))],
-        rows=rows)
+    return {"answerable": len(ans), "unanswerable": len(una),
+            "gold_cited": rate(ans, "gold_cited"), "gold_cited_when_answered": rate(answered, "gold_cited"),
+            "answer_contains": rate(ans, "contains"), "answerable_refused": rate(ans, "refused"),
+            "unanswerable_refused": rate(una, "refused"),
+            "refusal_precision": sum(r["unanswerable"] for r in refused) / len(refused) if refused else 1.0,
+            "refused_by_kind": {k: rate([r for r in una if r["kind"] == k], "refused") for k in kinds}}

@@ -24,7 +24,7 @@ from aiforge.errors import BundleError, GenerationError, InputError
 from aiforge.hub.onnx_encoder import OnnxEncoder
 from aiforge.hub.reranker import CrossEncoder
 from aiforge.tasks.chat.actions import ActionContext, get_action, import_action_modules
-from aiforge.tasks.chat.focused import FocusedAnswer
+from aiforge.tasks.chat.focused import Evidence, FocusedAnswer
 from aiforge.tasks.chat.generate import (
     ExtractiveGenerator,
     GenerationRequest,
@@ -311,7 +311,8 @@ class ChatRuntime(Runtime):
         query = rewrite_followup(question, previous) if self.conversation.get("rewrite_followups", True) else question
         vec = qvec if query == question else self.embed([query])[0]
         hits = self.retrieve(query, vec)
-        if not self.answers(hits, vec):
+        evidence = self.evidence(query, hits)
+        if not self.answers(hits, vec, evidence):
             return turn("dont_know", query, [], iter([DONT_KNOW]), intent=intent, confidence=confidence)
         if self.rerank is not None:  # a generator reads only the passages above the threshold
             hits = hits[:1] + [h for h in hits[1:] if (h.relevance or 0.0) >= float(self.rerank["threshold"])]
@@ -320,7 +321,7 @@ class ChatRuntime(Runtime):
         req = GenerationRequest(question, passages, history=history, max_tokens=tokens, temperature=temp,
                                 query_vector=qvec, response_format=response_format)
         if self.generator is self.extractive and self.focused is not None:
-            sentences = self.focused.select(query, hits)
+            sentences = self.focused.select(query, hits, evidence)
             citations = [_citation(hits[n - 1], n) for n in sorted({s.n for s in sentences})]
             pieces = self.focused.stream(sentences)
         elif self.generator is self.extractive:
@@ -363,13 +364,25 @@ class ChatRuntime(Runtime):
         candidates = self.search(query, vector, k=int(self.rerank["candidates"]))
         return rerank_hits(self.reranker, query, candidates, k=int(self.retrieval["k"]))
 
-    def answers(self, hits: list[Hit], vector: np.ndarray) -> bool:
-        """Whether the hits answer the query: the reranker's best logit against its calibrated threshold, or
-        (without a reranker) the best cosine similarity against ``retrieval.min_score``."""
+    def evidence(self, query: str, hits: list[Hit]) -> Evidence | None:
+        """The reranker's scores of the sentences of the best passages (None without a reranker, or when the
+        best passage is already below the threshold: no sentence of it can answer)."""
+        if self.focused is None or self.rerank is None or not hits or \
+                (hits[0].relevance if hits[0].relevance is not None else -1e9) < float(self.rerank["threshold"]):
+            return None
+        return self.focused.evidence(query, hits)
+
+    def answers(self, hits: list[Hit], vector: np.ndarray, evidence: Evidence | None = None) -> bool:
+        """Whether the hits answer the query: the reranker's best passage logit against its calibrated
+        threshold and, when the bundle calibrated one, its best sentence logit against the sentence threshold;
+        or (without a reranker) the best cosine similarity against ``retrieval.min_score``."""
         if not hits:
             return False
         if self.rerank is not None:
-            return (hits[0].relevance if hits[0].relevance is not None else -1e9) >= float(self.rerank["threshold"])
+            if (hits[0].relevance if hits[0].relevance is not None else -1e9) < float(self.rerank["threshold"]):
+                return False
+            sentence = self.rerank.get("sentence_threshold")
+            return sentence is None or evidence is None or evidence.best >= float(sentence)
         return self.support(hits, vector) >= float(self.retrieval["min_score"])
 
     def support(self, hits: list[Hit], vector: np.ndarray) -> float:

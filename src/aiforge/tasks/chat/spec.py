@@ -56,7 +56,9 @@ class RerankSpec(Strict):
     """The second retrieval stage: a cross-encoder over the fused candidates; abstention from its calibrated score."""
 
     model: Literal["ms-marco-minilm-l12"] = "ms-marco-minilm-l12"
-    candidates: int = Field(default=10, ge=1, le=100, description="Fused chunks the cross-encoder re-scores.")
+    candidates: int = Field(default=5, ge=1, le=100, description="Fused chunks the cross-encoder re-scores "
+                                                                  "(the best one was in the fused top 4 on every "
+                                                                  "answerable question of bench/qa/pygame.jsonl).")
     max_length: int = Field(default=192, ge=32, le=512, description="Tokens of a (question, passage) pair.")
     threshold: float | None = Field(default=None, description="Fixed logit below which the answer is 'I don't "
                                                               "know'; None = calibrate at index time.")
@@ -67,6 +69,10 @@ class RerankSpec(Strict):
     calibration_questions: int = Field(default=24, ge=2, le=200,
                                        description="Generated out-of-domain and in-domain questions, each side.")
     margin: float = Field(default=3.0, gt=0, description="Answer sentences within this logit of the best one.")
+    sentences: bool = Field(default=True, description="Also abstain when no sentence of the best passages answers "
+                                                      "(a second threshold, on the best sentence logit).")
+    sentence_threshold: float | None = Field(default=None, description="Fixed sentence logit for that; None = "
+                                                                       "calibrate at index time.")
 
 
 class RetrievalSpec(Strict):
