@@ -36,7 +36,8 @@ RESULTS = ROOT / "bench" / "results"
 
 
 QUICK = False  # --quick: a smoke run (tiny training)
-TRAIN = {"expert_episodes": 30, "dagger_rounds": 3, "dagger_episodes": 10, "threads": 1}  # --expert-episodes, --dagger-*
+# --expert-episodes, --dagger-*
+TRAIN = {"expert_episodes": 30, "dagger_rounds": 3, "dagger_episodes": 10, "threads": 1}
 
 
 def _spec(name: str, scenario: str, observation: str, *, episodes: int | None = None) -> Any:

@@ -2,9 +2,10 @@
 
 Each network takes the raw observation (float32; camera pixels 0-255) and returns one logit per
 meta-action. On roads with lanes, kinematics perception is :class:`LaneFeatures` (gaps and
-relative speeds ahead and behind in each lane, computed in the graph) before the MLP; scaling is inside the graph, so the exported ONNX file takes exactly what the
-simulator (or a client) gives. The stages are named: ``perception`` (encoder) then ``policy``
-(the action head), each a swappable ``nn.Module``.
+relative speeds ahead and behind in each lane, computed in the graph) before the MLP. Scaling is
+inside the graph, so the exported ONNX file takes exactly what the simulator (or a client) gives.
+The stages are named: ``perception`` (encoder) then ``policy`` (the action head), each a swappable
+``nn.Module``.
 """
 
 from __future__ import annotations
