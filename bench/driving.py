@@ -36,7 +36,8 @@ RESULTS = ROOT / "bench" / "results"
 
 
 QUICK = False  # --quick: a smoke run (tiny training)
-TRAIN = {"expert_episodes": 30, "dagger_rounds": 3, "dagger_episodes": 10}  # --expert-episodes, --dagger-*
+# --expert-episodes, --dagger-*
+TRAIN = {"expert_episodes": 30, "dagger_rounds": 3, "dagger_episodes": 10, "threads": 1}
 
 
 def _spec(name: str, scenario: str, observation: str, *, episodes: int | None = None) -> Any:
@@ -46,9 +47,9 @@ def _spec(name: str, scenario: str, observation: str, *, episodes: int | None = 
     if episodes is not None:
         train["expert_episodes"] = episodes
     if QUICK:
-        train = {"expert_episodes": 1, "dagger_rounds": 1, "dagger_episodes": 1, "epochs": 2}
+        train = {"expert_episodes": 1, "dagger_rounds": 1, "dagger_episodes": 1, "epochs": 2, "min_updates": 0}
     if observation == "camera":
-        train.update({"epochs": 15, "batch_size": 128})
+        train.update({"epochs": 15, "batch_size": 128, "min_updates": 600})
     return BaseSpec.from_dict({"name": name, "task": "driving",
                                "env": {"scenario": scenario, "observation": observation},
                                "train": train, "eval": {"episodes": 2, "baselines": False, "replay_frames": 30}})
@@ -129,10 +130,11 @@ def closed_loop_part(args: argparse.Namespace, home: Path) -> dict[str, Any]:
         if (scenario != "highway" and args.skip_others) or (args.scenarios and key not in args.scenarios):
             continue
         print(f"[{time.strftime('%H:%M:%S')}] {key}: training", flush=True)
+        load_start = os.getloadavg()
         spec = _spec(f"bench-{key}", scenario, observation)
         rt, seconds, steps, path = _train(spec, home)
         row: dict[str, Any] = {"episodes": episodes, "env_steps": steps, "train_seconds": {"aiforge": seconds},
-                               "bundle": str(path)}
+                               "bundle": str(path), "load_average_at_start": load_start}
         extra = {}
         if scenario == "highway":
             print(f"[{time.strftime('%H:%M:%S')}] {key}: DQN for {steps} env steps", flush=True)
@@ -143,6 +145,8 @@ def closed_loop_part(args: argparse.Namespace, home: Path) -> dict[str, Any]:
         print(f"[{time.strftime('%H:%M:%S')}] {key}: {episodes} episodes x {len(policies) + len(extra)} policies",
               flush=True)
         row["policies"] = _loop(rt, spec.env, episodes, extra, policies)
+        row["load_average_at_end"] = os.getloadavg()
+        row["finished"] = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
         results[key] = row
         print(json.dumps({key: {p: {k: r[k] for k in ("collision_rate", "mean_speed", "mean_return")}
                                 for p, r in row["policies"].items()}}), flush=True)
@@ -150,56 +154,44 @@ def closed_loop_part(args: argparse.Namespace, home: Path) -> dict[str, Any]:
     return results
 
 
+def _torch_loaded(pid: int) -> bool:
+    """Whether the server process has libtorch mapped (i.e. imported torch), as bench/serve.py checks."""
+    return "libtorch" in Path(f"/proc/{pid}/maps").read_text()
+
+
 def serve_part(args: argparse.Namespace, home: Path, bundle: Path | None) -> dict[str, Any]:
+    """``aiforge serve`` of the bundle, loaded by the project's load generator (its own process).
+
+    The previous version ran 16 httpx clients in this process, created inside the timed window
+    (each builds an SSL context, blocking the event loop) beside a live simulator: that measured
+    the client (0.6 req/s at c=16), not the server.
+    """
     from aiforge.bundle.runtime import Runtime
-    from aiforge.serve.loadgen import aiforge_server_args, free_port, running_server
+    from aiforge.serve.loadgen import aiforge_server_args, free_port, measure_levels, running_server
     from aiforge.tasks.driving.env import make_env
+    from aiforge.tasks.driving.spec import DrivingEnvSpec
 
     if bundle is None:
         rt, _, _, bundle = _train(_spec("bench-serve", "highway", "kinematics", episodes=10), home)
     rt = Runtime.load(bundle)
-    env = make_env(rt.pipeline and __import__("aiforge.tasks.driving.spec", fromlist=["x"]).DrivingEnvSpec(
-        **rt.pipeline["env"]))
-    obs = []
+    env = make_env(DrivingEnvSpec(**rt.pipeline["env"]))
+    bodies = []
     o, _ = env.reset(seed=1)
-    for _ in range(20):
-        obs.append(o.tolist())
+    for _ in range(20):  # real observations of a drive, one per request
+        bodies.append(json.dumps({"observations": [o.tolist()]}).encode())
         o, _, term, trunc, _ = env.step(1)
         if term or trunc:
             o, _ = env.reset()
+    env.close()
     port = free_port()
     os.environ["AIFORGE_HOME"] = str(home)
-    import asyncio
-
-    import httpx
-
-    async def level(url: str, concurrency: int, duration: float) -> dict[str, float]:
-        times: list[float] = []
-        errors = 0
-        stop = time.perf_counter() + duration
-
-        async def worker(k: int) -> None:
-            nonlocal errors
-            async with httpx.AsyncClient(timeout=30) as client:
-                i = k
-                while time.perf_counter() < stop:
-                    start = time.perf_counter()
-                    r = await client.post(url, json={"observations": [obs[i % len(obs)]]})
-                    times.append((time.perf_counter() - start) * 1000)
-                    errors += r.status_code != 200
-                    i += 1
-
-        await asyncio.gather(*(worker(k) for k in range(concurrency)))
-        t = np.array(times)
-        return {"concurrency": concurrency, "requests": len(times), "errors": errors,
-                "throughput_rps": len(times) / duration, "p50_ms": float(np.percentile(t, 50)),
-                "p99_ms": float(np.percentile(t, 99))}
-
     out: dict[str, Any] = {"bundle_mb": sum(int(f["size"]) for f in rt.manifest.files.values()) / 1e6,
-                           "precision": rt.precision}
-    with running_server(aiforge_server_args([str(bundle)], port=port), port=port):
-        url = f"http://127.0.0.1:{port}/v1/models/{rt.name}/act"
-        out["levels"] = [asyncio.run(level(url, c, args.duration)) for c in (1, 16)]
+                           "precision": rt.precision, "load_average_before": os.getloadavg()}
+    with running_server(aiforge_server_args([str(bundle)], port=port), port=port) as (proc, _ready):
+        out["levels"] = measure_levels(f"http://127.0.0.1:{port}", f"/v1/models/{rt.name}/act", [], bodies=bodies,
+                                       levels=[1, 16], duration=args.duration, warmup_concurrency=4, unit="req/s")
+        out["torch_imported"] = _torch_loaded(proc.pid)
+    out["load_average_after"] = os.getloadavg()
     return out
 
 
@@ -250,6 +242,9 @@ def main() -> None:
     args = parser.parse_args()
     global QUICK
     QUICK = args.quick
+    import torch
+
+    torch.set_num_threads(1)  # one bench process at a time, one thread: the machine is shared
     TRAIN.update(expert_episodes=args.expert_episodes, dagger_rounds=args.dagger_rounds,
                  dagger_episodes=args.dagger_episodes)
     parts = set(args.only.split(","))

@@ -22,7 +22,8 @@ def tiny_spec(name: str = "tiny-drive", **sections: dict[str, Any]) -> dict[str,
     spec: dict[str, Any] = {
         "name": name, "task": "driving",
         "env": {"scenario": "highway", "observation": "kinematics", "duration": 8},
-        "train": {"expert_episodes": 2, "dagger_rounds": 1, "dagger_episodes": 1, "epochs": 10, "threads": 1},
+        "train": {"expert_episodes": 2, "dagger_rounds": 1, "dagger_episodes": 1, "epochs": 10, "threads": 1,
+                  "min_updates": 300},
         "eval": {"episodes": 1, "baselines": False, "replay_frames": 6},
     }
     spec.update(sections)

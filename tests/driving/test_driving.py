@@ -3,6 +3,7 @@ shield on constructed states; bad observations; the replay GIF and report; eval 
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import httpx
@@ -15,12 +16,13 @@ import aiforge
 from aiforge.audit.checks import evaluate_bundle
 from aiforge.audit.ship import ship
 from aiforge.errors import DataError, SpecError
+from aiforge.serve.loadgen import run_load
 from aiforge.spec import BaseSpec
 from aiforge.tasks.driving.env import env_info, make_env
 from aiforge.tasks.driving.runtime import DrivingRuntime
 from aiforge.tasks.driving.shield import ShieldRules, shield_actions
 from aiforge.tasks.driving.spec import DrivingEnvSpec
-from serve_helpers import serving
+from serve_helpers import metric_samples, serving
 
 ACTIONS = ("LANE_LEFT", "IDLE", "LANE_RIGHT", "FASTER", "SLOWER")
 pytestmark = pytest.mark.slow
@@ -82,7 +84,9 @@ def test_a_short_episode_served_over_http_with_v2_and_bad_observations(tmp_path:
         with httpx.Client(timeout=30) as client:
             steps = 0
             done = False
+            driven = []
             while not done:  # the served policy drives the episode
+                driven.append(json.dumps({"observations": [obs.tolist()]}).encode())
                 r = client.post(url, json={"observation": obs.tolist()})
                 assert r.status_code == 200, r.text
                 [act] = r.json()["actions"]
@@ -92,6 +96,18 @@ def test_a_short_episode_served_over_http_with_v2_and_bad_observations(tmp_path:
                 done = terminated or truncated
                 steps += 1
             assert steps >= 1
+            # 8 clients at once (the load generator bench/driving.py measures with): every request answered,
+            # each reached the batcher once, and concurrent ones shared graph runs. The bench's old client
+            # (16 httpx clients built inside the timed window) got fewer answers than it had clients.
+            before = metric_samples(client.get(f"{base}/metrics").text)
+            load = run_load(base, f"/v1/models/{b.name}/act", [], concurrency=8, duration=1.5, bodies=driven)
+            after = metric_samples(client.get(f"{base}/metrics").text)
+            assert load.errors == 0 and load.status_counts == {"200": load.requests}, load
+            assert load.requests >= 2 * 8, load
+            key = (("model", b.name),)
+            items = after[("aiforge_items_total", key)] - before[("aiforge_items_total", key)]
+            batches = after[("aiforge_batch_size_count", key)] - before[("aiforge_batch_size_count", key)]
+            assert items == load.requests and 1 <= batches < items, (items, batches)
             # an unsafe state is overridden by the served shield: FASTER or not, the car brakes
             unsafe = radar((10.0, 0.0, -10.0, 0.0)).tolist()
             [act] = client.post(url, json={"observations": [unsafe]}).json()["actions"]

@@ -1,9 +1,11 @@
 """Perception + policy networks (PyTorch): an MLP encoder for kinematics/lidar, a small CNN for camera frames.
 
 Each network takes the raw observation (float32; camera pixels 0-255) and returns one logit per
-meta-action; scaling is inside the graph, so the exported ONNX file takes exactly what the
-simulator (or a client) gives. The stages are named: ``perception`` (encoder) then ``policy``
-(the action head), each a swappable ``nn.Module``.
+meta-action. On roads with lanes, kinematics perception is :class:`LaneFeatures` (gaps and
+relative speeds ahead and behind in each lane, computed in the graph) before the MLP. Scaling is
+inside the graph, so the exported ONNX file takes exactly what the simulator (or a client) gives.
+The stages are named: ``perception`` (encoder) then ``policy`` (the action head), each a swappable
+``nn.Module``.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-__all__ = ["DrivingNet", "build_net"]
+__all__ = ["DrivingNet", "LaneFeatures", "build_net"]
 
 # kinematics rows: presence, x, y, vx, vy, cos_h, sin_h (metres, m/s)
 _KINEMATIC_SCALE = (1.0, 100.0, 20.0, 20.0, 20.0, 1.0, 1.0)
@@ -34,6 +36,43 @@ class DrivingNet(nn.Module):
         return out
 
 
+class LaneFeatures(nn.Module):
+    """Road perception from kinematics rows: ``(n, rows, 7)`` raw (metres, m/s) -> ``(n, 22)`` features.
+
+    For the ego lane and its left and right neighbours: the gap to the nearest vehicle ahead and
+    behind (``far`` when none is observed), their relative speeds and the inverse time to
+    collision; then the ego car's lane position, speed and heading. These are the quantities an
+    IDM/MOBIL driver decides on; as graph ops (masks, min, argmin, gather) they export to ONNX.
+    The rows come sorted by distance, so "the car ahead in my lane" can be in any row: a flat MLP
+    has to learn that once per row from a few thousand states (it did not), this finds it.
+    """
+
+    n_features = 22
+
+    def __init__(self, *, lane_width: float = 4.0, far: float = 100.0, length: float = 5.0) -> None:
+        super().__init__()
+        self.lane_width, self.far, self.length = lane_width, far, length
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        ego, others = x[:, 0, :], x[:, 1:, :]
+        present = others[:, :, 0] > 0.5
+        dx, dy, dvx = others[:, :, 1], others[:, :, 2], others[:, :, 3]
+        far = torch.full_like(dx, self.far)
+        out = []
+        for k in (-1.0, 0.0, 1.0):
+            inlane = present & ((dy - k * self.lane_width).abs() < self.lane_width / 2)
+            for ahead in (True, False):
+                side = inlane & ((dx > 0) if ahead else (dx <= 0))
+                gaps = torch.where(side, (dx if ahead else -dx) - self.length, far).clamp(min=0.0, max=self.far)
+                gap, idx = gaps.min(dim=1, keepdim=True)
+                seen = (gap < self.far).to(x.dtype)
+                rel = torch.gather(dvx, 1, idx) * seen  # its speed minus ours (m/s)
+                closing = (-rel if ahead else rel).clamp(min=0.0)
+                out += [gap / self.far, rel / 10.0, closing / (gap + 1.0)]
+        out += [ego[:, 2:3] / self.lane_width, ego[:, 3:4] / 30.0, ego[:, 4:5] / 5.0, ego[:, 6:7]]
+        return torch.cat(out, dim=1)
+
+
 def _mlp_encoder(n_in: int, hidden: int) -> nn.Module:
     return nn.Sequential(nn.Flatten(), nn.Linear(n_in, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU())
 
@@ -46,10 +85,12 @@ def _cnn_encoder(stack: int, width: int, height: int, hidden: int) -> nn.Module:
     return nn.Sequential(conv, nn.Linear(n, hidden), nn.ReLU())
 
 
-def build_net(*, mode: str, shape: tuple[int, ...], n_actions: int, hidden: int, mask_ego_x: bool) -> DrivingNet:
+def build_net(*, mode: str, shape: tuple[int, ...], n_actions: int, hidden: int, mask_ego_x: bool,
+              lanes: bool = False) -> DrivingNet:
     """The network for an observation ``mode`` of ``shape``.
 
-    ``mask_ego_x`` zeroes the ego car's absolute x (on an endless highway it only grows).
+    ``mask_ego_x`` zeroes the ego car's absolute x (on an endless highway it only grows);
+    ``lanes`` (roads with lanes, kinematics): :class:`LaneFeatures` perception instead of a flat MLP.
     """
     if mode == "camera":
         stack, width, height = shape
@@ -60,6 +101,10 @@ def build_net(*, mode: str, shape: tuple[int, ...], n_actions: int, hidden: int,
         scale = 1.0 / torch.tensor(_KINEMATIC_SCALE[:cols]).repeat(rows, 1)
         if mask_ego_x:
             scale[0, 1] = 0.0
+        if lanes:  # roads with lanes: the lane features, then an MLP
+            perception = nn.Sequential(LaneFeatures(), nn.Linear(LaneFeatures.n_features, hidden), nn.ReLU(),
+                                       nn.Linear(hidden, hidden), nn.ReLU())
+            return DrivingNet(perception, nn.Linear(hidden, n_actions), torch.ones(rows, cols), n_actions)
         perception = _mlp_encoder(rows * cols, hidden)
     else:
         rows, cols = shape

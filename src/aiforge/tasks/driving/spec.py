@@ -68,6 +68,9 @@ class DrivingTrainSpec(Strict):
     dagger_beta: float = Field(default=0.5, ge=0, le=1, description="expert's share of the driving in round 1 "
                                "(halved each round)")
     epochs: int = Field(default=30, ge=1)
+    min_updates: int = Field(default=2000, ge=0, description="at least this many gradient updates per fit: a "
+                             "few thousand states are a handful of batches an epoch, and 30 epochs of them "
+                             "(90 updates) left the policy far from the expert")
     batch_size: int = Field(default=256, ge=8)
     lr: float = Field(default=1e-3, gt=0)
     hidden: int = Field(default=128, ge=8, le=1024)

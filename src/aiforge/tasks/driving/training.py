@@ -74,14 +74,23 @@ class ImitationResult:
     history: list[dict[str, float]] = field(default_factory=list)
 
 
+def _epochs(n: int, *, epochs: int, batch_size: int, min_updates: int) -> int:
+    """``epochs``, raised so that the fit makes at least ``min_updates`` gradient updates on ``n`` states."""
+    per_epoch = max(1, -(-n // batch_size))
+    return max(epochs, -(-min_updates // per_epoch))
+
+
 def _fit(net: DrivingNet, x: np.ndarray, y: np.ndarray, *, epochs: int, batch_size: int, lr: float,
-         seed: int) -> float:
+         seed: int, min_updates: int = 0) -> float:
+    epochs = _epochs(len(x), epochs=epochs, batch_size=batch_size, min_updates=min_updates)
     gen = torch.Generator().manual_seed(seed)
     xt, yt = torch.from_numpy(x.astype(np.float32)), torch.from_numpy(y.astype(np.int64))
     counts = np.bincount(y, minlength=net.n_actions).astype(np.float32)
     weights = torch.from_numpy(np.where(counts > 0, (counts.sum() / np.maximum(counts, 1)) ** 0.5, 0.0)).float()
     loss_fn = nn.CrossEntropyLoss(weight=weights / weights[weights > 0].mean())
     opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=1e-4)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs * max(1, -(-len(xt) // batch_size)),
+                                                       eta_min=lr / 20)
     net.train()
     loss = torch.tensor(0.0)
     for _ in range(epochs):
@@ -92,6 +101,7 @@ def _fit(net: DrivingNet, x: np.ndarray, y: np.ndarray, *, epochs: int, batch_si
             loss = loss_fn(net(xt[idx]), yt[idx])
             loss.backward()
             opt.step()
+            sched.step()
     net.eval()
     with torch.no_grad():
         return float((net(xt).argmax(1) == yt).float().mean())
@@ -110,15 +120,21 @@ def imitate(spec: DrivingSpec, *, log: Callable[[str], None] = lambda s: None) -
         xs.append(np.array(observation, copy=True))
         ys.append(expert.act(e, radar))
 
+    def taken(e: Any, radar: np.ndarray, observation: np.ndarray, action: int) -> None:
+        xs.append(np.array(observation, copy=True))  # the expert drove: its action is the label
+        ys.append(action)
+
     start = time.perf_counter()
     base = t.seed * 100_000
     seeds = list(range(base, base + t.expert_episodes))
-    episodes = run_episodes(ExpertPolicy(expert), env, seeds=seeds, on_step=label)
+    episodes = run_episodes(ExpertPolicy(expert), env, seeds=seeds, on_step=taken)
     steps = sum(e.steps for e in episodes)
     net = build_net(mode=env.observation, shape=info.observation_shape, n_actions=len(info.actions),
-                    hidden=t.hidden, mask_ego_x=env.scenario == "highway")
+                    hidden=t.hidden, mask_ego_x=env.scenario == "highway",
+                    lanes=env.scenario != "intersection")
     history = []
-    acc = _fit(net, np.stack(xs), np.array(ys), epochs=t.epochs, batch_size=t.batch_size, lr=t.lr, seed=t.seed)
+    acc = _fit(net, np.stack(xs), np.array(ys), epochs=t.epochs, batch_size=t.batch_size, lr=t.lr, seed=t.seed,
+               min_updates=t.min_updates)
     history.append({"round": 0, "states": float(len(ys)), "train_accuracy": acc})
     log(f"behaviour cloning: {len(ys)} expert states, train accuracy {acc:.3f}")
     rng = np.random.default_rng(t.seed)
@@ -129,7 +145,7 @@ def imitate(spec: DrivingSpec, *, log: Callable[[str], None] = lambda s: None) -
         steps += sum(e.steps for e in driven)
         crashes = sum(e.crashed for e in driven)
         acc = _fit(net, np.stack(xs), np.array(ys), epochs=max(1, t.epochs // 2), batch_size=t.batch_size,
-                   lr=t.lr / 2, seed=t.seed + r)
+                   lr=t.lr / 2, seed=t.seed + r, min_updates=t.min_updates // 2)
         history.append({"round": float(r), "states": float(len(ys)), "train_accuracy": acc, "beta": beta,
                         "crashes": float(crashes), "episodes": float(len(driven))})
         log(f"DAgger round {r}: {len(ys)} states, beta {beta:.2f}, {crashes}/{len(driven)} crashes, "
