@@ -34,6 +34,8 @@ class QuantRecipe:
 
 RECIPES: tuple[QuantRecipe, ...] = (
     QuantRecipe("weights+embeddings", keep_embeddings_fp32=False, keep_down_projections_fp32=False),
+    QuantRecipe("embeddings+weights-except-down-projections", keep_embeddings_fp32=False,
+                keep_down_projections_fp32=True),
     QuantRecipe("weights-except-down-projections", keep_embeddings_fp32=True, keep_down_projections_fp32=True),
     QuantRecipe("per-channel-except-down-projections", keep_embeddings_fp32=True, keep_down_projections_fp32=True,
                 per_channel=True),
@@ -62,11 +64,14 @@ def _excluded_nodes(model_path: Path, recipe: QuantRecipe) -> list[str]:
 def quantize_recipe(fp32_path: Path, int8_path: Path, recipe: QuantRecipe, *, per_row: bool = True) -> None:
     """Write ``int8_path``: ``fp32_path`` quantized with ``recipe``; ``per_row=False`` keeps onnxruntime's
     per-tensor activation scales (batch-dependent: only for comparisons)."""
+    import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     logging.getLogger().setLevel(max(logging.getLogger().level, logging.ERROR))  # "consider pre-processing"
     quantize_dynamic(str(fp32_path), str(int8_path), weight_type=QuantType.QInt8,
-                     per_channel=recipe.per_channel, nodes_to_exclude=_excluded_nodes(fp32_path, recipe))
+                     per_channel=recipe.per_channel, nodes_to_exclude=_excluded_nodes(fp32_path, recipe),
+                     # fused graphs: com.microsoft ops have no ONNX shape inference, their outputs no type
+                     extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
     if per_row:
         per_row_activations(int8_path)
 
