@@ -423,6 +423,11 @@ def optimize(
                                                                                 "the bundle's own.")] = None,
     register: Annotated[bool, typer.Option("--register/--no-register", help="Register the chosen settings as a "
                                                                             "new version.")] = True,
+    levels: Annotated[str, typer.Option("--levels", help="Graph optimization levels (basic, extended, all).")] =
+    "basic,all",
+    threads: Annotated[str, typer.Option("--threads", help="Intra-op thread counts.")] = "1,2",
+    batch_sizes: Annotated[str, typer.Option("--batch-sizes", help="max_batch_size values.")] = "16,64",
+    waits: Annotated[str, typer.Option("--waits", help="max_wait_ms values.")] = "2,5",
     home: HomeOpt = None,
 ) -> None:
     """Sweep precision recipe x graph optimization level x threads x max_batch_size x max_wait_ms on the
@@ -431,12 +436,28 @@ def optimize(
     from aiforge.optimize.pareto import render  # lazy: as above
     from aiforge.optimize.sweep import SweepGrid  # lazy: as above
 
+    def numbers(option: str, text: str) -> list[float]:
+        try:
+            values = [float(v) for v in text.split(",") if v.strip()]
+        except ValueError:
+            raise AiforgeError(f"{option}: expected comma-separated numbers, got {text!r}.") from None
+        if not values or min(values) < 0:
+            raise AiforgeError(f"{option}: expected at least one number >= 0, got {text!r}.")
+        return values
+
+    names = [v.strip() for v in levels.split(",") if v.strip()]
+    if not names or set(names) - {"basic", "extended", "all"}:
+        raise AiforgeError(f"--levels: expected some of basic, extended, all, got {levels!r}.")
+    grid = SweepGrid(levels=tuple(names), threads=tuple(max(1, int(v)) for v in numbers("--threads", threads)),
+                     batch_sizes=tuple(max(1, int(v)) for v in numbers("--batch-sizes", batch_sizes)),
+                     waits_ms=tuple(numbers("--waits", waits)))
     result = optimize_bundle(bundle, version=version, budget_s=_seconds(budget), home=home, data=data,
-                             min_agreement=min_agreement, register=register, progress=sys.stderr.isatty())
-    out.print(render(result.rows, concurrencies=SweepGrid().concurrencies,
+                             min_agreement=min_agreement, grid=grid, register=register, progress=sys.stderr.isatty())
+    wide = out if out.is_terminal else Console(width=170)  # a pipe or file gets every column
+    wide.print(render(result.rows, concurrencies=grid.concurrencies,
                      title=f"{result.name}: {len(result.rows)} settings in {result.elapsed_s:.0f}s"
                            f"{' (budget reached)' if result.stopped_early else ''}; gate: agreement >= "
-                           f"{result.min_agreement:g}"), width=max(out.width, 170))
+                           f"{result.min_agreement:g}"))
     out.print(f"wrote {result.table_json} and {result.table_csv}", highlight=False, soft_wrap=True)
     if result.chosen is None:
         raise AiforgeError(f"no setting reached the agreement gate ({result.min_agreement:g}); nothing registered.")

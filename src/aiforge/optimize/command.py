@@ -149,40 +149,53 @@ def optimize_bundle(bundle: str, *, version: str | None = None, budget_s: float 
         items = runtime_cls.open(path, manifest, precision="fp32", threads=1).parse_items(raw, "parity", limits)
         timing = (items * (grid.timing_items // max(1, len(items)) + 1))[:grid.timing_items]
         n_graph = len(grid.levels) * len(grid.threads)
-        total = 4 * n_graph + n_graph * len(grid.batch_sizes) * len(grid.waits_ms)
+        total = 5 * n_graph + 2 * len(grid.batch_sizes) * len(grid.waits_ms)
         with progress_bar(total, "optimize", enabled=progress) as advance:
-            for i, cand in enumerate(hooks.candidates(bundle=path, pipeline=pipeline, work=work)):
-                size = _size_mb(path, pipeline, cand)
-                for level in grid.levels:
-                    scored: GraphMeasure | None = None
-                    for threads in grid.threads:
-                        if watch.left() <= 0:
-                            stopped = True
-                            break
-                        folder = _stage(path, pipeline, cand, work / f"c{i}-{level}-{threads}")
+            # every recipe at the serving default first (all optimizations, most threads), then the rest
+            first = (grid.levels[-1], grid.threads[-1])
+            settings = [first] + [(lv, th) for lv in grid.levels for th in grid.threads if (lv, th) != first]
+            scored: dict[tuple[int, str], GraphMeasure] = {}
+            cands: list[Candidate] = []
 
-                        def opener(folder: Path = folder, threads: int = threads) -> Runtime:
-                            return runtime_cls.open(folder, manifest, precision=cand.precision, threads=threads)
+            def measure(i: int, cand: Candidate, level: str, threads: int) -> None:
+                nonlocal reference
+                folder = _stage(path, pipeline, cand, work / f"c{i}-{level}-{threads}")
 
-                        _, probs, measured = measure_graph(opener, items if scored is None else timing[:1], timing,
-                                                           reference=reference if scored is None else None)
-                        if scored is None:
-                            reference = probs if reference is None else reference
-                            scored = measured
-                        else:  # results do not depend on the thread count: keep the scored agreement
-                            measured = GraphMeasure(scored.agreement, scored.max_abs_prob_diff,
-                                                    measured.offline_items_per_s, measured.rss_mb)
-                        row = candidate_row(cand, level=level, threads=threads, graph=measured, size_mb=size,
-                                            min_agreement=gate)
-                        rows.append(row)
-                        graph_rows.append((row, folder, cand))
-                        advance(1, info=f"{cand.recipe} {level} x{threads}: {row['offline_items_per_s']:.0f}/s, "
-                                        f"agreement {row['agreement_with_fp32']:.4f}")
-                    if stopped:
-                        break
-                if stopped or watch.left() <= 0:
+                def opener() -> Runtime:
+                    return runtime_cls.open(folder, manifest, precision=cand.precision, threads=threads)
+
+                known = scored.get((i, level))
+                _, probs, measured = measure_graph(opener, items if known is None else timing[:1], timing,
+                                                   reference=reference if known is None else None)
+                if known is None:
+                    reference = probs if reference is None else reference
+                    scored[(i, level)] = measured
+                else:  # results do not depend on the thread count: keep the scored agreement
+                    measured = GraphMeasure(known.agreement, known.max_abs_prob_diff, measured.offline_items_per_s,
+                                            measured.rss_mb)
+                row = candidate_row(cand, level=level, threads=threads, graph=measured,
+                                    size_mb=_size_mb(path, pipeline, cand), min_agreement=gate)
+                rows.append(row)
+                graph_rows.append((row, folder, cand))
+                advance(1, info=f"{cand.recipe} {level} x{threads}: {row['offline_items_per_s']:.0f}/s, "
+                                f"agreement {row['agreement_with_fp32']:.4f}")
+
+            offered = hooks.candidates(bundle=path, pipeline=pipeline, work=work)
+            while True:
+                if watch.left() <= 0:
                     stopped = True
                     break
+                cand = next(offered, None)  # builds it (fusing, quantizing): seconds
+                if cand is None:
+                    break
+                cands.append(cand)
+                measure(len(cands) - 1, cand, *first)
+            for level, threads in settings[1:]:
+                for i, cand in enumerate(cands):
+                    if watch.left() <= 0:
+                        stopped = True
+                        break
+                    measure(i, cand, level, threads)
             if not rows:
                 raise AiforgeError(f"aiforge optimize: the budget ({budget_s:g}s) ran out before the fp32 graph "
                                    "was measured; give a larger --budget.")
