@@ -428,6 +428,8 @@ def optimize(
     threads: Annotated[str, typer.Option("--threads", help="Intra-op thread counts.")] = "1,2",
     batch_sizes: Annotated[str, typer.Option("--batch-sizes", help="max_batch_size values.")] = "16,64",
     waits: Annotated[str, typer.Option("--waits", help="max_wait_ms values.")] = "2,5",
+    timing_items: Annotated[int, typer.Option("--timing-items", min=8, help="Items each throughput and latency "
+                                                                           "measurement sends.")] = 192,
     home: HomeOpt = None,
 ) -> None:
     """Sweep precision recipe x graph optimization level x threads x max_batch_size x max_wait_ms on the
@@ -450,7 +452,7 @@ def optimize(
         raise AiforgeError(f"--levels: expected some of basic, extended, all, got {levels!r}.")
     grid = SweepGrid(levels=tuple(names), threads=tuple(max(1, int(v)) for v in numbers("--threads", threads)),
                      batch_sizes=tuple(max(1, int(v)) for v in numbers("--batch-sizes", batch_sizes)),
-                     waits_ms=tuple(numbers("--waits", waits)))
+                     waits_ms=tuple(numbers("--waits", waits)), timing_items=timing_items)
     result = optimize_bundle(bundle, version=version, budget_s=_seconds(budget), home=home, data=data,
                              min_agreement=min_agreement, grid=grid, register=register, progress=sys.stderr.isatty())
     wide = out if out.is_terminal else Console(width=170)  # a pipe or file gets every column

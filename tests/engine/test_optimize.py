@@ -45,12 +45,14 @@ def _copy_into(home: Path, bundle: Path) -> str:
 
 
 @pytest.fixture(scope="module")
-def swept(trained_bundle: Any, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str, subprocess.CompletedProcess[str]]:
+def swept(trained_bundle: Any,
+          tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str, subprocess.CompletedProcess[str]]:
     home = tmp_path_factory.mktemp("optimize-home")
     name = _copy_into(home, Path(trained_bundle.export.path))
     env = {"AIFORGE_HOME": str(home), "HF_HUB_OFFLINE": "1", "COLUMNS": "200", "PATH": "/usr/bin:/bin",
            "PYTHONPATH": str(Path(__file__).resolve().parents[2] / "src")}
-    done = subprocess.run([sys.executable, "-m", "aiforge.cli", "optimize", name, "--budget", "12s"],
+    done = subprocess.run([sys.executable, "-m", "aiforge.cli", "optimize", name, "--budget", "60s", "--levels", "all",
+                           "--threads", "1", "--batch-sizes", "16", "--waits", "2", "--timing-items", "32"],
                           capture_output=True, text=True, env=env, timeout=300)
     return home, name, done
 
@@ -66,7 +68,7 @@ def test_optimize_writes_a_pareto_table_and_registers_a_version(swept: Any) -> N
         assert len(list(csv.DictReader(fh))) == len(rows)
     recipes = {r["recipe"] for r in rows}
     assert "fp32" in recipes and len(recipes) >= 2, recipes  # the fp32 graph and at least one other
-    assert table["min_agreement"] == 0.99 and table["budget_s"] == 12
+    assert table["min_agreement"] == 0.99 and table["budget_s"] == 60
     fp32 = [r for r in rows if r["recipe"] == "fp32"]
     assert all(r["agreement_with_fp32"] == 1.0 for r in fp32)
     assert all(r["offline_items_per_s"] > 0 and r["size_mb"] > 1 and r["rss_mb"] >= 0 for r in rows)

@@ -65,7 +65,8 @@ def _size_mb(bundle: Path, pipeline: dict[str, Any], cand: Candidate) -> float:
     graphs = {k: bundle / v for k, v in pipeline["graphs"].items()} | cand.graphs
     keys = {"fp32"} if cand.precision == "fp32" else {"int8"} | ({"fp32"} if cand.precision == "int8" and
                                                                   pipeline.get("int8_fallback") else set())
-    return sum(graphs[k].stat().st_size for k in keys if k in graphs) / 1e6
+    total: int = sum(Path(graphs[k]).stat().st_size for k in keys if k in graphs)
+    return total / 1e6
 
 
 def _hooks(manifest: BundleManifest) -> OptimizeHooks:
@@ -128,6 +129,7 @@ def optimize_bundle(bundle: str, *, version: str | None = None, budget_s: float 
             ran out before the fp32 graph was measured.
     """
     grid = grid or SweepGrid()
+    serving_share = 0.35 if grid.batch_sizes and grid.waits_ms else 0.0  # of the budget kept for phase 2
     watch = Stopwatch(budget_s)
     registry = Registry(home)
     path = registry.resolve(bundle, version)
@@ -182,7 +184,7 @@ def optimize_bundle(bundle: str, *, version: str | None = None, budget_s: float 
 
             offered = hooks.candidates(bundle=path, pipeline=pipeline, work=work)
             while True:
-                if watch.left() <= 0:
+                if watch.left() <= serving_share * budget_s and cands:
                     stopped = True
                     break
                 cand = next(offered, None)  # builds it (fusing, quantizing): seconds
@@ -192,7 +194,7 @@ def optimize_bundle(bundle: str, *, version: str | None = None, budget_s: float 
                 measure(len(cands) - 1, cand, *first)
             for level, threads in settings[1:]:
                 for i, cand in enumerate(cands):
-                    if watch.left() <= 0:
+                    if watch.left() <= serving_share * budget_s:
                         stopped = True
                         break
                     measure(i, cand, level, threads)

@@ -19,11 +19,15 @@ Each item's result still depends on that item alone (``tests/engine/test_batch_i
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = ["FusedGraph", "fuse_transformer"]
+from aiforge.errors import AiforgeError
+from aiforge.hub.catalog import get_backbone
+
+__all__ = ["FusedGraph", "backbone_heads", "fuse_transformer"]
 
 
 @dataclass(frozen=True)
@@ -40,6 +44,16 @@ class FusedGraph:
         """JSON form (recorded in the parity details)."""
         return {"attention": self.attention, "skip_layer_norm": self.skip_layer_norm, "bias_gelu": self.bias_gelu,
                 "nodes_before": self.nodes_before, "nodes_after": self.nodes_after}
+
+
+def backbone_heads(name: str) -> int | None:
+    """``num_attention_heads`` of an installed backbone's ``config.json``; None when unknown."""
+    try:
+        config = json.loads((get_backbone(name).path() / "config.json").read_text(encoding="utf-8"))
+    except (AiforgeError, OSError, ValueError):
+        return None
+    heads = config.get("num_attention_heads")
+    return int(heads) if isinstance(heads, int) else None
 
 
 class _Graph:
@@ -105,7 +119,7 @@ def _fuse_attention(g: _Graph, heads: int, mask: str, new: list[Any], drop: set[
         q, k, v = (_head_input(g, scores.input[0]), _head_input(g, scores.input[1]), _head_input(g, node.input[1]))
         transpose = g.consumers.get(node.output[0], [])
         reshape = g.consumers.get(transpose[0].output[0], []) if len(transpose) == 1 else []
-        if None in (q, k, v) or len(transpose) != 1 or transpose[0].op_type != "Transpose" or \
+        if q is None or k is None or v is None or len(transpose) != 1 or transpose[0].op_type != "Transpose" or \
                 len(reshape) != 1 or reshape[0].op_type != "Reshape":
             continue
         out = reshape[0].output[0]
@@ -126,12 +140,13 @@ def _fuse_skip_layer_norm(g: _Graph, new: list[Any], drop: set[str]) -> int:
         add = g.up(node.input[0], "Add")
         if add is None or not g.only_user(add.output[0]):
             continue
-        for a, residual in ((add.input[0], add.input[1]), (add.input[1], add.input[0])):
-            found = g.bias_add(a)
-            if found is not None and g.only_user(a):
-                break
-        else:
+        pairs = [(a, r) for a, r in ((add.input[0], add.input[1]), (add.input[1], add.input[0]))
+                 if g.bias_add(a) is not None and g.only_user(a)]
+        if not pairs:
             continue
+        a, residual = pairs[0]
+        found = g.bias_add(a)
+        assert found is not None
         matmul_out, bias = found
         drop.update({node.name, add.name, g.producer[a].name})
         eps = next((at.f for at in node.attribute if at.name == "epsilon"), 1e-5)

@@ -32,7 +32,7 @@ from aiforge.bundle.runtime import Runtime
 from aiforge.optimize.hooks import Candidate
 from aiforge.serve.batching import Batcher
 
-__all__ = ["SweepGrid", "Stopwatch", "measure_graph", "rss_mb", "serve_load"]
+__all__ = ["Stopwatch", "SweepGrid", "candidate_row", "measure_graph", "rss_mb", "serve_load"]
 
 
 @dataclass(frozen=True)
@@ -111,7 +111,7 @@ class LoadResult:
 
 def _percentile(values: Sequence[float], q: float) -> float:
     ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
 async def _load(run: Callable[[list[Any]], Sequence[Any]], items: list[Any], *, concurrency: int,
@@ -150,6 +150,7 @@ def candidate_row(candidate: Candidate, *, level: str, threads: int, graph: Grap
     return {"recipe": candidate.recipe, "precision": candidate.precision, "graph_optimization_level": level,
             "intra_op_threads": threads, "max_batch_size": None, "max_wait_ms": None,
             "offline_items_per_s": round(graph.offline_items_per_s, 1),
-            "agreement_with_fp32": round(graph.agreement, 5), "max_abs_prob_diff": float(f"{graph.max_abs_prob_diff:.3g}"),
+            "agreement_with_fp32": round(graph.agreement, 5),
+            "max_abs_prob_diff": float(f"{graph.max_abs_prob_diff:.3g}"),
             "size_mb": round(size_mb, 2), "rss_mb": round(graph.rss_mb, 1),
             "gate": "pass" if graph.agreement >= min_agreement else "below gate"}

@@ -12,14 +12,26 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from aiforge.bundle.format import BundleManifest
+from aiforge.data.splits import stratified_split
 from aiforge.errors import AiforgeError, DataError
 from aiforge.optimize.hooks import Candidate
 from aiforge.tasks.image.data import load_image_dataset, load_image_splits
-from aiforge.tasks.image.export import _sample
+from aiforge.tasks.image.dataset import ImageDataset
 from aiforge.tasks.image.spec import ImageSpec
 
 __all__ = ["HOOKS", "ImageOptimize"]
+
+
+def _sample(ds: ImageDataset, n: int, seed: int) -> ImageDataset:
+    """The export's parity sample (``tasks/image/export.py``, which imports torch: not imported here)."""
+    if len(ds) <= n:
+        return ds
+    if 1 < len(set(ds.labels)) < n:
+        return ds.subset(stratified_split(ds.labels, fraction=n / len(ds), seed=seed)[1])
+    return ds.subset(sorted(np.random.default_rng(seed).choice(len(ds), n, replace=False).tolist()))
 
 
 class ImageOptimize:

@@ -15,16 +15,13 @@ from typing import Any
 from aiforge.bundle.format import BundleManifest
 from aiforge.data.splits import stratified_split
 from aiforge.errors import AiforgeError, DataError
-from aiforge.optimize.fuse import fuse_transformer
+from aiforge.optimize.fuse import backbone_heads, fuse_transformer
 from aiforge.optimize.hooks import Candidate
 from aiforge.optimize.quantize import RECIPES, quantize_recipe
 from aiforge.tasks.text.data import load_text_dataset, load_text_splits
 from aiforge.tasks.text.spec import TextSpec
 
 __all__ = ["HOOKS", "TextOptimize"]
-
-_HEADS = {"minilm-l6": 12}  # attention heads of the backbones whose graphs the fuser knows
-
 
 class TextOptimize:
     """The text kind's :class:`aiforge.optimize.hooks.OptimizeHooks`."""
@@ -60,7 +57,7 @@ class TextOptimize:
         yield Candidate("fp32", "fp32")
         if "int8" in graphs:
             yield Candidate("int8 (shipped)", "int8")
-        heads = _HEADS.get(str(pipeline.get("backbone")))
+        heads = backbone_heads(str(pipeline.get("backbone")))
         if heads is None:
             return
         fused = work / "model.fused.onnx"
