@@ -144,6 +144,10 @@ def main() -> None:
     parser.add_argument("--batch1-texts", type=int, default=500, help="texts timed one at a time")
     parser.add_argument("--timing-texts", type=int, default=3080, help="texts timed at batch 16 and 64 (evenly "
                                                                        "spaced over the test set)")
+    parser.add_argument("--texts", type=int, default=3080, help="test texts scored (evenly spaced)")
+    parser.add_argument("--probes", type=int, default=40, help="texts the batch-dependence check probes")
+    parser.add_argument("--fused-recipe", default=None, help="int8 recipe of fused-int8 (default: the first "
+                                                             "reaching 99 %% agreement on the texts scored)")
     parser.add_argument("--sweep", action="append", default=[], help="registered bundle to run aiforge optimize on")
     parser.add_argument("--sweep-home", default=None)
     parser.add_argument("--sweep-budget", type=float, default=120.0)
@@ -156,6 +160,10 @@ def main() -> None:
     data = shared_data() / "banking77"
     test = pd.read_csv(data / "test.csv")
     texts, labels = test["text"].tolist(), test["category"].tolist()
+    if args.texts < len(texts):  # a loaded machine: an evenly spaced subset (the JSON says how many)
+        step = len(texts) / args.texts
+        keep = [int(i * step) for i in range(args.texts)]
+        texts, labels = [texts[i] for i in keep], [labels[i] for i in keep]
     with tempfile.TemporaryDirectory(prefix="aiforge-bench-optimize-") as tmp:
         bundle = args.bundle or fit_bundle(Path(tmp) / "home")
         pipeline = pd.read_json(bundle / "pipeline.json", typ="series")
@@ -179,7 +187,7 @@ def main() -> None:
         shipped: dict[str, Any] = {}
         for name, path in [*graphs.items(), ("fused-int8", Path(tmp) / "fused_int8.onnx")]:
             if name == "fused-int8":  # the export's choice: the first recipe reaching 99 % on the full test set
-                for recipe in RECIPES:
+                for recipe in [r for r in RECIPES if args.fused_recipe in (None, r.name)]:
                     quantize_recipe(graphs["fused-fp32"], path, recipe)
                     agree = float((probabilities(onnx_session(path, threads=args.threads), tok, texts, 64)
                                    .argmax(1) == ref.argmax(1)).mean())
@@ -205,7 +213,7 @@ def main() -> None:
                 "top1_agreement_with_fp32": float((probs.argmax(1) == ref.argmax(1)).mean()),
                 "accuracy": float((probs.argmax(1) == truth).mean()),
                 "max_abs_prob_diff_vs_fp32": float(np.abs(probs - ref).max()),
-                "max_abs_prob_change_alone_vs_batched": batch_dependence(session, tok, texts),
+                "max_abs_prob_change_alone_vs_batched": batch_dependence(session, tok, texts, probes=args.probes),
                 "offline_texts_per_s": speed,
                 "load_average_after": load_average(),
             }
@@ -237,6 +245,7 @@ def main() -> None:
         "command": "python bench/optimize.py --bundle PATH",
         "machine": {**machine(), "load_average_at_start": load_at_start, "load_average_at_end": load_average()},
         "threads": args.threads,
+        "texts_scored": len(texts),
         "timing_texts": len(timed),
         "mean_tokens_per_text": mean_tokens,
         "flops_per_token": per_token,
