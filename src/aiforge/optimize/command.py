@@ -151,7 +151,7 @@ def optimize_bundle(bundle: str, *, version: str | None = None, budget_s: float 
         items = runtime_cls.open(path, manifest, precision="fp32", threads=1).parse_items(raw, "parity", limits)
         timing = (items * (grid.timing_items // max(1, len(items)) + 1))[:grid.timing_items]
         n_graph = len(grid.levels) * len(grid.threads)
-        total = 5 * n_graph + 2 * len(grid.batch_sizes) * len(grid.waits_ms)
+        total = 7 * n_graph * (1 + len(grid.batch_sizes) * len(grid.waits_ms))  # an upper bound: 7 recipes
         with progress_bar(total, "optimize", enabled=progress) as advance:
             # every recipe at the serving default first (all optimizations, most threads), then the rest
             first = (grid.levels[-1], grid.threads[-1])
