@@ -396,6 +396,81 @@ def bench(
 
 register_scale_commands(app)  # batch, deploy
 
+
+# --- aiforge optimize (engine: aiforge/optimize/command.py) ---
+def _seconds(text: str) -> float:
+    """``120``, ``120s``, ``2m`` -> seconds."""
+    value = text.strip().lower()
+    scale = 60.0 if value.endswith("m") else 1.0
+    try:
+        seconds = float(value.rstrip("sm")) * scale
+    except ValueError:
+        raise AiforgeError(f"--budget: expected seconds like 120s or 2m, got {text!r}.") from None
+    if seconds <= 0:
+        raise AiforgeError(f"--budget: expected a positive time, got {text!r}.")
+    return seconds
+
+
+@app.command()
+def optimize(
+    bundle: Annotated[str, typer.Argument(help="Bundle NAME, NAME:VERSION or folder (text or image classifier).")],
+    budget: Annotated[str, typer.Option("--budget", help="Time bound of the sweep (120s, 2m); it stops early "
+                                                         "and keeps what it measured.")] = "120s",
+    version: Annotated[str | None, typer.Option("--version", help="Version to start from (default: latest).")] = None,
+    data: Annotated[Path | None, typer.Option("--data", help="Parity data file/folder instead of the one the "
+                                                             "bundle's spec names.")] = None,
+    min_agreement: Annotated[float | None, typer.Option("--min-agreement", help="Raise the agreement gate above "
+                                                                                "the bundle's own.")] = None,
+    register: Annotated[bool, typer.Option("--register/--no-register", help="Register the chosen settings as a "
+                                                                            "new version.")] = True,
+    levels: Annotated[str, typer.Option("--levels", help="Graph optimization levels (basic, extended, all).")] =
+    "basic,all",
+    threads: Annotated[str, typer.Option("--threads", help="Intra-op thread counts.")] = "1,2",
+    batch_sizes: Annotated[str, typer.Option("--batch-sizes", help="max_batch_size values.")] = "16,64",
+    waits: Annotated[str, typer.Option("--waits", help="max_wait_ms values.")] = "2,5",
+    timing_items: Annotated[int, typer.Option("--timing-items", min=8, help="Items each throughput and latency "
+                                                                           "measurement sends.")] = 192,
+    home: HomeOpt = None,
+) -> None:
+    """Sweep precision recipe x graph optimization level x threads x max_batch_size x max_wait_ms on the
+    bundle's parity data; print and write the Pareto table; register the best row that passes the gate."""
+    from aiforge.optimize.command import optimize_bundle  # lazy: the sweep imports onnx and the batcher
+    from aiforge.optimize.pareto import render  # lazy: as above
+    from aiforge.optimize.sweep import SweepGrid  # lazy: as above
+
+    def numbers(option: str, text: str) -> list[float]:
+        try:
+            values = [float(v) for v in text.split(",") if v.strip()]
+        except ValueError:
+            raise AiforgeError(f"{option}: expected comma-separated numbers, got {text!r}.") from None
+        if not values or min(values) < 0:
+            raise AiforgeError(f"{option}: expected at least one number >= 0, got {text!r}.")
+        return values
+
+    names = [v.strip() for v in levels.split(",") if v.strip()]
+    if not names or set(names) - {"basic", "extended", "all"}:
+        raise AiforgeError(f"--levels: expected some of basic, extended, all, got {levels!r}.")
+    grid = SweepGrid(levels=tuple(names), threads=tuple(max(1, int(v)) for v in numbers("--threads", threads)),
+                     batch_sizes=tuple(max(1, int(v)) for v in numbers("--batch-sizes", batch_sizes)),
+                     waits_ms=tuple(numbers("--waits", waits)), timing_items=timing_items)
+    result = optimize_bundle(bundle, version=version, budget_s=_seconds(budget), home=home, data=data,
+                             min_agreement=min_agreement, grid=grid, register=register, progress=sys.stderr.isatty())
+    wide = out if out.is_terminal else Console(width=170)  # a pipe or file gets every column
+    wide.print(render(result.rows, concurrencies=grid.concurrencies,
+                     title=f"{result.name}: {len(result.rows)} settings in {result.elapsed_s:.0f}s"
+                           f"{' (budget reached)' if result.stopped_early else ''}; gate: agreement >= "
+                           f"{result.min_agreement:g}"))
+    out.print(f"wrote {result.table_json} and {result.table_csv}", highlight=False, soft_wrap=True)
+    if result.chosen is None:
+        raise AiforgeError(f"no setting reached the agreement gate ({result.min_agreement:g}); nothing registered.")
+    if result.version is not None:
+        c = result.chosen
+        batching = (f"batch {c['max_batch_size']}, wait {c['max_wait_ms']:g} ms" if c["max_batch_size"] is not None
+                    else "batching not measured within the budget: unchanged")
+        out.print(f"registered {result.name}:{result.version} ({c['recipe']}, level {c['graph_optimization_level']}, "
+                  f"{c['intra_op_threads']} threads, {batching})", highlight=False, soft_wrap=True)
+
+
 # Commands of each kind (its row's ``commands``: a ``register(app)`` function). Imported at start-up,
 # so a kind's commands module imports its heavy dependencies inside the commands.
 for _kind in KINDS:

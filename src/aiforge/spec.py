@@ -53,6 +53,9 @@ class ServeSpec(Strict):
     max_batch_size: int = Field(default=64, gt=0)
     max_wait_ms: float = Field(default=5.0, ge=0)
     precision: Literal["auto", "fp32", "int8", "int8-only"] = "auto"
+    # onnxruntime session settings (``aiforge optimize`` records what it chose); None: all cores, "all"
+    intra_op_threads: int | None = Field(default=None, gt=0)
+    graph_optimization_level: Literal["basic", "extended", "all"] | None = None
 
 
 class BaseSpec(Strict):

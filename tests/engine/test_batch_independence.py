@@ -171,3 +171,26 @@ def test_plain_dynamic_quantization_depends_on_batch_mates_and_the_rewrite_does_
     assert rewrite.quantizers > 0 and rewrite.left == 0
     rt.session = onnx_session(plain, threads=1)
     assert _max_dependence(rt, served) <= TOL
+
+
+def test_the_text_int8_graph_is_fused_and_the_fused_fp32_graph_is_batch_independent(
+        request: pytest.FixtureRequest, tmp_path: Path) -> None:
+    """int8 is quantized from the fused graph (one attention op per layer, SkipLayerNorm, BiasGelu); the fused
+    fp32 graph predicts what the exported one does and is batch-independent too."""
+    import onnx
+
+    from aiforge.optimize.fuse import fuse_transformer
+
+    served = _text(request)
+    ops = [n.op_type for n in onnx.load(str(served.path / "model.int8.onnx"), load_external_data=False).graph.node]
+    assert ops.count("MultiHeadAttention") == 6 and ops.count("SkipLayerNormalization") == 12, sorted(set(ops))
+    assert ops.count("BiasGelu") == 6 and "DynamicQuantizeLinear" not in ops
+    fused = tmp_path / "fused.onnx"
+    record = fuse_transformer(served.path / "model.onnx", fused, num_heads=12)
+    assert (record.attention, record.skip_layer_norm, record.bias_gelu) == (6, 12, 6)
+    assert record.nodes_after < record.nodes_before
+    rt: Any = Runtime.load(served.path, precision="fp32", threads=1)
+    plain = served.outputs(rt, served.items)
+    rt.session = onnx_session(fused, threads=1)
+    assert float(np.abs(served.outputs(rt, served.items) - plain).max()) < 1e-4
+    assert _max_dependence(rt, served) <= TOL

@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     from aiforge.audit.metrics import Metrics
 
 
-__all__ = ["ItemLimits", "Prediction", "Runtime", "onnx_session"]
+__all__ = ["GRAPH_LEVELS", "ItemLimits", "Prediction", "Runtime", "onnx_session", "session_settings"]
 
 
 
@@ -58,23 +58,39 @@ class ItemLimits:
     max_image_pixels: int = 40_000_000
 
 
-def onnx_session(path: Path, *, threads: int | None = None) -> ort.InferenceSession:
-    """An onnxruntime session with aiforge's settings (all graph optimisations, CUDA when present).
+GRAPH_LEVELS = ("basic", "extended", "all")  # onnxruntime graph optimization levels a pipeline may name
+
+
+def onnx_session(path: Path, *, threads: int | None = None, level: str | None = None) -> ort.InferenceSession:
+    """An onnxruntime session with aiforge's settings (all graph optimisations unless ``level``, CUDA when present).
 
     Raises:
-        BundleError: the graph cannot be loaded.
+        BundleError: the graph cannot be loaded, or ``level`` is not one of ``GRAPH_LEVELS``.
     """
     import onnxruntime as ort
 
+    levels = {"basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+              "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+              "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL}
+    if (level or "all") not in levels:
+        raise BundleError(f"{path.parent}: graph_optimization_level {level!r}: expected one of {list(levels)}.")
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads or os.cpu_count() or 1
     options.inter_op_num_threads = 1
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.graph_optimization_level = levels[level or "all"]
     providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in ort.get_available_providers()]
     try:
         return ort.InferenceSession(str(path), options, providers=providers)
     except Exception as exc:
         raise BundleError(f"{path.parent}: cannot load {path.name} ({exc}).") from exc
+
+
+def session_settings(manifest: BundleManifest, threads: int | None) -> dict[str, Any]:
+    """``onnx_session`` keywords from the bundle spec's ``serve`` block (``intra_op_threads``,
+    ``graph_optimization_level``: what ``aiforge optimize`` chose); ``threads`` given wins."""
+    serve = (manifest.extra.get("spec") or {}).get("serve") or {}
+    chosen = threads or serve.get("intra_op_threads")
+    return {"threads": int(chosen) if chosen else None, "level": serve.get("graph_optimization_level")}
 
 
 class Runtime:

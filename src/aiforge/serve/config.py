@@ -22,7 +22,8 @@ HOST_ENV = "AIFORGE_HOST"  # the operator's bind address when --host is not give
 # (image bundles take larger bodies). Never the host, keys, timeouts or rate limits: a bundle does not
 # choose where a server listens or how it defends itself.
 _FROM_BUNDLE = ("port", "max_batch_size", "max_wait_ms", "precision", "max_body_bytes", "max_image_bytes",
-                "max_image_pixels")
+                "max_image_pixels", "intra_op_threads", "graph_optimization_level")
+_RENAMED = {"intra_op_threads": "threads"}  # spec serve key -> ServerConfig field
 
 
 class ServerConfig(BaseModel):
@@ -37,6 +38,8 @@ class ServerConfig(BaseModel):
     max_queue_items: int = Field(default=2048, gt=0)
     batch_concurrency: int = Field(default=1, gt=0, le=16)
     threads: int | None = Field(default=None, gt=0)
+    # the bundle's onnxruntime graph optimization level (the runtime reads it from the bundle; shown here)
+    graph_optimization_level: str | None = Field(default=None, pattern="^(basic|extended|all)$")
     request_timeout_s: float = Field(default=30.0, gt=0)
     max_body_bytes: int = Field(default=1 << 20, gt=0)
     max_inputs: int = Field(default=256, gt=0)
@@ -112,7 +115,8 @@ class ApiKeys:
 
 def server_config(bundles: list[str], *, home: str | Path | None = None, **given: Any) -> ServerConfig:
     """Settings for serving ``bundles``: values given (not None) win, then the first bundle's
-    spec ``serve`` block (max_batch_size, max_wait_ms, port, precision), then defaults.
+    spec ``serve`` block (max_batch_size, max_wait_ms, port, precision, intra_op_threads as ``threads``,
+    graph_optimization_level), then defaults.
 
     The bind address comes only from ``host=`` (``--host``), else ``$AIFORGE_HOST``, else 127.0.0.1:
     a bundle's ``serve.host`` is ignored, so a bundle cannot open a server to every interface.
@@ -125,7 +129,7 @@ def server_config(bundles: list[str], *, home: str | Path | None = None, **given
     try:
         manifest = read_manifest(Registry(home).resolve(bundles[0]), verify=False)
         spec_serve = manifest.extra.get("spec", {}).get("serve", {})
-        values.update({k: v for k, v in spec_serve.items() if k in _FROM_BUNDLE})
+        values.update({_RENAMED.get(k, k): v for k, v in spec_serve.items() if k in _FROM_BUNDLE and v is not None})
     except (AiforgeError, IndexError, AttributeError):
         pass  # the server reports an unloadable bundle itself, with its own message
     if os.environ.get(HOST_ENV):

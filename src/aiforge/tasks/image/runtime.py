@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from aiforge.bundle.format import BundleManifest
-from aiforge.bundle.runtime import ItemLimits, Runtime, onnx_session
+from aiforge.bundle.runtime import ItemLimits, Runtime, onnx_session, session_settings
 from aiforge.errors import BundleError, DataError, InputError
 from aiforge.tasks.image.cam import CAM_SIDE, cam_pixels, class_map, heatmap_png
 from aiforge.tasks.image.decode import decode_base64, decode_image, open_image_file
@@ -89,7 +89,7 @@ class ImageRuntime(Runtime):
         self.min_margin = 0.0
         self._fallback = None
         guard = self.pipeline.get(FALLBACK_KEY) if chosen == "int8" else None
-        self.session = onnx_session(path / graphs[graph], threads=threads)
+        self.session = onnx_session(path / graphs[graph], **session_settings(manifest, threads))
         if guard:
             try:
                 self.min_margin = float(guard["min_margin"])

@@ -1,5 +1,6 @@
 """Export a fitted text classifier: one ONNX graph (encoder + pooling + head + softmax),
-an int8 dynamically quantized copy, the tokenizer, and parity checks against PyTorch."""
+an int8 copy (the graph fused, then dynamically quantized with per-row activation scales), the
+tokenizer, and parity checks against PyTorch."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from aiforge.bundle.parts import BundleParts, Int8Parity, Parity
 from aiforge.data.splits import stratified_split
 from aiforge.errors import ExportError
 from aiforge.hub.text_encoder import iter_batches
+from aiforge.optimize.fuse import backbone_heads
 from aiforge.optimize.onnx_export import export_onnx
 from aiforge.optimize.quantize import quantize_with_parity
 from aiforge.tasks.text.card import out_of_scope_card, text_classifier_card
@@ -117,9 +119,10 @@ def export_text_classifier(fitted: FittedTextClassifier, directory: Path, *, par
             return float((outcome["int8"].argmax(1) == fp32.argmax(1)).mean())
 
         quant = quantize_with_parity(directory / FP32_GRAPH, directory / INT8_GRAPH, agreement=agreement,
-                                     min_agreement=opt.min_int8_agreement)
+                                     min_agreement=opt.min_int8_agreement,
+                                     num_heads=backbone_heads(fitted.backbone.name))
         probs = outcome["int8"]
-        int8_details: dict[str, Any] = {"tries": quant["tries"],
+        int8_details: dict[str, Any] = {"tries": quant["tries"], "fused": quant["fused"],
                                         "vs_fp32_max_abs_prob_diff": float(np.abs(probs - fp32).max())}
         if not quant["ok"]:
             int8_details["dropped"] = "no recipe reached the top-1 agreement limit; the bundle ships fp32 only"

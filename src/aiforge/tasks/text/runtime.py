@@ -11,7 +11,7 @@ import numpy as np
 from aiforge.bundle.format import BundleManifest
 from aiforge.bundle.inputs import check_text
 from aiforge.bundle.out_of_scope import DistanceScorer
-from aiforge.bundle.runtime import ItemLimits, Runtime, onnx_session
+from aiforge.bundle.runtime import ItemLimits, Runtime, onnx_session, session_settings
 from aiforge.bundle.tokens import encode_batches
 from aiforge.errors import BundleError, DataError, InputError
 
@@ -46,7 +46,7 @@ class TextRuntime(Runtime):
         self.tokenizer = Tokenizer.from_file(str(path / self.pipeline.get("tokenizer", "tokenizer.json")))
         self.tokenizer.no_padding()
         self.tokenizer.enable_truncation(max_length=max_length)
-        self.session = onnx_session(path / graphs[chosen], threads=threads)
+        self.session = onnx_session(path / graphs[chosen], **session_settings(manifest, threads))
         self._output = self.pipeline.get("output", "probabilities")
         self.in_scope_labels = list(self.labels)
         self._oos: tuple[DistanceScorer | None, float, str | None] | None = None
