@@ -30,9 +30,15 @@ if TYPE_CHECKING:
     from aiforge.audit.metrics import Metrics
 
 
-__all__ = ["ItemLimits", "Prediction", "Runtime", "onnx_session"]
+__all__ = ["ItemLimits", "Prediction", "Runtime", "available_cpus", "onnx_session"]
 
 
+def available_cpus() -> int:
+    """How many CPUs this process may run on (``taskset``/cgroup affinity respected), at least 1."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # not on Linux
+        return os.cpu_count() or 1
 
 
 @dataclass(frozen=True)
@@ -61,13 +67,15 @@ class ItemLimits:
 def onnx_session(path: Path, *, threads: int | None = None) -> ort.InferenceSession:
     """An onnxruntime session with aiforge's settings (all graph optimisations, CUDA when present).
 
+    ``threads`` defaults to the CPUs this process may run on (a server under ``taskset -c 1`` uses one).
+
     Raises:
         BundleError: the graph cannot be loaded.
     """
     import onnxruntime as ort
 
     options = ort.SessionOptions()
-    options.intra_op_num_threads = threads or os.cpu_count() or 1
+    options.intra_op_num_threads = threads or available_cpus()
     options.inter_op_num_threads = 1
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in ort.get_available_providers()]
