@@ -5,8 +5,9 @@
 Starts the server ``--runs`` times for each source tree (alternating, same bundle, same run) and
 reports best and median seconds from spawn to ready (the model loaded, verified and warmed up)
 and the CPU seconds the server process had used by then (user + system, all threads: less
-sensitive than wall time to a busy machine), plus what the start-up imports cost (``python -X importtime`` of the CLI and the serving stack,
-cumulative microseconds of the top-level modules). Writes bench/results/cold_start.json.
+sensitive than wall time to a busy machine), plus what the start-up imports cost (``python -X
+importtime`` of the CLI and the serving stack, cumulative microseconds of the top-level modules).
+Writes bench/results/cold_start.json.
 """
 
 from __future__ import annotations

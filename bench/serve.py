@@ -37,6 +37,7 @@ import pandas as pd
 
 import aiforge as af
 from _common import ROOT, machine, shared_data, write_result
+from aiforge.bundle.runtime import Runtime
 from aiforge.serve.benchmark import rss_mb
 from aiforge.serve.loadgen import aiforge_server_args, free_port, measure, measure_levels, running_server
 
@@ -94,7 +95,7 @@ def offline(bundle: Path, texts: list[str], *, cpu: int) -> dict[str, float]:
         for precision in ("fp32", "int8"):
             if precision not in graphs:
                 continue
-            rt = af.load(bundle, precision=precision, threads=1)
+            rt = Runtime.load(bundle, precision=precision, threads=1)
             rt.predict_proba(texts[:256])
             best = 0.0
             for _ in range(2):
@@ -127,6 +128,20 @@ def fit_bundle(home: Path, head_dir: Path) -> Path:
               str(head_dir / "head.safetensors"))
     (head_dir / "labels.json").write_text(json.dumps(result.fitted.labels))
     return Path(exported.path)
+
+
+def head_from_graph(bundle: Path, head_dir: Path) -> None:
+    """Write A and B's head (head.safetensors, labels.json) from the bundle's fp32 graph: its last Gemm."""
+    import onnx
+    from onnx import numpy_helper
+    from safetensors.numpy import save_file
+
+    graph = onnx.load(str(bundle / json.loads((bundle / "pipeline.json").read_text())["graphs"]["fp32"])).graph
+    weights = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
+    gemm = [n for n in graph.node if n.op_type == "Gemm"][-1]
+    save_file({"weight": weights[gemm.input[1]].copy(), "bias": weights[gemm.input[2]].copy()},
+              str(head_dir / "head.safetensors"))
+    (head_dir / "labels.json").write_text(json.dumps(json.loads((bundle / "pipeline.json").read_text())["labels"]))
 
 
 def server_table(port: int, bundle: Path, graphs: dict[str, str]) -> dict[str, tuple[list[str], str, str, str]]:
@@ -176,8 +191,9 @@ def summarise(servers: list[dict[str, Any]], top: int, ceiling: dict[str, float]
         if best_peer:
             other = level(best_peer)
             assert other is not None
-            ratios[f"{name}_vs_best_same_graph_peer_throughput_c{top}"] = mine["throughput_rps"] / other["throughput_rps"]
-            ratios[f"{name}_vs_best_same_graph_peer_p99_ratio_c{top}"] = mine["p99_ms"] / other["p99_ms"]
+            key = f"{name}_vs_best_same_graph_peer"
+            ratios[f"{key}_throughput_c{top}"] = mine["throughput_rps"] / other["throughput_rps"]
+            ratios[f"{key}_p99_ratio_c{top}"] = mine["p99_ms"] / other["p99_ms"]
         precision = name.removeprefix("aiforge_")
         if precision in ceiling:
             ratios[f"{name}_served_c{top}_vs_offline"] = mine["throughput_rps"] / ceiling[precision]
@@ -192,8 +208,9 @@ def main() -> None:
     parser.add_argument("--server-cpu", type=int, default=1)
     parser.add_argument("--load-cpu", type=int, default=0)
     parser.add_argument("--bundle", type=Path, default=None,
-                        help="an exported BANKING77 bundle and --head-dir, instead of fitting one")
-    parser.add_argument("--head-dir", type=Path, default=None)
+                        help="an exported head-mode BANKING77 bundle instead of fitting one")
+    parser.add_argument("--head-dir", type=Path, default=None,
+                        help="with --bundle: A and B's head (default: read from the bundle's fp32 graph)")
     args = parser.parse_args()
     levels = [int(x) for x in args.levels.split(",")]
     only = {x for x in args.only.split(",") if x}
@@ -203,7 +220,11 @@ def main() -> None:
         home, logdir = Path(tmp) / "home", Path(tmp) / "logs"
         logdir.mkdir()
         if args.bundle:
-            bundle, head_dir = args.bundle.resolve(), (args.head_dir or args.bundle).resolve()
+            bundle = args.bundle.resolve()
+            head_dir = args.head_dir.resolve() if args.head_dir else Path(tmp) / "head"
+            if not args.head_dir:
+                head_dir.mkdir()
+                head_from_graph(bundle, head_dir)
         else:
             head_dir = Path(tmp) / "head"
             head_dir.mkdir()
@@ -237,7 +258,8 @@ def main() -> None:
     ratios = summarise(servers, top, ceiling)
     payload = {
         "benchmark": "single-text requests, BANKING77 test sentences, closed loop, loopback",
-        "command": f"bench/.venv/bin/python bench/serve.py --duration {args.duration:g} --levels {args.levels}",
+        "command": f"bench/.venv/bin/python bench/serve.py --duration {args.duration:g} --levels {args.levels}"
+                   + (" --bundle BUNDLE" if args.bundle else ""),
         "machine": machine(),
         "pinning": {"server": f"taskset -c {args.server_cpu}", "load_generator": f"core {args.load_cpu}",
                     "offline": f"core {args.server_cpu}, 1 onnxruntime thread"},

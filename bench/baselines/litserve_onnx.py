@@ -2,9 +2,10 @@
 the bundle's own ONNX graph.
 
     python litserve_onnx.py PORT
-"""
 
-from __future__ import annotations
+No ``from __future__ import annotations`` here: LitServe reads decode_request's annotation to choose
+how FastAPI parses the body (a string annotation made it a query parameter: every request got a 422).
+"""
 
 import sys
 from typing import Any

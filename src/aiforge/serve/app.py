@@ -50,7 +50,8 @@ log = logging.getLogger("aiforge.server")
 
 
 def _load_all(models: Models, config: ServerConfig, home: str | Path | None, executor: ThreadPoolExecutor,
-              metrics: ServerMetrics, preload: Preload | None) -> tuple[dict[str, ModelService[Runtime]], dict[str, str]]:
+              metrics: ServerMetrics,
+              preload: Preload | None) -> tuple[dict[str, ModelService[Runtime]], dict[str, str]]:
     """The services that loaded, and for each source that did not, why (one bad bundle spares the others).
 
     A source that ``preload`` loaded (with these settings) is taken from it, already warmed up.
