@@ -24,8 +24,8 @@ from __future__ import annotations
 import argparse
 import base64
 import contextlib
-import os
 import json
+import os
 import statistics
 import subprocess
 import sys

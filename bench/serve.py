@@ -179,13 +179,17 @@ def summarise(servers: list[dict[str, Any]], top: int, ceiling: dict[str, float]
     best_peer = max(peers, key=lambda p: level(p)["throughput_rps"]) if peers else None  # type: ignore[index]
     if best_peer:
         ratios["best_same_graph_peer"] = best_peer
+    before, after = level("aiforge_int8_before"), level("aiforge_int8")
+    if before and after:
+        ratios[f"aiforge_int8_vs_before_throughput_c{top}"] = after["throughput_rps"] / before["throughput_rps"]
+        ratios[f"aiforge_int8_vs_before_p99_ratio_c{top}"] = after["p99_ms"] / before["p99_ms"]
     for name in ("aiforge_int8", "aiforge_fp32"):
         mine = level(name)
         if not mine:
             continue
         for base in (*TORCH_PEERS, *PEERS_SAME_GRAPH):
             other = level(base)
-            if other:
+            if other and other["throughput_rps"] > 0:
                 ratios[f"{name}_vs_{base}_throughput_c{top}"] = mine["throughput_rps"] / other["throughput_rps"]
                 ratios[f"{name}_vs_{base}_p99_ratio_c{top}"] = mine["p99_ms"] / other["p99_ms"]
         if best_peer:
@@ -209,6 +213,8 @@ def main() -> None:
     parser.add_argument("--load-cpu", type=int, default=0)
     parser.add_argument("--bundle", type=Path, default=None,
                         help="an exported head-mode BANKING77 bundle instead of fitting one")
+    parser.add_argument("--before-src", type=Path, default=None,
+                        help="another checkout's src/: also measure its aiforge int8 server (aiforge_int8_before)")
     parser.add_argument("--head-dir", type=Path, default=None,
                         help="with --bundle: A and B's head (default: read from the bundle's fp32 graph)")
     args = parser.parse_args()
@@ -238,13 +244,19 @@ def main() -> None:
                    BENTOML_DO_NOT_TRACK="True", HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1",
                    TOKENIZERS_PARALLELISM="false", LITSERVE_DISABLE_TELEMETRY="1")
         servers = []
-        for name in server_table(0, bundle, graphs):
+        names = list(server_table(0, bundle, graphs))
+        if args.before_src and "int8" in graphs:
+            names.insert(names.index("aiforge_int8"), "aiforge_int8_before")
+        for name in names:
             if only and name not in only:
                 continue
             port = free_port()
-            cmd, ready_path, route, protocol = server_table(port, bundle, graphs)[name]
+            before = name == "aiforge_int8_before"
+            cmd, ready_path, route, protocol = server_table(port, bundle, graphs)["aiforge_int8" if before else name]
+            run_env = dict(env, PYTHONPATH=f"{args.before_src.resolve()}:{BASELINES}") if before and args.before_src \
+                else env
             servers.append(run_server(name, cmd, port, ready_path, route, protocol, texts, levels, args.duration,
-                                      env, logdir, args.server_cpu))
+                                      run_env, logdir, args.server_cpu))
         short = None
         best = "int8" if "int8" in graphs else "fp32"
         port = free_port()
