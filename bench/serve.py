@@ -25,8 +25,10 @@ server's core with one thread, and served c=max / offline. Writes bench/results/
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
+import signal
 import sys
 import tempfile
 import time
@@ -71,14 +73,23 @@ def run_server(name: str, args: list[str], port: int, ready_path: str, route: st
                logdir: Path, server_cpu: int) -> dict[str, Any]:
     print(f"== {name}  (load average {os.getloadavg()[0]:.2f})", flush=True)
     pinned = ["taskset", "-c", str(server_cpu), *args]
-    with running_server(pinned, port=port, ready_path=ready_path, env=env, timeout=300,
-                        log=logdir / f"{name}.log") as (proc, ready):
-        print(f"   ready in {ready:.2f} s", flush=True)
-        rows = measure_levels(f"http://127.0.0.1:{port}", route, texts, levels=levels, duration=duration,
-                              protocol=protocol, warmup_concurrency=8, unit="req/s")
-        return {"server": name, "ready_seconds": ready, "rss_mb_after_load": tree_rss_mb(proc.pid),
-                "torch_imported": torch_loaded(proc.pid), "load_average_1m_after": os.getloadavg()[0],
-                "levels": rows}
+    tree: list[int] = []
+    try:
+        with running_server(pinned, port=port, ready_path=ready_path, env=env, timeout=300,
+                            log=logdir / f"{name}.log") as (proc, ready):
+            print(f"   ready in {ready:.2f} s", flush=True)
+            rows = measure_levels(f"http://127.0.0.1:{port}", route, texts, levels=levels, duration=duration,
+                                  protocol=protocol, warmup_concurrency=8, unit="req/s")
+            tree = process_tree(proc.pid)
+            return {"server": name, "ready_seconds": ready, "rss_mb_after_load": tree_rss_mb(proc.pid),
+                    "torch_imported": torch_loaded(proc.pid), "load_average_1m_after": os.getloadavg()[0],
+                    "levels": rows}
+    finally:
+        # LitServe's worker processes outlive a SIGTERM to its main process (they kept polling, on the
+        # server core, through the later servers' runs): stop whatever of the tree is left
+        for pid in tree:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
 
 
 PEERS_SAME_GRAPH = ("peer_c_litserve_onnx_int8", "peer_d_bentoml_onnx_int8", "peer_e_fastapi_onnx_int8")
