@@ -3,9 +3,11 @@
     python bench/cold_start.py --bundle PATH [--baseline-src ../main/src] [--runs 5]
 
 Starts the server ``--runs`` times for each source tree (alternating, same bundle, same run) and
-reports best and median seconds from spawn to ready (the model loaded, verified and warmed up),
-plus what the start-up imports cost (``python -X importtime`` of the CLI and the serving stack,
-cumulative microseconds of the top-level modules). Writes bench/results/cold_start.json.
+reports best and median seconds from spawn to ready (the model loaded, verified and warmed up)
+and the CPU seconds the server process had used by then (user + system, all threads: less
+sensitive than wall time to a busy machine), plus what the start-up imports cost (``python -X
+importtime`` of the CLI and the serving stack, cumulative microseconds of the top-level modules).
+Writes bench/results/cold_start.json.
 """
 
 from __future__ import annotations
@@ -26,11 +28,18 @@ IMPORTS = ("import aiforge.cli; from aiforge.serve.app import create_app; import
            "from aiforge.bundle.runtime import Runtime")
 
 
-def ready_seconds(src: Path, bundle: Path, home: Path) -> float:
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of process ``pid`` so far (all its threads)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def ready_seconds(src: Path, bundle: Path, home: Path) -> tuple[float, float]:
+    """Seconds from spawn to ready, and the server's CPU seconds by then."""
     port = free_port()
     env = dict(os.environ, PYTHONPATH=str(src), AIFORGE_HOME=str(home), HF_HUB_OFFLINE="1")
-    with running_server(aiforge_server_args([str(bundle)], port=port), port=port, env=env, timeout=300) as (_, t):
-        return t
+    with running_server(aiforge_server_args([str(bundle)], port=port), port=port, env=env, timeout=300) as (p, t):
+        return t, cpu_seconds(p.pid)
 
 
 def import_profile(src: Path) -> dict[str, Any]:
@@ -57,21 +66,29 @@ def main() -> None:
     parser.add_argument("--home", type=Path, default=Path(os.environ.get("AIFORGE_HOME", "/tmp")))
     args = parser.parse_args()
     trees = {"this": ROOT / "src", **({"baseline": args.baseline_src.resolve()} if args.baseline_src else {})}
+    load_before = os.getloadavg()
     times: dict[str, list[float]] = {k: [] for k in trees}
+    cpu: dict[str, list[float]] = {k: [] for k in trees}
     for _ in range(args.runs):
         for name, src in trees.items():
-            times[name].append(ready_seconds(src, args.bundle, args.home))
+            wall, used = ready_seconds(src, args.bundle, args.home)
+            times[name].append(wall)
+            cpu[name].append(used)
     rows = {name: {"src": str(src), "ready_s_best": min(times[name]), "ready_s_median": statistics.median(times[name]),
-                   "runs": times[name], "imports": import_profile(src)} for name, src in trees.items()}
+                   "runs": times[name], "cpu_s_to_ready_median": statistics.median(cpu[name]), "cpu_s_runs": cpu[name],
+                   "imports": import_profile(src)} for name, src in trees.items()}
     payload: dict[str, Any] = {
         "benchmark": "aiforge serve BUNDLE: spawn to /v2/health/ready",
-        "command": "python bench/cold_start.py --bundle PATH --baseline-src ../main/src",
-        "machine": machine(), "load_average": os.getloadavg(), "bundle": str(args.bundle), "trees": rows,
+        "command": f"python bench/cold_start.py --bundle PATH --baseline-src BEFORE/src --runs {args.runs}",
+        "machine": machine(), "load_average_before": load_before, "load_average_after": os.getloadavg(),
+        "bundle": str(args.bundle), "trees": rows,
         "target_s": 0.6,
     }
     if "baseline" in rows:
         payload["ratio_median_this_vs_baseline"] = rows["this"]["ready_s_median"] / rows["baseline"]["ready_s_median"]
-    print({k: (v["ready_s_best"], v["ready_s_median"]) for k, v in rows.items()})
+        payload["ratio_cpu_this_vs_baseline"] = (rows["this"]["cpu_s_to_ready_median"]
+                                                 / rows["baseline"]["cpu_s_to_ready_median"])
+    print({k: (v["ready_s_best"], v["ready_s_median"], v["cpu_s_to_ready_median"]) for k, v in rows.items()})
     print(f"wrote {write_result('cold_start', payload)}")
 
 

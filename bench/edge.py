@@ -3,16 +3,18 @@
     python bench/edge.py --bundle PATH [--bundle PATH ...] [--requests 50]
 
 For each bundle (a text and an image classifier), builds its edge package (``aiforge export NAME
---edge``) and measures, with the runner pinned to core 0 (``taskset -c 0``) under a 256 MB
-address-space limit (``prlimit --as=268435456``; a cap on virtual memory, stricter than one on
-resident memory), in isolated mode (``python -I``) with an empty environment:
+--edge``) and measures, with the runner pinned to core 0 (``taskset -c 0``) in a memory cgroup
+limited to 256 MB (what a container's ``--memory=256m`` sets: resident memory and page cache; run
+as root), in isolated mode (``python -I``) with an empty environment:
 
 - package size (folder and .zip) and the installed size of its pinned dependencies (the files
   each distribution's RECORD lists, in this venv);
 - cold start to first prediction: process spawn to the prediction printed (``run.py ITEM``), best
   and median of 5;
 - single-item latency: ``run.py --serve`` on loopback, ``--requests`` sequential POST /predict of
-  one item, p50/p99, then the server's peak RSS (VmHWM).
+  one item, p50/p99, then the server's peak RSS (VmHWM) and the cgroup's peak usage;
+- whether ``run.py ITEM`` also runs under a 256 MB *address-space* cap (``prlimit --as``: virtual
+  memory, stricter than any resident limit: numpy and onnxruntime map ~150 MB before a graph loads).
 
 Writes bench/results/edge.json.
 """
@@ -21,7 +23,9 @@ from __future__ import annotations
 
 import argparse
 import base64
+import contextlib
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -38,8 +42,44 @@ from _common import machine, shared_data, write_result
 from aiforge.bundle.edge import EDGE_TASKS, build_edge
 from aiforge.serve.loadgen import free_port
 
-LIMIT = ["taskset", "-c", "0", "prlimit", f"--as={256 << 20}"]
+LIMIT_BYTES = 256 << 20
+AS_LIMIT = ["taskset", "-c", "0", "prlimit", f"--as={LIMIT_BYTES}"]
 ENV = {"PATH": "/usr/bin:/bin"}
+
+
+class MemoryGroup:
+    """A memory cgroup (v2, else v1) capped at ``LIMIT_BYTES``; ``prefix`` runs a command inside it on core 0."""
+
+    def __init__(self, name: str) -> None:
+        root = Path("/sys/fs/cgroup")
+        if (root / "cgroup.controllers").is_file():
+            self.path, self.limit_file, self.peak_file = root / name, "memory.max", "memory.peak"
+        else:
+            self.path, self.limit_file, self.peak_file = (root / "memory" / name, "memory.limit_in_bytes",
+                                                          "memory.max_usage_in_bytes")
+        try:
+            self.path.mkdir(exist_ok=True)
+            (self.path / self.limit_file).write_text(str(LIMIT_BYTES))
+        except OSError as exc:
+            raise SystemExit(f"cannot create the 256 MB memory cgroup {self.path} ({exc}); run as root") from exc
+        self.prefix = ["taskset", "-c", "0", "sh", "-c", f'echo $$ > {self.path / "cgroup.procs"}; exec "$@"', "sh"]
+
+    def peak_mb(self) -> float | None:
+        try:
+            return int((self.path / self.peak_file).read_text()) / 1e6
+        except (OSError, ValueError):
+            return None
+
+    def reset_peak(self) -> None:
+        with contextlib.suppress(OSError):
+            (self.path / self.peak_file).write_text("0")
+
+    def remove(self) -> None:
+        with contextlib.suppress(OSError):
+            self.path.rmdir()
+
+
+LIMIT: list[str] = []  # set in main: the memory group's prefix
 
 
 def install_bytes(dist: str) -> int:
@@ -72,6 +112,14 @@ def cold_start(package: Path, item: str) -> float:
     if proc.returncode != 0 or "label" not in proc.stdout:
         raise SystemExit(f"run.py failed under the limits: {proc.stderr[-2000:]}")
     return elapsed
+
+
+def address_space_check(package: Path, item: str) -> dict[str, Any]:
+    """Whether ``run.py ITEM`` runs under a 256 MB address-space cap, and the error's last line if not."""
+    proc = subprocess.run([*AS_LIMIT, sys.executable, "-I", str(package / "run.py"), "--threads", "1", item],
+                          capture_output=True, text=True, env=ENV, timeout=300)
+    ok = proc.returncode == 0 and "label" in proc.stdout
+    return {"runs": ok, **({} if ok else {"error": (proc.stderr.strip().splitlines() or [""])[-1][-300:]})}
 
 
 def served_latency(package: Path, task: str, items: list[str], n: int) -> dict[str, Any]:
@@ -111,11 +159,16 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=50)
     args = parser.parse_args()
     rows = []
+    group = MemoryGroup(f"aiforge-edge-{os.getpid()}")
+    LIMIT[:] = group.prefix
+    load_before = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="aiforge-bench-edge-") as tmp:
         for i, bundle in enumerate(args.bundle):
             package = build_edge(bundle, out=Path(tmp) / f"edge{i}")
             items = sample_items(package.task)
+            group.reset_peak()
             starts = sorted(cold_start(package.folder, items[k]) for k in range(5))
+            cold_peak = group.peak_mb()
             deps = {d: install_bytes(d) / 1e6 for d in EDGE_TASKS[package.task]}
             row = {
                 "bundle": str(bundle), "task": package.task, "graph": package.graph,
@@ -123,17 +176,24 @@ def main() -> None:
                 "requirements": (package.folder / "requirements.txt").read_text().split(),
                 "dependency_install_mb": deps, "dependency_install_mb_total": sum(deps.values()),
                 "cold_start_to_first_prediction_s": {"best": starts[0], "median": starts[2]},
+                "cgroup_peak_mb_cold_start": cold_peak,
                 "single_item_latency": served_latency(package.folder, package.task, items, args.requests),
+                "cgroup_peak_mb_serving": group.peak_mb(),
+                "address_space_256mb": address_space_check(package.folder, items[0]),
             }
             print(json.dumps(row, indent=2), flush=True)
             rows.append(row)
     payload = {
-        "benchmark": "edge packages: one core (taskset -c 0), 256 MB address space (prlimit --as), python -I",
+        "benchmark": "edge packages: one core (taskset -c 0), a 256 MB memory cgroup, python -I",
         "command": "python bench/edge.py --bundle TEXT_BUNDLE --bundle IMAGE_BUNDLE",
-        "limits": {"cpu": "taskset -c 0", "memory": "prlimit --as=268435456 (virtual address space)"},
+        "limits": {"cpu": "taskset -c 0", "memory": f"memory cgroup {group.limit_file}={LIMIT_BYTES}",
+                   "also_checked": "prlimit --as=268435456 (virtual address space)"},
         "machine": machine(),
+        "load_average_before": load_before,
+        "load_average_after": os.getloadavg(),
         "packages": rows,
     }
+    group.remove()
     print(f"wrote {write_result('edge', payload)}")
 
 

@@ -334,9 +334,8 @@ def serve(
     the same routes from Ray Serve replicas (answers carry ``x-aiforge-replica``).
     """
     # lazy: fastapi/uvicorn stay out of every other command's start-up
-    from aiforge.scale.options import parse_autoscale, scale_options
-    from aiforge.serve.backends import serve as serve_with
     from aiforge.serve.config import server_config
+    from aiforge.serve.preload import Preload
 
     config = server_config(bundles, home=home, host=host, port=port, max_batch_size=max_batch_size,
                            max_wait_ms=max_wait_ms, max_queue_items=max_queue_items, request_timeout_s=timeout,
@@ -346,9 +345,16 @@ def serve(
                            public_docs_metrics=public_docs_metrics, rate_limit=rate_limit, rate_burst=rate_burst,
                            header_timeout_s=header_timeout, body_timeout_s=body_timeout,
                            max_connections=max_connections)
+    # cold start: the graphs load and warm up in the background while the web stack below is imported
+    preload = Preload(bundles, precision=config.precision, threads=config.threads, home=home) \
+        if backend == "local" else None
+    # lazy: as above (the Ray backend's options and the dispatcher)
+    from aiforge.scale.options import parse_autoscale, scale_options
+    from aiforge.serve.backends import serve as serve_with
+
     scale = scale_options(replicas=replicas, autoscale=parse_autoscale(autoscale), ray_address=ray_address,
                           cpus_per_replica=replica_cpus)
-    serve_with(bundles, backend=backend, config=config, scale=scale, home=home)
+    serve_with(bundles, backend=backend, config=config, scale=scale, home=home, preload=preload)
 
 
 @app.command()

@@ -251,9 +251,10 @@ def test_sigterm_exit_code_is_zero(trained_bundle, tmp_path: Path) -> None:
 
 
 def _slow_to_load(bundle: Path, into: Path) -> Path:
-    """A copy of ``bundle`` with a 256 MiB file of its own, listed and checksummed: the server verifies every
+    """A copy of ``bundle`` with a 1 GiB file of its own, listed and checksummed: the server verifies every
     file before it is ready, so loading takes long enough for the probes to see it, however fast the
-    machine (a small bundle sometimes loaded before the first probe)."""
+    machine (a small bundle sometimes loaded before the first probe; and ``aiforge serve`` starts loading
+    before it imports the web stack, so 256 MiB were verified before live answered)."""
     import shutil
 
     from aiforge.bundle.format import MANIFEST, read_manifest, write_manifest
@@ -263,7 +264,7 @@ def _slow_to_load(bundle: Path, into: Path) -> Path:
     manifest = read_manifest(copy)
     (copy / MANIFEST).unlink()
     with (copy / "ballast.bin").open("wb") as f:
-        for _ in range(32):
+        for _ in range(128):
             f.write(b"\x5a" * (8 << 20))
     write_manifest(copy, task=manifest.task, name=manifest.name, version=manifest.version, extra=manifest.extra)
     return copy

@@ -30,9 +30,15 @@ if TYPE_CHECKING:
     from aiforge.audit.metrics import Metrics
 
 
-__all__ = ["GRAPH_LEVELS", "ItemLimits", "Prediction", "Runtime", "onnx_session", "session_settings"]
+__all__ = ["GRAPH_LEVELS", "ItemLimits", "Prediction", "Runtime", "available_cpus", "onnx_session", "session_settings"]
 
 
+def available_cpus() -> int:
+    """How many CPUs this process may run on (``taskset``/cgroup affinity respected), at least 1."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # not on Linux
+        return os.cpu_count() or 1
 
 
 @dataclass(frozen=True)
@@ -64,6 +70,8 @@ GRAPH_LEVELS = ("basic", "extended", "all")  # onnxruntime graph optimization le
 def onnx_session(path: Path, *, threads: int | None = None, level: str | None = None) -> ort.InferenceSession:
     """An onnxruntime session with aiforge's settings (all graph optimisations unless ``level``, CUDA when present).
 
+    ``threads`` defaults to the CPUs this process may run on (a server under ``taskset -c 1`` uses one).
+
     Raises:
         BundleError: the graph cannot be loaded, or ``level`` is not one of ``GRAPH_LEVELS``.
     """
@@ -75,7 +83,7 @@ def onnx_session(path: Path, *, threads: int | None = None, level: str | None = 
     if (level or "all") not in levels:
         raise BundleError(f"{path.parent}: graph_optimization_level {level!r}: expected one of {list(levels)}.")
     options = ort.SessionOptions()
-    options.intra_op_num_threads = threads or os.cpu_count() or 1
+    options.intra_op_num_threads = threads or available_cpus()
     options.inter_op_num_threads = 1
     options.graph_optimization_level = levels[level or "all"]
     providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in ort.get_available_providers()]

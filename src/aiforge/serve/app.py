@@ -5,18 +5,22 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-import os
 import signal
 import sys
+import threading
 from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 from fastapi import FastAPI
 from fastapi.responses import Response
+from starlette.types import Receive, Scope, Send
 
-from aiforge.bundle.runtime import Runtime
+from aiforge.bundle.format import read_manifest
+from aiforge.bundle.registry import Registry
+from aiforge.bundle.runtime import Runtime, available_cpus
 from aiforge.errors import AiforgeError
 from aiforge.serve.config import ApiKeys, ServerConfig
 from aiforge.serve.connections import uvicorn_settings
@@ -33,6 +37,7 @@ from aiforge.serve.middleware import (
     RateLimit,
     TokenBuckets,
 )
+from aiforge.serve.preload import Preload
 from aiforge.serve.protocols import PROBES, document_errors, health_router, v1_router, v2_router
 from aiforge.serve.service import Models, ModelService
 from aiforge.serve.web.routes import mount_web
@@ -45,33 +50,104 @@ log = logging.getLogger("aiforge.server")
 
 
 def _load_all(models: Models, config: ServerConfig, home: str | Path | None, executor: ThreadPoolExecutor,
-              metrics: ServerMetrics) -> tuple[dict[str, ModelService[Runtime]], dict[str, str]]:
-    """The services that loaded, and for each source that did not, why (one bad bundle spares the others)."""
-    threads = config.threads or os.cpu_count() or 1
+              metrics: ServerMetrics,
+              preload: Preload | None) -> tuple[dict[str, ModelService[Runtime]], dict[str, str]]:
+    """The services that loaded, and for each source that did not, why (one bad bundle spares the others).
+
+    A source that ``preload`` loaded (with these settings) is taken from it, already warmed up.
+    """
+    threads = config.threads or available_cpus()
+    if preload is not None and not preload.matches(precision=config.precision, threads=threads, home=home):
+        preload = None
     services: dict[str, ModelService[Runtime]] = {}
     errors: dict[str, str] = {}
     for source in models.sources:
         label = source.name if isinstance(source, Runtime) else str(source)
         try:
-            rt = source if isinstance(source, Runtime) else Runtime.load(
-                source, precision=config.precision, home=home, threads=threads)
+            rt = preload.take(source) if preload is not None and not isinstance(source, Runtime) else None
+            warm = rt is not None
+            if rt is None:
+                rt = source if isinstance(source, Runtime) else Runtime.load(
+                    source, precision=config.precision, home=home, threads=threads)
             if rt.name in services:
                 raise AiforgeError(f"two bundles are named {rt.name!r}; serve one version per name")
-            rt.warmup()
+            if not warm:
+                rt.warmup()
             services[rt.name] = ModelService(rt, config=config, executor=executor, metrics=metrics)
         except Exception as exc:  # whatever a bundle raises while loading is reported, not fatal to the rest
             errors[label] = str(exc) or type(exc).__name__
     return services, errors
 
 
+def _served_tasks(sources: Sequence[str | Path | Runtime], home: str | Path | None) -> set[str] | None:
+    """The task of every source, from its manifest (not verified here: loading does that), or None when
+    one cannot be read (then every kind's routes are included at once)."""
+    tasks: set[str] = set()
+    for source in sources:
+        if isinstance(source, Runtime):
+            tasks.add(source.manifest.task)
+            continue
+        try:
+            tasks.add(read_manifest(Registry(home).resolve(source), verify=False).task)
+        except AiforgeError:
+            return None
+    return tasks
+
+
+class _KindRouters:
+    """The routers of kinds no served model has, imported and included when first needed.
+
+    Importing them (pydantic models, their runtimes' modules) was a third of the server's start-up.
+    They are included on the first request that no route matched, which is then routed again, so a
+    model of another kind still gets the one wrong-kind 400, and before the OpenAPI schema is built.
+    """
+
+    def __init__(self, app: FastAPI) -> None:
+        self.app = app
+        self.specs: list[str] = []
+        self._lock = threading.Lock()
+
+    def include(self) -> None:
+        """Include every deferred router (once; later calls return at once)."""
+        with self._lock:
+            specs, self.specs = self.specs, []
+            for spec in specs:
+                self.app.include_router(resolve(spec))
+            if specs:
+                self.app.openapi_schema = None
+
+    def install(self) -> None:
+        """Route unmatched requests and the OpenAPI schema through :meth:`include`."""
+        if not self.specs:
+            return
+        router, not_found, documented = self.app.router, self.app.router.default, self.app.openapi
+
+        async def default(scope: Scope, receive: Receive, send: Send) -> None:
+            if self.specs and scope["type"] == "http":
+                self.include()
+                await router(scope, receive, send)  # matched again, now with every kind's routes
+            else:
+                await not_found(scope, receive, send)
+
+        def openapi() -> dict[str, Any]:
+            self.include()
+            return documented()
+
+        router.default = default  # type: ignore[method-assign]
+        self.app.openapi = openapi  # type: ignore[method-assign]
+
+
 def create_app(bundles: Sequence[str | Path | Runtime], *, config: ServerConfig | None = None,
-               home: str | Path | None = None, on_load_failure: Callable[[str], None] | None = None) -> FastAPI:
+               home: str | Path | None = None, on_load_failure: Callable[[str], None] | None = None,
+               preload: Preload | None = None) -> FastAPI:
     """A FastAPI app serving ``bundles`` (folders, ``NAME`` or ``NAME:VERSION``, or Runtimes).
 
     Models load in the background after start-up: liveness is true at once, readiness once
     every model is loaded and warmed up. A bundle that fails to load is reported with its error in
     ``/v2/health/ready`` and ``/v1/models`` (readiness stays false; the others still serve); when no
     model loads at all, ``on_load_failure`` is called with the reason (``serve`` stops and exits 1).
+    ``preload`` (started before this module was imported, see :mod:`aiforge.serve.preload`) hands over
+    the bundles it already loaded.
 
     Raises:
         AiforgeError: the API key file is missing or empty.
@@ -84,10 +160,10 @@ def create_app(bundles: Sequence[str | Path | Runtime], *, config: ServerConfig 
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        executor = ThreadPoolExecutor(max_workers=os.cpu_count() or 1, thread_name_prefix="aiforge-infer")
+        executor = ThreadPoolExecutor(max_workers=available_cpus(), thread_name_prefix="aiforge-infer")
 
         async def load() -> None:
-            services, errors = await asyncio.to_thread(_load_all, models, cfg, home, executor, metrics)
+            services, errors = await asyncio.to_thread(_load_all, models, cfg, home, executor, metrics, preload)
             for service in services.values():
                 service.batcher.start()
             models.finish(services, errors)
@@ -118,9 +194,16 @@ def create_app(bundles: Sequence[str | Path | Runtime], *, config: ServerConfig 
     app.include_router(health_router)
     app.include_router(v2_router)
     app.include_router(v1_router)
-    for kind in KINDS:  # each kind's own routes (image upload, recommend, chat); torch-free at import
+    # each kind's own routes (image upload, recommend, chat); torch-free at import. The served kinds'
+    # are included now; the others on the first request no route matches (or for the OpenAPI schema).
+    served = _served_tasks(models.sources, home)
+    deferred = _KindRouters(app)
+    for kind in KINDS:
         if kind.routes:
-            app.include_router(resolve(kind.routes))
+            if served is None or kind.name in served:
+                app.include_router(resolve(kind.routes))
+            else:
+                deferred.specs.append(kind.routes)
     mount_web(app, metrics=metrics, home=home)  # the pages at / and their JSON under /v1/ui (serve/web/)
 
     @app.get("/metrics", include_in_schema=False)
@@ -130,6 +213,7 @@ def create_app(bundles: Sequence[str | Path | Runtime], *, config: ServerConfig 
         return Response(metrics.render(), media_type="text/plain; version=0.0.4")
 
     document_errors(app)
+    deferred.install()
     app.add_middleware(JsonByDefault)
     app.add_middleware(AllowHeader)
     app.add_middleware(Decompress, limit=cfg.max_body_bytes)  # inside BodyLimit: inflated bodies are limited too
@@ -147,8 +231,10 @@ def create_app(bundles: Sequence[str | Path | Runtime], *, config: ServerConfig 
 
 
 def serve(bundles: Sequence[str | Path], *, config: ServerConfig | None = None,
-          home: str | Path | None = None, log_level: str = "info") -> None:
+          home: str | Path | None = None, log_level: str = "info", preload: Preload | None = None) -> None:
     """Serve ``bundles`` with uvicorn until SIGINT/SIGTERM (in-flight requests finish first).
+
+    ``preload``: the bundles already loading in the background (``aiforge serve`` starts it first).
 
     Raises:
         AiforgeError: no model could be loaded (the server stops; the CLI exits 1 with the reason).
@@ -163,7 +249,7 @@ def serve(bundles: Sequence[str | Path], *, config: ServerConfig | None = None,
         failed.append(reason)
         server.should_exit = True
 
-    app = create_app(bundles, config=cfg, home=home, on_load_failure=stop)
+    app = create_app(bundles, config=cfg, home=home, on_load_failure=stop, preload=preload)
     server = uvicorn.Server(uvicorn.Config(app, log_level=log_level, **uvicorn_settings(cfg)))
     # uvicorn drains in-flight requests on SIGTERM, then re-raises the signal; exit 0 instead,
     # since a requested, graceful stop is a success.

@@ -15,6 +15,7 @@ from aiforge.errors import AiforgeError
 if TYPE_CHECKING:
     from aiforge.scale.options import ScaleOptions
     from aiforge.serve.config import ServerConfig
+    from aiforge.serve.preload import Preload
 
 __all__ = ["BACKENDS", "serve"]
 
@@ -22,10 +23,11 @@ BACKENDS = ("local", "ray")
 
 
 def serve(bundles: Sequence[str | Path], *, backend: str = "local", config: ServerConfig | None = None,
-          scale: ScaleOptions | None = None, home: str | Path | None = None) -> None:
+          scale: ScaleOptions | None = None, home: str | Path | None = None, preload: Preload | None = None) -> None:
     """Serve bundles over HTTP until SIGINT/SIGTERM: in this process (``local``) or on Ray Serve (``ray``).
 
-    Both serve the same routes; ``scale`` (replicas, autoscaling, the cluster) applies to ``ray``.
+    Both serve the same routes; ``scale`` (replicas, autoscaling, the cluster) applies to ``ray``;
+    ``preload`` (bundles already loading in this process) to ``local``.
 
     Raises:
         AiforgeError: an unknown backend, no model could be loaded, or (ray) Ray is missing or the
@@ -40,6 +42,6 @@ def serve(bundles: Sequence[str | Path], *, backend: str = "local", config: Serv
         # lazy: fastapi/uvicorn stay out of `import aiforge`
         from aiforge.serve.app import serve as serve_here
 
-        serve_here(bundles, config=config, home=home)
+        serve_here(bundles, config=config, home=home, preload=preload)
     else:
         raise AiforgeError(f"backend {backend!r}: expected local or ray.")

@@ -1,0 +1,64 @@
+"""Loading bundles in a background thread while the web stack is imported: the server's cold start.
+
+``aiforge serve`` starts a :class:`Preload` before it imports FastAPI and uvicorn, so reading,
+verifying and warming up the graphs (mostly native code in onnxruntime and tokenizers) overlaps
+with importing and building the app. The app's lifespan then takes each Runtime, or the error
+that loading it raised, exactly as if it had loaded it itself. This module imports no web stack.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+
+from aiforge.bundle.runtime import Runtime, available_cpus
+
+__all__ = ["Preload", "available_cpus"]
+
+
+class Preload:
+    """Load and warm up ``sources`` (folders, ``NAME`` or ``NAME:VERSION``) in one background thread.
+
+    ``take(source)`` waits for that source and returns its Runtime, or raises what loading raised.
+    """
+
+    def __init__(self, sources: Sequence[str | Path], *, precision: str = "auto", threads: int | None = None,
+                 home: str | Path | None = None) -> None:
+        self.sources = [str(s) for s in sources]
+        self.precision, self.threads, self.home = precision, threads or available_cpus(), home
+        self._results: dict[str, Runtime | BaseException] = {}
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="aiforge-preload", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            for source in self.sources:
+                try:
+                    rt = Runtime.load(source, precision=self.precision, home=self.home, threads=self.threads)
+                    rt.warmup()
+                    self._results[source] = rt
+                except Exception as exc:  # handed to the app, which reports it per source
+                    self._results[source] = exc
+        finally:
+            self._done.set()
+
+    def matches(self, *, precision: str, threads: int | None, home: str | Path | None) -> bool:
+        """Whether this preload loaded with the settings a server was configured with."""
+        return (precision, threads or available_cpus(), str(home) if home else None) == \
+            (self.precision, self.threads, str(self.home) if self.home else None)
+
+    def take(self, source: str | Path) -> Runtime | None:
+        """The Runtime loaded for ``source`` (None if it was not preloaded).
+
+        Raises:
+            Exception: whatever loading ``source`` raised.
+        """
+        if str(source) not in self.sources:
+            return None
+        self._done.wait()
+        result = self._results[str(source)]
+        if isinstance(result, BaseException):
+            raise result
+        return result
