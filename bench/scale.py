@@ -59,13 +59,13 @@ def fit_bundle(home: Path, data: Path, per_label: int) -> Path:
 
 def serve_levels(name: str, args: list[str], *, texts: list[str], levels: list[int], duration: float,
                  env: dict[str, str], logdir: Path) -> dict[str, Any]:
-    """Start a server command, warm it up, measure each level, stop it."""
-    print(f"== {name}", flush=True)
+    """Start a server command, warm it up, measure each level, stop it (the load average noted with each)."""
+    print(f"== {name} (load average {os.getloadavg()[0]:.1f})", flush=True)
     port = int(args[args.index("--port") + 1])
     with running_server(args, port=port, env=env, timeout=300, log=logdir / f"{name}.log") as (_, ready):
         rows = measure_levels(f"http://127.0.0.1:{port}", ROUTE, texts, levels=levels, duration=duration,
                               protocol="v2", warmup_concurrency=8, unit="req/s")
-    return {"server": name, "ready_seconds": ready, "levels": rows}
+    return {"server": name, "ready_seconds": ready, "loadavg_1m_after": os.getloadavg()[0], "levels": rows}
 
 
 SERVE_BATCH_CHILD = r'''
@@ -144,9 +144,11 @@ def main() -> None:
     parser.add_argument("--skip-batch", action="store_true")
     parser.add_argument("--precision", default="int8", help="graph to serve (int8 unless the bundle has none)")
     parser.add_argument("--fit-per-label", type=int, default=0, help="fit on N texts per intent (0: all)")
+    parser.add_argument("--servers", default="all", help="comma-separated rows to run (default: all)")
     parser.add_argument("--home", type=Path, default=None, help="registry for the fitted bundle (default: a temp dir)")
     args = parser.parse_args()
     levels = [int(x) for x in args.levels.split(",")]
+    load_at_start = os.getloadavg()
     data = shared_data() / "banking77"
     texts = pd.read_csv(data / "test.csv")["text"].tolist()
     with tempfile.TemporaryDirectory(prefix="aiforge-bench-scale-") as tmp:
@@ -157,20 +159,28 @@ def main() -> None:
         env = dict(os.environ, AIFORGE_HOME=str(home), HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false",
                    RAY_AUTH_MODE="disabled")
         common = ["--precision", args.precision, "--max-queue-items", "4096"]
-        servers = [serve_levels("in_process", aiforge_server_args([str(bundle)], port=free_port(), extra=common),
-                                texts=texts, levels=levels, duration=args.duration, env=env, logdir=logdir)]
-        for replicas, cpus in ((1, "2"), (2, "1")):
-            extra = [*common, "--backend", "ray", "--replicas", str(replicas), "--replica-cpus", cpus]
-            servers.append(serve_levels(f"ray_serve_{replicas}_replica{'s' if replicas > 1 else ''}",
-                                        aiforge_server_args([str(bundle)], port=free_port(), extra=extra),
-                                        texts=texts, levels=levels, duration=args.duration, env=env, logdir=logdir))
-            partial(f"ray {replicas}", servers, [])
-        port = free_port()
-        servers.append(serve_levels("ray_serve_1_replica_serve_batch",
-                                    [sys.executable, "-c", SERVE_BATCH_CHILD, str(bundle), str(port), args.precision,
-                                     "--port",
-                                     str(port)], texts=texts, levels=[max(levels)], duration=args.duration,
-                                    env=env, logdir=logdir))
+        wanted = set(args.servers.split(","))
+        runs: list[tuple[str, list[str], dict[str, str]]] = [
+            ("in_process", aiforge_server_args([str(bundle)], port=free_port(), extra=common), {})]
+        for ingress in ("haproxy", "proxy"):
+            for replicas, cpus in ((1, "2"), (2, "1")):
+                suffix = ("_replicas" if replicas > 1 else "_replica") + ("" if ingress == "haproxy" else "_ray_proxy")
+                extra = [*common, "--backend", "ray", "--replicas", str(replicas), "--replica-cpus", cpus,
+                         "--ray-ingress", ingress]
+                runs.append((f"ray_serve_{replicas}{suffix}", aiforge_server_args([str(bundle)], port=free_port(),
+                                                                                   extra=extra), {}))
+        servers: list[dict[str, Any]] = []
+        for name, server_args, extra_env in runs:
+            if name in wanted or "all" in wanted:
+                servers.append(serve_levels(name, server_args, texts=texts, levels=levels, duration=args.duration,
+                                            env={**env, **extra_env}, logdir=logdir))
+                partial(name, servers, [])
+        if "ray_serve_1_replica_serve_batch" in wanted or "all" in wanted:
+            port = free_port()
+            servers.append(serve_levels("ray_serve_1_replica_serve_batch",
+                                        [sys.executable, "-c", SERVE_BATCH_CHILD, str(bundle), str(port),
+                                         args.precision, "--port", str(port)], texts=texts, levels=[max(levels)],
+                                        duration=args.duration, env=env, logdir=logdir))
         batches: list[dict[str, Any]] = []
         if not args.skip_batch:
             csv_path = Path(tmp) / "texts.csv"
@@ -186,15 +196,19 @@ def main() -> None:
 
     by = {s["server"]: {r["concurrency"]: r for r in s["levels"]} for s in servers}
     top = max(levels)
-    base = by["in_process"]
+    base = by.get("in_process", {})
     ratios: dict[str, Any] = {}
-    for name in ("ray_serve_1_replica", "ray_serve_2_replicas", "ray_serve_1_replica_serve_batch"):
+    for name in [n for n in by if n != "in_process"]:
         for c, row in by[name].items():
-            ratios[f"{name}_vs_in_process_throughput_c{c}"] = row["throughput_rps"] / base[c]["throughput_rps"]
-        if 1 in by[name]:  # at c=1 the added latency is the per-request cost of the Ray path (proxy + handle)
+            if c in base:
+                ratios[f"{name}_vs_in_process_throughput_c{c}"] = row["throughput_rps"] / base[c]["throughput_rps"]
+        if 1 in by[name] and 1 in base:  # at c=1 the added latency is the Ray path's cost per request
             ratios[f"{name}_added_p50_ms_c1"] = by[name][1]["p50_ms"] - base[1]["p50_ms"]
-    ratios["ray_2_vs_1_replica_throughput_c" + str(top)] = (by["ray_serve_2_replicas"][top]["throughput_rps"]
-                                                            / by["ray_serve_1_replica"][top]["throughput_rps"])
+    for two, one in (("ray_serve_2_replicas", "ray_serve_1_replica"),
+                     ("ray_serve_2_replicas_ray_proxy", "ray_serve_1_replica_ray_proxy")):
+        if top in by.get(two, {}) and top in by.get(one, {}):
+            ratios[f"{two}_vs_{one}_throughput_c{top}"] = (by[two][top]["throughput_rps"]
+                                                           / by[one][top]["throughput_rps"])
     if batches:
         local = batches[0]["rows_per_s"]
         for b in batches[1:]:
@@ -203,8 +217,10 @@ def main() -> None:
         "benchmark": "BANKING77 int8 bundle: single-text v2 requests, closed loop, loopback; batch over repeated "
                      "BANKING77 test texts",
         "command": f"nice python bench/scale.py --duration {args.duration:g} --levels {args.levels} --rows {args.rows} "
-                   f"--fit-per-label {args.fit_per_label} --precision {args.precision}",
-        "machine": machine(),
+                   f"--fit-per-label {args.fit_per_label} --precision {args.precision} --servers {args.servers}"
+                   + (f" --bundle {args.bundle}" if args.bundle else "") + (" --skip-batch" if args.skip_batch else ""),
+        "machine": {**machine(), "loadavg_at_end": os.getloadavg()},
+        "loadavg_at_start": load_at_start,
         "batching_inside_replica": "aiforge Batcher (create_app in each replica); @serve.batch measured as "
                                    "ray_serve_1_replica_serve_batch",
         "servers": servers,

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from scale_helpers import BAD_ROWS, BATCH_ROWS, write_csv_rows
 
-from aiforge.scale.cluster import PROXY_CALLBACK, PROXY_CALLBACK_ENV
+from aiforge.scale.cluster import PROXY_CALLBACK, PROXY_CALLBACK_ENV, ingress_env
 
 OBJECT_STORE = 200 * 1024 * 1024
 HEAD_CPUS, WORKER_CPUS = 3, 2
@@ -45,7 +45,9 @@ def ray_cluster() -> Iterator[RayCluster]:
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("RAY_AUTH_MODE", "disabled")  # tests only: a loopback cluster of this session's own processes
         mp.setenv("RAY_DEDUP_LOGS", "0")
-        mp.setenv(PROXY_CALLBACK_ENV, PROXY_CALLBACK)  # as `connect` sets it for a cluster it starts
+        mp.setenv(PROXY_CALLBACK_ENV, PROXY_CALLBACK)  # as `connect` sets them for a cluster it starts
+        for key, value in ingress_env("proxy").items():  # the default ingress (test_ray_serve_haproxy.py: the other)
+            mp.setenv(key, value)
         from ray.cluster_utils import Cluster
 
         cluster = Cluster(initialize_head=True, head_node_args={
