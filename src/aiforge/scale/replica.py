@@ -6,7 +6,8 @@ the in-process server's, byte for byte. The only addition is the ``x-aiforge-rep
 the replica that answered. With the default ``proxy`` ingress Ray's Python proxy parses each request and
 hands it to a replica by an actor call; with ``haproxy`` (Ray's direct ingress behind HAProxy) the
 replica's own HTTP server runs this app, so a request is parsed once, in the replica, as in-process.
-Batching stays the server's own :class:`~aiforge.serve.batching.Batcher` failure isolation, queue bound with 503 + Retry-After); ``bench/scale.py`` measures it against ``@serve.batch``.
+Batching stays the server's own :class:`~aiforge.serve.batching.Batcher` (per-item failure isolation,
+queue bound with 503 + Retry-After); ``bench/scale.py`` measures it against ``@serve.batch``.
 """
 
 from __future__ import annotations
