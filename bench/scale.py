@@ -162,9 +162,9 @@ def main() -> None:
         wanted = set(args.servers.split(","))
         runs: list[tuple[str, list[str], dict[str, str]]] = [
             ("in_process", aiforge_server_args([str(bundle)], port=free_port(), extra=common), {})]
-        for ingress in ("haproxy", "proxy"):
+        for ingress in ("proxy", "haproxy"):
             for replicas, cpus in ((1, "2"), (2, "1")):
-                suffix = ("_replicas" if replicas > 1 else "_replica") + ("" if ingress == "haproxy" else "_ray_proxy")
+                suffix = ("_replicas" if replicas > 1 else "_replica") + ("" if ingress == "proxy" else "_haproxy")
                 extra = [*common, "--backend", "ray", "--replicas", str(replicas), "--replica-cpus", cpus,
                          "--ray-ingress", ingress]
                 runs.append((f"ray_serve_{replicas}{suffix}", aiforge_server_args([str(bundle)], port=free_port(),
@@ -205,10 +205,16 @@ def main() -> None:
         if 1 in by[name] and 1 in base:  # at c=1 the added latency is the Ray path's cost per request
             ratios[f"{name}_added_p50_ms_c1"] = by[name][1]["p50_ms"] - base[1]["p50_ms"]
     for two, one in (("ray_serve_2_replicas", "ray_serve_1_replica"),
-                     ("ray_serve_2_replicas_ray_proxy", "ray_serve_1_replica_ray_proxy")):
+                     ("ray_serve_2_replicas_haproxy", "ray_serve_1_replica_haproxy")):
         if top in by.get(two, {}) and top in by.get(one, {}):
             ratios[f"{two}_vs_{one}_throughput_c{top}"] = (by[two][top]["throughput_rps"]
                                                            / by[one][top]["throughput_rps"])
+    previous = Path(__file__).parent / "results" / "scale.json"
+    batch_from = None
+    if not batches and previous.is_file():  # --skip-batch: keep the last run's batch rows, with their own command
+        old = json.loads(previous.read_text())
+        batches = old.get("batch", [])
+        batch_from = old.get("batch_from") or {"command": old.get("command"), "date": old.get("machine", {}).get("date")}
     if batches:
         local = batches[0]["rows_per_s"]
         for b in batches[1:]:
@@ -223,8 +229,11 @@ def main() -> None:
         "loadavg_at_start": load_at_start,
         "batching_inside_replica": "aiforge Batcher (create_app in each replica); @serve.batch measured as "
                                    "ray_serve_1_replica_serve_batch",
+        "ingress": "ray_serve_* rows: Ray's Python HTTP proxy (--ray-ingress proxy, the default); *_haproxy rows: "
+                   "Ray's HAProxy + direct-ingress mode (--ray-ingress haproxy)",
         "servers": servers,
         "batch": batches,
+        **({"batch_from": batch_from} if batch_from else {}),
         "ratios": ratios,
     }
     print(json.dumps(ratios, indent=2))
