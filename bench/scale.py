@@ -26,7 +26,7 @@ import pandas as pd
 
 import aiforge as af
 from _common import machine, shared_data, write_result
-from aiforge.serve.loadgen import aiforge_server_args, free_port, measure_levels, running_server
+from aiforge.serve.loadgen import aiforge_server_args, free_port, measure, running_server
 
 ROUTE = "/v2/models/banking77/infer"
 
@@ -57,15 +57,53 @@ def fit_bundle(home: Path, data: Path, per_label: int) -> Path:
     return Path(app.export().path)
 
 
+def tree_cpu_seconds(root: int) -> float:
+    """User + system CPU seconds of ``root`` and every process below it (Ray's raylet, GCS, workers, HAProxy)."""
+    parents: dict[int, int] = {}
+    times: dict[int, float] = {}
+    tick = os.sysconf("SC_CLK_TCK")
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        parents[int(entry.name)] = int(fields[1])
+        times[int(entry.name)] = (int(fields[11]) + int(fields[12])) / tick
+    tree, frontier = {root}, [root]
+    while frontier:
+        parent = frontier.pop()
+        for pid, ppid in parents.items():
+            if ppid == parent and pid not in tree:
+                tree.add(pid)
+                frontier.append(pid)
+    return sum(times.get(pid, 0.0) for pid in tree)
+
+
 def serve_levels(name: str, args: list[str], *, texts: list[str], levels: list[int], duration: float,
                  env: dict[str, str], logdir: Path) -> dict[str, Any]:
-    """Start a server command, warm it up, measure each level, stop it (the load average noted with each)."""
+    """Start a server command, warm it up, measure each level, stop it (the load average noted with each).
+
+    Each level also records the CPU seconds the server's whole process tree spent per request: under
+    other processes' load throughput follows the CPU share a server gets, its CPU per request does not.
+    """
     print(f"== {name} (load average {os.getloadavg()[0]:.1f})", flush=True)
     port = int(args[args.index("--port") + 1])
-    with running_server(args, port=port, env=env, timeout=300, log=logdir / f"{name}.log") as (_, ready):
-        rows = measure_levels(f"http://127.0.0.1:{port}", ROUTE, texts, levels=levels, duration=duration,
-                              protocol="v2", warmup_concurrency=8, unit="req/s")
-    return {"server": name, "ready_seconds": ready, "loadavg_1m_after": os.getloadavg()[0], "levels": rows}
+    url = f"http://127.0.0.1:{port}"
+    rows = []
+    with running_server(args, port=port, env=env, timeout=300, log=logdir / f"{name}.log") as (proc, ready):
+        measure(url, ROUTE, texts, concurrency=8, duration=2, protocol="v2")
+        for c in levels:
+            before = tree_cpu_seconds(proc.pid)
+            r = measure(url, ROUTE, texts, concurrency=c, duration=duration, protocol="v2")
+            cpu = tree_cpu_seconds(proc.pid) - before
+            r.update(server_cpu_s=cpu, cpu_ms_per_request=1000 * cpu / max(1, r["requests"]),
+                     loadavg_1m=os.getloadavg()[0])
+            print(f"   c={c:3d} {r['throughput_rps']:8.1f} req/s  p50 {r['p50_ms']:7.1f}  p99 {r['p99_ms']:7.1f} ms  "
+                  f"cpu {r['cpu_ms_per_request']:.1f} ms/req  errors {r['errors']}", flush=True)
+            rows.append(r)
+    return {"server": name, "ready_seconds": ready, "levels": rows}
 
 
 SERVE_BATCH_CHILD = r'''
@@ -204,6 +242,10 @@ def main() -> None:
                 ratios[f"{name}_vs_in_process_throughput_c{c}"] = row["throughput_rps"] / base[c]["throughput_rps"]
         if 1 in by[name] and 1 in base:  # at c=1 the added latency is the Ray path's cost per request
             ratios[f"{name}_added_p50_ms_c1"] = by[name][1]["p50_ms"] - base[1]["p50_ms"]
+        if top in by[name] and top in base and "cpu_ms_per_request" in base[top]:
+            # CPU per request, in-process over Ray: the throughput ratio an idle machine would show
+            ratios[f"{name}_vs_in_process_cpu_efficiency_c{top}"] = (base[top]["cpu_ms_per_request"]
+                                                                     / by[name][top]["cpu_ms_per_request"])
     for two, one in (("ray_serve_2_replicas", "ray_serve_1_replica"),
                      ("ray_serve_2_replicas_haproxy", "ray_serve_1_replica_haproxy")):
         if top in by.get(two, {}) and top in by.get(one, {}):
@@ -214,7 +256,8 @@ def main() -> None:
     if not batches and previous.is_file():  # --skip-batch: keep the last run's batch rows, with their own command
         old = json.loads(previous.read_text())
         batches = old.get("batch", [])
-        batch_from = old.get("batch_from") or {"command": old.get("command"), "date": old.get("machine", {}).get("date")}
+        batch_from = old.get("batch_from") or {"command": old.get("command"),
+                                               "date": old.get("machine", {}).get("date")}
     if batches:
         local = batches[0]["rows_per_s"]
         for b in batches[1:]:
