@@ -26,6 +26,7 @@ import pandas as pd
 
 from _common import machine, shared_data, write_result
 from aiforge.serve.loadgen import free_port, measure, running_server
+from scale import tree_cpu_seconds
 
 ROUTE = "/v2/models/banking77/infer"
 
@@ -86,11 +87,16 @@ def http_row(mode: str, *, texts: list[str], duration: float, concurrency: int, 
     port = free_port()
     args = [sys.executable, "-c", NOOP_CHILD, mode, str(port), str(duration), str(concurrency), "--port", str(port)]
     with running_server(args, port=port, env={**env, **MODES[mode]}, timeout=300,
-                        log=logdir / f"{mode}.log") as (_, ready):
+                        log=logdir / f"{mode}.log") as (proc, ready):
         measure(f"http://127.0.0.1:{port}", ROUTE, texts, concurrency=8, duration=2, protocol="v2")
+        before = tree_cpu_seconds(proc.pid)
         row = measure(f"http://127.0.0.1:{port}", ROUTE, texts, concurrency=concurrency, duration=duration,
                       protocol="v2")
-    print(f"== noop {mode}: {row['throughput_rps']:.1f} req/s p50 {row['p50_ms']:.1f} ms", flush=True)
+        cpu = tree_cpu_seconds(proc.pid) - before
+    row.update(server_cpu_s=cpu, cpu_ms_per_request=1000 * cpu / max(1, row["requests"]),
+               loadavg_1m=os.getloadavg()[0])
+    print(f"== noop {mode}: {row['throughput_rps']:.1f} req/s p50 {row['p50_ms']:.1f} ms, "
+          f"{row['cpu_ms_per_request']:.2f} CPU ms/req (load {row['loadavg_1m']:.1f})", flush=True)
     return {"server": f"noop_{mode}", "env": MODES[mode], "ready_seconds": ready, **row}
 
 
@@ -103,7 +109,7 @@ def handle_row(*, duration: float, concurrency: int, env: dict[str, str]) -> dic
         raise SystemExit(f"handle run failed: {done.stderr[-3000:]}")
     row: dict[str, Any] = json.loads(lines[-1][len("RESULT "):])
     print(f"== noop handle: {row['throughput_rps']:.1f} calls/s p50 {row['p50_ms']:.1f} ms", flush=True)
-    return {"server": "noop_handle", "concurrency": concurrency, **row}
+    return {"server": "noop_handle", "concurrency": concurrency, "loadavg_1m": os.getloadavg()[0], **row}
 
 
 def main() -> None:

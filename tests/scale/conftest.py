@@ -7,6 +7,7 @@ each, no dashboard. The worker node is the one the fault tests kill; ``add_worke
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,7 +47,8 @@ def ray_cluster() -> Iterator[RayCluster]:
         mp.setenv("RAY_AUTH_MODE", "disabled")  # tests only: a loopback cluster of this session's own processes
         mp.setenv("RAY_DEDUP_LOGS", "0")
         mp.setenv(PROXY_CALLBACK_ENV, PROXY_CALLBACK)  # as `connect` sets them for a cluster it starts
-        for key, value in ingress_env("proxy").items():  # the default ingress (test_ray_serve_haproxy.py: the other)
+        # The default ingress; AIFORGE_TEST_RAY_INGRESS=haproxy runs these tests on the other (docs/scale.md).
+        for key, value in ingress_env(os.environ.get("AIFORGE_TEST_RAY_INGRESS", "proxy")).items():
             mp.setenv(key, value)
         from ray.cluster_utils import Cluster
 
