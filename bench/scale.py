@@ -26,6 +26,7 @@ import pandas as pd
 
 import aiforge as af
 from _common import machine, shared_data, write_result
+from aiforge.errors import AiforgeError
 from aiforge.serve.loadgen import aiforge_server_args, free_port, measure, running_server
 
 ROUTE = "/v2/models/banking77/infer"
@@ -190,8 +191,9 @@ def main() -> None:
     data = shared_data() / "banking77"
     texts = pd.read_csv(data / "test.csv")["text"].tolist()
     with tempfile.TemporaryDirectory(prefix="aiforge-bench-scale-") as tmp:
-        home, logdir = args.home or Path(tmp) / "home", Path(tmp) / "logs"
-        logdir.mkdir()
+        home = args.home or Path(tmp) / "home"
+        logdir = Path(os.environ.get("SCALE_BENCH_LOGS") or Path(tmp) / "logs")
+        logdir.mkdir(parents=True, exist_ok=True)
         bundle = args.bundle.resolve() if args.bundle else fit_bundle(home, data, args.fit_per_label)
         print(f"bundle: {bundle}", flush=True)
         env = dict(os.environ, AIFORGE_HOME=str(home), HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false",
@@ -208,10 +210,18 @@ def main() -> None:
                 runs.append((f"ray_serve_{replicas}{suffix}", aiforge_server_args([str(bundle)], port=free_port(),
                                                                                    extra=extra), {}))
         servers: list[dict[str, Any]] = []
+        failed: list[dict[str, str]] = []
         for name, server_args, extra_env in runs:
             if name in wanted or "all" in wanted:
-                servers.append(serve_levels(name, server_args, texts=texts, levels=levels, duration=args.duration,
-                                            env={**env, **extra_env}, logdir=logdir))
+                for attempt in (1, 2):  # Ray gives its raylet 30 s to register: a loaded machine can miss that
+                    try:
+                        servers.append(serve_levels(name, server_args, texts=texts, levels=levels,
+                                                    duration=args.duration, env={**env, **extra_env}, logdir=logdir))
+                        break
+                    except AiforgeError as exc:  # one server that does not start leaves the others' rows
+                        tail = (logdir / f"{name}.log").read_text(errors="replace")[-2000:]
+                        print(f"   {name} failed (attempt {attempt}): {exc}\n{tail}", flush=True)
+                        failed.append({"server": name, "attempt": str(attempt), "error": str(exc), "log_tail": tail})
                 partial(name, servers, [])
         if "ray_serve_1_replica_serve_batch" in wanted or "all" in wanted:
             port = free_port()
@@ -275,6 +285,7 @@ def main() -> None:
         "ingress": "ray_serve_* rows: Ray's Python HTTP proxy (--ray-ingress proxy, the default); *_haproxy rows: "
                    "Ray's HAProxy + direct-ingress mode (--ray-ingress haproxy)",
         "servers": servers,
+        "failed_servers": failed,
         "batch": batches,
         **({"batch_from": batch_from} if batch_from else {}),
         "ratios": ratios,

@@ -5,6 +5,8 @@ from __future__ import annotations
 import importlib
 import os
 import socket
+import tempfile
+from pathlib import Path
 from types import ModuleType
 from typing import Any
 
@@ -32,7 +34,8 @@ def ingress_env(ingress: str) -> dict[str, str]:
     HAProxy (C) listens on the HTTP port and forwards to each replica's own HTTP server, so no Python
     proxy sits in the request path. A request lost with its replica is retried on another one, but
     HAProxy reloads when the replicas change and may drop a keep-alive connection then (docs/scale.md);
-    its stats and metrics listeners (on all interfaces: Ray's template) get free ports, not 8404 and 9101.
+    its stats and metrics listeners (on all interfaces: Ray's template) get free ports, not 8404 and 9101,
+    and its config and admin socket a folder of their own, not Ray's shared /tmp/haproxy-serve.
     """
     if ingress == "proxy":
         return {"RAY_SERVE_ENABLE_HA_PROXY": "0", "RAY_SERVE_THROUGHPUT_OPTIMIZED": "0"}
@@ -40,7 +43,18 @@ def ingress_env(ingress: str) -> dict[str, str]:
             # A request whose replica died before answering is sent to another one (predictions are
             # idempotent), not dropped: HAProxy's L7 retries.
             "RAY_SERVE_HAPROXY_RETRY_ON": "conn-failure empty-response", "RAY_SERVE_HAPROXY_RETRIES": "3",
-            "RAY_SERVE_HAPROXY_STATS_PORT": str(_free_port()), "RAY_SERVE_HAPROXY_METRICS_PORT": str(_free_port())}
+            "RAY_SERVE_HAPROXY_STATS_PORT": str(_free_port()), "RAY_SERVE_HAPROXY_METRICS_PORT": str(_free_port()),
+            # Ray's defaults are fixed paths under /tmp/haproxy-serve, which any other cluster here would share.
+            **_haproxy_files()}
+
+
+def _haproxy_files() -> dict[str, str]:
+    """HAProxy's config, admin socket and server-state files in a folder of this cluster's own."""
+    folder = Path(tempfile.mkdtemp(prefix="aiforge-haproxy-"))
+    return {"RAY_SERVE_HAPROXY_CONFIG_FILE_LOC": str(folder / "haproxy.cfg"),
+            "RAY_SERVE_HAPROXY_SOCKET_PATH": str(folder / "admin.sock"),
+            "RAY_SERVE_HAPROXY_SERVER_STATE_BASE": str(folder),
+            "RAY_SERVE_HAPROXY_SERVER_STATE_FILE": str(folder / "server-state")}
 
 
 def require_ray(module: str = "ray") -> ModuleType:

@@ -73,8 +73,9 @@ USER {UID}
 
 def _container(name: str, image: str, cpus: float, memory: str, ports: list[dict[str, Any]],
                *, ingress: str) -> dict[str, Any]:
-    # The pod's own ports are fixed (8000 for HTTP), so HAProxy keeps Ray's stats and metrics ports too.
-    mode = {k: v for k, v in ingress_env(ingress).items() if not k.endswith("_PORT")}
+    # A pod is its own machine: HAProxy keeps Ray's fixed ports and paths there.
+    mode = {k: v for k, v in ingress_env(ingress).items() if k in ("RAY_SERVE_ENABLE_HA_PROXY",
+                                                                    "RAY_SERVE_THROUGHPUT_OPTIMIZED")}
     return {"name": name, "image": image, "ports": ports,
             "env": [{"name": PROXY_CALLBACK_ENV, "value": PROXY_CALLBACK},
                     *({"name": k, "value": v} for k, v in mode.items())],
