@@ -44,6 +44,12 @@ def ingress_env(ingress: str) -> dict[str, str]:
             # idempotent), not dropped: HAProxy's L7 retries.
             "RAY_SERVE_HAPROXY_RETRY_ON": "conn-failure empty-response", "RAY_SERVE_HAPROXY_RETRIES": "3",
             "RAY_SERVE_HAPROXY_STATS_PORT": str(_free_port()), "RAY_SERVE_HAPROXY_METRICS_PORT": str(_free_port()),
+            # Ray's fallback proxy (requests HAProxy cannot route) would take the fixed ports 8500 and 9500.
+            "RAY_SERVE_FALLBACK_PROXY_HTTP_PORT": str(_free_port()),
+            "RAY_SERVE_FALLBACK_PROXY_GRPC_PORT": str(_free_port()),
+            # HAProxyManager's readiness check: 5 s by default, which a loaded 2-core machine misses (then
+            # the controller kills and restarts it, over and over).
+            "RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S": "30",
             # Ray's defaults are fixed paths under /tmp/haproxy-serve, which any other cluster here would share.
             **_haproxy_files()}
 
