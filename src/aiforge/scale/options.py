@@ -26,7 +26,7 @@ class ScaleOptions(BaseModel):
     target_ongoing_requests: float = Field(default=32.0, gt=0)  # the autoscaler's goal per replica
     ray_address: str | None = None  # None: start a local cluster
     # The HTTP ingress of a local cluster: Ray's Python proxy (a lost request is a retryable 503) or its
-    # HAProxy mode (replicas serve HTTP themselves: about 2.5x the throughput, see docs/scale.md).
+    # HAProxy mode (replicas serve HTTP themselves, no Python proxy hop: docs/scale.md).
     ray_ingress: Literal["proxy", "haproxy"] = "proxy"
     cpus_per_replica: float = Field(default=1.0, ge=0)
     # Requests in a replica at once; None: twice the batch size (at least the batch size, so batches can fill).
