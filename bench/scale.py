@@ -26,7 +26,8 @@ import pandas as pd
 
 import aiforge as af
 from _common import machine, shared_data, write_result
-from aiforge.serve.loadgen import aiforge_server_args, free_port, measure_levels, running_server
+from aiforge.errors import AiforgeError
+from aiforge.serve.loadgen import aiforge_server_args, free_port, measure, running_server
 
 ROUTE = "/v2/models/banking77/infer"
 
@@ -57,14 +58,52 @@ def fit_bundle(home: Path, data: Path, per_label: int) -> Path:
     return Path(app.export().path)
 
 
+def tree_cpu_seconds(root: int) -> float:
+    """User + system CPU seconds of ``root`` and every process below it (Ray's raylet, GCS, workers, HAProxy)."""
+    parents: dict[int, int] = {}
+    times: dict[int, float] = {}
+    tick = os.sysconf("SC_CLK_TCK")
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        parents[int(entry.name)] = int(fields[1])
+        times[int(entry.name)] = (int(fields[11]) + int(fields[12])) / tick
+    tree, frontier = {root}, [root]
+    while frontier:
+        parent = frontier.pop()
+        for pid, ppid in parents.items():
+            if ppid == parent and pid not in tree:
+                tree.add(pid)
+                frontier.append(pid)
+    return sum(times.get(pid, 0.0) for pid in tree)
+
+
 def serve_levels(name: str, args: list[str], *, texts: list[str], levels: list[int], duration: float,
                  env: dict[str, str], logdir: Path) -> dict[str, Any]:
-    """Start a server command, warm it up, measure each level, stop it."""
-    print(f"== {name}", flush=True)
+    """Start a server command, warm it up, measure each level, stop it (the load average noted with each).
+
+    Each level also records the CPU seconds the server's whole process tree spent per request: under
+    other processes' load throughput follows the CPU share a server gets, its CPU per request does not.
+    """
+    print(f"== {name} (load average {os.getloadavg()[0]:.1f})", flush=True)
     port = int(args[args.index("--port") + 1])
-    with running_server(args, port=port, env=env, timeout=300, log=logdir / f"{name}.log") as (_, ready):
-        rows = measure_levels(f"http://127.0.0.1:{port}", ROUTE, texts, levels=levels, duration=duration,
-                              protocol="v2", warmup_concurrency=8, unit="req/s")
+    url = f"http://127.0.0.1:{port}"
+    rows = []
+    with running_server(args, port=port, env=env, timeout=300, log=logdir / f"{name}.log") as (proc, ready):
+        measure(url, ROUTE, texts, concurrency=8, duration=2, protocol="v2")
+        for c in levels:
+            before = tree_cpu_seconds(proc.pid)
+            r = measure(url, ROUTE, texts, concurrency=c, duration=duration, protocol="v2")
+            cpu = tree_cpu_seconds(proc.pid) - before
+            r.update(server_cpu_s=cpu, cpu_ms_per_request=1000 * cpu / max(1, r["requests"]),
+                     loadavg_1m=os.getloadavg()[0])
+            print(f"   c={c:3d} {r['throughput_rps']:8.1f} req/s  p50 {r['p50_ms']:7.1f}  p99 {r['p99_ms']:7.1f} ms  "
+                  f"cpu {r['cpu_ms_per_request']:.1f} ms/req  errors {r['errors']}", flush=True)
+            rows.append(r)
     return {"server": name, "ready_seconds": ready, "levels": rows}
 
 
@@ -144,33 +183,52 @@ def main() -> None:
     parser.add_argument("--skip-batch", action="store_true")
     parser.add_argument("--precision", default="int8", help="graph to serve (int8 unless the bundle has none)")
     parser.add_argument("--fit-per-label", type=int, default=0, help="fit on N texts per intent (0: all)")
+    parser.add_argument("--servers", default="all", help="comma-separated rows to run (default: all)")
     parser.add_argument("--home", type=Path, default=None, help="registry for the fitted bundle (default: a temp dir)")
     args = parser.parse_args()
     levels = [int(x) for x in args.levels.split(",")]
+    load_at_start = os.getloadavg()
     data = shared_data() / "banking77"
     texts = pd.read_csv(data / "test.csv")["text"].tolist()
     with tempfile.TemporaryDirectory(prefix="aiforge-bench-scale-") as tmp:
-        home, logdir = args.home or Path(tmp) / "home", Path(tmp) / "logs"
-        logdir.mkdir()
+        home = args.home or Path(tmp) / "home"
+        logdir = Path(os.environ.get("SCALE_BENCH_LOGS") or Path(tmp) / "logs")
+        logdir.mkdir(parents=True, exist_ok=True)
         bundle = args.bundle.resolve() if args.bundle else fit_bundle(home, data, args.fit_per_label)
         print(f"bundle: {bundle}", flush=True)
         env = dict(os.environ, AIFORGE_HOME=str(home), HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false",
                    RAY_AUTH_MODE="disabled")
         common = ["--precision", args.precision, "--max-queue-items", "4096"]
-        servers = [serve_levels("in_process", aiforge_server_args([str(bundle)], port=free_port(), extra=common),
-                                texts=texts, levels=levels, duration=args.duration, env=env, logdir=logdir)]
-        for replicas, cpus in ((1, "2"), (2, "1")):
-            extra = [*common, "--backend", "ray", "--replicas", str(replicas), "--replica-cpus", cpus]
-            servers.append(serve_levels(f"ray_serve_{replicas}_replica{'s' if replicas > 1 else ''}",
-                                        aiforge_server_args([str(bundle)], port=free_port(), extra=extra),
-                                        texts=texts, levels=levels, duration=args.duration, env=env, logdir=logdir))
-            partial(f"ray {replicas}", servers, [])
-        port = free_port()
-        servers.append(serve_levels("ray_serve_1_replica_serve_batch",
-                                    [sys.executable, "-c", SERVE_BATCH_CHILD, str(bundle), str(port), args.precision,
-                                     "--port",
-                                     str(port)], texts=texts, levels=[max(levels)], duration=args.duration,
-                                    env=env, logdir=logdir))
+        wanted = set(args.servers.split(","))
+        runs: list[tuple[str, list[str], dict[str, str]]] = [
+            ("in_process", aiforge_server_args([str(bundle)], port=free_port(), extra=common), {})]
+        for ingress in ("proxy", "haproxy"):
+            for replicas, cpus in ((1, "2"), (2, "1")):
+                suffix = ("_replicas" if replicas > 1 else "_replica") + ("" if ingress == "proxy" else "_haproxy")
+                extra = [*common, "--backend", "ray", "--replicas", str(replicas), "--replica-cpus", cpus,
+                         "--ray-ingress", ingress]
+                runs.append((f"ray_serve_{replicas}{suffix}", aiforge_server_args([str(bundle)], port=free_port(),
+                                                                                   extra=extra), {}))
+        servers: list[dict[str, Any]] = []
+        failed: list[dict[str, str]] = []
+        for name, server_args, extra_env in runs:
+            if name in wanted or "all" in wanted:
+                for attempt in (1, 2):  # Ray gives its raylet 30 s to register: a loaded machine can miss that
+                    try:
+                        servers.append(serve_levels(name, server_args, texts=texts, levels=levels,
+                                                    duration=args.duration, env={**env, **extra_env}, logdir=logdir))
+                        break
+                    except AiforgeError as exc:  # one server that does not start leaves the others' rows
+                        tail = (logdir / f"{name}.log").read_text(errors="replace")[-2000:]
+                        print(f"   {name} failed (attempt {attempt}): {exc}\n{tail}", flush=True)
+                        failed.append({"server": name, "attempt": str(attempt), "error": str(exc), "log_tail": tail})
+                partial(name, servers, [])
+        if "ray_serve_1_replica_serve_batch" in wanted or "all" in wanted:
+            port = free_port()
+            servers.append(serve_levels("ray_serve_1_replica_serve_batch",
+                                        [sys.executable, "-c", SERVE_BATCH_CHILD, str(bundle), str(port),
+                                         args.precision, "--port", str(port)], texts=texts, levels=[max(levels)],
+                                        duration=args.duration, env=env, logdir=logdir))
         batches: list[dict[str, Any]] = []
         if not args.skip_batch:
             csv_path = Path(tmp) / "texts.csv"
@@ -186,15 +244,30 @@ def main() -> None:
 
     by = {s["server"]: {r["concurrency"]: r for r in s["levels"]} for s in servers}
     top = max(levels)
-    base = by["in_process"]
+    base = by.get("in_process", {})
     ratios: dict[str, Any] = {}
-    for name in ("ray_serve_1_replica", "ray_serve_2_replicas", "ray_serve_1_replica_serve_batch"):
+    for name in [n for n in by if n != "in_process"]:
         for c, row in by[name].items():
-            ratios[f"{name}_vs_in_process_throughput_c{c}"] = row["throughput_rps"] / base[c]["throughput_rps"]
-        if 1 in by[name]:  # at c=1 the added latency is the per-request cost of the Ray path (proxy + handle)
+            if c in base:
+                ratios[f"{name}_vs_in_process_throughput_c{c}"] = row["throughput_rps"] / base[c]["throughput_rps"]
+        if 1 in by[name] and 1 in base:  # at c=1 the added latency is the Ray path's cost per request
             ratios[f"{name}_added_p50_ms_c1"] = by[name][1]["p50_ms"] - base[1]["p50_ms"]
-    ratios["ray_2_vs_1_replica_throughput_c" + str(top)] = (by["ray_serve_2_replicas"][top]["throughput_rps"]
-                                                            / by["ray_serve_1_replica"][top]["throughput_rps"])
+        if top in by[name] and top in base and "cpu_ms_per_request" in base[top]:
+            # CPU per request, in-process over Ray: the throughput ratio an idle machine would show
+            ratios[f"{name}_vs_in_process_cpu_efficiency_c{top}"] = (base[top]["cpu_ms_per_request"]
+                                                                     / by[name][top]["cpu_ms_per_request"])
+    for two, one in (("ray_serve_2_replicas", "ray_serve_1_replica"),
+                     ("ray_serve_2_replicas_haproxy", "ray_serve_1_replica_haproxy")):
+        if top in by.get(two, {}) and top in by.get(one, {}):
+            ratios[f"{two}_vs_{one}_throughput_c{top}"] = (by[two][top]["throughput_rps"]
+                                                           / by[one][top]["throughput_rps"])
+    previous = Path(__file__).parent / "results" / "scale.json"
+    batch_from = None
+    if not batches and previous.is_file():  # --skip-batch: keep the last run's batch rows, with their own command
+        old = json.loads(previous.read_text())
+        batches = old.get("batch", [])
+        batch_from = old.get("batch_from") or {"command": old.get("command"),
+                                               "date": old.get("machine", {}).get("date")}
     if batches:
         local = batches[0]["rows_per_s"]
         for b in batches[1:]:
@@ -203,12 +276,18 @@ def main() -> None:
         "benchmark": "BANKING77 int8 bundle: single-text v2 requests, closed loop, loopback; batch over repeated "
                      "BANKING77 test texts",
         "command": f"nice python bench/scale.py --duration {args.duration:g} --levels {args.levels} --rows {args.rows} "
-                   f"--fit-per-label {args.fit_per_label} --precision {args.precision}",
-        "machine": machine(),
+                   f"--fit-per-label {args.fit_per_label} --precision {args.precision} --servers {args.servers}"
+                   + (f" --bundle {args.bundle}" if args.bundle else "") + (" --skip-batch" if args.skip_batch else ""),
+        "machine": {**machine(), "loadavg_at_end": os.getloadavg()},
+        "loadavg_at_start": load_at_start,
         "batching_inside_replica": "aiforge Batcher (create_app in each replica); @serve.batch measured as "
                                    "ray_serve_1_replica_serve_batch",
+        "ingress": "ray_serve_* rows: Ray's Python HTTP proxy (--ray-ingress proxy, the default); *_haproxy rows: "
+                   "Ray's HAProxy + direct-ingress mode (--ray-ingress haproxy)",
         "servers": servers,
+        "failed_servers": failed,
         "batch": batches,
+        **({"batch_from": batch_from} if batch_from else {}),
         "ratios": ratios,
     }
     print(json.dumps(ratios, indent=2))

@@ -325,6 +325,9 @@ def serve(
                                                        "requests per replica.")] = None,
     replica_cpus: Annotated[float | None, typer.Option(help="--backend ray: CPUs per replica (also its onnxruntime "
                                                            "threads) [default: 1].")] = None,
+    ray_ingress: Annotated[str | None, typer.Option(help="--backend ray, local cluster: proxy (Ray's Python "
+                                                       "HTTP proxy) or haproxy (Ray's high-throughput mode: "
+                                                       "HAProxy straight to the replicas) [default: proxy].")] = None,
     ray_address: RayAddressOpt = None,
     home: HomeOpt = None,
 ) -> None:
@@ -353,7 +356,7 @@ def serve(
     from aiforge.serve.backends import serve as serve_with
 
     scale = scale_options(replicas=replicas, autoscale=parse_autoscale(autoscale), ray_address=ray_address,
-                          cpus_per_replica=replica_cpus)
+                          cpus_per_replica=replica_cpus, ray_ingress=ray_ingress)
     serve_with(bundles, backend=backend, config=config, scale=scale, home=home, preload=preload)
 
 

@@ -106,6 +106,7 @@ class Load:
     outcomes: Counter[str] = field(default_factory=Counter)
     replicas: Counter[str] = field(default_factory=Counter)
     after_kill: Counter[str] = field(default_factory=Counter)
+    errors: Counter[str] = field(default_factory=Counter)  # what each lost request raised
 
 
 def _load(url: str, name: str, records: list[dict[str, Any]], *, clients: int, total: int,
@@ -125,8 +126,9 @@ def _load(url: str, name: str, records: list[dict[str, Any]], *, clients: int, t
                     key = "503-no-retry-after"
                 if answer.status_code == 200:
                     load.replicas[answer.headers[REPLICA_HEADER]] += 1
-            except httpx.HTTPError:
+            except httpx.HTTPError as exc:
                 key = "lost"  # no HTTP answer: a dropped connection, or a hang past the 60 s timeout
+                load.errors[type(exc).__name__] += 1
             load.outcomes[key] += 1
             if killed[0]:
                 load.after_kill[key] += 1
@@ -171,7 +173,7 @@ def test_killing_a_replica_under_load_loses_no_request(served: RayServing, germa
     load = _load(served.url, name, german_records, clients=24, total=600, kill_at=60,
                  kill=lambda: os.kill(victim.pid, signal.SIGKILL))
     print(f"replica kill under load: sent {sum(load.outcomes.values())}, outcomes {dict(load.outcomes)}, "
-          f"after the kill {dict(load.after_kill)}, per replica {dict(load.replicas)}")
+          f"after the kill {dict(load.after_kill)}, per replica {dict(load.replicas)}, lost as {dict(load.errors)}")
     assert load.outcomes["lost"] == 0 and load.outcomes["503-no-retry-after"] == 0, load.outcomes
     assert set(load.outcomes) <= {"200", "503"}, load.outcomes
     assert sum(load.after_kill.values()) >= 500 and load.after_kill["200"] > 0, load.after_kill

@@ -17,6 +17,7 @@ from typer.testing import CliRunner
 
 from aiforge.cli import app
 from aiforge.errors import AiforgeError
+from aiforge.scale.cluster import ingress_env
 from aiforge.scale.options import ScaleOptions, parse_autoscale, scale_options
 from aiforge.serve.config import ServerConfig
 
@@ -58,6 +59,15 @@ def test_bad_autoscale_is_an_error_naming_the_option(text: str, message: str) ->
         parse_autoscale(text)
 
 
+def test_the_haproxy_ingress_gets_free_ports_and_the_proxy_ingress_turns_it_off() -> None:
+    fast, slow = ingress_env("haproxy"), ingress_env("proxy")
+    assert fast["RAY_SERVE_ENABLE_HA_PROXY"] == fast["RAY_SERVE_THROUGHPUT_OPTIMIZED"] == "1"
+    ports = {int(fast["RAY_SERVE_HAPROXY_STATS_PORT"]), int(fast["RAY_SERVE_HAPROXY_METRICS_PORT"])}
+    assert len(ports) == 2 and not ports & {8404, 9101}  # never Ray's fixed ports, which other clusters hold
+    assert slow == {"RAY_SERVE_ENABLE_HA_PROXY": "0", "RAY_SERVE_THROUGHPUT_OPTIMIZED": "0"}
+    assert ScaleOptions().ray_ingress == "proxy"
+
+
 def test_autoscale_bounds_are_checked() -> None:
     with pytest.raises(AiforgeError, match="autoscale must be MIN:MAX"):
         scale_options(autoscale=(3, 1))
@@ -80,6 +90,8 @@ def test_deploy_kuberay_writes_a_rayservice_and_a_pinned_non_root_dockerfile(ger
         assert pod["securityContext"]["runAsNonRoot"] is True and pod["securityContext"]["runAsUser"] == 1000
         assert pod["containers"][0]["image"] == image
         assert pod["containers"][0]["securityContext"]["allowPrivilegeEscalation"] is False
+        env = {e["name"]: e["value"] for e in pod["containers"][0]["env"]}  # the ingress serve runs by default
+        assert env["RAY_SERVE_ENABLE_HA_PROXY"] == env["RAY_SERVE_THROUGHPUT_OPTIMIZED"] == "0", env
     assert cluster["workerGroupSpecs"][0]["replicas"] == 2
     serve_config = yaml.safe_load(doc["spec"]["serveConfigV2"])
     application = serve_config["applications"][0]
@@ -148,6 +160,7 @@ def test_batch_names_a_missing_input_and_column(german: Any, tmp_path: Path) -> 
     (["--backend", "ray", "--autoscale", "4"], "--autoscale '4': expected MIN:MAX"),
     (["--backend", "ray", "--replicas", "0"], "--replicas: Input should be greater than 0"),
     (["--backend", "kubernetes"], "backend 'kubernetes': expected local or ray"),
+    (["--backend", "ray", "--ray-ingress", "nginx"], "--ray-ingress: Input should be 'proxy' or 'haproxy'"),
 ])
 def test_serve_refuses_bad_scale_options_before_starting_anything(german: Any, args: list[str], message: str) -> None:
     done = CliRunner().invoke(app, ["serve", str(german.path), *args])

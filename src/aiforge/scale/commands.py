@@ -62,6 +62,8 @@ def deploy(
     replicas: Annotated[int | None, typer.Option(help="Serve replicas [default: 1].")] = None,
     autoscale: Annotated[str | None, typer.Option(help="MIN:MAX replicas, autoscaled.")] = None,
     workers: Annotated[int, typer.Option(help="Ray worker pods.", min=1)] = 2,
+    ray_ingress: Annotated[str | None, typer.Option(help="proxy (Ray's Python HTTP proxy) or haproxy (Ray's "
+                                                       "high-throughput mode) [default: proxy].")] = None,
     home: HomeOpt = None,
 ) -> None:
     """Write deployment files for a bundle: a KubeRay RayService manifest and a Dockerfile (pinned, non-root)."""
@@ -72,7 +74,8 @@ def deploy(
     if target != "kuberay":
         raise AiforgeError(f"--target {target!r}: the deploy targets are: kuberay.")
     files = deploy_kuberay(bundle, output=output, image=image, workers=workers, home=home,
-                           options=scale_options(replicas=replicas, autoscale=parse_autoscale(autoscale)))
+                           options=scale_options(replicas=replicas, autoscale=parse_autoscale(autoscale),
+                                                 ray_ingress=ray_ingress))
     out.print(json.dumps({"manifest": str(files.manifest), "dockerfile": str(files.dockerfile),
                           "image": files.image}), highlight=False)
     out.print(f"build: docker build -t {files.image} {files.context}; apply: kubectl apply -f {files.manifest}",

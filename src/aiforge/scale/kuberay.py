@@ -20,7 +20,7 @@ import aiforge
 from aiforge.bundle.format import read_manifest
 from aiforge.bundle.registry import Registry
 from aiforge.errors import AiforgeError
-from aiforge.scale.cluster import PROXY_CALLBACK, PROXY_CALLBACK_ENV
+from aiforge.scale.cluster import PROXY_CALLBACK, PROXY_CALLBACK_ENV, ingress_env
 from aiforge.scale.options import ScaleOptions
 from aiforge.serve.config import ServerConfig
 
@@ -71,9 +71,14 @@ USER {UID}
 """
 
 
-def _container(name: str, image: str, cpus: float, memory: str, ports: list[dict[str, Any]]) -> dict[str, Any]:
+def _container(name: str, image: str, cpus: float, memory: str, ports: list[dict[str, Any]],
+               *, ingress: str) -> dict[str, Any]:
+    # A pod is its own machine: HAProxy keeps Ray's fixed ports and paths there.
+    mode = {k: v for k, v in ingress_env(ingress).items() if k in ("RAY_SERVE_ENABLE_HA_PROXY",
+                                                                    "RAY_SERVE_THROUGHPUT_OPTIMIZED")}
     return {"name": name, "image": image, "ports": ports,
-            "env": [{"name": PROXY_CALLBACK_ENV, "value": PROXY_CALLBACK}],
+            "env": [{"name": PROXY_CALLBACK_ENV, "value": PROXY_CALLBACK},
+                    *({"name": k, "value": v} for k, v in mode.items())],
             "securityContext": {"runAsNonRoot": True, "runAsUser": UID, "allowPrivilegeEscalation": False},
             "resources": {"requests": {"cpu": str(cpus), "memory": memory},
                           "limits": {"cpu": str(cpus), "memory": memory}}}
@@ -94,8 +99,9 @@ def rayservice(name: str, image: str, *, options: ScaleOptions, config: ServerCo
                    "deployments": [deployment]}
     head = _container("ray-head", image, 1, "2Gi", [{"containerPort": 6379, "name": "gcs"},
                                                     {"containerPort": 8265, "name": "dashboard"},
-                                                    {"containerPort": 8000, "name": "serve"}])
-    worker = _container("ray-worker", image, max(1.0, options.cpus_per_replica), "2Gi", [])
+                                                    {"containerPort": 8000, "name": "serve"}],
+                      ingress=options.ray_ingress)
+    worker = _container("ray-worker", image, max(1.0, options.cpus_per_replica), "2Gi", [], ingress=options.ray_ingress)
     pod_security = {"runAsNonRoot": True, "runAsUser": UID, "fsGroup": UID}
     max_workers = max(workers, options.autoscale[1] if options.autoscale else options.replicas)
     return {

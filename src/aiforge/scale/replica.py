@@ -3,9 +3,11 @@
 Each replica loads the bundle (manifest and checksums verified, torch-free Runtime) and serves it with
 :func:`aiforge.serve.app.create_app`, so the routes, limits, error bodies, batcher and ``/metrics`` are
 the in-process server's, byte for byte. The only addition is the ``x-aiforge-replica`` header naming
-the replica that answered. Batching stays the server's own :class:`~aiforge.serve.batching.Batcher`
-(per-item failure isolation, queue bound with 503 + Retry-After); ``bench/scale.py`` measures it
-against ``@serve.batch``.
+the replica that answered. With the default ``proxy`` ingress Ray's Python proxy parses each request and
+hands it to a replica by an actor call; with ``haproxy`` (Ray's direct ingress behind HAProxy) the
+replica's own HTTP server runs this app, so a request is parsed once, in the replica, as in-process.
+Batching stays the server's own :class:`~aiforge.serve.batching.Batcher` (per-item failure isolation,
+queue bound with 503 + Retry-After); ``bench/scale.py`` measures it against ``@serve.batch``.
 """
 
 from __future__ import annotations

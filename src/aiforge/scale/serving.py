@@ -105,7 +105,7 @@ def start_ray_serve(bundles: Sequence[str | Path], *, config: ServerConfig | Non
         cfg = cfg.model_copy(update={"threads": max(1, int(opts.cpus_per_replica))})
     named = _named_bundles(bundles, home)
     started = not require_ray().is_initialized() and opts.ray_address is None
-    connect(opts.ray_address)
+    connect(opts.ray_address, ingress=opts.ray_ingress)
     if started:
         _check_fits(opts, bundles=len(named))
     serve = require_ray("ray.serve")
