@@ -73,8 +73,7 @@ def _decoder_module(model: Any) -> Any:
         def __init__(self) -> None:
             super().__init__()
             self.base = base
-            inv = 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim))
-            self.register_buffer("inv_freq", inv, persistent=False)
+            self.inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim))
 
         def forward(self, input_ids: torch.Tensor, *past: torch.Tensor) -> tuple[torch.Tensor, ...]:
             seq = input_ids.shape[1]
