@@ -17,6 +17,7 @@ import json
 import shutil
 import time
 import uuid
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,9 @@ from aiforge.version import __version__
 
 __all__ = ["PARITY_PROMPTS", "cached_local_llm", "export_local_llm", "transformers_greedy"]
 
+
+# Bumped when the exported graph changes, so a cached export of an older KVDecoder is made again.
+EXPORT_FORMAT = 2
 
 PARITY_PROMPTS = [
     "How do I reset my password?",
@@ -59,6 +63,7 @@ def _decoder_module(model: Any) -> Any:
     heads, kv_heads, head_dim = cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim
     theta = float((getattr(cfg, "rope_parameters", None) or {}).get("rope_theta", getattr(cfg, "rope_theta", 1e4)))
     eps = float(cfg.rms_norm_eps)
+    rep = heads // kv_heads
     base = model.model
 
     def rms(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
@@ -73,6 +78,7 @@ def _decoder_module(model: Any) -> Any:
         def __init__(self) -> None:
             super().__init__()
             self.base = base
+            self.head = model.lm_head.weight  # the embedding matrix itself when the weights are tied
             self.inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim))
 
         def forward(self, input_ids: torch.Tensor, *past: torch.Tensor) -> tuple[torch.Tensor, ...]:
@@ -84,6 +90,7 @@ def _decoder_module(model: Any) -> Any:
             cos, sin = emb.cos()[None, None], emb.sin()[None, None]
             keys_pos = torch.arange(seq + start, dtype=torch.float32)
             mask = torch.where(keys_pos[None, :] > pos[:, None], float("-inf"), 0.0)
+            grouped_mask = mask.repeat(rep, 1)
             h = self.base.embed_tokens(input_ids)
             present: list[torch.Tensor] = []
             for i, layer in enumerate(self.base.layers):
@@ -96,22 +103,24 @@ def _decoder_module(model: Any) -> Any:
                 k = torch.cat((past[2 * i], k), dim=2)
                 v = torch.cat((past[2 * i + 1], v), dim=2)
                 present.extend((k, v))
-                rep = heads // kv_heads
-                kk = k.repeat_interleave(rep, dim=1)
-                vv = v.repeat_interleave(rep, dim=1)
-                scores = (q @ kk.transpose(2, 3)) * (head_dim ** -0.5) + mask
-                o = (scores.softmax(-1) @ vv).transpose(1, 2).reshape(1, seq, heads * head_dim)
+                # Grouped-query attention without repeating the cache: the query heads that share a key/value
+                # head are stacked along the sequence axis (head h reads key/value head h // rep, as in transformers).
+                qg = q.reshape(1, kv_heads, rep * seq, head_dim)
+                scores = (qg @ k.transpose(2, 3)) * (head_dim ** -0.5) + grouped_mask
+                o = (scores.softmax(-1) @ v).reshape(1, heads, seq, head_dim)
+                o = o.transpose(1, 2).reshape(1, seq, heads * head_dim)
                 h = h + att.o_proj(o)
                 x = rms(h, layer.post_attention_layernorm.weight)
                 mlp = layer.mlp
                 h = h + mlp.down_proj(torch.nn.functional.silu(mlp.gate_proj(x)) * mlp.up_proj(x))
             last = rms(h[:, -1], base.norm.weight)
-            return (model.lm_head(last)[0], *present)
+            # W @ h rather than h @ W.T: the tied embedding matrix is then stored once, not also transposed.
+            return (torch.matmul(self.head, last.reshape(-1, 1)).reshape(-1), *present)
 
     return KVDecoder().eval()
 
 
-def export_local_llm(directory: Path, *, parity_tokens: int = 24) -> dict[str, Any]:
+def export_local_llm(directory: Path, *, parity_tokens: int = 16) -> dict[str, Any]:
     """Write ``llm.onnx``, ``llm_tokenizer.json`` and ``llm_export.json`` into ``directory``; return the record.
 
     Raises:
@@ -134,7 +143,8 @@ def export_local_llm(directory: Path, *, parity_tokens: int = 24) -> dict[str, A
     dynamic.update({f"present_{n}": {2: "total"} for n in names})
     directory.mkdir(parents=True, exist_ok=True)
     try:
-        with torch.inference_mode():
+        with torch.inference_mode(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the TorchScript exporter warns that it is deprecated
             torch.onnx.export(graph, example, str(directory / LLM_GRAPH), dynamo=False, opset_version=18,
                               input_names=["input_ids", *(f"past_{n}" for n in names)],
                               output_names=["logits", *(f"present_{n}" for n in names)], dynamic_axes=dynamic)
@@ -155,7 +165,7 @@ def export_local_llm(directory: Path, *, parity_tokens: int = 24) -> dict[str, A
               "precision": "fp32", "layers": layers, "kv_heads": kv, "head_dim": hd,
               "eos_token_id": int(tok.eos_token_id), "export_seconds": export_s,
               "parity": {"prompts": rows, "ok": all(r["equal"] for r in rows), "max_new_tokens": parity_tokens},
-              "aiforge_version": __version__}
+              "aiforge_version": __version__, "export_format": EXPORT_FORMAT}
     if not record["parity"]["ok"]:
         raise ExportError(f"local LLM ONNX greedy tokens differ from transformers': {rows}")
     (directory / LLM_EXPORT).write_text(json.dumps(record, indent=2), encoding="utf-8")
@@ -174,7 +184,8 @@ def cached_local_llm() -> tuple[Path, dict[str, Any]]:
     record_path = folder / LLM_EXPORT
     if record_path.is_file():
         record = json.loads(record_path.read_text(encoding="utf-8"))
-        if record.get("gguf_sha256") == gguf_sha and record.get("aiforge_version") == __version__:
+        if (record.get("gguf_sha256"), record.get("export_format"), record.get("aiforge_version")) == \
+                (gguf_sha, EXPORT_FORMAT, __version__):
             return folder, record
     tmp = folder.with_name(f"{folder.name}.tmp-{uuid.uuid4().hex[:8]}")
     try:

@@ -171,9 +171,6 @@ class OnnxLocalGenerator:
     def stream(self, req: GenerationRequest) -> Iterator[str]:
         llm = self.llm
         prompt = llm.encode(chatml(build_messages(req, self.system_prompt)))
-        if len(prompt) >= self.context_tokens:
-            raise GenerationError(f"the prompt is {len(prompt)} tokens, over the local model's context of "
-                                  f"{self.context_tokens}; send fewer or shorter messages")
         max_new = max(1, min(req.max_tokens, self.context_tokens - len(prompt)))
         with _GENERATE_LOCK:
             decoder = IncrementalDecoder(llm.tokenizer)
