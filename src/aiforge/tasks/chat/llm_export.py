@@ -30,7 +30,8 @@ from aiforge.tasks.chat.generate import GGUF_FILE, load_local_model, smollm2_dir
 from aiforge.tasks.chat.local_llm import LLM_EXPORT, LLM_GRAPH, LLM_TOKENIZER, OnnxLLM, chatml
 from aiforge.version import __version__
 
-__all__ = ["PARITY_PROMPTS", "cached_local_llm", "export_local_llm", "transformers_greedy"]
+__all__ = ["EXPORT_FORMAT", "PARITY_PROMPTS", "cached_local_llm", "decoder_module", "export_local_llm",
+           "transformers_greedy"]
 
 
 # Bumped when the exported graph changes, so a cached export of an older KVDecoder is made again.
@@ -55,7 +56,7 @@ def transformers_greedy(messages: list[dict[str, str]], *, max_new_tokens: int) 
     return [int(t) for t in out[0, inputs["input_ids"].shape[1]:]]
 
 
-def _decoder_module(model: Any) -> Any:
+def decoder_module(model: Any) -> Any:
     """The Llama forward over ``model``'s weights with an explicit KV cache (a ``torch.nn.Module``)."""
     import torch
 
@@ -132,7 +133,7 @@ def export_local_llm(directory: Path, *, parity_tokens: int = 16) -> dict[str, A
     gguf_sha = sha256_file(smollm2_dir() / GGUF_FILE)
     t0 = time.perf_counter()
     tok, model = load_local_model()
-    graph = _decoder_module(model)
+    graph = decoder_module(model)
     layers = len(model.model.layers)
     kv, hd = model.config.num_key_value_heads, model.config.head_dim
     names = [f"{kind}_{i}" for i in range(layers) for kind in ("key", "value")]
