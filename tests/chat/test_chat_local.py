@@ -20,7 +20,7 @@ from aiforge.tasks.chat.llm_export import transformers_greedy
 from aiforge.tasks.chat.local_llm import IncrementalDecoder, OnnxLocalGenerator, chatml
 from serve_helpers import RunningServer, serving
 
-# The first test also waits for the one-time export (a 135M model loaded through transformers): minutes on a busy machine.
+# The first test also waits for the one-time export (SmolLM2 loaded through transformers): minutes when busy.
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("chat_env"), pytest.mark.timeout(1800)]
 
 KEY = "upstream-key-42"
