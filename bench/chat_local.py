@@ -1,7 +1,8 @@
 """The local LLM part of bench/chat.py: SmolLM2-135M-Instruct through onnxruntime (the served path) against
 transformers (the PyTorch reference) in one run, the int8 graph's greedy agreement, and a real server's RSS.
 
-    python bench/chat.py --parts local          # writes bench/results/chat.json -> local_llm
+    python bench/chat.py --parts local          # writes bench/results/chat.json -> local_llm (exports once into
+                                                # $AIFORGE_CACHE, a fresh folder unless set)
 
 Both paths decode the same retrieval prompts (two passages of docs/architecture.md each) with the same number
 of threads. Tokens are counted with the model's tokenizer on the streamed text, for both paths alike.
