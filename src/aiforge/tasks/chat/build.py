@@ -40,6 +40,7 @@ from aiforge.tasks.chat.intents import (
     out_of_fold,
     out_of_fold_distances,
 )
+from aiforge.tasks.chat.llm_export import cached_local_llm
 from aiforge.tasks.chat.rerank import calibrate_abstention, rerank_hits
 from aiforge.tasks.chat.spec import ChatSpec, IntentsSpec, RetrievalSpec
 from aiforge.version import __version__
@@ -273,11 +274,12 @@ def build_chat(spec: ChatSpec, *, registry: Registry | None = None, progress: bo
     if spec.retrieval.rerank is not None:
         reranker_dir = get_backbone(spec.retrieval.rerank.model).path()
         abstention = calibrate_reranker(spec.retrieval, rows, encoder, reranker_dir)
+    llm_dir, llm_record = cached_local_llm() if spec.generation.backend == "local" else (None, None)
     stats["seconds"] = time.perf_counter() - start
     stats["index_settings"] = settings
     encoder_parity = Parity.from_dict(parity, diff_key="onnx_vs_torch_max_abs_diff")
     return ChatFitResult(spec, encoder_dir, encoder_parity, rows, intents, stats, baseline=baseline,
-                         reranker_dir=reranker_dir, abstention=abstention)
+                         reranker_dir=reranker_dir, abstention=abstention, llm_dir=llm_dir, llm_record=llm_record)
 
 
 def _intent_baseline(spec: ChatSpec, intents: IntentModel, fit_seconds: float) -> BaselineReport:

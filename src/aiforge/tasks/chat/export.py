@@ -6,6 +6,7 @@ which adds pipeline.json, metrics.json and card.md and registers the folder.
 
 from __future__ import annotations
 
+import os
 import shutil
 from functools import partial
 from pathlib import Path
@@ -18,6 +19,7 @@ from aiforge.hub.onnx_encoder import ENCODER_GRAPH, ENCODER_TOKENIZER
 from aiforge.hub.reranker import RERANKER_GRAPH, RERANKER_TOKENIZER
 from aiforge.tasks.chat.fitted import ChatFitResult
 from aiforge.tasks.chat.index import write_index
+from aiforge.tasks.chat.local_llm import LLM_GRAPH, LLM_TOKENIZER
 
 __all__ = ["export_chat", "write_chat_bundle"]
 
@@ -53,15 +55,31 @@ def write_chat_bundle(staged: Path, *, build: ChatFitResult) -> BundleParts:
                               "tokenizer": RERANKER_TOKENIZER, "threshold": build.abstention["threshold"],
                               "sentence_threshold": build.abstention.get("sentence_threshold")}
         extra["reranker"] = get_backbone(rerank.model).record()
+    if build.llm_dir is not None and build.llm_record is not None:
+        record = build.llm_record
+        _link_or_copy(build.llm_dir / str(record["graph"]), staged / LLM_GRAPH)
+        _link_or_copy(build.llm_dir / str(record["tokenizer"]), staged / LLM_TOKENIZER)
+        pipeline["local_llm"] = {"graph": LLM_GRAPH, "tokenizer": LLM_TOKENIZER,
+                                 "eos_token_id": record["eos_token_id"], "precision": record["precision"],
+                                 "model": record["model"], "gguf_sha256": record["gguf_sha256"]}
     metrics = {"index": {k: v for k, v in build.stats.items() if k != "index_settings"},
                "encoder_parity": build.encoder_parity.to_dict(),
                "intents": build.intents.calibration if build.intents else None,
-               "abstention": build.abstention}
+               "abstention": build.abstention,
+               "local_llm": build.llm_record["parity"] if build.llm_record else None}
     headline = {"chunks": build.stats["chunks"], "files": build.stats["files"]}
     if build.intents is not None:
         headline["intents"] = len(build.intents.labels)
     return BundleParts(pipeline=pipeline, metrics=metrics, card=_card(build), parity=build.encoder_parity,
                        headline=headline, extra=extra, baseline=build.baseline)
+
+
+def _link_or_copy(src: Path, dst: Path) -> None:
+    """``dst`` as a hard link to the cached ``src`` (no second copy on disk), or a copy across file systems."""
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
 
 
 def _intents_card(build: ChatFitResult) -> str:
@@ -111,6 +129,17 @@ def _sentence_card(a: dict[str, Any]) -> str:
             "abstention.sentence_curve.")
 
 
+def _llm_card(build: ChatFitResult) -> str:
+    r = build.llm_record
+    if r is None:
+        return ""
+    rows = r["parity"]["prompts"]
+    same = sum(1 for row in rows if row["equal"])
+    return (f"\n## Local model\n\n{r['model']} ({r['gguf']}, sha256 {r['gguf_sha256'][:12]}) as an ONNX decoder with a "
+            f"KV cache ({r['precision']}), run by onnxruntime without PyTorch; greedy tokens equal transformers' on "
+            f"{same}/{len(rows)} parity prompts ({r['parity']['max_new_tokens']} tokens each).\n")
+
+
 def _card(build: ChatFitResult) -> str:
     s, spec = build.stats, build.spec
     intents = _intents_card(build)
@@ -134,7 +163,7 @@ Answers questions from {s['files']} indexed document(s) with citations, and says
 
 {spec.backbone} as ONNX (mean pooling, L2 norm); max |ONNX - PyTorch| =
 {build.encoder_parity.max_abs_diff:.2e} on {build.encoder_parity.samples} texts.
-
+{_llm_card(build)}
 ## Limits
 
 Answers only restate retrieved text (extractive) or are generated from it (local/openai); a small

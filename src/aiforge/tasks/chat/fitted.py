@@ -28,3 +28,5 @@ class ChatFitResult:
     baseline: BaselineReport | None = None  # the intent head against its baselines (tasks/chat/baseline.py)
     reranker_dir: Path | None = None  # the cross-encoder's folder (model.onnx, tokenizer.json), when reranking
     abstention: dict[str, Any] | None = None  # the calibrated threshold on its best logit, and its trade-off
+    llm_dir: Path | None = None  # the ONNX SmolLM2 export (llm.onnx, llm_tokenizer.json), for the local backend
+    llm_record: dict[str, Any] | None = None  # its llm_export.json (hashes, parity against transformers)

@@ -1,4 +1,7 @@
-"""Answer writers behind one interface: extractive (default), local SmolLM2, any OpenAI-compatible upstream.
+"""Answer writers behind one interface: extractive (default), any OpenAI-compatible upstream, SmolLM2 in PyTorch.
+
+The ``local`` backend of a served bundle is the ONNX SmolLM2 of :mod:`aiforge.tasks.chat.local_llm` (no PyTorch);
+:class:`TransformersGenerator` here is the reference it is exported from and measured against (export, bench).
 
 Each backend turns a :class:`GenerationRequest` (question, retrieved passages, history) into
 a stream of text pieces. Retrieved text enters an LLM prompt only inside a
@@ -34,9 +37,9 @@ __all__ = [
     "ExtractiveGenerator",
     "GenerationRequest",
     "Generator",
-    "LocalGenerator",
     "OpenAIGenerator",
     "Passage",
+    "TransformersGenerator",
     "build_messages",
     "documents_block",
     "make_generator",
@@ -294,8 +297,11 @@ def load_local_model() -> tuple[Any, Any]:
     return tok, model
 
 
-class LocalGenerator:
-    """SmolLM2-135M-Instruct through transformers, streamed with TextIteratorStreamer; one generation at a time."""
+class TransformersGenerator:
+    """SmolLM2-135M-Instruct through transformers, streamed with TextIteratorStreamer; one generation at a time.
+
+    The reference for the ONNX path (bench/chat.py compares them); a served bundle never uses it.
+    """
 
     name = "local"
 
@@ -410,10 +416,8 @@ class OpenAIGenerator:
 
 
 def make_generator(generation: dict[str, Any], *, extractive: ExtractiveGenerator) -> Generator:
-    """The backend a bundle's ``generation`` settings name."""
+    """The backend a bundle's ``generation`` settings name (``local`` is opened by the chat runtime from its bundle)."""
     backend = generation.get("backend", "extractive")
-    if backend == "local":
-        return LocalGenerator(system_prompt=generation.get("system_prompt"))
     if backend == "openai":
         return OpenAIGenerator(base_url=generation["base_url"], model=generation["model"],
                                api_key_env=generation.get("api_key_env"), timeout_s=generation.get("timeout_s", 60.0),

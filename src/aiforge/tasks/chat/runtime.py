@@ -1,4 +1,4 @@
-"""ChatRuntime: a chat bundle loaded without PyTorch (only the ``local`` backend imports it, lazily).
+"""ChatRuntime: a chat bundle loaded without PyTorch (the ``local`` backend runs its ONNX SmolLM2 too).
 
 One turn: check the messages against the limits; detect an intent (answer with its
 template or action when confident); otherwise rewrite a follow-up with the previous
@@ -30,11 +30,11 @@ from aiforge.tasks.chat.generate import (
     GenerationRequest,
     Generator,
     Passage,
-    load_local_model,
     make_generator,
 )
 from aiforge.tasks.chat.index import Hit, KnowledgeIndex
 from aiforge.tasks.chat.intents import IntentModel
+from aiforge.tasks.chat.local_llm import OnnxLocalGenerator
 from aiforge.tasks.chat.rerank import rerank_hits
 from aiforge.tasks.chat.sanitize import plain_text, safe_stream
 from aiforge.tasks.chat.sessions import SessionStore
@@ -146,7 +146,8 @@ class ChatRuntime(Runtime):
         self.extractive = ExtractiveGenerator(self.index.sentence_vectors, self.index.sentences_of,
                                               self.index.sentence_span,
                                               max_sentences=int(self.generation.get("max_sentences", 3)))
-        self.generator: Generator = make_generator(self.generation, extractive=self.extractive)
+        self.generator: Generator = self._local(p, threads) if self.generation.get("backend") == "local" \
+            else make_generator(self.generation, extractive=self.extractive)
         self.sessions = sessions or SessionStore()
         self.rerank: dict[str, Any] | None = dict(p["rerank"]) if p.get("rerank") else None
         self.reranker: CrossEncoder | None = None
@@ -161,6 +162,15 @@ class ChatRuntime(Runtime):
                                              margin=float(self.rerank.get("margin", 3.0)))
             except (KeyError, TypeError, ValueError) as exc:
                 raise BundleError(f"{path}: pipeline.json rerank block is incomplete ({exc}).") from exc
+
+    def _local(self, p: Mapping[str, Any], threads: int | None) -> OnnxLocalGenerator:
+        """The ONNX SmolLM2 shipped in the bundle (its files verified with the manifest like every other)."""
+        record = p.get("local_llm")
+        if not isinstance(record, Mapping):
+            raise BundleError(f"{self.path}: the local backend's ONNX model is missing from this bundle (built "
+                              "before aiforge ran SmolLM2 through onnxruntime); rebuild it with `aiforge build SPEC`.")
+        return OnnxLocalGenerator(self.path, dict(record), system_prompt=self.generation.get("system_prompt"),
+                                  threads=threads)
 
     @classmethod
     def open(cls, path: Path, manifest: BundleManifest, *, precision: str = "auto",
@@ -190,9 +200,8 @@ class ChatRuntime(Runtime):
 
     def warmup(self) -> None:
         self.embed(["warm up", "a slightly longer sentence to warm up the encoder graph"])
-        if self.generation.get("backend") == "local":
-
-            load_local_model()
+        if isinstance(self.generator, OnnxLocalGenerator):
+            _ = self.generator.llm  # open the ONNX session now, not on the first question
 
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "backend": self.generation.get("backend"), "chunks": self.index.size,
