@@ -21,7 +21,7 @@ from aiforge.tasks.chat.local_llm import IncrementalDecoder, OnnxLocalGenerator,
 from serve_helpers import RunningServer, serving
 
 # The first test also waits for the one-time export (SmolLM2 loaded through transformers): minutes when busy.
-pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("chat_env"), pytest.mark.timeout(1800)]
+pytestmark = [pytest.mark.slow, pytest.mark.heavy, pytest.mark.usefixtures("chat_env"), pytest.mark.timeout(1800)]
 
 KEY = "upstream-key-42"
 

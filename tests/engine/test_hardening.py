@@ -187,7 +187,8 @@ def test_serve_command_passes_the_hardening_options(monkeypatch: pytest.MonkeyPa
     from aiforge.cli import app as cli
 
     seen: dict[str, ServerConfig] = {}
-    monkeypatch.setattr(server_app, "serve", lambda bundles, *, config, home: seen.setdefault("config", config))
+    monkeypatch.setattr(server_app, "serve",
+                        lambda bundles, *, config, home, preload=None: seen.setdefault("config", config))
     result = CliRunner().invoke(cli, ["serve", str(tmp_path / "no-bundle"), "--rate-limit", "5", "--rate-burst", "9",
                                       "--public-docs-metrics", "--header-timeout", "2", "--body-timeout", "3",
                                       "--max-connections", "50"])

@@ -23,7 +23,7 @@ from aiforge.serve.app import create_app
 from aiforge.serve.config import ServerConfig
 from aiforge.serve.loadgen import free_port, running_server
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.heavy]
 BATCH = 4  # max_ongoing_requests 2 x 4 and max_queued_requests 256: a burst of 400 must overflow
 
 
