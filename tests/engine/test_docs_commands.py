@@ -51,6 +51,8 @@ NOT_RUN: dict[str, str] = {
         "installs from the package index (the network); make install installs the ray extra",
     "aiforge serve banking77 --backend ray --replicas 2 --port 8000":
         _RAY,
+    "aiforge serve banking77 --backend ray --ray-ingress haproxy --replica-cpus 2 --port 8000":
+        _RAY + "; tests/scale/test_ray_serve_haproxy.py (make test-heavy) starts this ingress through the CLI",
     "aiforge serve banking77 --backend ray --autoscale 1:4 --ray-address auto":
         "joins a Ray cluster that is already running (--ray-address auto), which a fresh machine has not",
     "aiforge batch banking77 --input 'texts/*.csv' --output out/ --backend ray --actors 2":
