@@ -49,7 +49,7 @@ def _spec(name: str, scenario: str, observation: str, *, episodes: int | None = 
     if QUICK:
         train = {"expert_episodes": 1, "dagger_rounds": 1, "dagger_episodes": 1, "epochs": 2, "min_updates": 0}
     if observation == "camera":
-        train.update({"epochs": 15, "batch_size": 128, "min_updates": 600})
+        train.update({"epochs": 15, "batch_size": 128, "min_updates": 1500})
     return BaseSpec.from_dict({"name": name, "task": "driving",
                                "env": {"scenario": scenario, "observation": observation},
                                "train": train, "eval": {"episodes": 2, "baselines": False, "replay_frames": 30}})

@@ -51,6 +51,24 @@ def test_the_shield_overrides_constructed_unsafe_states_and_leaves_safe_ones() -
     assert _decide(crossing, "IDLE", ShieldRules(crossing=True)) == ("SLOWER", True, "crossing")
 
 
+def test_the_shield_lets_an_evasive_lane_change_through_when_braking_cannot_help() -> None:
+    # merge, seed 10000, the step before the shielded expert's collision: a car merged in 5 m ahead
+    # (bumpers touching) a little slower than the ego car's slowest target speed (20 m/s), the ramp
+    # car to the right far slower, the left lane open for 44 m. The old rule turned the expert's
+    # LANE_LEFT into SLOWER (which cannot slow below 20 m/s) and the ego car drove into the car ahead.
+    merged_in = radar((5.0, 0.0, -1.7, 0.0), (13.1, 4.0, -10.7, 0.0), (44.4, -4.0, 9.3, 0.0), ego_speed=20.0)
+    assert _decide(merged_in, "LANE_LEFT") == ("LANE_LEFT", False, "")
+    assert _decide(merged_in, "IDLE") == ("SLOWER", True, "brake")
+    assert _decide(merged_in, "LANE_RIGHT") == ("SLOWER", True, "lane+brake")  # the ramp car: not a way out
+    # in the leftmost lane there is no lane to the left: braking it stays
+    leftmost = radar((5.0, 0.0, -1.7, 0.0), ego_speed=20.0, ego_y=0.0)
+    assert _decide(leftmost, "LANE_LEFT") == ("SLOWER", True, "brake")
+    # a lane to the right is a way out only where a vehicle shows it is there
+    right_seen = radar((5.0, 0.0, -1.7, 0.0), (40.0, 4.0, 5.0, 0.0), ego_speed=20.0, ego_y=0.0)
+    assert _decide(right_seen, "LANE_RIGHT") == ("LANE_RIGHT", False, "")
+    assert _decide(leftmost, "LANE_RIGHT") == ("SLOWER", True, "brake")
+
+
 def test_lanes_and_density_are_highway_settings() -> None:
     with pytest.raises(SpecError, match=r"env\.lanes applies to the highway scenario only"):
         BaseSpec.from_dict(tiny_spec(env={"scenario": "merge", "lanes": 3}))

@@ -1,5 +1,8 @@
 """Export a driving policy: the ONNX graph (observation -> logits), int8 if it keeps the actions, the shield.
 
+A camera policy's graph has a second output, ``features`` ((batch, 22): its perception head's
+lane features, named in ``pipeline.json`` ``perception.features``).
+
 The fp32 graph is checked against PyTorch on the labelled training states; the int8 copy
 (dynamic quantization, the shared recipes) ships only when its greedy action agrees with fp32's
 on ``optimize.min_int8_agreement`` of them. Then the staged bundle drives the closed-loop
@@ -15,6 +18,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
 
 from aiforge.bundle.format import BundleManifest
 from aiforge.bundle.parts import BundleParts, Int8Parity, Parity
@@ -25,6 +29,7 @@ from aiforge.optimize.quantize import quantize_with_parity
 from aiforge.tasks.driving.closedloop import POLICIES, closed_loop
 from aiforge.tasks.driving.env import KINEMATIC_FEATURES
 from aiforge.tasks.driving.fitted import DrivingFitResult
+from aiforge.tasks.driving.model import LANE_FEATURE_NAMES, CameraNet
 from aiforge.tasks.driving.report import REPLAY_JSON, write_gif, write_replay, write_report
 from aiforge.tasks.driving.runtime import DrivingRuntime
 from aiforge.tasks.driving.shield import ShieldRules
@@ -45,6 +50,17 @@ def shield_rules(spec: DrivingSpec) -> ShieldRules:
                        crossing_radius_m=s.crossing_radius_m, crossing_horizon_s=s.crossing_horizon_s)
 
 
+class _WithFeatures(nn.Module):
+    """A camera net exported with both outputs (the argument name is the graph's input name)."""
+
+    def __init__(self, net: CameraNet) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, observation: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.net.logits_and_features(observation)
+
+
 def _logits(path: Path, x: np.ndarray) -> np.ndarray:
     session = onnx_session(path, threads=1)
     return np.concatenate([session.run(["logits"], {"observation": x[i:i + 256]})[0] for i in range(0, len(x), 256)])
@@ -56,8 +72,10 @@ def _export(result: DrivingFitResult, staged: Path) -> tuple[Parity, str]:
     states, labels = result.imitation.observations, result.imitation.labels
     idx = rng.choice(len(states), size=min(len(states), 512), replace=False)
     sample = states[idx].astype(np.float32)
-    export_onnx(net, (torch.from_numpy(sample[:2]),), staged / FP32_GRAPH, inputs=["observation"],
-                outputs=["logits"], dynamic={"observation": {0: "batch"}, "logits": {0: "batch"}},
+    graph: nn.Module = _WithFeatures(net) if isinstance(net, CameraNet) else net
+    outputs = ["logits", "features"] if isinstance(net, CameraNet) else ["logits"]
+    export_onnx(graph, (torch.from_numpy(sample[:2]),), staged / FP32_GRAPH, inputs=["observation"],
+                outputs=outputs, dynamic={"observation": {0: "batch"}, **{o: {0: "batch"} for o in outputs}},
                 what="driving policy")
     with torch.no_grad():
         want = net(torch.from_numpy(sample)).numpy()
@@ -92,7 +110,10 @@ def driving_pipeline(spec: DrivingSpec, result: DrivingFitResult, precision: str
                      ) -> dict[str, Any]:
     """pipeline.json: graphs, observation shape/dtype, actions, radar rows and the shield's rules."""
     info = result.info
-    return {"graphs": graphs, "default_precision": precision, "input": "observation", "output": "logits",
+    perception = ({"perception": {"output": "features", "shape": [len(LANE_FEATURE_NAMES)],
+                                  "features": list(LANE_FEATURE_NAMES)}}
+                  if isinstance(result.imitation.net, CameraNet) else {})
+    return {**perception, "graphs": graphs, "default_precision": precision, "input": "observation", "output": "logits",
             "observation": {"mode": spec.env.observation, "shape": list(info.observation_shape),
                             "dtype": info.observation_dtype},
             "actions": list(info.actions),

@@ -6,6 +6,13 @@ relative speeds ahead and behind in each lane, computed in the graph) before the
 inside the graph, so the exported ONNX file takes exactly what the simulator (or a client) gives.
 The stages are named: ``perception`` (encoder) then ``policy`` (the action head), each a swappable
 ``nn.Module``.
+
+Camera networks (:class:`CameraNet`) add a third stage, the *perception head*: a linear map from
+the CNN's image features to the 22 :class:`LaneFeatures` of the frame. At training time the
+simulator gives those features for free (the radar rows of the same step), so the head is trained
+to predict them (privileged distillation, "learning by cheating") and the policy reads the
+predicted features beside the image features. The exported graph outputs both ``logits`` and
+``features``; the served car needs only its camera.
 """
 
 from __future__ import annotations
@@ -13,7 +20,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-__all__ = ["DrivingNet", "LaneFeatures", "build_net"]
+__all__ = ["LANE_FEATURE_NAMES", "CameraNet", "DrivingNet", "LaneFeatures", "build_net"]
 
 # kinematics rows: presence, x, y, vx, vy, cos_h, sin_h (metres, m/s)
 _KINEMATIC_SCALE = (1.0, 100.0, 20.0, 20.0, 20.0, 1.0, 1.0)
@@ -34,6 +41,18 @@ class DrivingNet(nn.Module):
         x = observation.float() * self.scale
         out: torch.Tensor = self.policy(self.perception(x))
         return out
+
+
+def _lane_feature_names() -> tuple[str, ...]:
+    names = []
+    for lane in ("left", "ego", "right"):
+        for side in ("ahead", "behind"):
+            names += [f"{lane}_{side}_gap", f"{lane}_{side}_rel_speed", f"{lane}_{side}_inv_ttc"]
+    return (*names, "ego_y_lanes", "ego_vx", "ego_vy", "ego_sin_heading")
+
+
+# what LaneFeatures (and a camera bundle's ``features`` output) gives, in order
+LANE_FEATURE_NAMES = _lane_feature_names()
 
 
 class LaneFeatures(nn.Module):
@@ -73,6 +92,28 @@ class LaneFeatures(nn.Module):
         return torch.cat(out, dim=1)
 
 
+class CameraNet(DrivingNet):
+    """``frames -> logits`` through a CNN, a perception head (predicted lane features) and the policy.
+
+    ``perception`` maps the scaled frames to image features ``h``; ``head`` maps ``h`` to the
+    :class:`LaneFeatures` of the frame; ``policy`` reads ``[features, h]``.
+    """
+
+    def __init__(self, perception: nn.Module, head: nn.Module, policy: nn.Module, scale: torch.Tensor,
+                 n_actions: int) -> None:
+        super().__init__(perception, policy, scale, n_actions)
+        self.head = head
+
+    def logits_and_features(self, observation: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        h = self.perception(observation.float() * self.scale)
+        features: torch.Tensor = self.head(h)
+        logits: torch.Tensor = self.policy(torch.cat([features, h], dim=1))
+        return logits, features
+
+    def forward(self, observation: torch.Tensor) -> torch.Tensor:
+        return self.logits_and_features(observation)[0]
+
+
 def _mlp_encoder(n_in: int, hidden: int) -> nn.Module:
     return nn.Sequential(nn.Flatten(), nn.Linear(n_in, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU())
 
@@ -92,11 +133,15 @@ def build_net(*, mode: str, shape: tuple[int, ...], n_actions: int, hidden: int,
     ``mask_ego_x`` zeroes the ego car's absolute x (on an endless highway it only grows);
     ``lanes`` (roads with lanes, kinematics): :class:`LaneFeatures` perception instead of a flat MLP.
     """
+    perception: nn.Module
     if mode == "camera":
         stack, width, height = shape
         scale = torch.full((1, 1, 1), 1.0 / 255.0)
-        perception = _cnn_encoder(stack, width, height, hidden)
-    elif mode == "kinematics":
+        n = LaneFeatures.n_features
+        policy = nn.Sequential(nn.Linear(n + hidden, hidden), nn.ReLU(), nn.Linear(hidden, n_actions))
+        return CameraNet(_cnn_encoder(stack, width, height, hidden), nn.Linear(hidden, n), policy, scale,
+                         n_actions)
+    if mode == "kinematics":
         rows, cols = shape
         scale = 1.0 / torch.tensor(_KINEMATIC_SCALE[:cols]).repeat(rows, 1)
         if mask_ego_x:

@@ -5,7 +5,12 @@ It reads the kinematics rows of the nearby vehicles (ego first, the others relat
 proposed meta-action that breaks a rule:
 
 - ``brake``: a vehicle ahead in the ego lane is within ``min_gap_m`` or closes in under ``ttc_s``
-  -> anything but ``SLOWER`` becomes ``SLOWER``;
+  -> anything but ``SLOWER`` becomes ``SLOWER``, except an *evasive lane change*: a change into
+  a neighbour lane that passes the ``lane`` rule and is known to exist (left: the ego car is not in
+  the leftmost lane, y > half a lane width; right: a vehicle is observed in it) is let through.
+  Braking is not always possible (highway-env's slowest target speed is 20 m/s on merge: a slower
+  car that merges in ahead is hit whatever the shield does), and overriding the escape into a
+  free lane with ``SLOWER`` caused most of the shielded merge collisions;
 - ``headway``: ``FASTER`` with a vehicle ahead inside ``headway_s`` x speed (or closing in under
   2 x ``ttc_s``) -> ``IDLE``;
 - ``lane``: a lane change whose target lane has a vehicle alongside, ahead or behind closer
@@ -119,15 +124,23 @@ def shield_actions(radar: np.ndarray, proposed: np.ndarray, *, rules: ShieldRule
         bad_rear = rear & ((rear_gap < rules.min_gap_m) | (_ttc(rear_gap, fvx) < rules.ttc_s))
         return np.asarray((bad_front | bad_rear).any(axis=1))
 
+    def lane_exists(side: float) -> np.ndarray:
+        if side < 0:  # the ego row is absolute: lane k's centre is at y = k x lane width
+            return np.asarray(radar[:, 0, 2] > rules.lane_width_m / 2)
+        return np.asarray((present & (np.abs(fy - side * rules.lane_width_m) < half)).any(axis=1))
+
     out = proposed.copy()
     reasons = [""] * len(proposed)
     slower, idle = index.get("SLOWER"), index.get("IDLE")
     lanes = {index[k]: v for k, v in (("LANE_LEFT", -1.0), ("LANE_RIGHT", 1.0)) if k in index}
     unsafe_lane = {a: lane_unsafe(side) for a, side in lanes.items()}
+    escape = {a: lane_exists(side) for a, side in lanes.items()}
     for i, a in enumerate(proposed.tolist()):
         choice, why = a, ""
         if a in unsafe_lane and unsafe_lane[a][i]:
             choice, why = (slower, "lane+brake") if brake[i] else (idle, "lane")
+        elif a in escape and escape[a][i]:
+            pass  # a safe lane change into a lane that exists: the way out, braking or not
         elif a != slower and brake[i]:
             choice, why = slower, "brake"
         elif a != slower and crossing[i]:

@@ -74,6 +74,8 @@ class DrivingTrainSpec(Strict):
     batch_size: int = Field(default=256, ge=8)
     lr: float = Field(default=1e-3, gt=0)
     hidden: int = Field(default=128, ge=8, le=1024)
+    perception_weight: float = Field(default=1.0, ge=0, description="camera: weight of the perception head's "
+                                     "loss (lane features of the simulator's radar rows, training only)")
     threads: int | None = Field(default=None, gt=0)
 
 
