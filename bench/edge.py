@@ -38,7 +38,7 @@ from typing import Any
 
 import pandas as pd
 
-from _common import machine, shared_data, write_result
+from _common import ROOT, machine, shared_data, write_result
 from aiforge.bundle.edge import EDGE_TASKS, build_edge
 from aiforge.serve.loadgen import free_port
 
@@ -122,6 +122,29 @@ def address_space_check(package: Path, item: str) -> dict[str, Any]:
     return {"runs": ok, **({} if ok else {"error": (proc.stderr.strip().splitlines() or [""])[-1][-300:]})}
 
 
+_PEAK = """
+import runpy, sys
+sys.argv = sys.argv[1:]
+try:
+    runpy.run_path(sys.argv[0], run_name="__main__")
+except SystemExit as exc:
+    if exc.code:
+        raise
+status = open("/proc/self/status").read().splitlines()
+print(next(int(line.split()[1]) for line in status if line.startswith("VmPeak")), file=sys.stderr)
+"""
+
+
+def address_space_peak_mb(package: Path, item: str) -> float:
+    """The largest virtual address space ``run.py ITEM`` reaches (VmPeak) on core 0 with no cap: what
+    ``prlimit --as`` compares with its limit."""
+    proc = subprocess.run(["taskset", "-c", "0", sys.executable, "-I", "-c", _PEAK, str(package / "run.py"),
+                           "--threads", "1", item], capture_output=True, text=True, env=ENV, timeout=300)
+    if proc.returncode != 0:
+        raise SystemExit(f"run.py failed: {proc.stderr[-2000:]}")
+    return int(proc.stderr.strip().splitlines()[-1]) / 1024
+
+
 def served_latency(package: Path, task: str, items: list[str], n: int) -> dict[str, Any]:
     port = free_port()
     proc = subprocess.Popen([*LIMIT, sys.executable, "-I", str(package / "run.py"), "--serve", "--port", str(port),
@@ -157,6 +180,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--bundle", type=Path, action="append", required=True)
     parser.add_argument("--requests", type=int, default=50)
+    parser.add_argument("--keep-other-tasks", action="store_true",
+                        help="keep the previous JSON's packages of tasks not measured now (each keeps its date)")
     args = parser.parse_args()
     rows = []
     group = MemoryGroup(f"aiforge-edge-{os.getpid()}")
@@ -180,9 +205,18 @@ def main() -> None:
                 "single_item_latency": served_latency(package.folder, package.task, items, args.requests),
                 "cgroup_peak_mb_serving": group.peak_mb(),
                 "address_space_256mb": address_space_check(package.folder, items[0]),
+                "address_space_peak_mb_uncapped": address_space_peak_mb(package.folder, items[0]),
             }
             print(json.dumps(row, indent=2), flush=True)
             rows.append(row)
+    if args.keep_other_tasks:
+        previous = json.loads((ROOT / "bench" / "results" / "edge.json").read_text())
+        measured = {row["task"] for row in rows}
+        for row in previous["packages"]:
+            if row["task"] not in measured:
+                rows.append({**row, "measured_in_an_earlier_run": {
+                    "date": row.get("measured_in_an_earlier_run", {}).get("date", previous["machine"]["date"]),
+                    "load_average_before": previous["load_average_before"]}})
     payload = {
         "benchmark": "edge packages: one core (taskset -c 0), a 256 MB memory cgroup, python -I",
         "command": "python bench/edge.py --bundle TEXT_BUNDLE --bundle IMAGE_BUNDLE",

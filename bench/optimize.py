@@ -242,7 +242,10 @@ def main() -> None:
     payload = {
         "benchmark": "int8 recipes on the BANKING77 test set (3,080 texts): agreement, size, batch dependence, "
                      "offline texts/s",
-        "command": "python bench/optimize.py --bundle PATH",
+        "command": "python bench/optimize.py --bundle PATH" + "".join(
+            f" --{flag.replace('_', '-')} {getattr(args, flag)}" for flag in
+            ("threads", "repeats", "batch1_texts", "timing_texts", "texts", "probes")
+            if getattr(args, flag) != parser.get_default(flag)),
         "machine": {**machine(), "load_average_at_start": load_at_start, "load_average_at_end": load_average()},
         "threads": args.threads,
         "texts_scored": len(texts),

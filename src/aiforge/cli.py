@@ -12,7 +12,6 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from aiforge.bundle.edge import build_edge
 from aiforge.bundle.registry import Registry
 from aiforge.bundle.registry import verify as verify_bundle
 from aiforge.errors import AiforgeError
@@ -283,6 +282,8 @@ def export(
     if not edge:
         raise AiforgeError("aiforge export writes edge packages: add --edge (bundles themselves are exported by "
                            "`aiforge train`).")
+    from aiforge.bundle.edge import build_edge  # lazy: the edge packer stays out of `aiforge serve`'s start-up
+
     package = build_edge(bundle, out=output, home=home)
     out.print(f"wrote {package.folder} ({package.folder_bytes / 1e6:.1f} MB) and {package.zip} "
               f"({package.zip_bytes / 1e6:.1f} MB); run: python {package.folder / 'run.py'} --help", highlight=False,

@@ -84,15 +84,19 @@ def test_preload_hands_each_bundle_or_its_error_to_the_app(trained_bundle: Any, 
         assert r.status_code == 200, r.text
 
 
-def test_a_preload_with_other_settings_is_not_used(trained_bundle: Any) -> None:
+def test_a_preload_with_other_settings_is_refused_before_anything_loads_twice(trained_bundle: Any) -> None:
     path, home = str(trained_bundle.export.path), trained_bundle.home
     preload = Preload([path], precision="fp32", threads=1, home=home)
-    # the server was asked for the default precision
-    app = create_app([path], home=home, preload=preload, config=ServerConfig(threads=1))
+    # the server was asked for the default precision: its work cannot be reused, so the app is not built
+    with pytest.raises(AiforgeError, match=r"preload loaded with .*'fp32'.*configured with .*'auto'"):
+        create_app([path], home=home, preload=preload, config=ServerConfig(threads=1))
+    with pytest.raises(AiforgeError, match="configured with"):
+        create_app([path], home=home, preload=preload, config=ServerConfig(threads=2, precision="fp32"))
+    # the same settings: taken as loaded
+    app = create_app([path], home=home, preload=preload, config=ServerConfig(threads=1, precision="fp32"))
     with TestClient(app) as client:
         assert _wait_ready(client)["ready"] is True
-        served = app.state.models.services[trained_bundle.name].runtime
-        assert served is not preload.take(path)
+        assert app.state.models.services[trained_bundle.name].runtime is preload.take(path)
 
 
 def test_deferred_kind_routes_answer_as_if_included(trained_bundle: Any) -> None:

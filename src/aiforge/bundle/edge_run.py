@@ -14,17 +14,40 @@ from __future__ import annotations
 
 import argparse
 import base64
+import ctypes
+import ctypes.util
 import hashlib
 import io
 import json
+import os
 import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import onnxruntime as ort
+
+def _small_address_space() -> None:
+    """Keep the process inside a 256 MB address-space cap (``ulimit -v``, ``prlimit --as``).
+
+    Most of what such a cap counts is reserved, not used: every thread's malloc arena reserves 64 MB
+    and each OpenBLAS and rayon (tokenizers) worker thread its own buffers and 8 MB stack. So: one
+    malloc arena, numpy's BLAS and tokenizers without worker threads (the runner tokenizes one
+    request at a time; onnxruntime has its own pool); settings already in the environment win.
+    """
+    for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "RAYON_NUM_THREADS"):
+        os.environ.setdefault(var, "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    libc = ctypes.util.find_library("c")
+    if libc and sys.platform.startswith("linux") and "MALLOC_ARENA_MAX" not in os.environ:
+        m_arena_max = -8  # glibc's mallopt(M_ARENA_MAX, n)
+        ctypes.CDLL(libc).mallopt(m_arena_max, 1)
+
+
+_small_address_space()  # before numpy and onnxruntime load (and start threads)
+
+import numpy as np  # noqa: E402
+import onnxruntime as ort  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 BUNDLE = HERE / "bundle"
@@ -80,6 +103,11 @@ def _session(path: Path, threads: int | None) -> ort.InferenceSession:
     options.intra_op_num_threads = threads or 0
     options.inter_op_num_threads = 1
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    # small devices: no arena that keeps (and over-reserves) the largest batch's buffers, no
+    # pre-planned pattern of them, no idle worker spinning on a single core
+    options.enable_cpu_mem_arena = False
+    options.enable_mem_pattern = False
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 

@@ -54,11 +54,10 @@ def _load_all(models: Models, config: ServerConfig, home: str | Path | None, exe
               preload: Preload | None) -> tuple[dict[str, ModelService[Runtime]], dict[str, str]]:
     """The services that loaded, and for each source that did not, why (one bad bundle spares the others).
 
-    A source that ``preload`` loaded (with these settings) is taken from it, already warmed up.
+    A source that ``preload`` loaded (``create_app`` checked it has these settings) is taken from it,
+    already warmed up.
     """
     threads = config.threads or available_cpus()
-    if preload is not None and not preload.matches(precision=config.precision, threads=threads, home=home):
-        preload = None
     services: dict[str, ModelService[Runtime]] = {}
     errors: dict[str, str] = {}
     for source in models.sources:
@@ -147,12 +146,15 @@ def create_app(bundles: Sequence[str | Path | Runtime], *, config: ServerConfig 
     ``/v2/health/ready`` and ``/v1/models`` (readiness stays false; the others still serve); when no
     model loads at all, ``on_load_failure`` is called with the reason (``serve`` stops and exits 1).
     ``preload`` (started before this module was imported, see :mod:`aiforge.serve.preload`) hands over
-    the bundles it already loaded.
+    the bundles it already loaded; it must have loaded with this config's precision and threads and
+    this ``home``, since a second load of each bundle would cost more than the preload saved.
 
     Raises:
-        AiforgeError: the API key file is missing or empty.
+        AiforgeError: the API key file is missing or empty, or ``preload`` has other settings.
     """
     cfg = config or ServerConfig()
+    if preload is not None:
+        preload.check(precision=cfg.precision, threads=cfg.threads, home=home)
     metrics = ServerMetrics()
     models = Models(list(bundles))
     metrics.runtime_events.source = lambda: {s.name: s.runtime.counters() for s in models.services.values()}

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from aiforge.bundle.runtime import Runtime, available_cpus
+from aiforge.errors import AiforgeError
 
 __all__ = ["Preload", "available_cpus"]
 
@@ -44,10 +45,25 @@ class Preload:
         finally:
             self._done.set()
 
+    def settings(self) -> tuple[str, int, str | None]:
+        """What this preload loaded with: precision, onnxruntime threads, registry home."""
+        return self.precision, self.threads, str(self.home) if self.home else None
+
     def matches(self, *, precision: str, threads: int | None, home: str | Path | None) -> bool:
         """Whether this preload loaded with the settings a server was configured with."""
-        return (precision, threads or available_cpus(), str(home) if home else None) == \
-            (self.precision, self.threads, str(self.home) if self.home else None)
+        return (precision, threads or available_cpus(), str(home) if home else None) == self.settings()
+
+    def check(self, *, precision: str, threads: int | None, home: str | Path | None) -> None:
+        """Raise unless this preload loaded with these server settings (its work would be thrown away).
+
+        Raises:
+            AiforgeError: the settings differ; the message names both.
+        """
+        if not self.matches(precision=precision, threads=threads, home=home):
+            wanted = (precision, threads or available_cpus(), str(home) if home else None)
+            raise AiforgeError(f"the preload loaded with (precision, threads, home) = {self.settings()}, the "
+                               f"server is configured with {wanted}: start the Preload with the server's "
+                               "settings (aiforge serve does), or pass none.")
 
     def take(self, source: str | Path) -> Runtime | None:
         """The Runtime loaded for ``source`` (None if it was not preloaded).

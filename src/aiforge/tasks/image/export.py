@@ -29,7 +29,6 @@ import numpy as np
 import torch
 
 from aiforge.bundle.parts import BundleParts, Int8Parity, Parity
-from aiforge.data.splits import stratified_split
 from aiforge.errors import ExportError
 from aiforge.optimize.onnx_export import export_onnx
 from aiforge.tasks.image.cam import CAM_OUTPUT, CAM_SIDE, add_cam_output
@@ -37,6 +36,7 @@ from aiforge.tasks.image.data import ImageSplits
 from aiforge.tasks.image.dataset import ImageDataset
 from aiforge.tasks.image.fallback import FALLBACK_KEY, guarded, min_margin_for
 from aiforge.tasks.image.model import ProbabilityGraph
+from aiforge.tasks.image.parity import sample, sample_indices
 from aiforge.tasks.image.preprocess import AugmentConfig, augment, preprocess_batch
 from aiforge.tasks.image.report import image_card, write_report
 from aiforge.tasks.image.samples import sample_photos
@@ -99,19 +99,6 @@ INT8_RECIPES: tuple[StaticRecipe, ...] = (
 )
 
 
-def _sample_indices(ds: ImageDataset, n: int, seed: int) -> list[int]:
-    if len(ds) <= n:
-        return list(range(len(ds)))
-    if len(set(ds.labels)) > 1 and len(set(ds.labels)) < n:
-        _, held = stratified_split(ds.labels, fraction=n / len(ds), seed=seed)
-        return held
-    return sorted(np.random.default_rng(seed).choice(len(ds), n, replace=False).tolist())
-
-
-def _sample(ds: ImageDataset, n: int, seed: int) -> ImageDataset:
-    return ds if len(ds) <= n else ds.subset(_sample_indices(ds, n, seed))
-
-
 def _concat(parts: list[ImageDataset]) -> ImageDataset:
     if len(parts) == 1:
         return parts[0]
@@ -137,8 +124,8 @@ def parity_images(fitted: FittedImageClassifier, splits: ImageSplits | None) -> 
     sample photos and augmented views of them."""
     opt, seed = fitted.spec.optimize, fitted.spec.train.seed
     if splits is not None:
-        parity = _sample(splits.test or splits.validation, opt.parity_samples, seed)
-        calibrated = _sample_indices(splits.train, opt.calibration_samples, seed + 1)
+        parity = sample(splits.test or splits.validation, opt.parity_samples, seed=seed)
+        calibrated = sample_indices(splits.train, opt.calibration_samples, seed=seed + 1)
         calibration = splits.train.subset(calibrated) if len(calibrated) < len(splits.train) else splits.train
         # tuning: validation images (when the test set is the parity set), topped up with training
         # images calibration did not use, so that small validation sets still give a threshold
@@ -149,7 +136,7 @@ def parity_images(fitted: FittedImageClassifier, splits: ImageSplits | None) -> 
         for k, pool in enumerate(pools):
             room = opt.tuning_samples - sum(len(part) for part in parts)
             if room > 0 and len(pool):
-                parts.append(_sample(pool, room, seed + 2 + k))
+                parts.append(sample(pool, room, seed=seed + 2 + k))
         tuning = _concat(parts) if parts else calibration
         return ExportImages(parity, calibration, tuning)
     from PIL import Image

@@ -12,26 +12,14 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from aiforge.bundle.format import BundleManifest
-from aiforge.data.splits import stratified_split
 from aiforge.errors import AiforgeError, DataError
 from aiforge.optimize.hooks import Candidate
 from aiforge.tasks.image.data import load_image_dataset, load_image_splits
-from aiforge.tasks.image.dataset import ImageDataset
+from aiforge.tasks.image.parity import sample
 from aiforge.tasks.image.spec import ImageSpec
 
 __all__ = ["HOOKS", "ImageOptimize"]
-
-
-def _sample(ds: ImageDataset, n: int, seed: int) -> ImageDataset:
-    """The export's parity sample (``tasks/image/export.py``, which imports torch: not imported here)."""
-    if len(ds) <= n:
-        return ds
-    if 1 < len(set(ds.labels)) < n:
-        return ds.subset(stratified_split(ds.labels, fraction=n / len(ds), seed=seed)[1])
-    return ds.subset(sorted(np.random.default_rng(seed).choice(len(ds), n, replace=False).tolist()))
 
 
 class ImageOptimize:
@@ -55,7 +43,7 @@ class ImageOptimize:
         except (DataError, OSError) as exc:
             raise AiforgeError(f"{bundle}: cannot read the bundle's parity images ({exc}); pass --data FOLDER "
                                "(one sub-folder per class).") from exc
-        ds = _sample(ds, min(spec.optimize.parity_samples, limit), spec.train.seed)
+        ds = sample(ds, min(spec.optimize.parity_samples, limit), seed=spec.train.seed)
         items = []
         for i in range(len(ds)):
             buf = io.BytesIO()

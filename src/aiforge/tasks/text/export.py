@@ -13,7 +13,6 @@ import numpy as np
 from aiforge.audit.card import classifier_gate_results, group_audit_card
 from aiforge.audit.fairness import AuditSettings
 from aiforge.bundle.parts import BundleParts, Int8Parity, Parity
-from aiforge.data.splits import stratified_split
 from aiforge.errors import ExportError
 from aiforge.hub.text_encoder import iter_batches
 from aiforge.optimize.fuse import backbone_heads
@@ -24,6 +23,7 @@ from aiforge.tasks.text.checks import group_audit
 from aiforge.tasks.text.data import TextDataset
 from aiforge.tasks.text.model import ProbabilityGraph
 from aiforge.tasks.text.out_of_scope import OOS_MEANS, OOS_PRECISION
+from aiforge.tasks.text.parity import parity_sample
 from aiforge.tasks.text.spec import TextSpec
 
 if TYPE_CHECKING:
@@ -76,12 +76,7 @@ def export_text_classifier(fitted: FittedTextClassifier, directory: Path, *, par
     """
     opt = fitted.spec.optimize
     directory.mkdir(parents=True, exist_ok=True)
-    n = min(len(parity_data), opt.parity_samples)
-    if n < len(parity_data):  # a stratified sample: test files are often grouped by label
-        _, held = stratified_split(parity_data.labels, fraction=n / len(parity_data), seed=fitted.spec.train.seed)
-        data = parity_data.subset(held)
-    else:
-        data = parity_data
+    data = parity_sample(parity_data, opt.parity_samples, seed=fitted.spec.train.seed)
     texts = data.texts
     graph = ProbabilityGraph(fitted.model, features=features).eval()
     _, ids, mask = next(iter_batches(fitted.tokenizer, texts[:2] or ["example"], 2, sort=False))

@@ -13,12 +13,12 @@ from pathlib import Path
 from typing import Any
 
 from aiforge.bundle.format import BundleManifest
-from aiforge.data.splits import stratified_split
 from aiforge.errors import AiforgeError, DataError
 from aiforge.optimize.fuse import backbone_heads, fuse_transformer
 from aiforge.optimize.hooks import Candidate
 from aiforge.optimize.quantize import RECIPES, quantize_recipe
 from aiforge.tasks.text.data import load_text_dataset, load_text_splits
+from aiforge.tasks.text.parity import parity_sample
 from aiforge.tasks.text.spec import TextSpec
 
 __all__ = ["HOOKS", "TextOptimize"]
@@ -45,11 +45,7 @@ class TextOptimize:
         except (DataError, OSError) as exc:
             raise AiforgeError(f"{bundle}: cannot read the bundle's parity data ({exc}); pass --data FILE with the "
                                f"columns {spec.data.text_column!r} and {spec.data.label_column!r}.") from exc
-        n = min(len(ds), spec.optimize.parity_samples, limit)
-        if n < len(ds):
-            _, held = stratified_split(ds.labels, fraction=n / len(ds), seed=spec.train.seed)
-            ds = ds.subset(held)
-        return list(ds.texts)
+        return list(parity_sample(ds, min(spec.optimize.parity_samples, limit), seed=spec.train.seed).texts)
 
     def candidates(self, *, bundle: Path, pipeline: dict[str, Any], work: Path) -> Iterator[Candidate]:
         """fp32, the shipped int8, fused fp32, fused int8 per recipe (built as the sweep reaches them)."""
