@@ -25,6 +25,7 @@ Pareto tables. Writes bench/results/optimize.json.
 from __future__ import annotations
 
 import argparse
+import json
 import random
 import tempfile
 import time
@@ -36,7 +37,7 @@ import pandas as pd
 from tokenizers import Tokenizer
 
 import aiforge as af
-from _common import machine, shared_data, write_result
+from _common import RESULTS, machine, shared_data, write_result
 from aiforge.bundle.runtime import onnx_session
 from aiforge.bundle.tokens import encode_batches, pad_rows
 from aiforge.optimize.command import optimize_bundle
@@ -263,10 +264,19 @@ def main() -> None:
                    **{f"fused_int8_vs_fp32_{k}": fast["offline_texts_per_s"][k] /
                       rows["fp32"]["offline_texts_per_s"][k] for k in new["offline_texts_per_s"]},
                    "fused_int8_size_vs_int8_shipped_before": fast["size_mb"] / new["size_mb"]},
-        "optimize_sweeps": sweeps,
+        # sweeps not rerun in this run keep their earlier tables (each records its own command and load)
+        "optimize_sweeps": {**_earlier_sweeps(), **sweeps},
     }
     print(payload["ratios"])
     print(f"wrote {write_result('optimize', payload)}")
+
+
+def _earlier_sweeps() -> dict[str, Any]:
+    path = RESULTS / "optimize.json"
+    if not path.exists():
+        return {}
+    earlier = json.loads(path.read_text()).get("optimize_sweeps", {})
+    return earlier if isinstance(earlier, dict) else {}
 
 
 if __name__ == "__main__":
