@@ -208,7 +208,8 @@ def main() -> None:
                       "validation": len(data["validation"][0]), "test_in_scope": len(data["test_in"][0]),
                       "test_out_of_scope": len(data["test_out"]),
                       "machine": machine()})
-        block.setdefault("runs", {})[recipe] = row
+        key = recipe if args.max_per_label is None else f"{recipe}_{args.max_per_label}_per_intent"
+        block.setdefault("runs", {})[key] = row
         results[KEY] = block
         path.write_text(json.dumps(results, indent=2), encoding="utf-8")
         summary = {k: (row[k]["oracle_recall_at_in_scope_accuracy_0.9"],
