@@ -1,4 +1,4 @@
-"""The out-of-scope distance scorer a text or chat runtime applies at serve time (numpy only).
+"""The out-of-scope scorers a text or chat runtime applies at serve time (numpy only).
 
 The score of a text is its squared Mahalanobis distance (shared, shrunk covariance) from the nearest
 class mean of its sentence embedding (Podolskiy et al., 2021). Fitting it and calibrating its threshold
@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["DistanceScorer"]
+__all__ = ["DistanceScorer", "NearestScorer"]
 
 
 @dataclass
@@ -49,3 +49,24 @@ class DistanceScorer:
         mm = np.einsum("ij,ij->i", self.means @ self.precision, self.means)
         d = xx[:, None] - 2 * xp @ self.means.T + mm[None, :]
         return np.asarray(d.min(axis=1), dtype=np.float32)
+
+
+@dataclass
+class NearestScorer:
+    """Unit vectors of the training examples; ``score`` is one minus the cosine to the nearest one."""
+
+    examples: np.ndarray  # [n, dim], unit rows
+
+    @classmethod
+    def fit(cls, x: np.ndarray) -> NearestScorer:
+        x = np.asarray(x, dtype=np.float32)
+        return cls(x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12))
+
+    def score(self, x: np.ndarray) -> np.ndarray:
+        """``1 - max cos`` of each row to the examples (higher = more out of scope), in blocks of 4096 examples."""
+        x = np.asarray(x, dtype=np.float32)
+        u = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+        best = np.full(len(u), -1.0, dtype=np.float32)
+        for i in range(0, len(self.examples), 4096):
+            best = np.maximum(best, (u @ self.examples[i:i + 4096].T).max(axis=1))
+        return np.asarray(1.0 - best, dtype=np.float32)

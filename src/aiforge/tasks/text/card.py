@@ -115,4 +115,6 @@ The whole in-scope/out-of-scope trade-off on validation is in `metrics.json` (`o
 def _oos_score(oos: dict[str, Any]) -> str:
     if oos.get("method") == "distance":
         return "squared Mahalanobis distance of the pooled features to the nearest label mean"
+    if oos.get("method") == "nearest":
+        return "one minus the cosine of the pooled features to the nearest training example"
     return "minus the top class probability"

@@ -12,6 +12,7 @@ import numpy as np
 
 from aiforge.audit.card import classifier_gate_results, group_audit_card
 from aiforge.audit.fairness import AuditSettings
+from aiforge.bundle.out_of_scope import DistanceScorer
 from aiforge.bundle.parts import BundleParts, Int8Parity, Parity
 from aiforge.errors import ExportError
 from aiforge.hub.text_encoder import iter_batches
@@ -22,7 +23,7 @@ from aiforge.tasks.text.card import out_of_scope_card, text_classifier_card
 from aiforge.tasks.text.checks import group_audit
 from aiforge.tasks.text.data import TextDataset
 from aiforge.tasks.text.model import ProbabilityGraph
-from aiforge.tasks.text.out_of_scope import OOS_MEANS, OOS_PRECISION
+from aiforge.tasks.text.out_of_scope import OOS_EXAMPLES, OOS_MEANS, OOS_PRECISION
 from aiforge.tasks.text.parity import parity_sample
 from aiforge.tasks.text.spec import TextSpec
 
@@ -180,9 +181,11 @@ def write_text_bundle(staged: Path, *, spec: TextSpec, result: TextFitResult) ->
     }
     pipeline = text_pipeline(fitted, parity)
     if oos is not None:
-        if oos.scorer is not None:
+        if isinstance(oos.scorer, DistanceScorer):
             np.save(staged / OOS_MEANS, oos.scorer.means, allow_pickle=False)
             np.save(staged / OOS_PRECISION, oos.scorer.precision, allow_pickle=False)
+        elif oos.scorer is not None:
+            np.save(staged / OOS_EXAMPLES, oos.scorer.examples, allow_pickle=False)
         pipeline["out_of_scope"] = oos.pipeline()
         metrics["out_of_scope"] = {"method": oos.spec.method, "threshold": oos.threshold,
                                    "calibration": oos.calibration, **oos.metrics}

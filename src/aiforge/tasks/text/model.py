@@ -28,8 +28,11 @@ class TextClassifier(nn.Module):
         self.encoder = encoder
         self.head = head
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        return self.head(self.encoder(input_ids, attention_mask))  # type: ignore[no-any-return]
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                targets: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits of the served classes; with ``targets`` (training a margin head), of all trained classes."""
+        pooled = self.encoder(input_ids, attention_mask)
+        return self.head(pooled) if targets is None else self.head(pooled, targets)  # type: ignore[no-any-return]
 
 
 class ProbabilityGraph(nn.Module):

@@ -2,12 +2,13 @@
 
 Rows labelled ``out_of_scope.label`` are taken out of every split before training (they are
 not a class). After training, class means and a shared precision matrix are fitted on the
-training features (the pooled encoder output the ONNX graph also returns) with ``method: distance``; the score (minus
-the top probability by default, or that distance)
+training features (the pooled encoder output the ONNX graph also returns) with ``method: distance``, or
+the training features themselves are kept with ``method: nearest``; the score (minus the top probability
+by default, that distance, or one minus the cosine to the nearest training example)
 threshold is calibrated on the validation split (see :mod:`aiforge.audit.out_of_scope`),
 and in-scope accuracy and out-of-scope recall are measured on validation and test.
-The bundle stores ``oos_means.npy`` / ``oos_precision.npy``; ``TextRuntime`` serves a
-rejected text as the ``out_of_scope.name`` label.
+The bundle stores ``oos_means.npy`` / ``oos_precision.npy`` (distance) or ``oos_examples.npy``
+(nearest); ``TextRuntime`` serves a rejected text as the ``out_of_scope.name`` label.
 """
 
 from __future__ import annotations
@@ -18,11 +19,11 @@ from typing import Any
 import numpy as np
 
 from aiforge.audit.out_of_scope import calibrate_rejection, rejection_curve
-from aiforge.bundle.out_of_scope import DistanceScorer
+from aiforge.bundle.out_of_scope import DistanceScorer, NearestScorer
 from aiforge.tasks.text.data import TextDataset, TextSplits
 from aiforge.tasks.text.spec import OutOfScopeSpec
 
-__all__ = ["OOS_MEANS", "OOS_PRECISION", "OutOfScopeFit", "fit_out_of_scope", "in_scope_splits"]
+__all__ = ["OOS_EXAMPLES", "OOS_MEANS", "OOS_PRECISION", "OutOfScopeFit", "fit_out_of_scope", "in_scope_splits"]
 
 
 OOS_MEANS = "oos_means.npy"
@@ -31,12 +32,15 @@ OOS_MEANS = "oos_means.npy"
 OOS_PRECISION = "oos_precision.npy"
 
 
+OOS_EXAMPLES = "oos_examples.npy"
+
+
 @dataclass
 class OutOfScopeFit:
     """The fitted scorer, its threshold, and what was measured."""
 
     spec: OutOfScopeSpec
-    scorer: DistanceScorer | None  # method distance; None with method probability (score = -top probability)
+    scorer: DistanceScorer | NearestScorer | None  # None with method probability (score = -top probability)
     threshold: float
     calibration: dict[str, Any]
     metrics: dict[str, Any] = field(default_factory=dict)
@@ -45,6 +49,9 @@ class OutOfScopeFit:
         """The ``out_of_scope`` block of pipeline.json."""
         if self.scorer is None:
             return {"name": self.spec.name, "method": "probability", "threshold": self.threshold}
+        if isinstance(self.scorer, NearestScorer):
+            return {"name": self.spec.name, "method": "nearest", "threshold": self.threshold,
+                    "examples": OOS_EXAMPLES, "features": "features"}
         return {"name": self.spec.name, "method": "distance", "threshold": self.threshold, "means": OOS_MEANS,
                 "precision": OOS_PRECISION, "features": "features"}
 
@@ -75,8 +82,11 @@ def fit_out_of_scope(spec: OutOfScopeSpec, *, labels: list[str], features: Any,
     """
     index = {y: i for i, y in enumerate(labels)}
     y_train = np.array([index[y] for y in splits.train.labels])
-    scorer = DistanceScorer.fit(features(splits.train.texts), y_train, len(labels)) \
-        if spec.method == "distance" else None
+    scorer: DistanceScorer | NearestScorer | None = None
+    if spec.method == "distance":
+        scorer = DistanceScorer.fit(features(splits.train.texts), y_train, len(labels))
+    elif spec.method == "nearest":
+        scorer = NearestScorer.fit(features(splits.train.texts))
 
     def scored(ds: TextDataset | None) -> tuple[np.ndarray, np.ndarray] | None:
         if ds is None or not len(ds):

@@ -10,7 +10,7 @@ import numpy as np
 
 from aiforge.bundle.format import BundleManifest
 from aiforge.bundle.inputs import check_text
-from aiforge.bundle.out_of_scope import DistanceScorer
+from aiforge.bundle.out_of_scope import DistanceScorer, NearestScorer
 from aiforge.bundle.runtime import ItemLimits, Runtime, onnx_session, session_settings
 from aiforge.bundle.tokens import encode_batches
 from aiforge.errors import BundleError, DataError, InputError
@@ -49,12 +49,14 @@ class TextRuntime(Runtime):
         self.session = onnx_session(path / graphs[chosen], **session_settings(manifest, threads))
         self._output = self.pipeline.get("output", "probabilities")
         self.in_scope_labels = list(self.labels)
-        self._oos: tuple[DistanceScorer | None, float, str | None] | None = None
+        self._oos: tuple[DistanceScorer | NearestScorer | None, float, str | None] | None = None
         oos = self.pipeline.get("out_of_scope")
         if oos:
             try:
-                scorer = None
-                if oos.get("method", "distance") == "distance":
+                scorer: DistanceScorer | NearestScorer | None = None
+                if oos.get("method", "distance") == "nearest":
+                    scorer = NearestScorer(np.load(path / oos["examples"], allow_pickle=False))
+                elif oos.get("method", "distance") == "distance":
                     scorer = DistanceScorer(np.load(path / oos["means"], allow_pickle=False),
                                             np.load(path / oos["precision"], allow_pickle=False))
                 self._oos = (scorer, float(oos["threshold"]), oos.get("features"))

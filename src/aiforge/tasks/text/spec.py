@@ -39,12 +39,16 @@ class OutOfScopeSpec(Strict):
     label: str | None = Field(default=None, description="Label of your out-of-scope examples in the data; they are "
                                                         "not a class: they calibrate the threshold and are scored.")
     name: str = Field(default="out_of_scope", min_length=1, description="The label served for out-of-scope texts.")
-    method: Literal["probability", "distance"] = Field(
-        default="probability", description="Score: the classifier's top probability (default; measured better on "
-                                           "BANKING77 with a frozen encoder) or the Mahalanobis distance of the "
-                                           "pooled features to the nearest label mean.")
-    threshold: float | None = Field(default=None, gt=0, description="Fixed threshold (a minimum top probability, or "
-                                                                    "a maximum distance); None = calibrate.")
+    method: Literal["probability", "distance", "nearest"] = Field(
+        default="probability", description="Score: the classifier's top probability (default), the Mahalanobis "
+                                           "distance of the pooled features to the nearest label mean, or "
+                                           "(nearest) one minus their cosine to the nearest training example.")
+    threshold: float | None = Field(default=None, gt=0, description="Fixed threshold (a minimum top probability, "
+                                                                    "or a maximum distance); None = calibrate.")
+    synthetic_outliers: float = Field(
+        default=0.0, ge=0, le=1, description="With objective margin: texts spliced from halves of two labels' "
+                                             "examples, this share of the training rows, trained as one extra "
+                                             "class that is never served (outlier exposure without outside data).")
     target_in_scope_recall: float = Field(default=0.97, gt=0, le=1,
                                           description="Share of validation in-scope texts the threshold keeps.")
 
@@ -56,7 +60,18 @@ class ModelSpec(Strict):
     mode: Literal["head", "full"] = "head"
     head: Literal["linear", "mlp"] = "linear"
     max_length: int = Field(default=64, ge=8, le=512)
+    # margin: a cosine head with an additive margin (LMCL / CosFace): compact, separated classes, so an
+    # unknown intent lands far from all of them (tasks/text/margin.py); the head is then always cosine
+    objective: Literal["cross-entropy", "margin"] = "cross-entropy"
+    margin: float = Field(default=0.35, ge=0, lt=1)
     out_of_scope: OutOfScopeSpec | None = None
+
+    @model_validator(mode="after")
+    def _outliers_need_margin(self) -> ModelSpec:
+        if self.out_of_scope is not None and self.out_of_scope.synthetic_outliers and self.objective != "margin":
+            raise ValueError("model.out_of_scope.synthetic_outliers trains an extra class of the margin head: "
+                             "set model.objective: margin, or synthetic_outliers: 0")
+        return self
 
 
 class TrainSpec(Strict):

@@ -15,14 +15,12 @@ from dataclasses import dataclass
 from functools import partial
 from typing import TYPE_CHECKING
 
-import numpy as np
 import torch
 from tokenizers import Tokenizer
 
 from aiforge.audit.metrics import classification_metrics, macro_f1
 from aiforge.bundle.parts import ExportResult, export_bundle
 from aiforge.bundle.registry import Registry
-from aiforge.bundle.tokens import pad_rows
 from aiforge.hub.catalog import get_backbone
 from aiforge.hub.text_encoder import TextEncoder, iter_batches, load_tokenizer
 from aiforge.progress import progress_bar
@@ -33,6 +31,7 @@ from aiforge.tasks.text.baseline import text_baselines
 from aiforge.tasks.text.data import TextDataset, TextSplits, check_test_labels, load_text_splits
 from aiforge.tasks.text.export import write_text_bundle
 from aiforge.tasks.text.fitted import FittedTextClassifier, TextFitResult
+from aiforge.tasks.text.margin import CosineHead, epoch_batches, synthetic_outliers
 from aiforge.tasks.text.model import TextClassifier, make_head
 from aiforge.tasks.text.out_of_scope import fit_out_of_scope, in_scope_splits
 from aiforge.tasks.text.spec import TextSpec, TrainSpec
@@ -62,9 +61,11 @@ class TrainPlan:
     label_smoothing: float
 
 
-def plan_training(t: TrainSpec, mode: str) -> TrainPlan:
-    """Fill unset training options with defaults measured to work on BANKING77."""
+def plan_training(t: TrainSpec, mode: str, objective: str = "cross-entropy") -> TrainPlan:
+    """Fill unset training options with defaults measured to work on BANKING77 (bench/banking77.py; the
+    margin objective's from bench/intents_oos.py: its cosine head's unit rows move little at 5e-4)."""
     full = mode == "full"
+    margin = objective == "margin"
     return TrainPlan(
         head_epochs=t.epochs if (t.epochs and not full) else 60,
         head_batch_size=t.batch_size if (t.batch_size and not full) else 64,
@@ -72,12 +73,12 @@ def plan_training(t: TrainSpec, mode: str) -> TrainPlan:
         head_patience=t.patience if (t.patience and not full) else 10,
         full_epochs=t.epochs or 4,
         full_batch_size=t.batch_size or 32,
-        lr=t.lr or 5e-5,
-        full_head_lr=t.head_lr or 5e-4,
+        lr=t.lr or (1e-4 if margin else 5e-5),
+        full_head_lr=t.head_lr or (1e-2 if margin else 5e-4),
         full_patience=t.patience or 2,
         weight_decay=t.weight_decay,
         warmup_ratio=t.warmup_ratio,
-        label_smoothing=t.label_smoothing if t.label_smoothing is not None else 0.1,
+        label_smoothing=t.label_smoothing if t.label_smoothing is not None else (0.0 if margin else 0.1),
     )
 
 
@@ -103,24 +104,34 @@ class TextClassificationTask:
         if oos_spec is not None:  # out-of-scope rows are not a class: they calibrate and are scored
             splits, oos_rows = in_scope_splits(splits, oos_spec)
         backbone = get_backbone(spec.model.backbone)
-        plan = plan_training(spec.train, spec.model.mode)
+        plan = plan_training(spec.train, spec.model.mode, spec.model.objective)
         tokenizer = load_tokenizer(backbone.path() / "tokenizer.json", spec.model.max_length)
         encoder = TextEncoder(backbone)
         labels = splits.labels
         index = {y: i for i, y in enumerate(labels)}
-        y_train = torch.tensor([index[y] for y in splits.train.labels])
+        margin = spec.model.objective == "margin"
+        share = oos_spec.synthetic_outliers if oos_spec is not None else 0.0
+        # outliers train as one extra class after the served ones (margin head only; the spec checks it)
+        outliers = synthetic_outliers(splits.train.texts, [index[y] for y in splits.train.labels],
+                                      int(share * len(splits.train)), seed=spec.train.seed) if share else []
+        train_texts = [*splits.train.texts, *outliers]
+        y_train = torch.tensor([index[y] for y in splits.train.labels] + [len(labels)] * len(outliers))
         y_val = [index[y] for y in splits.validation.labels]
-        model = TextClassifier(encoder, make_head(spec.model.head, encoder.dim, len(labels)))
+        head = CosineHead(encoder.dim, len(labels), margin=spec.model.margin, extra=1 if outliers else 0) \
+            if margin else make_head(spec.model.head, encoder.dim, len(labels))
+        model = TextClassifier(encoder, head)
         start = time.perf_counter()
 
         feats = {}
-        with progress_bar(len(splits.train) + len(splits.validation), "embed", enabled=progress) as advance:
-            for part in ("train", "validation"):
-                ds: TextDataset = getattr(splits, part)
-                feats[part] = torch.from_numpy(encoder.embed(tokenizer, ds.texts, on_batch=advance))
-        history = self._fit_head(model, feats, y_train, y_val, plan, spec.train.seed, progress).history
+        with progress_bar(len(train_texts) + len(splits.validation), "embed", enabled=progress) as advance:
+            for part, texts in (("train", train_texts), ("validation", splits.validation.texts)):
+                feats[part] = torch.from_numpy(encoder.embed(tokenizer, texts, on_batch=advance))
+        if isinstance(head, CosineHead):
+            head.init_from(feats["train"], y_train)
+        history = self._fit_head(model, feats, y_train, y_val, plan, spec.train.seed, progress, margin).history
         if spec.model.mode == "full":
-            history += self._fit_full(model, tokenizer, splits, y_train, y_val, plan, spec.train.seed, progress).history
+            history += self._fit_full(model, tokenizer, train_texts, splits, y_train, y_val, plan,
+                                      spec.train.seed, progress, margin).history
         train_seconds = time.perf_counter() - start
 
         fitted = FittedTextClassifier(model, tokenizer, labels=labels, backbone=backbone,
@@ -160,7 +171,7 @@ class TextClassificationTask:
 
     @staticmethod
     def _fit_head(model: TextClassifier, feats: dict[str, torch.Tensor], y_train: torch.Tensor,
-                  y_val: list[int], plan: TrainPlan, seed: int, progress: bool) -> LoopResult:
+                  y_val: list[int], plan: TrainPlan, seed: int, progress: bool, margin: bool) -> LoopResult:
         x_train, x_val = feats["train"], feats["validation"]
         bs = plan.head_batch_size
         steps = (len(x_train) + bs - 1) // bs
@@ -168,7 +179,9 @@ class TextClassificationTask:
         def batches(epoch: int) -> list[Batch]:
             g = torch.Generator().manual_seed(seed * 1000 + epoch)
             perm = torch.randperm(len(x_train), generator=g)
-            return [((x_train[perm[i:i + bs]],), y_train[perm[i:i + bs]]) for i in range(0, len(perm), bs)]
+            # the margin head takes the targets as its second input
+            return [((x_train[perm[i:i + bs]], *((y_train[perm[i:i + bs]],) if margin else ())),
+                     y_train[perm[i:i + bs]]) for i in range(0, len(perm), bs)]
 
         y_val_t = torch.tensor(y_val)
 
@@ -183,30 +196,15 @@ class TextClassificationTask:
         return fit_loop(model.head, groups, batches, steps, validate, cfg, progress=progress)
 
     @staticmethod
-    def _fit_full(model: TextClassifier, tokenizer: Tokenizer, splits: TextSplits, y_train: torch.Tensor,
-                  y_val: list[int], plan: TrainPlan, seed: int, progress: bool) -> LoopResult:
+    def _fit_full(model: TextClassifier, tokenizer: Tokenizer, texts: list[str], splits: TextSplits,
+                  y_train: torch.Tensor, y_val: list[int], plan: TrainPlan, seed: int, progress: bool,
+                  margin: bool) -> LoopResult:
         bs = plan.full_batch_size
-        texts = splits.train.texts
         steps = (len(texts) + bs - 1) // bs
-        # token ids once; each epoch shuffles, then sorts within chunks of 50 batches so
-        # padding stays small while batches still mix labels.
-        seqs = [e.ids for e in tokenizer.encode_batch(texts)]
-        lengths = np.array([len(s) for s in seqs])
+        seqs = [e.ids for e in tokenizer.encode_batch(texts)]  # token ids once
 
         def batches(epoch: int) -> list[Batch]:
-            rng = np.random.default_rng(seed * 1000 + epoch)
-            perm = rng.permutation(len(texts))
-            chunk = bs * 50
-            order = np.concatenate([
-                perm[i:i + chunk][np.argsort(lengths[perm[i:i + chunk]], kind="stable")]
-                for i in range(0, len(perm), chunk)
-            ])
-            out: list[Batch] = []
-            for i in range(0, len(order), bs):
-                idx = order[i:i + bs]
-                ids, mask = pad_rows(seqs, idx)
-                out.append(((torch.from_numpy(ids), torch.from_numpy(mask)), y_train[idx]))
-            return [out[j] for j in rng.permutation(len(out))]
+            return epoch_batches(seqs, y_train, bs, seed=seed * 1000 + epoch, with_targets=margin)
 
         @torch.inference_mode()
         def validate() -> tuple[float, float]:

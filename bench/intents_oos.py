@@ -1,0 +1,224 @@
+"""BANKING77 with 10 intents held out as unknown: out-of-scope recall at in-scope accuracy, per recipe.
+
+    AIFORGE_SHARED_DATA=/work/shared/data python bench/intents_oos.py [--recipes ce,lmcl,lmcl_oe] [--epochs 2]
+
+Protocol: 10 of the 77 intents are held out (numpy seed 0, as bench/chat.py); the encoder is fine-tuned
+on the other 67 intents' train rows less a stratified 10% validation split (seed 0); each score's
+threshold is calibrated on that validation split alone, to keep a target share of its in-scope texts;
+test: in-scope accuracy over the 67 known intents' test rows (a rejected one counts as wrong) and
+out-of-scope recall over the 10 unknown intents' test rows. Recipes: ``ce`` = cross-entropy on the cosine
+head without margin; ``lmcl`` = large-margin cosine head (s=30, m=0.35); ``lmcl_oe`` = lmcl plus synthetic outliers
+(spliced halves of two intents' examples) as an extra, never-served class. Scores: ``msp`` = top
+probability, ``maha`` = Mahalanobis distance to the nearest intent mean of the fine-tuned features,
+``knn`` = cosine to the nearest training example. Writes the key ``out_of_scope_b77_finetuned`` of
+bench/results/chat.json (read-modify-write).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import time
+from typing import Any
+
+import numpy as np
+import torch
+
+from _common import RESULTS, machine, shared_data
+from aiforge.audit.metrics import macro_f1
+from aiforge.bundle.out_of_scope import DistanceScorer
+from aiforge.data.splits import stratified_split
+from aiforge.hub.catalog import get_backbone
+from aiforge.hub.text_encoder import TextEncoder, iter_batches, load_tokenizer
+from aiforge.tasks.text.margin import CosineHead, epoch_batches, synthetic_outliers
+from aiforge.tasks.text.model import TextClassifier
+from aiforge.train.loop import LoopConfig, fit_loop, seed_everything
+
+SEED = 0
+N_UNKNOWN = 10
+KEY = "out_of_scope_b77_finetuned"
+TARGETS = (0.90, 0.92, 0.94, 0.95, 0.96, 0.97, 0.98)
+
+
+def _rows(name: str) -> list[dict[str, str]]:
+    with (shared_data() / "banking77" / name).open(newline="", encoding="utf-8") as fh:
+        return list(csv.DictReader(fh))
+
+
+def load(limit: int | None = None, per_label: int | None = None) -> dict[str, Any]:
+    tr, te = _rows("train.csv"), _rows("test.csv")
+    if limit:  # a smoke run: the first rows of each intent
+        seen: dict[str, int] = {}
+        tr = [r for r in tr if (seen.__setitem__(r["category"], seen.get(r["category"], 0) + 1)
+                                or seen[r["category"]] <= limit)]
+        te = te[::10]
+    labels = sorted({r["category"] for r in tr})
+    rng = np.random.default_rng(SEED)
+    unknown = sorted(rng.choice(labels, size=N_UNKNOWN, replace=False).tolist())
+    known = [y for y in labels if y not in unknown]
+    k = {y: i for i, y in enumerate(known)}
+    kt = [r for r in tr if r["category"] in k]
+    keep, held = stratified_split([r["category"] for r in kt], fraction=0.1, seed=SEED)
+    if per_label:  # a training subsample (seeded, every intent), for the 2-core budget; validation stays whole
+        rng2 = np.random.default_rng(SEED)
+        keep = sorted(i for y in known
+                      for i in rng2.permutation([j for j in keep if kt[j]["category"] == y])[:per_label])
+    return {"unknown": unknown, "known": known,
+            "train": ([kt[i]["text"] for i in keep], np.array([k[kt[i]["category"]] for i in keep])),
+            "validation": ([kt[i]["text"] for i in held], np.array([k[kt[i]["category"]] for i in held])),
+            "test_in": ([r["text"] for r in te if r["category"] in k],
+                        np.array([k[r["category"]] for r in te if r["category"] in k])),
+            "test_out": [r["text"] for r in te if r["category"] not in k]}
+
+
+@torch.inference_mode()
+def embed(model: TextClassifier, tok: Any, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """(pooled features, served logits) in input order."""
+    model.eval()
+    feats = np.zeros((len(texts), model.encoder.dim), dtype=np.float32)
+    logits = np.zeros((len(texts), model.head.served), dtype=np.float32)
+    for idx, ids, mask in iter_batches(tok, texts, 128):
+        f = model.encoder(ids, mask)
+        feats[idx] = f.numpy()
+        logits[idx] = model.head(f).numpy()
+    return feats, logits
+
+
+def train(recipe: str, data: dict[str, Any], *, epochs: int, max_length: int, seed: int) -> dict[str, Any]:
+    seed_everything(seed)
+    backbone = get_backbone("minilm-l6")
+    tok = load_tokenizer(backbone.path() / "tokenizer.json", max_length)
+    encoder = TextEncoder(backbone)
+    texts, y = data["train"]
+    n = len(data["known"])
+    margin = 0.0 if recipe == "ce" else 0.35
+    outliers = synthetic_outliers(texts, y, len(texts) // 5, seed=seed) if recipe.endswith("_oe") else []
+    head = CosineHead(encoder.dim, n, scale=30.0, margin=margin, extra=1 if outliers else 0)
+    model = TextClassifier(encoder, head)
+    start = time.perf_counter()
+    frozen = torch.from_numpy(encoder.embed(tok, texts))
+    head.init_from(frozen, torch.from_numpy(y))
+    if outliers:
+        with torch.no_grad():
+            mean = torch.from_numpy(encoder.embed(tok, outliers)).mean(0)
+            head.weight[n] = torch.nn.functional.normalize(mean, dim=0)
+    all_texts = list(texts) + outliers
+    targets = torch.tensor(np.concatenate([y, np.full(len(outliers), n)]).astype(np.int64))
+    seqs = [e.ids for e in tok.encode_batch(all_texts)]
+    bs = 32
+    vt, vy = data["validation"]
+
+    def validate() -> tuple[float, float]:
+        _, lg = embed(model, tok, vt)
+        t = torch.from_numpy(lg)
+        return macro_f1(list(vy), lg.argmax(1)), float(torch.nn.functional.cross_entropy(t, torch.from_numpy(vy)))
+
+    cfg = LoopConfig(epochs=epochs, weight_decay=0.01, warmup_ratio=0.1, label_smoothing=0.0, patience=epochs,
+                     description=recipe)
+    groups: list[dict[str, object]] = [{"params": list(encoder.parameters()), "lr": 1e-4},
+                                       {"params": list(head.parameters()), "lr": 1e-2}]
+    loop = fit_loop(model, groups, lambda e: epoch_batches(seqs, targets, bs, seed=seed * 1000 + e,
+                                                           with_targets=True),
+                    (len(seqs) + bs - 1) // bs, validate, cfg, progress=False)
+    train_s = time.perf_counter() - start
+    t0 = time.perf_counter()
+    out = {part: embed(model, tok, data[part][0]) for part in ("train", "validation", "test_in")}
+    out["test_out"] = embed(model, tok, data["test_out"])
+    return {"embed": out, "train_seconds": train_s, "embed_seconds": time.perf_counter() - t0,
+            "history": loop.history, "n_outliers": len(outliers), "train_rows": len(seqs)}
+
+
+def _softmax(z: np.ndarray) -> np.ndarray:
+    e = np.exp(z - z.max(1, keepdims=True))
+    return np.asarray(e / e.sum(1, keepdims=True))
+
+
+def scores(run: dict[str, Any], y_train: np.ndarray, n: int) -> dict[str, dict[str, np.ndarray]]:
+    """Per score name, per part: higher = more out of scope."""
+    emb = run["embed"]
+    maha = DistanceScorer.fit(emb["train"][0], y_train, n)
+    bank = emb["train"][0] / np.linalg.norm(emb["train"][0], axis=1, keepdims=True)
+    out: dict[str, dict[str, np.ndarray]] = {"msp": {}, "maha": {}, "knn": {}}
+    for part in ("validation", "test_in", "test_out"):
+        f, lg = emb[part]
+        out["msp"][part] = -_softmax(lg).max(1)
+        out["maha"][part] = maha.score(f)
+        u = f / np.linalg.norm(f, axis=1, keepdims=True)
+        out["knn"][part] = -np.max(u @ bank.T, axis=1)
+    return out
+
+
+def point(s_in: np.ndarray, correct: np.ndarray, s_out: np.ndarray, t: float) -> dict[str, float]:
+    acc = s_in <= t
+    return {"threshold": float(t), "in_scope_accepted": float(acc.mean()),
+            "in_scope_accuracy": float((acc & correct).mean()), "out_of_scope_recall": float((s_out > t).mean())}
+
+
+def evaluate(run: dict[str, Any], data: dict[str, Any]) -> dict[str, Any]:
+    n = len(data["known"])
+    sc = scores(run, data["train"][1], n)
+    emb = run["embed"]
+    correct_val = emb["validation"][1].argmax(1) == data["validation"][1]
+    correct = emb["test_in"][1].argmax(1) == data["test_in"][1]
+    res: dict[str, Any] = {"test_in_scope_accuracy_without_rejection": float(correct.mean()),
+                           "validation_accuracy": float(correct_val.mean())}
+    for name, s in sc.items():
+        cal = [{"target_in_scope_recall": q, **point(s["test_in"], correct, s["test_out"],
+                                                     float(np.quantile(s["validation"], q)))} for q in TARGETS]
+        grid = np.quantile(s["test_in"], np.linspace(0.80, 1.0, 41))
+        curve = [point(s["test_in"], correct, s["test_out"], float(t)) for t in grid]
+        ok = [c["out_of_scope_recall"] for c in curve if c["in_scope_accuracy"] >= 0.9]
+        res[name] = {"calibrated_on_validation": cal, "test_curve": curve,
+                     "oracle_recall_at_in_scope_accuracy_0.9": max(ok) if ok else None}
+    return res
+
+
+def _loadavg() -> list[str]:
+    with open("/proc/loadavg", encoding="utf-8") as fh:
+        return fh.read().split()[:3]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--recipes", default="ce,lmcl,lmcl_oe")
+    parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--max-length", type=int, default=32)
+    parser.add_argument("--max-per-label", type=int, default=None, help="training rows per intent (seeded)")
+    parser.add_argument("--limit", type=int, default=None, help="smoke run: rows per intent; writes nothing")
+    args = parser.parse_args()
+    torch.set_num_threads(2)
+    data = load(args.limit, args.max_per_label)
+    path = RESULTS / ("chat.json" if not args.limit else "smoke_intents_oos.json")
+    for recipe in args.recipes.split(","):
+        load0 = _loadavg()
+        run = train(recipe, data, epochs=args.epochs, max_length=args.max_length, seed=SEED)
+        row = {"recipe": recipe, "command": "AIFORGE_SHARED_DATA=/work/shared/data python bench/intents_oos.py "
+               f"--recipes {recipe} --epochs {args.epochs} --max-length {args.max_length}"
+               + (f" --max-per-label {args.max_per_label}" if args.max_per_label else ""),
+               "epochs": args.epochs, "max_per_label": args.max_per_label,
+               "max_length": args.max_length,
+               "train_seconds": run["train_seconds"], "embed_seconds": run["embed_seconds"],
+               "train_rows": run["train_rows"], "synthetic_outliers": run["n_outliers"], "history": run["history"],
+               **evaluate(run, data), "loadavg_start": load0, "loadavg_end": _loadavg()}
+        results = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+        block = results.get(KEY) or {}
+        block.update({"note": __doc__.split("\n\n")[2].replace("\n", " "), "unknown_intents": data["unknown"],
+                      "known_intents": len(data["known"]), "train": len(data["train"][0]),
+                      "validation": len(data["validation"][0]), "test_in_scope": len(data["test_in"][0]),
+                      "test_out_of_scope": len(data["test_out"]),
+                      "machine": machine()})
+        key = recipe if args.max_per_label is None else f"{recipe}_{args.max_per_label}_per_intent"
+        block.setdefault("runs", {})[key] = row
+        results[KEY] = block
+        path.write_text(json.dumps(results, indent=2), encoding="utf-8")
+        summary = {k: (row[k]["oracle_recall_at_in_scope_accuracy_0.9"],
+                       [(c["target_in_scope_recall"], round(c["in_scope_accuracy"], 3),
+                         round(c["out_of_scope_recall"], 3)) for c in row[k]["calibrated_on_validation"]])
+                   for k in ("msp", "maha", "knn")}
+        print(recipe, f"train {run['train_seconds']:.0f}s acc {row['test_in_scope_accuracy_without_rejection']:.3f}",
+              json.dumps(summary), flush=True)
+
+
+if __name__ == "__main__":
+    main()

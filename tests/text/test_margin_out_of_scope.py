@@ -1,0 +1,90 @@
+"""The open-intent recipe of ``model.out_of_scope`` (``objective: margin``, ``method: nearest``): an encoder
+fine-tuned with a large-margin cosine head on 6 BANKING77 intents rejects queries of 2 intents it never saw
+(no out-of-scope examples given) and keeps known ones, in PyTorch and in the exported ONNX bundle."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from banking_helpers import read_rows, write_rows
+
+from aiforge import App
+from aiforge.app import load
+from aiforge.bundle.out_of_scope import NearestScorer
+from aiforge.tasks.text.margin import CosineHead, synthetic_outliers
+from aiforge.tasks.text.spec import AppSpec
+
+UNSEEN = 2
+
+
+@pytest.fixture(scope="module")
+def margin_bundle(small_banking: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[str], list[str]]:
+    train, test = read_rows(small_banking / "train.csv"), read_rows(small_banking / "test.csv")
+    labels = sorted({r["category"] for r in train})
+    known, unseen = labels[:-UNSEEN], set(labels[-UNSEEN:])
+    folder = tmp_path_factory.mktemp("margin-data")
+    write_rows(folder / "train.csv", [r for r in train if r["category"] in known])
+    write_rows(folder / "test.csv", [r for r in test if r["category"] in known])
+    raw = {"name": "bank-open", "task": "text-classification",
+           "data": {"train": str(folder / "train.csv"), "test": str(folder / "test.csv"), "label_column": "category",
+                    "validation_fraction": 0.25},
+           "model": {"mode": "full", "objective": "margin", "max_length": 32,
+                     "out_of_scope": {"method": "nearest", "target_in_scope_recall": 0.9,
+                                      "synthetic_outliers": 0.2}},
+           "train": {"epochs": 2, "seed": 0}, "optimize": {"quantize": False, "parity_samples": 64}}
+    app = App(AppSpec.from_dict(raw), home=tmp_path_factory.mktemp("margin-home"))
+    app.fit(progress=False)
+    known_test = [r["text"] for r in test if r["category"] in known]
+    return Path(app.export().path), known_test, [r["text"] for r in test if r["category"] in unseen]
+
+
+# fine-tunes the encoder (about a minute on 2 cores): make test-heavy, like the other end-to-end fits over a minute
+@pytest.mark.heavy
+def test_unseen_intents_are_rejected_and_known_ones_kept(margin_bundle: tuple[Path, list[str], list[str]]) -> None:
+    path, known_texts, unseen_texts = margin_bundle
+    rt = load(path)
+    assert rt.labels[-1] == "out_of_scope"
+    unseen = [p.label for p in rt.predict(unseen_texts)]
+    known = [p.label for p in rt.predict(known_texts)]
+    recall = unseen.count("out_of_scope") / len(unseen)
+    kept = 1 - known.count("out_of_scope") / len(known)
+    assert recall >= 0.5, unseen
+    assert kept >= 0.75, known
+    metrics = json.loads((path / "metrics.json").read_text(encoding="utf-8"))["out_of_scope"]
+    assert metrics["method"] == "nearest" and metrics["test"]["in_scope_accuracy"] >= 0.6, metrics
+    assert (path / "oos_examples.npy").is_file()
+    card = (path / "card.md").read_text(encoding="utf-8")
+    assert "nearest training example" in card
+
+
+def test_cosine_head_applies_the_margin_only_in_training_and_never_serves_the_outlier_class() -> None:
+    head = CosineHead(4, 3, scale=10.0, margin=0.5, extra=1)
+    x, y = torch.randn(5, 4), torch.tensor([0, 1, 2, 3, 0])
+    assert head(x).shape == (5, 3)  # served classes only
+    head.train()
+    trained = head(x, y)
+    head.eval()
+    plain = head(x, y)
+    assert trained.shape == plain.shape == (5, 4)
+    diff = (plain - trained).detach().numpy()
+    assert np.allclose(diff[np.arange(5), y.numpy()], 5.0, atol=1e-5)  # scale * margin on the target only
+    diff[np.arange(5), y.numpy()] = 0
+    assert np.allclose(diff, 0)
+
+
+def test_synthetic_outliers_splice_two_different_labels() -> None:
+    texts = ["card arrived late today", "top up failed twice", "exchange rate looks wrong"]
+    out = synthetic_outliers(texts, [0, 1, 2], 20, seed=0)
+    assert len(out) == 20 and out == synthetic_outliers(texts, [0, 1, 2], 20, seed=0)
+    assert not set(out) & set(texts)
+    assert synthetic_outliers(texts, [0, 0, 0], 5, seed=0) == []  # one label: nothing to splice
+
+
+def test_nearest_scorer_is_one_minus_the_best_cosine() -> None:
+    scorer = NearestScorer.fit(np.array([[2.0, 0.0], [0.0, 3.0]]))
+    s = scorer.score(np.array([[1.0, 0.0], [1.0, 1.0], [-1.0, 0.0]]))
+    assert np.allclose(s, [0.0, 1 - np.sqrt(0.5), 1.0], atol=1e-6)
