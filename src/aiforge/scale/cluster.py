@@ -42,7 +42,7 @@ def ingress_env(ingress: str) -> dict[str, str]:
     return {"RAY_SERVE_ENABLE_HA_PROXY": "1", "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1",
             # A request whose replica died before answering is sent to another one (predictions are
             # idempotent), not dropped: HAProxy's L7 retries.
-            "RAY_SERVE_HAPROXY_RETRY_ON": "conn-failure empty-response", "RAY_SERVE_HAPROXY_RETRIES": "3",
+            "RAY_SERVE_HAPROXY_RETRY_ON": HAPROXY_RETRY_ON, "RAY_SERVE_HAPROXY_RETRIES": "3",
             "RAY_SERVE_HAPROXY_STATS_PORT": str(_free_port()), "RAY_SERVE_HAPROXY_METRICS_PORT": str(_free_port()),
             # Ray's fallback proxy (requests HAProxy cannot route) would take the fixed ports 8500 and 9500.
             "RAY_SERVE_FALLBACK_PROXY_HTTP_PORT": str(_free_port()),
@@ -52,6 +52,15 @@ def ingress_env(ingress: str) -> dict[str, str]:
             "RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S": "30",
             # Ray's defaults are fixed paths under /tmp/haproxy-serve, which any other cluster here would share.
             **_haproxy_files()}
+
+
+# HAProxy retries a request only if it holds the whole request when the server fails: without
+# ``option http-buffer-request`` it forwards the headers before the body has arrived, and a request whose
+# replica dies is then answered 502 (a first request on its connection) or its connection is closed with
+# no answer (a later one: HAProxy leaves the retry to the client). Ray 2.60's HAProxy template has no
+# setting for that option (``HAProxyConfig.custom_defaults`` is never rendered), so the line rides in on
+# the ``retry-on`` value, which the template writes verbatim into its ``defaults`` section.
+HAPROXY_RETRY_ON = "conn-failure empty-response\n    option http-buffer-request"
 
 
 def _haproxy_files() -> dict[str, str]:
