@@ -27,6 +27,7 @@ import pandas as pd
 import aiforge as af
 from _common import machine, shared_data, write_result
 from aiforge.errors import AiforgeError
+from aiforge.scale.cluster import LEAN_ENV
 from aiforge.serve.loadgen import aiforge_server_args, free_port, measure, running_server
 
 ROUTE = "/v2/models/banking77/infer"
@@ -247,6 +248,13 @@ def main() -> None:
                          "--ray-ingress", ingress]
                 runs.append((f"ray_serve_{replicas}{suffix}", aiforge_server_args([str(bundle)], port=free_port(),
                                                                                    extra=extra), {}))
+        # The same 1-replica HAProxy server with Ray's own defaults for what aiforge's local cluster turns
+        # off (aiforge.scale.cluster.LEAN_ENV: metrics collection, usage stats, HAProxy metrics): one run
+        # measures what those settings cost. (Ray's per-request access log is off in both rows.)
+        ray_defaults = {key: "1" for key in LEAN_ENV}
+        runs.append(("ray_serve_1_replica_haproxy_ray_defaults", aiforge_server_args(
+            [str(bundle)], port=free_port(), extra=[*common, "--backend", "ray", "--replicas", "1", "--replica-cpus",
+                                                    "2", "--ray-ingress", "haproxy"]), ray_defaults))
         servers: list[dict[str, Any]] = []
         failed: list[dict[str, str]] = []
         for name, server_args, extra_env in runs:

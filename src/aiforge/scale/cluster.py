@@ -12,7 +12,7 @@ from typing import Any
 
 from aiforge.errors import AiforgeError
 
-__all__ = ["PIP_HINT", "PROXY_CALLBACK", "PROXY_CALLBACK_ENV", "connect", "ingress_env", "require_ray"]
+__all__ = ["LEAN_ENV", "PIP_HINT", "PROXY_CALLBACK", "PROXY_CALLBACK_ENV", "connect", "ingress_env", "require_ray"]
 
 PIP_HINT = "pip install 'aiforge[ray]' (ray[serve,data]==2.60.0)"
 PROXY_CALLBACK_ENV = "RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH"  # Ray's hook for the proxy's middlewares
@@ -63,6 +63,14 @@ def ingress_env(ingress: str) -> dict[str, str]:
 HAPROXY_RETRY_ON = "conn-failure empty-response\n    option http-buffer-request"
 
 
+# What a local cluster started here turns off: Ray's own metrics (recorded in every Ray process and pushed
+# to the metrics agent; aiforge's /metrics is each replica's own), usage stats, and HAProxy's metrics
+# collector. On 2 cores each CPU-second these spend is taken from the model (bench/scale.py measures
+# both; set a variable yourself to keep Ray's default).
+LEAN_ENV = {"RAY_enable_metrics_collection": "0", "RAY_USAGE_STATS_ENABLED": "0",
+            "RAY_SERVE_HAPROXY_METRICS_ENABLED": "0"}
+
+
 def _haproxy_files() -> dict[str, str]:
     """HAProxy's config, admin socket and server-state files in a folder of this cluster's own."""
     folder = Path(tempfile.mkdtemp(prefix="aiforge-haproxy-"))
@@ -102,7 +110,7 @@ def connect(address: str | None, *, num_cpus: int | None = None, ingress: str = 
         kwargs.update(include_dashboard=False, num_cpus=num_cpus)
         # The proxies of a cluster started here answer a request lost with its replica 503 + Retry-After.
         os.environ.setdefault(PROXY_CALLBACK_ENV, PROXY_CALLBACK)
-        for key, value in ingress_env(ingress).items():  # before ray.init: its processes inherit them
+        for key, value in {**LEAN_ENV, **ingress_env(ingress)}.items():  # before ray.init: its processes inherit them
             os.environ.setdefault(key, value)
     try:
         return ray.init(address=address or "local", **kwargs)
