@@ -27,6 +27,7 @@ import pandas as pd
 import aiforge as af
 from _common import machine, shared_data, write_result
 from aiforge.errors import AiforgeError
+from aiforge.scale.cluster import LEAN_ENV
 from aiforge.serve.loadgen import aiforge_server_args, free_port, measure, running_server
 
 ROUTE = "/v2/models/banking77/infer"
@@ -58,8 +59,37 @@ def fit_bundle(home: Path, data: Path, per_label: int) -> Path:
     return Path(app.export().path)
 
 
+# What each process of a server's tree is, from its command line (Ray's workers name themselves ``ray::Class``).
+# Order matters: the first match wins (Ray's dashboard agent before its dashboard, HAProxyManager before HAProxy).
+ROLES = (("gcs_server", "gcs"), ("/raylet ", "raylet"), ("dashboard/agent.py", "dashboard_agent"),
+         ("ray::DashboardAgent", "dashboard_agent"), ("dashboard/dashboard.py", "dashboard"),
+         ("runtime_env/agent", "runtime_env_agent"), ("ray::RuntimeEnvAgent", "runtime_env_agent"),
+         ("log_monitor", "log_monitor"), ("autoscaler/_private/monitor.py", "autoscaler_monitor"),
+         ("ray::HAProxyManager", "haproxy_manager"), ("haproxy", "haproxy"), ("ray::ProxyActor", "proxy"),
+         ("ray::ServeController", "controller"), ("ray::ServeReplica", "replica"), ("ray::", "other_ray_worker"))
+
+
 def tree_cpu_seconds(root: int) -> float:
-    """User + system CPU seconds of ``root`` and every process below it (Ray's raylet, GCS, workers, HAProxy)."""
+    """User + system CPU seconds of ``root`` and every process below it."""
+    return sum(tree_cpu_split(root).values())
+
+
+def _role(pid: int, root: int) -> str:
+    if pid == root:
+        return "driver"  # aiforge serve's own process (in-process: the whole server)
+    try:
+        cmdline = (Path("/proc") / str(pid) / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return "other"
+    return next((role for needle, role in ROLES if needle in f"{cmdline} "), "other")
+
+
+def tree_cpu_split(root: int) -> dict[str, float]:
+    """User + system CPU seconds of ``root`` and every process below it, by role (raylet, GCS, replica, ...).
+
+    A process that exited inside a window is missed: its CPU is not in the split (the tree is read at
+    both ends of each window, and every role in it runs for the whole window).
+    """
     parents: dict[int, int] = {}
     times: dict[int, float] = {}
     tick = os.sysconf("SC_CLK_TCK")
@@ -79,7 +109,11 @@ def tree_cpu_seconds(root: int) -> float:
             if ppid == parent and pid not in tree:
                 tree.add(pid)
                 frontier.append(pid)
-    return sum(times.get(pid, 0.0) for pid in tree)
+    split: dict[str, float] = {}
+    for pid in tree:
+        role = _role(pid, root)
+        split[role] = split.get(role, 0.0) + times.get(pid, 0.0)
+    return split
 
 
 def serve_levels(name: str, args: list[str], *, texts: list[str], levels: list[int], duration: float,
@@ -96,13 +130,18 @@ def serve_levels(name: str, args: list[str], *, texts: list[str], levels: list[i
     with running_server(args, port=port, env=env, timeout=300, log=logdir / f"{name}.log") as (proc, ready):
         measure(url, ROUTE, texts, concurrency=8, duration=2, protocol="v2")
         for c in levels:
-            before = tree_cpu_seconds(proc.pid)
+            before = tree_cpu_split(proc.pid)
+            load_before = os.getloadavg()[0]
             r = measure(url, ROUTE, texts, concurrency=c, duration=duration, protocol="v2")
-            cpu = tree_cpu_seconds(proc.pid) - before
+            after = tree_cpu_split(proc.pid)
+            split = {role: round(after[role] - before.get(role, 0.0), 2) for role in sorted(after)}
+            cpu = sum(split.values())
             r.update(server_cpu_s=cpu, cpu_ms_per_request=1000 * cpu / max(1, r["requests"]),
-                     loadavg_1m=os.getloadavg()[0])
+                     cpu_s_by_process=split, cpu_share_by_process={k: round(v / cpu, 3) if cpu else 0.0
+                                                                   for k, v in split.items()},
+                     loadavg_1m_at_start=load_before, loadavg_1m=os.getloadavg()[0])
             print(f"   c={c:3d} {r['throughput_rps']:8.1f} req/s  p50 {r['p50_ms']:7.1f}  p99 {r['p99_ms']:7.1f} ms  "
-                  f"cpu {r['cpu_ms_per_request']:.1f} ms/req  errors {r['errors']}", flush=True)
+                  f"cpu {r['cpu_ms_per_request']:.1f} ms/req  errors {r['errors']}  {split}", flush=True)
             rows.append(r)
     return {"server": name, "ready_seconds": ready, "levels": rows}
 
@@ -209,6 +248,13 @@ def main() -> None:
                          "--ray-ingress", ingress]
                 runs.append((f"ray_serve_{replicas}{suffix}", aiforge_server_args([str(bundle)], port=free_port(),
                                                                                    extra=extra), {}))
+        # The same 1-replica HAProxy server with Ray's own defaults for what aiforge's local cluster turns
+        # off (aiforge.scale.cluster.LEAN_ENV: metrics collection, usage stats, HAProxy metrics): one run
+        # measures what those settings cost. (Ray's per-request access log is off in both rows.)
+        ray_defaults = {key: "1" for key in LEAN_ENV}
+        runs.append(("ray_serve_1_replica_haproxy_ray_defaults", aiforge_server_args(
+            [str(bundle)], port=free_port(), extra=[*common, "--backend", "ray", "--replicas", "1", "--replica-cpus",
+                                                    "2", "--ray-ingress", "haproxy"]), ray_defaults))
         servers: list[dict[str, Any]] = []
         failed: list[dict[str, str]] = []
         for name, server_args, extra_env in runs:

@@ -113,7 +113,7 @@ def _load(url: str, name: str, records: list[dict[str, Any]], *, clients: int, t
           kill_at: int | None = None, kill: Callable[[], None] | None = None) -> Load:
     """``clients`` concurrent clients sending ``total`` requests in all (count-bound, not time-bound, so a
     slow machine changes how long it takes, not what it tests); ``kill`` runs once ``kill_at`` answers came."""
-    load, sent, killed = Load(), [0], [False]
+    load, sent, killed, killed_at = Load(), [0], [False], [0.0]
 
     async def client_loop(client: httpx.AsyncClient, k: int) -> None:
         while sent[0] < total:
@@ -128,12 +128,13 @@ def _load(url: str, name: str, records: list[dict[str, Any]], *, clients: int, t
                     load.replicas[answer.headers[REPLICA_HEADER]] += 1
             except httpx.HTTPError as exc:
                 key = "lost"  # no HTTP answer: a dropped connection, or a hang past the 60 s timeout
-                load.errors[type(exc).__name__] += 1
+                when = f", {time.monotonic() - killed_at[0]:.1f} s after the kill" if killed[0] else ", before the kill"
+                load.errors[f"{type(exc).__name__} ({exc}){when}"] += 1
             load.outcomes[key] += 1
             if killed[0]:
                 load.after_kill[key] += 1
             if kill is not None and not killed[0] and sum(load.outcomes.values()) >= (kill_at or 0):
-                killed[0] = True
+                killed[0], killed_at[0] = True, time.monotonic()
                 kill()
 
     async def main() -> None:
@@ -181,6 +182,12 @@ def test_killing_a_replica_under_load_loses_no_request(served: RayServing, germa
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and len(set(_replica_actors()) - {victim.name}) < 2:
         time.sleep(0.5)
-    after = _load(served.url, name, german_records, clients=32, total=160)
-    assert set(after.outcomes) <= {"200", "503"}, after.outcomes
+    # The new replica answers once it has loaded the bundle and the ingress routes to it (HAProxy: after
+    # its next reload), so load rounds run until both replicas answer, or the deadline passes.
+    while True:
+        after = _load(served.url, name, german_records, clients=32, total=160)
+        assert set(after.outcomes) <= {"200", "503"}, after.outcomes
+        if len(after.replicas) == 2 or time.monotonic() > deadline:
+            break
+        time.sleep(1.0)
     assert victim.name not in after.replicas and len(after.replicas) == 2, after.replicas

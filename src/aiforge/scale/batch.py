@@ -146,19 +146,24 @@ def batch(bundle: str | Path, *, input: str | Path, output: str | Path, backend:
     read_manifest(path)  # verified here once, so a bad bundle fails before any cluster starts
     inputs = find_inputs(input)
     log = log_columns(path, inputs)
+    threads = max(1, int(cpus_per_actor))
+    # Loaded once in this process where it is needed here: the local backend predicts with it, and an
+    # interaction log is checked with it (Ray's actors load their own).
+    needed = backend == "local" or log is not None
+    runtime = Runtime.load(path, precision=precision, threads=threads) if needed else None
     grouped = None
-    if log is not None:  # an interaction log: one request per user, its bad rows rejected here
-        grouped = group_log(inputs, Runtime.load(path), log, out=Path(output) / "requests.parquet")
+    if log is not None and runtime is not None:  # an interaction log: one request per user, bad rows rejected
+        grouped = group_log(inputs, runtime, log, out=Path(output) / "requests.parquet")
         inputs, id_column, column = find_inputs(grouped.requests), log_id_column(log), None
     id_col = id_column or ("id" if "id" in inputs.columns else None)
     if id_column and inputs.columns and id_column not in inputs.columns:
         raise DataError(f"{inputs.files[0]}: id column {id_column!r} not found. Columns are {inputs.columns}.")
     predictor_args: dict[str, Any] = {"bundle": str(path), "column": _default_column(path, inputs, column),
                                       "id_column": id_col, "precision": precision,
-                                      "threads": max(1, int(cpus_per_actor))}
+                                      "threads": threads}
     batches: Iterator[pd.DataFrame]
     if backend == "local":
-        predictor = BatchPredictor(**predictor_args)
+        predictor = BatchPredictor(**predictor_args, runtime=runtime)
         batches = (predictor(b) for b in local_batches(inputs, batch_size=batch_size))
     else:
         # lazy: Ray Data is imported only for --backend ray

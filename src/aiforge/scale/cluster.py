@@ -12,7 +12,7 @@ from typing import Any
 
 from aiforge.errors import AiforgeError
 
-__all__ = ["PIP_HINT", "PROXY_CALLBACK", "PROXY_CALLBACK_ENV", "connect", "ingress_env", "require_ray"]
+__all__ = ["LEAN_ENV", "PIP_HINT", "PROXY_CALLBACK", "PROXY_CALLBACK_ENV", "connect", "ingress_env", "require_ray"]
 
 PIP_HINT = "pip install 'aiforge[ray]' (ray[serve,data]==2.60.0)"
 PROXY_CALLBACK_ENV = "RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH"  # Ray's hook for the proxy's middlewares
@@ -42,7 +42,7 @@ def ingress_env(ingress: str) -> dict[str, str]:
     return {"RAY_SERVE_ENABLE_HA_PROXY": "1", "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1",
             # A request whose replica died before answering is sent to another one (predictions are
             # idempotent), not dropped: HAProxy's L7 retries.
-            "RAY_SERVE_HAPROXY_RETRY_ON": "conn-failure empty-response", "RAY_SERVE_HAPROXY_RETRIES": "3",
+            "RAY_SERVE_HAPROXY_RETRY_ON": HAPROXY_RETRY_ON, "RAY_SERVE_HAPROXY_RETRIES": "3",
             "RAY_SERVE_HAPROXY_STATS_PORT": str(_free_port()), "RAY_SERVE_HAPROXY_METRICS_PORT": str(_free_port()),
             # Ray's fallback proxy (requests HAProxy cannot route) would take the fixed ports 8500 and 9500.
             "RAY_SERVE_FALLBACK_PROXY_HTTP_PORT": str(_free_port()),
@@ -52,6 +52,23 @@ def ingress_env(ingress: str) -> dict[str, str]:
             "RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S": "30",
             # Ray's defaults are fixed paths under /tmp/haproxy-serve, which any other cluster here would share.
             **_haproxy_files()}
+
+
+# HAProxy retries a request only if it holds the whole request when the server fails: without
+# ``option http-buffer-request`` it forwards the headers before the body has arrived, and a request whose
+# replica dies is then answered 502 (a first request on its connection) or its connection is closed with
+# no answer (a later one: HAProxy leaves the retry to the client). Ray 2.60's HAProxy template has no
+# setting for that option (``HAProxyConfig.custom_defaults`` is never rendered), so the line rides in on
+# the ``retry-on`` value, which the template writes verbatim into its ``defaults`` section.
+HAPROXY_RETRY_ON = "conn-failure empty-response\n    option http-buffer-request"
+
+
+# What a local cluster started here turns off: Ray's own metrics (recorded in every Ray process and pushed
+# to the metrics agent; aiforge's /metrics is each replica's own), usage stats, and HAProxy's metrics
+# collector. On 2 cores each CPU-second these spend is taken from the model (bench/scale.py measures
+# both; set a variable yourself to keep Ray's default).
+LEAN_ENV = {"RAY_enable_metrics_collection": "0", "RAY_USAGE_STATS_ENABLED": "0",
+            "RAY_SERVE_HAPROXY_METRICS_ENABLED": "0"}
 
 
 def _haproxy_files() -> dict[str, str]:
@@ -93,7 +110,7 @@ def connect(address: str | None, *, num_cpus: int | None = None, ingress: str = 
         kwargs.update(include_dashboard=False, num_cpus=num_cpus)
         # The proxies of a cluster started here answer a request lost with its replica 503 + Retry-After.
         os.environ.setdefault(PROXY_CALLBACK_ENV, PROXY_CALLBACK)
-        for key, value in ingress_env(ingress).items():  # before ray.init: its processes inherit them
+        for key, value in {**LEAN_ENV, **ingress_env(ingress)}.items():  # before ray.init: its processes inherit them
             os.environ.setdefault(key, value)
     try:
         return ray.init(address=address or "local", **kwargs)

@@ -61,6 +61,8 @@ class ScaleOptions(BaseModel):
             "health_check_period_s": 2.0,
             "health_check_timeout_s": 10.0,
             "graceful_shutdown_timeout_s": max(5.0, config.request_timeout_s),
+            # Ray's per-request access log in each replica, on top of aiforge's own (ServerConfig.access_log)
+            "logging_config": {"enable_access_log": False},
         }
         if self.autoscale is None:
             options["num_replicas"] = self.replicas

@@ -143,8 +143,10 @@ class BatchPredictor:
     """
 
     def __init__(self, bundle: str, *, column: str | None = None, id_column: str | None = None,
-                 precision: str = "auto", threads: int | None = None, max_text_chars: int = 100_000) -> None:
-        self.runtime = Runtime.load(bundle, precision=precision, threads=threads)
+                 precision: str = "auto", threads: int | None = None, max_text_chars: int = 100_000,
+                 runtime: Runtime | None = None) -> None:
+        # ``runtime``: one the caller already loaded from ``bundle`` (the local backend's driver), not loaded twice
+        self.runtime = runtime or Runtime.load(bundle, precision=precision, threads=threads)
         self.column, self.id_column = column, id_column
         self.limits = ItemLimits(max_inputs=1 << 30, max_text_chars=max_text_chars)
         self.numeric = {t["name"] for t in self.runtime.v2_metadata_inputs() if t.get("datatype") != "BYTES"}
