@@ -27,7 +27,8 @@ import torch
 
 from _common import RESULTS, machine, shared_data
 from aiforge.audit.metrics import macro_f1
-from aiforge.bundle.out_of_scope import DistanceScorer
+from aiforge.audit.out_of_scope import rejection_curve
+from aiforge.bundle.out_of_scope import DistanceScorer, NearestScorer
 from aiforge.data.splits import stratified_split
 from aiforge.hub.catalog import get_backbone
 from aiforge.hub.text_encoder import TextEncoder, iter_batches, load_tokenizer
@@ -138,21 +139,18 @@ def scores(run: dict[str, Any], y_train: np.ndarray, n: int) -> dict[str, dict[s
     """Per score name, per part: higher = more out of scope."""
     emb = run["embed"]
     maha = DistanceScorer.fit(emb["train"][0], y_train, n)
-    bank = emb["train"][0] / np.linalg.norm(emb["train"][0], axis=1, keepdims=True)
+    nearest = NearestScorer.fit(emb["train"][0])  # the served ``method: nearest`` scorer
     out: dict[str, dict[str, np.ndarray]] = {"msp": {}, "maha": {}, "knn": {}}
     for part in ("validation", "test_in", "test_out"):
         f, lg = emb[part]
         out["msp"][part] = -_softmax(lg).max(1)
         out["maha"][part] = maha.score(f)
-        u = f / np.linalg.norm(f, axis=1, keepdims=True)
-        out["knn"][part] = -np.max(u @ bank.T, axis=1)
+        out["knn"][part] = nearest.score(f)
     return out
 
 
-def point(s_in: np.ndarray, correct: np.ndarray, s_out: np.ndarray, t: float) -> dict[str, float]:
-    acc = s_in <= t
-    return {"threshold": float(t), "in_scope_accepted": float(acc.mean()),
-            "in_scope_accuracy": float((acc & correct).mean()), "out_of_scope_recall": float((s_out > t).mean())}
+def point(s_in: np.ndarray, correct: np.ndarray, s_out: np.ndarray, t: float) -> dict[str, float | None]:
+    return rejection_curve(s_in, correct, s_out, [t])[0]
 
 
 def evaluate(run: dict[str, Any], data: dict[str, Any]) -> dict[str, Any]:

@@ -54,9 +54,10 @@ class TextRuntime(Runtime):
         if oos:
             try:
                 scorer: DistanceScorer | NearestScorer | None = None
-                if oos.get("method", "distance") == "nearest":
+                method = oos.get("method", "distance")
+                if method == "nearest":
                     scorer = NearestScorer(np.load(path / oos["examples"], allow_pickle=False))
-                elif oos.get("method", "distance") == "distance":
+                elif method == "distance":
                     scorer = DistanceScorer(np.load(path / oos["means"], allow_pickle=False),
                                             np.load(path / oos["precision"], allow_pickle=False))
                 self._oos = (scorer, float(oos["threshold"]), oos.get("features"))
