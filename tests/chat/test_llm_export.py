@@ -68,11 +68,20 @@ def _weight_only_quantized_graph_stays_close(path: Path, tmp_path: Path, ids: np
     ops = [n.op_type for n in onnx.load(str(quantized)).graph.node]
     assert ops.count("MatMulNBits") == 2 * 7 + 1, "every projection and the lm_head are quantized"
     session = ort.InferenceSession(str(quantized), providers=["CPUExecutionProvider"])
+    outputs = [o.name for o in session.get_outputs()]
+    assert outputs[-2:] == ["top_ids", "top_logits"]
     feed = {f"past_{n}": np.zeros((1, 2, 0, 16), np.float32) for n in names}
-    out = session.run(None, {"input_ids": ids[:, :5], **feed})
-    out2 = session.run(None, {"input_ids": ids[:, 5:], **dict(zip(feed, out[1:], strict=True))})
-    # int8 blocks of 32 with float activations: close to fp32, not equal (the tiny model's logits are ~0.1-1)
-    assert np.abs(out[0] - ref[4]).max() < 0.05 and np.abs(out2[0] - ref[8]).max() < 0.05
-    assert not np.allclose(out[0], ref[4], atol=1e-6)
+    out = dict(zip(outputs, session.run(None, {"input_ids": ids[:, :5], **feed}), strict=True))
+    out2 = dict(zip(outputs, session.run(None, {"input_ids": ids[:, 5:],
+                                                **{k: out["present" + k[4:]] for k in feed}}), strict=True))
+    # int8 blocks of 32 with int8 activations: close to fp32, not equal (the tiny model's logits are ~0.1-1)
+    assert np.abs(out["logits"] - ref[4]).max() < 0.05 and np.abs(out2["logits"] - ref[8]).max() < 0.05
+    assert not np.allclose(out["logits"], ref[4], atol=1e-6)
+    for got, want in ((out, ref[4]), (out2, ref[8])):
+        # the top 16 of the quantized head, scored again with the fp32 rows: greedy picks the exact head's argmax
+        top = got["top_ids"]
+        assert len(set(top.tolist())) == 16 and set(np.argsort(-want)[:3].tolist()) <= set(top.tolist())
+        assert np.abs(got["top_logits"] - want[top]).max() < 0.05
+        assert top[int(np.argmax(got["top_logits"]))] == int(np.argmax(want))
     with pytest.raises(ExportError, match="no lm_head MatMul"):
         head_as_weight_input(onnx.load(str(quantized)))  # the head was already rewritten

@@ -3,9 +3,9 @@
 The graph and ``tokenizer.json`` are exported once with PyTorch (:mod:`aiforge.tasks.chat.llm_export`) and
 shipped inside the chat bundle. Here: the ChatML prompt (SmolLM2's chat template, without transformers),
 greedy or temperature decoding through onnxruntime (the cache stays in onnxruntime's own tensors from one step
-to the next, never copied out to numpy; only the logits are), and incremental detokenization that holds back a
-token ending inside a multi-byte character. One generation at a time per process (a lock); closing the
-stream stops decoding at the next token.
+to the next, never copied out to numpy; only the logits are, or a quantized graph's 16 rescored top tokens),
+and incremental detokenization that holds back a token ending inside a multi-byte character. One generation at
+a time per process (a lock); closing the stream stops decoding at the next token.
 """
 
 from __future__ import annotations
@@ -104,6 +104,8 @@ class OnnxLLM:
         self.past_names = [i.name for i in pasts]
         self.output_names = [o.name for o in self.session.get_outputs()]
         self.present_names = [n for n in self.output_names if n.startswith("present_")]
+        # A quantized graph's fp32 rescoring of its top tokens (llm_export.add_exact_rescoring): greedy reads it.
+        self.rescored = {"top_ids", "top_logits"} <= set(self.output_names)
         if not pasts or self.output_names[0] != "logits" or len(self.present_names) != len(pasts):
             raise BundleError(f"{graph}: not a KV-cache decoder (inputs {[i.name for i in pasts][:3]}..., "
                               f"outputs {self.output_names[:3]}...); re-export it with `aiforge build SPEC`.")
@@ -127,17 +129,19 @@ class OnnxLLM:
         ids = np.asarray([prompt], dtype=np.int64)
         for _ in range(max_new_tokens):
             feed["input_ids"] = OrtValue.ortvalue_from_numpy(ids)
-            out = self.session.run_with_ort_values(self.output_names, feed)
+            out = dict(zip(self.output_names, self.session.run_with_ort_values(self.output_names, feed), strict=True))
             self.steps += 1
-            logits = out[0].numpy()
-            for name, value in zip(self.present_names, out[1:], strict=True):
-                feed["past" + name[len("present"):]] = value
+            for name in self.present_names:
+                feed["past" + name[len("present"):]] = out[name]
             if temperature > 0:
+                logits = out["logits"].numpy()
                 z = (logits - logits.max()) / temperature
                 p = np.exp(z.astype(np.float64))
                 token = int(rng.choice(p.size, p=p / p.sum()))
+            elif self.rescored:
+                token = int(out["top_ids"].numpy()[int(np.argmax(out["top_logits"].numpy()))])
             else:
-                token = int(np.argmax(logits))
+                token = int(np.argmax(out["logits"].numpy()))
             if token == self.eos_token_id:
                 return
             yield token
