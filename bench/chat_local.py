@@ -268,14 +268,14 @@ def _qa_keys(gens: dict[str, Generator], questions: int, max_tokens: int) -> dic
     load = [os.getloadavg()[0]]
     rows, held = [], dict.fromkeys(gens, 0)
     for item in items:
-        page, _ = extract_text(ref / Path(item.gold_source).name)
-        at = max(0, page.lower().find(str(item.answer_contains).lower()) - 250)
-        req = GenerationRequest(item.question, [Passage(1, 0, item.gold_source, item.gold_source,
+        page, _ = extract_text(ref / Path(item.gold_sources[0]).name)
+        at = max(0, min(page.lower().find(k.lower()) % (len(page) + 1) for k in item.answer_contains) - 250)
+        req = GenerationRequest(item.question, [Passage(1, 0, item.gold_sources[0], item.gold_sources[0],
                                                         page[at:at + 700], 0.5)], max_tokens=max_tokens)
-        row: dict[str, Any] = {"question": item.question, "key": item.answer_contains}
+        row: dict[str, Any] = {"question": item.question, "keys": list(item.answer_contains)}
         for name, gen in gens.items():
-            answer = "".join(gen.stream(req))
-            row[name] = str(item.answer_contains).lower() in answer.lower()
+            answer = "".join(gen.stream(req)).lower()
+            row[name] = any(k.lower() in answer for k in item.answer_contains)
             held[name] += row[name]
         rows.append(row)
     load.append(os.getloadavg()[0])
