@@ -20,6 +20,7 @@ import argparse
 import csv
 import json
 import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -39,6 +40,7 @@ from aiforge.train.loop import LoopConfig, fit_loop, seed_everything
 SEED = 0
 N_UNKNOWN = 10
 KEY = "out_of_scope_b77_finetuned"
+CHAT_KEY = "out_of_scope_b77_chat_layer"
 TARGETS = (0.90, 0.92, 0.94, 0.95, 0.96, 0.97, 0.98)
 
 
@@ -100,6 +102,11 @@ def train(recipe: str, data: dict[str, Any], *, epochs: int, max_length: int, se
     start = time.perf_counter()
     frozen = torch.from_numpy(encoder.embed(tok, texts))
     head.init_from(frozen, torch.from_numpy(y))
+    if recipe == "frozen":  # no fine-tuning: the pre-trained features, the class-mean cosine head
+        out = {part: embed(model, tok, data[part][0]) for part in ("train", "validation", "test_in")}
+        out["test_out"] = embed(model, tok, data["test_out"])
+        return {"embed": out, "train_seconds": 0.0, "embed_seconds": time.perf_counter() - start,
+                "history": [], "epoch_end_seconds": [], "n_outliers": 0, "train_rows": len(texts)}
     if outliers:
         with torch.no_grad():
             mean = torch.from_numpy(encoder.embed(tok, outliers)).mean(0)
@@ -110,7 +117,10 @@ def train(recipe: str, data: dict[str, Any], *, epochs: int, max_length: int, se
     bs = 32
     vt, vy = data["validation"]
 
-    def validate() -> tuple[float, float]:
+    epoch_seconds: list[float] = []
+
+    def validate() -> tuple[float, float]:  # called once per epoch: its time is the epoch's end
+        epoch_seconds.append(time.perf_counter() - start)
         _, lg = embed(model, tok, vt)
         t = torch.from_numpy(lg)
         return macro_f1(list(vy), lg.argmax(1)), float(torch.nn.functional.cross_entropy(t, torch.from_numpy(vy)))
@@ -127,7 +137,8 @@ def train(recipe: str, data: dict[str, Any], *, epochs: int, max_length: int, se
     out = {part: embed(model, tok, data[part][0]) for part in ("train", "validation", "test_in")}
     out["test_out"] = embed(model, tok, data["test_out"])
     return {"embed": out, "train_seconds": train_s, "embed_seconds": time.perf_counter() - t0,
-            "history": loop.history, "n_outliers": len(outliers), "train_rows": len(seqs)}
+            "history": loop.history, "epoch_end_seconds": epoch_seconds, "n_outliers": len(outliers),
+            "train_rows": len(seqs)}
 
 
 def _softmax(z: np.ndarray) -> np.ndarray:
@@ -135,22 +146,62 @@ def _softmax(z: np.ndarray) -> np.ndarray:
     return np.asarray(e / e.sum(1, keepdims=True))
 
 
+def _unit(x: np.ndarray) -> np.ndarray:
+    return np.asarray(x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12), dtype=np.float32)
+
+
+def _knn_mean(train: np.ndarray, x: np.ndarray, k: int) -> np.ndarray:
+    """Mean of ``1 - cos`` to the ``k`` nearest training examples."""
+    sims = _unit(x) @ _unit(train).T
+    top = -np.sort(-sims, axis=1)[:, :k]
+    return np.asarray(1.0 - top.mean(axis=1), dtype=np.float32)
+
+
 def scores(run: dict[str, Any], y_train: np.ndarray, n: int) -> dict[str, dict[str, np.ndarray]]:
     """Per score name, per part: higher = more out of scope."""
+    from scipy.special import logsumexp
+    from sklearn.neighbors import LocalOutlierFactor
+
     emb = run["embed"]
-    maha = DistanceScorer.fit(emb["train"][0], y_train, n)
-    nearest = NearestScorer.fit(emb["train"][0])  # the served ``method: nearest`` scorer
-    out: dict[str, dict[str, np.ndarray]] = {"msp": {}, "maha": {}, "knn": {}}
-    for part in ("validation", "test_in", "test_out"):
+    parts = ("validation", "test_in", "test_out")
+    train = emb["train"][0]
+    maha = DistanceScorer.fit(train, y_train, n)
+    maha_norm = DistanceScorer.fit(_unit(train), y_train, n)
+    nearest = NearestScorer.fit(train)  # the served ``method: nearest`` scorer
+    lof = LocalOutlierFactor(n_neighbors=20, novelty=True, metric="euclidean").fit(_unit(train))
+    out: dict[str, dict[str, np.ndarray]] = {name: {} for name in
+                                             ("msp", "energy", "maha", "maha_norm", "knn", "knn5", "knn10", "lof")}
+    for part in parts:
         f, lg = emb[part]
         out["msp"][part] = -_softmax(lg).max(1)
+        out["energy"][part] = -logsumexp(lg, axis=1)
         out["maha"][part] = maha.score(f)
+        out["maha_norm"][part] = maha_norm.score(_unit(f))
         out["knn"][part] = nearest.score(f)
+        out["knn5"][part] = _knn_mean(train, f, 5)
+        out["knn10"][part] = _knn_mean(train, f, 10)
+        out["lof"][part] = -lof.score_samples(_unit(f))
+    # combinations: each score standardised by its validation (in-scope) mean and spread, then summed
+    for a, b in (("msp", "knn"), ("msp", "maha_norm"), ("knn", "maha_norm"), ("msp", "lof")):
+        za = (out[a]["validation"].mean(), out[a]["validation"].std() + 1e-12)
+        zb = (out[b]["validation"].mean(), out[b]["validation"].std() + 1e-12)
+        out[f"{a}+{b}"] = {p: (out[a][p] - za[0]) / za[1] + (out[b][p] - zb[0]) / zb[1] for p in parts}
     return out
 
 
 def point(s_in: np.ndarray, correct: np.ndarray, s_out: np.ndarray, t: float) -> dict[str, float | None]:
     return rejection_curve(s_in, correct, s_out, [t])[0]
+
+
+def _at_val_accuracy(s: dict[str, np.ndarray], correct_val: np.ndarray, correct: np.ndarray,
+                     accuracy: float) -> dict[str, Any]:
+    """The lowest threshold whose validation in-scope accuracy (a rejection counts as wrong) is still
+    ``accuracy``, chosen on the validation split alone, and what it gives on test."""
+    grid = np.unique(s["validation"])
+    acc = np.array([((s["validation"] <= t) & correct_val).mean() for t in grid])
+    ok = grid[acc >= accuracy]
+    t = float(ok.min()) if len(ok) else float(grid.max())
+    return {"validation_in_scope_accuracy": accuracy, **point(s["test_in"], correct, s["test_out"], t)}
 
 
 def evaluate(run: dict[str, Any], data: dict[str, Any]) -> dict[str, Any]:
@@ -167,9 +218,57 @@ def evaluate(run: dict[str, Any], data: dict[str, Any]) -> dict[str, Any]:
         grid = np.quantile(s["test_in"], np.linspace(0.80, 1.0, 41))
         curve = [point(s["test_in"], correct, s["test_out"], float(t)) for t in grid]
         ok = [c["out_of_scope_recall"] for c in curve if c["in_scope_accuracy"] >= 0.9]
-        res[name] = {"calibrated_on_validation": cal, "test_curve": curve,
+        res[name] = {"calibrated_on_validation": cal,
+                     "calibrated_at_validation_accuracy": [_at_val_accuracy(s, correct_val, correct, a)
+                                                           for a in (0.90, 0.91, 0.92)],
+                     "test_curve": curve,
                      "oracle_recall_at_in_scope_accuracy_0.9": max(ok) if ok else None}
     return res
+
+
+def chat_layer(run: dict[str, Any], data: dict[str, Any], methods: list[str]) -> dict[str, Any]:
+    """The chat intent layer (``tasks/chat/build.fit_intents``, its served ``IntentModel.detect``) on these
+    features: trained on all the known intents' train rows (train + validation: it calibrates out-of-fold),
+    no out-of-scope examples, tested like the text task."""
+    from aiforge.tasks.chat.build import fit_intents
+    from aiforge.tasks.chat.spec import IntentsSpec
+
+    emb = run["embed"]
+    x = _unit(np.concatenate([emb["train"][0], emb["validation"][0]]))
+    y = np.concatenate([data["train"][1], data["validation"][1]])
+    t_in, t_out = _unit(emb["test_in"][0]), _unit(emb["test_out"][0])
+    out: dict[str, Any] = {}
+    for method in methods:
+        load0, t0 = _loadavg(), time.perf_counter()
+        spec = IntentsSpec(files=[str(shared_data() / "banking77" / "train.csv")], method=method,
+                           target_in_scope_recall=0.95)
+        model = fit_intents(spec, data["known"], x, y, None, source="none", handlers={})
+        fit_s = time.perf_counter() - t0
+        hits_in = [model.detect(v) for v in t_in]
+        hits_out = [model.detect(v) for v in t_out]
+        truth = [data["known"][i] for i in data["test_in"][1]]
+        served = {"in_scope_accuracy": float(np.mean([h[0] == t for h, t in zip(hits_in, truth, strict=True)])),
+                  "out_of_scope_recall": float(np.mean([h[0] is None for h in hits_out])),
+                  "in_scope_accepted": float(np.mean([h[0] is not None for h in hits_in]))}
+        probs = model.predict_proba(t_in)
+        correct = probs.argmax(1) == data["test_in"][1]
+        s = {"test_in": np.array([h[2] for h in hits_in]), "test_out": np.array([h[2] for h in hits_out])}
+        if model.scorer is None:  # probability: the score is minus the top probability
+            s = {"test_in": -probs.max(1), "test_out": -model.predict_proba(t_out).max(1)}
+        grid = np.quantile(s["test_in"], np.linspace(0.80, 1.0, 41))
+        curve = [point(s["test_in"], correct, s["test_out"], float(t)) for t in grid]
+        ok = [c["out_of_scope_recall"] for c in curve if c["in_scope_accuracy"] >= 0.9]
+        cal = model.calibration
+        out[method] = {"served_at_calibrated_threshold": served, "fit_seconds": fit_s,
+                       "threshold": model.distance_threshold if model.scorer is not None else model.threshold,
+                       "calibration_method": cal["method"], "out_of_fold_accuracy": cal["out_of_fold_accuracy"],
+                       "out_of_fold_curve": cal.get("curve"), "test_curve": curve,
+                       "oracle_recall_at_in_scope_accuracy_0.9": max(ok) if ok else None,
+                       "test_in_scope_accuracy_without_rejection": float(correct.mean()),
+                       "loadavg_start": load0, "loadavg_end": _loadavg()}
+        print(f"  chat {method}: served {served}, oracle {out[method]['oracle_recall_at_in_scope_accuracy_0.9']}",
+              flush=True)
+    return out
 
 
 def _loadavg() -> list[str]:
@@ -179,26 +278,44 @@ def _loadavg() -> list[str]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--recipes", default="ce,lmcl,lmcl_oe")
+    parser.add_argument("--recipes", default="ce,lmcl,lmcl_oe", help="ce, lmcl, lmcl_oe or frozen")
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--max-length", type=int, default=32)
     parser.add_argument("--max-per-label", type=int, default=None, help="training rows per intent (seeded)")
     parser.add_argument("--limit", type=int, default=None, help="smoke run: rows per intent; writes nothing")
+    parser.add_argument("--cache", type=Path, default=None,
+                        help="folder for each run's features and logits (.npz); a run found there is re-scored")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads (1: on the shared 2-core machine, 2 threads ran a batch ~7x slower)")
+    parser.add_argument("--chat", default="", help="comma-separated chat intent methods to measure on the run's "
+                                                   "features (frozen: the chat layer as shipped), key " + CHAT_KEY)
     args = parser.parse_args()
-    torch.set_num_threads(2)
+    torch.set_num_threads(args.threads)
     data = load(args.limit, args.max_per_label)
     path = RESULTS / ("chat.json" if not args.limit else "smoke_intents_oos.json")
     for recipe in args.recipes.split(","):
+        key = recipe if args.max_per_label is None else f"{recipe}_{args.max_per_label}_per_intent"
+        key += "" if args.epochs == 2 or recipe == "frozen" else f"_{args.epochs}_epochs"
+        cached = None if args.cache is None else args.cache / f"{key}{'_smoke' if args.limit else ''}.npz"
         load0 = _loadavg()
-        run = train(recipe, data, epochs=args.epochs, max_length=args.max_length, seed=SEED)
+        if cached is not None and cached.is_file():
+            run = _read_cache(cached)
+        else:
+            run = train(recipe, data, epochs=args.epochs, max_length=args.max_length, seed=SEED)
+            run.update({"loadavg_start": load0, "loadavg_end": _loadavg()})
+            if cached is not None:
+                _write_cache(cached, run)
         row = {"recipe": recipe, "command": "AIFORGE_SHARED_DATA=/work/shared/data python bench/intents_oos.py "
                f"--recipes {recipe} --epochs {args.epochs} --max-length {args.max_length}"
-               + (f" --max-per-label {args.max_per_label}" if args.max_per_label else ""),
-               "epochs": args.epochs, "max_per_label": args.max_per_label,
+               + (f" --max-per-label {args.max_per_label}" if args.max_per_label else "")
+               + (f" --threads {args.threads}" if args.threads != 1 else ""),
+               "epochs": args.epochs, "max_per_label": args.max_per_label, "torch_threads": args.threads,
                "max_length": args.max_length,
-               "train_seconds": run["train_seconds"], "embed_seconds": run["embed_seconds"],
+               "train_seconds": run["train_seconds"], "epoch_end_seconds": run["epoch_end_seconds"],
+               "embed_seconds": run["embed_seconds"],
                "train_rows": run["train_rows"], "synthetic_outliers": run["n_outliers"], "history": run["history"],
-               **evaluate(run, data), "loadavg_start": load0, "loadavg_end": _loadavg()}
+               **evaluate(run, data), "loadavg_start": run.get("loadavg_start", load0),
+               "loadavg_end": run.get("loadavg_end", _loadavg())}
         results = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
         block = results.get(KEY) or {}
         block.update({"note": __doc__.split("\n\n")[2].replace("\n", " "), "unknown_intents": data["unknown"],
@@ -206,16 +323,39 @@ def main() -> None:
                       "validation": len(data["validation"][0]), "test_in_scope": len(data["test_in"][0]),
                       "test_out_of_scope": len(data["test_out"]),
                       "machine": machine()})
-        key = recipe if args.max_per_label is None else f"{recipe}_{args.max_per_label}_per_intent"
         block.setdefault("runs", {})[key] = row
         results[KEY] = block
+        if args.chat:
+            chat = results.get(CHAT_KEY) or {}
+            chat.update({"note": chat_layer.__doc__.replace("\n", " ").replace("    ", " "),
+                         "features_of_run": key, "unknown_intents": data["unknown"], "machine": machine()})
+            chat.setdefault("runs", {})[key] = {"command": row["command"] + f" --chat {args.chat}",
+                                                **chat_layer(run, data, args.chat.split(","))}
+            results[CHAT_KEY] = chat
         path.write_text(json.dumps(results, indent=2), encoding="utf-8")
-        summary = {k: (row[k]["oracle_recall_at_in_scope_accuracy_0.9"],
-                       [(c["target_in_scope_recall"], round(c["in_scope_accuracy"], 3),
-                         round(c["out_of_scope_recall"], 3)) for c in row[k]["calibrated_on_validation"]])
-                   for k in ("msp", "maha", "knn")}
-        print(recipe, f"train {run['train_seconds']:.0f}s acc {row['test_in_scope_accuracy_without_rejection']:.3f}",
-              json.dumps(summary), flush=True)
+        print(key, f"train {run['train_seconds']:.0f}s epochs at {run['epoch_end_seconds']} "
+              f"acc {row['test_in_scope_accuracy_without_rejection']:.3f}", flush=True)
+        for name, r in row.items():
+            if isinstance(r, dict) and "test_curve" in r:
+                cal = r["calibrated_at_validation_accuracy"]
+                print(f"  {name:16s} oracle@0.9 {r['oracle_recall_at_in_scope_accuracy_0.9']}  val-acc-calibrated "
+                      + " ".join(f"{c['validation_in_scope_accuracy']}:{c['in_scope_accuracy']:.3f}/"
+                                 f"{c['out_of_scope_recall']:.3f}" for c in cal), flush=True)
+
+
+def _write_cache(path: Path, run: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    arrays = {f"{part}_{i}": run["embed"][part][i] for part in run["embed"] for i in (0, 1)}
+    meta = {k: v for k, v in run.items() if k != "embed"}
+    np.savez(path, meta=np.array(json.dumps(meta)), **arrays)
+
+
+def _read_cache(path: Path) -> dict[str, Any]:
+    with np.load(path, allow_pickle=False) as z:
+        run: dict[str, Any] = json.loads(str(z["meta"]))
+        run["embed"] = {part: (z[f"{part}_0"], z[f"{part}_1"])
+                        for part in ("train", "validation", "test_in", "test_out")}
+    return run
 
 
 if __name__ == "__main__":

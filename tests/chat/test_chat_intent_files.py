@@ -1,5 +1,5 @@
-"""The chat intent layer: examples from CSV/JSONL files (like Rasa's NLU data), the distance-based
-out-of-scope threshold and its whole trade-off curve in the bundle."""
+"""The chat intent layer: examples from CSV/JSONL files (like Rasa's NLU data), the distance- and
+nearest-example-based out-of-scope thresholds and their whole trade-off curve in the bundle."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import pytest
 from chat_helpers import build_bundle
 
 from aiforge.app import load
+from aiforge.bundle.out_of_scope import DistanceScorer, NearestScorer
 from aiforge.errors import DataError
 
 pytestmark = pytest.mark.usefixtures("chat_env")
@@ -24,7 +25,8 @@ OOS = ["what's the weather tomorrow", "play some music", "who won the game last 
        "tell me a joke", "how tall is mount everest", "translate hello into french", "set an alarm for 7"]
 
 
-def test_intents_from_csv_and_jsonl_files_with_a_trade_off_curve(tmp_path: Path) -> None:
+@pytest.mark.parametrize("method", ["distance", "nearest"])
+def test_intents_from_csv_and_jsonl_files_with_a_trade_off_curve(tmp_path: Path, method: str) -> None:
     csv_file = tmp_path / "nlu.csv"
     csv_file.write_text("text,intent\n" + "".join(f'"{t}",balance\n' for t in BALANCE)
                         + "".join(f'"{t}",out_of_scope\n' for t in OOS), encoding="utf-8")
@@ -32,13 +34,14 @@ def test_intents_from_csv_and_jsonl_files_with_a_trade_off_curve(tmp_path: Path)
     jsonl.write_text("".join(json.dumps({"text": t, "intent": "lost_card"}) + "\n" for t in CARD), encoding="utf-8")
     raw = {"name": "bank-bot", "task": "chat",
            "intents": {"items": [{"name": "greet", "examples": GREET, "response": "Hello!"}],
-                       "files": [str(csv_file), str(jsonl)], "method": "distance"}}
+                       "files": [str(csv_file), str(jsonl)], "method": method}}
     result = build_bundle(raw, tmp_path / "home", tmp_path / "spec")
     rt = load(result.exported.path)
     assert rt.labels == ["greet", "balance", "lost_card"]
     assert rt.respond([{"role": "user", "content": "hello there"}]).collect().text == "Hello!"
     intents = rt.intents
     assert intents is not None and intents.distance_threshold is not None
+    assert isinstance(intents.scorer, NearestScorer if method == "nearest" else DistanceScorer)  # as saved
     vec = rt.embed(["how much money is in my account", "what's the weather like in Rome"])
     assert intents.detect(vec[0])[0] == "balance"
     assert intents.detect(vec[1])[0] is None  # far from every intent: out of scope

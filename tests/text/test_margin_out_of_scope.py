@@ -61,6 +61,35 @@ def test_unseen_intents_are_rejected_and_known_ones_kept(margin_bundle: tuple[Pa
     assert "nearest training example" in card
 
 
+# one fine-tuning epoch on 72 rows, no export: 163 s at load 8 beside a training job (idle: well under that)
+@pytest.mark.slow
+def test_the_recipe_in_memory_rejects_an_unseen_intent_and_keeps_a_known_one(small_banking: Path,
+                                                                            tmp_path: Path) -> None:
+    """The measured recipe (margin head fine-tuned, ``method: nearest``, keep 95% of validation) on 4 intents,
+    one short epoch, scored in memory with the fitted scorer and threshold the bundle would serve."""
+    train, test = read_rows(small_banking / "train.csv"), read_rows(small_banking / "test.csv")
+    labels = sorted({r["category"] for r in train})
+    known, unseen = labels[:4], labels[-1]
+    write_rows(tmp_path / "train.csv", [r for r in train if r["category"] in known])
+    write_rows(tmp_path / "test.csv", [r for r in test if r["category"] in known])
+    raw = {"name": "bank-open-fast", "task": "text-classification",
+           "data": {"train": str(tmp_path / "train.csv"), "test": str(tmp_path / "test.csv"),
+                    "label_column": "category", "validation_fraction": 0.25},
+           "model": {"mode": "full", "objective": "margin", "max_length": 24,
+                     "out_of_scope": {"method": "nearest", "target_in_scope_recall": 0.95}},
+           "train": {"epochs": 1, "seed": 0}}
+    fit = App(AppSpec.from_dict(raw), home=tmp_path / "home").fit(progress=False)
+    oos = fit.out_of_scope
+    assert oos is not None and isinstance(oos.scorer, NearestScorer)
+    known_texts = [r["text"] for r in test if r["category"] in known]
+    unseen_texts = [r["text"] for r in test if r["category"] == unseen]
+    rejected_known = oos.scorer.score(fit.fitted.features(known_texts)) > oos.threshold
+    rejected_unseen = oos.scorer.score(fit.fitted.features(unseen_texts)) > oos.threshold
+    assert rejected_unseen.mean() >= 0.5, (unseen, rejected_unseen)
+    assert rejected_known.mean() <= 0.25, rejected_known
+    assert oos.metrics["test"]["in_scope_accuracy"] >= 0.6, oos.metrics
+
+
 def test_cosine_head_applies_the_margin_only_in_training_and_never_serves_the_outlier_class() -> None:
     head = CosineHead(4, 3, scale=10.0, margin=0.5, extra=1)
     x, y = torch.randn(5, 4), torch.tensor([0, 1, 2, 3, 0])

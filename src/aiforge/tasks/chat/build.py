@@ -18,7 +18,7 @@ import numpy as np
 
 from aiforge.audit.baseline import BaselineReport, skipped_report
 from aiforge.audit.out_of_scope import calibrate_rejection
-from aiforge.bundle.out_of_scope import DistanceScorer
+from aiforge.bundle.out_of_scope import DistanceScorer, NearestScorer
 from aiforge.bundle.parts import Parity
 from aiforge.bundle.registry import Registry
 from aiforge.data.readers import read_table
@@ -45,7 +45,7 @@ from aiforge.tasks.chat.rerank import calibrate_abstention, rerank_hits
 from aiforge.tasks.chat.spec import ChatSpec, IntentsSpec, RetrievalSpec
 from aiforge.version import __version__
 
-__all__ = ["build_chat", "index_spec"]
+__all__ = ["build_chat", "fit_intents", "index_spec"]
 
 
 def index_spec(directory: str | Path, *, name: str, backend: str = "extractive", **generation: Any) -> ChatSpec:
@@ -212,20 +212,35 @@ def train_intents(spec: IntentsSpec, encoder: OnnxEncoder, *, fallback_oos: np.n
     for item in spec.items:
         if item.action:
             get_action(item.action)  # unknown actions fail the build, not the first request
-    oof = out_of_fold(x, y, len(labels), C=spec.C)
-    w, b = fit_head(x, y, len(labels), C=spec.C)
     oos_x = encoder.embed(oos_texts) if oos_texts else fallback_oos
     source = "spec" if oos_texts else "document sentences" if oos_x is not None and len(oos_x) else "none"
     handlers = {i.name: {"response": i.response, "action": i.action} for i in spec.items}
     handlers.update({name: {"response": None, "action": None} for name in labels if name not in handlers})
-    if spec.method == "distance":
-        scorer = DistanceScorer.fit(x, y, len(labels))
-        oof_dist = out_of_fold_distances(x, y, len(labels), seed=seed)
-        oos_dist = scorer.score(oos_x) if oos_x is not None and len(oos_x) else None
-        calibration = calibrate_rejection(oof_dist, oof.argmax(1) == y, oos_dist,
+    return fit_intents(spec, labels, x, y, oos_x, source=source, handlers=handlers, seed=seed)
+
+
+_SCORES = {"distance": "squared Mahalanobis distance to the nearest intent mean (out-of-fold)",
+           "nearest": "one minus the cosine to the nearest training example (out-of-fold)"}
+
+
+def fit_intents(spec: IntentsSpec, labels: list[str], x: np.ndarray, y: np.ndarray, oos_x: np.ndarray | None, *,
+                source: str, handlers: dict[str, dict[str, str | None]], seed: int = 0) -> IntentModel:
+    """The intent model from unit embeddings ``x`` of the examples (labels ``y``) and of out-of-scope texts.
+
+    Raises:
+        DataError: too few examples to calibrate.
+    """
+    oof = out_of_fold(x, y, len(labels), C=spec.C)
+    w, b = fit_head(x, y, len(labels), C=spec.C)
+    if spec.method in _SCORES:
+        scorer: DistanceScorer | NearestScorer = (NearestScorer.fit(x) if spec.method == "nearest"
+                                                  else DistanceScorer.fit(x, y, len(labels)))
+        oof_score = out_of_fold_distances(x, y, len(labels), seed=seed, method=spec.method)
+        oos_score = scorer.score(oos_x) if oos_x is not None and len(oos_x) else None
+        calibration = calibrate_rejection(oof_score, oof.argmax(1) == y, oos_score,
                                           target_in_scope_recall=spec.target_in_scope_recall)
         calibration.update(out_of_scope_source=source, out_of_fold_accuracy=float((oof.argmax(1) == y).mean()),
-                           score="squared Mahalanobis distance to the nearest intent mean (out-of-fold)")
+                           score=_SCORES[spec.method])
         threshold = spec.threshold if spec.threshold is not None else calibration["threshold"]
         calibration["chosen"] = "fixed in spec" if spec.threshold is not None else "calibrated"
         return IntentModel(labels, w, b, 0.0, handlers, calibration, examples=x, example_labels=y,

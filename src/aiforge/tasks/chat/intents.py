@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from aiforge.bundle.out_of_scope import DistanceScorer
+from aiforge.bundle.out_of_scope import DistanceScorer, NearestScorer
 from aiforge.errors import BundleError, DataError
 
 __all__ = ["INTENTS_FILE", "IntentModel", "calibrate_threshold", "fit_head", "out_of_fold_distances"]
@@ -57,12 +57,14 @@ class IntentModel:
     examples: np.ndarray | None = None  # unit vectors of the training examples
     example_labels: np.ndarray | None = None
     min_example_similarity: float = 0.0
-    scorer: DistanceScorer | None = None  # method "distance": out of scope above distance_threshold
+    # method "distance" or "nearest": out of scope when the scorer's score is above distance_threshold
+    scorer: DistanceScorer | NearestScorer | None = None
     distance_threshold: float | None = None
 
     def detect(self, vector: np.ndarray) -> tuple[str | None, float, float]:
         """(intent or None when out of scope, top probability, similarity to the intent's nearest example;
-        with the distance method the third value is the distance to the nearest intent mean)."""
+        with the distance or nearest method the third value is the scorer's score: the distance to the
+        nearest intent mean, or one minus the cosine to the nearest training example)."""
         probs = self.predict_proba(vector[None, :])[0]
         best = int(probs.argmax())
         conf = float(probs[best])
@@ -90,12 +92,14 @@ class IntentModel:
         if self.examples is not None and self.example_labels is not None:
             np.save(directory / EXAMPLES, self.examples.astype(np.float32), allow_pickle=False)
             np.save(directory / EXAMPLE_LABELS, self.example_labels.astype(np.int64), allow_pickle=False)
-        if self.scorer is not None:
+        if isinstance(self.scorer, DistanceScorer):
             np.save(directory / MEANS, self.scorer.means.astype(np.float32), allow_pickle=False)
             np.save(directory / PRECISION, self.scorer.precision.astype(np.float32), allow_pickle=False)
         meta = {"labels": self.labels, "threshold": self.threshold, "handlers": self.handlers,
                 "calibration": self.calibration, "min_example_similarity": self.min_example_similarity,
-                "distance_threshold": self.distance_threshold}
+                "distance_threshold": self.distance_threshold,
+                "method": None if self.scorer is None else
+                "nearest" if isinstance(self.scorer, NearestScorer) else "distance"}
         (directory / INTENTS_FILE).write_text(json.dumps(meta, indent=2), encoding="utf-8")
 
     @classmethod
@@ -114,13 +118,18 @@ class IntentModel:
             model = cls(list(meta["labels"]), w, b, float(meta["threshold"]), dict(meta.get("handlers", {})),
                         dict(meta.get("calibration", {})),
                         min_example_similarity=float(meta.get("min_example_similarity", 0.0)))
-            if meta.get("distance_threshold") is not None:
-                model.scorer = DistanceScorer(np.load(directory / MEANS, allow_pickle=False),
-                                              np.load(directory / PRECISION, allow_pickle=False))
-                model.distance_threshold = float(meta["distance_threshold"])
             if (directory / EXAMPLES).is_file():
                 model.examples = np.load(directory / EXAMPLES, allow_pickle=False)
                 model.example_labels = np.load(directory / EXAMPLE_LABELS, allow_pickle=False)
+            if meta.get("distance_threshold") is not None:
+                if meta.get("method") == "nearest":
+                    if model.examples is None:
+                        raise ValueError(f"method nearest needs {EXAMPLES}")
+                    model.scorer = NearestScorer(model.examples)
+                else:
+                    model.scorer = DistanceScorer(np.load(directory / MEANS, allow_pickle=False),
+                                                  np.load(directory / PRECISION, allow_pickle=False))
+                model.distance_threshold = float(meta["distance_threshold"])
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise BundleError(f"{directory}: intent files are unreadable ({exc}).") from exc
         if w.shape[0] != len(model.labels) or b.shape != (len(model.labels),):
@@ -164,8 +173,9 @@ def out_of_fold(x: np.ndarray, y: np.ndarray, n_labels: int, *, C: float, folds:
 
 
 def out_of_fold_distances(x: np.ndarray, y: np.ndarray, n_labels: int, *, folds: int = 5,
-                          seed: int = 0) -> np.ndarray:
-    """Held-out distance to the nearest intent mean for every training row (k-fold, stratified)."""
+                          seed: int = 0, method: str = "distance") -> np.ndarray:
+    """Held-out out-of-scope score for every training row (k-fold, stratified): the distance to the
+    nearest intent mean (``method`` distance) or one minus the cosine to the nearest example (nearest)."""
     from sklearn.model_selection import StratifiedKFold
 
     counts = np.bincount(y, minlength=n_labels)
@@ -174,7 +184,9 @@ def out_of_fold_distances(x: np.ndarray, y: np.ndarray, n_labels: int, *, folds:
         raise DataError("every intent needs at least 2 examples to calibrate the out-of-scope threshold.")
     out = np.zeros(len(y), dtype=np.float32)
     for train_idx, held_idx in StratifiedKFold(n_splits=k, shuffle=True, random_state=seed).split(x, y):
-        out[held_idx] = DistanceScorer.fit(x[train_idx], y[train_idx], n_labels).score(x[held_idx])
+        scorer = (NearestScorer.fit(x[train_idx]) if method == "nearest"
+                  else DistanceScorer.fit(x[train_idx], y[train_idx], n_labels))
+        out[held_idx] = scorer.score(x[held_idx])
     return out
 
 

@@ -125,9 +125,10 @@ class IntentsSpec(Strict):
     items: list[IntentSpec] = Field(default_factory=list)
     files: list[DataPath] = Field(default_factory=list, description="CSV/JSONL files of (text, intent) examples.")
     out_of_scope_label: str = "out_of_scope"
-    method: Literal["probability", "distance"] = Field(
-        default="probability", description="Out-of-scope score: the head's top probability (default) or the "
-                                           "Mahalanobis distance to the nearest intent mean.")
+    method: Literal["probability", "distance", "nearest"] = Field(
+        default="probability", description="Out-of-scope score: the head's top probability (default), the "
+                                           "Mahalanobis distance to the nearest intent mean, or (nearest) one "
+                                           "minus the cosine to the nearest training example.")
     out_of_scope: list[str] = Field(default_factory=list,
                                     description="Utterances that belong to no intent; used to calibrate the threshold. "
                                                 "When empty, sentences of the indexed documents stand in.")
