@@ -27,7 +27,6 @@ import pandas as pd
 import aiforge as af
 from _common import machine, shared_data, write_result
 from aiforge.errors import AiforgeError
-from aiforge.scale.cluster import LEAN_ENV
 from aiforge.serve.loadgen import aiforge_server_args, free_port, measure, running_server
 
 ROUTE = "/v2/models/banking77/infer"
@@ -248,13 +247,6 @@ def main() -> None:
                          "--ray-ingress", ingress]
                 runs.append((f"ray_serve_{replicas}{suffix}", aiforge_server_args([str(bundle)], port=free_port(),
                                                                                    extra=extra), {}))
-        # The same 1-replica HAProxy server with Ray's own defaults for what aiforge's local cluster turns
-        # off (aiforge.scale.cluster.LEAN_ENV: metrics collection, usage stats, HAProxy metrics): one run
-        # measures what those settings cost. (Ray's per-request access log is off in both rows.)
-        ray_defaults = {key: "1" for key in LEAN_ENV}
-        runs.append(("ray_serve_1_replica_haproxy_ray_defaults", aiforge_server_args(
-            [str(bundle)], port=free_port(), extra=[*common, "--backend", "ray", "--replicas", "1", "--replica-cpus",
-                                                    "2", "--ray-ingress", "haproxy"]), ray_defaults))
         servers: list[dict[str, Any]] = []
         failed: list[dict[str, str]] = []
         for name, server_args, extra_env in runs:
@@ -329,13 +321,20 @@ def main() -> None:
         "batching_inside_replica": "aiforge Batcher (create_app in each replica); @serve.batch measured as "
                                    "ray_serve_1_replica_serve_batch",
         "ingress": "ray_serve_* rows: Ray's Python HTTP proxy (--ray-ingress proxy, the default); *_haproxy rows: "
-                   "Ray's HAProxy + direct-ingress mode (--ray-ingress haproxy)",
+                   "Ray's HAProxy + direct-ingress mode (--ray-ingress haproxy) with aiforge's limits "
+                   "(aiforge.scale.haproxy: per-replica maxconn, bounded queue, JSON 503)",
         "servers": servers,
         "failed_servers": failed,
         "batch": batches,
         **({"batch_from": batch_from} if batch_from else {}),
         "ratios": ratios,
     }
+    if previous.is_file():  # read-modify-write: the last run moves to other_runs; keys this run does not set stay
+        kept = json.loads(previous.read_text())
+        last = {k: kept[k] for k in ("command", "machine", "loadavg_at_start", "servers", "ratios", "note")
+                if k in kept}
+        payload = {**{k: v for k, v in kept.items() if k not in payload and k not in last}, **payload,
+                   "other_runs": [last, *kept.get("other_runs", [])]}
     print(json.dumps(ratios, indent=2))
     print(f"wrote {write_result('scale', payload)}")
 

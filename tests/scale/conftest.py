@@ -46,7 +46,7 @@ def ray_cluster() -> Iterator[RayCluster]:
         mp.setenv("RAY_AUTH_MODE", "disabled")  # tests only: a loopback cluster of this session's own processes
         mp.setenv("RAY_DEDUP_LOGS", "0")
         mp.setenv(PROXY_CALLBACK_ENV, PROXY_CALLBACK)  # as `connect` sets them for a cluster it starts
-        # The default ingress; AIFORGE_TEST_RAY_INGRESS=proxy runs these tests on the other (docs/scale.md).
+        # The default ingress; AIFORGE_TEST_RAY_INGRESS=haproxy runs these tests on the other (docs/scale.md).
         # HAProxy's limits are the cluster's: those of the deployment test_ray_serve.py runs.
         env = {**ingress_env(INGRESS, max_ongoing=2 * SERVE_BATCH, max_queued=SERVE_MAX_QUEUED),
                **local_ingress_env(INGRESS)}

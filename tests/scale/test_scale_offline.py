@@ -68,7 +68,7 @@ def test_the_haproxy_ingress_gets_free_ports_and_the_proxy_ingress_turns_it_off(
     assert len(ports) == 2 and not ports & {8404, 9101}  # never Ray's fixed ports, which other clusters hold
     assert slow == {"RAY_SERVE_ENABLE_HA_PROXY": "0", "RAY_SERVE_THROUGHPUT_OPTIMIZED": "0"}
     assert local_ingress_env("proxy") == {}
-    assert ScaleOptions().ray_ingress == "haproxy"
+    assert ScaleOptions().ray_ingress == "proxy"
 
 
 # Ray's own HAProxyApi renders its template with aiforge's environment (read when ray.serve is imported,
@@ -133,8 +133,7 @@ def test_deploy_kuberay_writes_a_rayservice_and_a_pinned_non_root_dockerfile(ger
         assert pod["containers"][0]["image"] == image
         assert pod["containers"][0]["securityContext"]["allowPrivilegeEscalation"] is False
         env = {e["name"]: e["value"] for e in pod["containers"][0]["env"]}  # the ingress serve runs by default
-        assert env["RAY_SERVE_ENABLE_HA_PROXY"] == env["RAY_SERVE_THROUGHPUT_OPTIMIZED"] == "1", env
-        assert "RAY_SERVE_HAPROXY_STATS_PORT" not in env  # a pod is its own machine: Ray's own ports
+        assert env["RAY_SERVE_ENABLE_HA_PROXY"] == env["RAY_SERVE_THROUGHPUT_OPTIMIZED"] == "0", env
     assert cluster["workerGroupSpecs"][0]["replicas"] == 2
     serve_config = yaml.safe_load(doc["spec"]["serveConfigV2"])
     application = serve_config["applications"][0]
@@ -144,8 +143,6 @@ def test_deploy_kuberay_writes_a_rayservice_and_a_pinned_non_root_dockerfile(ger
     deployment = application["deployments"][0]
     assert deployment["name"] == name and deployment["num_replicas"] == 3
     assert deployment["max_ongoing_requests"] >= application["args"]["config"]["max_batch_size"]
-    # HAProxy gives each replica the deployment's max_ongoing_requests (aiforge.scale.haproxy)
-    assert f" maxconn {deployment['max_ongoing_requests']}\n" in env["RAY_SERVE_HAPROXY_HEALTH_CHECK_INTER"]
     assert deployment["backpressure_config"]["retry_after_s"] == 1.0
     dockerfile = (out / "Dockerfile").read_text()
     assert "FROM rayproject/ray:2.60.0-py311-cpu" in dockerfile and "\nUSER 1000\n" in dockerfile
@@ -205,7 +202,7 @@ def test_batch_names_a_missing_input_and_column(german: Any, tmp_path: Path) -> 
     (["--backend", "ray", "--autoscale", "4"], "--autoscale '4': expected MIN:MAX"),
     (["--backend", "ray", "--replicas", "0"], "--replicas: Input should be greater than 0"),
     (["--backend", "kubernetes"], "backend 'kubernetes': expected local or ray"),
-    (["--backend", "ray", "--ray-ingress", "nginx"], "--ray-ingress: Input should be 'haproxy' or 'proxy'"),
+    (["--backend", "ray", "--ray-ingress", "nginx"], "--ray-ingress: Input should be 'proxy' or 'haproxy'"),
 ])
 def test_serve_refuses_bad_scale_options_before_starting_anything(german: Any, args: list[str], message: str) -> None:
     done = CliRunner().invoke(app, ["serve", str(german.path), *args])

@@ -31,15 +31,15 @@ def ingress_env(ingress: str, *, max_ongoing: int | None = None, max_queued: int
                 retry_after_s: float = 1.0) -> dict[str, str]:
     """The environment Ray Serve's processes need for ``ingress`` (read once, when each one starts).
 
-    ``haproxy`` (the default): Ray's high-throughput mode (``RAY_SERVE_ENABLE_HA_PROXY`` +
+    ``proxy`` (the default): Ray's Python HTTP proxy actor, which hands each request to a replica by an actor
+    call; a request lost with its replica becomes 503 + Retry-After (:mod:`aiforge.scale.proxy`).
+    ``haproxy``: Ray's high-throughput mode (``RAY_SERVE_ENABLE_HA_PROXY`` +
     ``RAY_SERVE_THROUGHPUT_OPTIMIZED``): HAProxy (C) listens on the HTTP port and forwards to each replica's
     own HTTP server, so no Python proxy sits in the request path. aiforge's lines in its config
     (:mod:`aiforge.scale.haproxy`) give each replica at most ``max_ongoing`` requests (a deployment's
     ``max_ongoing_requests``; None: no limit), hold at most ``max_queued`` per application for at most
     1 s, refuse the rest 503 + Retry-After (``retry_after_s``) with a JSON body, and replay a request lost
     with its replica on another one.
-    ``proxy``: Ray's Python HTTP proxy actor, which hands each request to a replica by an actor call; a
-    request lost with its replica becomes 503 + Retry-After (:mod:`aiforge.scale.proxy`).
     """
     if ingress == "proxy":
         return {"RAY_SERVE_ENABLE_HA_PROXY": "0", "RAY_SERVE_THROUGHPUT_OPTIMIZED": "0"}
