@@ -225,6 +225,10 @@ def main() -> None:
     parser.add_argument("--home", type=Path, default=None, help="registry for the fitted bundle (default: a temp dir)")
     args = parser.parse_args()
     levels = [int(x) for x in args.levels.split(",")]
+    # read before the run: partial() overwrites the file as rows finish
+    previous = Path(__file__).parent / "results" / "scale.json"
+    kept: dict[str, Any] = json.loads(previous.read_text()) if previous.is_file() else {}
+    kept.pop("partial", None)
     load_at_start = os.getloadavg()
     data = shared_data() / "banking77"
     texts = pd.read_csv(data / "test.csv")["text"].tolist()
@@ -299,13 +303,11 @@ def main() -> None:
         if top in by.get(two, {}) and top in by.get(one, {}):
             ratios[f"{two}_vs_{one}_throughput_c{top}"] = (by[two][top]["throughput_rps"]
                                                            / by[one][top]["throughput_rps"])
-    previous = Path(__file__).parent / "results" / "scale.json"
     batch_from = None
-    if not batches and previous.is_file():  # --skip-batch: keep the last run's batch rows, with their own command
-        old = json.loads(previous.read_text())
-        batches = old.get("batch", [])
-        batch_from = old.get("batch_from") or {"command": old.get("command"),
-                                               "date": old.get("machine", {}).get("date")}
+    if not batches and kept:  # --skip-batch: keep the last run's batch rows, with their own command
+        batches = kept.get("batch", [])
+        batch_from = kept.get("batch_from") or {"command": kept.get("command"),
+                                                "date": kept.get("machine", {}).get("date")}
     if batches:
         local = batches[0]["rows_per_s"]
         for b in batches[1:]:
@@ -329,8 +331,7 @@ def main() -> None:
         **({"batch_from": batch_from} if batch_from else {}),
         "ratios": ratios,
     }
-    if previous.is_file():  # read-modify-write: the last run moves to other_runs; keys this run does not set stay
-        kept = json.loads(previous.read_text())
+    if kept:  # read-modify-write: the last run moves to other_runs; keys this run does not set stay
         last = {k: kept[k] for k in ("command", "machine", "loadavg_at_start", "servers", "ratios", "note")
                 if k in kept}
         payload = {**{k: v for k, v in kept.items() if k not in payload and k not in last}, **payload,
