@@ -104,9 +104,11 @@ def test_ray_renders_aiforge_haproxy_lines_where_they_belong(tmp_path: Path) -> 
     backend = config.partition("\nbackend aiforge-app\n")[2].partition("\nlisten ")[0]
     head, _, servers = backend.partition("\n    server ")
     assert " inter 5s maxconn 24\n" in head and "\n    timeout queue 1s\n" in head, backend
-    assert "\n    http-request deny deny_status 503 if { queue ge 40 }\n    default-server check" in head, backend
+    assert "\n    http-request deny deny_status 503 if { queue ge 40 }\n" in head, backend
+    assert head.index("deny deny_status") < head.index("\n    default-server check\n"), backend
     assert "http-error status 503 content-type application/json hdr retry-after 2 lf-string" in head, backend
     assert "http-error status 504 content-type application/json lf-string" in head, backend
+    assert "http-response return status 503 content-type application/json hdr retry-after 2" in head, backend
     assert servers.startswith("r1 127.0.0.1:9001 check") and "\n    server r2 127.0.0.1:9002 check" in servers
 
 

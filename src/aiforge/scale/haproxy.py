@@ -12,8 +12,9 @@ offers no field for most of what backpressure needs (``HAProxyConfig.custom_defa
   ``maxconn`` (a replica's ``max_ongoing_requests``), ``timeout queue``, a refusal once ``max_queued``
   requests wait in the backend's queue (as Ray's proxy does with ``max_queued_requests``), and HAProxy's
   own 502/503/504 as JSON (OpenAI's error object on the OpenAI routes, ``{"error": "..."}`` elsewhere),
-  with ``Retry-After`` on 502 and 503. The value ends with ``default-server``, which takes the line's
-  trailing ``check``.
+  with ``Retry-After`` on 502 and 503, and a replica's own non-JSON 503 (Ray's direct-ingress
+  backpressure) rewritten to the same JSON. The value ends with ``default-server``, which takes the
+  line's trailing ``check``.
 
 Both depend on how Ray's template is written; ``tests/scale/test_scale_offline.py`` renders a config with
 Ray's own code and checks (``haproxy -c``) that every line lands where it should.
@@ -53,6 +54,10 @@ def backend_lines(*, max_queued: int, retry_after_s: float) -> list[str]:
                   + f" lf-string '{{\"error\":%[var(txn.aiforge_e{status})]}}'"]
     # After the variables: the refusal's body reads them. Ray's proxy refuses past max_queued_requests the same way.
     lines.append(f"http-request deny deny_status 503 if {{ queue ge {max_queued} }}")
+    # A replica's own refusal (Ray's direct-ingress backpressure: text/plain) becomes the same JSON answer.
+    lines.append(f"http-response return status 503 content-type application/json hdr retry-after {retry} "
+                 "lf-string '{\"error\":%[var(txn.aiforge_e503)]}' "
+                 "if { status 503 } !{ res.hdr(content-type) -m beg application/json }")
     return lines
 
 
