@@ -27,7 +27,6 @@ import pandas as pd
 import aiforge as af
 from _common import machine, shared_data, write_result
 from aiforge.errors import AiforgeError
-from aiforge.scale.cluster import LEAN_ENV
 from aiforge.serve.loadgen import aiforge_server_args, free_port, measure, running_server
 
 ROUTE = "/v2/models/banking77/infer"
@@ -226,6 +225,10 @@ def main() -> None:
     parser.add_argument("--home", type=Path, default=None, help="registry for the fitted bundle (default: a temp dir)")
     args = parser.parse_args()
     levels = [int(x) for x in args.levels.split(",")]
+    # read before the run: partial() overwrites the file as rows finish
+    previous = Path(__file__).parent / "results" / "scale.json"
+    kept: dict[str, Any] = json.loads(previous.read_text()) if previous.is_file() else {}
+    kept.pop("partial", None)
     load_at_start = os.getloadavg()
     data = shared_data() / "banking77"
     texts = pd.read_csv(data / "test.csv")["text"].tolist()
@@ -248,13 +251,6 @@ def main() -> None:
                          "--ray-ingress", ingress]
                 runs.append((f"ray_serve_{replicas}{suffix}", aiforge_server_args([str(bundle)], port=free_port(),
                                                                                    extra=extra), {}))
-        # The same 1-replica HAProxy server with Ray's own defaults for what aiforge's local cluster turns
-        # off (aiforge.scale.cluster.LEAN_ENV: metrics collection, usage stats, HAProxy metrics): one run
-        # measures what those settings cost. (Ray's per-request access log is off in both rows.)
-        ray_defaults = {key: "1" for key in LEAN_ENV}
-        runs.append(("ray_serve_1_replica_haproxy_ray_defaults", aiforge_server_args(
-            [str(bundle)], port=free_port(), extra=[*common, "--backend", "ray", "--replicas", "1", "--replica-cpus",
-                                                    "2", "--ray-ingress", "haproxy"]), ray_defaults))
         servers: list[dict[str, Any]] = []
         failed: list[dict[str, str]] = []
         for name, server_args, extra_env in runs:
@@ -307,13 +303,11 @@ def main() -> None:
         if top in by.get(two, {}) and top in by.get(one, {}):
             ratios[f"{two}_vs_{one}_throughput_c{top}"] = (by[two][top]["throughput_rps"]
                                                            / by[one][top]["throughput_rps"])
-    previous = Path(__file__).parent / "results" / "scale.json"
     batch_from = None
-    if not batches and previous.is_file():  # --skip-batch: keep the last run's batch rows, with their own command
-        old = json.loads(previous.read_text())
-        batches = old.get("batch", [])
-        batch_from = old.get("batch_from") or {"command": old.get("command"),
-                                               "date": old.get("machine", {}).get("date")}
+    if not batches and kept:  # --skip-batch: keep the last run's batch rows, with their own command
+        batches = kept.get("batch", [])
+        batch_from = kept.get("batch_from") or {"command": kept.get("command"),
+                                                "date": kept.get("machine", {}).get("date")}
     if batches:
         local = batches[0]["rows_per_s"]
         for b in batches[1:]:
@@ -329,13 +323,19 @@ def main() -> None:
         "batching_inside_replica": "aiforge Batcher (create_app in each replica); @serve.batch measured as "
                                    "ray_serve_1_replica_serve_batch",
         "ingress": "ray_serve_* rows: Ray's Python HTTP proxy (--ray-ingress proxy, the default); *_haproxy rows: "
-                   "Ray's HAProxy + direct-ingress mode (--ray-ingress haproxy)",
+                   "Ray's HAProxy + direct-ingress mode (--ray-ingress haproxy) with aiforge's limits "
+                   "(aiforge.scale.haproxy: per-replica maxconn, bounded queue, JSON 503)",
         "servers": servers,
         "failed_servers": failed,
         "batch": batches,
         **({"batch_from": batch_from} if batch_from else {}),
         "ratios": ratios,
     }
+    if kept:  # read-modify-write: the last run moves to other_runs; keys this run does not set stay
+        last = {k: kept[k] for k in ("command", "machine", "loadavg_at_start", "servers", "ratios", "note")
+                if k in kept}
+        payload = {**{k: v for k, v in kept.items() if k not in payload and k not in last}, **payload,
+                   "other_runs": [last, *kept.get("other_runs", [])]}
     print(json.dumps(ratios, indent=2))
     print(f"wrote {write_result('scale', payload)}")
 

@@ -7,16 +7,15 @@ each, no dashboard. The worker node is the one the fault tests kill; ``add_worke
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
-from scale_helpers import BAD_ROWS, BATCH_ROWS, write_csv_rows
+from scale_helpers import BAD_ROWS, BATCH_ROWS, INGRESS, SERVE_BATCH, SERVE_MAX_QUEUED, write_csv_rows
 
-from aiforge.scale.cluster import PROXY_CALLBACK, PROXY_CALLBACK_ENV, ingress_env
+from aiforge.scale.cluster import PROXY_CALLBACK, PROXY_CALLBACK_ENV, ingress_env, local_ingress_env
 
 OBJECT_STORE = 200 * 1024 * 1024
 HEAD_CPUS, WORKER_CPUS = 3, 2
@@ -48,7 +47,10 @@ def ray_cluster() -> Iterator[RayCluster]:
         mp.setenv("RAY_DEDUP_LOGS", "0")
         mp.setenv(PROXY_CALLBACK_ENV, PROXY_CALLBACK)  # as `connect` sets them for a cluster it starts
         # The default ingress; AIFORGE_TEST_RAY_INGRESS=haproxy runs these tests on the other (docs/scale.md).
-        for key, value in ingress_env(os.environ.get("AIFORGE_TEST_RAY_INGRESS", "proxy")).items():
+        # HAProxy's limits are the cluster's: those of the deployment test_ray_serve.py runs.
+        env = {**ingress_env(INGRESS, max_ongoing=2 * SERVE_BATCH, max_queued=SERVE_MAX_QUEUED),
+               **local_ingress_env(INGRESS)}
+        for key, value in env.items():
             mp.setenv(key, value)
         from ray.cluster_utils import Cluster
 

@@ -4,16 +4,23 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-__all__ = ["BAD_NUMBER", "BAD_ROWS", "BATCH_ROWS", "read_predictions", "read_rejects", "write_csv_rows"]
+__all__ = ["BAD_NUMBER", "BAD_ROWS", "BATCH_ROWS", "INGRESS", "SERVE_BATCH", "SERVE_MAX_QUEUED", "read_predictions",
+           "read_rejects", "write_csv_rows"]
 
 BATCH_ROWS = 100_000  # rows of the batch job the cluster tests run (cheap tabular records: 2 cores)
 BAD_ROWS = {7, 4_321, 50_000, 99_999}  # 1-based rows holding a word in a numeric field
 BAD_NUMBER = "forty"  # the numeric field duration holding a word: the runtime refuses that row alone
+# The cluster's ingress: the default, proxy; AIFORGE_TEST_RAY_INGRESS=haproxy runs the cluster tests on HAProxy.
+INGRESS = os.environ.get("AIFORGE_TEST_RAY_INGRESS", "proxy")
+# The served deployment's batch size (max_ongoing_requests twice that per replica) and queue: a small capacity.
+SERVE_BATCH, SERVE_MAX_QUEUED = 8, 8
+
 
 
 def write_csv_rows(path: Path, records: list[dict[str, Any]], *, rows: int, bad_rows: set[int]) -> Path:

@@ -1,9 +1,11 @@
 """Scale-out pieces that need no cluster: Ray stays out of plain imports and the plain server, the options'
-checks, the KubeRay files, and ``aiforge batch --backend local`` on bad rows of every file type."""
+checks, aiforge's lines in the HAProxy config Ray renders, the KubeRay files, and ``aiforge batch --backend
+local`` on bad rows of every file type."""
 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -17,7 +19,7 @@ from typer.testing import CliRunner
 
 from aiforge.cli import app
 from aiforge.errors import AiforgeError
-from aiforge.scale.cluster import ingress_env
+from aiforge.scale.cluster import ingress_env, local_ingress_env
 from aiforge.scale.options import ScaleOptions, parse_autoscale, scale_options
 from aiforge.serve.config import ServerConfig
 
@@ -60,12 +62,54 @@ def test_bad_autoscale_is_an_error_naming_the_option(text: str, message: str) ->
 
 
 def test_the_haproxy_ingress_gets_free_ports_and_the_proxy_ingress_turns_it_off() -> None:
-    fast, slow = ingress_env("haproxy"), ingress_env("proxy")
+    fast, slow = {**ingress_env("haproxy"), **local_ingress_env("haproxy")}, ingress_env("proxy")
     assert fast["RAY_SERVE_ENABLE_HA_PROXY"] == fast["RAY_SERVE_THROUGHPUT_OPTIMIZED"] == "1"
     ports = {int(fast["RAY_SERVE_HAPROXY_STATS_PORT"]), int(fast["RAY_SERVE_HAPROXY_METRICS_PORT"])}
     assert len(ports) == 2 and not ports & {8404, 9101}  # never Ray's fixed ports, which other clusters hold
     assert slow == {"RAY_SERVE_ENABLE_HA_PROXY": "0", "RAY_SERVE_THROUGHPUT_OPTIMIZED": "0"}
+    assert local_ingress_env("proxy") == {}
     assert ScaleOptions().ray_ingress == "proxy"
+
+
+# Ray's own HAProxyApi renders its template with aiforge's environment (read when ray.serve is imported,
+# hence a fresh interpreter) for one application with two replicas; prints the config's path.
+_RENDER = """
+import sys
+from ray.serve._private.haproxy import BackendConfig, HAProxyApi, HAProxyConfig, ServerConfig, get_haproxy_binary
+folder = sys.argv[1]
+api = HAProxyApi(cfg=HAProxyConfig(socket_path=f"{folder}/admin.sock", server_state_base=folder,
+                                   server_state_file=f"{folder}/state", metrics_socket_path=f"{folder}/metrics.sock"),
+                 config_file_path=f"{folder}/haproxy.cfg")
+servers = [ServerConfig(name=f"r{k}", host="127.0.0.1", port=9000 + k) for k in (1, 2)]
+api.backend_configs = {"app": BackendConfig(name="aiforge-app", path_prefix="/", app_name="aiforge-app",
+                                            servers=servers)}
+api._generate_config_file_internal()
+print(get_haproxy_binary())
+"""
+
+
+def test_ray_renders_aiforge_haproxy_lines_where_they_belong(tmp_path: Path) -> None:
+    env = dict(os.environ, **ingress_env("haproxy", max_ongoing=24, max_queued=40, retry_after_s=2),
+               **local_ingress_env("haproxy"))
+    done = subprocess.run([sys.executable, "-c", _RENDER, str(tmp_path)], env=env, capture_output=True, text=True,
+                          timeout=120, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    config = (tmp_path / "haproxy.cfg").read_text()
+    # HAProxy itself parses it: every line aiforge adds is a directive this HAProxy (2.8) knows.
+    check = subprocess.run([done.stdout.strip().splitlines()[-1], "-c", "-f", str(tmp_path / "haproxy.cfg")],
+                           capture_output=True, text=True, timeout=60, check=False)
+    assert check.returncode == 0, check.stdout + check.stderr + config
+    defaults = config.partition("\ndefaults\n")[2].partition("\nfrontend ")[0]
+    assert "\n    retry-on conn-failure empty-response\n    option http-buffer-request\n" in defaults, defaults
+    backend = config.partition("\nbackend aiforge-app\n")[2].partition("\nlisten ")[0]
+    head, _, servers = backend.partition("\n    server ")
+    assert " inter 5s maxconn 24\n" in head and "\n    timeout queue 1s\n" in head, backend
+    assert "\n    http-request deny deny_status 503 if { queue ge 40 }\n" in head, backend
+    assert head.index("deny deny_status") < head.index("\n    default-server check\n"), backend
+    assert "http-error status 503 content-type application/json hdr retry-after 2 lf-string" in head, backend
+    assert "http-error status 504 content-type application/json lf-string" in head, backend
+    assert "http-response return status 503 content-type application/json hdr retry-after 2" in head, backend
+    assert servers.startswith("r1 127.0.0.1:9001 check") and "\n    server r2 127.0.0.1:9002 check" in servers
 
 
 def test_autoscale_bounds_are_checked() -> None:

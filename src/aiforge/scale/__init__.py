@@ -8,6 +8,7 @@ Ray is an optional extra (``pip install 'aiforge[ray]'``). Nothing here imports 
 
     options.py   ScaleOptions (replicas, autoscale, address) and the Ray deployment settings they give
     cluster.py   require_ray() and connect(): join a cluster or start a local one
+    haproxy.py   the lines aiforge adds to the haproxy.cfg Ray writes (limits, JSON errors) and where they ride in
     replica.py   the Ray Serve deployment: one bundle's create_app() app, plus the x-aiforge-replica header
     serving.py   serve_ray() / start_ray_serve(): deploy every bundle, wait until ready
     batch.py     batch(): files in, predictions.parquet + rejects.jsonl out, --backend local or ray

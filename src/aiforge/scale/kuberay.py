@@ -72,13 +72,11 @@ USER {UID}
 
 
 def _container(name: str, image: str, cpus: float, memory: str, ports: list[dict[str, Any]],
-               *, ingress: str) -> dict[str, Any]:
-    # A pod is its own machine: HAProxy keeps Ray's fixed ports and paths there.
-    mode = {k: v for k, v in ingress_env(ingress).items() if k in ("RAY_SERVE_ENABLE_HA_PROXY",
-                                                                    "RAY_SERVE_THROUGHPUT_OPTIMIZED")}
+               *, env: dict[str, str]) -> dict[str, Any]:
+    # A pod is its own machine: HAProxy keeps Ray's fixed ports and paths there (no local_ingress_env).
     return {"name": name, "image": image, "ports": ports,
             "env": [{"name": PROXY_CALLBACK_ENV, "value": PROXY_CALLBACK},
-                    *({"name": k, "value": v} for k, v in mode.items())],
+                    *({"name": k, "value": v} for k, v in env.items())],
             "securityContext": {"runAsNonRoot": True, "runAsUser": UID, "allowPrivilegeEscalation": False},
             "resources": {"requests": {"cpu": str(cpus), "memory": memory},
                           "limits": {"cpu": str(cpus), "memory": memory}}}
@@ -97,11 +95,12 @@ def rayservice(name: str, image: str, *, options: ScaleOptions, config: ServerCo
                    "args": {"name": name, "bundle": BUNDLE_DIR,
                             "config": config.model_dump(mode="json", exclude_none=True)},
                    "deployments": [deployment]}
+    env = ingress_env(options.ray_ingress, max_ongoing=deployment["max_ongoing_requests"],
+                      max_queued=options.max_queued_requests, retry_after_s=options.retry_after_s)
     head = _container("ray-head", image, 1, "2Gi", [{"containerPort": 6379, "name": "gcs"},
                                                     {"containerPort": 8265, "name": "dashboard"},
-                                                    {"containerPort": 8000, "name": "serve"}],
-                      ingress=options.ray_ingress)
-    worker = _container("ray-worker", image, max(1.0, options.cpus_per_replica), "2Gi", [], ingress=options.ray_ingress)
+                                                    {"containerPort": 8000, "name": "serve"}], env=env)
+    worker = _container("ray-worker", image, max(1.0, options.cpus_per_replica), "2Gi", [], env=env)
     pod_security = {"runAsNonRoot": True, "runAsUser": UID, "fsGroup": UID}
     max_workers = max(workers, options.autoscale[1] if options.autoscale else options.replicas)
     return {

@@ -26,12 +26,13 @@ class ScaleOptions(BaseModel):
     target_ongoing_requests: float = Field(default=32.0, gt=0)  # the autoscaler's goal per replica
     ray_address: str | None = None  # None: start a local cluster
     # The HTTP ingress of a local cluster: Ray's Python proxy (a lost request is a retryable 503) or its
-    # HAProxy mode (replicas serve HTTP themselves, no Python proxy hop: docs/scale.md).
+    # HAProxy mode (replicas serve HTTP themselves, no Python proxy hop; docs/scale.md says why it is not
+    # the default).
     ray_ingress: Literal["proxy", "haproxy"] = "proxy"
     cpus_per_replica: float = Field(default=1.0, ge=0)
     # Requests in a replica at once; None: twice the batch size (at least the batch size, so batches can fill).
     max_ongoing_requests: int | None = Field(default=None, gt=0)
-    # Requests the proxy holds per deployment once every replica is full; 503 + Retry-After beyond.
+    # Requests the ingress holds per deployment once every replica is full; 503 + Retry-After beyond.
     max_queued_requests: int = Field(default=256, gt=0)
     retry_after_s: float = Field(default=1.0, ge=0)
 

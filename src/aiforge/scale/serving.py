@@ -105,7 +105,9 @@ def start_ray_serve(bundles: Sequence[str | Path], *, config: ServerConfig | Non
         cfg = cfg.model_copy(update={"threads": max(1, int(opts.cpus_per_replica))})
     named = _named_bundles(bundles, home)
     started = not require_ray().is_initialized() and opts.ray_address is None
-    connect(opts.ray_address, ingress=opts.ray_ingress)
+    deployment_options = opts.deployment_options(cfg)
+    connect(opts.ray_address, ingress=opts.ray_ingress, max_ongoing=deployment_options["max_ongoing_requests"],
+            max_queued=opts.max_queued_requests, retry_after_s=opts.retry_after_s)
     if started:
         _check_fits(opts, bundles=len(named))
     serve = require_ray("ray.serve")
@@ -114,7 +116,6 @@ def start_ray_serve(bundles: Sequence[str | Path], *, config: ServerConfig | Non
 
     serve.start(http_options={"host": cfg.host, "port": cfg.port})
     serving = RayServing(url=f"http://{cfg.host}:{cfg.port}", started_cluster=started)
-    deployment_options = opts.deployment_options(cfg)
     for name, path in named.items():
         prefix = "" if len(named) == 1 else f"/{name}"
         app_name = f"aiforge-{name}"
