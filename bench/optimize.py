@@ -39,10 +39,10 @@ from tokenizers import Tokenizer
 import aiforge as af
 from _common import RESULTS, machine, shared_data, write_result
 from aiforge.bundle.runtime import onnx_session
-from aiforge.bundle.tokens import encode_batches, pad_rows
+from aiforge.bundle.tokens import encode_batches, length_groups, pad_rows
 from aiforge.optimize.command import optimize_bundle
 from aiforge.optimize.fuse import fuse_transformer
-from aiforge.optimize.quantize import RECIPES, quantize_recipe
+from aiforge.optimize.quantize import RECIPES, STATIC_RECIPES, quantize_recipe
 
 HIDDEN, FFN, LAYERS, HEADS = 384, 1536, 6, 12  # MiniLM-L6
 
@@ -137,6 +137,197 @@ def batch_dependence(session: Any, tok: Tokenizer, texts: list[str], *, probes: 
     return worst
 
 
+def _session(path: Path, threads: int, config: dict[str, str] | None = None, profile: str | None = None) -> Any:
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    for key, value in (config or {}).items():
+        options.add_session_config_entry(key, value)
+    if profile:
+        options.enable_profiling = True
+        options.profile_file_prefix = profile
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def profile_run(path: Path, tok: Tokenizer, texts: list[str], *, threads: int, batch: int,
+                work: Path) -> dict[str, Any]:
+    """Where one offline pass at ``batch`` spends its time: tokenization, padding, the Python between
+    calls, onnxruntime's own overhead per run, and each op type's kernel time (onnxruntime's profiler)."""
+    session = _session(path, threads, profile=str(work / "profile"))
+    probabilities(session, tok, texts[:batch], batch)  # warm-up (its events are dropped below)
+    t0 = time.perf_counter()
+    a = time.perf_counter()
+    seqs = [e.ids for e in tok.encode_batch(texts)]
+    tokenize = time.perf_counter() - a
+    groups = length_groups(np.array([len(x) for x in seqs]), batch)
+    pad = run = 0.0
+    padded = real = 0
+    for idx in groups:
+        a = time.perf_counter()
+        ids, mask = pad_rows(seqs, idx)
+        b = time.perf_counter()
+        session.run(None, {"input_ids": ids, "attention_mask": mask})
+        run += time.perf_counter() - b
+        pad += b - a
+        padded, real = padded + ids.size, real + int(mask.sum())
+    wall = time.perf_counter() - t0
+    trace = json.loads(Path(session.end_profiling()).read_text())
+    runs = [e for e in trace if e.get("name") == "model_run"]
+    first_timed = runs[1]["ts"] if len(runs) > 1 else 0  # the first model_run is the warm-up's
+    ops: dict[str, float] = {}
+    for e in trace:
+        if e.get("cat") == "Node" and e["name"].endswith("_kernel_time") and e["ts"] >= first_timed:
+            op = e["args"]["op_name"]
+            ops[op] = ops.get(op, 0.0) + e["dur"] / 1e6
+    kernels = sum(ops.values())
+    return {"graph": path.name, "batch": batch, "threads": threads, "texts": len(texts), "batches": len(groups),
+            "wall_s": wall, "texts_per_s": len(texts) / wall,
+            "split_s": {"tokenize": tokenize, "pad": pad, "onnxruntime_kernels": kernels,
+                        "onnxruntime_overhead": run - kernels, "python_between_calls": wall - tokenize - pad - run},
+            "padding_fraction_of_tokens": 1 - real / padded,
+            "op_types_s": dict(sorted(ops.items(), key=lambda kv: -kv[1])),
+            "op_types_fraction_of_kernels": {k: v / kernels for k, v in sorted(ops.items(), key=lambda kv: -kv[1])}}
+
+
+def _timed(run: Any, texts: list[str], repeats: int) -> float:
+    run(texts[:64])
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        run(texts)
+        best = min(best, time.perf_counter() - t0)
+    return len(texts) / best
+
+
+def _grouped(session: Any, tok: Tokenizer, texts: list[str], batch: int, ratio: float, slack: int) -> None:
+    seqs = [e.ids for e in tok.encode_batch(texts)]
+    for idx in length_groups(np.array([len(x) for x in seqs]), batch, ratio=ratio, slack=slack):
+        ids, mask = pad_rows(seqs, idx)
+        session.run(None, {"input_ids": ids, "attention_mask": mask})
+
+
+def _halves(sessions: list[Any], pool: Any, tok: Tokenizer, texts: list[str], batch: int) -> None:
+    """Each batch split in two, each half on its own 1-thread session, in parallel (inter-op parallelism)."""
+    seqs = [e.ids for e in tok.encode_batch(texts)]
+    for idx in length_groups(np.array([len(x) for x in seqs]), batch):
+        parts = [idx[: len(idx) // 2], idx[len(idx) // 2:]] if len(idx) > 1 else [idx]
+        feeds = [dict(zip(("input_ids", "attention_mask"), pad_rows(seqs, part), strict=True)) for part in parts]
+        list(pool.map(lambda sf: sf[0].run(None, sf[1]), zip(sessions, feeds, strict=False)))
+
+
+def _io_bound(session: Any, tok: Tokenizer, texts: list[str], batch: int) -> None:
+    """The same batches through an IOBinding with a preallocated output buffer per batch shape."""
+    seqs = [e.ids for e in tok.encode_batch(texts)]
+    out_name = session.get_outputs()[0].name
+    classes = None
+    for idx in length_groups(np.array([len(x) for x in seqs]), batch):
+        ids, mask = pad_rows(seqs, idx)
+        binding = session.io_binding()
+        binding.bind_cpu_input("input_ids", ids)
+        binding.bind_cpu_input("attention_mask", mask)
+        if classes is None:
+            classes = session.run([out_name], {"input_ids": ids[:1], "attention_mask": mask[:1]})[0].shape[1]
+        out = np.empty((len(idx), classes), dtype=np.float32)
+        binding.bind_output(out_name, "cpu", element_type=np.float32, shape=out.shape, buffer_ptr=out.ctypes.data)
+        session.run_with_iobinding(binding)
+
+
+def experiments(graph: Path, fused: Path, tok: Tokenizer, texts: list[str], timed: list[str], ref: np.ndarray, *,
+                threads: int, repeats: int, calibration: list[str], work: Path) -> dict[str, Any]:
+    """What the batch-64 profile points at, each measured in this run against ``graph`` (today's int8)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    out: dict[str, Any] = {"baseline_graph": "fused-int8 (the recipe the export ships, per-row scales)",
+                           "method": "each variant timed right after a baseline pass, alternating, --repeats "
+                                     "pairs; ratio = median of variant/baseline over the pairs (the load moves)",
+                           "load_average_at_start": load_average()}
+    base = _session(graph, threads)
+
+    def paired(run: Any) -> dict[str, float]:
+        ratios, rates, bases = [], [], []
+        for _ in range(repeats):
+            b = _timed(lambda t: probabilities(base, tok, t, 64), timed, 1)
+            v = _timed(run, timed, 1)
+            ratios.append(v / b)
+            rates.append(v)
+            bases.append(b)
+        return {"texts_per_s": max(rates), "baseline_texts_per_s": max(bases),
+                "vs_baseline": float(np.median(ratios))}
+
+    rows: dict[str, Any] = {}
+    for batch in (128, 256):
+        rows[f"batch_{batch}"] = paired(lambda t, b=batch: probabilities(base, tok, t, b))
+    spin = _session(graph, threads, {"session.intra_op.allow_spinning": "0"})
+    rows["allow_spinning_off"] = paired(lambda t: probabilities(spin, tok, t, 64))
+    singles = [_session(graph, 1), _session(graph, 1)]
+    with ThreadPoolExecutor(2) as pool:
+        rows["two_1_thread_sessions_on_halves"] = paired(lambda t: _halves(singles, pool, tok, t, 64))
+    for name, ratio, slack in (("bucket_exact_length", 1.0, 0), ("bucket_ratio_1.5_slack_4", 1.5, 4),
+                               ("bucket_none_sorted_chunks", 1e9, 10 ** 6)):
+        rows[name] = paired(lambda t, r=ratio, s=slack: _grouped(base, tok, t, 64, r, s))
+    rows["io_binding_preallocated_output"] = paired(lambda t: _io_bound(base, tok, t, 64))
+    out["variants"] = rows
+    # static QDQ: calibrated activation scales (batch-independent by construction, no run-time quantizers)
+    seqs = [e.ids for e in tok.encode_batch(calibration)]
+    width = max(len(x) for x in seqs)
+    static: dict[str, Any] = {"calibration_texts": len(calibration), "calibration_width": width}
+    for recipe in STATIC_RECIPES:
+        path = work / f"{recipe.name}.onnx"
+        feeds = [dict(zip(("input_ids", "attention_mask"), pad_rows([s + [0] * (width - len(s)) for s in seqs],
+                                                                   list(range(i, i + 16))), strict=True))
+                 for i in range(0, len(seqs) // 16 * 16, 16)]
+        for f in feeds:  # the mask marks the real tokens only (pad_rows saw full-width rows)
+            f["attention_mask"] = (f["input_ids"] != 0).astype(np.int64)
+        t0 = time.perf_counter()
+        quantize_recipe(fused, path, recipe, calibration=feeds)
+        seconds = time.perf_counter() - t0
+        session = _session(path, threads)
+        probs = probabilities(session, tok, texts, 64)
+        static[recipe.name] = {"top1_agreement_with_fp32": float((probs.argmax(1) == ref.argmax(1)).mean()),
+                               "size_mb": path.stat().st_size / 1e6, "quantize_s": seconds,
+                               **paired(lambda t, s=session: probabilities(s, tok, t, 64)),
+                               "max_abs_prob_change_alone_vs_batched": batch_dependence(session, tok, texts,
+                                                                                        probes=10)}
+    out["static_qdq"] = static
+    out["load_average_at_end"] = load_average()
+    return out
+
+
+def _experiments_only(args: argparse.Namespace, texts: list[str]) -> None:
+    """``--experiments``: the batch-64 profile and the experiments, written into the existing JSON."""
+    load_at_start = load_average()
+    bundle = args.bundle
+    tok = Tokenizer.from_file(str(bundle / "tokenizer.json"))
+    tok.no_padding()
+    tok.enable_truncation(max_length=int(json.loads((bundle / "pipeline.json").read_text())["max_length"]))
+    timed = texts[::max(1, len(texts) // args.timing_texts)][:args.timing_texts]
+    train = pd.read_csv(shared_data() / "banking77" / "train.csv")["text"].tolist()
+    calibration = [train[i] for i in np.random.default_rng(0).choice(len(train), 256, replace=False)]
+    with tempfile.TemporaryDirectory(prefix="aiforge-bench-optimize-") as tmp:
+        work = Path(tmp)
+        fused = work / "fused.onnx"
+        fuse_transformer(bundle / "model.onnx", fused, num_heads=HEADS)
+        graph = work / "fused_int8.onnx"
+        quantize_recipe(fused, graph, next(r for r in RECIPES if r.name == args.fused_recipe))
+        ref = probabilities(_session(fused, args.threads), tok, texts, 64)
+        prof = profile_run(graph, tok, timed, threads=args.threads, batch=64, work=work)
+        print("profile", json.dumps(prof, indent=1), flush=True)
+        exp = experiments(graph, fused, tok, texts, timed, ref, threads=args.threads, repeats=args.repeats,
+                          calibration=calibration, work=work)
+        print("experiments", json.dumps(exp, indent=1), flush=True)
+    path = RESULTS / "optimize.json"
+    payload = json.loads(path.read_text()) if path.exists() else {}
+    payload["profile_batch_64"] = {**prof, "recipe": args.fused_recipe, "load_average_at_start": load_at_start,
+                                   "load_average_at_end": load_average(),
+                                   "command": "python bench/optimize.py --experiments --bundle PATH "
+                                              f"--threads {args.threads} --timing-texts {args.timing_texts} "
+                                              f"--repeats {args.repeats}"}
+    payload["experiments"] = exp
+    print(f"wrote {write_result('optimize', payload)}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--bundle", type=Path, default=None, help="a BANKING77 text bundle folder")
@@ -154,7 +345,17 @@ def main() -> None:
     parser.add_argument("--sweep-budget", type=float, default=120.0)
     parser.add_argument("--sweep-parity-limit", type=int, default=2000, help="parity items a sweep scores")
     parser.add_argument("--sweep-data", action="append", default=[], help="NAME=FILE: parity data of a sweep")
+    parser.add_argument("--experiments", action="store_true",
+                        help="only the batch-64 profile and the experiments (threads, spinning, bucketing, batch "
+                             "128/256, IO binding, static QDQ) on --bundle, written into optimize.json")
     args = parser.parse_args()
+    if args.experiments:
+        if args.bundle is None:
+            parser.error("--experiments needs --bundle")
+        args.threads = args.threads or 2
+        args.fused_recipe = args.fused_recipe or "embeddings+weights-except-down-projections"
+        _experiments_only(args, pd.read_csv(shared_data() / "banking77" / "test.csv")["text"].tolist())
+        return
     args.sweep_data = dict(item.split("=", 1) for item in args.sweep_data)
     args.sweep_data = {k: Path(v) for k, v in args.sweep_data.items()}
     load_at_start = load_average()

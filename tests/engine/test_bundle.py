@@ -365,3 +365,12 @@ def test_a_folder_in_staging_is_never_loaded(trained_bundle, tmp_path: Path) -> 
     for load in (lambda: Runtime.load(staged), lambda: aiforge.verify(staged), lambda: Runtime.load(str(staged))):
         with pytest.raises(RegistryError, match=r"\.staging.*never loaded"):
             load()
+
+
+def test_int8_gate_reads_every_held_out_text(trained_bundle) -> None:
+    """The int8 gate scores the whole test split (up to INT8_GATE_TEXTS), not only the PyTorch check's sample."""
+    from aiforge.tasks.text.parity import INT8_GATE_TEXTS
+
+    stored = read_manifest(trained_bundle.export.path).extra["parity"]
+    assert stored["int8_gate_samples"] == min(len(trained_bundle.fit.splits.test), INT8_GATE_TEXTS)
+    assert stored["int8_gate_margin"] == stored["int8_top1_agreement"] - stored["int8_min_agreement"]

@@ -18,7 +18,7 @@ from aiforge.optimize.fuse import backbone_heads, fuse_transformer
 from aiforge.optimize.hooks import Candidate
 from aiforge.optimize.quantize import RECIPES, quantize_recipe
 from aiforge.tasks.text.data import load_text_dataset, load_text_splits
-from aiforge.tasks.text.parity import parity_sample
+from aiforge.tasks.text.parity import gate_size, parity_sample
 from aiforge.tasks.text.spec import TextSpec
 
 __all__ = ["HOOKS", "TextOptimize"]
@@ -27,7 +27,7 @@ class TextOptimize:
     """The text kind's :class:`aiforge.optimize.hooks.OptimizeHooks`."""
 
     def parity_items(self, *, bundle: Path, manifest: BundleManifest, data: Path | None, limit: int) -> list[Any]:
-        """The export's parity texts: the test file (else the validation split), sampled as the export did."""
+        """The export's int8 gate texts: the test file (else the validation split), sampled as the export did."""
         try:
             spec = TextSpec.model_validate(manifest.extra.get("spec") or {})
         except ValueError as exc:
@@ -45,7 +45,8 @@ class TextOptimize:
         except (DataError, OSError) as exc:
             raise AiforgeError(f"{bundle}: cannot read the bundle's parity data ({exc}); pass --data FILE with the "
                                f"columns {spec.data.text_column!r} and {spec.data.label_column!r}.") from exc
-        return list(parity_sample(ds, min(spec.optimize.parity_samples, limit), seed=spec.train.seed).texts)
+        n = min(gate_size(spec.optimize.parity_samples), limit)
+        return list(parity_sample(ds, n, seed=spec.train.seed).texts)
 
     def candidates(self, *, bundle: Path, pipeline: dict[str, Any], work: Path) -> Iterator[Candidate]:
         """fp32, the shipped int8, fused fp32, fused int8 per recipe (built as the sweep reaches them)."""
