@@ -85,3 +85,18 @@ def _weight_only_quantized_graph_stays_close(path: Path, tmp_path: Path, ids: np
         assert top[int(np.argmax(got["top_logits"]))] == int(np.argmax(want))
     with pytest.raises(ExportError, match="no lm_head MatMul"):
         head_as_weight_input(onnx.load(str(quantized)))  # the head was already rewritten
+
+
+def test_the_spec_offers_exactly_the_exported_precisions() -> None:
+    from typing import get_args
+
+    from pydantic import ValidationError
+
+    from aiforge.tasks.chat.llm_export import DEFAULT_PRECISION
+    from aiforge.tasks.chat.spec import GenerationSpec
+
+    field = GenerationSpec.model_fields["local_precision"]
+    assert set(get_args(field.annotation)) == set(PRECISIONS) and field.default == DEFAULT_PRECISION
+    assert GenerationSpec(backend="local", local_precision="fp32").local_precision == "fp32"
+    with pytest.raises(ValidationError, match="local_precision"):
+        GenerationSpec(backend="local", local_precision="int3")  # type: ignore[arg-type]

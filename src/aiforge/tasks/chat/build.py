@@ -289,7 +289,8 @@ def build_chat(spec: ChatSpec, *, registry: Registry | None = None, progress: bo
     if spec.retrieval.rerank is not None:
         reranker_dir = get_backbone(spec.retrieval.rerank.model).path()
         abstention = calibrate_reranker(spec.retrieval, rows, encoder, reranker_dir)
-    llm_dir, llm_record = cached_local_llm() if spec.generation.backend == "local" else (None, None)
+    local = spec.generation.backend == "local"
+    llm_dir, llm_record = cached_local_llm(spec.generation.local_precision) if local else (None, None)
     stats["seconds"] = time.perf_counter() - start
     stats["index_settings"] = settings
     encoder_parity = Parity.from_dict(parity, diff_key="onnx_vs_torch_max_abs_diff")

@@ -163,6 +163,10 @@ class GenerationSpec(Strict):
     temperature: float = Field(default=0.0, ge=0, le=2)
     timeout_s: float = Field(default=60.0, gt=0)
     max_sentences: int = Field(default=3, ge=1, le=10)
+    local_precision: Literal["int8", "fp32", "int4"] = Field(
+        default="int8", description="Graph of the local backend's SmolLM2: weight-only int8 (default, fastest "
+                                    "with answers close to fp32's), fp32 (closest to transformers' greedy output) "
+                                    "or int4.")
     system_prompt: str | None = None
     extra_body: dict[str, Any] = Field(default_factory=dict,
                                        description="Extra fields sent in each upstream request (openai backend).")
