@@ -25,7 +25,8 @@ from __future__ import annotations
 import json
 import math
 
-from aiforge.serve.errors import _OPENAI_PATH, error_body
+from aiforge.serve.errors import OPENAI_PATH as SERVER_OPENAI_PATH
+from aiforge.serve.errors import error_body
 
 __all__ = ["HEALTH_CHECK_INTER", "QUEUE_TIMEOUT_S", "RETRY_ON", "backend_lines", "haproxy_config_env"]
 
@@ -33,7 +34,7 @@ RETRY_ON = "conn-failure empty-response\n    option http-buffer-request"
 HEALTH_CHECK_INTER = "5s"  # Ray's default, kept: the interval between health checks of a replica
 QUEUE_TIMEOUT_S = 1  # a request waits at most this long for a free replica, then 503 + Retry-After
 # The OpenAI routes (serve/errors.py), also under a bundle's /NAME prefix when several are served.
-OPENAI_PATH = "^(/[^/]+)?/" + _OPENAI_PATH.pattern.removeprefix("^/")
+OPENAI_PATH = "^(/[^/]+)?/" + SERVER_OPENAI_PATH.pattern.removeprefix("^/")
 _MESSAGES = {502: "the replica failed before answering; retry shortly",
              503: "over capacity: every replica is busy and the queue is full, or no replica is up; retry shortly",
              504: "the replica did not answer in time"}

@@ -22,15 +22,15 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from aiforge.errors import InputError
 
-__all__ = ["ApiError", "ErrorResponse", "error_body", "install_error_handlers", "is_openai_path"]
+__all__ = ["OPENAI_PATH", "ApiError", "ErrorResponse", "error_body", "install_error_handlers", "is_openai_path"]
 
 
-_OPENAI_PATH = re.compile(r"^/v1/(chat/.*|completions|embeddings|models|models/[^/]+)$")
+OPENAI_PATH = re.compile(r"^/v1/(chat/.*|completions|embeddings|models|models/[^/]+)$")
 
 
 def is_openai_path(path: str) -> bool:
     """Whether ``path`` is an OpenAI-compatible route (its errors take OpenAI's shape)."""
-    return bool(_OPENAI_PATH.match(path))
+    return bool(OPENAI_PATH.match(path))
 
 
 _OPENAI_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",

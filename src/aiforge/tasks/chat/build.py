@@ -18,7 +18,6 @@ import numpy as np
 
 from aiforge.audit.baseline import BaselineReport, skipped_report
 from aiforge.audit.out_of_scope import calibrate_rejection
-from aiforge.bundle.out_of_scope import DistanceScorer, NearestScorer
 from aiforge.bundle.parts import Parity
 from aiforge.bundle.registry import Registry
 from aiforge.data.readers import read_table
@@ -37,6 +36,7 @@ from aiforge.tasks.chat.intents import (
     IntentModel,
     calibrate_threshold,
     fit_head,
+    fit_scorer,
     out_of_fold,
     out_of_fold_distances,
 )
@@ -233,8 +233,7 @@ def fit_intents(spec: IntentsSpec, labels: list[str], x: np.ndarray, y: np.ndarr
     oof = out_of_fold(x, y, len(labels), C=spec.C)
     w, b = fit_head(x, y, len(labels), C=spec.C)
     if spec.method in _SCORES:
-        scorer: DistanceScorer | NearestScorer = (NearestScorer.fit(x) if spec.method == "nearest"
-                                                  else DistanceScorer.fit(x, y, len(labels)))
+        scorer = fit_scorer(spec.method, x, y, len(labels))
         oof_score = out_of_fold_distances(x, y, len(labels), seed=seed, method=spec.method)
         oos_score = scorer.score(oos_x) if oos_x is not None and len(oos_x) else None
         calibration = calibrate_rejection(oof_score, oof.argmax(1) == y, oos_score,

@@ -20,7 +20,7 @@ import numpy as np
 from aiforge.bundle.out_of_scope import DistanceScorer, NearestScorer
 from aiforge.errors import BundleError, DataError
 
-__all__ = ["INTENTS_FILE", "IntentModel", "calibrate_threshold", "fit_head", "out_of_fold_distances"]
+__all__ = ["INTENTS_FILE", "IntentModel", "calibrate_threshold", "fit_head", "fit_scorer", "out_of_fold_distances"]
 
 
 INTENTS_FILE = "intents.json"
@@ -172,6 +172,11 @@ def out_of_fold(x: np.ndarray, y: np.ndarray, n_labels: int, *, C: float, folds:
     return probs
 
 
+def fit_scorer(method: str, x: np.ndarray, y: np.ndarray, n_labels: int) -> DistanceScorer | NearestScorer:
+    """The out-of-scope scorer of ``method``: nearest training example (nearest) or nearest intent mean (distance)."""
+    return NearestScorer.fit(x) if method == "nearest" else DistanceScorer.fit(x, y, n_labels)
+
+
 def out_of_fold_distances(x: np.ndarray, y: np.ndarray, n_labels: int, *, folds: int = 5,
                           seed: int = 0, method: str = "distance") -> np.ndarray:
     """Held-out out-of-scope score for every training row (k-fold, stratified): the distance to the
@@ -184,9 +189,7 @@ def out_of_fold_distances(x: np.ndarray, y: np.ndarray, n_labels: int, *, folds:
         raise DataError("every intent needs at least 2 examples to calibrate the out-of-scope threshold.")
     out = np.zeros(len(y), dtype=np.float32)
     for train_idx, held_idx in StratifiedKFold(n_splits=k, shuffle=True, random_state=seed).split(x, y):
-        scorer = (NearestScorer.fit(x[train_idx]) if method == "nearest"
-                  else DistanceScorer.fit(x[train_idx], y[train_idx], n_labels))
-        out[held_idx] = scorer.score(x[held_idx])
+        out[held_idx] = fit_scorer(method, x[train_idx], y[train_idx], n_labels).score(x[held_idx])
     return out
 
 
