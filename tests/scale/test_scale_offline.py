@@ -128,11 +128,13 @@ def test_ray_renders_aiforge_haproxy_lines_where_they_belong(tmp_path: Path) -> 
 
 class _DyingReplica(socketserver.BaseRequestHandler):
     """A replica that dies mid-request as a killed one does: ``/cut`` sends its headers and closes (the body
-    never comes), ``/gone`` closes without an answer; ``/ok`` and the health check answer."""
+    never comes), ``/gone`` closes without an answer; ``/ok`` and the health check answer (HEAD: no body)."""
 
     def handle(self) -> None:
         request = self.request.recv(65536)
-        if b" /cut " in request:
+        if request.startswith(b"HEAD "):
+            self.request.sendall(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 2\r\n\r\n")
+        elif b" /cut " in request:
             self.request.sendall(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 90\r\n\r\n")
         elif b" /gone " not in request:
             self.request.sendall(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 2\r\n\r\n{}")
@@ -162,12 +164,14 @@ def test_haproxy_answers_a_request_its_replica_dropped_503_with_retry_after(tmp_
                 except httpx.TransportError:
                     time.sleep(0.1)
             answers = [client.post(path, json={}) for path in ("/cut", "/ok", "/gone", "/ok", "/cut")]
+            head = client.head("/ok")  # a bodiless answer with a Content-Length is not a cut-off one
     finally:
         haproxy.terminate()
         haproxy.wait(timeout=10)
         for server in servers:
             server.shutdown()
     assert [a.status_code for a in answers] == [503, 200, 503, 200, 503], [(a.status_code, a.text) for a in answers]
+    assert head.status_code == 200 and head.headers["content-length"] == "2", head.headers
     for answer in answers[0::2]:
         assert answer.headers["retry-after"] == "1" and answer.headers["content-type"] == "application/json"
         assert answer.json() == {"error": "the replica was lost before it answered; retry shortly"}

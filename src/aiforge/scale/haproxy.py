@@ -73,7 +73,7 @@ def backend_lines(*, max_queued: int, retry_after_s: float) -> list[str]:
               # fewer bytes than announced once the body was waited for: the replica died mid-answer
               f"http-response return status 503 content-type application/json hdr retry-after {retry} "
               f"lf-string '{{\"error\":%[var(txn.aiforge_e502)]}}' if {held} "
-              "{ res.body_len,sub(txn.aiforge_length) lt 0 }"]
+              "{ res.body_len,sub(txn.aiforge_length) lt 0 } !METH_HEAD !{ status 304 }"]  # (those have no body)
     # A replica's own refusal (Ray's direct-ingress backpressure: text/plain) becomes the same JSON answer.
     lines.append(f"http-response return status 503 content-type application/json hdr retry-after {retry} "
                  "lf-string '{\"error\":%[var(txn.aiforge_e503)]}' "
