@@ -360,6 +360,7 @@ def main() -> None:
                    "other_runs": [last, *kept.get("other_runs", [])]}
     print(json.dumps(ratios, indent=2))
     print(f"wrote {write_result('scale', payload)}")
+    (previous.parent / "scale_partial.json").unlink(missing_ok=True)  # the whole run is in scale.json now
 
 
 if __name__ == "__main__":
