@@ -2,6 +2,8 @@
 
     python bench/optimize.py --bundle PATH [--threads 2] [--repeats 3] [--timing-texts 3080]
         [--sweep NAME --sweep-home HOME --sweep-budget 120 [--sweep-data FILE]]...
+    python bench/optimize.py --candidates --bundle PATH [--candidate NAME]...   (MatMulNBits graphs, paired)
+    python bench/optimize.py --experiments --bundle PATH                       (batch-64 profile, variants)
 
 Compares, on the full BANKING77 test set (3,080 texts) and the bundle's own fp32 graph:
 ``fp32``; ``int8-per-tensor`` (onnxruntime ``quantize_dynamic`` as aiforge shipped it before: one
@@ -13,8 +15,10 @@ and offline texts/s at batch 1, 16 and 64 (texts sorted by length as the Runtime
 ``--repeats``). Without ``--bundle`` it fits a head-mode bundle first (minutes).
 
 Also ``fused-fp32`` and ``fused-int8`` (:mod:`aiforge.optimize.fuse`, then the recipe the export
-ships: the first of ``RECIPES`` that reaches 99 % agreement on the full test set), ``int8-shipped-before``
-(the unfused per-row graph of the previous default recipe, embeddings and down-projections fp32),
+ships: the first of ``RECIPES`` that reaches 99 % agreement on the full test set),
+``fused-int8-shipped-before`` (the fused recipe shipped before the MatMulNBits down-projections: per-row
+int8, down-projections fp32; timed against ``fused-int8`` in alternating pairs, ``paired_vs_shipped_before``),
+``int8-unfused-per-row`` (the unfused per-row graph of an older default, embeddings and down-projections fp32),
 and the roofline: this CPU's peak fp32 GEMM (numpy and onnxruntime MatMul, square matrices) and int8
 GEMM (onnxruntime MatMulInteger) throughput, the encoder's FLOPs per token at the test set's mean
 token length, and the fraction of peak each graph's offline batch-64 rate reaches. ``--sweep``
@@ -391,6 +395,15 @@ def _experiments_only(args: argparse.Namespace, texts: list[str]) -> None:
         ref = probabilities(_session(fused, args.threads), tok, texts, 64)
         prof = profile_run(graph, tok, timed, threads=args.threads, batch=64, work=work)
         print("profile", json.dumps(prof, indent=1), flush=True)
+        if args.profile_only:
+            path = RESULTS / "optimize.json"
+            payload = json.loads(path.read_text()) if path.exists() else {}
+            payload.setdefault("profile_batch_64_by_recipe", {})[args.fused_recipe] = {
+                **prof, "load_average_at_start": load_at_start, "load_average_at_end": load_average(),
+                "command": f"python bench/optimize.py --experiments --profile-only --bundle PATH --fused-recipe "
+                           f"{args.fused_recipe} --threads {args.threads} --timing-texts {args.timing_texts}"}
+            print(f"wrote {write_result('optimize', payload)}")
+            return
         exp = experiments(graph, fused, tok, texts, timed, ref, threads=args.threads, repeats=args.repeats,
                           calibration=calibration, work=work)
         print("experiments", json.dumps(exp, indent=1), flush=True)
@@ -425,6 +438,9 @@ def main() -> None:
     parser.add_argument("--experiments", action="store_true",
                         help="only the batch-64 profile and the experiments (threads, spinning, bucketing, batch "
                              "128/256, IO binding, static QDQ) on --bundle, written into optimize.json")
+    parser.add_argument("--profile-only", action="store_true",
+                        help="with --experiments: only the batch-64 profile of --fused-recipe "
+                             "(profile_batch_64_by_recipe)")
     parser.add_argument("--candidates", action="store_true",
                         help="only the MatMulNBits candidates against the recipe shipped before (paired), written "
                              "into optimize.json (matmulnbits_candidates)")
@@ -569,16 +585,22 @@ def main() -> None:
         "paired_vs_shipped_before": paired,
         # sweeps not rerun in this run keep their earlier tables (each records its own command and load)
         "optimize_sweeps": {**_earlier_sweeps(), **sweeps},
+        # the --experiments and --candidates parts are separate runs: kept as they are (each has its command)
+        **{k: v for k, v in _earlier().items() if k in ("profile_batch_64", "experiments", "matmulnbits_candidates",
+                                                      "profile_batch_64_by_recipe")},
     }
     print(payload["ratios"])
     print(f"wrote {write_result('optimize', payload)}")
 
 
-def _earlier_sweeps() -> dict[str, Any]:
+def _earlier() -> dict[str, Any]:
     path = RESULTS / "optimize.json"
-    if not path.exists():
-        return {}
-    earlier = json.loads(path.read_text()).get("optimize_sweeps", {})
+    earlier = json.loads(path.read_text()) if path.exists() else {}
+    return earlier if isinstance(earlier, dict) else {}
+
+
+def _earlier_sweeps() -> dict[str, Any]:
+    earlier = _earlier().get("optimize_sweeps", {})
     return earlier if isinstance(earlier, dict) else {}
 
 

@@ -66,8 +66,6 @@ RECIPES: tuple[QuantRecipe, ...] = (
 # by bench/optimize.py, not shipped: on BANKING77 (3,080 test texts) they agree with fp32 on 98.8 %
 # (minmax) and 98.4 % (percentile) of top-1 labels, under the 99 % gate (bench/results/optimize.json).
 STATIC_RECIPES: tuple[QuantRecipe, ...] = (
-    QuantRecipe("embeddings+weights+down-projections-nbits8", keep_embeddings_fp32=False,
-                keep_down_projections_fp32=True, down_projection_bits=8),
     QuantRecipe("static-minmax-except-down-projections", keep_embeddings_fp32=False,
                 keep_down_projections_fp32=True, per_channel=True, static=True),
     QuantRecipe("static-percentile-except-down-projections", keep_embeddings_fp32=False,
