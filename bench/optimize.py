@@ -2,6 +2,8 @@
 
     python bench/optimize.py --bundle PATH [--threads 2] [--repeats 3] [--timing-texts 3080]
         [--sweep NAME --sweep-home HOME --sweep-budget 120 [--sweep-data FILE]]...
+    python bench/optimize.py --candidates --bundle PATH [--candidate NAME]...   (MatMulNBits graphs, paired)
+    python bench/optimize.py --experiments --bundle PATH                       (batch-64 profile, variants)
 
 Compares, on the full BANKING77 test set (3,080 texts) and the bundle's own fp32 graph:
 ``fp32``; ``int8-per-tensor`` (onnxruntime ``quantize_dynamic`` as aiforge shipped it before: one
@@ -13,8 +15,10 @@ and offline texts/s at batch 1, 16 and 64 (texts sorted by length as the Runtime
 ``--repeats``). Without ``--bundle`` it fits a head-mode bundle first (minutes).
 
 Also ``fused-fp32`` and ``fused-int8`` (:mod:`aiforge.optimize.fuse`, then the recipe the export
-ships: the first of ``RECIPES`` that reaches 99 % agreement on the full test set), ``int8-shipped-before``
-(the unfused per-row graph of the previous default recipe, embeddings and down-projections fp32),
+ships: the first of ``RECIPES`` that reaches 99 % agreement on the full test set),
+``fused-int8-shipped-before`` (the fused recipe shipped before the MatMulNBits down-projections: per-row
+int8, down-projections fp32; timed against ``fused-int8`` in alternating pairs, ``paired_vs_shipped_before``),
+``int8-unfused-per-row`` (the unfused per-row graph of an older default, embeddings and down-projections fp32),
 and the roofline: this CPU's peak fp32 GEMM (numpy and onnxruntime MatMul, square matrices) and int8
 GEMM (onnxruntime MatMulInteger) throughput, the encoder's FLOPs per token at the test set's mean
 token length, and the fraction of peak each graph's offline batch-64 rate reaches. ``--sweep``
@@ -45,6 +49,7 @@ from aiforge.optimize.fuse import fuse_transformer
 from aiforge.optimize.quantize import RECIPES, STATIC_RECIPES, quantize_recipe
 
 HIDDEN, FFN, LAYERS, HEADS = 384, 1536, 6, 12  # MiniLM-L6
+SHIPPED_BEFORE = "embeddings+weights-except-down-projections"  # the fused int8 recipe shipped before
 
 
 def load_average() -> str:
@@ -295,6 +300,82 @@ def experiments(graph: Path, fused: Path, tok: Tokenizer, texts: list[str], time
     return out
 
 
+# MatMulNBits candidates (weight-only blocks, accuracy_level 4: int8 activations per row and block inside the
+# kernel): name -> (bits, block size, which MatMuls). "all": every constant-weight MatMul of the fused graph
+# (embeddings fp32); "down": only the FFN down-projections, the rest as the per-row recipe before them.
+NBITS_CANDIDATES: dict[str, tuple[int, int, str]] = {
+    "nbits8-all-block32": (8, 32, "all"), "nbits8-all-block64": (8, 64, "all"),
+    "nbits8-all-block128": (8, 128, "all"), "nbits8-down-block32": (8, 32, "down"),
+    "nbits8-down-block64": (8, 64, "down"), "nbits4-down-block32": (4, 32, "down"),
+}
+
+
+def _nbits_graph(fused: Path, before: Path, out: Path, bits: int, block: int, scope: str) -> None:
+    import onnx
+
+    from aiforge.optimize.weight_only import weight_only_matmuls
+
+    src = onnx.load(str(fused if scope == "all" else before))
+    weights = {i.name: tuple(i.dims) for i in src.graph.initializer}
+    nodes = None if scope == "all" else [n.name for n in src.graph.node if n.op_type == "MatMul" and any(
+        len(weights.get(i, ())) == 2 and weights[i][0] > weights[i][1] for i in n.input)]
+    onnx.save(weight_only_matmuls(src, bits=bits, block_size=block, nodes=nodes), str(out))
+
+
+def _paired(base: Any, variant: Any, tok: Tokenizer, timed: list[str], pairs: int, batch: int = 64) -> dict[str, Any]:
+    """``pairs`` alternating passes of ``base`` then ``variant`` at ``batch``; median of the pair ratios."""
+    ratios, rates, bases = [], [], []
+    for _ in range(pairs):
+        b = _timed(lambda t: probabilities(base, tok, t, batch), timed, 1)
+        v = _timed(lambda t: probabilities(variant, tok, t, batch), timed, 1)
+        ratios.append(v / b)
+        rates.append(v)
+        bases.append(b)
+    return {"texts_per_s": rates, "baseline_texts_per_s": bases, "vs_baseline": float(np.median(ratios))}
+
+
+def _candidates_only(args: argparse.Namespace, texts: list[str]) -> None:
+    """``--candidates``: each MatMulNBits graph against the shipped-before recipe (paired), written into the JSON."""
+    load_at_start = load_average()
+    bundle = args.bundle
+    tok = Tokenizer.from_file(str(bundle / "tokenizer.json"))
+    tok.no_padding()
+    tok.enable_truncation(max_length=int(json.loads((bundle / "pipeline.json").read_text())["max_length"]))
+    timed = texts[::max(1, len(texts) // args.timing_texts)][:args.timing_texts]
+    rows: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory(prefix="aiforge-bench-optimize-") as tmp:
+        work = Path(tmp)
+        fused, before = work / "fused.onnx", work / "before.onnx"
+        fuse_transformer(bundle / "model.onnx", fused, num_heads=HEADS)
+        quantize_recipe(fused, before, next(r for r in RECIPES if r.name == SHIPPED_BEFORE))
+        ref = probabilities(_session(fused, args.threads), tok, texts, 64)
+        base = _session(before, args.threads)
+        for name in args.candidate or list(NBITS_CANDIDATES):
+            bits, block, scope = NBITS_CANDIDATES[name]
+            path = work / f"{name}.onnx"
+            _nbits_graph(fused, before, path, bits, block, scope)
+            session = _session(path, args.threads)
+            probs = probabilities(session, tok, texts, 64)
+            rows[name] = {"bits": bits, "block_size": block, "matmuls": scope, "size_mb": path.stat().st_size / 1e6,
+                          "top1_agreement_with_fp32": float((probs.argmax(1) == ref.argmax(1)).mean()),
+                          "max_abs_prob_diff_vs_fp32": float(np.abs(probs - ref).max()),
+                          "max_abs_prob_change_alone_vs_batched": batch_dependence(session, tok, texts,
+                                                                                   probes=args.probes),
+                          **_paired(base, session, tok, timed, args.repeats), "load_average_after": load_average()}
+            print(name, json.dumps(rows[name]), flush=True)
+    path = RESULTS / "optimize.json"
+    payload = json.loads(path.read_text()) if path.exists() else {}
+    payload["matmulnbits_candidates"] = {
+        "baseline": f"fused graph, recipe {SHIPPED_BEFORE} (per-row int8, down-projections fp32)",
+        "method": "agreement and batch dependence on all test texts; speed: --repeats alternating pairs at batch 64, "
+                  "2 threads, ratio = median of candidate/baseline",
+        "command": f"python bench/optimize.py --candidates --bundle PATH --threads {args.threads} "
+                   f"--timing-texts {args.timing_texts} --repeats {args.repeats} --probes {args.probes}",
+        "timing_texts": len(timed), "load_average_at_start": load_at_start, "load_average_at_end": load_average(),
+        "rows": rows}
+    print(f"wrote {write_result('optimize', payload)}")
+
+
 def _experiments_only(args: argparse.Namespace, texts: list[str]) -> None:
     """``--experiments``: the batch-64 profile and the experiments, written into the existing JSON."""
     load_at_start = load_average()
@@ -314,6 +395,15 @@ def _experiments_only(args: argparse.Namespace, texts: list[str]) -> None:
         ref = probabilities(_session(fused, args.threads), tok, texts, 64)
         prof = profile_run(graph, tok, timed, threads=args.threads, batch=64, work=work)
         print("profile", json.dumps(prof, indent=1), flush=True)
+        if args.profile_only:
+            path = RESULTS / "optimize.json"
+            payload = json.loads(path.read_text()) if path.exists() else {}
+            payload.setdefault("profile_batch_64_by_recipe", {})[args.fused_recipe] = {
+                **prof, "load_average_at_start": load_at_start, "load_average_at_end": load_average(),
+                "command": f"python bench/optimize.py --experiments --profile-only --bundle PATH --fused-recipe "
+                           f"{args.fused_recipe} --threads {args.threads} --timing-texts {args.timing_texts}"}
+            print(f"wrote {write_result('optimize', payload)}")
+            return
         exp = experiments(graph, fused, tok, texts, timed, ref, threads=args.threads, repeats=args.repeats,
                           calibration=calibration, work=work)
         print("experiments", json.dumps(exp, indent=1), flush=True)
@@ -348,7 +438,21 @@ def main() -> None:
     parser.add_argument("--experiments", action="store_true",
                         help="only the batch-64 profile and the experiments (threads, spinning, bucketing, batch "
                              "128/256, IO binding, static QDQ) on --bundle, written into optimize.json")
+    parser.add_argument("--profile-only", action="store_true",
+                        help="with --experiments: only the batch-64 profile of --fused-recipe "
+                             "(profile_batch_64_by_recipe)")
+    parser.add_argument("--candidates", action="store_true",
+                        help="only the MatMulNBits candidates against the recipe shipped before (paired), written "
+                             "into optimize.json (matmulnbits_candidates)")
+    parser.add_argument("--candidate", action="append", default=[], choices=list(NBITS_CANDIDATES),
+                        help="with --candidates: only these (repeatable)")
     args = parser.parse_args()
+    if args.candidates:
+        if args.bundle is None:
+            parser.error("--candidates needs --bundle")
+        args.threads = args.threads or 2
+        _candidates_only(args, pd.read_csv(shared_data() / "banking77" / "test.csv")["text"].tolist())
+        return
     if args.experiments:
         if args.bundle is None:
             parser.error("--experiments needs --bundle")
@@ -375,12 +479,15 @@ def main() -> None:
         names = list(pipeline["labels"])
         truth = np.array([names.index(y) for y in labels])
         fp32 = bundle / "model.onnx"
-        before = next(r for r in RECIPES if r.name == "weights-except-down-projections")
+        unfused = next(r for r in RECIPES if r.name == "weights-except-down-projections")
         graphs = {"fp32": fp32, "int8-per-tensor": Path(tmp) / "per_tensor.onnx",
-                  "int8-shipped-before": Path(tmp) / "per_row.onnx", "fused-fp32": Path(tmp) / "fused.onnx"}
-        quantize_recipe(fp32, graphs["int8-per-tensor"], before, per_row=False)
-        quantize_recipe(fp32, graphs["int8-shipped-before"], before)
+                  "int8-unfused-per-row": Path(tmp) / "per_row.onnx", "fused-fp32": Path(tmp) / "fused.onnx",
+                  "fused-int8-shipped-before": Path(tmp) / "fused_int8_before.onnx"}
+        quantize_recipe(fp32, graphs["int8-per-tensor"], unfused, per_row=False)
+        quantize_recipe(fp32, graphs["int8-unfused-per-row"], unfused)
         fused = fuse_transformer(fp32, graphs["fused-fp32"], num_heads=HEADS)
+        quantize_recipe(graphs["fused-fp32"], graphs["fused-int8-shipped-before"],
+                        next(r for r in RECIPES if r.name == SHIPPED_BEFORE))
         print("fused", fused, flush=True)
         lengths = np.array([len(e.ids) for e in tok.encode_batch(texts)])
         timed = texts[::max(1, len(texts) // args.timing_texts)][:args.timing_texts]
@@ -420,6 +527,12 @@ def main() -> None:
                 "load_average_after": load_average(),
             }
             print(name, rows[name], flush=True)
+        # the new int8 graph against the one shipped before, alternating (the load moves between passes)
+        paired = {f"batch_{b}": _paired(onnx_session(graphs["fused-int8-shipped-before"], threads=args.threads),
+                                        onnx_session(Path(tmp) / "fused_int8.onnx", threads=args.threads), tok,
+                                        timed if b > 1 else texts[:args.batch1_texts], args.repeats, batch=b)
+                  for b in (1, 16, 64)}
+        print("paired", paired, flush=True)
         roof = peak_gemm(args.threads or 2)
         print("roofline", roof, flush=True)
         mean_tokens = float(lengths.mean())
@@ -439,8 +552,8 @@ def main() -> None:
             sweeps[name] = {"rows": result.rows, "elapsed_s": result.elapsed_s, "stopped_early": result.stopped_early,
                             "min_agreement": result.min_agreement, "chosen": result.chosen,
                             "load_average_after": load_average()}
-    old, new = rows["int8-per-tensor"], rows["int8-shipped-before"]
-    fast = rows["fused-int8"]
+    old, new = rows["int8-per-tensor"], rows["int8-unfused-per-row"]
+    fast, before = rows["fused-int8"], rows["fused-int8-shipped-before"]
     payload = {
         "benchmark": "int8 recipes on the BANKING77 test set (3,080 texts): agreement, size, batch dependence, "
                      "offline texts/s",
@@ -460,23 +573,34 @@ def main() -> None:
         "graphs": rows,
         "ratios": {**{f"per_row_vs_per_tensor_texts_per_s_{k}": new["offline_texts_per_s"][k] /
                       old["offline_texts_per_s"][k] for k in new["offline_texts_per_s"]},
-                   **{f"fused_int8_vs_int8_shipped_before_{k}": fast["offline_texts_per_s"][k] /
+                   **{f"fused_int8_vs_int8_unfused_per_row_{k}": fast["offline_texts_per_s"][k] /
                       new["offline_texts_per_s"][k] for k in new["offline_texts_per_s"]},
+                   **{f"fused_int8_vs_fused_int8_shipped_before_{k}": fast["offline_texts_per_s"][k] /
+                      before["offline_texts_per_s"][k] for k in new["offline_texts_per_s"]},
+                   **{f"paired_fused_int8_vs_fused_int8_shipped_before_{k}": v["vs_baseline"]
+                      for k, v in paired.items()},
                    **{f"fused_int8_vs_fp32_{k}": fast["offline_texts_per_s"][k] /
                       rows["fp32"]["offline_texts_per_s"][k] for k in new["offline_texts_per_s"]},
-                   "fused_int8_size_vs_int8_shipped_before": fast["size_mb"] / new["size_mb"]},
+                   "fused_int8_size_vs_fused_int8_shipped_before": fast["size_mb"] / before["size_mb"]},
+        "paired_vs_shipped_before": paired,
         # sweeps not rerun in this run keep their earlier tables (each records its own command and load)
         "optimize_sweeps": {**_earlier_sweeps(), **sweeps},
+        # the --experiments and --candidates parts are separate runs: kept as they are (each has its command)
+        **{k: v for k, v in _earlier().items() if k in ("profile_batch_64", "experiments", "matmulnbits_candidates",
+                                                      "profile_batch_64_by_recipe")},
     }
     print(payload["ratios"])
     print(f"wrote {write_result('optimize', payload)}")
 
 
-def _earlier_sweeps() -> dict[str, Any]:
+def _earlier() -> dict[str, Any]:
     path = RESULTS / "optimize.json"
-    if not path.exists():
-        return {}
-    earlier = json.loads(path.read_text()).get("optimize_sweeps", {})
+    earlier = json.loads(path.read_text()) if path.exists() else {}
+    return earlier if isinstance(earlier, dict) else {}
+
+
+def _earlier_sweeps() -> dict[str, Any]:
+    earlier = _earlier().get("optimize_sweeps", {})
     return earlier if isinstance(earlier, dict) else {}
 
 

@@ -194,3 +194,28 @@ def test_the_text_int8_graph_is_fused_and_the_fused_fp32_graph_is_batch_independ
     rt.session = onnx_session(fused, threads=1)
     assert float(np.abs(served.outputs(rt, served.items) - plain).max()) < 1e-4
     assert _max_dependence(rt, served) <= TOL
+
+
+def test_the_first_int8_recipe_runs_the_down_projections_in_matmulnbits_batch_independently(
+        request: pytest.FixtureRequest, tmp_path: Path) -> None:
+    """RECIPES[0]: per-row int8 MatMulIntegers and the FFN down-projections weight-only (MatMulNBits, int8
+    activations per row and block inside the kernel); no fp32 weight MatMul is left, and no item depends on
+    its batch-mates at 1 or 2 intra-op threads."""
+    import onnx
+
+    from aiforge.optimize.fuse import fuse_transformer
+    from aiforge.optimize.quantize import RECIPES, quantize_recipe
+
+    served = _text(request)
+    fused, int8 = tmp_path / "fused.onnx", tmp_path / "int8.onnx"
+    fuse_transformer(served.path / "model.onnx", fused, num_heads=12)
+    quantize_recipe(fused, int8, RECIPES[0])
+    ops = [n.op_type for n in onnx.load(str(int8), load_external_data=False).graph.node]
+    assert ops.count("MatMulNBits") == 6 and ops.count("MatMulInteger") >= 30 and "MatMul" not in ops, ops
+    rt: Any = Runtime.load(served.path, precision="fp32", threads=1)
+    plain = served.outputs(rt, served.items)
+    for threads in (1, 2):
+        rt.session = onnx_session(int8, threads=threads)
+        assert float(np.abs(served.outputs(rt, served.items) - plain).max()) < 0.2  # int8, not garbage
+        worst = _max_dependence(rt, served)
+        assert worst <= TOL, f"{threads} threads: an item's output moves by {worst:.2e} with its batch-mates"

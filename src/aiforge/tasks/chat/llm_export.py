@@ -34,6 +34,7 @@ import numpy as np
 from aiforge.bundle.format import sha256_file
 from aiforge.errors import ExportError
 from aiforge.hub.encoder_export import cache_dir
+from aiforge.optimize.weight_only import weight_only_matmuls
 from aiforge.tasks.chat.generate import GGUF_FILE, load_local_model, smollm2_dir
 from aiforge.tasks.chat.local_llm import LLM_EXPORT, LLM_GRAPH, LLM_TOKENIZER, OnnxLLM, chatml
 from aiforge.version import __version__
@@ -258,18 +259,14 @@ def head_as_weight_input(model: Any) -> Any:
 def quantize_graph(src: Path, dst: Path, precision: Precision) -> None:
     """Write ``src`` with every constant-weight MatMul (the lm_head included) quantized weight-only to ``dst``."""
     import onnx
-    from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
 
     if precision.bits is None:
         raise ExportError(f"precision {precision.name!r} is not a quantized one")
-    quantizer = MatMulNBitsQuantizer(head_as_weight_input(onnx.load(str(src))), bits=precision.bits,
-                                     block_size=precision.block_size, is_symmetric=True,
-                                     accuracy_level=precision.accuracy_level, op_types_to_quantize=("MatMul",))
-    quantizer.process()
-    model = quantizer.model.model
+    model = weight_only_matmuls(head_as_weight_input(onnx.load(str(src))), bits=precision.bits,
+                                block_size=precision.block_size, accuracy_level=precision.accuracy_level)
     if precision.rescore_top:
         add_exact_rescoring(model, top=precision.rescore_top)
-    quantizer.model.save_model_to_file(str(dst), use_external_data_format=False)
+    onnx.save(model, str(dst))
 
 
 def add_exact_rescoring(model: Any, *, top: int) -> Any:
