@@ -22,8 +22,8 @@ from aiforge.tasks.text.margin import (
     supervised_contrastive,
     synthetic_outliers,
 )
-from aiforge.train.loop import LoopConfig, fit_loop
 from aiforge.tasks.text.spec import AppSpec
+from aiforge.train.loop import LoopConfig, fit_loop
 
 UNSEEN = 2
 
