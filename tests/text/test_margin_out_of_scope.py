@@ -70,8 +70,9 @@ def test_unseen_intents_are_rejected_and_known_ones_kept(margin_bundle: tuple[Pa
 
 # one fine-tuning epoch on 72 rows, no export: 163 s at load 8 beside a training job (idle: well under that)
 @pytest.mark.slow
-def test_the_recipe_in_memory_rejects_an_unseen_intent_and_keeps_a_known_one(small_banking: Path,
-                                                                            tmp_path: Path) -> None:
+@pytest.mark.parametrize("objective", ["margin", "margin-contrastive"])
+def test_the_recipe_in_memory_rejects_an_unseen_intent_and_keeps_a_known_one(small_banking: Path, tmp_path: Path,
+                                                                            objective: str) -> None:
     """The measured recipe (margin head fine-tuned, ``method: nearest``, keep 95% of validation) on 4 intents,
     one short epoch, scored in memory with the fitted scorer and threshold the bundle would serve."""
     train, test = read_rows(small_banking / "train.csv"), read_rows(small_banking / "test.csv")
@@ -82,7 +83,7 @@ def test_the_recipe_in_memory_rejects_an_unseen_intent_and_keeps_a_known_one(sma
     raw = {"name": "bank-open-fast", "task": "text-classification",
            "data": {"train": str(tmp_path / "train.csv"), "test": str(tmp_path / "test.csv"),
                     "label_column": "category", "validation_fraction": 0.25},
-           "model": {"mode": "full", "objective": "margin", "max_length": 24,
+           "model": {"mode": "full", "objective": objective, "max_length": 24,
                      "out_of_scope": {"method": "nearest", "target_in_scope_recall": 0.95}},
            "train": {"epochs": 1, "seed": 0}}
     fit = App(AppSpec.from_dict(raw), home=tmp_path / "home").fit(progress=False)
@@ -166,3 +167,13 @@ def test_fit_loop_trains_with_the_margin_contrastive_loss() -> None:
     fit_loop(model, [{"params": list(model.parameters()), "lr": 0.05}], lambda e: [batch], 1,
              lambda: (0.0, 0.0), LoopConfig(epochs=20, warmup_ratio=0.0, patience=20), progress=False, loss=loss)
     assert loss(model, batch[0], y).item() < 0.5 * before
+
+
+def test_the_contrastive_objective_needs_full_mode() -> None:
+    from pydantic import ValidationError
+
+    from aiforge.tasks.text.spec import ModelSpec
+
+    with pytest.raises(ValidationError, match="margin-contrastive shapes the encoder"):
+        ModelSpec(objective="margin-contrastive")
+    assert ModelSpec(objective="margin-contrastive", mode="full").contrastive_temperature == 0.1
