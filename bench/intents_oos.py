@@ -8,7 +8,9 @@ threshold is calibrated on that validation split alone, to keep a target share o
 test: in-scope accuracy over the 67 known intents' test rows (a rejected one counts as wrong) and
 out-of-scope recall over the 10 unknown intents' test rows. Recipes: ``ce`` = cross-entropy on the cosine
 head without margin; ``lmcl`` = large-margin cosine head (s=30, m=0.35); ``lmcl_oe`` = lmcl plus synthetic outliers
-(spliced halves of two intents' examples) as an extra, never-served class. Scores: ``msp`` = top
+(spliced halves of two intents' examples) as an extra, never-served class; ``lmcl_supcon`` = lmcl plus
+supervised contrastive loss (weight 1, temperature 0.1) on the pooled features, in batches of 4 examples of 8
+intents. Scores: ``msp`` = top
 probability, ``maha`` = Mahalanobis distance to the nearest intent mean of the fine-tuned features,
 ``knn`` = cosine to the nearest training example. Writes the key ``out_of_scope_b77_finetuned`` of
 bench/results/chat.json (read-modify-write).
@@ -33,7 +35,13 @@ from aiforge.bundle.out_of_scope import DistanceScorer, NearestScorer
 from aiforge.data.splits import stratified_split
 from aiforge.hub.catalog import get_backbone
 from aiforge.hub.text_encoder import TextEncoder, iter_batches, load_tokenizer
-from aiforge.tasks.text.margin import CosineHead, epoch_batches, synthetic_outliers
+from aiforge.tasks.text.margin import (
+    CosineHead,
+    balanced_batches,
+    epoch_batches,
+    margin_contrastive_loss,
+    synthetic_outliers,
+)
 from aiforge.tasks.text.model import TextClassifier
 from aiforge.train.loop import LoopConfig, fit_loop, seed_everything
 
@@ -41,6 +49,8 @@ SEED = 0
 N_UNKNOWN = 10
 KEY = "out_of_scope_b77_finetuned"
 CHAT_KEY = "out_of_scope_b77_chat_layer"
+SUPCON_WEIGHT = 1.0
+SUPCON_TEMPERATURE = 0.1
 TARGETS = (0.90, 0.92, 0.94, 0.95, 0.96, 0.97, 0.98)
 
 
@@ -129,9 +139,17 @@ def train(recipe: str, data: dict[str, Any], *, epochs: int, max_length: int, se
                      description=recipe)
     groups: list[dict[str, object]] = [{"params": list(encoder.parameters()), "lr": 1e-4},
                                        {"params": list(head.parameters()), "lr": 1e-2}]
-    loop = fit_loop(model, groups, lambda e: epoch_batches(seqs, targets, bs, seed=seed * 1000 + e,
-                                                           with_targets=True),
-                    (len(seqs) + bs - 1) // bs, validate, cfg, progress=False)
+    if recipe.startswith("lmcl_supcon"):  # margin head + supervised contrastive on the pooled features
+        per = 4  # 8 intents x 4 examples = 32 rows a batch, as the other recipes
+        steps = sum((int((targets == c).sum()) + per - 1) // per for c in targets.unique()) // (bs // per) + 1
+        loop = fit_loop(model, groups, lambda e: balanced_batches(seqs, targets, labels_per_batch=bs // per,
+                                                                  per_label=per, seed=seed * 1000 + e),
+                        steps, validate, cfg, progress=False,
+                        loss=margin_contrastive_loss(weight=SUPCON_WEIGHT, temperature=SUPCON_TEMPERATURE))
+    else:
+        loop = fit_loop(model, groups, lambda e: epoch_batches(seqs, targets, bs, seed=seed * 1000 + e,
+                                                               with_targets=True),
+                        (len(seqs) + bs - 1) // bs, validate, cfg, progress=False)
     train_s = time.perf_counter() - start
     t0 = time.perf_counter()
     out = {part: embed(model, tok, data[part][0]) for part in ("train", "validation", "test_in")}
@@ -181,11 +199,42 @@ def scores(run: dict[str, Any], y_train: np.ndarray, n: int) -> dict[str, dict[s
         out["knn5"][part] = _knn_mean(train, f, 5)
         out["knn10"][part] = _knn_mean(train, f, 10)
         out["lof"][part] = -lof.score_samples(_unit(f))
+    # class-conditional: the nearest example of the predicted intent, divided by that intent's typical
+    # leave-one-out nearest-neighbour distance among its training examples (a per-intent threshold)
+    scale = _class_scale(train, y_train, n)
+    out["knn_class"], out["knn_class_norm"] = {}, {}
+    for part in parts:
+        f, lg = emb[part]
+        d = _nearest_of_class(train, y_train, f, lg.argmax(1))
+        out["knn_class"][part] = d
+        out["knn_class_norm"][part] = d / scale[lg.argmax(1)]
     # combinations: each score standardised by its validation (in-scope) mean and spread, then summed
-    for a, b in (("msp", "knn"), ("msp", "maha_norm"), ("knn", "maha_norm"), ("msp", "lof")):
-        za = (out[a]["validation"].mean(), out[a]["validation"].std() + 1e-12)
-        zb = (out[b]["validation"].mean(), out[b]["validation"].std() + 1e-12)
-        out[f"{a}+{b}"] = {p: (out[a][p] - za[0]) / za[1] + (out[b][p] - zb[0]) / zb[1] for p in parts}
+    for combo in (("msp", "knn"), ("msp", "maha_norm"), ("knn", "maha_norm"), ("msp", "lof"), ("energy", "knn"),
+                  ("msp", "knn5"), ("msp", "knn", "energy"), ("msp", "knn_class_norm"), ("energy", "knn_class_norm")):
+        z = [(out[a]["validation"].mean(), out[a]["validation"].std() + 1e-12) for a in combo]
+        out["+".join(combo)] = {p: sum((out[a][p] - m) / sd for a, (m, sd) in zip(combo, z, strict=True))
+                                for p in parts}
+    return out
+
+
+def _nearest_of_class(train: np.ndarray, y_train: np.ndarray, x: np.ndarray, pred: np.ndarray) -> np.ndarray:
+    """``1 - cos`` to the nearest training example of each row's predicted intent."""
+    sims = _unit(x) @ _unit(train).T
+    sims[pred[:, None] != y_train[None, :]] = -1.0
+    return np.asarray(1.0 - sims.max(axis=1), dtype=np.float32)
+
+
+def _class_scale(train: np.ndarray, y_train: np.ndarray, n: int) -> np.ndarray:
+    """Per intent, the median over its training examples of ``1 - cos`` to their nearest other example of it."""
+    u = _unit(train)
+    out = np.ones(n, dtype=np.float32)
+    for c in range(n):
+        rows = u[y_train == c]
+        if len(rows) < 2:
+            continue
+        sims = rows @ rows.T
+        np.fill_diagonal(sims, -1.0)
+        out[c] = max(float(np.median(1.0 - sims.max(axis=1))), 1e-3)
     return out
 
 
@@ -271,6 +320,117 @@ def chat_layer(run: dict[str, Any], data: dict[str, Any], methods: list[str]) ->
     return out
 
 
+def frozen_features(backbone: str, cache: Path | None) -> dict[str, np.ndarray]:
+    """The chat layer's ONNX encoder (``hub.encoder_export.cached_encoder``) over every row of train.csv and
+    test.csv, in file order (cached in ``cache`` as ``frozen_<backbone>_all.npz``)."""
+    path = None if cache is None else cache / f"frozen_{backbone}_all.npz"
+    if path is not None and path.is_file():
+        with np.load(path, allow_pickle=False) as z:
+            return {k: z[k] for k in ("train", "test", "seconds")}
+    from aiforge.hub.encoder_export import cached_encoder
+    from aiforge.hub.onnx_encoder import ENCODER_GRAPH, ENCODER_TOKENIZER, OnnxEncoder
+
+    folder, _ = cached_encoder(backbone)
+    enc = OnnxEncoder(folder / ENCODER_GRAPH, folder / ENCODER_TOKENIZER, threads=1)
+    t0 = time.perf_counter()
+    out = {part: enc.embed([r["text"] for r in _rows(f"{part}.csv")]) for part in ("train", "test")}
+    out["seconds"] = np.array(time.perf_counter() - t0)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        np.savez(path, **out)
+    return out
+
+
+def frozen_run(feats: dict[str, np.ndarray], data: dict[str, Any]) -> dict[str, Any]:
+    """A run of the 10-unknown protocol on frozen features: a logistic-regression head (the chat layer's,
+    C=10) fitted on the train part gives the logits."""
+    from aiforge.tasks.chat.intents import fit_head
+
+    index: dict[str, np.ndarray] = {}
+    for part in ("train", "test"):
+        for r, v in zip(_rows(f"{part}.csv"), feats[part], strict=True):
+            index[r["text"]] = v
+    x = {part: np.stack([index[t] for t in data[part][0]]) for part in ("train", "validation", "test_in")}
+    x["test_out"] = np.stack([index[t] for t in data["test_out"]])
+    w, b = fit_head(x["train"], data["train"][1], len(data["known"]))
+    return {"embed": {part: (v, v @ w.T + b) for part, v in x.items()}}
+
+
+def examples_protocol(feats: dict[str, np.ndarray], methods: list[str]) -> dict[str, Any]:
+    """Not the issue's protocol: 20 intents held out (numpy seed 0); the train rows of the first 10 drawn are
+    given to the chat layer as out-of-scope examples (``intents.out_of_scope``), the other 10 are never seen;
+    in-scope accuracy on the 57 known intents' test rows, out-of-scope recall on each group's test rows."""
+    from aiforge.tasks.chat.build import fit_intents
+    from aiforge.tasks.chat.spec import IntentsSpec
+
+    tr, te = _rows("train.csv"), _rows("test.csv")
+    labels = sorted({r["category"] for r in tr})
+    drawn = np.random.default_rng(SEED).choice(labels, size=2 * N_UNKNOWN, replace=False).tolist()
+    given, unseen = sorted(drawn[:N_UNKNOWN]), sorted(drawn[N_UNKNOWN:])
+    known = [y for y in labels if y not in drawn]
+    k = {y: i for i, y in enumerate(known)}
+    x = np.stack([v for r, v in zip(tr, feats["train"], strict=True) if r["category"] in k])
+    y = np.array([k[r["category"]] for r in tr if r["category"] in k])
+    oos_x = np.stack([v for r, v in zip(tr, feats["train"], strict=True) if r["category"] in given])
+    t_in = [(v, r["category"]) for r, v in zip(te, feats["test"], strict=True) if r["category"] in k]
+    out: dict[str, Any] = {"given_intents": given, "unseen_intents": unseen, "known_intents": len(known),
+                           "given_examples": len(oos_x)}
+    for method in methods:
+        load0, t0 = _loadavg(), time.perf_counter()
+        spec = IntentsSpec(files=[str(shared_data() / "banking77" / "train.csv")], method=method,
+                           target_in_scope_recall=0.9)
+        model = fit_intents(spec, known, x, y, oos_x, source="examples", handlers={})
+
+        def recall(group: list[str], m: Any = model) -> float:
+            return float(np.mean([m.detect(v)[0] is None
+                                  for r, v in zip(te, feats["test"], strict=True) if r["category"] in group]))
+
+        out[method] = {"in_scope_accuracy": float(np.mean([model.detect(v)[0] == t for v, t in t_in])),
+                       "in_scope_accepted": float(np.mean([model.detect(v)[0] is not None for v, _ in t_in])),
+                       "out_of_scope_recall_unseen_intents": recall(unseen),
+                       "out_of_scope_recall_given_intents": recall(given),
+                       "calibration_method": model.calibration["method"], "fit_seconds": time.perf_counter() - t0,
+                       "loadavg_start": load0, "loadavg_end": _loadavg()}
+        print(f"  examples {method}: {out[method]}", flush=True)
+    return out
+
+
+def frozen_main(backbones: list[str], methods: list[str], cache: Path | None) -> None:
+    """Frozen chat-layer encoders: every score on the 10-unknown protocol, the served chat layer, and the
+    out-of-scope-examples protocol; keys ``out_of_scope_frozen_encoders``, ``out_of_scope_examples_protocol``."""
+    data = load()
+    for backbone in backbones:
+        load0 = _loadavg()
+        feats = frozen_features(backbone, cache)
+        run = frozen_run(feats, data)
+        row = {"command": "AIFORGE_SHARED_DATA=/work/shared/data python bench/intents_oos.py --frozen "
+                          f"{backbone} --chat {','.join(methods)}",
+               "embed_seconds": float(feats["seconds"]), **evaluate(run, data),
+               "chat_layer": chat_layer(run, data, methods)}
+        examples = {"command": row["command"], **examples_protocol(feats, methods)}
+        row.update(loadavg_start=load0, loadavg_end=_loadavg())
+        path = RESULTS / "chat.json"
+        results = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+        for key, value, note in (("out_of_scope_frozen_encoders", row, frozen_run.__doc__),
+                                 ("out_of_scope_examples_protocol", examples, examples_protocol.__doc__)):
+            block = results.get(key) or {}
+            block.update(note=" ".join((note or "").split()), machine=machine())
+            block.setdefault("runs", {})[backbone] = value
+            results[key] = block
+        path.write_text(json.dumps(results, indent=2), encoding="utf-8")
+        print(backbone, f"acc {row['test_in_scope_accuracy_without_rejection']:.3f}", flush=True)
+        _print_scores(row)
+
+
+def _print_scores(row: dict[str, Any]) -> None:
+    for name, r in row.items():
+        if isinstance(r, dict) and "test_curve" in r:
+            cal = r["calibrated_at_validation_accuracy"]
+            print(f"  {name:24s} oracle@0.9 {r['oracle_recall_at_in_scope_accuracy_0.9']}  val-acc-calibrated "
+                  + " ".join(f"{c['validation_in_scope_accuracy']}:{c['in_scope_accuracy']:.3f}/"
+                             f"{c['out_of_scope_recall']:.3f}" for c in cal), flush=True)
+
+
 def _loadavg() -> list[str]:
     with open("/proc/loadavg", encoding="utf-8") as fh:
         return fh.read().split()[:3]
@@ -278,7 +438,7 @@ def _loadavg() -> list[str]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--recipes", default="ce,lmcl,lmcl_oe", help="ce, lmcl, lmcl_oe or frozen")
+    parser.add_argument("--recipes", default="ce,lmcl,lmcl_oe", help="ce, lmcl, lmcl_oe, lmcl_supcon or frozen")
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--max-length", type=int, default=32)
     parser.add_argument("--max-per-label", type=int, default=None, help="training rows per intent (seeded)")
@@ -289,8 +449,15 @@ def main() -> None:
                         help="torch threads (1: on the shared 2-core machine, 2 threads ran a batch ~7x slower)")
     parser.add_argument("--chat", default="", help="comma-separated chat intent methods to measure on the run's "
                                                    "features (frozen: the chat layer as shipped), key " + CHAT_KEY)
+    parser.add_argument("--frozen", default="", help="comma-separated chat encoders (minilm-l6, bge-small): frozen "
+                                                     "features only, the scores, the chat layer and the examples "
+                                                     "protocol; keys out_of_scope_frozen_encoders, "
+                                                     "out_of_scope_examples_protocol")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    if args.frozen:
+        frozen_main(args.frozen.split(","), (args.chat or "probability,nearest,distance").split(","), args.cache)
+        return
     data = load(args.limit, args.max_per_label)
     path = RESULTS / ("chat.json" if not args.limit else "smoke_intents_oos.json")
     for recipe in args.recipes.split(","):
@@ -335,12 +502,7 @@ def main() -> None:
         path.write_text(json.dumps(results, indent=2), encoding="utf-8")
         print(key, f"train {run['train_seconds']:.0f}s epochs at {run['epoch_end_seconds']} "
               f"acc {row['test_in_scope_accuracy_without_rejection']:.3f}", flush=True)
-        for name, r in row.items():
-            if isinstance(r, dict) and "test_curve" in r:
-                cal = r["calibrated_at_validation_accuracy"]
-                print(f"  {name:16s} oracle@0.9 {r['oracle_recall_at_in_scope_accuracy_0.9']}  val-acc-calibrated "
-                      + " ".join(f"{c['validation_in_scope_accuracy']}:{c['in_scope_accuracy']:.3f}/"
-                                 f"{c['out_of_scope_recall']:.3f}" for c in cal), flush=True)
+        _print_scores(row)
 
 
 def _write_cache(path: Path, run: dict[str, Any]) -> None:

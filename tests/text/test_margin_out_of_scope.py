@@ -15,8 +15,15 @@ from banking_helpers import read_rows, write_rows
 from aiforge import App
 from aiforge.app import load
 from aiforge.bundle.out_of_scope import NearestScorer
-from aiforge.tasks.text.margin import CosineHead, synthetic_outliers
+from aiforge.tasks.text.margin import (
+    CosineHead,
+    balanced_batches,
+    margin_contrastive_loss,
+    supervised_contrastive,
+    synthetic_outliers,
+)
 from aiforge.tasks.text.spec import AppSpec
+from aiforge.train.loop import LoopConfig, fit_loop
 
 UNSEEN = 2
 
@@ -63,8 +70,9 @@ def test_unseen_intents_are_rejected_and_known_ones_kept(margin_bundle: tuple[Pa
 
 # one fine-tuning epoch on 72 rows, no export: 163 s at load 8 beside a training job (idle: well under that)
 @pytest.mark.slow
-def test_the_recipe_in_memory_rejects_an_unseen_intent_and_keeps_a_known_one(small_banking: Path,
-                                                                            tmp_path: Path) -> None:
+@pytest.mark.parametrize("objective", ["margin", "margin-contrastive"])
+def test_the_recipe_in_memory_rejects_an_unseen_intent_and_keeps_a_known_one(small_banking: Path, tmp_path: Path,
+                                                                            objective: str) -> None:
     """The measured recipe (margin head fine-tuned, ``method: nearest``, keep 95% of validation) on 4 intents,
     one short epoch, scored in memory with the fitted scorer and threshold the bundle would serve."""
     train, test = read_rows(small_banking / "train.csv"), read_rows(small_banking / "test.csv")
@@ -75,7 +83,7 @@ def test_the_recipe_in_memory_rejects_an_unseen_intent_and_keeps_a_known_one(sma
     raw = {"name": "bank-open-fast", "task": "text-classification",
            "data": {"train": str(tmp_path / "train.csv"), "test": str(tmp_path / "test.csv"),
                     "label_column": "category", "validation_fraction": 0.25},
-           "model": {"mode": "full", "objective": "margin", "max_length": 24,
+           "model": {"mode": "full", "objective": objective, "max_length": 24,
                      "out_of_scope": {"method": "nearest", "target_in_scope_recall": 0.95}},
            "train": {"epochs": 1, "seed": 0}}
     fit = App(AppSpec.from_dict(raw), home=tmp_path / "home").fit(progress=False)
@@ -117,3 +125,55 @@ def test_nearest_scorer_is_one_minus_the_best_cosine() -> None:
     scorer = NearestScorer.fit(np.array([[2.0, 0.0], [0.0, 3.0]]))
     s = scorer.score(np.array([[1.0, 0.0], [1.0, 1.0], [-1.0, 0.0]]))
     assert np.allclose(s, [0.0, 1 - np.sqrt(0.5), 1.0], atol=1e-6)
+
+
+def test_supervised_contrastive_is_low_when_each_label_is_tight_and_apart() -> None:
+    y = torch.tensor([0, 0, 1, 1, 2, 2])
+    tight = torch.eye(3).repeat_interleave(2, dim=0) + 0.01 * torch.randn(6, 3)
+    mixed = torch.eye(3)[torch.tensor([0, 1, 2, 0, 1, 2])]  # each example's positive points elsewhere
+    assert float(supervised_contrastive(tight, y)) < 0.05 < 2.0 < float(supervised_contrastive(mixed, y))
+    lone = supervised_contrastive(torch.randn(3, 4, requires_grad=True), torch.tensor([0, 1, 2]))
+    assert lone.item() == 0.0 and lone.requires_grad  # no anchor has a positive: nothing to pull
+
+
+def test_balanced_batches_hold_every_row_once_in_groups_of_a_label() -> None:
+    targets = torch.tensor([0] * 9 + [1] * 8 + [2] * 7)
+    seqs = [[5] * (1 + i % 4) for i in range(len(targets))]
+    batches = balanced_batches(seqs, targets, labels_per_batch=2, per_label=4, seed=3)
+    seen = torch.cat([b[1] for b in batches])
+    assert sorted(seen.tolist()) == sorted(targets.tolist())
+    for (ids, mask, t), y in batches:
+        assert torch.equal(t, y) and ids.shape == mask.shape and ids.shape[0] == len(y)
+        assert len(y) <= 8 and len(torch.unique(y)) <= 2  # two groups of at most 4 rows of one label each
+
+
+def test_fit_loop_trains_with_the_margin_contrastive_loss() -> None:
+    class Tiny(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.embedding = torch.nn.EmbeddingBag(10, 8)
+            self.head = CosineHead(8, 2, margin=0.35)
+
+        def encoder(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+            return self.embedding(ids, per_sample_weights=None) * 1.0
+
+    torch.manual_seed(0)
+    model = Tiny()
+    y = torch.tensor([0, 1, 0, 1])  # one positive an anchor: the contrastive term can fall towards 0
+    ids = torch.where(y[:, None] == 0, torch.tensor([1, 2, 3]), torch.tensor([6, 7, 8]))
+    batch = ((ids, torch.ones_like(ids), y), y)
+    loss = margin_contrastive_loss(weight=1.0, temperature=0.1)
+    before = loss(model, batch[0], y).item()
+    fit_loop(model, [{"params": list(model.parameters()), "lr": 0.05}], lambda e: [batch], 1,
+             lambda: (0.0, 0.0), LoopConfig(epochs=20, warmup_ratio=0.0, patience=20), progress=False, loss=loss)
+    assert loss(model, batch[0], y).item() < 0.5 * before
+
+
+def test_the_contrastive_objective_needs_full_mode() -> None:
+    from pydantic import ValidationError
+
+    from aiforge.tasks.text.spec import ModelSpec
+
+    with pytest.raises(ValidationError, match="margin-contrastive shapes the encoder"):
+        ModelSpec(objective="margin-contrastive")
+    assert ModelSpec(objective="margin-contrastive", mode="full").contrastive_temperature == 0.1

@@ -61,6 +61,7 @@ def fit_loop(
     config: LoopConfig,
     *,
     progress: bool = True,
+    loss: Callable[[nn.Module, tuple[torch.Tensor, ...], torch.Tensor], torch.Tensor] | None = None,
 ) -> LoopResult:
     """Train ``model`` with AdamW and linear warm-up/decay; keep the best validated weights.
 
@@ -68,6 +69,7 @@ def fit_loop(
     ``(macro_f1, loss)`` on validation data: the best epoch has the highest macro-F1, ties
     broken by the lower loss (small validation sets tie often). Training stops after
     ``patience`` epochs without improvement and the model keeps the best weights seen.
+    ``loss(model, inputs, targets)``, when given, replaces cross-entropy on ``model(*inputs)``.
     """
     optimizer = torch.optim.AdamW(param_groups, weight_decay=config.weight_decay)  # type: ignore[arg-type]
     total = max(1, config.epochs * steps_per_epoch)
@@ -89,13 +91,13 @@ def fit_loop(
             model.train()
             running, seen = 0.0, 0
             for inputs, targets in batches(epoch):
-                loss = loss_fn(model(*inputs), targets)
+                value = loss_fn(model(*inputs), targets) if loss is None else loss(model, inputs, targets)
                 optimizer.zero_grad(set_to_none=True)
-                loss.backward()  # type: ignore[no-untyped-call]
+                value.backward()  # type: ignore[no-untyped-call]
                 nn.utils.clip_grad_norm_(model.parameters(), config.max_grad_norm)
                 optimizer.step()
                 scheduler.step()
-                running += loss.item() * len(targets)
+                running += value.item() * len(targets)
                 seen += len(targets)
                 advance(1, info=f"epoch {epoch + 1}/{config.epochs} loss {running / max(seen, 1):.3f}")
             model.eval()

@@ -62,8 +62,13 @@ class ModelSpec(Strict):
     max_length: int = Field(default=64, ge=8, le=512)
     # margin: a cosine head with an additive margin (LMCL / CosFace): compact, separated classes, so an
     # unknown intent lands far from all of them (tasks/text/margin.py); the head is then always cosine
-    objective: Literal["cross-entropy", "margin"] = "cross-entropy"
+    # margin-contrastive: the margin head plus supervised contrastive loss on the pooled features, in batches
+    # of 4 examples of each of a few labels (mode full only; bench/intents_oos.py recipe lmcl_supcon)
+    objective: Literal["cross-entropy", "margin", "margin-contrastive"] = "cross-entropy"
     margin: float = Field(default=0.35, ge=0, lt=1)
+    contrastive_weight: float = Field(default=1.0, gt=0, description="With objective margin-contrastive: weight "
+                                      "of the supervised contrastive term.")
+    contrastive_temperature: float = Field(default=0.1, gt=0, le=1)
     out_of_scope: OutOfScopeSpec | None = None
 
     @model_validator(mode="after")
@@ -71,6 +76,8 @@ class ModelSpec(Strict):
         if self.out_of_scope is not None and self.out_of_scope.synthetic_outliers and self.objective != "margin":
             raise ValueError("model.out_of_scope.synthetic_outliers trains an extra class of the margin head: "
                              "set model.objective: margin, or synthetic_outliers: 0")
+        if self.objective == "margin-contrastive" and self.mode != "full":
+            raise ValueError("model.objective margin-contrastive shapes the encoder's features: set model.mode: full")
         return self
 
 

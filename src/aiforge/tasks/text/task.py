@@ -31,7 +31,13 @@ from aiforge.tasks.text.baseline import text_baselines
 from aiforge.tasks.text.data import TextDataset, TextSplits, check_test_labels, load_text_splits
 from aiforge.tasks.text.export import write_text_bundle
 from aiforge.tasks.text.fitted import FittedTextClassifier, TextFitResult
-from aiforge.tasks.text.margin import CosineHead, epoch_batches, synthetic_outliers
+from aiforge.tasks.text.margin import (
+    CosineHead,
+    balanced_batches,
+    epoch_batches,
+    margin_contrastive_loss,
+    synthetic_outliers,
+)
 from aiforge.tasks.text.model import TextClassifier, make_head
 from aiforge.tasks.text.out_of_scope import fit_out_of_scope, in_scope_splits
 from aiforge.tasks.text.spec import TextSpec, TrainSpec
@@ -65,7 +71,7 @@ def plan_training(t: TrainSpec, mode: str, objective: str = "cross-entropy") -> 
     """Fill unset training options with defaults measured to work on BANKING77 (bench/banking77.py; the
     margin objective's from bench/intents_oos.py: its cosine head's unit rows move little at 5e-4)."""
     full = mode == "full"
-    margin = objective == "margin"
+    margin = objective in ("margin", "margin-contrastive")
     return TrainPlan(
         head_epochs=t.epochs if (t.epochs and not full) else 60,
         head_batch_size=t.batch_size if (t.batch_size and not full) else 64,
@@ -109,7 +115,7 @@ class TextClassificationTask:
         encoder = TextEncoder(backbone)
         labels = splits.labels
         index = {y: i for i, y in enumerate(labels)}
-        margin = spec.model.objective == "margin"
+        margin = spec.model.objective in ("margin", "margin-contrastive")
         share = oos_spec.synthetic_outliers if oos_spec is not None else 0.0
         # outliers train as one extra class after the served ones (margin head only; the spec checks it)
         outliers = synthetic_outliers(splits.train.texts, [index[y] for y in splits.train.labels],
@@ -131,7 +137,7 @@ class TextClassificationTask:
         history = self._fit_head(model, feats, y_train, y_val, plan, spec.train.seed, progress, margin).history
         if spec.model.mode == "full":
             history += self._fit_full(model, tokenizer, train_texts, splits, y_train, y_val, plan,
-                                      spec.train.seed, progress, margin).history
+                                      spec.train.seed, progress, margin, spec=spec).history
         train_seconds = time.perf_counter() - start
 
         fitted = FittedTextClassifier(model, tokenizer, labels=labels, backbone=backbone,
@@ -198,12 +204,20 @@ class TextClassificationTask:
     @staticmethod
     def _fit_full(model: TextClassifier, tokenizer: Tokenizer, texts: list[str], splits: TextSplits,
                   y_train: torch.Tensor, y_val: list[int], plan: TrainPlan, seed: int, progress: bool,
-                  margin: bool) -> LoopResult:
+                  margin: bool, *, spec: TextSpec) -> LoopResult:
         bs = plan.full_batch_size
         steps = (len(texts) + bs - 1) // bs
         seqs = [e.ids for e in tokenizer.encode_batch(texts)]  # token ids once
+        contrastive = spec.model.objective == "margin-contrastive"
+        per = 4  # examples of a label in a contrastive batch: each has 3 positives to be pulled to
+        if contrastive:
+            groups_of = sum(-(-int(n) // per) for n in torch.bincount(y_train) if n)
+            steps = -(-groups_of // max(1, bs // per))
 
         def batches(epoch: int) -> list[Batch]:
+            if contrastive:
+                return balanced_batches(seqs, y_train, labels_per_batch=max(1, bs // per), per_label=per,
+                                        seed=seed * 1000 + epoch)
             return epoch_batches(seqs, y_train, bs, seed=seed * 1000 + epoch, with_targets=margin)
 
         @torch.inference_mode()
@@ -219,7 +233,9 @@ class TextClassificationTask:
             {"params": list(model.encoder.parameters()), "lr": plan.lr},
             {"params": list(model.head.parameters()), "lr": plan.full_head_lr},
         ]
-        return fit_loop(model, groups, batches, steps, validate, cfg, progress=progress)
+        loss = margin_contrastive_loss(weight=spec.model.contrastive_weight,
+                                       temperature=spec.model.contrastive_temperature) if contrastive else None
+        return fit_loop(model, groups, batches, steps, validate, cfg, progress=progress, loss=loss)
 
 
 def _nll(logits: torch.Tensor, targets: torch.Tensor) -> float:
