@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import mmap
 import os
 import re
 import stat
@@ -38,6 +39,7 @@ __all__ = [
     "PIPELINE_FILE_KEYS",
     "SIGNING_KEY_ENV",
     "BundleCheck",
+    "BundleFiles",
     "BundleManifest",
     "manifest_digest",
     "manifest_signature",
@@ -62,12 +64,17 @@ _SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
 def sha256_file(path: Path) -> str:
-    """Hex sha256 of a file, read in 1 MiB blocks."""
-    h = hashlib.sha256()
+    """Hex sha256 of a file, hashed through a read-only memory map in one call.
+
+    One call releases the GIL once for the whole file: a thread hashing block by block takes the GIL back
+    after every block, which stalls (and is stalled by) a thread running Python beside it, e.g. the
+    imports the server start-up overlaps with loading (``serve/preload.py``).
+    """
     with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+        if os.fstat(fh.fileno()).st_size == 0:
+            return hashlib.sha256(b"").hexdigest()
+        with mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
+            return hashlib.sha256(mapped).hexdigest()
 
 
 def _canonical(raw: Mapping[str, Any]) -> bytes:
@@ -242,8 +249,8 @@ def _check_entries(directory: Path, files: object) -> dict[str, dict[str, Any]]:
     return files
 
 
-def _check_files(directory: Path, files: dict[str, dict[str, Any]]) -> int:
-    """Every entry on disk is a listed regular file, and every listed file matches; the bytes checked."""
+def _check_listing(directory: Path, files: dict[str, dict[str, Any]]) -> None:
+    """Every entry on disk is a listed regular file, and every listed file is a regular file (no bytes read)."""
     unlisted = []
     for rel, st in _walk(directory):
         if stat.S_ISLNK(st.st_mode):
@@ -259,24 +266,22 @@ def _check_files(directory: Path, files: dict[str, dict[str, Any]]) -> int:
         raise BundleError(f"{directory}: {names} {'is' if len(unlisted) == 1 else 'are'} in the bundle folder but "
                           f"not listed in {MANIFEST}: added after export, or the manifest was edited. Remove "
                           f"{'it' if len(unlisted) == 1 else 'them'} or re-export the bundle.")
-    total = 0
-    for rel, info in files.items():
-        file = directory / rel
+    for rel in files:
         try:
-            mode = file.lstat().st_mode
+            mode = (directory / rel).lstat().st_mode
         except FileNotFoundError:
             raise BundleError(_problem(directory, rel, f"is listed in {MANIFEST} but missing. Restore it or "
                                        "re-export the bundle.")) from None
         if not stat.S_ISREG(mode):  # a folder where a file should be (links and the like were refused above)
             raise BundleError(_problem(directory, rel, f"is listed in {MANIFEST} as a file but is not a regular "
                                        "file. Restore it or re-export the bundle."))
-        size, digest = file.stat().st_size, sha256_file(file)
-        if size != info["size"] or digest != info["sha256"]:
-            raise ChecksumError(f"{directory}: file {rel!r} does not match its sha256 in {MANIFEST} (expected "
-                                f"{info['sha256'][:12]}… and {info['size']} bytes, got {digest[:12]}… and {size} "
-                                "bytes): the bundle is corrupt or was modified. Re-export it or restore the file.")
-        total += size
-    return total
+
+
+def _check_content(directory: Path, rel: str, info: Mapping[str, Any], size: int, digest: str) -> None:
+    if size != info["size"] or digest != info["sha256"]:
+        raise ChecksumError(f"{directory}: file {rel!r} does not match its sha256 in {MANIFEST} (expected "
+                            f"{info['sha256'][:12]}… and {info['size']} bytes, got {digest[:12]}… and {size} "
+                            "bytes): the bundle is corrupt or was modified. Re-export it or restore the file.")
 
 
 def _pipeline_refs(pipeline: Mapping[str, Any]) -> Iterator[tuple[str, str]]:
@@ -303,16 +308,18 @@ def _pipeline_refs(pipeline: Mapping[str, Any]) -> Iterator[tuple[str, str]]:
     yield from walk(pipeline, "")
 
 
-def _check_pipeline(directory: Path, files: dict[str, dict[str, Any]]) -> None:
-    if PIPELINE not in files:
-        raise BundleError(_problem(directory, PIPELINE, f"is not listed in {MANIFEST}; every bundle has one. "
-                                   "Re-export the bundle."))
+def _parse_pipeline(directory: Path, data: bytes) -> dict[str, Any]:
     try:
-        pipeline = json.loads((directory / PIPELINE).read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        pipeline = json.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise BundleError(_problem(directory, PIPELINE, f"is unreadable ({exc}).")) from exc
     if not isinstance(pipeline, dict):
         raise BundleError(_problem(directory, PIPELINE, "is not a JSON object."))
+    return pipeline
+
+
+def _check_pipeline(directory: Path, pipeline: Mapping[str, Any], files: dict[str, dict[str, Any]]) -> None:
+    """Every file ``pipeline`` names is inside the bundle and listed."""
     for where, named in _pipeline_refs(pipeline):
         pure = PurePosixPath(named)
         if pure.is_absolute() or ".." in pure.parts or "\\" in named:
@@ -333,6 +340,61 @@ def _manifest_from(raw: dict[str, Any], path: Path) -> BundleManifest:
     return BundleManifest(**known, extra=raw, digest=own["digest"] or "", signature=own["signature"])
 
 
+class BundleFiles:
+    """A bundle folder opened for loading: checked as :func:`read_manifest` checks it, each file hashed once.
+
+    Opening checks the manifest (digest, signature), the listing (no unlisted, linked, missing or
+    irregular file) and ``pipeline.json`` (hashed, and naming only listed files); no other file is read.
+    A runtime then reads the files it loads with :meth:`read_bytes`, which hashes the very bytes it
+    returns, so a file changed after it was checked is never served; :meth:`verify_rest` hashes every
+    file not read that way. Every file is hashed exactly once, none twice.
+    """
+
+    def __init__(self, directory: Path, *, signing_key: str | None = None) -> None:
+        self.path = directory
+        raw = _parse(directory, directory / MANIFEST)
+        _check_self(directory, raw, _signing_key(signing_key))
+        self.manifest = _manifest_from(raw, directory / MANIFEST)
+        self._unread = dict(_check_entries(directory, self.manifest.files))  # listed, not yet hashed
+        _check_listing(directory, self._unread)
+        if PIPELINE not in self._unread:
+            raise BundleError(_problem(directory, PIPELINE, f"is not listed in {MANIFEST}; every bundle has one. "
+                                       "Re-export the bundle."))
+        self.pipeline = _parse_pipeline(directory, self.read_bytes(PIPELINE))
+        _check_pipeline(directory, self.pipeline, self.manifest.files)
+
+    def read_bytes(self, rel: str) -> bytes:
+        """The content of listed file ``rel``, checked against its size and sha256 (each file once).
+
+        Raises:
+            BundleError: ``rel`` is not listed, was already read or verified, or cannot be read.
+            ChecksumError: the content does not match the manifest (names the file).
+        """
+        info = self._unread.pop(rel, None)
+        if info is None:
+            state = "was already read" if rel in self.manifest.files else f"is not listed in {MANIFEST}"
+            raise BundleError(_problem(self.path, rel, f"{state}: a runtime reads each bundle file once."))
+        try:
+            data = (self.path / rel).read_bytes()
+        except OSError as exc:
+            raise BundleError(_problem(self.path, rel, f"is unreadable ({exc}). Restore it or re-export the "
+                                       "bundle.")) from exc
+        _check_content(self.path, rel, info, len(data), hashlib.sha256(data).hexdigest())
+        return data
+
+    def verify_rest(self) -> int:
+        """Hash every file not read with :meth:`read_bytes`; the bytes of the whole bundle.
+
+        Raises:
+            ChecksumError: a file's size or sha256 does not match (names the file).
+        """
+        for rel, info in list(self._unread.items()):
+            file = self.path / rel
+            _check_content(self.path, rel, info, file.stat().st_size, sha256_file(file))
+            del self._unread[rel]
+        return sum(int(info["size"]) for info in self.manifest.files.values())
+
+
 def read_manifest(directory: Path, *, verify: bool = True, signing_key: str | None = None) -> BundleManifest:
     """Read ``manifest.json`` and check its digest (and signature, when a key is set); with ``verify``
     (the default) also check every file in the folder and every file ``pipeline.json`` names.
@@ -345,14 +407,15 @@ def read_manifest(directory: Path, *, verify: bool = True, signing_key: str | No
         ChecksumError: the manifest's digest or signature, or a file's size or sha256, does not match
             (the message names the file).
     """
+    if verify:
+        files = BundleFiles(directory, signing_key=signing_key)
+        files.verify_rest()
+        return files.manifest
     path = directory / MANIFEST
     raw = _parse(directory, path)
     _check_self(directory, raw, _signing_key(signing_key))
     manifest = _manifest_from(raw, path)
-    files = _check_entries(directory, manifest.files)
-    if verify:
-        _check_files(directory, files)
-        _check_pipeline(directory, files)
+    _check_entries(directory, manifest.files)
     return manifest
 
 
