@@ -20,7 +20,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-import mmap
 import os
 import re
 import stat
@@ -63,18 +62,20 @@ _SIGNATURE = re.compile(r"hmac-sha256:[0-9a-f]{64}")
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
-def sha256_file(path: Path) -> str:
-    """Hex sha256 of a file, hashed through a read-only memory map in one call.
+def sha256_file(path: Path, *, block: int = 16 << 20) -> str:
+    """Hex sha256 of a file, read in ``block``-byte pieces into one reused buffer.
 
-    One call releases the GIL once for the whole file: a thread hashing block by block takes the GIL back
-    after every block, which stalls (and is stalled by) a thread running Python beside it, e.g. the
-    imports the server start-up overlaps with loading (``serve/preload.py``).
+    Large pieces: a thread hashing takes the GIL back after every piece, so small ones stall (and are
+    stalled by) a thread running Python beside it, e.g. the imports the server's start-up overlaps with
+    loading (``serve/preload.py``). A buffer, not a memory map: mapped pages count as the process's
+    resident memory, and the fp32 graph a server does not load would have raised its peak by its size.
     """
+    h = hashlib.sha256()
+    buffer = memoryview(bytearray(block))
     with path.open("rb") as fh:
-        if os.fstat(fh.fileno()).st_size == 0:
-            return hashlib.sha256(b"").hexdigest()
-        with mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
-            return hashlib.sha256(mapped).hexdigest()
+        while n := fh.readinto(buffer):
+            h.update(buffer[:n])
+    return h.hexdigest()
 
 
 def _canonical(raw: Mapping[str, Any]) -> bytes:
