@@ -290,6 +290,35 @@ def test_a_text_bundle_loads_the_bytes_it_hashed(text_copy: Path, monkeypatch: p
         files.read_bytes("elsewhere.onnx")
 
 
+def test_a_file_changed_while_it_is_loaded_is_refused(text_copy: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """BundleFiles.load hashes a file, lets the runtime open it from its path, and refuses it if the file was
+    written, or another file put in its place, meanwhile (so the bytes served are the bytes hashed)."""
+    from aiforge.bundle.format import BundleFiles
+    from aiforge.errors import ChecksumError
+
+    monkeypatch.delenv(SIGNING_KEY_ENV, raising=False)
+    graphs = json.loads((text_copy / "pipeline.json").read_text(encoding="utf-8"))["graphs"]
+    assert BundleFiles(text_copy).load(graphs["int8"], lambda f: f.read_bytes()[:4]) == (
+        text_copy / graphs["int8"]).read_bytes()[:4]  # unchanged: opened
+
+    def written_meanwhile(file: Path) -> bytes:
+        data = file.read_bytes()
+        _flip_last_byte(file)  # as if another process wrote it after it was hashed
+        return data
+
+    with pytest.raises(ChecksumError, match="changed while it was loaded"):
+        BundleFiles(text_copy).load(graphs["int8"], written_meanwhile)
+
+    def replaced_meanwhile(file: Path) -> bytes:
+        other = file.with_name("other")
+        other.write_bytes(file.read_bytes())
+        other.replace(file)  # same bytes, another file: refused all the same
+        return b""
+
+    with pytest.raises(ChecksumError, match="changed while it was loaded"):
+        BundleFiles(text_copy).load("tokenizer.json", replaced_meanwhile)
+
+
 @pytest.mark.parametrize("which", ["fp32", "tokenizer.json", "card.md"])
 def test_a_text_bundle_with_any_file_changed_is_refused(which: str, text_copy: Path,
                                                         monkeypatch: pytest.MonkeyPatch) -> None:

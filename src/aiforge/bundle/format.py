@@ -23,11 +23,11 @@ import json
 import os
 import re
 import stat
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import Any, TypeVar
 
 from aiforge.errors import BundleError, ChecksumError
 
@@ -60,9 +60,10 @@ _SELF_KEYS = ("digest", "signature")  # what the digest and the signature do not
 _DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
 _SIGNATURE = re.compile(r"hmac-sha256:[0-9a-f]{64}")
 _SHA256 = re.compile(r"[0-9a-f]{64}")
+T = TypeVar("T")
 
 
-def sha256_file(path: Path, *, block: int = 16 << 20) -> str:
+def sha256_file(path: Path, *, block: int = 8 << 20) -> str:
     """Hex sha256 of a file, read in ``block``-byte pieces into one reused buffer.
 
     Large pieces: a thread hashing takes the GIL back after every piece, so small ones stall (and are
@@ -341,14 +342,22 @@ def _manifest_from(raw: dict[str, Any], path: Path) -> BundleManifest:
     return BundleManifest(**known, extra=raw, digest=own["digest"] or "", signature=own["signature"])
 
 
+def _identity(file: Path) -> tuple[int, int, int, int, int]:
+    """What changes when a file's content is written or another file takes its name: device, inode,
+    size, modification and change time (the change time cannot be set back by a user)."""
+    st = file.stat()
+    return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns
+
+
 class BundleFiles:
     """A bundle folder opened for loading: checked as :func:`read_manifest` checks it, each file hashed once.
 
     Opening checks the manifest (digest, signature), the listing (no unlisted, linked, missing or
     irregular file) and ``pipeline.json`` (hashed, and naming only listed files); no other file is read.
-    A runtime then reads the files it loads with :meth:`read_bytes`, which hashes the very bytes it
-    returns, so a file changed after it was checked is never served; :meth:`verify_rest` hashes every
-    file not read that way. Every file is hashed exactly once, none twice.
+    A runtime then loads each file it serves with :meth:`load` (hashed just before, and refused if it
+    changed while it was loaded, so the bytes served are the bytes hashed) or reads it with
+    :meth:`read_bytes` (which hashes the very bytes it returns); :meth:`verify_rest` hashes every file
+    not loaded that way. Every file is hashed exactly once, none twice.
     """
 
     def __init__(self, directory: Path, *, signing_key: str | None = None) -> None:
@@ -364,6 +373,13 @@ class BundleFiles:
         self.pipeline = _parse_pipeline(directory, self.read_bytes(PIPELINE))
         _check_pipeline(directory, self.pipeline, self.manifest.files)
 
+    def _take(self, rel: str) -> Mapping[str, Any]:
+        info = self._unread.pop(rel, None)
+        if info is None:
+            state = "was already read" if rel in self.manifest.files else f"is not listed in {MANIFEST}"
+            raise BundleError(_problem(self.path, rel, f"{state}: a runtime reads each bundle file once."))
+        return info
+
     def read_bytes(self, rel: str) -> bytes:
         """The content of listed file ``rel``, checked against its size and sha256 (each file once).
 
@@ -371,10 +387,7 @@ class BundleFiles:
             BundleError: ``rel`` is not listed, was already read or verified, or cannot be read.
             ChecksumError: the content does not match the manifest (names the file).
         """
-        info = self._unread.pop(rel, None)
-        if info is None:
-            state = "was already read" if rel in self.manifest.files else f"is not listed in {MANIFEST}"
-            raise BundleError(_problem(self.path, rel, f"{state}: a runtime reads each bundle file once."))
+        info = self._take(rel)
         try:
             data = (self.path / rel).read_bytes()
         except OSError as exc:
@@ -382,6 +395,27 @@ class BundleFiles:
                                        "bundle.")) from exc
         _check_content(self.path, rel, info, len(data), hashlib.sha256(data).hexdigest())
         return data
+
+    def load(self, rel: str, opener: Callable[[Path], T]) -> T:
+        """``opener(path)`` of listed file ``rel``, hashed just before; refused if the file changed meanwhile.
+
+        The opener reads the file itself (onnxruntime from its path: no second copy of the graph in memory).
+        The file's identity and change time are taken before it is hashed and compared after it is opened,
+        so content written, or a file put in its place, while it was hashed or read is never served.
+
+        Raises:
+            BundleError: ``rel`` is not listed, was already read, or changed while it was loaded.
+            ChecksumError: the content does not match the manifest (names the file).
+        """
+        info = self._take(rel)
+        file = self.path / rel
+        before = _identity(file)
+        _check_content(self.path, rel, info, before[2], sha256_file(file))
+        result = opener(file)
+        if _identity(file) != before:
+            raise ChecksumError(_problem(self.path, rel, "changed while it was loaded: the bundle is being "
+                                         "modified. Load it again once it is complete."))
+        return result
 
     def verify_rest(self) -> int:
         """Hash every file not read with :meth:`read_bytes`; the bytes of the whole bundle.

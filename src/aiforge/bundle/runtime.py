@@ -67,13 +67,10 @@ class ItemLimits:
 GRAPH_LEVELS = ("basic", "extended", "all")  # onnxruntime graph optimization levels a pipeline may name
 
 
-def onnx_session(path: Path, *, threads: int | None = None, level: str | None = None,
-                 model: bytes | None = None) -> ort.InferenceSession:
+def onnx_session(path: Path, *, threads: int | None = None, level: str | None = None) -> ort.InferenceSession:
     """An onnxruntime session with aiforge's settings (all graph optimisations unless ``level``, CUDA when present).
 
     ``threads`` defaults to the CPUs this process may run on (a server under ``taskset -c 1`` uses one).
-    ``model``: the graph's bytes, already read and checked (``BundleFiles.read_bytes``), instead of reading
-    ``path`` again.
 
     Raises:
         BundleError: the graph cannot be loaded, or ``level`` is not one of ``GRAPH_LEVELS``.
@@ -91,7 +88,7 @@ def onnx_session(path: Path, *, threads: int | None = None, level: str | None = 
     options.graph_optimization_level = levels[level or "all"]
     providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in ort.get_available_providers()]
     try:
-        return ort.InferenceSession(str(path) if model is None else model, options, providers=providers)
+        return ort.InferenceSession(str(path), options, providers=providers)
     except Exception as exc:
         raise BundleError(f"{path.parent}: cannot load {path.name} ({exc}).") from exc
 
