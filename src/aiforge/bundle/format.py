@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import mmap
 import os
 import re
 import stat
@@ -64,18 +65,23 @@ T = TypeVar("T")
 
 
 def sha256_file(path: Path, *, block: int = 8 << 20) -> str:
-    """Hex sha256 of a file, read in ``block``-byte pieces into one reused buffer.
+    """Hex sha256 of a file, read in ``block``-byte pieces into one buffer.
 
     Large pieces: a thread hashing takes the GIL back after every piece, so small ones stall (and are
     stalled by) a thread running Python beside it, e.g. the imports the server's start-up overlaps with
-    loading (``serve/preload.py``). A buffer, not a memory map: mapped pages count as the process's
-    resident memory, and the fp32 graph a server does not load would have raised its peak by its size.
+    loading (``serve/preload.py``). The buffer is an anonymous map, returned to the system when the
+    file is hashed (a freed heap buffer of this size stays resident); not a map of the file itself,
+    whose pages would count as resident memory: the fp32 graph a server does not load would have
+    raised its peak by its size.
     """
     h = hashlib.sha256()
-    buffer = memoryview(bytearray(block))
-    with path.open("rb") as fh:
-        while n := fh.readinto(buffer):
-            h.update(buffer[:n])
+    with mmap.mmap(-1, block) as buffer, path.open("rb") as fh:
+        view = memoryview(buffer)
+        try:
+            while n := fh.readinto(view):
+                h.update(view[:n])
+        finally:
+            view.release()
     return h.hexdigest()
 
 
