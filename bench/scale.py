@@ -1,7 +1,10 @@
 """Scale-out benchmark: the BANKING77 int8 bundle served in-process vs on Ray Serve (1 and 2 replicas, and
 ``@serve.batch`` instead of aiforge's batcher), and batch inference over 100k texts (local, Ray Data 1 and 2 actors).
 
-    python bench/scale.py [--duration 15] [--levels 1,16,64] [--rows 100000] [--bundle PATH]
+    python bench/scale.py [--duration 15] [--levels 1,16,64] [--rows 100000] [--bundle PATH] [--servers default]
+
+``--servers default`` (the default): in-process and Ray Serve with 1 and 2 replicas on the default ingress
+(``ScaleOptions().ray_ingress``); ``all`` adds the other ingress and ``@serve.batch``.
 
 One run, one machine, the same load generator (src/aiforge/serve/loadgen.py, its own process, loopback)
 for every server: single-text v2 requests drawn from the BANKING77 test set, closed loop. Without
@@ -27,6 +30,7 @@ import pandas as pd
 import aiforge as af
 from _common import machine, shared_data, write_result
 from aiforge.errors import AiforgeError
+from aiforge.scale.options import ScaleOptions
 from aiforge.serve.loadgen import aiforge_server_args, free_port, measure, running_server
 
 ROUTE = "/v2/models/banking77/infer"
@@ -208,8 +212,15 @@ def run_batch(bundle: Path, csv_path: Path, out: Path, backend: str, actors: int
 
 
 def partial(stage: str, servers: list[dict[str, Any]], batches: list[dict[str, Any]]) -> None:
-    """Write what was measured so far (a run cut short still leaves its numbers)."""
-    write_result("scale", {"partial": stage, "servers": servers, "batch": batches})
+    """Write what was measured so far to scale_partial.json (a run cut short still leaves its numbers, and
+    scale.json keeps the last whole run until this one ends)."""
+    write_result("scale_partial", {"partial": stage, "servers": servers, "batch": batches})
+
+
+def row_name(replicas: int, ingress: str) -> str:
+    """A Ray Serve row's name: ``ray_serve_1_replica``, ``ray_serve_2_replicas_haproxy``, ..."""
+    suffix = "_haproxy" if ingress == "haproxy" else ""
+    return f"ray_serve_{replicas}_replica" + ("s" if replicas > 1 else "") + suffix
 
 
 def main() -> None:
@@ -221,14 +232,17 @@ def main() -> None:
     parser.add_argument("--skip-batch", action="store_true")
     parser.add_argument("--precision", default="int8", help="graph to serve (int8 unless the bundle has none)")
     parser.add_argument("--fit-per-label", type=int, default=0, help="fit on N texts per intent (0: all)")
-    parser.add_argument("--servers", default="all", help="comma-separated rows to run (default: all)")
+    parser.add_argument("--servers", default="default",
+                        help="comma-separated rows to run; default: in_process and 1 and 2 replicas on the default "
+                             "ingress; all: every row")
     parser.add_argument("--home", type=Path, default=None, help="registry for the fitted bundle (default: a temp dir)")
     args = parser.parse_args()
     levels = [int(x) for x in args.levels.split(",")]
     # read before the run: partial() overwrites the file as rows finish
     previous = Path(__file__).parent / "results" / "scale.json"
     kept: dict[str, Any] = json.loads(previous.read_text()) if previous.is_file() else {}
-    kept.pop("partial", None)
+    if "partial" in kept:  # a file an older version of this bench left cut short: nothing in it to keep
+        kept = {}
     load_at_start = os.getloadavg()
     data = shared_data() / "banking77"
     texts = pd.read_csv(data / "test.csv")["text"].tolist()
@@ -241,16 +255,17 @@ def main() -> None:
         env = dict(os.environ, AIFORGE_HOME=str(home), HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false",
                    RAY_AUTH_MODE="disabled")
         common = ["--precision", args.precision, "--max-queue-items", "4096"]
-        wanted = set(args.servers.split(","))
+        default_ingress = ScaleOptions().ray_ingress
+        wanted = ({"in_process", row_name(1, default_ingress), row_name(2, default_ingress)}
+                  if args.servers == "default" else set(args.servers.split(",")))
         runs: list[tuple[str, list[str], dict[str, str]]] = [
             ("in_process", aiforge_server_args([str(bundle)], port=free_port(), extra=common), {})]
         for ingress in ("proxy", "haproxy"):
             for replicas, cpus in ((1, "2"), (2, "1")):
-                suffix = ("_replicas" if replicas > 1 else "_replica") + ("" if ingress == "proxy" else "_haproxy")
                 extra = [*common, "--backend", "ray", "--replicas", str(replicas), "--replica-cpus", cpus,
                          "--ray-ingress", ingress]
-                runs.append((f"ray_serve_{replicas}{suffix}", aiforge_server_args([str(bundle)], port=free_port(),
-                                                                                   extra=extra), {}))
+                runs.append((row_name(replicas, ingress), aiforge_server_args([str(bundle)], port=free_port(),
+                                                                              extra=extra), {}))
         servers: list[dict[str, Any]] = []
         failed: list[dict[str, str]] = []
         for name, server_args, extra_env in runs:
@@ -272,6 +287,7 @@ def main() -> None:
                                          args.precision, "--port", str(port)], texts=texts, levels=[max(levels)],
                                         duration=args.duration, env=env, logdir=logdir))
         batches: list[dict[str, Any]] = []
+        batch_load = (os.getloadavg(), os.getloadavg())
         if not args.skip_batch:
             csv_path = Path(tmp) / "texts.csv"
             with csv_path.open("w", newline="", encoding="utf-8") as fh:
@@ -283,6 +299,7 @@ def main() -> None:
                 batches.append(run_batch(bundle, csv_path, Path(tmp) / f"out-{backend}-{actors}", backend, actors,
                                          args.precision, env))
                 partial(f"batch {backend} {actors}", servers, batches)
+            batch_load = (batch_load[0], os.getloadavg())
 
     by = {s["server"]: {r["concurrency"]: r for r in s["levels"]} for s in servers}
     top = max(levels)
@@ -304,10 +321,12 @@ def main() -> None:
             ratios[f"{two}_vs_{one}_throughput_c{top}"] = (by[two][top]["throughput_rps"]
                                                            / by[one][top]["throughput_rps"])
     batch_from = None
-    if not batches and kept:  # --skip-batch: keep the last run's batch rows, with their own command
-        batches = kept.get("batch", [])
+    if not batches and kept.get("batch"):  # --skip-batch: keep the last batch rows, with their own command
+        batches = kept["batch"]
         batch_from = kept.get("batch_from") or {"command": kept.get("command"),
                                                 "date": kept.get("machine", {}).get("date")}
+    elif batches:
+        batch_from = {"rows": args.rows, "loadavg_at_start": batch_load[0], "loadavg_at_end": batch_load[1]}
     if batches:
         local = batches[0]["rows_per_s"]
         for b in batches[1:]:
@@ -322,9 +341,11 @@ def main() -> None:
         "loadavg_at_start": load_at_start,
         "batching_inside_replica": "aiforge Batcher (create_app in each replica); @serve.batch measured as "
                                    "ray_serve_1_replica_serve_batch",
-        "ingress": "ray_serve_* rows: Ray's Python HTTP proxy (--ray-ingress proxy, the default); *_haproxy rows: "
-                   "Ray's HAProxy + direct-ingress mode (--ray-ingress haproxy) with aiforge's limits "
-                   "(aiforge.scale.haproxy: per-replica maxconn, bounded queue, JSON 503)",
+        "ingress": "ray_serve_*_haproxy rows: Ray's HAProxy + direct-ingress mode (--ray-ingress haproxy, the "
+                   "default) with aiforge's lines (aiforge.scale.haproxy: per-replica maxconn, bounded queue, "
+                   "JSON 503, replays); ray_serve_* rows without the suffix: Ray's Python HTTP proxy "
+                   "(--ray-ingress proxy)",
+        "default_ingress": ScaleOptions().ray_ingress,
         "servers": servers,
         "failed_servers": failed,
         "batch": batches,
@@ -332,12 +353,14 @@ def main() -> None:
         "ratios": ratios,
     }
     if kept:  # read-modify-write: the last run moves to other_runs; keys this run does not set stay
-        last = {k: kept[k] for k in ("command", "machine", "loadavg_at_start", "servers", "ratios", "note")
-                if k in kept}
+        moved = ("command", "machine", "loadavg_at_start", "servers", "ratios", "note")
+        moved += () if args.skip_batch else ("batch", "batch_from")  # batch rows kept above stay where they are
+        last = {k: kept[k] for k in moved if k in kept}
         payload = {**{k: v for k, v in kept.items() if k not in payload and k not in last}, **payload,
                    "other_runs": [last, *kept.get("other_runs", [])]}
     print(json.dumps(ratios, indent=2))
     print(f"wrote {write_result('scale', payload)}")
+    (previous.parent / "scale_partial.json").unlink(missing_ok=True)  # the whole run is in scale.json now
 
 
 if __name__ == "__main__":

@@ -335,9 +335,9 @@ def serve(
                                                        "requests per replica.")] = None,
     replica_cpus: Annotated[float | None, typer.Option(help="--backend ray: CPUs per replica (also its onnxruntime "
                                                            "threads) [default: 1].")] = None,
-    ray_ingress: Annotated[str | None, typer.Option(help="--backend ray, local cluster: proxy (Ray's Python "
-                                                       "HTTP proxy) or haproxy (Ray's high-throughput mode: "
-                                                       "HAProxy straight to the replicas) [default: proxy].")] = None,
+    ray_ingress: Annotated[str | None, typer.Option(help="--backend ray, local cluster: haproxy (Ray's "
+                                                       "high-throughput mode: HAProxy straight to the replicas) or "
+                                                       "proxy (Ray's Python HTTP proxy) [default: haproxy].")] = None,
     ray_address: RayAddressOpt = None,
     home: HomeOpt = None,
 ) -> None:

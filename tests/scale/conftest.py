@@ -7,6 +7,10 @@ each, no dashboard. The worker node is the one the fault tests kill; ``add_worke
 from __future__ import annotations
 
 import json
+import os
+import socket
+import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,12 +50,15 @@ def ray_cluster() -> Iterator[RayCluster]:
         mp.setenv("RAY_AUTH_MODE", "disabled")  # tests only: a loopback cluster of this session's own processes
         mp.setenv("RAY_DEDUP_LOGS", "0")
         mp.setenv(PROXY_CALLBACK_ENV, PROXY_CALLBACK)  # as `connect` sets them for a cluster it starts
-        # The default ingress; AIFORGE_TEST_RAY_INGRESS=haproxy runs these tests on the other (docs/scale.md).
+        # The default ingress; AIFORGE_TEST_RAY_INGRESS=proxy runs these tests on the other (docs/scale.md).
         # HAProxy's limits are the cluster's: those of the deployment test_ray_serve.py runs.
         env = {**ingress_env(INGRESS, max_ongoing=2 * SERVE_BATCH, max_queued=SERVE_MAX_QUEUED),
                **local_ingress_env(INGRESS)}
         for key, value in env.items():
             mp.setenv(key, value)
+        log_path = os.environ.get("AIFORGE_TEST_HAPROXY_LOG")
+        if INGRESS == "haproxy" and log_path:  # HAProxy's syslog lines, stamped on arrival, for a fault run
+            mp.setenv("RAY_SERVE_HAPROXY_LOG_TARGET", f"127.0.0.1:{_syslog_to(Path(log_path))}")
         from ray.cluster_utils import Cluster
 
         cluster = Cluster(initialize_head=True, head_node_args={
@@ -66,6 +73,22 @@ def ray_cluster() -> Iterator[RayCluster]:
         finally:
             ray.shutdown()
             cluster.shutdown()
+
+
+def _syslog_to(path: Path) -> int:
+    """A UDP syslog listener on a free loopback port appending each datagram, with its arrival time, to ``path``."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind(("127.0.0.1", 0))
+
+    def listen() -> None:
+        with path.open("a", encoding="utf-8") as fh:
+            while True:
+                data = sock.recv(65536)
+                fh.write(f"{time.time():.3f} {data.decode(errors='replace').rstrip()}\n")
+                fh.flush()
+
+    threading.Thread(target=listen, daemon=True).start()
+    return int(sock.getsockname()[1])
 
 
 @pytest.fixture(scope="session")

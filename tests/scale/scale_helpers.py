@@ -10,14 +10,16 @@ from typing import Any
 
 import pandas as pd
 
+from aiforge.scale.options import ScaleOptions
+
 __all__ = ["BAD_NUMBER", "BAD_ROWS", "BATCH_ROWS", "INGRESS", "SERVE_BATCH", "SERVE_MAX_QUEUED", "read_predictions",
            "read_rejects", "write_csv_rows"]
 
 BATCH_ROWS = 100_000  # rows of the batch job the cluster tests run (cheap tabular records: 2 cores)
 BAD_ROWS = {7, 4_321, 50_000, 99_999}  # 1-based rows holding a word in a numeric field
 BAD_NUMBER = "forty"  # the numeric field duration holding a word: the runtime refuses that row alone
-# The cluster's ingress: the default, proxy; AIFORGE_TEST_RAY_INGRESS=haproxy runs the cluster tests on HAProxy.
-INGRESS = os.environ.get("AIFORGE_TEST_RAY_INGRESS", "proxy")
+# The cluster's ingress: the default (haproxy); AIFORGE_TEST_RAY_INGRESS=proxy runs the cluster tests on Ray's proxy.
+INGRESS = os.environ.get("AIFORGE_TEST_RAY_INGRESS", ScaleOptions().ray_ingress)
 # The served deployment's batch size (max_ongoing_requests twice that per replica) and queue: a small capacity.
 SERVE_BATCH, SERVE_MAX_QUEUED = 8, 8
 

@@ -1,11 +1,12 @@
 """``serve --backend ray`` on a real two-node cluster: same answers as in-process, replicas on both nodes,
 503 + Retry-After (and a JSON body) over capacity, and a replica killed under load costs no request. The
-cluster's ingress is the default, Ray's Python proxy (``AIFORGE_TEST_RAY_INGRESS=haproxy``: HAProxy)."""
+cluster's ingress is the default, HAProxy (``AIFORGE_TEST_RAY_INGRESS=proxy``: Ray's Python proxy)."""
 
 from __future__ import annotations
 
 import asyncio
 import glob
+import json
 import os
 import signal
 import time
@@ -110,6 +111,7 @@ class Load:
     replicas: Counter[str] = field(default_factory=Counter)
     after_kill: Counter[str] = field(default_factory=Counter)
     errors: Counter[str] = field(default_factory=Counter)  # what each lost request raised
+    killed_at: float = 0.0  # wall clock, to match HAProxy's log
 
 
 def _load(url: str, name: str, records: list[dict[str, Any]], *, clients: int, total: int,
@@ -121,6 +123,7 @@ def _load(url: str, name: str, records: list[dict[str, Any]], *, clients: int, t
     async def client_loop(client: httpx.AsyncClient, k: int) -> None:
         while sent[0] < total:
             sent[0] += 1
+            started = time.time()
             try:
                 answer = await client.post(f"{url}/v1/models/{name}/predict",
                                            json={"inputs": records[k % len(records):k % len(records) + 1]})
@@ -132,12 +135,14 @@ def _load(url: str, name: str, records: list[dict[str, Any]], *, clients: int, t
             except httpx.HTTPError as exc:
                 key = "lost"  # no HTTP answer: a dropped connection, or a hang past the 60 s timeout
                 when = f", {time.monotonic() - killed_at[0]:.1f} s after the kill" if killed[0] else ", before the kill"
+                when += f", sent at {started:.3f}, failed at {time.time():.3f}"  # wall clock, as HAProxy's log
                 load.errors[f"{type(exc).__name__} ({exc}){when}"] += 1
             load.outcomes[key] += 1
             if killed[0]:
                 load.after_kill[key] += 1
             if kill is not None and not killed[0] and sum(load.outcomes.values()) >= (kill_at or 0):
                 killed[0], killed_at[0] = True, time.monotonic()
+                load.killed_at = time.time()
                 kill()
 
     async def main() -> None:
@@ -202,7 +207,7 @@ def test_the_haproxy_config_holds_aiforge_limits(served: RayServing) -> None:
         limits = f" maxconn {2 * SERVE_BATCH}\n"
         assert limits in backend and backend.index(limits) < backend.index("\n    server "), backend
         assert f"http-request deny deny_status 503 if {{ queue ge {SERVE_MAX_QUEUED} }}" in backend, backend
-        assert "\n    default-server check\n" in backend, backend
+        assert "\n    default-server check\n" in backend and "\n    option http-server-close\n" in backend, backend
 
 
 def test_killing_a_replica_under_load_loses_no_request(served: RayServing, german: Any, ray_cluster: Any,
@@ -213,8 +218,13 @@ def test_killing_a_replica_under_load_loses_no_request(served: RayServing, germa
     victim = next(a for a in _replica_actors().values() if a.node_id == head_node)
     load = _load(served.url, name, german_records, clients=24, total=600, kill_at=60,
                  kill=lambda: os.kill(victim.pid, signal.SIGKILL))
-    print(f"replica kill under load: sent {sum(load.outcomes.values())}, outcomes {dict(load.outcomes)}, "
-          f"after the kill {dict(load.after_kill)}, per replica {dict(load.replicas)}, lost as {dict(load.errors)}")
+    run = {"ingress": INGRESS, "sent": sum(load.outcomes.values()), "outcomes": dict(load.outcomes),
+           "after_kill": dict(load.after_kill), "per_replica": dict(load.replicas), "lost_as": dict(load.errors),
+           "killed_pid": victim.pid, "killed_at": round(load.killed_at, 3), "loadavg_at_end": os.getloadavg()}
+    print(f"replica kill under load: {json.dumps(run)}")
+    if os.environ.get("AIFORGE_TEST_FAULT_RECORD"):  # one JSON line per run, for bench/results/scale.json
+        with open(os.environ["AIFORGE_TEST_FAULT_RECORD"], "a", encoding="utf-8") as fh:
+            fh.write(json.dumps(run) + "\n")
     assert load.outcomes["lost"] == 0 and load.outcomes["503-no-retry-after"] == 0, load.outcomes
     assert set(load.outcomes) <= {"200", "503"}, load.outcomes
     assert sum(load.after_kill.values()) >= 500 and load.after_kill["200"] > 0, load.after_kill

@@ -6,11 +6,15 @@ from __future__ import annotations
 
 import json
 import os
+import socketserver
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pandas as pd
 import pytest
 import yaml
@@ -22,6 +26,7 @@ from aiforge.errors import AiforgeError
 from aiforge.scale.cluster import ingress_env, local_ingress_env
 from aiforge.scale.options import ScaleOptions, parse_autoscale, scale_options
 from aiforge.serve.config import ServerConfig
+from aiforge.serve.loadgen import free_port
 
 _NO_RAY = """
 import json, sys
@@ -68,19 +73,22 @@ def test_the_haproxy_ingress_gets_free_ports_and_the_proxy_ingress_turns_it_off(
     assert len(ports) == 2 and not ports & {8404, 9101}  # never Ray's fixed ports, which other clusters hold
     assert slow == {"RAY_SERVE_ENABLE_HA_PROXY": "0", "RAY_SERVE_THROUGHPUT_OPTIMIZED": "0"}
     assert local_ingress_env("proxy") == {}
-    assert ScaleOptions().ray_ingress == "proxy"
+    assert ScaleOptions().ray_ingress == "haproxy"
 
 
 # Ray's own HAProxyApi renders its template with aiforge's environment (read when ray.serve is imported,
-# hence a fresh interpreter) for one application with two replicas; prints the config's path.
+# hence a fresh interpreter) for one application with two replicas (ports 9001, 9002 unless given) behind
+# a frontend (port 8000 unless given); prints the HAProxy binary's path.
 _RENDER = """
 import sys
+from ray.serve.config import HTTPOptions
 from ray.serve._private.haproxy import BackendConfig, HAProxyApi, HAProxyConfig, ServerConfig, get_haproxy_binary
-folder = sys.argv[1]
+folder, ports = sys.argv[1], [int(p) for p in sys.argv[2:]] or [8000, 9001, 9002]
 api = HAProxyApi(cfg=HAProxyConfig(socket_path=f"{folder}/admin.sock", server_state_base=folder,
-                                   server_state_file=f"{folder}/state", metrics_socket_path=f"{folder}/metrics.sock"),
+                                   server_state_file=f"{folder}/state", metrics_socket_path=f"{folder}/metrics.sock",
+                                   http_options=HTTPOptions(host="127.0.0.1", port=ports[0])),
                  config_file_path=f"{folder}/haproxy.cfg")
-servers = [ServerConfig(name=f"r{k}", host="127.0.0.1", port=9000 + k) for k in (1, 2)]
+servers = [ServerConfig(name=f"r{k}", host="127.0.0.1", port=ports[k]) for k in (1, 2)]
 api.backend_configs = {"app": BackendConfig(name="aiforge-app", path_prefix="/", app_name="aiforge-app",
                                             servers=servers)}
 api._generate_config_file_internal()
@@ -100,7 +108,8 @@ def test_ray_renders_aiforge_haproxy_lines_where_they_belong(tmp_path: Path) -> 
                            capture_output=True, text=True, timeout=60, check=False)
     assert check.returncode == 0, check.stdout + check.stderr + config
     defaults = config.partition("\ndefaults\n")[2].partition("\nfrontend ")[0]
-    assert "\n    retry-on conn-failure empty-response\n    option http-buffer-request\n" in defaults, defaults
+    retry_on = "\n    retry-on conn-failure empty-response junk-response\n    option http-buffer-request\n"
+    assert retry_on in defaults, defaults
     backend = config.partition("\nbackend aiforge-app\n")[2].partition("\nlisten ")[0]
     head, _, servers = backend.partition("\n    server ")
     assert " inter 5s maxconn 24\n" in head and "\n    timeout queue 1s\n" in head, backend
@@ -109,7 +118,64 @@ def test_ray_renders_aiforge_haproxy_lines_where_they_belong(tmp_path: Path) -> 
     assert "http-error status 503 content-type application/json hdr retry-after 2 lf-string" in head, backend
     assert "http-error status 504 content-type application/json lf-string" in head, backend
     assert "http-response return status 503 content-type application/json hdr retry-after 2" in head, backend
+    # a new server connection per request, replies held whole, HAProxy's own 502 sent as 503 (docs/scale.md)
+    assert "\n    option http-server-close\n" in head, backend
+    assert "\n    http-response wait-for-body time 1s if { res.hdr_val(content-length) le 8192 }\n" in head, backend
+    own_502 = "\n    http-after-response set-status 503 if { res.hdr(x-aiforge-ingress-error) -m found }\n"
+    assert own_502 in head, backend
     assert servers.startswith("r1 127.0.0.1:9001 check") and "\n    server r2 127.0.0.1:9002 check" in servers
+
+
+class _DyingReplica(socketserver.BaseRequestHandler):
+    """A replica that dies mid-request as a killed one does: ``/cut`` sends its headers and closes (the body
+    never comes), ``/gone`` closes without an answer; ``/ok`` and the health check answer (HEAD: no body)."""
+
+    def handle(self) -> None:
+        request = self.request.recv(65536)
+        if request.startswith(b"HEAD "):
+            self.request.sendall(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 2\r\n\r\n")
+        elif b" /cut " in request:
+            self.request.sendall(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 90\r\n\r\n")
+        elif b" /gone " not in request:
+            self.request.sendall(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 2\r\n\r\n{}")
+
+
+def test_haproxy_answers_a_request_its_replica_dropped_503_with_retry_after(tmp_path: Path) -> None:
+    # The real HAProxy with the config Ray renders from aiforge's environment, in front of two replicas that
+    # die mid-request: what a client gets is an answer (503 + Retry-After + JSON), never a truncated answer or
+    # a closed connection, on a fresh connection and on one reused after an answer (docs/scale.md).
+    servers = [socketserver.ThreadingTCPServer(("127.0.0.1", 0), _DyingReplica) for _ in (1, 2)]
+    for server in servers:
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+    front = free_port()
+    env = dict(os.environ, **ingress_env("haproxy", max_ongoing=4, max_queued=8), **local_ingress_env("haproxy"))
+    done = subprocess.run([sys.executable, "-c", _RENDER, str(tmp_path), str(front),
+                           *(str(s.server_address[1]) for s in servers)],
+                          env=env, capture_output=True, text=True, timeout=120, check=True)
+    haproxy = subprocess.Popen([done.stdout.strip().splitlines()[-1], "-db", "-f", str(tmp_path / "haproxy.cfg")],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{front}", timeout=10.0) as client:
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:
+                try:
+                    if client.post("/ok", json={}).status_code == 200:
+                        break
+                except httpx.TransportError:
+                    time.sleep(0.1)
+            answers = [client.post(path, json={}) for path in ("/cut", "/ok", "/gone", "/ok", "/cut")]
+            head = client.head("/ok")  # a bodiless answer with a Content-Length is not a cut-off one
+    finally:
+        haproxy.terminate()
+        haproxy.wait(timeout=10)
+        for server in servers:
+            server.shutdown()
+    assert [a.status_code for a in answers] == [503, 200, 503, 200, 503], [(a.status_code, a.text) for a in answers]
+    assert head.status_code == 200 and head.headers["content-length"] == "2", head.headers
+    for answer in answers[0::2]:
+        assert answer.headers["retry-after"] == "1" and answer.headers["content-type"] == "application/json"
+        assert answer.json() == {"error": "the replica was lost before it answered; retry shortly"}
+        assert "x-aiforge-ingress-error" not in answer.headers
 
 
 def test_autoscale_bounds_are_checked() -> None:
@@ -135,7 +201,8 @@ def test_deploy_kuberay_writes_a_rayservice_and_a_pinned_non_root_dockerfile(ger
         assert pod["containers"][0]["image"] == image
         assert pod["containers"][0]["securityContext"]["allowPrivilegeEscalation"] is False
         env = {e["name"]: e["value"] for e in pod["containers"][0]["env"]}  # the ingress serve runs by default
-        assert env["RAY_SERVE_ENABLE_HA_PROXY"] == env["RAY_SERVE_THROUGHPUT_OPTIMIZED"] == "0", env
+        assert env["RAY_SERVE_ENABLE_HA_PROXY"] == env["RAY_SERVE_THROUGHPUT_OPTIMIZED"] == "1", env
+        assert "option http-server-close" in env["RAY_SERVE_HAPROXY_HEALTH_CHECK_INTER"], env
     assert cluster["workerGroupSpecs"][0]["replicas"] == 2
     serve_config = yaml.safe_load(doc["spec"]["serveConfigV2"])
     application = serve_config["applications"][0]

@@ -62,8 +62,8 @@ def deploy(
     replicas: Annotated[int | None, typer.Option(help="Serve replicas [default: 1].")] = None,
     autoscale: Annotated[str | None, typer.Option(help="MIN:MAX replicas, autoscaled.")] = None,
     workers: Annotated[int, typer.Option(help="Ray worker pods.", min=1)] = 2,
-    ray_ingress: Annotated[str | None, typer.Option(help="proxy (Ray's Python HTTP proxy) or haproxy (Ray's "
-                                                       "high-throughput mode) [default: proxy].")] = None,
+    ray_ingress: Annotated[str | None, typer.Option(help="haproxy (Ray's high-throughput mode) or proxy (Ray's "
+                                                       "Python HTTP proxy) [default: haproxy].")] = None,
     home: HomeOpt = None,
 ) -> None:
     """Write deployment files for a bundle: a KubeRay RayService manifest and a Dockerfile (pinned, non-root)."""

@@ -25,10 +25,10 @@ class ScaleOptions(BaseModel):
     autoscale: tuple[int, int] | None = None  # (min, max) replicas; None: a fixed --replicas count
     target_ongoing_requests: float = Field(default=32.0, gt=0)  # the autoscaler's goal per replica
     ray_address: str | None = None  # None: start a local cluster
-    # The HTTP ingress of a local cluster: Ray's Python proxy (a lost request is a retryable 503) or its
-    # HAProxy mode (replicas serve HTTP themselves, no Python proxy hop; docs/scale.md says why it is not
-    # the default).
-    ray_ingress: Literal["proxy", "haproxy"] = "proxy"
+    # The HTTP ingress of a local cluster: Ray's HAProxy mode (replicas serve HTTP themselves, no Python proxy
+    # hop: twice the throughput, docs/scale.md) or its Python proxy. Both answer a request lost with its replica
+    # and a request over capacity 503 + Retry-After.
+    ray_ingress: Literal["proxy", "haproxy"] = "haproxy"
     cpus_per_replica: float = Field(default=1.0, ge=0)
     # Requests in a replica at once; None: twice the batch size (at least the batch size, so batches can fill).
     max_ongoing_requests: int | None = Field(default=None, gt=0)
