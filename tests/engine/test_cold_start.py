@@ -2,8 +2,9 @@
 
 Start-up time is measured in ``bench/cold_start.py``; these tests keep the heavy modules out of the path, in a
 fresh interpreter (the CLI module, the app factory, and loading and warming up a text bundle): the routes of
-kinds no served model has are imported on first need; and the background load (``serve/preload.py``) hands
-each bundle, or its loading error, to the app.
+kinds no served model has, and the pages, are imported on first need; the background load (``serve/preload.py``)
+hands each bundle, or its loading error, to the app; a plain ``aiforge serve`` command line is read without typer
+(``serve/launch.py``) exactly as typer reads it, and anything else is left to typer.
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ from aiforge.bundle.runtime import Runtime
 from aiforge.errors import AiforgeError
 from aiforge.serve.app import create_app
 from aiforge.serve.config import ServerConfig
+from aiforge.serve.launch import FLAGS, OPTIONS, PlainServe, read_plain_serve
+from aiforge.serve.loadgen import aiforge_server_args, free_port, running_server
 from aiforge.serve.preload import Preload
 from serve_helpers import server_env
 
@@ -30,11 +33,13 @@ NOT_ON_THE_SERVE_PATH = ["torch", "transformers", "onnx", "sklearn", "pandas", "
                          "aiforge.app", "aiforge.spec", "aiforge.audit", "aiforge.data",
                          # the routes of the kinds a text bundle is not (included on the first request they match)
                          "aiforge.tasks.chat.routes", "aiforge.tasks.image.routes", "aiforge.tasks.recommend.routes",
-                         "aiforge.tasks.driving.routes"]
+                         "aiforge.tasks.driving.routes",
+                         # the pages (included on the first request they match) and the typer CLI
+                         "aiforge.serve.web", "typer", "rich", "aiforge.commands"]
 
 _CHILD = """
 import json, sys
-import aiforge.cli
+import aiforge.cli, aiforge.serve.launch
 from aiforge.serve.app import create_app
 from aiforge.serve.config import ServerConfig
 from aiforge.bundle.runtime import Runtime
@@ -108,3 +113,91 @@ def test_deferred_kind_routes_answer_as_if_included(trained_bundle: Any) -> None
         assert r.status_code == 405 and r.headers["allow"] == "POST", (r.status_code, r.headers)
         assert client.get("/no/such/path").status_code == 404
         assert "/v1/models/{name}/recommend" in client.get("/openapi.json").json()["paths"]
+
+
+# --- a plain `aiforge serve` read without typer, exactly as typer reads it ------------------------------------
+
+# serve's options the quick reading leaves to typer: Ray's and help
+LEFT_TO_TYPER = {"--backend", "--replicas", "--autoscale", "--replica-cpus", "--ray-ingress", "--ray-address", "--help"}
+
+
+def test_the_quick_reading_knows_every_option_of_serve() -> None:
+    import typer
+
+    from aiforge.cli import app
+
+    command = typer.main.get_command(app).commands["serve"]  # type: ignore[attr-defined]
+    options = {name for p in command.params for name in [*p.opts, *p.secondary_opts] if name.startswith("--")}
+    assert options | {"--help"} == set(OPTIONS) | set(FLAGS) | {"--home"} | LEFT_TO_TYPER
+    assert {field for field, _ in OPTIONS.values()} | {f for f, _ in FLAGS.values()} <= set(ServerConfig.model_fields)
+
+
+PLAIN = [["serve", "a"], ["serve", "a", "b:2", "--port", "0", "--no-access-log", "--threads=3"],
+         ["serve", "--precision", "fp32", "a", "--home", "/tmp/h", "--max-wait-ms", "2.5", "--timeout=.5"],
+         ["serve", "a", "--public-docs-metrics", "--rate-limit", "10", "--rate-burst", "4", "--port", "1",
+          "--port", "2"],
+         ["serve", "a", "--api-key-file", "keys.txt", "--host", "0.0.0.0", "--max-body-bytes", "2048"]]
+
+
+@pytest.mark.parametrize("argv", PLAIN, ids=lambda a: " ".join(a))
+def test_a_plain_serve_is_read_as_typer_reads_it(argv: list[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """What the quick reading passes to serve_bundles is what the typer command passes, for the same words."""
+    from typer.testing import CliRunner
+
+    from aiforge.cli import app
+    from aiforge.serve import launch
+
+    seen: list[PlainServe] = []
+
+    def record(bundles: Any, *, settings: Any, home: Any = None, backend: str = "local", scale: Any = None) -> None:
+        assert backend == "local"
+        seen.append(PlainServe(tuple(bundles), {k: v for k, v in settings.items() if v is not None}, home))
+
+    monkeypatch.setattr(launch, "serve_bundles", record)
+    result = CliRunner().invoke(app, argv)
+    assert result.exit_code == 0, result.output
+    assert read_plain_serve(argv) == seen[0]
+
+
+@pytest.mark.parametrize("argv", [
+    [], ["train", "spec.yaml"], ["--debug", "serve", "a"], ["serve"], ["serve", "a", "--help"],
+    ["serve", "a", "--backend", "ray"], ["serve", "a", "--backend", "local"], ["serve", "a", "--threads", "two"],
+    ["serve", "a", "--threads", "+2"], ["serve", "a", "--port", "-1"], ["serve", "a", "--max-wait-ms", "1e3"],
+    ["serve", "a", "-x"], ["serve", "a", "--port"], ["serve", "a", "--no-such-option"], ["serve", "a", "--home="],
+    ["serve", "a", "--access-log=yes"], ["serve", "--", "a"]], ids=lambda a: " ".join(a) or "nothing")
+def test_anything_else_is_left_to_typer(argv: list[str]) -> None:
+    assert read_plain_serve(argv) is None
+
+
+def test_a_usage_error_and_a_bad_setting_exit_as_before(trained_bundle: Any) -> None:
+    """Left to typer: a usage error exits 2 with its usage line. Read quickly: a setting out of bounds exits 1
+    with the one-line error, after the load begun in the background finished (no abort while a thread builds
+    an onnxruntime session)."""
+    home, path = Path(trained_bundle.home), str(trained_bundle.export.path)
+    usage = subprocess.run([sys.executable, "-m", "aiforge.cli", "serve", path, "--port", "not-a-number"],
+                           capture_output=True, text=True, timeout=120, env=server_env(home))
+    assert usage.returncode == 2 and "Usage:" in usage.stderr and "Invalid value for '--port'" in (
+        usage.stderr), usage.stderr[-800:]
+    for _ in range(2):
+        bad = subprocess.run([sys.executable, "-m", "aiforge.cli", "serve", path, "--port", "99999"],
+                             capture_output=True, text=True, timeout=120, env=server_env(home))
+        assert bad.returncode == 1, (bad.returncode, bad.stderr[-800:])
+        assert bad.stderr.startswith("error: invalid server settings: --port:") and "Traceback" not in bad.stderr
+
+
+def test_a_served_bundle_never_imports_typer(trained_bundle: Any, tmp_path: Path) -> None:
+    """A real `aiforge serve BUNDLE`: ready and answering, and neither typer, rich nor the pages were imported."""
+    home, port, log = Path(trained_bundle.home), free_port(), tmp_path / "server.log"
+    env = {**server_env(home), "PYTHONPROFILEIMPORTTIME": "1"}
+    with running_server(aiforge_server_args([str(trained_bundle.export.path)], port=port), port=port, env=env,
+                        log=log) as (_, _ready):
+        import httpx
+
+        r = httpx.post(f"http://127.0.0.1:{port}/v1/models/{trained_bundle.name}/predict",
+                       json={"inputs": ["where is my card?"]}, timeout=30)
+        assert r.status_code == 200, r.text
+        imported = {line.rsplit("|", 1)[1].strip() for line in log.read_text().splitlines()
+                    if line.startswith("import time:")}
+        assert "fastapi" in imported and "onnxruntime" in imported
+        assert not {"typer", "rich", "aiforge.commands", "aiforge.serve.web.routes"} & imported
+        assert httpx.get(f"http://127.0.0.1:{port}/", timeout=30).status_code == 200  # the pages, on first need

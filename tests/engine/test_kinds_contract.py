@@ -256,7 +256,7 @@ def test_a_flipped_byte_is_refused_naming_the_file(kind: Kind, request: pytest.F
 def test_light_modules_and_serving_never_load_torch(kind: Kind, request: pytest.FixtureRequest) -> None:
     b = _bundle(kind, request)
     light = [t.partition(":")[0] for role, t in kind.targets().items() if role != "task"]
-    imports = ["aiforge", "aiforge.bundle", *light, "aiforge.cli", "aiforge.serve.app"]
+    imports = ["aiforge", "aiforge.bundle", *light, "aiforge.cli", "aiforge.commands", "aiforge.serve.app"]
     requests = CASES[kind.name].requests(b)
     report = serve_in_child(b.path, b.home, imports=imports, requests=requests, watch=HEAVY)
     pulled = {module: mods for module, mods in report.after_import.items() if mods}

@@ -258,3 +258,77 @@ def test_verify_command_prints_the_result(bundle: Path, tmp_path: Path) -> None:
     bad = _cli("verify", bundle, home=tmp_path)
     assert bad.returncode == 1 and "Traceback" not in bad.stderr
     assert "'card.md'" in bad.stderr and "does not match its sha256" in bad.stderr
+
+
+# --- loading hashes each file once, and serves the bytes it hashed (text bundles) ------------------------------
+
+
+@pytest.fixture()
+def text_copy(trained_bundle: Any, tmp_path: Path) -> Path:
+    return Path(shutil.copytree(trained_bundle.export.path, tmp_path / "text"))
+
+
+def _flip_last_byte(file: Path) -> None:
+    data = bytearray(file.read_bytes())
+    data[-1] ^= 0xFF
+    file.write_bytes(bytes(data))
+
+
+def test_a_text_bundle_loads_the_bytes_it_hashed(text_copy: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from aiforge.bundle.format import BundleFiles
+    from aiforge.errors import ChecksumError
+
+    monkeypatch.delenv(SIGNING_KEY_ENV, raising=False)
+    graphs = json.loads((text_copy / "pipeline.json").read_text(encoding="utf-8"))["graphs"]
+    files = BundleFiles(text_copy)  # manifest, listing and pipeline.json checked; no graph read yet
+    _flip_last_byte(text_copy / graphs["int8"])  # changed after the bundle was opened, before it is read
+    with pytest.raises(ChecksumError, match=repr(graphs["int8"])):
+        files.read_bytes(graphs["int8"])
+    with pytest.raises(BundleError, match="already read"):
+        files.read_bytes(graphs["int8"])  # each file is read (and hashed) once
+    with pytest.raises(BundleError, match="not listed"):
+        files.read_bytes("elsewhere.onnx")
+
+
+def test_a_file_changed_while_it_is_loaded_is_refused(text_copy: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """BundleFiles.load hashes a file, lets the runtime open it from its path, and refuses it if the file was
+    written, or another file put in its place, meanwhile (so the bytes served are the bytes hashed)."""
+    from aiforge.bundle.format import BundleFiles
+    from aiforge.errors import ChecksumError
+
+    monkeypatch.delenv(SIGNING_KEY_ENV, raising=False)
+    graphs = json.loads((text_copy / "pipeline.json").read_text(encoding="utf-8"))["graphs"]
+    assert BundleFiles(text_copy).load(graphs["int8"], lambda f: f.read_bytes()[:4]) == (
+        text_copy / graphs["int8"]).read_bytes()[:4]  # unchanged: opened
+
+    def written_meanwhile(file: Path) -> bytes:
+        data = file.read_bytes()
+        _flip_last_byte(file)  # as if another process wrote it after it was hashed
+        return data
+
+    with pytest.raises(ChecksumError, match="changed while it was loaded"):
+        BundleFiles(text_copy).load(graphs["int8"], written_meanwhile)
+
+    def replaced_meanwhile(file: Path) -> bytes:
+        other = file.with_name("other")
+        other.write_bytes(file.read_bytes())
+        other.replace(file)  # same bytes, another file: refused all the same
+        return b""
+
+    with pytest.raises(ChecksumError, match="changed while it was loaded"):
+        BundleFiles(text_copy).load("tokenizer.json", replaced_meanwhile)
+
+
+@pytest.mark.parametrize("which", ["fp32", "tokenizer.json", "card.md"])
+def test_a_text_bundle_with_any_file_changed_is_refused(which: str, text_copy: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The int8 graph is loaded from its bytes; the fp32 graph, the tokenizer and the card are still checked."""
+    from aiforge.errors import ChecksumError
+
+    monkeypatch.delenv(SIGNING_KEY_ENV, raising=False)
+    graphs = json.loads((text_copy / "pipeline.json").read_text(encoding="utf-8"))["graphs"]
+    rel = graphs.get(which, which)
+    assert Runtime.load(text_copy, precision="int8", threads=1).precision == "int8"  # intact: loads
+    _flip_last_byte(text_copy / rel)
+    with pytest.raises(ChecksumError, match=repr(rel)):
+        Runtime.load(text_copy, precision="int8", threads=1)

@@ -20,14 +20,15 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import mmap
 import os
 import re
 import stat
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import Any, TypeVar
 
 from aiforge.errors import BundleError, ChecksumError
 
@@ -38,6 +39,7 @@ __all__ = [
     "PIPELINE_FILE_KEYS",
     "SIGNING_KEY_ENV",
     "BundleCheck",
+    "BundleFiles",
     "BundleManifest",
     "manifest_digest",
     "manifest_signature",
@@ -59,14 +61,27 @@ _SELF_KEYS = ("digest", "signature")  # what the digest and the signature do not
 _DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
 _SIGNATURE = re.compile(r"hmac-sha256:[0-9a-f]{64}")
 _SHA256 = re.compile(r"[0-9a-f]{64}")
+T = TypeVar("T")
 
 
-def sha256_file(path: Path) -> str:
-    """Hex sha256 of a file, read in 1 MiB blocks."""
+def sha256_file(path: Path, *, block: int = 8 << 20) -> str:
+    """Hex sha256 of a file, read in ``block``-byte pieces into one buffer.
+
+    Large pieces: a thread hashing takes the GIL back after every piece, so small ones stall (and are
+    stalled by) a thread running Python beside it, e.g. the imports the server's start-up overlaps with
+    loading (``serve/preload.py``). The buffer is an anonymous map, returned to the system when the
+    file is hashed (a freed heap buffer of this size stays resident); not a map of the file itself,
+    whose pages would count as resident memory: the fp32 graph a server does not load would have
+    raised its peak by its size.
+    """
     h = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
+    with mmap.mmap(-1, block) as buffer, path.open("rb") as fh:
+        view = memoryview(buffer)
+        try:
+            while n := fh.readinto(view):
+                h.update(view[:n])
+        finally:
+            view.release()
     return h.hexdigest()
 
 
@@ -242,8 +257,8 @@ def _check_entries(directory: Path, files: object) -> dict[str, dict[str, Any]]:
     return files
 
 
-def _check_files(directory: Path, files: dict[str, dict[str, Any]]) -> int:
-    """Every entry on disk is a listed regular file, and every listed file matches; the bytes checked."""
+def _check_listing(directory: Path, files: dict[str, dict[str, Any]]) -> None:
+    """Every entry on disk is a listed regular file, and every listed file is a regular file (no bytes read)."""
     unlisted = []
     for rel, st in _walk(directory):
         if stat.S_ISLNK(st.st_mode):
@@ -259,24 +274,22 @@ def _check_files(directory: Path, files: dict[str, dict[str, Any]]) -> int:
         raise BundleError(f"{directory}: {names} {'is' if len(unlisted) == 1 else 'are'} in the bundle folder but "
                           f"not listed in {MANIFEST}: added after export, or the manifest was edited. Remove "
                           f"{'it' if len(unlisted) == 1 else 'them'} or re-export the bundle.")
-    total = 0
-    for rel, info in files.items():
-        file = directory / rel
+    for rel in files:
         try:
-            mode = file.lstat().st_mode
+            mode = (directory / rel).lstat().st_mode
         except FileNotFoundError:
             raise BundleError(_problem(directory, rel, f"is listed in {MANIFEST} but missing. Restore it or "
                                        "re-export the bundle.")) from None
         if not stat.S_ISREG(mode):  # a folder where a file should be (links and the like were refused above)
             raise BundleError(_problem(directory, rel, f"is listed in {MANIFEST} as a file but is not a regular "
                                        "file. Restore it or re-export the bundle."))
-        size, digest = file.stat().st_size, sha256_file(file)
-        if size != info["size"] or digest != info["sha256"]:
-            raise ChecksumError(f"{directory}: file {rel!r} does not match its sha256 in {MANIFEST} (expected "
-                                f"{info['sha256'][:12]}… and {info['size']} bytes, got {digest[:12]}… and {size} "
-                                "bytes): the bundle is corrupt or was modified. Re-export it or restore the file.")
-        total += size
-    return total
+
+
+def _check_content(directory: Path, rel: str, info: Mapping[str, Any], size: int, digest: str) -> None:
+    if size != info["size"] or digest != info["sha256"]:
+        raise ChecksumError(f"{directory}: file {rel!r} does not match its sha256 in {MANIFEST} (expected "
+                            f"{info['sha256'][:12]}… and {info['size']} bytes, got {digest[:12]}… and {size} "
+                            "bytes): the bundle is corrupt or was modified. Re-export it or restore the file.")
 
 
 def _pipeline_refs(pipeline: Mapping[str, Any]) -> Iterator[tuple[str, str]]:
@@ -303,16 +316,18 @@ def _pipeline_refs(pipeline: Mapping[str, Any]) -> Iterator[tuple[str, str]]:
     yield from walk(pipeline, "")
 
 
-def _check_pipeline(directory: Path, files: dict[str, dict[str, Any]]) -> None:
-    if PIPELINE not in files:
-        raise BundleError(_problem(directory, PIPELINE, f"is not listed in {MANIFEST}; every bundle has one. "
-                                   "Re-export the bundle."))
+def _parse_pipeline(directory: Path, data: bytes) -> dict[str, Any]:
     try:
-        pipeline = json.loads((directory / PIPELINE).read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        pipeline = json.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise BundleError(_problem(directory, PIPELINE, f"is unreadable ({exc}).")) from exc
     if not isinstance(pipeline, dict):
         raise BundleError(_problem(directory, PIPELINE, "is not a JSON object."))
+    return pipeline
+
+
+def _check_pipeline(directory: Path, pipeline: Mapping[str, Any], files: dict[str, dict[str, Any]]) -> None:
+    """Every file ``pipeline`` names is inside the bundle and listed."""
     for where, named in _pipeline_refs(pipeline):
         pure = PurePosixPath(named)
         if pure.is_absolute() or ".." in pure.parts or "\\" in named:
@@ -333,6 +348,94 @@ def _manifest_from(raw: dict[str, Any], path: Path) -> BundleManifest:
     return BundleManifest(**known, extra=raw, digest=own["digest"] or "", signature=own["signature"])
 
 
+def _identity(file: Path) -> tuple[int, int, int, int, int]:
+    """What changes when a file's content is written or another file takes its name: device, inode,
+    size, modification and change time (the change time cannot be set back by a user)."""
+    st = file.stat()
+    return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns
+
+
+class BundleFiles:
+    """A bundle folder opened for loading: checked as :func:`read_manifest` checks it, each file hashed once.
+
+    Opening checks the manifest (digest, signature), the listing (no unlisted, linked, missing or
+    irregular file) and ``pipeline.json`` (hashed, and naming only listed files); no other file is read.
+    A runtime then loads each file it serves with :meth:`load` (hashed just before, and refused if it
+    changed while it was loaded, so the bytes served are the bytes hashed) or reads it with
+    :meth:`read_bytes` (which hashes the very bytes it returns); :meth:`verify_rest` hashes every file
+    not loaded that way. Every file is hashed exactly once, none twice.
+    """
+
+    def __init__(self, directory: Path, *, signing_key: str | None = None) -> None:
+        self.path = directory
+        raw = _parse(directory, directory / MANIFEST)
+        _check_self(directory, raw, _signing_key(signing_key))
+        self.manifest = _manifest_from(raw, directory / MANIFEST)
+        self._unread = dict(_check_entries(directory, self.manifest.files))  # listed, not yet hashed
+        _check_listing(directory, self._unread)
+        if PIPELINE not in self._unread:
+            raise BundleError(_problem(directory, PIPELINE, f"is not listed in {MANIFEST}; every bundle has one. "
+                                       "Re-export the bundle."))
+        self.pipeline = _parse_pipeline(directory, self.read_bytes(PIPELINE))
+        _check_pipeline(directory, self.pipeline, self.manifest.files)
+
+    def _take(self, rel: str) -> Mapping[str, Any]:
+        info = self._unread.pop(rel, None)
+        if info is None:
+            state = "was already read" if rel in self.manifest.files else f"is not listed in {MANIFEST}"
+            raise BundleError(_problem(self.path, rel, f"{state}: a runtime reads each bundle file once."))
+        return info
+
+    def read_bytes(self, rel: str) -> bytes:
+        """The content of listed file ``rel``, checked against its size and sha256 (each file once).
+
+        Raises:
+            BundleError: ``rel`` is not listed, was already read or verified, or cannot be read.
+            ChecksumError: the content does not match the manifest (names the file).
+        """
+        info = self._take(rel)
+        try:
+            data = (self.path / rel).read_bytes()
+        except OSError as exc:
+            raise BundleError(_problem(self.path, rel, f"is unreadable ({exc}). Restore it or re-export the "
+                                       "bundle.")) from exc
+        _check_content(self.path, rel, info, len(data), hashlib.sha256(data).hexdigest())
+        return data
+
+    def load(self, rel: str, opener: Callable[[Path], T]) -> T:
+        """``opener(path)`` of listed file ``rel``, hashed just before; refused if the file changed meanwhile.
+
+        The opener reads the file itself (onnxruntime from its path: no second copy of the graph in memory).
+        The file's identity and change time are taken before it is hashed and compared after it is opened,
+        so content written, or a file put in its place, while it was hashed or read is never served.
+
+        Raises:
+            BundleError: ``rel`` is not listed, was already read, or changed while it was loaded.
+            ChecksumError: the content does not match the manifest (names the file).
+        """
+        info = self._take(rel)
+        file = self.path / rel
+        before = _identity(file)
+        _check_content(self.path, rel, info, before[2], sha256_file(file))
+        result = opener(file)
+        if _identity(file) != before:
+            raise ChecksumError(_problem(self.path, rel, "changed while it was loaded: the bundle is being "
+                                         "modified. Load it again once it is complete."))
+        return result
+
+    def verify_rest(self) -> int:
+        """Hash every file not read with :meth:`read_bytes`; the bytes of the whole bundle.
+
+        Raises:
+            ChecksumError: a file's size or sha256 does not match (names the file).
+        """
+        for rel, info in list(self._unread.items()):
+            file = self.path / rel
+            _check_content(self.path, rel, info, file.stat().st_size, sha256_file(file))
+            del self._unread[rel]
+        return sum(int(info["size"]) for info in self.manifest.files.values())
+
+
 def read_manifest(directory: Path, *, verify: bool = True, signing_key: str | None = None) -> BundleManifest:
     """Read ``manifest.json`` and check its digest (and signature, when a key is set); with ``verify``
     (the default) also check every file in the folder and every file ``pipeline.json`` names.
@@ -345,14 +448,15 @@ def read_manifest(directory: Path, *, verify: bool = True, signing_key: str | No
         ChecksumError: the manifest's digest or signature, or a file's size or sha256, does not match
             (the message names the file).
     """
+    if verify:
+        files = BundleFiles(directory, signing_key=signing_key)
+        files.verify_rest()
+        return files.manifest
     path = directory / MANIFEST
     raw = _parse(directory, path)
     _check_self(directory, raw, _signing_key(signing_key))
     manifest = _manifest_from(raw, path)
-    files = _check_entries(directory, manifest.files)
-    if verify:
-        _check_files(directory, files)
-        _check_pipeline(directory, files)
+    _check_entries(directory, manifest.files)
     return manifest
 
 

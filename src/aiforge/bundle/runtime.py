@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, cast
 
 import numpy as np
 
-from aiforge.bundle.format import BundleManifest, read_manifest
+from aiforge.bundle.format import BundleFiles, BundleManifest
 from aiforge.bundle.registry import Registry
 from aiforge.errors import BundleError, DataError, InputError, SpecError
 from aiforge.tasks.registry import get_kind, resolve
@@ -114,11 +114,15 @@ class Runtime:
     precision: str
     out_of_scope_label: str | None = None  # a classifier's label for rejected items; servers flag it
 
-    def __init__(self, path: Path, manifest: BundleManifest) -> None:
+    def __init__(self, path: Path, manifest: BundleManifest, *, pipeline: dict[str, Any] | None = None) -> None:
         self.path = path
         self.manifest = manifest
+        self.pipeline: dict[str, Any]
+        if pipeline is not None:  # read and checked with the bundle (BundleFiles)
+            self.pipeline = pipeline
+            return
         try:
-            self.pipeline: dict[str, Any] = json.loads((path / "pipeline.json").read_text(encoding="utf-8"))
+            self.pipeline = json.loads((path / "pipeline.json").read_text(encoding="utf-8"))
         except (OSError, json.JSONDecodeError) as exc:
             raise BundleError(f"{path}: pipeline.json is missing or unreadable ({exc}).") from exc
 
@@ -133,18 +137,32 @@ class Runtime:
             ChecksumError: a file does not match its manifest (names the file).
         """
         path = Registry(home).resolve(name_or_path, version)
-        manifest = read_manifest(path)
+        files = BundleFiles(path)
         try:
-            kind = get_kind(manifest.task, where=str(path))
+            kind = get_kind(files.manifest.task, where=str(path))
         except SpecError as exc:
             raise BundleError(f"{path}: no runtime for this bundle's task ({exc}).") from exc
         runtime_cls: type[Runtime] = resolve(kind.runtime)
-        return runtime_cls.open(path, manifest, precision=precision, threads=threads)
+        return runtime_cls.open_files(files, precision=precision, threads=threads)
+
+    @classmethod
+    def open_files(cls, files: BundleFiles, *, precision: str = "auto", threads: int | None = None) -> Runtime:
+        """Build this runtime from an opened bundle, every file hashed exactly once (``load`` calls it).
+
+        The default hashes every file, then ``open`` reads the folder. A runtime that reads what it loads
+        through ``files.read_bytes`` (text) overrides this: it loads the very bytes that were hashed, then
+        calls ``files.verify_rest()`` for the files it did not load.
+
+        Raises:
+            BundleError: a file is corrupt or unreadable (``ChecksumError`` when it does not match).
+        """
+        files.verify_rest()
+        return cls.open(files.path, files.manifest, precision=precision, threads=threads)
 
     @classmethod
     def open(cls, path: Path, manifest: BundleManifest, *, precision: str = "auto",
              threads: int | None = None) -> Runtime:
-        """Build this runtime from a verified bundle folder (``load`` calls it)."""
+        """Build this runtime from a verified bundle folder (``open_files`` calls it)."""
         raise NotImplementedError
 
     @property

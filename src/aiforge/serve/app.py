@@ -40,7 +40,6 @@ from aiforge.serve.middleware import (
 from aiforge.serve.preload import Preload
 from aiforge.serve.protocols import PROBES, document_errors, health_router, v1_router, v2_router
 from aiforge.serve.service import Models, ModelService
-from aiforge.serve.web.routes import mount_web
 from aiforge.tasks.registry import KINDS, resolve
 
 __all__ = ["create_app", "serve"]
@@ -94,35 +93,44 @@ def _served_tasks(sources: Sequence[str | Path | Runtime], home: str | Path | No
 
 
 class _KindRouters:
-    """The routers of kinds no served model has, imported and included when first needed.
+    """The routers of kinds no served model has, and the pages, imported and included when first needed.
 
-    Importing them (pydantic models, their runtimes' modules) was a third of the server's start-up.
-    They are included on the first request that no route matched, which is then routed again, so a
-    model of another kind still gets the one wrong-kind 400, and before the OpenAPI schema is built.
+    Importing them (pydantic models, their runtimes' modules, the pages' renderers) was a third of the
+    server's start-up. They are included on the first request that no route matched, which is then
+    routed again, so a model of another kind still gets the one wrong-kind 400, and the pages answer
+    as if they had always been there; and before the OpenAPI schema is built.
     """
 
     def __init__(self, app: FastAPI) -> None:
         self.app = app
-        self.specs: list[str] = []
+        self.specs: list[str] = []  # routers, as "module:attribute"
+        self.mounts: list[Callable[[FastAPI], None]] = []  # what includes the pages' routers
         self._lock = threading.Lock()
+
+    @property
+    def pending(self) -> bool:
+        return bool(self.specs or self.mounts)
 
     def include(self) -> None:
         """Include every deferred router (once; later calls return at once)."""
         with self._lock:
             specs, self.specs = self.specs, []
+            mounts, self.mounts = self.mounts, []
             for spec in specs:
                 self.app.include_router(resolve(spec))
-            if specs:
+            for mount in mounts:
+                mount(self.app)
+            if specs or mounts:
                 self.app.openapi_schema = None
 
     def install(self) -> None:
         """Route unmatched requests and the OpenAPI schema through :meth:`include`."""
-        if not self.specs:
+        if not self.pending:
             return
         router, not_found, documented = self.app.router, self.app.router.default, self.app.openapi
 
         async def default(scope: Scope, receive: Receive, send: Send) -> None:
-            if self.specs and scope["type"] == "http":
+            if self.pending and scope["type"] == "http":
                 self.include()
                 await router(scope, receive, send)  # matched again, now with every kind's routes
             else:
@@ -134,6 +142,13 @@ class _KindRouters:
 
         router.default = default  # type: ignore[method-assign]
         self.app.openapi = openapi  # type: ignore[method-assign]
+
+
+def _mount_web(app: FastAPI, *, metrics: ServerMetrics, home: str | Path | None) -> None:
+    """The pages at / and their JSON under /v1/ui (serve/web/), included on first need."""
+    from aiforge.serve.web.routes import mount_web  # lazy: the pages' renderers stay out of the start-up
+
+    mount_web(app, metrics=metrics, home=home)
 
 
 def create_app(bundles: Sequence[str | Path | Runtime], *, config: ServerConfig | None = None,
@@ -206,7 +221,7 @@ def create_app(bundles: Sequence[str | Path | Runtime], *, config: ServerConfig 
                 app.include_router(resolve(kind.routes))
             else:
                 deferred.specs.append(kind.routes)
-    mount_web(app, metrics=metrics, home=home)  # the pages at / and their JSON under /v1/ui (serve/web/)
+    deferred.mounts.append(lambda web: _mount_web(web, metrics=metrics, home=home))
 
     @app.get("/metrics", include_in_schema=False)
     def prometheus() -> Response:

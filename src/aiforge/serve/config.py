@@ -10,20 +10,13 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from aiforge.bundle.format import read_manifest
-from aiforge.bundle.registry import Registry
 from aiforge.bundle.runtime import ItemLimits
 from aiforge.errors import AiforgeError
+from aiforge.serve.spec_settings import bundle_serve_values
 
 __all__ = ["HOST_ENV", "ApiKeys", "ServerConfig", "presented_key", "server_config"]
 
 HOST_ENV = "AIFORGE_HOST"  # the operator's bind address when --host is not given
-# What a bundle's spec ``serve`` block may set: its port, batching and the size limits its inputs need
-# (image bundles take larger bodies). Never the host, keys, timeouts or rate limits: a bundle does not
-# choose where a server listens or how it defends itself.
-_FROM_BUNDLE = ("port", "max_batch_size", "max_wait_ms", "precision", "max_body_bytes", "max_image_bytes",
-                "max_image_pixels", "intra_op_threads", "graph_optimization_level")
-_RENAMED = {"intra_op_threads": "threads"}  # spec serve key -> ServerConfig field
 
 
 class ServerConfig(BaseModel):
@@ -125,13 +118,7 @@ def server_config(bundles: list[str], *, home: str | Path | None = None, **given
         AiforgeError: a value is out of bounds (names the option).
     """
 
-    values: dict[str, Any] = {}
-    try:
-        manifest = read_manifest(Registry(home).resolve(bundles[0]), verify=False)
-        spec_serve = manifest.extra.get("spec", {}).get("serve", {})
-        values.update({_RENAMED.get(k, k): v for k, v in spec_serve.items() if k in _FROM_BUNDLE and v is not None})
-    except (AiforgeError, IndexError, AttributeError):
-        pass  # the server reports an unloadable bundle itself, with its own message
+    values = bundle_serve_values(bundles, home=home)
     if os.environ.get(HOST_ENV):
         values["host"] = os.environ[HOST_ENV]
     values.update({k: v for k, v in given.items() if v is not None})

@@ -30,7 +30,9 @@ class Preload:
         self.precision, self.threads, self.home = precision, threads or available_cpus(), home
         self._results: dict[str, Runtime | BaseException] = {}
         self._done = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="aiforge-preload", daemon=True)
+        # not a daemon: a process that exits while onnxruntime builds a session in this thread aborts (134),
+        # so an exit (a bad setting found after the load began) waits for the load in progress
+        self._thread = threading.Thread(target=self._run, name="aiforge-preload", daemon=False)
         self._thread.start()
 
     def _run(self) -> None:

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
-from aiforge.bundle.format import BundleManifest
+from aiforge.bundle.format import BundleFiles, BundleManifest
 from aiforge.bundle.inputs import check_text
 from aiforge.bundle.out_of_scope import DistanceScorer, NearestScorer
 from aiforge.bundle.runtime import ItemLimits, Runtime, onnx_session, session_settings
@@ -20,6 +20,8 @@ if TYPE_CHECKING:
 
 __all__ = ["TextRuntime"]
 
+T = TypeVar("T")
+
 
 class TextRuntime(Runtime):
     """A text-classification bundle: tokenizer + one ONNX graph (fp32 or int8)."""
@@ -27,10 +29,17 @@ class TextRuntime(Runtime):
     task = "text-classification"
 
     def __init__(self, path: Path, manifest: BundleManifest, *, precision: str = "auto",
-                 threads: int | None = None, batch_size: int = 64) -> None:
+                 threads: int | None = None, batch_size: int = 64, files: BundleFiles | None = None) -> None:
+        """``files``: the opened bundle, so every file loaded is hashed as it is loaded (else load ``path``'s)."""
         from tokenizers import Tokenizer
 
-        super().__init__(path, manifest)
+        def load(rel: str, opener: Callable[[Path], T]) -> T:
+            return files.load(rel, opener) if files is not None else opener(path / rel)
+
+        def array(file: Path) -> np.ndarray:
+            return np.asarray(np.load(file, allow_pickle=False))
+
+        super().__init__(path, manifest, pipeline=files.pipeline if files is not None else None)
         self.batch_size = batch_size
         try:
             graphs: dict[str, str] = self.pipeline["graphs"]
@@ -43,10 +52,11 @@ class TextRuntime(Runtime):
         if chosen not in graphs:
             raise BundleError(f"{path}: no {chosen!r} graph in this bundle; it has {sorted(graphs)}.")
         self.precision = chosen
-        self.tokenizer = Tokenizer.from_file(str(path / self.pipeline.get("tokenizer", "tokenizer.json")))
+        self.tokenizer = load(self.pipeline.get("tokenizer", "tokenizer.json"), lambda f: Tokenizer.from_file(str(f)))
         self.tokenizer.no_padding()
         self.tokenizer.enable_truncation(max_length=max_length)
-        self.session = onnx_session(path / graphs[chosen], **session_settings(manifest, threads))
+        settings = session_settings(manifest, threads)
+        self.session = load(graphs[chosen], lambda f: onnx_session(f, **settings))
         self._output = self.pipeline.get("output", "probabilities")
         self.in_scope_labels = list(self.labels)
         self._oos: tuple[DistanceScorer | NearestScorer | None, float, str | None] | None = None
@@ -56,10 +66,9 @@ class TextRuntime(Runtime):
                 scorer: DistanceScorer | NearestScorer | None = None
                 method = oos.get("method", "distance")
                 if method == "nearest":
-                    scorer = NearestScorer(np.load(path / oos["examples"], allow_pickle=False))
+                    scorer = NearestScorer(load(oos["examples"], array))
                 elif method == "distance":
-                    scorer = DistanceScorer(np.load(path / oos["means"], allow_pickle=False),
-                                            np.load(path / oos["precision"], allow_pickle=False))
+                    scorer = DistanceScorer(load(oos["means"], array), load(oos["precision"], array))
                 self._oos = (scorer, float(oos["threshold"]), oos.get("features"))
                 self.out_of_scope_label = str(oos["name"])
             except (OSError, ValueError, KeyError, TypeError) as exc:
@@ -70,6 +79,13 @@ class TextRuntime(Runtime):
     def open(cls, path: Path, manifest: BundleManifest, *, precision: str = "auto",
              threads: int | None = None) -> TextRuntime:
         return cls(path, manifest, precision=precision, threads=threads)
+
+    @classmethod
+    def open_files(cls, files: BundleFiles, *, precision: str = "auto", threads: int | None = None) -> TextRuntime:
+        # the tokenizer and the graph are hashed as they are loaded; the rest is hashed after
+        rt = cls(files.path, files.manifest, precision=precision, threads=threads, files=files)
+        files.verify_rest()
+        return rt
 
     def parse_items(self, items: list[Any], where: str, limits: ItemLimits) -> list[Any]:
         return [check_text(t, f"{where}[{i}]", max_chars=limits.max_text_chars) for i, t in enumerate(items)]
