@@ -117,14 +117,14 @@ def test_every_kind_has_a_case() -> None:
     assert sorted(CASES) == sorted(k.name for k in KINDS), "add a CASES entry for each row of tasks/registry.py"
 
 
-def _max_dependence(rt: Runtime, served: Served, *, seed: int = 0, probes: int = 6) -> float:
+def _max_dependence(rt: Runtime, served: Served, *, seed: int = 0, probes: int = 6, max_mates: int = 15) -> float:
     """The largest |output alone - output inside a random batch| over probe items and batches."""
     rng = random.Random(seed)
     items, worst = served.items, 0.0
     for p in rng.sample(range(len(items)), min(probes, len(items))):
         alone = served.outputs(rt, [items[p]])[0]
         for _ in range(BATCHES):
-            mates = rng.sample([i for i in range(len(items)) if i != p], rng.randint(1, min(15, len(items) - 1)))
+            mates = rng.sample([i for i in range(len(items)) if i != p], rng.randint(1, min(max_mates, len(items) - 1)))
             at = rng.randint(0, len(mates))
             batch = [items[i] for i in mates[:at]] + [items[p]] + [items[i] for i in mates[at:]]
             worst = max(worst, float(np.abs(served.outputs(rt, batch)[at] - alone).max()))
@@ -196,26 +196,28 @@ def test_the_text_int8_graph_is_fused_and_the_fused_fp32_graph_is_batch_independ
     assert _max_dependence(rt, served) <= TOL
 
 
-def test_the_first_int8_recipe_runs_the_down_projections_in_matmulnbits_batch_independently(
-        request: pytest.FixtureRequest, tmp_path: Path) -> None:
-    """RECIPES[0]: per-row int8 MatMulIntegers and the FFN down-projections weight-only (MatMulNBits, int8
-    activations per row and block inside the kernel); no fp32 weight MatMul is left, and no item depends on
-    its batch-mates at 1 or 2 intra-op threads."""
-    import onnx
+def test_the_shipped_text_recipe_is_batch_independent_in_large_batches(
+        request: pytest.FixtureRequest, shared_data: Path, tmp_path: Path) -> None:
+    """RECIPES[0] (the int8 graph a text export tries first) on the fused graph, probed with 40 of BANKING77's
+    3,080 test texts in batches of up to 31 mates at 1 and 2 intra-op threads: no item moves by more than TOL. (A recipe
+    with the FFN down-projections in MatMulNBits moved items by 5.9e-5 in such batches while 6 probes
+    in batches of up to 15 saw nothing.)"""
+    import csv
 
     from aiforge.optimize.fuse import fuse_transformer
     from aiforge.optimize.quantize import RECIPES, quantize_recipe
 
-    served = _text(request)
+    text = _text(request)
+    with (shared_data / "test.csv").open(encoding="utf-8") as fh:
+        served = Served(text.home, text.path, [row["text"] for row in csv.DictReader(fh)], _text_padded)
     fused, int8 = tmp_path / "fused.onnx", tmp_path / "int8.onnx"
     fuse_transformer(served.path / "model.onnx", fused, num_heads=12)
     quantize_recipe(fused, int8, RECIPES[0])
-    ops = [n.op_type for n in onnx.load(str(int8), load_external_data=False).graph.node]
-    assert ops.count("MatMulNBits") == 6 and ops.count("MatMulInteger") >= 30 and "MatMul" not in ops, ops
     rt: Any = Runtime.load(served.path, precision="fp32", threads=1)
-    plain = served.outputs(rt, served.items)
+    some = served.items[:64]
+    plain = served.outputs(rt, some)
     for threads in (1, 2):
         rt.session = onnx_session(int8, threads=threads)
-        assert float(np.abs(served.outputs(rt, served.items) - plain).max()) < 0.2  # int8, not garbage
-        worst = _max_dependence(rt, served)
+        assert float(np.abs(served.outputs(rt, some) - plain).max()) < 0.2  # int8, not garbage
+        worst = _max_dependence(rt, served, probes=40, max_mates=31)
         assert worst <= TOL, f"{threads} threads: an item's output moves by {worst:.2e} with its batch-mates"

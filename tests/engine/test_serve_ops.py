@@ -23,7 +23,7 @@ import pytest
 from aiforge.errors import AiforgeError, ServerError
 from aiforge.serve import Client, create_app
 from aiforge.serve.config import ApiKeys, ServerConfig
-from aiforge.serve.loadgen import check_loopback, run_load
+from aiforge.serve.loadgen import check_loopback, ephemeral_range_start, free_port, run_load
 from serve_helpers import (
     RunningServer,
     launch,
@@ -95,6 +95,16 @@ def test_python_client_sends_the_api_key(keyed_server: RunningServer, trained_bu
     with Client(keyed_server.url) as client, pytest.raises(ServerError) as info:
         client.predict(trained_bundle.name, ["hello"])
     assert info.value.status == 401
+
+
+def test_free_ports_lie_below_the_ephemeral_range_and_are_free() -> None:
+    # a port bind(0) handed out can be handed again to a Ray worker before the server binds it
+    low = ephemeral_range_start()
+    ports = {free_port() for _ in range(20)}
+    assert all(1024 <= p < low for p in ports), (low, ports)
+    for port in ports:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", port))
 
 
 def test_api_keys_keep_only_hashes(tmp_path: Path) -> None:

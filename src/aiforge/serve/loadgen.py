@@ -11,6 +11,7 @@ import contextlib
 import ipaddress
 import json
 import multiprocessing as mp
+import random
 import signal
 import socket
 import statistics
@@ -27,7 +28,8 @@ import httpx
 
 from aiforge.errors import AiforgeError
 
-__all__ = ["LoadResult", "check_loopback", "measure", "measure_levels", "run_load", "running_server", "start_server"]
+__all__ = ["LoadResult", "check_loopback", "ephemeral_range_start", "free_port", "measure", "measure_levels", "run_load",
+           "running_server", "start_server"]
 
 MAX_REQUESTS = 1_000_000
 
@@ -262,10 +264,34 @@ def measure_levels(url: str, path: str, texts: list[str], *, levels: list[int], 
 
 
 def free_port() -> int:
-    """A free TCP port on 127.0.0.1."""
+    """A free TCP port on 127.0.0.1, below the kernel's ephemeral range when one is free there.
+
+    A port the kernel hands out for ``bind(0)`` can be handed again to another process (a Ray
+    worker, a client socket) between this check and the server's own bind, so a server started on
+    it can fail with "address already in use" (seen with Ray's HAProxy on a 2-replica start).
+    Ports below the ephemeral range are never handed out that way.
+    """
+    low = ephemeral_range_start()
+    rng = random.Random()
+    for _ in range(64):
+        port = rng.randrange(max(1024, low - 12000), low)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def ephemeral_range_start() -> int:
+    """The lowest port of the kernel's ephemeral range (Linux; 32768 where it cannot be read)."""
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
 
 
 def start_server(args: list[str], *, port: int, ready_path: str = "/v2/health/ready", timeout: float = 120.0,

@@ -1,7 +1,6 @@
 """Export a fitted text classifier: one ONNX graph (encoder + pooling + head + softmax),
-an int8 copy (the graph fused, then dynamically quantized with per-row activation scales and, in the first
-recipe, the FFN down-projections weight-only in MatMulNBits blocks), the tokenizer, and parity checks against
-PyTorch."""
+an int8 copy (the graph fused, then dynamically quantized with per-row activation scales), the
+tokenizer, and parity checks against PyTorch."""
 
 from __future__ import annotations
 
