@@ -28,8 +28,8 @@ import httpx
 
 from aiforge.errors import AiforgeError
 
-__all__ = ["LoadResult", "check_loopback", "ephemeral_range_start", "free_port", "measure", "measure_levels", "run_load",
-           "running_server", "start_server"]
+__all__ = ["LoadResult", "check_loopback", "ephemeral_range_start", "free_port", "measure", "measure_levels",
+           "run_load", "running_server", "start_server"]
 
 MAX_REQUESTS = 1_000_000
 
