@@ -334,14 +334,19 @@ def _paired(base: Any, variant: Any, tok: Tokenizer, timed: list[str], pairs: in
     return {"texts_per_s": rates, "baseline_texts_per_s": bases, "vs_baseline": float(np.median(ratios))}
 
 
+def _tokenizer_and_timed(bundle: Path, texts: list[str], timing_texts: int) -> tuple[Tokenizer, list[str]]:
+    """The bundle's tokenizer (no padding, its truncation) and the evenly spaced texts that are timed."""
+    tok = Tokenizer.from_file(str(bundle / "tokenizer.json"))
+    tok.no_padding()
+    tok.enable_truncation(max_length=int(json.loads((bundle / "pipeline.json").read_text())["max_length"]))
+    return tok, texts[::max(1, len(texts) // timing_texts)][:timing_texts]
+
+
 def _candidates_only(args: argparse.Namespace, texts: list[str]) -> None:
     """``--candidates``: each MatMulNBits graph against the shipped-before recipe (paired), written into the JSON."""
     load_at_start = load_average()
     bundle = args.bundle
-    tok = Tokenizer.from_file(str(bundle / "tokenizer.json"))
-    tok.no_padding()
-    tok.enable_truncation(max_length=int(json.loads((bundle / "pipeline.json").read_text())["max_length"]))
-    timed = texts[::max(1, len(texts) // args.timing_texts)][:args.timing_texts]
+    tok, timed = _tokenizer_and_timed(bundle, texts, args.timing_texts)
     rows: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="aiforge-bench-optimize-") as tmp:
         work = Path(tmp)
@@ -380,10 +385,7 @@ def _experiments_only(args: argparse.Namespace, texts: list[str]) -> None:
     """``--experiments``: the batch-64 profile and the experiments, written into the existing JSON."""
     load_at_start = load_average()
     bundle = args.bundle
-    tok = Tokenizer.from_file(str(bundle / "tokenizer.json"))
-    tok.no_padding()
-    tok.enable_truncation(max_length=int(json.loads((bundle / "pipeline.json").read_text())["max_length"]))
-    timed = texts[::max(1, len(texts) // args.timing_texts)][:args.timing_texts]
+    tok, timed = _tokenizer_and_timed(bundle, texts, args.timing_texts)
     train = pd.read_csv(shared_data() / "banking77" / "train.csv")["text"].tolist()
     calibration = [train[i] for i in np.random.default_rng(0).choice(len(train), 256, replace=False)]
     with tempfile.TemporaryDirectory(prefix="aiforge-bench-optimize-") as tmp:
