@@ -149,9 +149,9 @@ class Runtime:
     def open_files(cls, files: BundleFiles, *, precision: str = "auto", threads: int | None = None) -> Runtime:
         """Build this runtime from an opened bundle, every file hashed exactly once (``load`` calls it).
 
-        The default hashes every file, then ``open`` reads the folder. A runtime that reads what it loads
-        through ``files.read_bytes`` (text) overrides this: it loads the very bytes that were hashed, then
-        calls ``files.verify_rest()`` for the files it did not load.
+        The default hashes every file, then ``open`` reads the folder. A runtime that loads its files
+        through ``files.load`` (text: each hashed just before it is loaded, refused if it changed meanwhile)
+        overrides this, then calls ``files.verify_rest()`` for the files it did not load.
 
         Raises:
             BundleError: a file is corrupt or unreadable (``ChecksumError`` when it does not match).

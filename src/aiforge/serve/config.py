@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -106,19 +107,22 @@ class ApiKeys:
         return found
 
 
-def server_config(bundles: list[str], *, home: str | Path | None = None, **given: Any) -> ServerConfig:
+def server_config(bundles: list[str], *, home: str | Path | None = None,
+                  from_bundle: Mapping[str, Any] | None = None, **given: Any) -> ServerConfig:
     """Settings for serving ``bundles``: values given (not None) win, then the first bundle's
     spec ``serve`` block (max_batch_size, max_wait_ms, port, precision, intra_op_threads as ``threads``,
     graph_optimization_level), then defaults.
 
     The bind address comes only from ``host=`` (``--host``), else ``$AIFORGE_HOST``, else 127.0.0.1:
     a bundle's ``serve.host`` is ignored, so a bundle cannot open a server to every interface.
+    ``from_bundle``: the first bundle's values when the caller has read them already
+    (:func:`~aiforge.serve.spec_settings.bundle_serve_values`), else they are read here.
 
     Raises:
         AiforgeError: a value is out of bounds (names the option).
     """
 
-    values = bundle_serve_values(bundles, home=home)
+    values = dict(from_bundle) if from_bundle is not None else bundle_serve_values(bundles, home=home)
     if os.environ.get(HOST_ENV):
         values["host"] = os.environ[HOST_ENV]
     values.update({k: v for k, v in given.items() if v is not None})

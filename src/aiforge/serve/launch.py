@@ -126,16 +126,17 @@ def serve_bundles(bundles: Sequence[str], *, settings: Mapping[str, Any], home: 
     Raises:
         AiforgeError: a setting is out of bounds, no model could be loaded, or (ray) Ray is missing.
     """
+    from aiforge.serve.spec_settings import bundle_serve_values
+
+    spec = bundle_serve_values(bundles, home=home)  # read once: the preload's precision and threads, the settings
     preload = None
     if backend == "local":
         from aiforge.serve.preload import Preload
-        from aiforge.serve.spec_settings import bundle_serve_values
 
-        spec = bundle_serve_values(bundles, home=home)
         preload = Preload(bundles, precision=settings.get("precision") or spec.get("precision") or "auto",
                           threads=settings.get("threads") or spec.get("threads"), home=home)
     from aiforge.serve.backends import serve as serve_with
     from aiforge.serve.config import server_config
 
-    config = server_config(list(bundles), home=home, **settings)
+    config = server_config(list(bundles), home=home, from_bundle=spec, **settings)
     serve_with(bundles, backend=backend, config=config, scale=scale, home=home, preload=preload)

@@ -12,7 +12,8 @@ from pydantic import (
 from aiforge.audit.gates import GroupGates
 from aiforge.spec import BaseSpec, DataPath, Strict
 
-__all__ = ["AppSpec", "DataSpec", "ModelSpec", "OptimizeSpec", "OutOfScopeSpec", "TextGates", "TextSpec", "TrainSpec"]
+__all__ = ["MARGIN_OBJECTIVES", "AppSpec", "DataSpec", "ModelSpec", "OptimizeSpec", "OutOfScopeSpec", "TextGates",
+           "TextSpec", "TrainSpec"]
 
 
 class DataSpec(Strict):
@@ -51,6 +52,8 @@ class OutOfScopeSpec(Strict):
                                              "class that is never served (outlier exposure without outside data).")
     target_in_scope_recall: float = Field(default=0.97, gt=0, le=1,
                                           description="Share of validation in-scope texts the threshold keeps.")
+
+MARGIN_OBJECTIVES = ("margin", "margin-contrastive")  # the objectives that train a margin (cosine) head
 
 
 class ModelSpec(Strict):

@@ -40,7 +40,7 @@ from aiforge.tasks.text.margin import (
 )
 from aiforge.tasks.text.model import TextClassifier, make_head
 from aiforge.tasks.text.out_of_scope import fit_out_of_scope, in_scope_splits
-from aiforge.tasks.text.spec import TextSpec, TrainSpec
+from aiforge.tasks.text.spec import MARGIN_OBJECTIVES, TextSpec, TrainSpec
 from aiforge.train.loop import Batch, LoopConfig, LoopResult, fit_loop, seed_everything
 
 if TYPE_CHECKING:
@@ -71,7 +71,7 @@ def plan_training(t: TrainSpec, mode: str, objective: str = "cross-entropy") -> 
     """Fill unset training options with defaults measured to work on BANKING77 (bench/banking77.py; the
     margin objective's from bench/intents_oos.py: its cosine head's unit rows move little at 5e-4)."""
     full = mode == "full"
-    margin = objective in ("margin", "margin-contrastive")
+    margin = objective in MARGIN_OBJECTIVES
     return TrainPlan(
         head_epochs=t.epochs if (t.epochs and not full) else 60,
         head_batch_size=t.batch_size if (t.batch_size and not full) else 64,
@@ -115,7 +115,7 @@ class TextClassificationTask:
         encoder = TextEncoder(backbone)
         labels = splits.labels
         index = {y: i for i, y in enumerate(labels)}
-        margin = spec.model.objective in ("margin", "margin-contrastive")
+        margin = spec.model.objective in MARGIN_OBJECTIVES
         share = oos_spec.synthetic_outliers if oos_spec is not None else 0.0
         # outliers train as one extra class after the served ones (margin head only; the spec checks it)
         outliers = synthetic_outliers(splits.train.texts, [index[y] for y in splits.train.labels],
