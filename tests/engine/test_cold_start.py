@@ -10,6 +10,7 @@ hands each bundle, or its loading error, to the app; a plain ``aiforge serve`` c
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -58,6 +59,55 @@ def test_the_serve_path_imports_no_training_or_data_modules(trained_bundle: Any)
     assert proc.returncode == 0, proc.stderr[-3000:]
     loaded = json.loads(proc.stdout.strip().splitlines()[-1])
     assert loaded == [], f"serving a text bundle imported {loaded}"
+
+
+# What the main thread of `aiforge serve` does before it imports FastAPI: read the command line and the first
+# bundle's serve block, start the preload, build the settings. numpy (and the runtime) load in the preload thread.
+_BEFORE_FASTAPI = """
+import json, sys
+from aiforge.serve.launch import read_plain_serve
+from aiforge.serve.spec_settings import bundle_serve_values
+from aiforge.serve.config import server_config
+import aiforge.serve.preload, aiforge.serve.backends
+plain = read_plain_serve(["serve", sys.argv[1], "--port", "0"])
+config = server_config(list(plain.bundles), from_bundle=bundle_serve_values(plain.bundles), **plain.settings)
+loaded = lambda: {m: m in sys.modules for m in ("numpy", "aiforge.bundle.runtime", "fastapi")}
+before = loaded()
+config.item_limits()  # the one setting that needs the runtime module
+print(json.dumps([before, loaded()]))
+"""
+
+
+def test_the_main_thread_reads_the_bundle_and_the_settings_without_numpy(trained_bundle: Any) -> None:
+    proc = subprocess.run([sys.executable, "-c", _BEFORE_FASTAPI, str(trained_bundle.export.path)],
+                          capture_output=True, text=True, timeout=120, env=server_env(Path(trained_bundle.home)))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    before, after = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert before == {"numpy": False, "aiforge.bundle.runtime": False, "fastapi": False}, before
+    assert after == {"numpy": True, "aiforge.bundle.runtime": True, "fastapi": False}, after
+
+
+def test_serve_keeps_openblas_threads_from_spinning_unless_the_operator_says(trained_bundle: Any,
+                                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """numpy's OpenBLAS threads busy-wait ~0.1 s of CPU after import: serve_bundles sets them to sleep at once,
+    before numpy loads, and leaves an operator's own OPENBLAS_THREAD_TIMEOUT alone."""
+    from aiforge.serve import backends
+    from aiforge.serve.launch import serve_bundles
+
+    seen: list[str | None] = []
+
+    def record(bundles: Any, *, preload: Any, **_: Any) -> None:
+        seen.append(os.environ.get("OPENBLAS_THREAD_TIMEOUT"))
+        assert isinstance(preload.take(bundles[0]), Runtime)  # the load that began is waited for
+
+    monkeypatch.setattr(backends, "serve", record)
+    path = str(trained_bundle.export.path)
+    monkeypatch.setenv("OPENBLAS_THREAD_TIMEOUT", "")
+    monkeypatch.delenv("OPENBLAS_THREAD_TIMEOUT")
+    serve_bundles([path], settings={"threads": 1}, home=trained_bundle.home)
+    monkeypatch.setenv("OPENBLAS_THREAD_TIMEOUT", "8")
+    serve_bundles([path], settings={"threads": 1}, home=trained_bundle.home)
+    assert seen == ["4", "8"]
 
 
 def _wait_ready(client: TestClient) -> dict[str, Any]:
@@ -200,4 +250,5 @@ def test_a_served_bundle_never_imports_typer(trained_bundle: Any, tmp_path: Path
                     if line.startswith("import time:")}
         assert "fastapi" in imported and "onnxruntime" in imported
         assert not {"typer", "rich", "aiforge.commands", "aiforge.serve.web.routes"} & imported
+        assert "websockets" not in imported  # uvicorn told there is no WebSocket protocol to choose
         assert httpx.get(f"http://127.0.0.1:{port}/", timeout=30).status_code == 200  # the pages, on first need

@@ -7,13 +7,15 @@ import hmac
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from aiforge.bundle.runtime import ItemLimits
 from aiforge.errors import AiforgeError
 from aiforge.serve.spec_settings import bundle_serve_values
+
+if TYPE_CHECKING:
+    from aiforge.bundle.runtime import ItemLimits
 
 __all__ = ["HOST_ENV", "ApiKeys", "ServerConfig", "presented_key", "server_config"]
 
@@ -62,6 +64,8 @@ class ServerConfig(BaseModel):
 
     def item_limits(self) -> ItemLimits:
         """The per-item limits a runtime's ``parse_items`` applies."""
+        from aiforge.bundle.runtime import ItemLimits  # lazy: numpy loads in the preload thread, not here
+
         return ItemLimits(max_inputs=self.max_inputs, max_text_chars=self.max_text_chars,
                           max_image_bytes=self.max_image_bytes, max_image_pixels=self.max_image_pixels)
 

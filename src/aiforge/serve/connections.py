@@ -189,6 +189,8 @@ def guarded_protocol(config: ServerConfig) -> type[asyncio.Protocol] | str:
 
 def uvicorn_settings(config: ServerConfig) -> dict[str, Any]:
     """The keyword arguments of ``uvicorn.run``/``uvicorn.Config`` for ``config``'s address and limits."""
-    return {"host": config.host, "port": config.port, "http": guarded_protocol(config), "access_log": False,
+    # ws "none": no route takes a WebSocket, and uvicorn's automatic choice imports the websockets package
+    return {"host": config.host, "port": config.port, "http": guarded_protocol(config), "ws": "none",
+            "access_log": False,
             "timeout_keep_alive": config.keep_alive_s, "h11_max_incomplete_event_size": config.max_header_bytes,
             "timeout_graceful_shutdown": 30, "server_header": False}

@@ -13,6 +13,7 @@ This module imports nothing heavy.
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -126,6 +127,10 @@ def serve_bundles(bundles: Sequence[str], *, settings: Mapping[str, Any], home: 
     Raises:
         AiforgeError: a setting is out of bounds, no model could be loaded, or (ray) Ray is missing.
     """
+    # OpenBLAS (numpy's) busy-waits in its worker threads for ~0.1 s of CPU after numpy is imported and
+    # after each call: at start-up that takes a core from the loading and the imports. Servers rarely call
+    # it (onnxruntime runs the graphs), so its threads sleep at once; an operator's own setting wins.
+    os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
     from aiforge.serve.spec_settings import bundle_serve_values
 
     spec = bundle_serve_values(bundles, home=home)  # read once: the preload's precision and threads, the settings

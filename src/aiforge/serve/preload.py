@@ -3,7 +3,8 @@
 ``aiforge serve`` starts a :class:`Preload` before it imports FastAPI and uvicorn, so reading,
 verifying and warming up the graphs (mostly native code in onnxruntime and tokenizers) overlaps
 with importing and building the app. The app's lifespan then takes each Runtime, or the error
-that loading it raised, exactly as if it had loaded it itself. This module imports no web stack.
+that loading it raised, exactly as if it had loaded it itself. This module imports no web stack,
+and the runtime's modules (numpy, the kind's runtime, onnxruntime, tokenizers) load in the thread.
 """
 
 from __future__ import annotations
@@ -11,11 +12,20 @@ from __future__ import annotations
 import threading
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from aiforge.bundle.runtime import Runtime, available_cpus
 from aiforge.errors import AiforgeError
 
-__all__ = ["Preload", "available_cpus"]
+if TYPE_CHECKING:
+    from aiforge.bundle.runtime import Runtime
+
+__all__ = ["Preload"]
+
+
+def _cpus() -> int:
+    from aiforge.bundle.runtime import available_cpus
+
+    return available_cpus()
 
 
 class Preload:
@@ -27,7 +37,9 @@ class Preload:
     def __init__(self, sources: Sequence[str | Path], *, precision: str = "auto", threads: int | None = None,
                  home: str | Path | None = None) -> None:
         self.sources = [str(s) for s in sources]
-        self.precision, self.threads, self.home = precision, threads or available_cpus(), home
+        # threads None: the CPUs this process may run on, counted when asked (the runtime's module loads
+        # in the thread, not here)
+        self.precision, self._threads, self.home = precision, threads, home
         self._results: dict[str, Runtime | BaseException] = {}
         self._done = threading.Event()
         # not a daemon: a process that exits while onnxruntime builds a session in this thread aborts (134),
@@ -35,10 +47,17 @@ class Preload:
         self._thread = threading.Thread(target=self._run, name="aiforge-preload", daemon=False)
         self._thread.start()
 
+    @property
+    def threads(self) -> int:
+        """The onnxruntime threads this preload loads with."""
+        return self._threads or _cpus()
+
     def _run(self) -> None:
         try:
             for source in self.sources:
                 try:
+                    from aiforge.bundle.runtime import Runtime
+
                     rt = Runtime.load(source, precision=self.precision, home=self.home, threads=self.threads)
                     rt.warmup()
                     self._results[source] = rt
@@ -53,7 +72,7 @@ class Preload:
 
     def matches(self, *, precision: str, threads: int | None, home: str | Path | None) -> bool:
         """Whether this preload loaded with the settings a server was configured with."""
-        return (precision, threads or available_cpus(), str(home) if home else None) == self.settings()
+        return (precision, threads or _cpus(), str(home) if home else None) == self.settings()
 
     def check(self, *, precision: str, threads: int | None, home: str | Path | None) -> None:
         """Raise unless this preload loaded with these server settings (its work would be thrown away).
@@ -62,7 +81,7 @@ class Preload:
             AiforgeError: the settings differ; the message names both.
         """
         if not self.matches(precision=precision, threads=threads, home=home):
-            wanted = (precision, threads or available_cpus(), str(home) if home else None)
+            wanted = (precision, threads or _cpus(), str(home) if home else None)
             raise AiforgeError(f"the preload loaded with (precision, threads, home) = {self.settings()}, the "
                                f"server is configured with {wanted}: start the Preload with the server's "
                                "settings (aiforge serve does), or pass none.")
