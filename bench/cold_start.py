@@ -24,8 +24,9 @@ the GIL and overlaps the imports; near 0: it holds the GIL); ``overlap_ms``: loa
 thread while the main thread imports FastAPI, the app and uvicorn, against each alone (wall ms, best
 of three). Every child process runs with its tree's bytecode compiled (each tree into its own
 ``PYTHONPYCACHEPREFIX``, written by one unmeasured start), as an installed package has it; readiness
-is polled every 10 ms through one HTTP client (``aiforge.serve.loadgen.start_server``). Writes
-bench/results/cold_start.json.
+is polled every 10 ms through one HTTP client (``aiforge.serve.loadgen.start_server``); ``poller``: the
+baseline tree (else this one) polled the way ``start_server`` polled before (a new client every 20 ms)
+against now, ``--poller-runs`` starts each. Writes bench/results/cold_start.json.
 """
 
 from __future__ import annotations
@@ -268,6 +269,39 @@ def ready_seconds(src: Path, bundle: Path, home: Path) -> dict[str, float]:
                 "first_request_ms": latencies[0], "next_ten_median_ms": statistics.median(latencies[1:])}
 
 
+def poller_effect(src: Path, bundle: Path, home: Path, *, runs: int) -> dict[str, Any]:
+    """Spawn to ready of ``src``, polled as ``start_server`` polled before (``httpx.get`` per poll: a new client
+    and TLS context each time, every 20 ms) against now (one client, every 10 ms), alternating: how much of
+    an earlier figure was the poller taking CPU from the server."""
+    def once(old: bool) -> float:
+        port = free_port()
+        start = time.perf_counter()
+        proc = subprocess.Popen(aiforge_server_args([str(bundle)], port=port), env=tree_env(src, home),
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        url = f"http://127.0.0.1:{port}/v2/health/ready"
+        try:
+            with httpx.Client(timeout=1.0, trust_env=False) as client:
+                while time.perf_counter() - start < 300:
+                    try:
+                        if (httpx.get(url, timeout=1.0) if old else client.get(url)).status_code == 200:
+                            return time.perf_counter() - start
+                    except httpx.HTTPError:
+                        pass
+                    time.sleep(0.02 if old else 0.01)
+            raise RuntimeError(f"{src}: not ready within 300 s")
+        finally:
+            proc.terminate()
+            proc.wait(timeout=60)
+
+    times: dict[bool, list[float]] = {True: [], False: []}
+    for _ in range(runs):
+        for old in (True, False):
+            times[old].append(once(old))
+    return {"src": str(src), "old_poller_ready_s_median": round(statistics.median(times[True]), 4),
+            "new_poller_ready_s_median": round(statistics.median(times[False]), 4),
+            "old_poller_runs": times[True], "new_poller_runs": times[False]}
+
+
 def import_profile(src: Path, *, repeats: int = 3) -> dict[str, Any]:
     """``python -X importtime`` of what ``aiforge serve`` imports: the total and the heaviest top-level modules
     and their direct children (cumulative ms), each the best of ``repeats``, and how many modules load."""
@@ -318,6 +352,8 @@ def main() -> None:
                                                                  "[default: banking77 in --home, fitted if absent]")
     parser.add_argument("--baseline-src", type=Path, default=None, help="another checkout's src/ to compare")
     parser.add_argument("--runs", type=int, default=7)
+    parser.add_argument("--poller-runs", type=int, default=3, help="starts of the baseline (else this) tree per "
+                        "poller, old and new (0: skip)")
     parser.add_argument("--home", type=Path, default=Path(os.environ.get("AIFORGE_HOME", "/tmp/aiforge-cold-start")))
     args = parser.parse_args()
     if args.bundle is None:
@@ -331,6 +367,9 @@ def main() -> None:
         for name, src in trees.items():
             runs[name].append(ready_seconds(src, args.bundle, args.home))
     load_ready = os.getloadavg()
+    poller = (poller_effect(trees.get("baseline", trees["this"]), args.bundle, args.home, runs=args.poller_runs)
+              if args.poller_runs else None)
+    load_poller = os.getloadavg()
     gil = gil_overlap(args.bundle)
     rows = {name: {**summary(runs[name], src), "imports": import_profile(src),
                    "overlap_ms": overlap(src, args.bundle, args.home),
@@ -339,6 +378,7 @@ def main() -> None:
         "benchmark": "aiforge serve BUNDLE: spawn to /v2/health/ready",
         "command": f"python bench/cold_start.py --bundle BUNDLE --baseline-src BEFORE/src --runs {args.runs}",
         "machine": machine(), "load_average_before": load_before, "load_average_after_ready_runs": load_ready,
+        "load_average_after_poller_runs": load_poller, "poller": poller,
         "load_average_after": os.getloadavg(), "bundle": str(args.bundle), "gil_overlap": gil,
         "int8_graph_mb": graph_mb(args.bundle), "trees": rows, "target_s": 0.6,
         "conditions": "bytecode compiled beforehand, each tree into its own PYTHONPYCACHEPREFIX (one unmeasured "
