@@ -748,7 +748,8 @@ def main() -> None:
         "optimize_sweeps": {**_earlier_sweeps(), **sweeps},
         # the --experiments and --candidates parts are separate runs: kept as they are (each has its command)
         **{k: v for k, v in _earlier().items() if k in ("profile_batch_64", "experiments", "matmulnbits_candidates",
-                                                      "profile_batch_64_by_recipe", "offline_runtime")},
+                                                      "profile_batch_64_by_recipe", "offline_runtime",
+                                                      "offline_runtime_loaded_run")},
     }
     print(payload["ratios"])
     print(f"wrote {write_result('optimize', payload)}")
