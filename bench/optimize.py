@@ -4,6 +4,7 @@
         [--sweep NAME --sweep-home HOME --sweep-budget 120 [--sweep-data FILE]]...
     python bench/optimize.py --candidates --bundle PATH [--candidate NAME]...   (MatMulNBits graphs, paired)
     python bench/optimize.py --experiments --bundle PATH                       (batch-64 profile, variants)
+    python bench/optimize.py --runtime --bundle PATH       (the offline runtime: batches run concurrently, paired)
 
 Compares, on the full BANKING77 test set (3,080 texts) and the bundle's own fp32 graph:
 ``fp32``; ``int8-per-tensor`` (onnxruntime ``quantize_dynamic`` as aiforge shipped it before: one
@@ -42,7 +43,7 @@ from tokenizers import Tokenizer
 
 import aiforge as af
 from _common import RESULTS, machine, shared_data, write_result
-from aiforge.bundle.runtime import onnx_session
+from aiforge.bundle.runtime import available_cpus, onnx_session, run_concurrently
 from aiforge.bundle.tokens import encode_batches, length_groups, pad_rows
 from aiforge.optimize.command import optimize_bundle
 from aiforge.optimize.fuse import fuse_transformer
@@ -420,6 +421,155 @@ def _experiments_only(args: argparse.Namespace, texts: list[str]) -> None:
     print(f"wrote {write_result('optimize', payload)}")
 
 
+# --- --runtime: the offline runtime (batches run concurrently on one session) -------------------------------------
+
+def _rss_mb(field: str = "VmRSS") -> float:
+    """This process's resident set (``VmHWM``: its peak; ru_maxrss would carry the parent's over exec) in MB."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(f"{field}:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def _concurrent(sessions: list[Any], tok: Tokenizer, texts: list[str], batch: int, *, workers: int = 2,
+                ratio: float = 1.2, slack: int = 2, latencies: list[float] | None = None) -> np.ndarray:
+    """Length-sorted batches run ``workers`` at a time (``run_concurrently``); worker w on ``sessions[w % n]``."""
+    seqs = [e.ids for e in tok.encode_batch(texts)]
+    feeds = [(idx, *pad_rows(seqs, idx)) for idx in
+             length_groups(np.array([len(x) for x in seqs]), batch, ratio=ratio, slack=slack)]
+    out: np.ndarray | None = None
+
+    def run(worker: int, feed: tuple[np.ndarray, np.ndarray, np.ndarray]) -> None:
+        nonlocal out
+        idx, ids, mask = feed
+        t0 = time.perf_counter()
+        probs = sessions[worker % len(sessions)].run(None, {"input_ids": ids, "attention_mask": mask})[0]
+        if latencies is not None:
+            latencies.append(time.perf_counter() - t0)
+        if out is None:
+            out = np.zeros((len(texts), probs.shape[1]), dtype=np.float32)
+        out[idx] = probs
+
+    run_concurrently(run, feeds, workers=workers)
+    assert out is not None
+    return out
+
+
+def _sequential(session: Any, tok: Tokenizer, texts: list[str], batch: int,
+                latencies: list[float] | None = None) -> np.ndarray:
+    return _concurrent([session], tok, texts, batch, workers=1, latencies=latencies)
+
+
+def _pairs(base: Any, variant: Any, texts: list[str], pairs: int) -> dict[str, Any]:
+    """``pairs`` alternating passes (base, then variant) over all ``texts``; median of the pair ratios."""
+    base(texts[:64])
+    variant(texts[:64])
+    rates, bases = [], []
+    for _ in range(pairs):
+        for run, into in ((base, bases), (variant, rates)):
+            t0 = time.perf_counter()
+            run(texts)
+            into.append(len(texts) / (time.perf_counter() - t0))
+    ratios = [v / b for v, b in zip(rates, bases, strict=True)]
+    return {"texts_per_s": rates, "sequential_texts_per_s": bases, "pair_ratios": ratios,
+            "vs_sequential": float(np.median(ratios)), "load_average_after": load_average()}
+
+
+def _peak_rss(graph: Path, bundle: Path, sessions: int, threads: int, workers: int, texts: int) -> dict[str, float]:
+    """RSS of a fresh process that opens ``sessions`` sessions and runs ``texts`` test texts through them."""
+    import subprocess
+    import sys
+
+    code = (f"import sys; sys.path.insert(0, {str(Path(__file__).parent)!r}); import optimize as o; "
+            "import pandas as pd; from pathlib import Path; "
+            f"tok, texts = o._tokenizer_and_timed(Path({str(bundle)!r}), pd.read_csv(o.shared_data() / 'banking77' "
+            f"/ 'test.csv')['text'].tolist()[:{texts}], {texts}); before = o._rss_mb(); "
+            f"s = [o._session(Path({str(graph)!r}), {threads}) for _ in range({sessions})]; loaded = o._rss_mb(); "
+            f"o._concurrent(s, tok, texts, 64, workers={workers}); "
+            "print(before, loaded, o._rss_mb(), o._rss_mb('VmHWM'))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    before, loaded, after, peak = map(float, out[-4:])
+    return {"rss_before_sessions_mb": before, "rss_sessions_loaded_mb": loaded, "rss_after_pass_mb": after,
+            "peak_rss_mb": peak}
+
+
+def _offline_runtime_only(args: argparse.Namespace, texts: list[str]) -> None:
+    """``--runtime``: sequential batches (today's offline path) against batches run concurrently, paired."""
+    load_at_start = load_average()
+    bundle = args.bundle
+    graph = bundle / json.loads((bundle / "pipeline.json").read_text())["graphs"]["int8"]
+    tok, _ = _tokenizer_and_timed(bundle, texts, len(texts))
+    threads = args.threads
+    base = _session(graph, threads)
+    one = _session(graph, 1)
+    other = _session(graph, 1)
+    ref = _sequential(base, tok, texts, 64)
+    rows: dict[str, Any] = {}
+
+    def row(name: str, variant: Any, batch: int = 64, *, sample: list[str] | None = None,
+            ref_batch: np.ndarray | None = None) -> None:
+        sample = sample or texts
+        out = variant(sample)
+        want = ref if ref_batch is None else ref_batch
+        rows[name] = {**_pairs(lambda t: _sequential(base, tok, t, batch), variant, sample, args.repeats),
+                      "max_abs_diff_vs_sequential": float(np.abs(out - want).max()),
+                      "bit_equal_to_sequential": bool(np.array_equal(out, want))}
+        print(name, json.dumps(rows[name]), flush=True)
+
+    workers = threads
+    row("shared_1_thread_session_2_workers_batch_64", lambda t: _concurrent([one], tok, t, 64, workers=workers))
+    row("shared_1_thread_session_2_workers_batch_128", lambda t: _concurrent([one], tok, t, 128, workers=workers))
+    row("shared_1_thread_session_2_workers_exact_length_batch_64",
+        lambda t: _concurrent([one], tok, t, 64, workers=workers, ratio=1.0, slack=0))
+    row("two_1_thread_sessions_2_workers_batch_64", lambda t: _concurrent([one, other], tok, t, 64, workers=workers))
+    row(f"the_{threads}_thread_session_2_workers_batch_64",
+        lambda t: _concurrent([base], tok, t, 64, workers=workers))
+    # what is adopted: TextRuntime.predict_proba itself, against the same runtime held to one batch at a time
+    from aiforge.bundle.runtime import Runtime
+
+    adopted, sequential = Runtime.load(bundle, threads=threads), Runtime.load(bundle, threads=threads)
+    sequential.offline_min_batches = 1 << 30
+    for batch in (64, 128):
+        adopted.batch_size = sequential.batch_size = batch
+        rows[f"adopted_runtime_batch_{batch}"] = {
+            **_pairs(sequential.predict_proba, adopted.predict_proba, texts, args.repeats),
+            "max_abs_diff_vs_sequential": float(np.abs(adopted.predict_proba(texts) -
+                                                       sequential.predict_proba(texts)).max()),
+            "baseline": f"the same TextRuntime, batches one after another, batch {batch}"}
+        print(f"adopted_runtime_batch_{batch}", json.dumps(rows[f"adopted_runtime_batch_{batch}"]), flush=True)
+    # small batches: 2 workers x 1 intra-op thread against 1 x 2, throughput and the latency of each call
+    latency: dict[str, Any] = {}
+    for batch in (1, 16):
+        sample = texts[:args.batch1_texts] if batch == 1 else texts
+        ref_b = _sequential(base, tok, sample, batch)
+        row(f"shared_1_thread_session_2_workers_batch_{batch}",
+            lambda t, b=batch: _concurrent([one], tok, t, b, workers=workers), batch, sample=sample, ref_batch=ref_b)
+        for name, sessions, w in ((f"sequential_{threads}_threads", [base], 1), ("sequential_1_thread", [one], 1),
+                                  ("2_workers_1_thread", [one], workers)):
+            calls: list[float] = []
+            _concurrent(sessions, tok, sample, batch, workers=w, latencies=calls)
+            latency[f"batch_{batch}_{name}"] = {"p50_ms": float(np.percentile(calls, 50)) * 1e3,
+                                                "p99_ms": float(np.percentile(calls, 99)) * 1e3}
+        print("latency", json.dumps(latency), flush=True)
+    rss = {name: _peak_rss(graph, bundle, n, t, w, len(texts)) for name, n, t, w in (
+        (f"one_{threads}_thread_session_sequential", 1, threads, 1),
+        ("one_1_thread_session_2_workers", 1, 1, workers), ("two_1_thread_sessions_2_workers", 2, 1, workers))}
+    print("rss", json.dumps(rss), flush=True)
+    path = RESULTS / "optimize.json"
+    payload = json.loads(path.read_text()) if path.exists() else {}
+    payload["offline_runtime"] = {
+        "graph": f"the bundle's int8 graph ({graph.name}, {graph.stat().st_size / 1e6:.1f} MB)",
+        "baseline": f"sequential: length-sorted batches (ratio 1.2 + 2) one after another on one {threads}-thread "
+                    "session (the offline path before)",
+        "method": f"all {len(texts)} BANKING77 test texts per pass ({args.batch1_texts} at batch 1); --repeats "
+                  "alternating pairs (sequential pass, then the variant); ratio = median of the pair ratios",
+        "command": f"python bench/optimize.py --runtime --bundle PATH --threads {threads} --repeats {args.repeats}",
+        "available_cpus": available_cpus(), "threads": threads, "texts": len(texts),
+        "load_average_at_start": load_at_start, "load_average_at_end": load_average(),
+        "rows": rows, "call_latency": latency, "rss": rss}
+    print(f"wrote {write_result('optimize', payload)}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--bundle", type=Path, default=None, help="a BANKING77 text bundle folder")
@@ -448,7 +598,16 @@ def main() -> None:
                              "into optimize.json (matmulnbits_candidates)")
     parser.add_argument("--candidate", action="append", default=[], choices=list(NBITS_CANDIDATES),
                         help="with --candidates: only these (repeatable)")
+    parser.add_argument("--runtime", action="store_true",
+                        help="only the offline runtime: sequential batches against batches run concurrently on one "
+                             "session (paired), written into optimize.json (offline_runtime)")
     args = parser.parse_args()
+    if args.runtime:
+        if args.bundle is None:
+            parser.error("--runtime needs --bundle")
+        args.threads = args.threads or available_cpus()
+        _offline_runtime_only(args, pd.read_csv(shared_data() / "banking77" / "test.csv")["text"].tolist())
+        return
     if args.candidates:
         if args.bundle is None:
             parser.error("--candidates needs --bundle")
@@ -589,7 +748,8 @@ def main() -> None:
         "optimize_sweeps": {**_earlier_sweeps(), **sweeps},
         # the --experiments and --candidates parts are separate runs: kept as they are (each has its command)
         **{k: v for k, v in _earlier().items() if k in ("profile_batch_64", "experiments", "matmulnbits_candidates",
-                                                      "profile_batch_64_by_recipe")},
+                                                      "profile_batch_64_by_recipe", "offline_runtime",
+                                                      "offline_runtime_loaded_run")},
     }
     print(payload["ratios"])
     print(f"wrote {write_result('optimize', payload)}")

@@ -12,10 +12,11 @@ from __future__ import annotations
 import json
 import math
 import os
-from collections.abc import Mapping, Sequence
+import threading
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, cast
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar, cast
 
 import numpy as np
 
@@ -30,7 +31,10 @@ if TYPE_CHECKING:
     from aiforge.audit.metrics import Metrics
 
 
-__all__ = ["GRAPH_LEVELS", "ItemLimits", "Prediction", "Runtime", "available_cpus", "onnx_session", "session_settings"]
+__all__ = ["GRAPH_LEVELS", "ItemLimits", "Prediction", "Runtime", "available_cpus", "onnx_session", "run_concurrently",
+           "session_settings"]
+
+T = TypeVar("T")
 
 
 def available_cpus() -> int:
@@ -91,6 +95,57 @@ def onnx_session(path: Path, *, threads: int | None = None, level: str | None = 
         return ort.InferenceSession(str(path), options, providers=providers)
     except Exception as exc:
         raise BundleError(f"{path.parent}: cannot load {path.name} ({exc}).") from exc
+
+
+def run_concurrently(run: Callable[[int, T], None], batches: Iterable[T], *, workers: int) -> None:
+    """Call ``run(worker, batch)`` on every batch, ``workers`` batches at a time, each on its own thread.
+
+    Pipeline parallelism across batches: onnxruntime's ``InferenceSession.run`` is thread-safe and
+    releases the GIL, so one session with one intra-op thread runs ``workers`` batches at once on as
+    many cores, without the fork/join of splitting each small GEMM. Workers take the next batch in
+    order (``worker`` is 0 for the calling thread, 1.. for the others; a generator of batches is
+    advanced under a lock); ``run`` writes its own result (e.g. into rows of a shared array), so the
+    order of the output is the caller's. One worker runs in the calling thread alone.
+
+    Raises:
+        Exception: the first exception a batch raised, after every batch already started has
+            finished (the batches not started yet are not run); no thread is left running.
+    """
+    if workers <= 1:
+        for batch in batches:
+            run(0, batch)
+        return
+    lock, failed = threading.Lock(), threading.Event()
+    errors: list[BaseException] = []
+    remaining = iter(batches)
+
+    def work(worker: int) -> None:
+        while not failed.is_set():
+            try:
+                with lock:
+                    batch = next(remaining, _DONE)
+                if batch is _DONE:
+                    return
+                run(worker, cast(T, batch))
+            except BaseException as exc:  # raised again below, in the caller's thread
+                errors.append(exc)
+                failed.set()
+                return
+
+    threads = [threading.Thread(target=work, args=(w,), name=f"aiforge-offline-{w}", daemon=True)
+               for w in range(1, workers)]
+    for t in threads:
+        t.start()
+    try:
+        work(0)
+    finally:
+        for t in threads:
+            t.join()
+    if errors:
+        raise errors[0]
+
+
+_DONE = object()  # run_concurrently's end of the batches
 
 
 def session_settings(manifest: BundleManifest, threads: int | None) -> dict[str, Any]:

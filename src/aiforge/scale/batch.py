@@ -146,7 +146,9 @@ def batch(bundle: str | Path, *, input: str | Path, output: str | Path, backend:
     read_manifest(path)  # verified here once, so a bad bundle fails before any cluster starts
     inputs = find_inputs(input)
     log = log_columns(path, inputs)
-    threads = max(1, int(cpus_per_actor))
+    # a Ray actor uses the CPUs Ray reserves for it; the local backend all this process may use (its runtime runs
+    # large batches concurrently on them: TextRuntime._offline_plan)
+    threads = max(1, int(cpus_per_actor)) if backend == "ray" else None
     # Loaded once in this process where it is needed here: the local backend predicts with it, and an
     # interaction log is checked with it (Ray's actors load their own).
     needed = backend == "local" or log is not None

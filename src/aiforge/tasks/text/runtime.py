@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -11,16 +12,21 @@ import numpy as np
 from aiforge.bundle.format import BundleFiles, BundleManifest
 from aiforge.bundle.inputs import check_text
 from aiforge.bundle.out_of_scope import DistanceScorer, NearestScorer
-from aiforge.bundle.runtime import ItemLimits, Runtime, onnx_session, session_settings
+from aiforge.bundle.runtime import ItemLimits, Runtime, available_cpus, onnx_session, run_concurrently, session_settings
 from aiforge.bundle.tokens import encode_batches
 from aiforge.errors import BundleError, DataError, InputError
 
 if TYPE_CHECKING:
+    import onnxruntime as ort
+
     from aiforge.audit.metrics import Metrics
 
 __all__ = ["TextRuntime"]
 
 T = TypeVar("T")
+
+OFFLINE_MIN_BATCHES = 4  # texts for at least this many batches run as concurrent batches (_offline_plan)
+_OFFLINE_LOCK = threading.Lock()  # one offline session per runtime, made once
 
 
 class TextRuntime(Runtime):
@@ -93,10 +99,16 @@ class TextRuntime(Runtime):
     def v2_metadata_inputs(self) -> list[dict[str, Any]]:
         return [{"name": "text", "datatype": "BYTES", "shape": [-1]}]
 
+    offline_min_batches = OFFLINE_MIN_BATCHES  # set on an instance to move the threshold (the bench: sequential)
+    _offline: tuple[ort.InferenceSession, ort.InferenceSession] | None = None  # (serving, offline): _offline_session
+
     def predict_proba(self, items: list[Any]) -> np.ndarray:
         """Probabilities, one row per text, columns in ``labels`` order.
 
-        Texts are sorted by token length and run in batches, so padding stays small.
+        Texts are sorted by token length and run in batches, so padding stays small. Many texts
+        (``offline_min_batches`` batches or more, e.g. a file or a batch job's chunk) run as
+        concurrent batches when the session may use more than one thread (``_offline_plan``); the
+        output is the same, row for row, as running them one after another.
 
         Raises:
             InputError: ``items`` is not a list of strings.
@@ -107,23 +119,68 @@ class TextRuntime(Runtime):
         out = np.zeros((len(texts), len(self.labels)), dtype=np.float32)
         if not texts:
             return out
-        n = len(self.in_scope_labels)
-        for idx, ids, mask in encode_batches(self.tokenizer, list(texts), self.batch_size):
-            feeds = {"input_ids": ids, "attention_mask": mask}
-            if self._oos is None:
-                out[idx] = self.session.run([self._output], feeds)[0]
-                continue
-            scorer, threshold, features = self._oos
-            if scorer is not None and features is not None:
-                probs, feats = self.session.run([self._output, features], feeds)
-                rejected = scorer.score(feats) > threshold
-            else:  # method probability: the score is minus the top probability
-                probs = self.session.run([self._output], feeds)[0]
-                rejected = -probs.max(axis=1) > threshold
-            # a rejected text is all out_of_scope; an accepted one keeps its class probabilities
-            out[idx, :n] = np.where(rejected[:, None], 0.0, probs)
-            out[idx, n] = rejected.astype(np.float32)
+        batches = encode_batches(self.tokenizer, list(texts), self.batch_size)
+        session, workers = self._offline_plan(len(texts))
+
+        def run(_worker: int, batch: tuple[np.ndarray, np.ndarray, np.ndarray]) -> None:
+            self._run_into(out, session, *batch)
+
+        run_concurrently(run, batches, workers=workers)
         return out
+
+    def _run_into(self, out: np.ndarray, session: ort.InferenceSession, idx: np.ndarray, ids: np.ndarray,
+                  mask: np.ndarray) -> None:
+        """Run one padded batch and write its rows ``idx`` of ``out``."""
+        feeds = {"input_ids": ids, "attention_mask": mask}
+        if self._oos is None:
+            out[idx] = session.run([self._output], feeds)[0]
+            return
+        n = len(self.in_scope_labels)
+        scorer, threshold, features = self._oos
+        if scorer is not None and features is not None:
+            probs, feats = session.run([self._output, features], feeds)
+            rejected = scorer.score(feats) > threshold
+        else:  # method probability: the score is minus the top probability
+            probs = session.run([self._output], feeds)[0]
+            rejected = -probs.max(axis=1) > threshold
+        # a rejected text is all out_of_scope; an accepted one keeps its class probabilities
+        out[idx, :n] = np.where(rejected[:, None], 0.0, probs)
+        out[idx, n] = rejected.astype(np.float32)
+
+    def _offline_plan(self, count: int) -> tuple[ort.InferenceSession, int]:
+        """The session and number of concurrent batches for ``count`` texts.
+
+        Fewer than ``offline_min_batches`` batches (every request of a server at its default
+        ``max_batch_size``), a session of one intra-op thread (``--threads 1``, a bundle's
+        ``intra_op_threads: 1``), one CPU, or a GPU session: the serving session, one batch at a
+        time. Otherwise as many batches at once as the serving session has intra-op threads (at most
+        the CPUs this process may use), all on one extra session of one intra-op thread
+        (``_offline_session``): measured in ``bench/optimize.py --runtime`` (docs/optimize.md, "The
+        offline runtime"), this beats one batch at a time on a session of as many threads.
+        """
+        if count < self.offline_min_batches * self.batch_size:
+            return self.session, 1
+        threads = self.session.get_session_options().intra_op_num_threads or available_cpus()  # 0: onnxruntime's own
+        workers = min(threads, available_cpus())
+        if workers <= 1 or self.session.get_providers()[0] != "CPUExecutionProvider":
+            return self.session, 1
+        return self._offline_session(), workers
+
+    def _offline_session(self) -> ort.InferenceSession:
+        """The one-intra-op-thread session concurrent batches share, made on first need from the bundle's graph
+        of ``precision`` (hashed again just before it is loaded, so the bytes run are the manifest's).
+
+        It stands for the serving session it was made beside: if ``session`` is replaced later, concurrent
+        batches run on the new one (a replacement made before the first large call is not detected).
+        """
+        with _OFFLINE_LOCK:
+            if self._offline is None:
+                level = session_settings(self.manifest, None)["level"]
+                rel = self.pipeline["graphs"][self.precision]
+                offline = BundleFiles(self.path).load(rel, lambda f: onnx_session(f, threads=1, level=level))
+                self._offline = (self.session, offline)
+            serving, offline = self._offline
+            return offline if serving is self.session else self.session
 
     def warmup(self) -> None:
         self.predict(["warm up", "a slightly longer sentence to warm up the graph for longer inputs"])
