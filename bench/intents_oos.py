@@ -481,7 +481,8 @@ def main() -> None:
                + (f" --max-per-label {args.max_per_label}" if args.max_per_label else "")
                + (f" --threads {args.threads}" if args.threads != 1 else "")
                + (f" --backbone {args.backbone}" if args.backbone != "minilm-l6" else ""),
-               "backbone": args.backbone, "epochs": args.epochs, "max_per_label": args.max_per_label, "torch_threads": args.threads,
+               "backbone": args.backbone, "epochs": args.epochs, "max_per_label": args.max_per_label,
+               "torch_threads": args.threads,
                "max_length": args.max_length,
                "train_seconds": run["train_seconds"], "epoch_end_seconds": run["epoch_end_seconds"],
                "embed_seconds": run["embed_seconds"],

@@ -126,3 +126,14 @@ def test_text_encoder_refuses_a_backbone_that_is_not_a_text_encoder() -> None:
 
     with pytest.raises(BackboneError, match="'ms-marco-minilm-l12' is a reranker"):
         TextEncoder(get_backbone("ms-marco-minilm-l12"))
+
+
+def test_recommendation_content_embeddings_take_bge_small() -> None:
+    from aiforge.tasks.recommend.embed import embed_texts
+
+    titles = ["Toy Story (1995) Animation|Children|Comedy", "Toy Story 2 (1999) Animation|Children|Comedy",
+              "Heat (1995) Action|Crime|Thriller"]
+    emb = embed_texts(titles, backbone="bge-small", progress=False)
+    assert emb.shape == (3, 384) and emb.dtype == np.float32
+    assert np.allclose(np.linalg.norm(emb, axis=1), 1.0, atol=1e-5)
+    assert emb[0] @ emb[1] > emb[0] @ emb[2] + 0.05

@@ -85,4 +85,5 @@ def bert_from_int8_onnx(folder: Path) -> Any:
         raise BackboneError(f"{folder / 'model.onnx'}: dequantized weights do not fit {folder / 'config.json'}: "
                             f"missing {missing[:5]}, unexpected {extra[:5]}, wrong shape {wrong[:5]}.")
     model.load_state_dict(weights, strict=False)
-    return model.eval()
+    model.eval()  # type: ignore[no-untyped-call]
+    return model
