@@ -1,6 +1,7 @@
 """BANKING77 with 10 intents held out as unknown: out-of-scope recall at in-scope accuracy, per recipe.
 
     AIFORGE_SHARED_DATA=/work/shared/data python bench/intents_oos.py [--recipes ce,lmcl,lmcl_oe] [--epochs 2]
+        [--backbone minilm-l6|bge-small]
 
 Protocol: 10 of the 77 intents are held out (numpy seed 0, as bench/chat.py); the encoder is fine-tuned
 on the other 67 intents' train rows less a stratified 10% validation split (seed 0); each score's
