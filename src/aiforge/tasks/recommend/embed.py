@@ -1,4 +1,4 @@
-"""Item text embeddings with a hub text encoder (MiniLM): L2-normalised, float32 (needs torch)."""
+"""Item text embeddings with a hub text encoder (minilm-l6 or bge-small): L2-normalised, float32 (needs torch)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ __all__ = ["embed_texts"]
 
 def embed_texts(texts: list[str], *, backbone: str = "minilm-l6", max_length: int = 64,
                 progress: bool = True) -> np.ndarray:
-    """One unit-length row per text, from the backbone's mean-pooled encoder.
+    """One unit-length row per text, from the backbone's encoder, pooled as its catalog row says.
 
     Raises:
         BackboneError: the backbone is unknown or its package is missing.
