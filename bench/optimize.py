@@ -5,6 +5,7 @@
     python bench/optimize.py --candidates --bundle PATH [--candidate NAME]...   (MatMulNBits graphs, paired)
     python bench/optimize.py --experiments --bundle PATH                       (batch-64 profile, variants)
     python bench/optimize.py --runtime --bundle PATH       (the offline runtime: batches run concurrently, paired)
+    python bench/optimize.py --graphs-g18 --bundle PATH    (compact quantizers, SmoothQuant down-projections, paired)
 
 Compares, on the full BANKING77 test set (3,080 texts) and the bundle's own fp32 graph:
 ``fp32``; ``int8-per-tensor`` (onnxruntime ``quantize_dynamic`` as aiforge shipped it before: one
@@ -570,6 +571,129 @@ def _offline_runtime_only(args: argparse.Namespace, texts: list[str]) -> None:
     print(f"wrote {write_result('optimize', payload)}")
 
 
+def _calibration_texts() -> list[str]:
+    """256 BANKING77 training texts, as the export draws them (seed 0): what smoothed recipes fit on."""
+    from aiforge.tasks.text.parity import calibration_texts
+
+    return calibration_texts(pd.read_csv(shared_data() / "banking77" / "train.csv")["text"].tolist(), seed=0)
+
+
+def _calibration_feeds(tok: Tokenizer, texts: list[str]) -> list[dict[str, np.ndarray]]:
+    return [{"input_ids": ids, "attention_mask": mask} for _, ids, mask in encode_batches(tok, texts, 16)]
+
+
+def _levels_agreement(path: Path, tok: Tokenizer, texts: list[str], ref: np.ndarray, threads: int) -> dict[str, Any]:
+    """Top-1 agreement with fp32 and max |dp| against the default level's output, at every graph optimization level
+    (onnxruntime's fusions must not change what the graph computes: the MatMulIntegerToFloat trap)."""
+    import onnxruntime as ort
+
+    out: dict[str, Any] = {}
+    default = None
+    for name in ("all", "disable_all", "basic", "extended"):
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.graph_optimization_level = getattr(ort.GraphOptimizationLevel, f"ORT_{name.upper()}"
+                                                   if name == "disable_all" else f"ORT_ENABLE_{name.upper()}")
+        probs = probabilities(ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"]), tok,
+                              texts, 64)
+        default = probs if default is None else default
+        out[name] = {"top1_agreement_with_fp32": float((probs.argmax(1) == ref.argmax(1)).mean()),
+                     "max_abs_prob_diff_vs_level_all": float(np.abs(probs - default).max())}
+    return out
+
+
+def _graphs_g18(args: argparse.Namespace, texts: list[str]) -> None:
+    """``--graphs-g18``: fp32, the shipped-before int8 graph, the same graph with the compact per-row quantizers,
+    and the smoothed all-int8 recipe; agreement, 40-probe batch dependence, size, texts/s paired against the
+    shipped-before graph at batch 1/16/64; the SmoothQuant alpha sweep. Written into optimize.json (graphs_g18)."""
+    from aiforge.optimize.quantize import QuantRecipe
+    from aiforge.optimize.smooth import smooth_matmuls
+
+    load_at_start = load_average()
+    bundle = args.bundle
+    tok, timed = _tokenizer_and_timed(bundle, texts, args.timing_texts)
+    calibration = _calibration_texts()
+
+    def feeds() -> list[dict[str, np.ndarray]]:
+        return _calibration_feeds(tok, calibration)
+
+    recipe = RECIPES[0]
+    out: dict[str, Any] = {"command": f"python bench/optimize.py --graphs-g18 --bundle PATH --threads {args.threads} "
+                                      f"--timing-texts {args.timing_texts} --batch1-texts {args.batch1_texts} "
+                                      f"--repeats {args.repeats} --probes {args.probes}",
+                           "method": "agreement and batch dependence on all test texts (probes alone vs 4 random "
+                                     "batches of 1-31 mates, at 1 and 2 threads); speed: --repeats alternating pairs "
+                                     "(shipped-before, then the graph) per batch size, ratio = median of the pair "
+                                     "ratios; --timing-texts evenly spaced texts at batch 16/64, --batch1-texts at 1",
+                           "threads": args.threads, "timing_texts": len(timed), "calibration_texts": len(calibration),
+                           "recipe": recipe.name, "load_average_at_start": load_at_start}
+    with tempfile.TemporaryDirectory(prefix="aiforge-bench-optimize-") as tmp:
+        work = Path(tmp)
+        fused = work / "fused.onnx"
+        fuse_transformer(bundle / "model.onnx", fused, num_heads=HEADS)
+        before = next(r for r in RECIPES if r.name == SHIPPED_BEFORE)
+        graphs = {"fp32": bundle / "model.onnx", "fused-int8-shipped-before": work / "before.onnx",
+                  "fused-int8-shipped-before-compact-quantizers": work / "compact.onnx",
+                  "fused-int8-" + recipe.name: work / "new.onnx"}
+        quantize_recipe(fused, graphs["fused-int8-shipped-before"], before, compact=False)
+        quantize_recipe(fused, graphs["fused-int8-shipped-before-compact-quantizers"], before)
+        quantize_recipe(fused, graphs["fused-int8-" + recipe.name], recipe, calibration=feeds())
+        ref = probabilities(_session(fused, args.threads), tok, texts, 64)
+        base = _session(graphs["fused-int8-shipped-before"], args.threads)
+        rows: dict[str, Any] = {}
+        for name, path in graphs.items():
+            part_start = load_average()
+            session = _session(path, args.threads)
+            probs = probabilities(session, tok, texts, 64)
+            row: dict[str, Any] = {
+                "size_mb": path.stat().st_size / 1e6,
+                "top1_agreement_with_fp32": float((probs.argmax(1) == ref.argmax(1)).mean()),
+                "max_abs_prob_diff_vs_fp32": float(np.abs(probs - ref).max()),
+                "max_abs_prob_change_alone_vs_batched": {
+                    f"threads_{t}": batch_dependence(_session(path, t), tok, texts, probes=args.probes)
+                    for t in (1, 2)}}
+            if "compact" in name or name.endswith(recipe.name):
+                row["graph_optimization_levels"] = _levels_agreement(path, tok, texts, ref, args.threads)
+            if name != "fused-int8-shipped-before":
+                row["paired_vs_shipped_before"] = {
+                    f"batch_{b}": _paired(base, session, tok, timed if b > 1 else texts[:args.batch1_texts],
+                                          args.repeats, batch=b) for b in (1, 16, 64)}
+            row["load_average_at_start"], row["load_average_at_end"] = part_start, load_average()
+            rows[name] = row
+            print(name, json.dumps(row), flush=True)
+        out["graphs"] = rows
+        sweep_start = load_average()
+        sweep: dict[str, Any] = {}
+        for alpha in (0.5, 0.65, 0.8):
+            smoothed = work / f"smoothed_{alpha}.onnx"
+            smooth_matmuls(fused, smoothed, calibration=feeds(), alpha=alpha)
+            for per_channel in (False, True):
+                graph = work / f"smoothed_{alpha}_{per_channel}.onnx"
+                quantize_recipe(smoothed, graph, QuantRecipe("sweep", keep_embeddings_fp32=False,
+                                                            keep_down_projections_fp32=False, per_channel=per_channel))
+                probs = probabilities(_session(graph, args.threads), tok, texts, 64)
+                sweep[f"alpha_{alpha}_{'per_channel' if per_channel else 'per_tensor'}_weights"] = {
+                    "top1_agreement_with_fp32": float((probs.argmax(1) == ref.argmax(1)).mean()),
+                    "size_mb": graph.stat().st_size / 1e6}
+        for per_channel in (False, True):
+            graph = work / f"unsmoothed_{per_channel}.onnx"
+            quantize_recipe(fused, graph, QuantRecipe("sweep", keep_embeddings_fp32=False,
+                                                      keep_down_projections_fp32=False, per_channel=per_channel))
+            probs = probabilities(_session(graph, args.threads), tok, texts, 64)
+            sweep[f"no_smoothing_{'per_channel' if per_channel else 'per_tensor'}_weights"] = {
+                "top1_agreement_with_fp32": float((probs.argmax(1) == ref.argmax(1)).mean()),
+                "size_mb": graph.stat().st_size / 1e6}
+        out["smoothquant_sweep"] = {"what": "every weight MatMul and the embeddings int8, per-row activations, "
+                                            "down-projections smoothed with alpha (or not)", "rows": sweep,
+                                    "load_average_at_start": sweep_start, "load_average_at_end": load_average()}
+        print("sweep", json.dumps(sweep), flush=True)
+    out["load_average_at_end"] = load_average()
+    path = RESULTS / "optimize.json"
+    payload = json.loads(path.read_text()) if path.exists() else {}
+    payload["graphs_g18"] = {**out, "machine": machine()}
+    print(f"wrote {write_result('optimize', payload)}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--bundle", type=Path, default=None, help="a BANKING77 text bundle folder")
@@ -601,12 +725,21 @@ def main() -> None:
     parser.add_argument("--runtime", action="store_true",
                         help="only the offline runtime: sequential batches against batches run concurrently on one "
                              "session (paired), written into optimize.json (offline_runtime)")
+    parser.add_argument("--graphs-g18", action="store_true",
+                        help="only fp32, the shipped-before int8 graph, it with compact quantizers and the smoothed "
+                             "all-int8 recipe, paired at batch 1/16/64, and the SmoothQuant alpha sweep (graphs_g18)")
     args = parser.parse_args()
     if args.runtime:
         if args.bundle is None:
             parser.error("--runtime needs --bundle")
         args.threads = args.threads or available_cpus()
         _offline_runtime_only(args, pd.read_csv(shared_data() / "banking77" / "test.csv")["text"].tolist())
+        return
+    if args.graphs_g18:
+        if args.bundle is None:
+            parser.error("--graphs-g18 needs --bundle")
+        args.threads = args.threads or 2
+        _graphs_g18(args, pd.read_csv(shared_data() / "banking77" / "test.csv")["text"].tolist())
         return
     if args.candidates:
         if args.bundle is None:
@@ -648,7 +781,7 @@ def main() -> None:
         quantize_recipe(fp32, graphs["int8-unfused-per-row"], unfused)
         fused = fuse_transformer(fp32, graphs["fused-fp32"], num_heads=HEADS)
         quantize_recipe(graphs["fused-fp32"], graphs["fused-int8-shipped-before"],
-                        next(r for r in RECIPES if r.name == SHIPPED_BEFORE))
+                        next(r for r in RECIPES if r.name == SHIPPED_BEFORE), compact=False)
         print("fused", fused, flush=True)
         lengths = np.array([len(e.ids) for e in tok.encode_batch(texts)])
         timed = texts[::max(1, len(texts) // args.timing_texts)][:args.timing_texts]
@@ -658,7 +791,8 @@ def main() -> None:
         for name, path in [*graphs.items(), ("fused-int8", Path(tmp) / "fused_int8.onnx")]:
             if name == "fused-int8":  # the export's choice: the first recipe reaching 99 % on the full test set
                 for recipe in [r for r in RECIPES if args.fused_recipe in (None, r.name)]:
-                    quantize_recipe(graphs["fused-fp32"], path, recipe)
+                    quantize_recipe(graphs["fused-fp32"], path, recipe, calibration=_calibration_feeds(
+                        tok, _calibration_texts()) if recipe.needs_calibration else None)
                     agree = float((probabilities(onnx_session(path, threads=args.threads), tok, texts, 64)
                                    .argmax(1) == ref.argmax(1)).mean())
                     shipped.setdefault("tries", []).append({"recipe": recipe.name, "top1_agreement": agree,

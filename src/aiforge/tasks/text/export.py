@@ -1,6 +1,6 @@
 """Export a fitted text classifier: one ONNX graph (encoder + pooling + head + softmax),
-an int8 copy (the graph fused, then dynamically quantized with per-row activation scales), the
-tokenizer, and parity checks against PyTorch."""
+an int8 copy (the graph fused, its down-projections smoothed on training texts, then dynamically
+quantized with per-row activation scales), the tokenizer, and parity checks against PyTorch."""
 
 from __future__ import annotations
 
@@ -24,14 +24,15 @@ from aiforge.tasks.text.checks import group_audit
 from aiforge.tasks.text.data import TextDataset
 from aiforge.tasks.text.model import ProbabilityGraph
 from aiforge.tasks.text.out_of_scope import OOS_EXAMPLES, OOS_MEANS, OOS_PRECISION
-from aiforge.tasks.text.parity import gate_size, parity_sample
+from aiforge.tasks.text.parity import calibration_texts, gate_size, parity_sample
 from aiforge.tasks.text.spec import TextSpec
 
 if TYPE_CHECKING:
     from aiforge.tasks.text.fitted import FittedTextClassifier, TextFitResult
 
 
-__all__ = ["FP32_GRAPH", "INT8_GRAPH", "export_text_classifier", "text_pipeline", "write_text_bundle"]
+__all__ = ["FP32_GRAPH", "INT8_GRAPH", "calibration_feeds", "export_text_classifier", "text_pipeline",
+           "write_text_bundle"]
 
 
 FP32_GRAPH = "model.onnx"
@@ -65,12 +66,21 @@ def _onnx_probs(path: Path, fitted: FittedTextClassifier, texts: list[str]) -> n
     return out
 
 
+def calibration_feeds(fitted: FittedTextClassifier, texts: list[str]) -> list[dict[str, np.ndarray]]:
+    """The graph's feeds for ``texts`` in batches of 16, each padded to its longest text."""
+    from aiforge.bundle.tokens import encode_batches
+
+    return [{"input_ids": ids, "attention_mask": mask} for _, ids, mask in encode_batches(fitted.tokenizer, texts, 16)]
+
+
 def export_text_classifier(fitted: FittedTextClassifier, directory: Path, *, parity_data: TextDataset,
-                           features: bool = False) -> Parity:
+                           features: bool = False, calibration: TextDataset | None = None) -> Parity:
     """Write the graphs and the tokenizer into ``directory``; return the parity record.
 
     The fp32 graph must match PyTorch within ``optimize.max_prob_diff``; the int8 graph is
     kept only when its top-1 agreement with fp32 reaches ``optimize.min_int8_agreement``.
+    ``calibration`` (the training split) gives the texts a smoothed int8 recipe fits its factors on;
+    without it those recipes are skipped.
 
     Raises:
         ExportError: export failed or the fp32 graph does not match PyTorch.
@@ -117,9 +127,12 @@ def export_text_classifier(fitted: FittedTextClassifier, directory: Path, *, par
             outcome["int8"] = _onnx_probs(path, fitted, gate.texts)
             return float((outcome["int8"].argmax(1) == gate_fp32.argmax(1)).mean())
 
+        calib = (calibration_texts(list(calibration.texts), seed=fitted.spec.train.seed)
+                 if calibration is not None and len(calibration) else None)
         quant = quantize_with_parity(directory / FP32_GRAPH, directory / INT8_GRAPH, agreement=agreement,
                                      min_agreement=opt.min_int8_agreement,
-                                     num_heads=backbone_heads(fitted.backbone.name))
+                                     num_heads=backbone_heads(fitted.backbone.name),
+                                     calibration=(lambda: calibration_feeds(fitted, calib)) if calib else None)
         probs = outcome["int8"]
         int8_details: dict[str, Any] = {"tries": quant["tries"], "fused": quant["fused"], "gate_samples": len(gate),
                                         "gate_margin": quant["tries"][-1]["top1_agreement"] - opt.min_int8_agreement,
@@ -176,7 +189,7 @@ def write_text_bundle(staged: Path, *, spec: TextSpec, result: TextFitResult) ->
     fitted, splits = result.fitted, result.splits
     oos = result.out_of_scope
     parity = export_text_classifier(fitted, staged, parity_data=splits.test or splits.validation,
-                                    features=oos is not None and oos.scorer is not None)
+                                    features=oos is not None and oos.scorer is not None, calibration=splits.train)
     metrics: dict[str, Any] = {
         "validation": result.validation.to_dict(),
         "test": result.test.to_dict() if result.test else None,
