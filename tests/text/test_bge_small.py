@@ -18,6 +18,7 @@ from serve_helpers import read_texts, serving
 # full mode trains the head on the frozen features first (the head-mode path), then fine-tunes one epoch over
 # 48 rows; the ONNX export, the int8 gate and a server: 476 s at load 6 beside a training job (idle: less)
 @pytest.mark.slow
+@pytest.mark.heavy
 def test_bge_small_fine_tunes_exports_and_serves(small_banking: Path, make_head_spec, tmp_path: Path) -> None:
     raw = make_head_spec(small_banking, name="bank8-bge", data={"max_per_label": 6},
                          model={"backbone": "bge-small", "mode": "full", "max_length": 32},
