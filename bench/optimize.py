@@ -664,25 +664,20 @@ def _graphs_g18(args: argparse.Namespace, texts: list[str]) -> None:
         out["graphs"] = rows
         sweep_start = load_average()
         sweep: dict[str, Any] = {}
-        for alpha in (0.5, 0.65, 0.8):
-            smoothed = work / f"smoothed_{alpha}.onnx"
-            smooth_matmuls(fused, smoothed, calibration=feeds(), alpha=alpha)
+        for alpha in (0.5, 0.65, 0.8, None):
+            source = fused
+            if alpha is not None:
+                source = work / f"smoothed_{alpha}.onnx"
+                smooth_matmuls(fused, source, calibration=feeds(), alpha=alpha)
             for per_channel in (False, True):
-                graph = work / f"smoothed_{alpha}_{per_channel}.onnx"
-                quantize_recipe(smoothed, graph, QuantRecipe("sweep", keep_embeddings_fp32=False,
-                                                            keep_down_projections_fp32=False, per_channel=per_channel))
+                graph = work / f"sweep_{alpha}_{per_channel}.onnx"
+                quantize_recipe(source, graph, QuantRecipe("sweep", keep_embeddings_fp32=False,
+                                                           keep_down_projections_fp32=False, per_channel=per_channel))
                 probs = probabilities(_session(graph, args.threads), tok, texts, 64)
-                sweep[f"alpha_{alpha}_{'per_channel' if per_channel else 'per_tensor'}_weights"] = {
+                label = "no_smoothing" if alpha is None else f"alpha_{alpha}"
+                sweep[f"{label}_{'per_channel' if per_channel else 'per_tensor'}_weights"] = {
                     "top1_agreement_with_fp32": float((probs.argmax(1) == ref.argmax(1)).mean()),
                     "size_mb": graph.stat().st_size / 1e6}
-        for per_channel in (False, True):
-            graph = work / f"unsmoothed_{per_channel}.onnx"
-            quantize_recipe(fused, graph, QuantRecipe("sweep", keep_embeddings_fp32=False,
-                                                      keep_down_projections_fp32=False, per_channel=per_channel))
-            probs = probabilities(_session(graph, args.threads), tok, texts, 64)
-            sweep[f"no_smoothing_{'per_channel' if per_channel else 'per_tensor'}_weights"] = {
-                "top1_agreement_with_fp32": float((probs.argmax(1) == ref.argmax(1)).mean()),
-                "size_mb": graph.stat().st_size / 1e6}
         out["smoothquant_sweep"] = {"what": "every weight MatMul and the embeddings int8, per-row activations, "
                                             "down-projections smoothed with alpha (or not)", "rows": sweep,
                                     "load_average_at_start": sweep_start, "load_average_at_end": load_average()}

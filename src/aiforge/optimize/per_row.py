@@ -90,27 +90,22 @@ def per_row_activations(path: Path, out: Path | None = None, *, compact: bool = 
                   helper.make_node("ReduceMax", [f"{p}_abs"], [f"{p}_max"], axes=[-1], keepdims=1))
         stale.update(node.output)
         replaced += 1
-        if compact:  # QuantizeLinear (scale 1, zero point 128) rounds, shifts, saturates and casts
-            nodes += [
-                helper.make_node("Abs", [x], [f"{p}_abs"]),
-                reduce,
-                helper.make_node("Max", [f"{p}_max", "aiforge_per_row_eps"], [f"{p}_maxeps"]),
-                helper.make_node("Div", [f"{p}_maxeps", "aiforge_per_row_127"], [scale]),
-                helper.make_node("Div", [x, scale], [f"{p}_scaled"]),
-                helper.make_node("QuantizeLinear", [f"{p}_scaled", "aiforge_per_row_one", "aiforge_per_row_zp"],
-                                 [q]),
-            ]
-            row_scales.add(scale)
-            zero = helper.make_node("Identity", ["aiforge_per_row_zp"], [zp])
-            nodes.append(zero)
-            spares.add(id(zero))
-            continue
         nodes += [
             helper.make_node("Abs", [x], [f"{p}_abs"]),
             reduce,
             helper.make_node("Max", [f"{p}_max", "aiforge_per_row_eps"], [f"{p}_maxeps"]),
             helper.make_node("Div", [f"{p}_maxeps", "aiforge_per_row_127"], [scale]),
             helper.make_node("Div", [x, scale], [f"{p}_scaled"]),
+        ]
+        if compact:  # QuantizeLinear (scale 1, zero point 128) rounds, shifts, saturates and casts
+            nodes.append(helper.make_node("QuantizeLinear", [f"{p}_scaled", "aiforge_per_row_one",
+                                                             "aiforge_per_row_zp"], [q]))
+            row_scales.add(scale)
+            zero = helper.make_node("Identity", ["aiforge_per_row_zp"], [zp])
+            nodes.append(zero)
+            spares.add(id(zero))
+            continue
+        nodes += [
             helper.make_node("Round", [f"{p}_scaled"], [f"{p}_round"]),
             helper.make_node("Add", [f"{p}_round", "aiforge_per_row_128f"], [f"{p}_shift"]),
             helper.make_node("Cast", [f"{p}_shift"], [q], to=onnx.TensorProto.UINT8),
