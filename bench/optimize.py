@@ -724,24 +724,16 @@ def main() -> None:
                         help="only fp32, the shipped-before int8 graph, it with compact quantizers and the smoothed "
                              "all-int8 recipe, paired at batch 1/16/64, and the SmoothQuant alpha sweep (graphs_g18)")
     args = parser.parse_args()
-    if args.runtime:
-        if args.bundle is None:
-            parser.error("--runtime needs --bundle")
-        args.threads = args.threads or available_cpus()
-        _offline_runtime_only(args, pd.read_csv(shared_data() / "banking77" / "test.csv")["text"].tolist())
-        return
-    if args.graphs_g18:
-        if args.bundle is None:
-            parser.error("--graphs-g18 needs --bundle")
-        args.threads = args.threads or 2
-        _graphs_g18(args, pd.read_csv(shared_data() / "banking77" / "test.csv")["text"].tolist())
-        return
-    if args.candidates:
-        if args.bundle is None:
-            parser.error("--candidates needs --bundle")
-        args.threads = args.threads or 2
-        _candidates_only(args, pd.read_csv(shared_data() / "banking77" / "test.csv")["text"].tolist())
-        return
+    modes = ((args.runtime, "--runtime", available_cpus, _offline_runtime_only),
+             (args.graphs_g18, "--graphs-g18", lambda: 2, _graphs_g18),
+             (args.candidates, "--candidates", lambda: 2, _candidates_only))
+    for chosen, flag, default_threads, run in modes:  # the one-part modes: each needs --bundle, then returns
+        if chosen:
+            if args.bundle is None:
+                parser.error(f"{flag} needs --bundle")
+            args.threads = args.threads or default_threads()
+            run(args, pd.read_csv(shared_data() / "banking77" / "test.csv")["text"].tolist())
+            return
     if args.experiments:
         if args.bundle is None:
             parser.error("--experiments needs --bundle")
