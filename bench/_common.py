@@ -22,6 +22,14 @@ def shared_data() -> Path:
     return path
 
 
+def _cpu_model() -> str:
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        return platform.machine()
+    return next((line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")), platform.machine())
+
+
 def machine() -> dict[str, Any]:
     """What the numbers were measured on."""
     import onnxruntime
@@ -30,6 +38,7 @@ def machine() -> dict[str, Any]:
     return {
         "cpu_count": os.cpu_count(),
         "processor": platform.processor() or platform.machine(),
+        "cpu_model": _cpu_model(),
         "python": platform.python_version(),
         "torch": torch.__version__,
         "onnxruntime": onnxruntime.__version__,

@@ -6,6 +6,7 @@
     python bench/optimize.py --experiments --bundle PATH                       (batch-64 profile, variants)
     python bench/optimize.py --runtime --bundle PATH       (the offline runtime: batches run concurrently, paired)
     python bench/optimize.py --graphs-g18 --bundle PATH    (compact quantizers, SmoothQuant down-projections, paired)
+    python bench/optimize.py --cpu-portability --bundle PATH  (int8 sums exact or saturating on this CPU)
 
 Compares, on the full BANKING77 test set (3,080 texts) and the bundle's own fp32 graph:
 ``fp32``; ``int8-per-tensor`` (onnxruntime ``quantize_dynamic`` as aiforge shipped it before: one
@@ -602,6 +603,84 @@ def _levels_agreement(path: Path, tok: Tokenizer, texts: list[str], ref: np.ndar
     return out
 
 
+# --- --cpu-portability: the same int8 graph on a CPU whose int8 sums saturate (x86 without VNNI) -----------------
+
+def _clamp_pairs(src: Path, dst: Path, limit: int = 128) -> dict[str, int]:
+    """``src`` with each int8 weight pair (rows 2j, 2j + 1 of a MatMul's B) scaled so |w| + |w'| <= ``limit``:
+    255 * 128 fits int16, so vpmaddubsw cannot saturate (a diagnostic: it costs agreement)."""
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load(str(src))
+    inits = {i.name: i for i in model.graph.initializer}
+    changed = total = 0
+    for node in model.graph.node:
+        w = inits.get(node.input[1]) if node.op_type in ("MatMulInteger", "MatMulIntegerToFloat") else None
+        a = numpy_helper.to_array(w) if w is not None else None
+        if w is None or a is None or a.dtype != np.int8 or a.ndim != 2:
+            continue
+        k = a.shape[0] - a.shape[0] % 2
+        pairs = a[:k].astype(np.int32).reshape(k // 2, 2, -1)
+        sums = np.abs(pairs).sum(1)
+        total, changed = total + sums.size, changed + int((sums > limit).sum())
+        factor = np.where(sums > limit, limit / np.maximum(sums, 1), 1.0)[:, None, :]
+        a = a.copy()
+        a[:k] = np.trunc(pairs * factor).astype(np.int8).reshape(k, -1)
+        w.CopyFrom(numpy_helper.from_array(a, w.name))
+    onnx.save(model, str(dst))
+    return {"pairs_changed": changed, "pairs": total}
+
+
+def _cpu_portability(args: argparse.Namespace, texts: list[str]) -> None:
+    """``--cpu-portability``: the first recipe's int8 graph as onnxruntime runs it on this CPU, exactly (u8u8,
+    ``session.x64quantprecision``), with 7-bit weights, and with weight pairs clamped: agreement with fp32 on
+    every test text, batch 1 against batch 64 (400 texts) and the 40-probe batch dependence."""
+    import dataclasses
+
+    from aiforge.bundle.cpu import int8_cpu
+
+    bundle = args.bundle
+    tok, _ = _tokenizer_and_timed(bundle, texts, len(texts))
+    with tempfile.TemporaryDirectory(prefix="aiforge-bench-cpu-") as tmp:
+        work = Path(tmp)
+        fused = work / "fused.onnx"
+        fuse_transformer(bundle / "model.onnx", fused, num_heads=HEADS)
+        ref = probabilities(_session(fused, args.threads), tok, texts, 64)
+        feeds = _calibration_feeds(tok, _calibration_texts())
+        graphs = {"8_bit_weights": work / "w8.onnx", "7_bit_weights": work / "w7.onnx"}
+        quantize_recipe(fused, graphs["8_bit_weights"], RECIPES[0], calibration=feeds)
+        quantize_recipe(fused, graphs["7_bit_weights"], dataclasses.replace(RECIPES[0], reduce_range=True),
+                        calibration=feeds)
+        clamped = _clamp_pairs(graphs["8_bit_weights"], work / "pairs.onnx")
+        exact = {"session.x64quantprecision": "1"}
+        rows: dict[str, Any] = {}
+        for name, path, config in (("8_bit_weights", graphs["8_bit_weights"], None),
+                                   ("8_bit_weights_exact_u8u8", graphs["8_bit_weights"], exact),
+                                   ("7_bit_weights", graphs["7_bit_weights"], None),
+                                   ("8_bit_weight_pairs_clamped_to_128", work / "pairs.onnx", None)):
+            session = _session(path, args.threads, config)
+            probs = probabilities(session, tok, texts, 64)
+            alone = probabilities(session, tok, texts[:400], 1)
+            rows[name] = {"top1_agreement_with_fp32": float((probs.argmax(1) == ref.argmax(1)).mean()),
+                          "max_abs_prob_diff_vs_fp32": float(np.abs(probs - ref).max()),
+                          "batch_1_vs_batch_64_max_abs_diff_400_texts": float(np.abs(alone - probs[:400]).max()),
+                          "batch_dependence_40_probes": batch_dependence(session, tok, texts, probes=40)}
+            if config:
+                rows[name]["session_config"] = config
+            print(name, json.dumps(rows[name]), flush=True)
+        rows["8_bit_weight_pairs_clamped_to_128"].update(clamped)
+        exact_probs = probabilities(_session(graphs["8_bit_weights"], args.threads, exact), tok, texts, 64)
+        rows["8_bit_weight_pairs_clamped_to_128"]["max_abs_diff_vs_exact_u8u8"] = float(np.abs(
+            probabilities(_session(work / "pairs.onnx", args.threads), tok, texts, 64) - exact_probs).max())
+    path = RESULTS / "optimize.json"
+    payload = json.loads(path.read_text()) if path.exists() else {}
+    payload["cpu_portability"] = {
+        "command": f"python bench/optimize.py --cpu-portability --bundle PATH --threads {args.threads}",
+        "machine": machine(), "int8_cpu": int8_cpu(), "recipe": RECIPES[0].name, "texts": len(texts),
+        "rows": rows}
+    print(f"wrote {write_result('optimize', payload)}")
+
+
 def _graphs_g18(args: argparse.Namespace, texts: list[str]) -> None:
     """``--graphs-g18``: fp32, the shipped-before int8 graph, the same graph with the compact per-row quantizers,
     and the smoothed all-int8 recipe; agreement, 40-probe batch dependence, size, texts/s paired against the
@@ -723,8 +802,12 @@ def main() -> None:
     parser.add_argument("--graphs-g18", action="store_true",
                         help="only fp32, the shipped-before int8 graph, it with compact quantizers and the smoothed "
                              "all-int8 recipe, paired at batch 1/16/64, and the SmoothQuant alpha sweep (graphs_g18)")
+    parser.add_argument("--cpu-portability", action="store_true",
+                        help="only the first recipe's int8 graph as this CPU runs it, exactly (u8u8), with 7-bit "
+                             "weights and with weight pairs clamped (cpu_portability)")
     args = parser.parse_args()
-    modes = ((args.runtime, "--runtime", available_cpus, _offline_runtime_only),
+    modes = ((args.cpu_portability, "--cpu-portability", lambda: 2, _cpu_portability),
+             (args.runtime, "--runtime", available_cpus, _offline_runtime_only),
              (args.graphs_g18, "--graphs-g18", lambda: 2, _graphs_g18),
              (args.candidates, "--candidates", lambda: 2, _candidates_only))
     for chosen, flag, default_threads, run in modes:  # the one-part modes: each needs --bundle, then returns

@@ -33,6 +33,12 @@ CARD = "card.md"
 _ENGINE_KEYS = frozenset({"aiforge_version", "baseline", "metrics", "parity", "spec"})
 
 
+def _int8_cpu() -> dict[str, Any]:
+    from aiforge.bundle.cpu import int8_cpu
+
+    return int8_cpu()
+
+
 @dataclass(frozen=True)
 class Int8Parity:
     """The gate an int8 copy of a graph went through (stored with an ``int8_`` prefix on each key)."""
@@ -43,11 +49,13 @@ class Int8Parity:
     accuracy: float | None
     recipe: str | None
     details: Mapping[str, Any] = field(default_factory=dict)  # tries, fallback settings, dropped reason…
+    # the CPU the gate ran on (bundle/cpu.int8_cpu: int8 sums exact or saturating); None: not recorded
+    cpu: Mapping[str, Any] | None = field(default_factory=lambda: _int8_cpu())
 
     def to_dict(self) -> dict[str, Any]:
         """The keys bundles store: ``int8_ok``, ``int8_top1_agreement``, … and each detail prefixed."""
         core = {"recipe": self.recipe, "top1_agreement": self.top1_agreement, "min_agreement": self.min_agreement,
-                "accuracy": self.accuracy, "ok": self.ok}
+                "accuracy": self.accuracy, "ok": self.ok, **({"cpu": dict(self.cpu)} if self.cpu else {})}
         return {f"int8_{k}": v for k, v in {**core, **self.details}.items()}
 
 
@@ -82,7 +90,7 @@ class Parity:
                 q = {k.removeprefix("int8_"): rest.pop(k) for k in list(rest) if k.startswith("int8_")}
                 int8 = Int8Parity(ok=bool(q.pop("ok")), top1_agreement=q.pop("top1_agreement"),
                                   min_agreement=q.pop("min_agreement"), accuracy=q.pop("accuracy"),
-                                  recipe=q.pop("recipe"), details=q)
+                                  recipe=q.pop("recipe"), cpu=q.pop("cpu", None), details=q)
         except KeyError as exc:
             raise BundleError(f"parity record lacks {exc}; it has {sorted(raw)}. Re-export the bundle.") from exc
         return cls(samples, diff, diff_key, samples_key, int8, rest)

@@ -10,6 +10,7 @@ the file verbs used by the CLI.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import threading
@@ -198,7 +199,15 @@ class Runtime:
         except SpecError as exc:
             raise BundleError(f"{path}: no runtime for this bundle's task ({exc}).") from exc
         runtime_cls: type[Runtime] = resolve(kind.runtime)
-        return runtime_cls.open_files(files, precision=precision, threads=threads)
+        runtime = runtime_cls.open_files(files, precision=precision, threads=threads)
+        if getattr(runtime, "precision", None) == "int8":
+            from aiforge.bundle.cpu import portability_warning
+
+            parity = files.manifest.extra.get("parity")
+            warning = portability_warning(parity.get("int8_cpu") if isinstance(parity, dict) else None)
+            if warning:
+                logging.getLogger("aiforge.runtime").warning("%s: %s", files.manifest.name, warning)
+        return runtime
 
     @classmethod
     def open_files(cls, files: BundleFiles, *, precision: str = "auto", threads: int | None = None) -> Runtime:

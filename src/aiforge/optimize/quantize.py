@@ -48,6 +48,7 @@ class QuantRecipe:
     static: bool = False
     calibration: str = "minmax"  # static only: "minmax" or "percentile" (99.999th of |activation|)
     smooth_alpha: float | None = None
+    reduce_range: bool = False  # 7-bit weights (onnxruntime's reduce_range): measured, not shipped (bundle/cpu.py)
 
     @property
     def needs_calibration(self) -> bool:
@@ -167,7 +168,8 @@ def quantize_recipe(fp32_path: Path, int8_path: Path, recipe: QuantRecipe, *, pe
             source = Path(tmp) / "smoothed.onnx"
             smooth_matmuls(fp32_path, source, calibration=calibration, alpha=recipe.smooth_alpha)
         quantize_dynamic(str(source), str(int8_path), weight_type=QuantType.QInt8,
-                         per_channel=recipe.per_channel, nodes_to_exclude=_excluded_nodes(source, recipe),
+                         per_channel=recipe.per_channel, reduce_range=recipe.reduce_range,
+                         nodes_to_exclude=_excluded_nodes(source, recipe),
                          # fused graphs: com.microsoft ops have no ONNX shape inference, their outputs no type
                          extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
     if per_row:
