@@ -69,6 +69,8 @@ def test_loading_an_int8_bundle_gated_on_the_other_kind_of_cpu_logs_why(
     text_bundle = Path(trained_bundle.export.path)
     recorded = read_manifest(text_bundle).extra["parity"]["int8_cpu"]
     assert recorded == int8_cpu()
+    sums = "saturate in pairs" if recorded["u8s8_saturates"] else "are exact"
+    assert f"measured on a CPU whose int8 sums {sums} ({recorded['isa']})" in (text_bundle / "card.md").read_text()
     with caplog.at_level(logging.WARNING, logger="aiforge.runtime"):
         Runtime.load(text_bundle, precision="int8")
     assert not caplog.records  # gated on this machine

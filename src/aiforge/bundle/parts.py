@@ -50,7 +50,7 @@ class Int8Parity:
     recipe: str | None
     details: Mapping[str, Any] = field(default_factory=dict)  # tries, fallback settings, dropped reason…
     # the CPU the gate ran on (bundle/cpu.int8_cpu: int8 sums exact or saturating); None: not recorded
-    cpu: Mapping[str, Any] | None = field(default_factory=lambda: _int8_cpu())
+    cpu: Mapping[str, Any] | None = field(default_factory=_int8_cpu)
 
     def to_dict(self) -> dict[str, Any]:
         """The keys bundles store: ``int8_ok``, ``int8_top1_agreement``, … and each detail prefixed."""

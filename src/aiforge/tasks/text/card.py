@@ -31,8 +31,8 @@ def text_classifier_card(*, name: str, backbone: Backbone, mode: str, labels: li
     if "int8_ok" in parity:
         shipped = f"shipped, recipe {parity.get('int8_recipe')}" if parity["int8_ok"] else "below limit: not shipped"
         cpu = parity.get("int8_cpu") or {}
-        where = (f"; measured on a {cpu.get('isa')} CPU, whose int8 sums "
-                 f"{'saturate in pairs' if cpu.get('u8s8_saturates') else 'are exact'}") if cpu.get("isa") else ""
+        sums = "saturate in pairs" if cpu.get("u8s8_saturates") else "are exact"
+        where = f"; measured on a CPU whose int8 sums {sums} ({cpu.get('isa')})" if cpu.get("isa") else ""
         int8 = f"int8 top-1 agreement with fp32: {_pct(parity.get('int8_top1_agreement'))} ({shipped}{where})"
     else:
         int8 = "int8: not produced (optimize.quantize is off)"
