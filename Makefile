@@ -41,8 +41,8 @@ typecheck: install
 test: lint typecheck
 	$(PY) -m pytest -q -ra --durations=15 -m "not docs and not heavy"
 
-# The end-to-end runs of over a minute each on 2 cores (the local LLM exported and served, Ray's
-# HAProxy ingress): outside make test's 20 minutes; CI runs them after it.
+# The end-to-end runs of about 40 s or more each on 2 cores (the local LLM exported and served, Ray's
+# HAProxy ingress, the demos, a Ray node killed): outside make test's 20 minutes; CI runs them after it.
 test-heavy: install
 	$(PY) -m pytest -q -ra --durations=15 -m heavy
 

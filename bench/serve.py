@@ -1,6 +1,6 @@
 """Serving benchmark: aiforge (fp32, int8) against peers on PyTorch (A, B) and on the same int8 graph (C, D, E).
 
-    python bench/serve.py [--duration 20] [--levels 1,8,64] [--only NAME,...]
+    python bench/serve.py [--duration 20] [--levels 1,8,64] [--only NAME,...] [--keep-as KEY]
 
 Run with the bench environment's Python (bench/.venv, `make bench-serve` builds it), which
 has the project's pins plus bentoml and litserve. One run, one machine: fits a head-mode
@@ -20,7 +20,8 @@ load generator (aiforge's serve/loadgen.py, a separate process) to the other (``
 requests drawn from the BANKING77 test set at each concurrency, and resident memory after the load.
 Also the offline figure (Runtime.predict_proba on the whole test set, batches of 64, no HTTP) on the
 server's core with one thread, before and after the servers, and served c=max / the higher offline
-figure. Writes bench/results/serve.json.
+figure. Writes bench/results/serve.json (with ``--keep-as KEY``: into its key KEY, the rest of the file kept,
+for a rerun on another machine).
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ from typing import Any
 import pandas as pd
 
 import aiforge as af
-from _common import ROOT, machine, shared_data, write_result
+from _common import RESULTS, ROOT, machine, shared_data, write_result
 from aiforge.bundle.runtime import Runtime
 from aiforge.serve.benchmark import rss_mb
 from aiforge.serve.loadgen import aiforge_server_args, free_port, measure, measure_levels, running_server
@@ -229,6 +230,8 @@ def main() -> None:
                         help="another checkout's src/: also measure its aiforge int8 server (aiforge_int8_before)")
     parser.add_argument("--head-dir", type=Path, default=None,
                         help="with --bundle: A and B's head (default: read from the bundle's fp32 graph)")
+    parser.add_argument("--keep-as", default=None,
+                        help="write this run into serve.json's key KEY, keeping the rest of the file")
     args = parser.parse_args()
     levels = [int(x) for x in args.levels.split(",")]
     only = {x for x in args.only.split(",") if x}
@@ -303,6 +306,10 @@ def main() -> None:
                  "probabilities."),
     }
     print(json.dumps(ratios, indent=2))
+    if args.keep_as:
+        payload["command"] += (f" --only {args.only}" if args.only else "") + f" --keep-as {args.keep_as}"
+        path = RESULTS / "serve.json"
+        payload = {**(json.loads(path.read_text()) if path.exists() else {}), args.keep_as: payload}
     print(f"wrote {write_result('serve', payload)}")
 
 

@@ -261,6 +261,7 @@ def test_hybrid_retrieval_beats_bm25_and_dense_alone_on_banking77(shared_data: P
     assert scores["dense"].hit_at_1 > 0.8, summary
 
 
+@pytest.mark.heavy  # ~110 s on 2 cores (indexes all of docs/): make test-heavy
 def test_docs_assistant_example_validates_and_runs(tmp_path: Path) -> None:
     from aiforge.tasks.chat.api import DEMO_QUESTIONS, demo_spec, run_demo
 

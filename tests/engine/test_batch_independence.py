@@ -196,6 +196,7 @@ def test_the_text_int8_graph_is_fused_and_the_fused_fp32_graph_is_batch_independ
     assert _max_dependence(rt, served) <= TOL
 
 
+@pytest.mark.heavy  # ~80 s on 2 cores (quantizes the fused graph, 40 probes x 2 thread counts): make test-heavy
 def test_the_shipped_text_recipe_is_batch_independent_in_large_batches(
         request: pytest.FixtureRequest, shared_data: Path, tmp_path: Path) -> None:
     """RECIPES[0] (the int8 graph a text export tries first: SmoothQuant factors fitted on 256 training texts,

@@ -36,6 +36,7 @@ def test_local_batch_writes_every_row_once_and_rejects_the_bad_ones(local_run: P
     assert all("duration" in r["error"] and BAD_NUMBER in r["error"] for r in rejects)
 
 
+@pytest.mark.heavy  # ~40 s on 2 cores (a second Ray node started and killed): make test-heavy
 def test_ray_batch_survives_a_worker_node_killed_mid_job(local_run: Path, german: Any, batch_csv: Path,
                                                          ray_cluster: Any, tmp_path: Path) -> None:
     out = tmp_path / "ray"

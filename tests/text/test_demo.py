@@ -43,6 +43,7 @@ def test_demo_data_is_reproducible(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.heavy  # ~40 s on 2 cores: make test-heavy
 def test_demo_command_end_to_end(tmp_path: Path) -> None:
     home, workdir = tmp_path / "home", tmp_path / "work"
     env = {**os.environ, "AIFORGE_HOME": str(tmp_path / "not-used"), "HF_HUB_OFFLINE": "1", "COLUMNS": "200"}
