@@ -372,8 +372,7 @@ def _candidates_only(args: argparse.Namespace, texts: list[str]) -> None:
                                                                                    probes=args.probes),
                           **_paired(base, session, tok, timed, args.repeats), "load_average_after": load_average()}
             print(name, json.dumps(rows[name]), flush=True)
-    path = RESULTS / "optimize.json"
-    payload = json.loads(path.read_text()) if path.exists() else {}
+    payload = _earlier()
     payload["matmulnbits_candidates"] = {
         "baseline": f"fused graph, recipe {SHIPPED_BEFORE} (per-row int8, down-projections fp32)",
         "method": "agreement and batch dependence on all test texts; speed: --repeats alternating pairs at batch 64, "
@@ -402,8 +401,7 @@ def _experiments_only(args: argparse.Namespace, texts: list[str]) -> None:
         prof = profile_run(graph, tok, timed, threads=args.threads, batch=64, work=work)
         print("profile", json.dumps(prof, indent=1), flush=True)
         if args.profile_only:
-            path = RESULTS / "optimize.json"
-            payload = json.loads(path.read_text()) if path.exists() else {}
+            payload = _earlier()
             payload.setdefault("profile_batch_64_by_recipe", {})[args.fused_recipe] = {
                 **prof, "load_average_at_start": load_at_start, "load_average_at_end": load_average(),
                 "command": f"python bench/optimize.py --experiments --profile-only --bundle PATH --fused-recipe "
@@ -413,8 +411,7 @@ def _experiments_only(args: argparse.Namespace, texts: list[str]) -> None:
         exp = experiments(graph, fused, tok, texts, timed, ref, threads=args.threads, repeats=args.repeats,
                           calibration=calibration, work=work)
         print("experiments", json.dumps(exp, indent=1), flush=True)
-    path = RESULTS / "optimize.json"
-    payload = json.loads(path.read_text()) if path.exists() else {}
+    payload = _earlier()
     payload["profile_batch_64"] = {**prof, "recipe": args.fused_recipe, "load_average_at_start": load_at_start,
                                    "load_average_at_end": load_average(),
                                    "command": "python bench/optimize.py --experiments --bundle PATH "
@@ -558,8 +555,7 @@ def _offline_runtime_only(args: argparse.Namespace, texts: list[str]) -> None:
         (f"one_{threads}_thread_session_sequential", 1, threads, 1),
         ("one_1_thread_session_2_workers", 1, 1, workers), ("two_1_thread_sessions_2_workers", 2, 1, workers))}
     print("rss", json.dumps(rss), flush=True)
-    path = RESULTS / "optimize.json"
-    payload = json.loads(path.read_text()) if path.exists() else {}
+    payload = _earlier()
     payload["offline_runtime"] = {
         "graph": f"the bundle's int8 graph ({graph.name}, {graph.stat().st_size / 1e6:.1f} MB)",
         "baseline": f"sequential: length-sorted batches (ratio 1.2 + 2) one after another on one {threads}-thread "
@@ -674,8 +670,7 @@ def _cpu_portability(args: argparse.Namespace, texts: list[str]) -> None:
         clamped_exact = probabilities(_session(work / "pairs.onnx", args.threads, exact), tok, texts, 64)
         rows["8_bit_weight_pairs_clamped_to_128"].update(clamped, max_abs_diff_vs_itself_exact_u8u8=float(np.abs(
             outputs["8_bit_weight_pairs_clamped_to_128"] - clamped_exact).max()))
-    path = RESULTS / "optimize.json"
-    payload = json.loads(path.read_text()) if path.exists() else {}
+    payload = _earlier()
     payload["cpu_portability"] = {
         "command": f"python bench/optimize.py --cpu-portability --bundle PATH --threads {args.threads}",
         "machine": machine(), "int8_cpu": int8_cpu(), "recipe": RECIPES[0].name, "texts": len(texts),
@@ -717,8 +712,7 @@ def _ceiling(args: argparse.Namespace, texts: list[str]) -> None:
                             "texts_per_s_best": max(passes), "fraction_of_int8_ceiling": max(passes) / ceiling_int8},
         "load_average_at_start": load_at_start, "load_average_at_end": load_average()}
     print(json.dumps(row, indent=1), flush=True)
-    path = RESULTS / "optimize.json"
-    payload = json.loads(path.read_text()) if path.exists() else {}
+    payload = _earlier()
     # every run is kept: a GEMM peak measured on a busy machine is low, and the ceiling is the highest one
     cpu = payload.setdefault("ceiling", {}).setdefault(row["machine"].get("cpu_model", "this CPU"), {})
     runs = [*cpu.get("runs", []), row]
@@ -810,8 +804,7 @@ def _graphs_g18(args: argparse.Namespace, texts: list[str]) -> None:
                                     "load_average_at_start": sweep_start, "load_average_at_end": load_average()}
         print("sweep", json.dumps(sweep), flush=True)
     out["load_average_at_end"] = load_average()
-    path = RESULTS / "optimize.json"
-    payload = json.loads(path.read_text()) if path.exists() else {}
+    payload = _earlier()
     payload["graphs_g18"] = {**out, "machine": machine()}
     print(f"wrote {write_result('optimize', payload)}")
 

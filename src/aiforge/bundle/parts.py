@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from aiforge.bundle.cpu import int8_cpu
 from aiforge.bundle.format import PIPELINE, BundleManifest
 from aiforge.bundle.registry import BundleRecord, Registry
 from aiforge.errors import BundleError, ExportError
@@ -33,12 +34,6 @@ CARD = "card.md"
 _ENGINE_KEYS = frozenset({"aiforge_version", "baseline", "metrics", "parity", "spec"})
 
 
-def _int8_cpu() -> dict[str, Any]:
-    from aiforge.bundle.cpu import int8_cpu
-
-    return int8_cpu()
-
-
 @dataclass(frozen=True)
 class Int8Parity:
     """The gate an int8 copy of a graph went through (stored with an ``int8_`` prefix on each key)."""
@@ -50,7 +45,7 @@ class Int8Parity:
     recipe: str | None
     details: Mapping[str, Any] = field(default_factory=dict)  # tries, fallback settings, dropped reason…
     # the CPU the gate ran on (bundle/cpu.int8_cpu: int8 sums exact or saturating); None: not recorded
-    cpu: Mapping[str, Any] | None = field(default_factory=_int8_cpu)
+    cpu: Mapping[str, Any] | None = field(default_factory=int8_cpu)
 
     def to_dict(self) -> dict[str, Any]:
         """The keys bundles store: ``int8_ok``, ``int8_top1_agreement``, … and each detail prefixed."""
